@@ -1,0 +1,141 @@
+//! The stable error codes. See DESIGN.md section 7 and docs/errors.md.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A stable error code. The string form (`SR-POL-001`) is the interface; the variant names are
+/// for Rust readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// A required policy field is missing.
+    #[serde(rename = "SR-POL-001")]
+    PolicyMissingField,
+    /// A policy field has a bad format or type, or the document is not valid YAML/JSON.
+    #[serde(rename = "SR-POL-002")]
+    PolicyBadFormat,
+    /// Policy fields are individually valid but conflict, or the operator config forbids them.
+    #[serde(rename = "SR-POL-003")]
+    PolicySemanticConflict,
+    /// An invalid network egress rule.
+    #[serde(rename = "SR-POL-201")]
+    PolicyInvalidNetworkRule,
+    /// Mapping the policy into a backend template failed.
+    #[serde(rename = "SR-CMP-001")]
+    CompileTemplateMapping,
+    /// Incomplete output or an illegal request (e.g. `compile` without `--dry-run`).
+    #[serde(rename = "SR-CMP-002")]
+    CompileIllegalRequest,
+    /// The network plan could not be built.
+    #[serde(rename = "SR-CMP-201")]
+    CompileNetworkPlan,
+    /// The runner could not start: a host precondition is missing (preflight).
+    #[serde(rename = "SR-RUN-001")]
+    RunPreflight,
+    /// Launching the workload failed.
+    #[serde(rename = "SR-RUN-002")]
+    RunLaunch,
+    /// The workload exceeded its wall-clock timeout and was killed.
+    #[serde(rename = "SR-RUN-003")]
+    RunTimeout,
+    /// Applying the network plan failed.
+    #[serde(rename = "SR-RUN-201")]
+    RunNetworkApply,
+    /// Releasing the network resources of a run failed.
+    #[serde(rename = "SR-RUN-202")]
+    RunNetworkRelease,
+    /// Writing an evidence event failed.
+    #[serde(rename = "SR-EVD-001")]
+    EvidenceEventWrite,
+    /// Generating, signing or verifying the report failed.
+    #[serde(rename = "SR-EVD-002")]
+    EvidenceReport,
+}
+
+impl ErrorCode {
+    /// Every code, in documentation order.
+    pub const ALL: [ErrorCode; 14] = [
+        ErrorCode::PolicyMissingField,
+        ErrorCode::PolicyBadFormat,
+        ErrorCode::PolicySemanticConflict,
+        ErrorCode::PolicyInvalidNetworkRule,
+        ErrorCode::CompileTemplateMapping,
+        ErrorCode::CompileIllegalRequest,
+        ErrorCode::CompileNetworkPlan,
+        ErrorCode::RunPreflight,
+        ErrorCode::RunLaunch,
+        ErrorCode::RunTimeout,
+        ErrorCode::RunNetworkApply,
+        ErrorCode::RunNetworkRelease,
+        ErrorCode::EvidenceEventWrite,
+        ErrorCode::EvidenceReport,
+    ];
+
+    /// The stable string form, e.g. `SR-POL-001`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::PolicyMissingField => "SR-POL-001",
+            ErrorCode::PolicyBadFormat => "SR-POL-002",
+            ErrorCode::PolicySemanticConflict => "SR-POL-003",
+            ErrorCode::PolicyInvalidNetworkRule => "SR-POL-201",
+            ErrorCode::CompileTemplateMapping => "SR-CMP-001",
+            ErrorCode::CompileIllegalRequest => "SR-CMP-002",
+            ErrorCode::CompileNetworkPlan => "SR-CMP-201",
+            ErrorCode::RunPreflight => "SR-RUN-001",
+            ErrorCode::RunLaunch => "SR-RUN-002",
+            ErrorCode::RunTimeout => "SR-RUN-003",
+            ErrorCode::RunNetworkApply => "SR-RUN-201",
+            ErrorCode::RunNetworkRelease => "SR-RUN-202",
+            ErrorCode::EvidenceEventWrite => "SR-EVD-001",
+            ErrorCode::EvidenceReport => "SR-EVD-002",
+        }
+    }
+
+    /// Parses the string form.
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// The process exit code `safe-run` uses for this family of failure.
+    ///
+    /// 0 success; 1 the workload itself failed (its own exit code is passed through instead
+    /// where one exists); 2 usage; 3 policy invalid; 4 compile; 5 run; 6 timeout; 7 evidence.
+    pub const fn exit_code(self) -> i32 {
+        match self {
+            ErrorCode::PolicyMissingField
+            | ErrorCode::PolicyBadFormat
+            | ErrorCode::PolicySemanticConflict
+            | ErrorCode::PolicyInvalidNetworkRule => 3,
+            ErrorCode::CompileTemplateMapping
+            | ErrorCode::CompileIllegalRequest
+            | ErrorCode::CompileNetworkPlan => 4,
+            ErrorCode::RunPreflight
+            | ErrorCode::RunLaunch
+            | ErrorCode::RunNetworkApply
+            | ErrorCode::RunNetworkRelease => 5,
+            ErrorCode::RunTimeout => 6,
+            ErrorCode::EvidenceEventWrite | ErrorCode::EvidenceReport => 7,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_form_round_trips_through_serde_and_parse() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(ErrorCode::parse("SR-XXX-000"), None);
+    }
+}

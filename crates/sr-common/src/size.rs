@@ -1,0 +1,184 @@
+//! Byte sizes written the Kubernetes way: `256Mi` (binary), `64M` (decimal), or a plain integer.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::UnitError;
+
+/// A size in bytes. Parsed from `"256Mi"`, `"1Gi"`, `"64M"`, `"512"` or an integer; always
+/// serialized as an integer number of bytes so that compiled output is canonical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ByteSize(pub u64);
+
+/// The largest size accepted: 2^53 - 1, so every size survives a JSON round trip exactly.
+pub(crate) const MAX_EXACT_JSON_INT: u64 = (1 << 53) - 1;
+
+const UNITS: [(&str, u64); 8] = [
+    ("Ki", 1 << 10),
+    ("Mi", 1 << 20),
+    ("Gi", 1 << 30),
+    ("Ti", 1 << 40),
+    ("K", 1_000),
+    ("M", 1_000_000),
+    ("G", 1_000_000_000),
+    ("T", 1_000_000_000_000),
+];
+
+impl ByteSize {
+    /// Number of bytes.
+    pub const fn bytes(self) -> u64 {
+        self.0
+    }
+
+    /// `n` mebibytes.
+    pub const fn mib(n: u64) -> Self {
+        ByteSize(n << 20)
+    }
+
+    /// Parses `"<digits>[unit]"`, rejecting signs, fractions, spaces and overflow.
+    pub fn parse(text: &str) -> Result<Self, UnitError> {
+        const KIND: &str = "byte size";
+        let digits_end = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(digits_end);
+        if digits.is_empty() {
+            return Err(UnitError::invalid(KIND, text, "expected digits such as 256Mi"));
+        }
+        let number: u64 = digits
+            .parse()
+            .map_err(|_| UnitError::invalid(KIND, text, "number too large"))?;
+        let multiplier = if unit.is_empty() {
+            1
+        } else {
+            UNITS
+                .iter()
+                .find(|(name, _)| *name == unit)
+                .map(|(_, m)| *m)
+                .ok_or_else(|| {
+                    UnitError::invalid(KIND, text, "unknown unit; use Ki, Mi, Gi, Ti, K, M, G or T")
+                })?
+        };
+        let bytes = number
+            .checked_mul(multiplier)
+            .filter(|b| *b <= MAX_EXACT_JSON_INT)
+            .ok_or_else(|| UnitError::invalid(KIND, text, "size too large"))?;
+        Ok(ByteSize(bytes))
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ByteSize::parse(s)
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, mult) in UNITS.iter().take(4).rev() {
+            if self.0 >= *mult && self.0 % mult == 0 {
+                return write!(f, "{}{}", self.0 / mult, name);
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte size such as 256Mi, 1Gi, 64M or a number of bytes")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                if v > MAX_EXACT_JSON_INT {
+                    return Err(E::custom("size too large"));
+                }
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom("a byte size cannot be negative"))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> Cow<'static, str> {
+        "ByteSize".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A size: an integer number of bytes, or digits followed by Ki, Mi, Gi, Ti (powers of 1024) or K, M, G, T (powers of 1000), e.g. \"256Mi\".",
+            "oneOf": [
+                { "type": "integer", "minimum": 0, "maximum": MAX_EXACT_JSON_INT },
+                { "type": "string", "pattern": "^[0-9]{1,16}(Ki|Mi|Gi|Ti|K|M|G|T)?$" }
+            ]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn parses_units() {
+        assert_eq!(ByteSize::parse("256Mi").unwrap(), ByteSize(256 << 20));
+        assert_eq!(ByteSize::parse("1Gi").unwrap(), ByteSize(1 << 30));
+        assert_eq!(ByteSize::parse("64M").unwrap(), ByteSize(64_000_000));
+        assert_eq!(ByteSize::parse("512").unwrap(), ByteSize(512));
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        for bad in [
+            "", "-1", "1.5Gi", " 1Gi", "1 Gi", "1gi", "Gi", "1Gib", "99999999999999999999",
+            "9999999Ti", "١٢", "1Ｍi",
+        ] {
+            assert!(ByteSize::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn negative_integer_is_rejected_by_serde() {
+        assert!(serde_json::from_str::<ByteSize>("-5").is_err());
+        assert_eq!(serde_json::from_str::<ByteSize>("5").unwrap(), ByteSize(5));
+        assert_eq!(serde_json::from_str::<ByteSize>("\"2Ki\"").unwrap(), ByteSize(2048));
+    }
+
+    proptest! {
+        #[test]
+        fn display_round_trips(n in 0u64..MAX_EXACT_JSON_INT) {
+            let shown = ByteSize(n).to_string();
+            prop_assert_eq!(ByteSize::parse(&shown).unwrap(), ByteSize(n));
+        }
+
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,24}") {
+            let _ = ByteSize::parse(&s);
+        }
+    }
+}

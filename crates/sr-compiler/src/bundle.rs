@@ -1,0 +1,318 @@
+//! CompileBundle: the deterministic plan a policy compiles to, and the runner executes.
+//!
+//! Everything here is data. Collections are `Vec`s in a defined order (sorted where order carries
+//! no meaning) or `BTreeMap`s, so that serializing a bundle gives the same bytes on every run and
+//! machine. Nothing here holds a time, a random value or a host-specific path other than those
+//! the policy and operator config name. Per-run names carry the literal placeholder `<runId>`,
+//! which the runner substitutes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Placeholder substituted by the runner with the run id.
+pub const RUN_ID_PLACEHOLDER: &str = "<runId>";
+
+/// The compiled plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompileBundle {
+    /// Bundle format version (1).
+    pub bundle_version: u32,
+    /// `sha256:<hex>` of the RFC 8785 canonical JSON of the policy as parsed.
+    pub policy_digest: String,
+    /// The policy's name.
+    pub policy_name: String,
+    /// `sandbox` or `firecracker`.
+    pub backend: String,
+    /// What to execute.
+    pub process: ProcessPlan,
+    /// Process-sandbox plan (backend sandbox), else null.
+    pub sandbox_plan: Option<SandboxPlan>,
+    /// Firecracker plan (backend firecracker), else null.
+    pub firecracker_plan: Option<FirecrackerPlan>,
+    /// cgroup limits.
+    pub cgroup_plan: CgroupPlan,
+    /// `null` for `network.mode: none`.
+    pub network_plan: Option<NetworkPlan>,
+    /// Which events to record, signing.
+    pub evidence_plan: EvidencePlan,
+}
+
+/// The workload process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessPlan {
+    /// Absolute path inside the sandbox.
+    pub command: String,
+    /// Arguments without argv[0].
+    pub args: Vec<String>,
+    /// The whole environment (sorted).
+    pub env: BTreeMap<String, String>,
+    /// Working directory inside the sandbox.
+    pub cwd: String,
+    /// Identity inside the sandbox.
+    pub uid: u32,
+    /// Identity inside the sandbox.
+    pub gid: u32,
+    /// Wall-clock limit in milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// The process-sandbox plan: namespaces, identity mapping, mounts, Landlock, seccomp, rlimits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxPlan {
+    /// Namespaces to create, sorted: cgroup, ipc, mount, net, pid, user, uts.
+    pub namespaces: Vec<String>,
+    /// Host uid the workload's uid maps to.
+    pub host_uid: u32,
+    /// Host gid the workload's gid maps to.
+    pub host_gid: u32,
+    /// Hostname inside the sandbox.
+    pub hostname: String,
+    /// Mounts in the order they are made.
+    pub mounts: Vec<MountStep>,
+    /// Landlock ruleset mirroring the mount plan.
+    pub landlock: LandlockPlan,
+    /// Seccomp filter.
+    pub seccomp: SeccompPlan,
+    /// rlimits applied before exec, sorted by resource name.
+    pub rlimits: BTreeMap<String, u64>,
+    /// Set no_new_privs (always true).
+    pub no_new_privs: bool,
+    /// Capabilities kept (always empty).
+    pub capabilities: Vec<String>,
+}
+
+/// One mount made when building the sandbox root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum MountStep {
+    /// The new root: a tmpfs, read-only after setup (host rootfs), or a bind of a rootfs dir.
+    Root {
+        /// `host` or the canonical rootfs directory.
+        source: String,
+    },
+    /// A bind mount of a host path.
+    #[serde(rename_all = "camelCase")]
+    Bind {
+        /// Host path (canonical, verified with O_PATH|O_NOFOLLOW at run time).
+        source: String,
+        /// Path inside the sandbox.
+        target: String,
+        /// Read-only.
+        read_only: bool,
+        /// Where it came from: `rootfs` (host system dir) or `policy` (`mounts[i]`).
+        origin: String,
+    },
+    /// A symlink recreated in the new root (e.g. /bin -> usr/bin on merged-/usr hosts).
+    Symlink {
+        /// Link path inside the sandbox.
+        target: String,
+        /// What it points to.
+        link: String,
+    },
+    /// A size-limited tmpfs.
+    #[serde(rename_all = "camelCase")]
+    Tmpfs {
+        /// Path inside the sandbox.
+        target: String,
+        /// Size limit in bytes.
+        size_bytes: u64,
+        /// Octal mode, e.g. 1777.
+        mode: u32,
+    },
+    /// A fresh procfs for the sandbox's pid namespace.
+    Proc {
+        /// Always /proc.
+        target: String,
+    },
+    /// A minimal /dev with only the listed device nodes.
+    Dev {
+        /// Always /dev.
+        target: String,
+        /// Device names under /dev, sorted.
+        devices: Vec<String>,
+    },
+}
+
+/// Landlock: the filesystem access allowed beneath each path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LandlockPlan {
+    /// Fail the run when the kernel lacks Landlock (else record the absence).
+    pub required: bool,
+    /// Minimum ABI the rules need.
+    pub min_abi: u32,
+    /// Rules sorted by path.
+    pub rules: Vec<LandlockRule>,
+}
+
+/// One Landlock path rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LandlockRule {
+    /// Path inside the sandbox.
+    pub path: String,
+    /// `ro` (read + execute) or `rw` (read, write, create, remove, execute).
+    pub access: String,
+}
+
+/// Seccomp: a deny list enforced with a BPF filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeccompPlan {
+    /// Stable id of the profile (`sr-default-v1`).
+    pub profile_id: String,
+    /// What a denied call returns: `errno:EPERM`.
+    pub deny_action: String,
+    /// Denied syscalls, sorted.
+    pub denied_syscalls: Vec<String>,
+    /// clone/clone3 flags refused (namespace creation), sorted.
+    pub denied_clone_flags: Vec<String>,
+}
+
+/// cgroup limits (v2 names; the runner maps them to v1 files where needed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CgroupPlan {
+    /// Name of the run's cgroup under the safe-run parent: `safe-run-<runId>`.
+    pub name: String,
+    /// memory.max in bytes.
+    pub memory_max_bytes: u64,
+    /// pids.max.
+    pub pids_max: u64,
+    /// cpu.max quota in microseconds per `cpu_period_us`.
+    pub cpu_quota_us: u64,
+    /// cpu.max period in microseconds.
+    pub cpu_period_us: u64,
+}
+
+/// The network plan for `mode: allowlist`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPlan {
+    /// `allowlist`.
+    pub mode: String,
+    /// Host-side interface name template, e.g. `sr<runId>h` (sandbox veth) or `srt<runId>` (tap).
+    pub host_interface: String,
+    /// Sandbox-side interface name template.
+    pub guest_interface: String,
+    /// nftables objects to create.
+    pub nft: NftPlan,
+    /// DNS: which names the runner's resolver answers.
+    pub dns: DnsPlan,
+}
+
+/// The per-run nftables table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NftPlan {
+    /// Address family (`inet`).
+    pub family: String,
+    /// Table name template, e.g. `safe_run_<runId>`.
+    pub table: String,
+    /// Base chains.
+    pub chains: Vec<NftChain>,
+    /// Named sets, one per host rule (filled at run time with resolved addresses).
+    pub sets: Vec<NftSet>,
+    /// Rules in evaluation order: allow rules (one per egress rule), then the default drop.
+    pub rules: Vec<NftRule>,
+}
+
+/// A base chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NftChain {
+    /// Chain name.
+    pub name: String,
+    /// `filter` / `nat`.
+    pub chain_type: String,
+    /// `forward`, `postrouting`, ...
+    pub hook: String,
+    /// Priority.
+    pub priority: i32,
+    /// Chain policy (`accept`: rules only match this run's interface).
+    pub policy: String,
+}
+
+/// A named address set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NftSet {
+    /// Set name.
+    pub name: String,
+    /// `ipv4_addr` or `ipv6_addr`.
+    pub set_type: String,
+    /// Host name that fills it.
+    pub host: String,
+}
+
+/// One rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NftRule {
+    /// Stable id used in comments, counters and audit: `egress-<i>`, `dns`, `default-drop`.
+    pub id: String,
+    /// Chain.
+    pub chain: String,
+    /// Index of the egress rule in the policy, when it comes from one.
+    pub egress_index: Option<usize>,
+    /// Match: destination set name or CIDR.
+    pub daddr: Option<String>,
+    /// Match: l4 protocol.
+    pub protocol: Option<String>,
+    /// Match: destination ports, sorted.
+    pub dports: Vec<u16>,
+    /// `accept` or `drop`.
+    pub verdict: String,
+    /// Always true: every rule counts.
+    pub counter: bool,
+}
+
+/// DNS plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsPlan {
+    /// Names the resolver answers, sorted and deduplicated.
+    pub allowed_names: Vec<String>,
+}
+
+/// The Firecracker plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FirecrackerPlan {
+    /// Firecracker's own `--config-file` JSON (boot-source, drives, machine-config, ...).
+    pub vm_config: serde_json::Value,
+    /// jailer arguments (with `<runId>` placeholders).
+    pub jailer_args: Vec<String>,
+    /// API socket path template.
+    pub api_socket: String,
+    /// Artifacts to hash and (when pinned) check before boot.
+    pub artifacts: Vec<ArtifactCheck>,
+}
+
+/// An artifact and its expected digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactCheck {
+    /// `kernel` or `rootfs`.
+    pub role: String,
+    /// Host path.
+    pub path: String,
+    /// Expected `sha256:<hex>`, when pinned.
+    pub expected_sha256: Option<String>,
+}
+
+/// Evidence plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidencePlan {
+    /// Event types to record, sorted.
+    pub events: Vec<String>,
+    /// Sign the report.
+    pub sign: bool,
+    /// Resource sampling interval in milliseconds.
+    pub sample_interval_ms: u64,
+}

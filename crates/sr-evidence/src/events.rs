@@ -1,0 +1,70 @@
+//! Event types: the stable names of everything a run can record.
+//!
+//! A policy's `evidence.events` lists which of these are written; the names are part of the
+//! report format and never change meaning.
+
+/// The run directory was created and the run id assigned.
+pub const RUN_PREPARE: &str = "run.prepare";
+/// An input (policy, bundle, command binary, rootfs/kernel) was hashed.
+pub const ARTIFACT_HASHED: &str = "artifact.hashed";
+/// The policy was compiled into a bundle.
+pub const POLICY_COMPILED: &str = "policy.compiled";
+/// The network plan was generated (payload: mode).
+pub const NETWORK_PLAN_GENERATED: &str = "network.plan.generated";
+/// The network plan was applied on the host.
+pub const NETWORK_APPLIED: &str = "network.applied";
+/// Isolation was enforced (payload: the enforcement facts).
+pub const SANDBOX_ENFORCED: &str = "sandbox.enforced";
+/// The workload process started.
+pub const PROCESS_STARTED: &str = "process.started";
+/// A periodic resource sample from the cgroup.
+pub const RESOURCE_SAMPLE: &str = "resource.sample";
+/// An nftables rule was hit (payload: rule id, allowed and blocked hits).
+pub const NETWORK_RULE_HIT: &str = "network.rule.hit";
+/// A DNS query was answered or refused by the run's resolver.
+pub const NETWORK_DNS_QUERY: &str = "network.dns.query";
+/// The workload exceeded its timeout.
+pub const RUN_TIMEOUT: &str = "run.timeout";
+/// The workload was killed by the OOM killer.
+pub const RUN_OOM: &str = "run.oom";
+/// The workload exited (payload: exit status).
+pub const PROCESS_EXITED: &str = "process.exited";
+/// Network resources were released.
+pub const NETWORK_RELEASED: &str = "network.released";
+/// Cleanup finished (payload: what was removed, any cleanup error).
+pub const CLEANUP_DONE: &str = "cleanup.done";
+
+/// Every event type, sorted.
+pub const ALL: [&str; 15] = [
+    ARTIFACT_HASHED,
+    CLEANUP_DONE,
+    NETWORK_APPLIED,
+    NETWORK_DNS_QUERY,
+    NETWORK_PLAN_GENERATED,
+    NETWORK_RELEASED,
+    NETWORK_RULE_HIT,
+    POLICY_COMPILED,
+    PROCESS_EXITED,
+    PROCESS_STARTED,
+    RESOURCE_SAMPLE,
+    RUN_OOM,
+    RUN_PREPARE,
+    RUN_TIMEOUT,
+    SANDBOX_ENFORCED,
+];
+
+/// Whether `name` is a known event type.
+pub fn is_known(name: &str) -> bool {
+    ALL.contains(&name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn all_is_sorted_and_unique() {
+        let mut sorted = super::ALL.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted, super::ALL.to_vec());
+    }
+}

@@ -1,0 +1,45 @@
+//! The seam through which the runner records evidence.
+//!
+//! The runner only ever calls [`EventSink::emit`]; whether the event is written (the policy's
+//! evidence plan gates it), how it is chained and where it goes belong to the sink. Unit tests
+//! use [`RecordingSink`].
+
+use serde_json::Value;
+
+/// Error from recording an event. Carries SR-EVD-001 when shown.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write event {event_type}: {reason}")]
+pub struct EmitError {
+    /// The event type that could not be written.
+    pub event_type: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Something that records run events.
+pub trait EventSink: Send {
+    /// Records one event of `event_type` (one of [`crate::events`]) with `payload`.
+    /// An event type the evidence plan does not list is accepted and dropped.
+    fn emit(&mut self, event_type: &str, payload: Value) -> Result<(), EmitError>;
+}
+
+/// A sink that keeps every event in memory, for tests.
+#[derive(Debug, Default, Clone)]
+pub struct RecordingSink {
+    /// Events in order: (type, payload).
+    pub events: Vec<(String, Value)>,
+}
+
+impl EventSink for RecordingSink {
+    fn emit(&mut self, event_type: &str, payload: Value) -> Result<(), EmitError> {
+        self.events.push((event_type.to_owned(), payload));
+        Ok(())
+    }
+}
+
+impl RecordingSink {
+    /// The types recorded, in order.
+    pub fn types(&self) -> Vec<&str> {
+        self.events.iter().map(|(t, _)| t.as_str()).collect()
+    }
+}
