@@ -1,1 +1,64 @@
-fn main() {}
+//! `safe-run`: run untrusted programs under a declarative policy and prove what was enforced.
+//!
+//! Exit codes: 0 success (or the workload's own exit code for `run`), 2 usage, 3 policy invalid,
+//! 4 compile failure, 5 run failure, 6 timeout, 7 evidence failure. See docs/errors.md.
+
+mod cmd;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Run untrusted Linux programs under a declarative policy, and prove afterwards what ran and
+/// what was enforced.
+#[derive(Parser)]
+#[command(name = "safe-run", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = "Start with `safe-run validate examples/m1_network_none.yaml`, then \
+`safe-run run --policy examples/m1_network_none.yaml`.\nDocs: docs/policy.md, docs/run.md, docs/evidence.md, docs/errors.md.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a policy and report every problem at once.
+    Validate(cmd::validate::ValidateArgs),
+    /// Show the plan a policy compiles to (only with --dry-run).
+    Compile(cmd::compile::CompileArgs),
+    /// Run a command under a policy and write a signed run report.
+    Run(cmd::run::RunArgs),
+    /// Verify or export run reports.
+    #[command(subcommand)]
+    Report(cmd::report::ReportCommand),
+    /// Show the report-signing key.
+    #[command(subcommand)]
+    Key(cmd::key::KeyCommand),
+    /// Print the JSON Schema of PolicySpec v1.
+    Schema(cmd::schema::SchemaArgs),
+    /// Remove what runs killed with SIGKILL left behind (cgroups, nftables tables, links).
+    Gc(cmd::gc::GcArgs),
+    /// Internal: the sandbox's init process. Not for direct use.
+    #[command(name = "__init", hide = true)]
+    Init(cmd::init::InitArgs),
+}
+
+fn main() -> ExitCode {
+    // The sandbox init must start before anything could spawn a thread: it forks.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "__init") {
+        return ExitCode::from(cmd::init::execute_early());
+    }
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Validate(args) => cmd::validate::execute(args),
+        Command::Compile(args) => cmd::compile::execute(args),
+        Command::Run(args) => cmd::run::execute(args),
+        Command::Report(c) => cmd::report::execute(c),
+        Command::Key(c) => cmd::key::execute(c),
+        Command::Schema(args) => cmd::schema::execute(args),
+        Command::Gc(args) => cmd::gc::execute(args),
+        Command::Init(_) => cmd::init::execute_early(),
+    };
+    ExitCode::from(code)
+}

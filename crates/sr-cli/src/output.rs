@@ -1,0 +1,39 @@
+//! How failures reach the terminal: text for people, JSON for programs.
+
+use clap::ValueEnum;
+use sr_common::Diagnostic;
+
+/// Output format of diagnostics and results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Format {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// JSON on stdout.
+    Json,
+}
+
+/// Prints diagnostics to stderr (text) or as a JSON array on stdout, and returns the exit code
+/// of the first one's family.
+pub fn fail(diagnostics: &[Diagnostic], format: Format) -> u8 {
+    match format {
+        Format::Text => {
+            for d in diagnostics {
+                eprintln!("error: {d}");
+            }
+        }
+        Format::Json => {
+            let doc = serde_json::json!({ "ok": false, "errors": diagnostics });
+            println!("{doc:#}");
+        }
+    }
+    diagnostics
+        .first()
+        .map(|d| exit_code(d.code.exit_code()))
+        .unwrap_or(1)
+}
+
+/// Converts an exit code to the u8 `ExitCode` takes, saturating.
+pub fn exit_code(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(1)
+}

@@ -1,0 +1,1 @@
+//! Network allowlist lifecycle (veth, nftables, DNS). Filled by the network work.

@@ -1,0 +1,51 @@
+//! The seam between the sandbox launcher and the network lifecycle.
+//!
+//! The launcher owns namespaces and processes; the network module owns links, addresses,
+//! nftables and DNS. The launcher calls [`NetworkHook::attach`] once the sandbox's network
+//! namespace exists and before the workload starts, and [`NetworkHook::release`] on every exit
+//! path. For `network.mode: none` it uses [`NoNetwork`].
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sr_common::Diagnostic;
+
+/// What attaching the network produced, for the sandbox and for the report.
+#[derive(Debug, Clone, Default)]
+pub struct AttachedNetwork {
+    /// A resolv.conf to bind over /etc/resolv.conf inside the sandbox, when DNS is served.
+    pub resolv_conf: Option<PathBuf>,
+    /// Enforcement facts for the report (interfaces, addresses, nftables ruleset digest, ...).
+    pub facts: Value,
+}
+
+/// Network lifecycle of one run.
+pub trait NetworkHook {
+    /// Connects the network namespace of process `ns_pid` (the sandbox init) to the host and
+    /// applies the run's rules. `run_dir` is the run directory. Failure is SR-RUN-201.
+    fn attach(&mut self, ns_pid: u32, run_dir: &Path) -> Result<AttachedNetwork, Diagnostic>;
+
+    /// Samples rule counters; called periodically while the workload runs and once at its end.
+    /// Returns audit data for events and the report (may be `Value::Null`).
+    fn sample(&mut self) -> Result<Value, Diagnostic>;
+
+    /// Removes everything `attach` created. Must be safe to call when `attach` failed midway or
+    /// was never called, and more than once. Failure is SR-RUN-202.
+    fn release(&mut self) -> Result<(), Diagnostic>;
+}
+
+/// `network.mode: none`: the sandbox keeps a network namespace with only loopback.
+#[derive(Debug, Default)]
+pub struct NoNetwork;
+
+impl NetworkHook for NoNetwork {
+    fn attach(&mut self, _ns_pid: u32, _run_dir: &Path) -> Result<AttachedNetwork, Diagnostic> {
+        Ok(AttachedNetwork::default())
+    }
+    fn sample(&mut self) -> Result<Value, Diagnostic> {
+        Ok(Value::Null)
+    }
+    fn release(&mut self) -> Result<(), Diagnostic> {
+        Ok(())
+    }
+}
