@@ -6,4 +6,4 @@
 pub mod network;
 pub mod network_hook;
 
-pub use network_hook::{AttachedNetwork, NetworkHook, NoNetwork};
+pub use network_hook::{AttachedNetwork, NetworkHook, NetworkSample, NoNetwork};

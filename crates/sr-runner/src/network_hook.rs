@@ -19,15 +19,24 @@ pub struct AttachedNetwork {
     pub facts: Value,
 }
 
+/// One sampling of the network's counters.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkSample {
+    /// Events to record now, in order: (event type from `sr_evidence::events`, payload).
+    pub events: Vec<(String, Value)>,
+    /// The report's `networkAudit` block as of this sample (`Value::Null` for mode none).
+    pub audit: Value,
+}
+
 /// Network lifecycle of one run.
 pub trait NetworkHook {
     /// Connects the network namespace of process `ns_pid` (the sandbox init) to the host and
     /// applies the run's rules. `run_dir` is the run directory. Failure is SR-RUN-201.
     fn attach(&mut self, ns_pid: u32, run_dir: &Path) -> Result<AttachedNetwork, Diagnostic>;
 
-    /// Samples rule counters; called periodically while the workload runs and once at its end.
-    /// Returns audit data for events and the report (may be `Value::Null`).
-    fn sample(&mut self) -> Result<Value, Diagnostic>;
+    /// Samples rule counters; called periodically while the workload runs and once at its end
+    /// (`final_sample`). Returns the events to record now and the current audit block.
+    fn sample(&mut self, final_sample: bool) -> Result<NetworkSample, Diagnostic>;
 
     /// Removes everything `attach` created. Must be safe to call when `attach` failed midway or
     /// was never called, and more than once. Failure is SR-RUN-202.
@@ -42,8 +51,8 @@ impl NetworkHook for NoNetwork {
     fn attach(&mut self, _ns_pid: u32, _run_dir: &Path) -> Result<AttachedNetwork, Diagnostic> {
         Ok(AttachedNetwork::default())
     }
-    fn sample(&mut self) -> Result<Value, Diagnostic> {
-        Ok(Value::Null)
+    fn sample(&mut self, _final_sample: bool) -> Result<NetworkSample, Diagnostic> {
+        Ok(NetworkSample::default())
     }
     fn release(&mut self) -> Result<(), Diagnostic> {
         Ok(())
