@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what safe-run needs on a Debian host, once: nft (allowlist networking), ip
+# (iproute2), python3 (used by examples and tests), bwrap and hyperfine (benchmarks only).
+# Idempotent: installs only what is missing. Needs root.
+set -euo pipefail
+
+need=()
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+if [[ "${SAFE_RUN_SETUP_BENCH:-0}" == 1 ]]; then
+  command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+  command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
+fi
+
+if ((${#need[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing ${need[*]} and not root; install them or rerun as root" >&2
+    exit 1
+  fi
+  echo "setup: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi
