@@ -1,0 +1,495 @@
+//! Offline verification of a run report and its event chain.
+//!
+//! Nothing here touches the network; everything a check needs is in the report, the event log,
+//! the files they name, and (optionally) a public key given by the verifier. Every check is
+//! listed with its result, so a reader sees what was proven and what could not be checked:
+//!
+//! | check | passes when |
+//! |---|---|
+//! | `report.read` | the file reads and is a JSON object |
+//! | `report.layout` | the bytes are exactly the canonical layout (no byte changed, even whitespace) |
+//! | `report.schema` | it validates against the v1 JSON Schema and `schemaVersion` is v1 |
+//! | `integrity.digest` | `algorithm` is `sha256+jcs` and the digest recomputes |
+//! | `signature` | the Ed25519 signature over the digest verifies (with `--key`: that key; otherwise the embedded, self-asserted key) |
+//! | `events.chain` | every line of events.jsonl is a canonical, correctly hashed and linked event |
+//! | `events.head` | the chain's last hash and count equal `timeline.head`, `integrity.eventsHead` and `timeline.count` |
+//! | `timeline.complete` | informational: whether the run reached cleanup (skip when not) |
+//! | `output:<name>` | the output file, when present, has the recorded size and digest (skip when absent) |
+//! | `input:<role>:<name>` | a file input, when present, has the recorded digest (skip when absent) |
+//!
+//! A skip never counts as a pass: [`Verification::ok`] is true when nothing failed, and the
+//! output names every skip.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{Signature, VerifyingKey};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::canonical::SHA256_PREFIX;
+use crate::chain::{self, CheckedChain, EVENTS_FILE};
+use crate::keys;
+use crate::report::{
+    self, INTEGRITY_ALGORITHM, InputRole, RunReport, SCHEMA_VERSION, digest_of_value,
+};
+
+/// The result of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Checked and correct.
+    Pass,
+    /// Checked and wrong.
+    Fail,
+    /// Could not be checked (and says why); never a pass.
+    Skip,
+}
+
+impl Status {
+    /// `PASS`, `FAIL`, `SKIP`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::Skip => "SKIP",
+        }
+    }
+}
+
+/// One named check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// Check name (see the module docs).
+    pub name: String,
+    /// Result.
+    pub status: Status,
+    /// What was found.
+    pub detail: String,
+}
+
+/// All checks of one verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    /// Checks in the order they ran.
+    pub checks: Vec<Check>,
+    /// Whether the evidence covers the whole run (report: `timeline.complete`; events only:
+    /// the chain ends with `cleanup.done`).
+    pub complete: bool,
+}
+
+impl Verification {
+    /// True when no check failed.
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.status != Status::Fail)
+    }
+
+    /// The failed checks.
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| c.status == Status::Fail)
+    }
+
+    fn push(&mut self, name: impl Into<String>, status: Status, detail: impl Into<String>) {
+        self.checks.push(Check {
+            name: name.into(),
+            status,
+            detail: detail.into(),
+        });
+    }
+
+    /// One line per check: `PASS  signature  ed25519 keyid=…`.
+    pub fn render_text(&self) -> String {
+        let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for c in &self.checks {
+            out.push_str(&format!(
+                "{}  {:width$}  {}\n",
+                c.status.label(),
+                c.name,
+                c.detail
+            ));
+        }
+        out
+    }
+}
+
+/// Default location of the event log: `events.jsonl` beside the report.
+pub fn default_events_path(report_path: &Path) -> PathBuf {
+    report_path
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(EVENTS_FILE)
+}
+
+/// Verifies a report, its event chain and the files it names. `events_path` defaults to
+/// `events.jsonl` beside the report; `key` is the verifier's trusted public key.
+pub fn verify(report_path: &Path, events_path: Option<&Path>, key: Option<&VerifyingKey>) -> Verification {
+    let mut v = Verification {
+        checks: Vec::new(),
+        complete: false,
+    };
+    let bytes = match std::fs::read(report_path) {
+        Ok(b) => b,
+        Err(e) => {
+            v.push("report.read", Status::Fail, format!("{}: {e}", report_path.display()));
+            return v;
+        }
+    };
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(value @ Value::Object(_)) => value,
+        Ok(_) => {
+            v.push("report.read", Status::Fail, "not a JSON object");
+            return v;
+        }
+        Err(e) => {
+            v.push("report.read", Status::Fail, format!("not JSON: {e}"));
+            return v;
+        }
+    };
+    v.push("report.read", Status::Pass, report_path.display().to_string());
+
+    match report::render_value(&value) {
+        Ok(canonical) if canonical == bytes => {
+            v.push("report.layout", Status::Pass, "canonical (RFC 8785 key order, 2-space indent)")
+        }
+        Ok(_) => v.push(
+            "report.layout",
+            Status::Fail,
+            "the bytes differ from the canonical layout safe-run writes (edited file)",
+        ),
+        Err(e) => v.push("report.layout", Status::Fail, e),
+    }
+
+    check_schema(&mut v, &value);
+
+    let integrity = value.get("integrity");
+    let recorded_digest = integrity.and_then(|i| i.get("digest")).and_then(Value::as_str);
+    let algorithm = integrity.and_then(|i| i.get("algorithm")).and_then(Value::as_str);
+    match (digest_of_value(&value), recorded_digest) {
+        (Ok(d), Some(r)) if d == r && algorithm == Some(INTEGRITY_ALGORITHM) => {
+            v.push("integrity.digest", Status::Pass, d)
+        }
+        (Ok(_), Some(_)) if algorithm != Some(INTEGRITY_ALGORITHM) => v.push(
+            "integrity.digest",
+            Status::Fail,
+            format!("algorithm is {algorithm:?}, expected {INTEGRITY_ALGORITHM}"),
+        ),
+        (Ok(d), Some(r)) => v.push(
+            "integrity.digest",
+            Status::Fail,
+            format!("recorded {r}, recomputed {d}: the report was changed after sealing"),
+        ),
+        (Ok(_), None) => v.push("integrity.digest", Status::Fail, "no integrity.digest"),
+        (Err(e), _) => v.push("integrity.digest", Status::Fail, e),
+    }
+
+    let parsed: RunReport = match serde_json::from_value(value) {
+        Ok(r) => r,
+        Err(e) => {
+            v.push("report.types", Status::Fail, e.to_string());
+            return v;
+        }
+    };
+    check_signature(&mut v, &parsed, key);
+
+    let events_path = events_path
+        .map(Path::to_owned)
+        .unwrap_or_else(|| default_events_path(report_path));
+    check_events_against_report(&mut v, &parsed, &events_path);
+
+    v.complete = parsed.timeline.complete;
+    if parsed.timeline.complete {
+        v.push("timeline.complete", Status::Pass, "the run reached cleanup");
+    } else {
+        v.push(
+            "timeline.complete",
+            Status::Skip,
+            "incomplete: the report was written on an error path before cleanup finished",
+        );
+    }
+
+    let run_dir = report_path.parent().unwrap_or_else(|| Path::new("."));
+    for out in &parsed.outputs {
+        check_output(&mut v, run_dir, out);
+    }
+    for input in &parsed.inputs {
+        check_input(&mut v, input);
+    }
+    v
+}
+
+/// Verifies an event log alone (no report): the chain, and whether it is complete (ends with
+/// `cleanup.done`). A valid chain without it is an incomplete prefix, e.g. after a crash.
+pub fn verify_events(events_path: &Path) -> Verification {
+    let mut v = Verification {
+        checks: Vec::new(),
+        complete: false,
+    };
+    let Some(chain) = read_chain(&mut v, events_path) else {
+        return v;
+    };
+    v.complete = chain.ends_with_cleanup();
+    if v.complete {
+        v.push("events.complete", Status::Pass, "the chain ends with cleanup.done");
+    } else {
+        v.push(
+            "events.complete",
+            Status::Skip,
+            format!(
+                "incomplete prefix: the chain ends with {} (the run stopped before cleanup.done, or the plan omits it); without a signed report the tail could also have been cut",
+                chain.last_type.as_deref().unwrap_or("no event")
+            ),
+        );
+    }
+    v
+}
+
+fn read_chain(v: &mut Verification, events_path: &Path) -> Option<CheckedChain> {
+    let bytes = match std::fs::read(events_path) {
+        Ok(b) => b,
+        Err(e) => {
+            v.push(
+                "events.chain",
+                Status::Fail,
+                format!("{}: {e} (pass --events FILE)", events_path.display()),
+            );
+            return None;
+        }
+    };
+    match chain::check_chain(&bytes) {
+        Ok(c) => {
+            v.push(
+                "events.chain",
+                Status::Pass,
+                format!("{} events, head {}", c.count, c.head),
+            );
+            Some(c)
+        }
+        Err(e) => {
+            v.push("events.chain", Status::Fail, format!("{}: {e}", events_path.display()));
+            None
+        }
+    }
+}
+
+fn check_schema(v: &mut Verification, value: &Value) {
+    let schema = report::report_schema();
+    let validator = match jsonschema::validator_for(&schema) {
+        Ok(val) => val,
+        Err(e) => {
+            v.push("report.schema", Status::Fail, format!("schema unusable: {e}"));
+            return;
+        }
+    };
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .take(5)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    let version = value.get("schemaVersion").and_then(Value::as_str);
+    if !errors.is_empty() {
+        v.push("report.schema", Status::Fail, errors.join("; "));
+    } else if version != Some(SCHEMA_VERSION) {
+        v.push(
+            "report.schema",
+            Status::Fail,
+            format!("schemaVersion is {version:?}, expected {SCHEMA_VERSION}"),
+        );
+    } else {
+        v.push("report.schema", Status::Pass, SCHEMA_VERSION);
+    }
+}
+
+fn check_signature(v: &mut Verification, report: &RunReport, key: Option<&VerifyingKey>) {
+    let Some(integrity) = &report.integrity else {
+        v.push("signature", Status::Fail, "no integrity block");
+        return;
+    };
+    let Some(sig_b64) = &integrity.signature else {
+        if integrity.keyid.is_some() || integrity.public_key.is_some() {
+            v.push(
+                "signature",
+                Status::Fail,
+                "keyid or publicKey present without a signature (signature removed)",
+            );
+        } else if key.is_some() {
+            v.push("signature", Status::Fail, "the report is unsigned but --key was given");
+        } else {
+            v.push("signature", Status::Skip, "the report is unsigned (policy evidence.sign: false)");
+        }
+        return;
+    };
+    if integrity.keyid.is_none() || integrity.public_key.is_none() {
+        v.push(
+            "signature",
+            Status::Fail,
+            "a signed report carries signature, keyid and publicKey together; one was removed",
+        );
+        return;
+    }
+    let (key, trust) = match key {
+        Some(k) => (*k, "key given by the verifier"),
+        None => {
+            let embedded = integrity
+                .public_key
+                .as_deref()
+                .ok_or_else(|| "no integrity.publicKey; pass --key".to_owned())
+                .and_then(keys::parse_public_key);
+            match embedded {
+                Ok(k) => (k, "self-asserted key embedded in the report: proves integrity, not who signed; pass --key to check the signer"),
+                Err(e) => {
+                    v.push("signature", Status::Fail, e);
+                    return;
+                }
+            }
+        }
+    };
+    let id = keys::keyid(&key);
+    if integrity.keyid.as_deref() != Some(id.as_str()) {
+        v.push(
+            "signature",
+            Status::Fail,
+            format!("keyid is {:?} but the key's id is {id}", integrity.keyid),
+        );
+        return;
+    }
+    if let Some(pk) = &integrity.public_key
+        && pk != &keys::public_key_base64(&key)
+    {
+        v.push(
+            "signature",
+            Status::Fail,
+            format!("the embedded public key is not key {id}"),
+        );
+        return;
+    }
+    let sig = match B64.decode(sig_b64).ok().and_then(|b| Signature::from_slice(&b).ok()) {
+        Some(s) => s,
+        None => {
+            v.push("signature", Status::Fail, "signature is not a base64 Ed25519 signature");
+            return;
+        }
+    };
+    match key.verify_strict(integrity.digest.as_bytes(), &sig) {
+        Ok(()) => v.push("signature", Status::Pass, format!("ed25519 keyid={id} ({trust})")),
+        Err(_) => v.push(
+            "signature",
+            Status::Fail,
+            format!("ed25519 signature does not verify with key {id}"),
+        ),
+    }
+}
+
+fn check_events_against_report(v: &mut Verification, report: &RunReport, events_path: &Path) {
+    let Some(chain) = read_chain(v, events_path) else {
+        v.push("events.head", Status::Fail, "no valid chain to compare");
+        return;
+    };
+    let t = &report.timeline;
+    let events_head = report.integrity.as_ref().map(|i| i.events_head.as_str());
+    let mut problems = Vec::new();
+    if chain.head != t.head {
+        problems.push(format!("chain head {} != timeline.head {}", chain.head, t.head));
+    }
+    if events_head != Some(t.head.as_str()) {
+        problems.push(format!("integrity.eventsHead {events_head:?} != timeline.head {}", t.head));
+    }
+    if chain.count != t.count {
+        problems.push(format!("chain has {} events, timeline.count is {}", chain.count, t.count));
+    }
+    if problems.is_empty() {
+        v.push("events.head", Status::Pass, format!("{} events, head matches the report", chain.count));
+    } else {
+        v.push("events.head", Status::Fail, problems.join("; "));
+    }
+}
+
+fn check_output(v: &mut Verification, run_dir: &Path, out: &report::Output) {
+    let name = format!("output:{}", out.name);
+    let rel = Path::new(&out.path);
+    if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        v.push(name, Status::Fail, format!("path {} is not relative to the run directory", out.path));
+        return;
+    }
+    let path = run_dir.join(rel);
+    match hash_file(&path) {
+        Ok(None) => v.push(name, Status::Skip, format!("{} is not on disk; not checked", path.display())),
+        Ok(Some((digest, bytes))) if digest == out.digest && bytes == out.bytes => {
+            v.push(name, Status::Pass, format!("{} bytes {digest}", bytes))
+        }
+        Ok(Some((digest, bytes))) => v.push(
+            name,
+            Status::Fail,
+            format!(
+                "{} has {bytes} bytes {digest}; the report says {} bytes {}",
+                path.display(),
+                out.bytes,
+                out.digest
+            ),
+        ),
+        Err(e) => v.push(name, Status::Fail, e),
+    }
+}
+
+fn check_input(v: &mut Verification, input: &report::Input) {
+    // Policy, bundle and command digests are over canonical JSON, not a file; they are covered
+    // by the signed digest. File inputs are re-hashed when still on disk.
+    if !matches!(input.role, InputRole::Binary | InputRole::Rootfs | InputRole::Kernel) {
+        return;
+    }
+    let Some(path) = &input.path else { return };
+    let role = serde_json::to_value(input.role)
+        .ok()
+        .and_then(|r| r.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let name = format!("input:{role}:{}", input.name);
+    match hash_file(Path::new(path)) {
+        Ok(None) => v.push(name, Status::Skip, format!("{path} is not on disk; not checked")),
+        Ok(Some((digest, _))) if digest == input.digest => v.push(name, Status::Pass, digest),
+        Ok(Some((digest, _))) => v.push(
+            name,
+            Status::Fail,
+            format!("{path} now hashes to {digest}; the report says {}", input.digest),
+        ),
+        Err(e) => v.push(name, Status::Fail, e),
+    }
+}
+
+/// `Ok(None)` when the file does not exist.
+fn hash_file(path: &Path) -> Result<Option<(String, u64)>, String> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total: u64 = 0;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(buf.get(..n).unwrap_or_default());
+        total += n as u64;
+    }
+    Ok(Some((
+        format!("{SHA256_PREFIX}{}", hex::encode(hasher.finalize())),
+        total,
+    )))
+}
+
+/// `sha256:` and size of a file, for whoever fills the report's outputs and inputs.
+pub fn digest_file(path: &Path) -> Result<(String, u64), std::io::Error> {
+    match hash_file(path) {
+        Ok(Some(d)) => Ok(d),
+        Ok(None) => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")),
+        Err(e) => Err(std::io::Error::other(e)),
+    }
+}
