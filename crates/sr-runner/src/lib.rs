@@ -1,9 +1,27 @@
 //! The runner: prepare, launch, monitor and clean up a run of a [`sr_compiler::CompileBundle`].
 //!
-//! Unsafe code is confined to the sandbox launch module (clone, pre_exec, pivot_root), each block
-//! with a `// SAFETY:` comment.
+//! * [`preflight`]: host preconditions (SR-RUN-001), behind probes.
+//! * [`rundir`]: the run directory, its id and its lock.
+//! * [`cgroup`]: limits, samples, OOM detection, removal (v1 and v2).
+//! * [`sandbox`]: the process-sandbox backend (launch on the runner side, init inside).
+//! * [`gc`]: recovery of what a killed runner left behind.
+//! * [`outcome`]: the [`RunOutcome`] a run returns.
+//! * [`network`] / [`network_hook`]: the network lifecycle and its seam.
+//!
+//! Unsafe code is confined to [`sandbox::sys`], each block with a `// SAFETY:` comment.
 
+pub mod cgroup;
+pub mod error;
+pub mod gc;
 pub mod network;
 pub mod network_hook;
+pub mod outcome;
+pub mod preflight;
+pub mod rundir;
+pub mod sandbox;
 
+pub use error::RunnerError;
 pub use network_hook::{AttachedNetwork, NetworkHook, NetworkSample, NoNetwork};
+pub use outcome::{RunOutcome, RunStatus};
+pub use rundir::RunDir;
+pub use sandbox::launch::{Canceller, RunOptions, Runner, forward_signals};

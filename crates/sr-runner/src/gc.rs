@@ -1,0 +1,105 @@
+//! gc: removes what runs killed with SIGKILL left behind, without touching live runs.
+//!
+//! A run is live while its runner holds the `run.lock` flock; the kernel drops the lock however
+//! the runner dies, so an unlocked run dir without a report is a dead run. For each unlocked
+//! run dir gc removes the run's cgroups (killing anything left in them), asks the network
+//! module to remove the run's links and nftables table, and writes `recovered.json` next to the
+//! evidence (which it never deletes). Mounts need no gc: they lived in the sandbox's private
+//! mount namespace, which died with its last process.
+//!
+//! `safe-run run` calls [`collect`] before every run, `safe-run gc` on demand.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::cgroup::{self, CgroupFs, Layout};
+use crate::rundir::{self, RECOVERED_FILE};
+
+/// The network module's leftover cleanup (links, nftables tables of a dead run).
+pub trait LeftoverCleaner {
+    /// Removes what run `run_id` left; returns what was removed.
+    fn release_leftovers(&self, run_id: &str) -> Result<Vec<String>, String>;
+}
+
+/// For runs without network objects (and until the network module provides its cleaner).
+#[derive(Debug, Default)]
+pub struct NoLeftovers;
+
+impl LeftoverCleaner for NoLeftovers {
+    fn release_leftovers(&self, _run_id: &str) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+}
+
+/// What gc did for one run.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Recovered {
+    /// Run id.
+    pub run_id: String,
+    /// Run dir.
+    pub run_dir: PathBuf,
+    /// What was removed.
+    pub removed: Vec<String>,
+    /// What could not be removed.
+    pub errors: Vec<String>,
+}
+
+/// Recovers every dead run under `base`. `layout` is None when cgroups are unavailable.
+pub fn collect(
+    base: &Path,
+    layout: Option<&Layout>,
+    fs: &dyn CgroupFs,
+    net: &dyn LeftoverCleaner,
+) -> Vec<Recovered> {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            rundir::is_run_id(&name).then(|| (name, e.path()))
+        })
+        .collect();
+    ids.sort();
+    let mut out = Vec::new();
+    for (run_id, dir) in ids {
+        if dir.join(RECOVERED_FILE).exists() || rundir::is_locked(&dir) {
+            continue;
+        }
+        let mut removed = Vec::new();
+        let mut errors = Vec::new();
+        if let Some(layout) = layout {
+            let dirs = cgroup::run_dirs(fs, layout, &run_id);
+            let (r, e) = cgroup::kill_and_remove(fs, &dirs);
+            removed.extend(r.iter().map(|p| format!("cgroup:{}", p.display())));
+            errors.extend(e);
+        }
+        match net.release_leftovers(&run_id) {
+            Ok(r) => removed.extend(r),
+            Err(e) => errors.push(e),
+        }
+        if std::fs::remove_dir(dir.join("root")).is_ok() {
+            removed.push("root mount point".into());
+        }
+        let finished = dir.join("run_report.json").exists();
+        if finished && removed.is_empty() && errors.is_empty() {
+            continue;
+        }
+        let rec = Recovered {
+            run_id,
+            run_dir: dir.clone(),
+            removed,
+            errors,
+        };
+        if !finished {
+            if let Ok(text) = serde_json::to_string_pretty(&rec) {
+                let _ = std::fs::write(dir.join(RECOVERED_FILE), text);
+            }
+        }
+        out.push(rec);
+    }
+    out
+}

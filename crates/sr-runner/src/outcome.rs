@@ -1,0 +1,181 @@
+//! [`RunOutcome`]: everything a run produced, for the report and the evidence writer.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::Value;
+use sr_common::{Diagnostic, ErrorCode};
+
+use crate::cgroup::{Layout, Totals};
+use crate::sandbox::protocol::WorkloadFacts;
+
+/// How the run ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum RunStatus {
+    /// The workload exited with `code`.
+    Exited {
+        /// Exit code.
+        code: i32,
+    },
+    /// A signal killed the workload.
+    Signaled {
+        /// Signal number.
+        signal: i32,
+    },
+    /// The wall-clock limit expired; the whole tree was killed (SR-RUN-003).
+    #[serde(rename_all = "camelCase")]
+    Timeout {
+        /// The limit in milliseconds.
+        limit_ms: u64,
+    },
+    /// The kernel's OOM killer killed a process of the run (memory limit reached).
+    #[serde(rename_all = "camelCase")]
+    Oom {
+        /// OOM kills counted by the cgroup.
+        oom_kills: u64,
+        /// The workload's signal, when it was the one killed.
+        signal: Option<i32>,
+        /// The workload's exit code, when it survived a child's OOM kill and exited.
+        code: Option<i32>,
+    },
+    /// The sandbox or the workload could not be started.
+    LaunchFailed {
+        /// Why.
+        diagnostic: Diagnostic,
+    },
+    /// safe-run received SIGINT/SIGTERM and stopped the run.
+    Interrupted {
+        /// The signal safe-run received.
+        signal: i32,
+    },
+}
+
+/// One output stream as saved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamFacts {
+    /// Saved copy.
+    pub path: PathBuf,
+    /// Bytes.
+    pub size: u64,
+    /// `sha256:<hex>`.
+    pub sha256: String,
+}
+
+/// What was enforced, as facts.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnforcementFacts {
+    /// Kernel release (`uname -r`).
+    pub kernel: String,
+    /// Namespaces created.
+    pub namespaces: Vec<String>,
+    /// Hostname inside.
+    pub hostname: String,
+    /// Facts the workload reported right before exec (Landlock, seccomp, identity, caps,
+    /// rlimits, policy mounts).
+    pub workload: Option<WorkloadFacts>,
+    /// cgroup layout in use.
+    pub cgroup_layout: Option<Layout>,
+    /// cgroup directories of the run.
+    pub cgroup_paths: Vec<PathBuf>,
+    /// Limits written: file -> value.
+    pub cgroup_limits: BTreeMap<String, String>,
+    /// Capabilities kept (always empty).
+    pub capabilities_kept: Vec<String>,
+}
+
+/// Phase timings in milliseconds (monotonic clock) and wall-clock start/end.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timings {
+    /// Unix time in ms when the run started.
+    pub started_at_unix_ms: u64,
+    /// Unix time in ms when cleanup finished.
+    pub finished_at_unix_ms: u64,
+    /// Phase -> milliseconds, in the order they happen: `cgroup`, `spawn_to_ready`,
+    /// `attach`, `go_to_exec`, `workload`, `cleanup`, `total`.
+    pub phases_ms: BTreeMap<String, f64>,
+}
+
+/// What cleanup did. Errors are kept next to the run's own error, never replace it.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanupReport {
+    /// What was removed (cgroup dirs, network objects, the root mount point).
+    pub removed: Vec<String>,
+    /// Cleanup errors.
+    pub errors: Vec<Diagnostic>,
+}
+
+/// Everything about a finished run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunOutcome {
+    /// Run id.
+    pub run_id: String,
+    /// Run directory.
+    pub run_dir: PathBuf,
+    /// `sandbox`.
+    pub backend: String,
+    /// Policy name.
+    pub policy_name: String,
+    /// Policy digest from the bundle.
+    pub policy_digest: String,
+    /// Command and arguments.
+    pub command: Vec<String>,
+    /// How it ended.
+    pub status: RunStatus,
+    /// Timings.
+    pub timings: Timings,
+    /// Resource totals from the cgroup.
+    pub resources: Totals,
+    /// Enforcement facts.
+    pub enforcement: EnforcementFacts,
+    /// Saved stdout.
+    pub stdout: StreamFacts,
+    /// Saved stderr.
+    pub stderr: StreamFacts,
+    /// Network facts from the hook (`null` for mode none).
+    pub network: Value,
+    /// The network audit block (`null` for mode none).
+    pub network_audit: Value,
+    /// Cleanup.
+    pub cleanup: CleanupReport,
+    /// Non-fatal problems during the run (an event that could not be written, ...).
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl RunOutcome {
+    /// The exit code `safe-run run` returns: the workload's own code when it exited; 128+N when
+    /// a signal killed it (137 for an OOM kill); 6 for a timeout (SR-RUN-003); 5 when the
+    /// launch failed (SR-RUN-001/002); 130/143 when safe-run itself was interrupted.
+    pub fn exit_code(&self) -> i32 {
+        match &self.status {
+            RunStatus::Exited { code } => *code,
+            RunStatus::Signaled { signal } => 128 + signal,
+            RunStatus::Timeout { .. } => ErrorCode::RunTimeout.exit_code(),
+            RunStatus::Oom { signal, code, .. } => match (code, signal) {
+                (Some(c), _) => *c,
+                (None, Some(s)) => 128 + s,
+                (None, None) => 137,
+            },
+            RunStatus::LaunchFailed { diagnostic } => diagnostic.code.exit_code(),
+            RunStatus::Interrupted { signal } => 128 + signal,
+        }
+    }
+
+    /// The status as a short word: exited, signaled, timeout, oom, launch_failed, interrupted.
+    pub fn status_word(&self) -> &'static str {
+        match self.status {
+            RunStatus::Exited { .. } => "exited",
+            RunStatus::Signaled { .. } => "signaled",
+            RunStatus::Timeout { .. } => "timeout",
+            RunStatus::Oom { .. } => "oom",
+            RunStatus::LaunchFailed { .. } => "launch_failed",
+            RunStatus::Interrupted { .. } => "interrupted",
+        }
+    }
+}

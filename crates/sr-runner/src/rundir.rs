@@ -1,0 +1,106 @@
+//! The run directory `<base>/<runId>/` and its lock.
+//!
+//! The runner holds an exclusive `flock` on `<run dir>/run.lock` for the run's whole life. gc
+//! tells a live run from a dead one by trying that lock: robust to pid reuse, and released by the
+//! kernel however the runner dies.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::RunnerError;
+
+/// Name of the lock file.
+pub const LOCK_FILE: &str = "run.lock";
+/// Marker gc writes into a run dir it recovered.
+pub const RECOVERED_FILE: &str = "recovered.json";
+
+/// A fresh run id: 12 lowercase hex digits from /dev/urandom.
+pub fn new_run_id() -> Result<String, RunnerError> {
+    let mut buf = [0u8; 6];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|source| RunnerError::RunDir {
+            action: "read",
+            path: "/dev/urandom".into(),
+            source,
+        })?;
+    Ok(hex::encode(buf))
+}
+
+/// Whether `s` looks like a run id.
+pub fn is_run_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A created, locked run directory.
+#[derive(Debug)]
+pub struct RunDir {
+    /// The run id.
+    pub run_id: String,
+    /// `<base>/<runId>`.
+    pub path: PathBuf,
+    lock: Flock<File>,
+}
+
+impl RunDir {
+    /// Creates `<base>/<runId>/` (0700) with `root/` and `artifacts/`, and takes the lock.
+    pub fn create(base: &Path) -> Result<RunDir, RunnerError> {
+        let mk = |p: &Path, mode: u32, recursive: bool| {
+            fs::DirBuilder::new()
+                .mode(mode)
+                .recursive(recursive)
+                .create(p)
+                .map_err(|source| RunnerError::RunDir {
+                    action: "create",
+                    path: p.to_path_buf(),
+                    source,
+                })
+        };
+        mk(base, 0o755, true)?;
+        let run_id = new_run_id()?;
+        let path = base.join(&run_id);
+        mk(&path, 0o700, false)?;
+        mk(&path.join("root"), 0o755, false)?;
+        mk(&path.join("artifacts"), 0o700, false)?;
+        let lock_path = path.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|source| RunnerError::RunDir {
+                action: "create",
+                path: lock_path.clone(),
+                source,
+            })?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            RunnerError::RunDir {
+                action: "lock",
+                path: lock_path,
+                source: e.into(),
+            }
+        })?;
+        Ok(RunDir { run_id, path, lock })
+    }
+
+    /// The lock file (kept open for the run's life).
+    pub fn lock_file(&self) -> &File {
+        &self.lock
+    }
+}
+
+/// Whether a run dir's lock is held by a live runner (a lock attempt would block).
+pub fn is_locked(run_dir: &Path) -> bool {
+    let Ok(file) = OpenOptions::new().write(true).open(run_dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(_unlocked_on_drop) => false,
+        Err((_, e)) => e == nix::errno::Errno::EWOULDBLOCK,
+    }
+}

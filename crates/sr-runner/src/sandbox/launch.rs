@@ -1,0 +1,717 @@
+//! The runner side of a sandbox run: prepare, launch, monitor, clean up. One ordered function,
+//! [`Runner::run`], with a comment on each ordering constraint.
+//!
+//! Threads: the runner may be multi-threaded (output tees, the control-socket reader, the
+//! signal forwarder); it never forks. The sandbox starts by re-executing the safe-run binary as
+//! `safe-run __init` through `std::process::Command` (fork+exec done by std, exec immediately).
+//!
+//! Note on PDEATHSIG: the kernel sends it when the *thread* that spawned the init exits. Call
+//! [`Runner::run`] on a thread that outlives the run (the CLI's main thread; a test's thread).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::OFlag;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sr_common::{Diagnostic, ErrorCode};
+use sr_compiler::bundle::CompileBundle;
+use sr_evidence::events;
+use sr_evidence::sink::EventSink;
+
+use super::protocol::{Go, InitMsg, InitPlan, WorkloadFacts};
+use crate::cgroup::{self, CgroupFs, Layout, RunCgroup};
+use crate::error::RunnerError;
+use crate::network_hook::NetworkHook;
+use crate::outcome::{
+    CleanupReport, EnforcementFacts, RunOutcome, RunStatus, StreamFacts, Timings,
+};
+use crate::rundir::RunDir;
+
+/// How long the init may take to report Ready or to exec (not the workload's timeout).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where the output tees write besides the run dir.
+pub type Terminal = Box<dyn Write + Send>;
+
+/// Inputs of a run besides the bundle.
+pub struct RunOptions {
+    /// The binary to execute as `<init_exe> __init` (the safe-run binary).
+    pub init_exe: PathBuf,
+    /// The cgroup layout (from preflight).
+    pub cgroup_layout: Layout,
+    /// Operator-allowed mount prefixes (re-checked through each source's fd).
+    pub allowed_mount_prefixes: Vec<String>,
+    /// Where the workload's stdout is streamed (the terminal, or a sink in tests).
+    pub stdout: Terminal,
+    /// Where the workload's stderr is streamed.
+    pub stderr: Terminal,
+}
+
+struct LaunchCfg {
+    init_exe: PathBuf,
+    cgroup_layout: Layout,
+    allowed_mount_prefixes: Vec<String>,
+}
+
+enum Event {
+    Msg(InitMsg),
+    ControlClosed,
+    Cancel(i32),
+}
+
+/// Stops a run from another thread (a signal forwarder).
+#[derive(Clone)]
+pub struct Canceller(Sender<Event>);
+
+impl Canceller {
+    /// Asks the run to stop because safe-run received `signal`.
+    pub fn cancel(&self, signal: i32) {
+        let _ = self.0.send(Event::Cancel(signal));
+    }
+}
+
+/// Forwards SIGINT and SIGTERM to `canceller` from a background thread (signal-hook's
+/// self-pipe; nothing but a write happens in the handler).
+pub fn forward_signals(canceller: Canceller) -> std::io::Result<signal_hook::iterator::Handle> {
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    let handle = signals.handle();
+    std::thread::Builder::new()
+        .name("sr-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                canceller.cancel(sig);
+            }
+        })?;
+    Ok(handle)
+}
+
+/// One run.
+pub struct Runner {
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+}
+
+impl Default for Runner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+struct Ctx<'a> {
+    sink: &'a mut dyn EventSink,
+    warnings: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn emit(&mut self, ty: &str, payload: Value) {
+        if let Err(e) = self.sink.emit(ty, payload) {
+            self.warnings.push(Diagnostic::new(
+                ErrorCode::EvidenceEventWrite,
+                format!("evidence.{ty}"),
+                e.to_string(),
+                "check that the run directory is writable and not full",
+            ));
+        }
+    }
+}
+
+fn tee(
+    mut from: File,
+    mut terminal: Terminal,
+    path: PathBuf,
+) -> JoinHandle<Result<StreamFacts, String>> {
+    std::thread::spawn(move || {
+        let mut file = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut file_err = None;
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.to_string()),
+            };
+            let chunk = &buf[..n];
+            hasher.update(chunk);
+            size += n as u64;
+            // A closed terminal must not stop the saved copy.
+            let _ = terminal.write_all(chunk).and_then(|_| terminal.flush());
+            if file_err.is_none() {
+                if let Err(e) = file.write_all(chunk) {
+                    file_err = Some(e.to_string());
+                }
+            }
+        }
+        if let Some(e) = file_err {
+            return Err(format!("{}: {e}", path.display()));
+        }
+        Ok(StreamFacts {
+            path,
+            size,
+            sha256: format!("sha256:{}", hex::encode(hasher.finalize())),
+        })
+    })
+}
+
+fn launch_hint(phase: &str, errno: Option<i32>) -> &'static str {
+    match (phase, errno) {
+        ("launch.exec", Some(libc::ENOENT)) => {
+            "runtime.command must exist inside the sandbox: check the path and that its directory is part of the rootfs or a mount"
+        }
+        ("launch.exec", Some(libc::EACCES)) => {
+            "runtime.command must be executable by the sandbox user and lie on a mount that allows exec"
+        }
+        ("launch.exec", _) => "check runtime.command (an ELF binary or a script with a valid interpreter)",
+        ("launch.cwd", _) => {
+            "runtime.cwd must exist inside the sandbox and be readable by the workload's user"
+        }
+        ("launch.mounts", _) => {
+            "check mounts[].source: it must exist, be no symlink, and lie under an operator-allowed prefix"
+        }
+        ("launch.landlock", _) => {
+            "the kernel's Landlock is missing or too old; set requireLandlock: false in the operator config to accept that"
+        }
+        ("launch.userns", _) => "user namespaces must be enabled for unprivileged users",
+        _ => "see docs/run.md for the launch sequence; rerun with RUST_LOG=debug",
+    }
+}
+
+fn launch_diag(phase: &str, errno: Option<i32>, message: &str) -> Diagnostic {
+    Diagnostic::new(
+        ErrorCode::RunLaunch,
+        phase,
+        message.to_owned(),
+        launch_hint(phase, errno),
+    )
+}
+
+impl Runner {
+    /// A runner for one run.
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::channel();
+        Runner { tx, rx }
+    }
+
+    /// A handle that stops the run.
+    pub fn canceller(&self) -> Canceller {
+        Canceller(self.tx.clone())
+    }
+
+    /// Runs `bundle` in the prepared run directory. Never returns early: every path ends with
+    /// cleanup and an outcome (a launch failure is [`RunStatus::LaunchFailed`]).
+    pub fn run(
+        self,
+        dir: &RunDir,
+        bundle: &CompileBundle,
+        hook: &mut dyn NetworkHook,
+        sink: &mut dyn EventSink,
+        opts: RunOptions,
+    ) -> RunOutcome {
+        let t0 = Instant::now();
+        let started_at = unix_ms();
+        let fs = cgroup::HostFs;
+        let mut ctx = Ctx {
+            sink,
+            warnings: Vec::new(),
+        };
+        let mut phases: BTreeMap<String, f64> = BTreeMap::new();
+        let mut enforcement = EnforcementFacts {
+            kernel: nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            ..EnforcementFacts::default()
+        };
+        let mut command = vec![bundle.process.command.clone()];
+        command.extend(bundle.process.args.iter().cloned());
+        ctx.emit(
+            events::RUN_PREPARE,
+            json!({"runId": dir.run_id, "runDir": dir.path, "backend": bundle.backend}),
+        );
+
+        let RunOptions {
+            init_exe,
+            cgroup_layout,
+            allowed_mount_prefixes,
+            stdout: out_term,
+            stderr: err_term,
+        } = opts;
+        let opts = LaunchCfg {
+            init_exe,
+            cgroup_layout,
+            allowed_mount_prefixes,
+        };
+        let mut live = Live {
+            stdout: Some(out_term),
+            stderr: Some(err_term),
+            ..Live::default()
+        };
+        let status = self.launch_and_wait(dir, bundle, hook, &mut ctx, &opts, &fs, &mut live, &mut enforcement, &mut phases, t0);
+
+        // ---- cleanup: every path comes here ----
+        let t_clean = Instant::now();
+        let mut cleanup = CleanupReport::default();
+        if let Some(mut child) = live.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let mut resources = Default::default();
+        let mut status = status;
+        if let Some(cg) = &live.cgroup {
+            resources = cg.totals(&fs, live.pids_seen);
+            if resources.oom_kills > 0 {
+                if let RunStatus::Exited { .. } | RunStatus::Signaled { .. } = status {
+                    let (code, signal) = match status {
+                        RunStatus::Exited { code } => (Some(code), None),
+                        RunStatus::Signaled { signal } => (None, Some(signal)),
+                        _ => (None, None),
+                    };
+                    status = RunStatus::Oom {
+                        oom_kills: resources.oom_kills,
+                        signal,
+                        code,
+                    };
+                    ctx.emit(events::RUN_OOM, json!({"oomKills": resources.oom_kills, "memoryPeakBytes": resources.memory_peak_bytes}));
+                }
+            }
+        }
+        let mut network_audit = Value::Null;
+        if live.network_attached {
+            match hook.sample(true) {
+                Ok(s) => {
+                    for (ty, payload) in s.events {
+                        ctx.emit(&ty, payload);
+                    }
+                    network_audit = s.audit;
+                }
+                Err(d) => cleanup.errors.push(d),
+            }
+        }
+        if !matches!(status, RunStatus::LaunchFailed { .. }) || live.started {
+            ctx.emit(
+                events::PROCESS_EXITED,
+                json!({"status": status, "durationMs": phases.get("workload")}),
+            );
+        }
+        if let Some(cg) = &live.cgroup {
+            let (removed, errors) = cg.remove(&fs);
+            cleanup.removed.extend(removed.iter().map(|p| format!("cgroup:{}", p.display())));
+            cleanup.errors.extend(errors.into_iter().map(|e| {
+                Diagnostic::new(ErrorCode::RunLaunch, "cleanup.cgroup", e, "run `safe-run gc` to retry")
+            }));
+        }
+        // Always, even when attach failed midway or never happened.
+        match hook.release() {
+            Ok(()) => {
+                if live.network_attached {
+                    cleanup.removed.push("network".into());
+                    ctx.emit(events::NETWORK_RELEASED, json!({"runId": dir.run_id}));
+                }
+            }
+            Err(d) => cleanup.errors.push(d),
+        }
+        // The root mount point: the mounts on it lived in the sandbox's mount namespace and
+        // are gone with it; the empty directory is removed.
+        if std::fs::remove_dir(dir.path.join("root")).is_ok() {
+            cleanup.removed.push("root mount point".into());
+        }
+        let mut stdout = StreamFacts::default();
+        let mut stderr = StreamFacts::default();
+        for (h, out) in [(live.out_tee.take(), &mut stdout), (live.err_tee.take(), &mut stderr)] {
+            if let Some(h) = h {
+                match h.join() {
+                    Ok(Ok(f)) => *out = f,
+                    Ok(Err(e)) => ctx.warnings.push(Diagnostic::new(
+                        ErrorCode::EvidenceEventWrite,
+                        "monitor.output",
+                        e,
+                        "check that the run directory is writable and not full",
+                    )),
+                    Err(_) => {}
+                }
+            }
+        }
+        phases.insert("cleanup".into(), ms(t_clean.elapsed()));
+        phases.insert("total".into(), ms(t0.elapsed()));
+        ctx.emit(
+            events::CLEANUP_DONE,
+            json!({"removed": cleanup.removed, "errors": cleanup.errors}),
+        );
+        RunOutcome {
+            run_id: dir.run_id.clone(),
+            run_dir: dir.path.clone(),
+            backend: bundle.backend.clone(),
+            policy_name: bundle.policy_name.clone(),
+            policy_digest: bundle.policy_digest.clone(),
+            command,
+            status,
+            timings: Timings {
+                started_at_unix_ms: started_at,
+                finished_at_unix_ms: unix_ms(),
+                phases_ms: phases,
+            },
+            resources,
+            enforcement,
+            stdout,
+            stderr,
+            network: live.network_facts,
+            network_audit,
+            cleanup,
+            warnings: ctx.warnings,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch_and_wait(
+        &self,
+        dir: &RunDir,
+        bundle: &CompileBundle,
+        hook: &mut dyn NetworkHook,
+        ctx: &mut Ctx<'_>,
+        opts: &LaunchCfg,
+        fs: &dyn CgroupFs,
+        live: &mut Live,
+        enforcement: &mut EnforcementFacts,
+        phases: &mut BTreeMap<String, f64>,
+        t0: Instant,
+    ) -> RunStatus {
+        match self.launch(dir, bundle, hook, ctx, opts, fs, live, enforcement, phases, t0) {
+            Ok(status) => status,
+            Err(e) => RunStatus::LaunchFailed {
+                diagnostic: e.to_diagnostic(),
+            },
+        }
+    }
+
+    fn recv(&self, deadline: Instant) -> Result<Event, RecvTimeoutError> {
+        self.rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        &self,
+        dir: &RunDir,
+        bundle: &CompileBundle,
+        hook: &mut dyn NetworkHook,
+        ctx: &mut Ctx<'_>,
+        opts: &LaunchCfg,
+        fs: &dyn CgroupFs,
+        live: &mut Live,
+        enforcement: &mut EnforcementFacts,
+        phases: &mut BTreeMap<String, f64>,
+        t0: Instant,
+    ) -> Result<RunStatus, RunnerError> {
+        let Some(sandbox) = &bundle.sandbox_plan else {
+            return Err(RunnerError::launch(
+                "launch.backend",
+                format!("the bundle is for backend {:?}, not sandbox", bundle.backend),
+                "run it with the firecracker backend",
+            ));
+        };
+        enforcement.namespaces = sandbox.namespaces.clone();
+        enforcement.hostname = sandbox.hostname.clone();
+        enforcement.capabilities_kept = sandbox.capabilities.clone();
+
+        // cgroups first: the init must be inside them before it forks anything.
+        let t = Instant::now();
+        let cg = RunCgroup::create(fs, &opts.cgroup_layout, &bundle.cgroup_plan, &dir.run_id)
+            .map_err(|e| RunnerError::launch("launch.cgroup", format!("creating the run's cgroup: {e}"), "check that cgroupfs is writable by root; `safe-run gc` removes leftovers"))?;
+        enforcement.cgroup_layout = Some(cg.layout.clone());
+        enforcement.cgroup_paths = cg.paths.clone();
+        enforcement.cgroup_limits = cg.limits_written.clone();
+        live.cgroup = Some(cg);
+        phases.insert("cgroup".into(), ms(t.elapsed()));
+
+        let io_err = |phase: &'static str| {
+            move |e: std::io::Error| RunnerError::launch(phase, e.to_string(), "see docs/run.md")
+        };
+        let (ours, theirs) = UnixStream::pair().map_err(io_err("launch.spawn"))?;
+        let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io_err("launch.spawn")(e.into()))?;
+        let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io_err("launch.spawn")(e.into()))?;
+        let t_spawn = Instant::now();
+        let child: Child = {
+            let mut cmd = Command::new(&opts.init_exe);
+            cmd.arg("__init")
+                .env_clear()
+                .current_dir("/")
+                .stdin(Stdio::from(OwnedFd::from(theirs)))
+                .stdout(Stdio::from(out_w))
+                .stderr(Stdio::from(err_w));
+            cmd.spawn().map_err(|e| {
+                RunnerError::launch(
+                    "launch.spawn",
+                    format!("cannot start the sandbox init {}: {e}", opts.init_exe.display()),
+                    "reinstall safe-run",
+                )
+            })?
+            // `cmd` drops here: our copies of the child's ends close, so EOF works.
+        };
+        let init_pid = child.id();
+        live.child = Some(child);
+        live.out_tee = Some(tee(File::from(out_r), live.stdout.take().unwrap_or_else(|| Box::new(std::io::sink())), dir.path.join("stdout.log")));
+        live.err_tee = Some(tee(File::from(err_r), live.stderr.take().unwrap_or_else(|| Box::new(std::io::sink())), dir.path.join("stderr.log")));
+
+        let mut writer = ours.try_clone().map_err(io_err("launch.spawn"))?;
+        let tx = self.tx.clone();
+        std::thread::Builder::new()
+            .name("sr-control".into())
+            .spawn(move || {
+                let mut lines = BufReader::new(ours).lines();
+                while let Some(Ok(line)) = lines.next() {
+                    match serde_json::from_str::<InitMsg>(&line) {
+                        Ok(m) => {
+                            if tx.send(Event::Msg(m)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => continue,
+                    }
+                }
+                let _ = tx.send(Event::ControlClosed);
+            })
+            .map_err(io_err("launch.spawn"))?;
+
+        let init_plan = InitPlan {
+            run_id: dir.run_id.clone(),
+            parent_pid: std::process::id(),
+            new_root: dir.path.join("root").display().to_string(),
+            process: bundle.process.clone(),
+            sandbox: sandbox.clone(),
+            allowed_mount_prefixes: opts.allowed_mount_prefixes.clone(),
+        };
+        send_line(&mut writer, &init_plan)?;
+
+        let timeout = Duration::from_millis(bundle.process.timeout_ms.max(1));
+        let deadline = t0 + timeout;
+        let setup_deadline = (Instant::now() + SETUP_TIMEOUT).min(deadline);
+
+        // Ready: the namespaces exist.
+        loop {
+            match self.recv(setup_deadline) {
+                Ok(Event::Msg(InitMsg::Ready)) => break,
+                Ok(ev) => {
+                    if let Some(st) = self.early_end(ev, bundle)? {
+                        return Ok(st);
+                    }
+                }
+                Err(_) => return self.setup_timeout(deadline, bundle, "launch.namespaces"),
+            }
+        }
+        phases.insert("spawn_to_ready".into(), ms(t_spawn.elapsed()));
+
+        // The init is still single and has not forked: attach it to the cgroups now so every
+        // process of the sandbox is born inside them; then connect its network namespace.
+        let t = Instant::now();
+        if let Some(cg) = &live.cgroup {
+            cg.attach(fs, init_pid).map_err(|e| {
+                RunnerError::launch("launch.cgroup", format!("attaching the sandbox to its cgroup: {e}"), "see docs/run.md")
+            })?;
+        }
+        live.network_attached = true; // release() must run even if attach fails midway
+        let attached = hook
+            .attach(init_pid, &dir.path)
+            .map_err(RunnerError::Network)?;
+        if !attached.facts.is_null() {
+            ctx.emit(events::NETWORK_APPLIED, attached.facts.clone());
+        }
+        live.network_facts = attached.facts.clone();
+        phases.insert("attach".into(), ms(t.elapsed()));
+
+        let t_go = Instant::now();
+        send_line(
+            &mut writer,
+            &Go {
+                resolv_conf: attached.resolv_conf.map(|p| p.display().to_string()),
+            },
+        )?;
+        // Enforced + Started, or Failed.
+        loop {
+            match self.recv(setup_deadline) {
+                Ok(Event::Msg(InitMsg::Enforced { facts })) => {
+                    ctx.emit(events::SANDBOX_ENFORCED, enforced_payload(&facts, enforcement));
+                    enforcement.workload = Some(*facts);
+                }
+                Ok(Event::Msg(InitMsg::Started { pid })) => {
+                    live.started = true;
+                    ctx.emit(
+                        events::PROCESS_STARTED,
+                        json!({"pid": pid, "command": bundle.process.command, "args": bundle.process.args}),
+                    );
+                    break;
+                }
+                Ok(ev) => {
+                    if let Some(st) = self.early_end(ev, bundle)? {
+                        return Ok(st);
+                    }
+                }
+                Err(_) => return self.setup_timeout(deadline, bundle, "launch.exec"),
+            }
+        }
+        phases.insert("go_to_exec".into(), ms(t_go.elapsed()));
+
+        // Monitor.
+        let t_work = Instant::now();
+        let interval = Duration::from_millis(bundle.evidence_plan.sample_interval_ms);
+        let mut next_sample = if interval.is_zero() {
+            None
+        } else {
+            Some(Instant::now() + interval)
+        };
+        let status = loop {
+            let wake = next_sample.map_or(deadline, |s| s.min(deadline));
+            match self.recv(wake) {
+                Ok(Event::Msg(InitMsg::Exited { code, signal })) => {
+                    break match (code, signal) {
+                        (Some(c), _) => RunStatus::Exited { code: c },
+                        (None, Some(s)) => RunStatus::Signaled { signal: s },
+                        (None, None) => RunStatus::Signaled { signal: 9 },
+                    };
+                }
+                Ok(Event::Msg(_)) => continue,
+                Ok(Event::ControlClosed) => {
+                    // The init died without reporting (killed from outside).
+                    break RunStatus::Signaled { signal: 9 };
+                }
+                Ok(Event::Cancel(sig)) => {
+                    kill_init(live);
+                    break RunStatus::Interrupted { signal: sig };
+                }
+                Err(RecvTimeoutError::Disconnected) => break RunStatus::Signaled { signal: 9 },
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        // SIGKILL the init: pid 1 dies by PDEATHSIG and the kernel kills the
+                        // whole pid namespace; cleanup also empties the cgroup.
+                        kill_init(live);
+                        ctx.emit(events::RUN_TIMEOUT, json!({"limitMs": bundle.process.timeout_ms}));
+                        break RunStatus::Timeout {
+                            limit_ms: bundle.process.timeout_ms,
+                        };
+                    }
+                    if let Some(cg) = &live.cgroup {
+                        let s = cg.sample(fs);
+                        live.pids_seen = live.pids_seen.max(s.pids);
+                        ctx.emit(events::RESOURCE_SAMPLE, json!(s));
+                    }
+                    match hook.sample(false) {
+                        Ok(s) => {
+                            for (ty, payload) in s.events {
+                                ctx.emit(&ty, payload);
+                            }
+                        }
+                        Err(d) => ctx.warnings.push(d),
+                    }
+                    next_sample = Some(now + interval);
+                }
+            }
+        };
+        phases.insert("workload".into(), ms(t_work.elapsed()));
+        Ok(status)
+    }
+
+    /// An event before the workload started: a failure, a cancel, or the init vanishing.
+    fn early_end(&self, ev: Event, _bundle: &CompileBundle) -> Result<Option<RunStatus>, RunnerError> {
+        match ev {
+            Event::Msg(InitMsg::Failed {
+                phase,
+                errno,
+                message,
+            }) => Ok(Some(RunStatus::LaunchFailed {
+                diagnostic: launch_diag(&phase, errno, &message),
+            })),
+            Event::Msg(_) => Ok(None),
+            Event::ControlClosed => Err(RunnerError::launch(
+                "launch.init",
+                "the sandbox init exited without reporting",
+                "see docs/run.md; the kernel log may say more",
+            )),
+            Event::Cancel(sig) => Ok(Some(RunStatus::Interrupted { signal: sig })),
+        }
+    }
+
+    fn setup_timeout(&self, deadline: Instant, bundle: &CompileBundle, phase: &str) -> Result<RunStatus, RunnerError> {
+        if Instant::now() >= deadline {
+            Ok(RunStatus::Timeout {
+                limit_ms: bundle.process.timeout_ms,
+            })
+        } else {
+            Err(RunnerError::launch(
+                phase,
+                format!("the sandbox init did not answer within {}s", SETUP_TIMEOUT.as_secs()),
+                "the host may be overloaded; see docs/run.md",
+            ))
+        }
+    }
+}
+
+fn enforced_payload(facts: &WorkloadFacts, e: &EnforcementFacts) -> Value {
+    json!({
+        "kernel": e.kernel,
+        "namespaces": e.namespaces,
+        "landlock": facts.landlock,
+        "seccomp": {"profileId": facts.seccomp_profile, "digest": facts.seccomp_digest, "instructions": facts.seccomp_instructions},
+        "cgroup": {"layout": e.cgroup_layout, "limits": e.cgroup_limits},
+        "uidMap": facts.uid_map,
+        "gidMap": facts.gid_map,
+        "noNewPrivs": facts.no_new_privs,
+        "capabilitiesKept": e.capabilities_kept,
+        "rlimits": facts.rlimits,
+        "policyMounts": facts.policy_mounts,
+    })
+}
+
+fn kill_init(live: &mut Live) {
+    if let Some(child) = live.child.as_mut() {
+        let _ = child.kill();
+    }
+}
+
+fn send_line<T: serde::Serialize>(w: &mut UnixStream, v: &T) -> Result<(), RunnerError> {
+    let mut line = serde_json::to_vec(v)
+        .map_err(|e| RunnerError::launch("launch.plan", e.to_string(), "this is a bug"))?;
+    line.push(b'\n');
+    w.write_all(&line).map_err(|e| {
+        RunnerError::launch(
+            "launch.plan",
+            format!("the sandbox init went away: {e}"),
+            "see docs/run.md",
+        )
+    })
+}
+
+#[derive(Default)]
+struct Live {
+    child: Option<Child>,
+    cgroup: Option<RunCgroup>,
+    out_tee: Option<JoinHandle<Result<StreamFacts, String>>>,
+    err_tee: Option<JoinHandle<Result<StreamFacts, String>>>,
+    network_attached: bool,
+    network_facts: Value,
+    started: bool,
+    pids_seen: u64,
+    stdout: Option<Terminal>,
+    stderr: Option<Terminal>,
+}

@@ -1,0 +1,16 @@
+//! The process sandbox backend: namespaces, mounts, Landlock, seccomp, cgroups.
+//!
+//! * [`launch`]: the runner side (multi-threaded, never forks): cgroups, spawning the init,
+//!   the control protocol, monitoring, timeout, cleanup.
+//! * [`init`]: the `safe-run __init` side (single-threaded): namespaces, the new root, pid 1,
+//!   the workload's identity and confinement, exec.
+//! * [`mounts`], [`landlock_rules`], [`seccomp`]: the plans for each layer, pure where possible.
+//! * [`sys`]: the only module with `unsafe`.
+
+pub mod init;
+pub mod landlock_rules;
+pub mod launch;
+pub mod mounts;
+pub mod protocol;
+pub mod seccomp;
+pub mod sys;

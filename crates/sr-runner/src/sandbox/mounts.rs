@@ -1,0 +1,592 @@
+//! The mount plan: from the bundle's [`MountStep`]s to an ordered list of primitive operations,
+//! and the [`Mounter`] that performs them.
+//!
+//! [`plan_ops`] is pure, so the order and flags of every mount are unit-tested against a
+//! [`RecordingMounter`]; [`HostMounter`] performs them for real inside the sandbox init's private
+//! mount namespace, where nothing is visible to the host.
+//!
+//! How a policy mount is made safe against symlink games (M2): its source is opened with
+//! `O_PATH|O_NOFOLLOW`, the path the kernel reports for that fd (`/proc/self/fd/N`) must equal
+//! the canonical source the compiler recorded and lie under an operator-allowed prefix, and the
+//! bind is then made *from the fd* (`/proc/self/fd/N` as mount source resolves to the opened
+//! object, not to a path lookup). A symlink swapped in after the check cannot redirect the
+//! mount: the check and the mount concern the same open file.
+//!
+//! Mount targets are created inside the new root only; a target whose path inside the root
+//! crosses a symlink is refused (a rootfs directory could otherwise point a mount point at a
+//! host path).
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::{OFlag, open};
+use nix::mount::{MsFlags, mount};
+use nix::sys::stat::Mode;
+use sr_compiler::bundle::MountStep;
+
+/// Size of the /dev tmpfs (it holds only nodes and symlinks).
+const DEV_TMPFS_BYTES: u64 = 64 * 1024;
+/// Size of /dev/shm.
+const DEV_SHM_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A primitive mount-namespace operation. Paths are absolute host paths (the new root is a
+/// directory of the run dir until pivot_root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountOp {
+    /// Mount a tmpfs.
+    Tmpfs {
+        /// Where.
+        target: PathBuf,
+        /// size= in bytes.
+        size_bytes: u64,
+        /// mode= (octal in mount options).
+        mode: u32,
+        /// Also noexec.
+        noexec: bool,
+    },
+    /// Create a directory (and parents) inside the new root.
+    Mkdir {
+        /// Path.
+        path: PathBuf,
+    },
+    /// Bind a host path (trusted system path, or a verified policy source).
+    Bind {
+        /// Host source.
+        source: PathBuf,
+        /// Target (created as a dir or file to match the source).
+        target: PathBuf,
+        /// Remount read-only.
+        read_only: bool,
+        /// Keep device nodes usable (only for the /dev nodes).
+        allow_dev: bool,
+        /// `Some(prefixes)`: a policy source to verify through its fd against these prefixes;
+        /// `None`: a system path (rootfs dir or device node).
+        verify: Option<Vec<String>>,
+        /// A missing source is skipped (rootfs dirs like /lib32 that a host may lack).
+        optional: bool,
+    },
+    /// Create a symlink.
+    Symlink {
+        /// The link.
+        path: PathBuf,
+        /// What it points to.
+        points_to: String,
+    },
+    /// Remount an existing mount read-only (per-mount flags only).
+    RemountReadOnly {
+        /// Mount point.
+        target: PathBuf,
+        /// Also noexec.
+        noexec: bool,
+    },
+}
+
+/// Errors from planning or performing mounts.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// A target path is not absolute or contains `..`.
+    #[error("mount target {0:?} must be absolute without '..'")]
+    BadTarget(String),
+    /// A policy mount source failed verification.
+    #[error("mount source {source_path:?} refused: {reason}")]
+    SourceRefused {
+        /// The source.
+        source_path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A syscall failed.
+    #[error("{op} {path:?} failed: {source}")]
+    Sys {
+        /// Which operation.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn inside(root: &Path, target: &str) -> Result<PathBuf, MountError> {
+    let p = Path::new(target);
+    if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(MountError::BadTarget(target.to_owned()));
+    }
+    let rel: PathBuf = p.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    Ok(root.join(rel))
+}
+
+/// What the plan needs done after pivot_root, by pid 1 of the new pid namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LateMounts {
+    /// Mount a fresh procfs at this path inside the sandbox.
+    pub proc_target: Option<String>,
+}
+
+/// Turns the bundle's mount steps into primitive operations under `root`.
+///
+/// `allowed_prefixes` are the operator's mount prefixes, re-checked through the fd at mount
+/// time. Returns the operations and what must wait for the new pid namespace (procfs).
+pub fn plan_ops(
+    steps: &[MountStep],
+    root: &Path,
+    allowed_prefixes: &[String],
+) -> Result<(Vec<MountOp>, LateMounts), MountError> {
+    let mut ops = Vec::new();
+    let mut late = LateMounts::default();
+    for step in steps {
+        match step {
+            MountStep::Root { source } => {
+                if source == "host" {
+                    ops.push(MountOp::Tmpfs {
+                        target: root.to_path_buf(),
+                        size_bytes: 1024 * 1024,
+                        mode: 0o755,
+                        noexec: false,
+                    });
+                } else {
+                    ops.push(MountOp::Bind {
+                        source: PathBuf::from(source),
+                        target: root.to_path_buf(),
+                        read_only: true,
+                        allow_dev: false,
+                        verify: None,
+                        optional: false,
+                    });
+                }
+            }
+            MountStep::Bind {
+                source,
+                target,
+                read_only,
+                origin,
+            } => {
+                let policy = origin != "rootfs";
+                ops.push(MountOp::Bind {
+                    source: PathBuf::from(source),
+                    target: inside(root, target)?,
+                    read_only: *read_only,
+                    allow_dev: false,
+                    verify: policy.then(|| allowed_prefixes.to_vec()),
+                    optional: !policy,
+                });
+            }
+            MountStep::Symlink { target, link } => ops.push(MountOp::Symlink {
+                path: inside(root, target)?,
+                points_to: link.clone(),
+            }),
+            MountStep::Tmpfs {
+                target,
+                size_bytes,
+                mode,
+            } => ops.push(MountOp::Tmpfs {
+                target: inside(root, target)?,
+                size_bytes: *size_bytes,
+                mode: *mode,
+                noexec: false,
+            }),
+            MountStep::Proc { target } => {
+                ops.push(MountOp::Mkdir {
+                    path: inside(root, target)?,
+                });
+                late.proc_target = Some(target.clone());
+            }
+            MountStep::Dev { target, devices } => {
+                let dev = inside(root, target)?;
+                ops.push(MountOp::Tmpfs {
+                    target: dev.clone(),
+                    size_bytes: DEV_TMPFS_BYTES,
+                    mode: 0o755,
+                    noexec: true,
+                });
+                for name in devices {
+                    if name.contains('/') || name == ".." || name == "." || name.is_empty() {
+                        return Err(MountError::BadTarget(format!("{target}/{name}")));
+                    }
+                    ops.push(MountOp::Bind {
+                        source: Path::new("/dev").join(name),
+                        target: dev.join(name),
+                        read_only: false,
+                        allow_dev: true,
+                        verify: None,
+                        optional: false,
+                    });
+                }
+                for (link, to) in [
+                    ("fd", "/proc/self/fd"),
+                    ("stdin", "/proc/self/fd/0"),
+                    ("stdout", "/proc/self/fd/1"),
+                    ("stderr", "/proc/self/fd/2"),
+                ] {
+                    ops.push(MountOp::Symlink {
+                        path: dev.join(link),
+                        points_to: to.into(),
+                    });
+                }
+                ops.push(MountOp::Tmpfs {
+                    target: dev.join("shm"),
+                    size_bytes: DEV_SHM_BYTES,
+                    mode: 0o1777,
+                    noexec: true,
+                });
+                ops.push(MountOp::RemountReadOnly {
+                    target: dev,
+                    noexec: true,
+                });
+            }
+        }
+    }
+    Ok((ops, late))
+}
+
+/// Performs primitive mount operations.
+pub trait Mounter {
+    /// Performs one operation.
+    fn apply(&mut self, op: &MountOp) -> Result<(), MountError>;
+}
+
+/// Records operations instead of performing them (unit tests).
+#[derive(Debug, Default)]
+pub struct RecordingMounter {
+    /// Operations in order.
+    pub ops: Vec<MountOp>,
+}
+
+impl Mounter for RecordingMounter {
+    fn apply(&mut self, op: &MountOp) -> Result<(), MountError> {
+        self.ops.push(op.clone());
+        Ok(())
+    }
+}
+
+/// Performs every operation in order, stopping at the first error.
+pub fn execute(ops: &[MountOp], mounter: &mut dyn Mounter) -> Result<(), MountError> {
+    ops.iter().try_for_each(|op| mounter.apply(op))
+}
+
+/// Performs operations with real syscalls. Only used inside the sandbox init's private mount
+/// namespace.
+#[derive(Debug)]
+pub struct HostMounter {
+    /// The new root; targets must stay beneath it without crossing symlinks.
+    pub root: PathBuf,
+    /// Binds made, for the enforcement facts: (source, target inside, read_only).
+    pub made: Vec<(String, String, bool)>,
+}
+
+fn sys<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> MountError + 'a {
+    move |e| MountError::Sys {
+        op,
+        path: path.to_path_buf(),
+        source: io::Error::from(e),
+    }
+}
+
+fn io_sys<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> MountError + 'a {
+    move |source| MountError::Sys {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl HostMounter {
+    /// A mounter for the new root `root`.
+    pub fn new(root: PathBuf) -> Self {
+        HostMounter {
+            root,
+            made: Vec::new(),
+        }
+    }
+
+    /// Refuses a target below the root whose existing components include a symlink.
+    fn check_no_symlink(&self, target: &Path) -> Result<(), MountError> {
+        let Ok(rel) = target.strip_prefix(&self.root) else {
+            return Ok(()); // the root itself
+        };
+        let mut cur = self.root.clone();
+        for c in rel.components() {
+            cur.push(c);
+            match fs::symlink_metadata(&cur) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(MountError::BadTarget(format!(
+                        "{} crosses a symlink",
+                        target.display()
+                    )));
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn mkdirs(&self, path: &Path) -> Result<(), MountError> {
+        self.check_no_symlink(path)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(path)
+            .map_err(io_sys("mkdir", path))
+    }
+
+    fn bind(
+        &mut self,
+        source: &Path,
+        target: &Path,
+        read_only: bool,
+        allow_dev: bool,
+        verify: Option<&[String]>,
+        optional: bool,
+    ) -> Result<(), MountError> {
+        let fd: OwnedFd = match open(
+            source,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(nix::Error::ENOENT) if optional => return Ok(()),
+            Err(e) => return Err(sys("open", source)(e)),
+        };
+        let meta = fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map_err(io_sys("fstat", source))?;
+        let link_meta = fs::symlink_metadata(source).ok();
+        if let Some(prefixes) = verify {
+            let real = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .map_err(io_sys("readlink", source))?;
+            let refuse = |reason: String| MountError::SourceRefused {
+                source_path: source.display().to_string(),
+                reason,
+            };
+            if link_meta.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
+                return Err(refuse("it is a symlink".into()));
+            }
+            if real != source {
+                return Err(refuse(format!(
+                    "it resolves to {} (a path component is a symlink or was swapped)",
+                    real.display()
+                )));
+            }
+            if !prefixes.iter().any(|p| real.starts_with(p)) {
+                return Err(refuse(format!(
+                    "{} is not under an allowed prefix ({})",
+                    real.display(),
+                    prefixes.join(", ")
+                )));
+            }
+            if !(meta.is_dir() || meta.is_file()) {
+                return Err(refuse("it is neither a directory nor a regular file".into()));
+            }
+        } else if optional && link_meta.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
+            // A rootfs entry that is a symlink on the host (merged /usr): recreate the link.
+            let to = fs::read_link(source).map_err(io_sys("readlink", source))?;
+            self.check_no_symlink(target)?;
+            if let Some(parent) = target.parent() {
+                self.mkdirs(parent)?;
+            }
+            return std::os::unix::fs::symlink(&to, target).map_err(io_sys("symlink", target));
+        }
+        if target != self.root {
+            if meta.is_dir() {
+                self.mkdirs(target)?;
+            } else {
+                if let Some(parent) = target.parent() {
+                    self.mkdirs(parent)?;
+                }
+                self.check_no_symlink(target)?;
+                if fs::symlink_metadata(target).is_err() {
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o644)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(target)
+                        .map_err(io_sys("create mount point", target))?;
+                }
+            }
+        }
+        let via = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        mount(
+            Some(&via),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(sys("bind", target))?;
+        let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID;
+        if !allow_dev {
+            flags |= MsFlags::MS_NODEV;
+        } else {
+            flags |= MsFlags::MS_NOEXEC;
+        }
+        if read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+            .map_err(sys("remount", target))?;
+        if verify.is_some() || target == self.root {
+            let inside = target
+                .strip_prefix(&self.root)
+                .map(|p| format!("/{}", p.display()))
+                .unwrap_or_else(|_| "/".into());
+            self.made
+                .push((source.display().to_string(), inside, read_only));
+        }
+        Ok(())
+    }
+}
+
+impl Mounter for HostMounter {
+    fn apply(&mut self, op: &MountOp) -> Result<(), MountError> {
+        match op {
+            MountOp::Tmpfs {
+                target,
+                size_bytes,
+                mode,
+                noexec,
+            } => {
+                if *target != self.root {
+                    self.mkdirs(target)?;
+                }
+                let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+                if *noexec {
+                    flags |= MsFlags::MS_NOEXEC;
+                }
+                let data = format!("size={size_bytes},mode={mode:o}");
+                mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some(data.as_str()))
+                    .map_err(sys("mount tmpfs", target))?;
+                // Mode again: tmpfs applies mode= but umask-free chmod makes it explicit.
+                fs::set_permissions(target, fs::Permissions::from_mode(*mode))
+                    .map_err(io_sys("chmod", target))
+            }
+            MountOp::Mkdir { path } => self.mkdirs(path),
+            MountOp::Bind {
+                source,
+                target,
+                read_only,
+                allow_dev,
+                verify,
+                optional,
+            } => self.bind(
+                source,
+                target,
+                *read_only,
+                *allow_dev,
+                verify.as_deref(),
+                *optional,
+            ),
+            MountOp::Symlink { path, points_to } => {
+                if let Some(parent) = path.parent() {
+                    self.mkdirs(parent)?;
+                }
+                std::os::unix::fs::symlink(points_to, path).map_err(io_sys("symlink", path))
+            }
+            MountOp::RemountReadOnly { target, noexec } => {
+                let mut flags = MsFlags::MS_REMOUNT
+                    | MsFlags::MS_BIND
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV;
+                if *noexec {
+                    flags |= MsFlags::MS_NOEXEC;
+                }
+                mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+                    .map_err(sys("remount read-only", target))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steps() -> Vec<MountStep> {
+        vec![
+            MountStep::Root {
+                source: "host".into(),
+            },
+            MountStep::Bind {
+                source: "/usr".into(),
+                target: "/usr".into(),
+                read_only: true,
+                origin: "rootfs".into(),
+            },
+            MountStep::Symlink {
+                target: "/bin".into(),
+                link: "usr/bin".into(),
+            },
+            MountStep::Tmpfs {
+                target: "/tmp".into(),
+                size_bytes: 1 << 20,
+                mode: 0o1777,
+            },
+            MountStep::Proc {
+                target: "/proc".into(),
+            },
+            MountStep::Dev {
+                target: "/dev".into(),
+                devices: vec!["null".into(), "zero".into()],
+            },
+            MountStep::Bind {
+                source: "/srv/data".into(),
+                target: "/data".into(),
+                read_only: false,
+                origin: "policy".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn plan_maps_steps_to_ops_in_order() {
+        let root = Path::new("/run/x/root");
+        let prefixes = vec!["/srv".to_owned()];
+        let (ops, late) = plan_ops(&steps(), root, &prefixes).unwrap();
+        let mut rec = RecordingMounter::default();
+        execute(&ops, &mut rec).unwrap();
+        assert_eq!(late.proc_target.as_deref(), Some("/proc"));
+        assert_eq!(
+            rec.ops[0],
+            MountOp::Tmpfs {
+                target: root.into(),
+                size_bytes: 1 << 20,
+                mode: 0o755,
+                noexec: false
+            }
+        );
+        assert!(matches!(&rec.ops[1], MountOp::Bind { target, verify: None, optional: true, read_only: true, .. } if target == Path::new("/run/x/root/usr")));
+        assert!(matches!(&rec.ops[2], MountOp::Symlink { path, points_to } if path == Path::new("/run/x/root/bin") && points_to == "usr/bin"));
+        assert!(matches!(&rec.ops[4], MountOp::Mkdir { path } if path == Path::new("/run/x/root/proc")));
+        // /dev: tmpfs, two device binds, 4 symlinks, shm, read-only remount.
+        assert!(matches!(&rec.ops[5], MountOp::Tmpfs { noexec: true, .. }));
+        assert!(matches!(&rec.ops[6], MountOp::Bind { source, allow_dev: true, .. } if source == Path::new("/dev/null")));
+        assert!(matches!(&rec.ops[13], MountOp::RemountReadOnly { target, .. } if target == Path::new("/run/x/root/dev")));
+        let last = rec.ops.last().unwrap();
+        assert!(matches!(last, MountOp::Bind { verify: Some(p), read_only: false, optional: false, .. } if p == &prefixes));
+    }
+
+    #[test]
+    fn targets_with_dotdot_or_relative_are_refused() {
+        for bad in ["../etc", "/data/../../etc", "data"] {
+            let s = vec![MountStep::Tmpfs {
+                target: bad.into(),
+                size_bytes: 1,
+                mode: 0o700,
+            }];
+            assert!(matches!(
+                plan_ops(&s, Path::new("/r"), &[]),
+                Err(MountError::BadTarget(_))
+            ));
+        }
+        let s = vec![MountStep::Dev {
+            target: "/dev".into(),
+            devices: vec!["../sda".into()],
+        }];
+        assert!(plan_ops(&s, Path::new("/r"), &[]).is_err());
+    }
+}

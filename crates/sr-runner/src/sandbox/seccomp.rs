@@ -1,0 +1,287 @@
+//! The seccomp filter: compiled from the bundle's [`SeccompPlan`], installed last before exec.
+//!
+//! Three BPF programs are stacked (the kernel runs every installed filter and the most severe
+//! verdict wins; ALLOW is the least severe):
+//!
+//! 1. **deny list** (seccompiler): each syscall in `denied_syscalls` returns `EPERM`; `clone`
+//!    returns `EPERM` when its flags argument carries any of `denied_clone_flags` (one rule per
+//!    flag, since seccompiler ANDs conditions within a rule and ORs rules).
+//! 2. **clone3** returns `ENOSYS`: its flags live in a struct the filter cannot read, and
+//!    `ENOSYS` makes glibc fall back to `clone`, where filter 1 checks the flags.
+//! 3. **x32** (x86_64 only): any syscall number with the x32 bit (`0x40000000`) returns
+//!    `ENOSYS`, so the deny list cannot be bypassed through the x32 ABI's aliases.
+//!
+//! seccompiler's programs start with an architecture check that kills the process on a
+//! foreign audit arch (i386 via `int 0x80`), closing that bypass too.
+//!
+//! The digest recorded in the report is the sha256 of the programs' instructions in install
+//! order, each as `code (u16 LE) | jt | jf | k (u32 LE)`: the same plan gives the same digest.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch, sock_filter,
+};
+use sha2::{Digest, Sha256};
+use sr_compiler::bundle::SeccompPlan;
+
+/// A compiled filter, ready to install.
+#[derive(Debug, Clone)]
+pub struct CompiledSeccomp {
+    /// Programs in install order.
+    pub programs: Vec<BpfProgram>,
+    /// `sha256:<hex>` over the programs' instructions.
+    pub digest: String,
+    /// Number of BPF instructions in total.
+    pub instructions: usize,
+}
+
+/// Why a plan could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    /// A syscall name this build does not know (fail closed rather than silently allow it).
+    #[error("unknown syscall {0:?} in the seccomp plan")]
+    UnknownSyscall(String),
+    /// A clone flag name this build does not know.
+    #[error("unknown clone flag {0:?} in the seccomp plan")]
+    UnknownCloneFlag(String),
+    /// The deny action is not one the runner implements.
+    #[error("unsupported seccomp deny action {0:?} (expected errno:EPERM)")]
+    UnsupportedAction(String),
+    /// seccompiler refused the filter.
+    #[error("seccomp filter compilation failed: {0}")]
+    Backend(String),
+}
+
+fn target_arch() -> Result<TargetArch, SeccompError> {
+    if cfg!(target_arch = "x86_64") {
+        Ok(TargetArch::x86_64)
+    } else if cfg!(target_arch = "aarch64") {
+        Ok(TargetArch::aarch64)
+    } else {
+        Err(SeccompError::Backend(
+            "unsupported architecture for seccomp".into(),
+        ))
+    }
+}
+
+/// Compiles the plan. Pure: no syscall is made.
+pub fn compile(plan: &SeccompPlan) -> Result<CompiledSeccomp, SeccompError> {
+    let errno = match plan.deny_action.as_str() {
+        "errno:EPERM" => libc::EPERM as u32,
+        other => return Err(SeccompError::UnsupportedAction(other.to_owned())),
+    };
+    let arch = target_arch()?;
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for name in &plan.denied_syscalls {
+        // clone and clone3 are handled by flag (below) and by ENOSYS (filter 2).
+        if name == "clone" || name == "clone3" {
+            continue;
+        }
+        let nr = syscall_number(name).ok_or_else(|| SeccompError::UnknownSyscall(name.clone()))?;
+        rules.insert(nr, Vec::new());
+    }
+    let mut clone_rules = Vec::new();
+    for flag in &plan.denied_clone_flags {
+        let value =
+            clone_flag(flag).ok_or_else(|| SeccompError::UnknownCloneFlag(flag.clone()))?;
+        let cond = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(value), value)
+            .map_err(|e| SeccompError::Backend(e.to_string()))?;
+        clone_rules.push(SeccompRule::new(vec![cond]).map_err(|e| SeccompError::Backend(e.to_string()))?);
+    }
+    if !clone_rules.is_empty() {
+        rules.insert(libc::SYS_clone, clone_rules);
+    }
+    let deny: BpfProgram = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(errno), arch)
+        .and_then(TryInto::try_into)
+        .map_err(|e| SeccompError::Backend(e.to_string()))?;
+    let mut programs = vec![deny];
+    if !plan.denied_clone_flags.is_empty() {
+        let mut c3 = BTreeMap::new();
+        c3.insert(libc::SYS_clone3, Vec::new());
+        let p: BpfProgram = SeccompFilter::new(c3, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), arch)
+            .and_then(TryInto::try_into)
+            .map_err(|e| SeccompError::Backend(e.to_string()))?;
+        programs.push(p);
+    }
+    if cfg!(target_arch = "x86_64") {
+        programs.push(x32_filter());
+    }
+    let mut hasher = Sha256::new();
+    let mut instructions = 0;
+    for p in &programs {
+        for ins in p {
+            hasher.update(ins.code.to_le_bytes());
+            hasher.update([ins.jt, ins.jf]);
+            hasher.update(ins.k.to_le_bytes());
+            instructions += 1;
+        }
+    }
+    Ok(CompiledSeccomp {
+        programs,
+        digest: format!("sha256:{}", hex::encode(hasher.finalize())),
+        instructions,
+    })
+}
+
+/// `ld [nr]; jge 0x40000000 ? ENOSYS : ALLOW`.
+fn x32_filter() -> BpfProgram {
+    const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const BPF_JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+    const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    vec![
+        sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: 0 },
+        sock_filter { code: BPF_JGE_K, jt: 0, jf: 1, k: 0x4000_0000 },
+        sock_filter {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        },
+        sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+    ]
+}
+
+/// Installs the programs on the calling thread (needs no_new_privs or CAP_SYS_ADMIN).
+pub fn install(compiled: &CompiledSeccomp) -> Result<(), SeccompError> {
+    for p in &compiled.programs {
+        seccompiler::apply_filter(p).map_err(|e| SeccompError::Backend(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The value of a `CLONE_NEW*` flag by name.
+pub fn clone_flag(name: &str) -> Option<u64> {
+    let v = match name.trim_start_matches("CLONE_") {
+        "NEWNS" => libc::CLONE_NEWNS,
+        "NEWCGROUP" => libc::CLONE_NEWCGROUP,
+        "NEWUTS" => libc::CLONE_NEWUTS,
+        "NEWIPC" => libc::CLONE_NEWIPC,
+        "NEWUSER" => libc::CLONE_NEWUSER,
+        "NEWPID" => libc::CLONE_NEWPID,
+        "NEWNET" => libc::CLONE_NEWNET,
+        _ => return None,
+    };
+    Some(v as u64)
+}
+
+/// The syscall number of `name` on this architecture.
+pub fn syscall_number(name: &str) -> Option<i64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let arch_only = match name {
+            "iopl" => Some(libc::SYS_iopl),
+            "ioperm" => Some(libc::SYS_ioperm),
+            "uselib" => Some(libc::SYS_uselib),
+            "_sysctl" | "sysctl" => Some(libc::SYS__sysctl),
+            "nfsservctl" => Some(libc::SYS_nfsservctl),
+            "modify_ldt" => Some(libc::SYS_modify_ldt),
+            "lookup_dcookie" => Some(libc::SYS_lookup_dcookie),
+            "vm86" | "vm86old" => None,
+            _ => None,
+        };
+        if arch_only.is_some() {
+            return arch_only;
+        }
+    }
+    let n = match name {
+        "acct" => libc::SYS_acct,
+        "add_key" => libc::SYS_add_key,
+        "adjtimex" => libc::SYS_adjtimex,
+        "bpf" => libc::SYS_bpf,
+        "clock_adjtime" => libc::SYS_clock_adjtime,
+        "clock_settime" => libc::SYS_clock_settime,
+        "clone" => libc::SYS_clone,
+        "clone3" => libc::SYS_clone3,
+        "delete_module" => libc::SYS_delete_module,
+        "fanotify_init" => libc::SYS_fanotify_init,
+        "finit_module" => libc::SYS_finit_module,
+        "fsconfig" => libc::SYS_fsconfig,
+        "fsmount" => libc::SYS_fsmount,
+        "fsopen" => libc::SYS_fsopen,
+        "fspick" => libc::SYS_fspick,
+        "get_mempolicy" => libc::SYS_get_mempolicy,
+        "init_module" => libc::SYS_init_module,
+        "io_uring_enter" => libc::SYS_io_uring_enter,
+        "io_uring_register" => libc::SYS_io_uring_register,
+        "io_uring_setup" => libc::SYS_io_uring_setup,
+        "kcmp" => libc::SYS_kcmp,
+        "kexec_file_load" => libc::SYS_kexec_file_load,
+        "kexec_load" => libc::SYS_kexec_load,
+        "keyctl" => libc::SYS_keyctl,
+        "mbind" => libc::SYS_mbind,
+        "mount" => libc::SYS_mount,
+        "mount_setattr" => libc::SYS_mount_setattr,
+        "move_mount" => libc::SYS_move_mount,
+        "move_pages" => libc::SYS_move_pages,
+        "name_to_handle_at" => libc::SYS_name_to_handle_at,
+        "open_by_handle_at" => libc::SYS_open_by_handle_at,
+        "open_tree" => libc::SYS_open_tree,
+        "perf_event_open" => libc::SYS_perf_event_open,
+        "personality" => libc::SYS_personality,
+        "pidfd_getfd" => libc::SYS_pidfd_getfd,
+        "pivot_root" => libc::SYS_pivot_root,
+        "process_madvise" => libc::SYS_process_madvise,
+        "process_vm_readv" => libc::SYS_process_vm_readv,
+        "process_vm_writev" => libc::SYS_process_vm_writev,
+        "ptrace" => libc::SYS_ptrace,
+        "quotactl" => libc::SYS_quotactl,
+        "quotactl_fd" => libc::SYS_quotactl_fd,
+        "reboot" => libc::SYS_reboot,
+        "request_key" => libc::SYS_request_key,
+        "set_mempolicy" => libc::SYS_set_mempolicy,
+        "setdomainname" => libc::SYS_setdomainname,
+        "sethostname" => libc::SYS_sethostname,
+        "setns" => libc::SYS_setns,
+        "settimeofday" => libc::SYS_settimeofday,
+        "swapoff" => libc::SYS_swapoff,
+        "swapon" => libc::SYS_swapon,
+        "syslog" => libc::SYS_syslog,
+        "umount" | "umount2" => libc::SYS_umount2,
+        "unshare" => libc::SYS_unshare,
+        "userfaultfd" => libc::SYS_userfaultfd,
+        "vhangup" => libc::SYS_vhangup,
+        _ => return None,
+    };
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> SeccompPlan {
+        SeccompPlan {
+            profile_id: "sr-default-v1".into(),
+            deny_action: "errno:EPERM".into(),
+            denied_syscalls: vec!["bpf".into(), "mount".into(), "ptrace".into(), "unshare".into()],
+            denied_clone_flags: vec!["CLONE_NEWNS".into(), "CLONE_NEWUSER".into()],
+        }
+    }
+
+    #[test]
+    fn compiles_and_digest_is_stable() {
+        let a = compile(&plan()).unwrap();
+        let b = compile(&plan()).unwrap();
+        assert_eq!(a.digest, b.digest);
+        assert!(a.digest.starts_with("sha256:"));
+        assert!(a.instructions > 10);
+        let mut other = plan();
+        other.denied_syscalls.push("keyctl".into());
+        assert_ne!(compile(&other).unwrap().digest, a.digest);
+    }
+
+    #[test]
+    fn unknown_names_fail_closed() {
+        let mut p = plan();
+        p.denied_syscalls.push("frobnicate".into());
+        assert!(matches!(compile(&p), Err(SeccompError::UnknownSyscall(_))));
+        let mut p = plan();
+        p.denied_clone_flags.push("CLONE_NEWFOO".into());
+        assert!(matches!(compile(&p), Err(SeccompError::UnknownCloneFlag(_))));
+        let mut p = plan();
+        p.deny_action = "kill".into();
+        assert!(matches!(compile(&p), Err(SeccompError::UnsupportedAction(_))));
+    }
+}

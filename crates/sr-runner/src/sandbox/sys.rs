@@ -1,0 +1,165 @@
+//! Every `unsafe` block of the runner, each with its justification.
+//!
+//! The rest of the sandbox uses safe wrappers (nix, landlock, seccompiler). What is left here are
+//! the calls those crates do not wrap: `fork` (unsafe by nature), `_exit`, the capability
+//! prctls and `capset`, the Landlock ABI probe, `close_range`, and the loopback ioctl.
+#![allow(unsafe_code)]
+
+use std::io;
+
+use nix::unistd::ForkResult;
+
+/// `fork(2)`.
+///
+/// Only ever called by the sandbox init (`safe-run __init`) and its pid 1, which are
+/// single-threaded: the init is a freshly exec'd process that dispatches before anything
+/// (clap, std's runtime helpers, a logger) can start a thread, and it never starts one. So the
+/// child cannot inherit a lock held by another thread.
+pub fn fork() -> io::Result<ForkResult> {
+    // SAFETY: the calling process is single-threaded (see above); the child only runs
+    // straight-line setup code and then execs or `_exit`s.
+    unsafe { nix::unistd::fork() }.map_err(io::Error::from)
+}
+
+/// `_exit(2)`: leaves a forked child without running atexit handlers or flushing buffers
+/// shared with the parent.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` takes a plain integer and never returns; it is async-signal-safe.
+    unsafe { libc::_exit(code) }
+}
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Highest capability number the kernel knows (`/proc/sys/kernel/cap_last_cap`), 40 if unknown.
+fn cap_last_cap() -> u64 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// Drops every capability from the bounding set, clears the ambient set, and empties the
+/// effective, permitted and inheritable sets. Returns the number of bounding-set entries dropped.
+pub fn drop_all_capabilities() -> io::Result<u64> {
+    let last = cap_last_cap();
+    for cap in 0..=last {
+        // SAFETY: PR_CAPBSET_DROP takes an integer capability number; no pointers.
+        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            // EINVAL: the kernel does not know this capability; nothing to drop.
+            if err.raw_os_error() != Some(libc::EINVAL) {
+                return Err(err);
+            }
+        }
+    }
+    // SAFETY: integer arguments only.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    })?;
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: `header` and `data` are valid, properly laid out (repr(C)) for version 3, which
+    // expects two data elements; the kernel only reads `data`.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        ) as libc::c_int
+    })?;
+    Ok(last + 1)
+}
+
+/// The Landlock ABI version of the running kernel, or the errno that says why there is none.
+pub fn landlock_abi() -> Result<i32, i32> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a null attr and size 0 and the VERSION flag, the syscall only returns an
+    // integer; it reads no memory.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOSYS))
+    } else {
+        Ok(ret as i32)
+    }
+}
+
+/// Marks every file descriptor from 3 up close-on-exec, so nothing the init inherited by
+/// accident reaches the workload.
+pub fn cloexec_from_3() -> io::Result<()> {
+    // SAFETY: integer arguments only; CLOSE_RANGE_CLOEXEC closes nothing, it only sets flags.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) as libc::c_int
+    })
+}
+
+/// Brings the loopback interface of the current network namespace up (SIOCSIFFLAGS), so a
+/// `network: none` sandbox still has a working 127.0.0.1.
+pub fn loopback_up() -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq with a NUL-terminated name; the kernel writes the flags
+    // into the union it owns for the duration of the call.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    // SAFETY: reading the flags member SIOCGIFFLAGS just filled in.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: as above; the kernel reads the ifreq.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })
+}
