@@ -171,6 +171,10 @@ pub struct SeccompPlan {
     pub denied_syscalls: Vec<String>,
     /// clone/clone3 flags refused (namespace creation), sorted.
     pub denied_clone_flags: Vec<String>,
+    /// Syscalls that fail with ENOSYS instead of `deny_action`, sorted: `clone3`, whose flags a
+    /// filter cannot read, so libc falls back to `clone`, whose flags it can.
+    #[serde(default)]
+    pub enosys_syscalls: Vec<String>,
 }
 
 /// cgroup limits (v2 names; the runner maps them to v1 files where needed).
@@ -206,6 +210,12 @@ pub struct NetworkPlan {
 }
 
 /// The per-run nftables table.
+///
+/// Every rule matches only traffic that enters the host through this run's `host_interface`
+/// (the renderer adds `iifname "<host_interface>"` to each rule), so the base chains can keep
+/// `policy accept` without touching the host's other traffic. Chains: `forward` (filter; the
+/// egress allow rules and the final `default-drop`), `input` (filter; `dns` to the runner's
+/// resolver, then `host-drop`), `postrouting` (nat; `masquerade`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NftPlan {
@@ -265,7 +275,7 @@ pub struct NftRule {
     pub protocol: Option<String>,
     /// Match: destination ports, sorted.
     pub dports: Vec<u16>,
-    /// `accept` or `drop`.
+    /// `accept`, `drop` or `masquerade`.
     pub verdict: String,
     /// Always true: every rule counts.
     pub counter: bool,
@@ -303,6 +313,9 @@ pub struct ArtifactCheck {
     pub path: String,
     /// Expected `sha256:<hex>`, when pinned.
     pub expected_sha256: Option<String>,
+    /// Where the runner places the file inside the jail (the path `vm_config` names).
+    #[serde(default)]
+    pub jail_path: String,
 }
 
 /// Evidence plan.

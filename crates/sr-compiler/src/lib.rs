@@ -1,7 +1,617 @@
 //! The compiler: a validated PolicySpec and the operator config in, a deterministic
 //! [`CompileBundle`] out.
+//!
+//! [`compile`] is a pure function: it reads neither the clock, nor randomness, nor the host
+//! (paths were resolved by validation, which is where the filesystem is consulted). Defaults
+//! come from the operator config's `defaultLimits`. Everything per-run carries the `<runId>`
+//! placeholder. [`to_canonical_json`] gives the exact bytes `safe-run compile --dry-run`
+//! prints: pretty JSON with keys sorted at every level and a trailing newline, so the output is
+//! byte-identical across runs and machines.
+//!
+//! Decisions a runner must know (also in docs/policy.md):
+//!
+//! * Host rootfs: one read-only `Bind` per `hostRootfsPaths` entry, even on merged-/usr hosts
+//!   where `/bin`, `/lib`, `/sbin` are symlinks. The compiler does not look at the host; the
+//!   runner turns a `Bind` whose source is a symlink into a `Symlink` step (same link text)
+//!   and skips one whose source does not exist (e.g. `/lib32`).
+//! * Policy mounts are ordered by target, so a parent is always mounted before its children.
+//! * No `RLIMIT_NPROC`: it counts processes per *host* uid, and the workload uid is shared by
+//!   concurrent runs, so one run could starve another. The cgroup `pids.max` limits the run's
+//!   own tree instead.
+
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+pub mod seccomp;
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+use sr_common::{Diagnostic, ErrorCode};
+use sr_policy::OperatorConfig;
+use sr_policy::ValidatedPolicy;
+use sr_policy::model::{Backend, NetworkMode, PolicySpec, Protocol};
 
 pub use bundle::CompileBundle;
+use bundle::{
+    ArtifactCheck, CgroupPlan, DnsPlan, EvidencePlan, FirecrackerPlan, LandlockPlan, LandlockRule,
+    MountStep, NetworkPlan, NftChain, NftPlan, NftRule, NftSet, ProcessPlan, RUN_ID_PLACEHOLDER,
+    SandboxPlan, SeccompPlan,
+};
+
+/// Bundle format version.
+pub const BUNDLE_VERSION: u32 = 1;
+/// Default identity inside the sandbox.
+pub const DEFAULT_ID: u32 = 1000;
+/// cgroup `cpu.max` period, in microseconds (the kernel's default).
+pub const CPU_PERIOD_US: u64 = 100_000;
+/// Resource sampling interval, in milliseconds.
+pub const SAMPLE_INTERVAL_MS: u64 = 500;
+/// Hostname inside the sandbox.
+pub const HOSTNAME: &str = "safe-run";
+/// Device nodes in the sandbox's /dev, sorted.
+pub const DEVICES: [&str; 6] = ["full", "null", "random", "tty", "urandom", "zero"];
+/// Namespaces of the sandbox backend, sorted.
+pub const NAMESPACES: [&str; 7] = ["cgroup", "ipc", "mount", "net", "pid", "user", "uts"];
+/// Landlock ABI the rules need: 3, the first that can deny `truncate` (before it, a file on a
+/// read-only path could still be truncated).
+pub const LANDLOCK_MIN_ABI: u32 = 3;
+/// Most vCPUs Firecracker accepts.
+pub const FIRECRACKER_MAX_VCPUS: u64 = 32;
+/// Kernel command line of the microVM (the runner appends the network `ip=` argument).
+pub const FIRECRACKER_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1 pci=off ro";
+/// vsock context id of the guest.
+pub const GUEST_CID: u32 = 3;
+
+/// Why a validated policy could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// A value does not fit the backend's template.
+    #[error("{path}: {message}")]
+    TemplateMapping {
+        /// Policy path.
+        path: String,
+        /// Cause.
+        message: String,
+        /// What to do.
+        hint: String,
+    },
+    /// The network plan could not be built.
+    #[error("{path}: {message}")]
+    NetworkPlan {
+        /// Policy path.
+        path: String,
+        /// Cause.
+        message: String,
+        /// What to do.
+        hint: String,
+    },
+}
+
+impl CompileError {
+    /// The stable code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CompileError::TemplateMapping { .. } => ErrorCode::CompileTemplateMapping,
+            CompileError::NetworkPlan { .. } => ErrorCode::CompileNetworkPlan,
+        }
+    }
+}
+
+impl From<CompileError> for Diagnostic {
+    fn from(e: CompileError) -> Diagnostic {
+        let code = e.code();
+        match e {
+            CompileError::TemplateMapping {
+                path,
+                message,
+                hint,
+            }
+            | CompileError::NetworkPlan {
+                path,
+                message,
+                hint,
+            } => Diagnostic::new(code, path, message, hint),
+        }
+    }
+}
+
+/// `sha256:<hex>` of the RFC 8785 (JCS) canonical form of `value`.
+pub fn policy_digest(value: &serde_json::Value) -> String {
+    // JCS of a serde_json::Value cannot fail: a Value holds no non-finite number and only
+    // string keys. Fall back to the plain serialization rather than panic all the same.
+    let bytes =
+        serde_json_canonicalizer::to_vec(value).unwrap_or_else(|_| value.to_string().into_bytes());
+    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+}
+
+/// The bytes `compile --dry-run` prints: pretty JSON, keys sorted, trailing newline.
+pub fn to_canonical_json(bundle: &CompileBundle) -> String {
+    let value = serde_json::to_value(bundle)
+        .map(sort_keys)
+        .unwrap_or(serde_json::Value::Null);
+    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// Rebuilds every object with its keys in sorted order (`serde_json` here preserves insertion
+/// order, so sorting must be explicit).
+fn sort_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let sorted: BTreeMap<String, serde_json::Value> =
+                map.into_iter().map(|(k, v)| (k, sort_keys(v))).collect();
+            serde_json::Value::Object(sorted.into_iter().collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sort_keys).collect())
+        }
+        other => other,
+    }
+}
+
+/// Compiles a validated policy.
+pub fn compile(
+    policy: &ValidatedPolicy,
+    config: &OperatorConfig,
+) -> Result<CompileBundle, Diagnostic> {
+    compile_inner(policy, config).map_err(Diagnostic::from)
+}
+
+fn compile_inner(
+    policy: &ValidatedPolicy,
+    config: &OperatorConfig,
+) -> Result<CompileBundle, CompileError> {
+    let spec = &policy.spec;
+    let limits = Effective::of(spec, config);
+    let process = process_plan(spec, config);
+    let backend = spec.backend();
+    let network_plan = match spec.network_mode() {
+        NetworkMode::None => None,
+        NetworkMode::Allowlist => Some(network_plan(spec, backend)?),
+    };
+    let (sandbox_plan, firecracker_plan) = match backend {
+        Backend::Sandbox => (Some(sandbox_plan(policy, config, &limits)), None),
+        Backend::Firecracker => (
+            None,
+            Some(firecracker_plan(
+                spec,
+                config,
+                &limits,
+                network_plan.as_ref(),
+            )?),
+        ),
+    };
+    Ok(CompileBundle {
+        bundle_version: BUNDLE_VERSION,
+        policy_digest: policy_digest(&policy.canonical),
+        policy_name: spec.name.clone(),
+        backend: match backend {
+            Backend::Sandbox => "sandbox",
+            Backend::Firecracker => "firecracker",
+        }
+        .to_owned(),
+        process,
+        sandbox_plan,
+        firecracker_plan,
+        cgroup_plan: CgroupPlan {
+            name: format!("safe-run-{RUN_ID_PLACEHOLDER}"),
+            memory_max_bytes: limits.memory,
+            pids_max: limits.pids,
+            cpu_quota_us: limits.cpu_quota_us,
+            cpu_period_us: CPU_PERIOD_US,
+        },
+        network_plan,
+        evidence_plan: evidence_plan(spec),
+    })
+}
+
+/// The limits in force: the policy's, else the operator's defaults.
+struct Effective {
+    cpus: f64,
+    cpu_quota_us: u64,
+    memory: u64,
+    pids: u64,
+    open_files: u64,
+    tmpfs: u64,
+}
+
+impl Effective {
+    fn of(spec: &PolicySpec, config: &OperatorConfig) -> Effective {
+        let d = &config.default_limits;
+        let r = spec.resources.as_ref();
+        let positive = |v: Option<i64>, default: u64| {
+            v.and_then(|v| u64::try_from(v).ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(default)
+        };
+        let cpus = r
+            .and_then(|r| r.cpus)
+            .filter(|c| c.is_finite() && *c > 0.0)
+            .unwrap_or(d.cpus);
+        // Quota in whole microseconds, at least 1000 (the kernel's minimum).
+        let quota = (cpus * CPU_PERIOD_US as f64).round().max(1000.0) as u64;
+        Effective {
+            cpus,
+            cpu_quota_us: quota,
+            memory: r
+                .and_then(|r| r.memory)
+                .map_or(d.memory.bytes(), |m| m.bytes()),
+            pids: positive(r.and_then(|r| r.pids), d.pids),
+            open_files: positive(r.and_then(|r| r.open_files), d.open_files),
+            tmpfs: r
+                .and_then(|r| r.tmpfs_size)
+                .map_or(d.tmpfs_size.bytes(), |m| m.bytes()),
+        }
+    }
+}
+
+fn process_plan(spec: &PolicySpec, config: &OperatorConfig) -> ProcessPlan {
+    let rt = &spec.runtime;
+    ProcessPlan {
+        command: rt.command.clone(),
+        args: rt.args.clone(),
+        env: rt.env.clone(),
+        cwd: rt.cwd.clone().unwrap_or_else(|| "/".to_owned()),
+        uid: rt.user.as_ref().map_or(DEFAULT_ID, |u| u.uid),
+        gid: rt.user.as_ref().map_or(DEFAULT_ID, |u| u.gid),
+        timeout_ms: rt
+            .timeout
+            .unwrap_or(config.default_limits.timeout)
+            .as_millis(),
+    }
+}
+
+fn sandbox_plan(
+    policy: &ValidatedPolicy,
+    config: &OperatorConfig,
+    limits: &Effective,
+) -> SandboxPlan {
+    let spec = &policy.spec;
+    let mut mounts = Vec::new();
+    let mut landlock = BTreeMap::new();
+    match &policy.rootfs_dir {
+        Some(dir) => {
+            mounts.push(MountStep::Root {
+                source: dir.display().to_string(),
+            });
+            landlock.insert("/".to_owned(), "ro");
+        }
+        None => {
+            mounts.push(MountStep::Root {
+                source: "host".to_owned(),
+            });
+            for path in &config.host_rootfs_paths {
+                mounts.push(MountStep::Bind {
+                    source: path.clone(),
+                    target: path.clone(),
+                    read_only: true,
+                    origin: "rootfs".to_owned(),
+                });
+                landlock.insert(path.clone(), "ro");
+            }
+        }
+    }
+    // Policy mounts, parents before children (a path sorts before its extensions).
+    let mut policy_mounts: Vec<(&str, String, bool)> = spec
+        .mounts
+        .iter()
+        .zip(&policy.mount_sources)
+        .map(|(m, src)| (m.target.as_str(), src.display().to_string(), m.read_only))
+        .collect();
+    policy_mounts.sort();
+    for (target, source, read_only) in policy_mounts {
+        landlock.insert(target.to_owned(), if read_only { "ro" } else { "rw" });
+        mounts.push(MountStep::Bind {
+            source,
+            target: target.to_owned(),
+            read_only,
+            origin: "policy".to_owned(),
+        });
+    }
+    mounts.push(MountStep::Tmpfs {
+        target: "/tmp".to_owned(),
+        size_bytes: limits.tmpfs,
+        mode: 0o1777,
+    });
+    mounts.push(MountStep::Proc {
+        target: "/proc".to_owned(),
+    });
+    mounts.push(MountStep::Dev {
+        target: "/dev".to_owned(),
+        devices: DEVICES.iter().map(|d| (*d).to_owned()).collect(),
+    });
+    landlock.insert("/tmp".to_owned(), "rw");
+    landlock.insert("/proc".to_owned(), "ro");
+    landlock.insert("/dev".to_owned(), "rw");
+
+    let mut rlimits = BTreeMap::new();
+    rlimits.insert("RLIMIT_CORE".to_owned(), 0);
+    rlimits.insert("RLIMIT_NOFILE".to_owned(), limits.open_files);
+
+    SandboxPlan {
+        namespaces: NAMESPACES.iter().map(|n| (*n).to_owned()).collect(),
+        host_uid: config.workload_host_uid,
+        host_gid: config.workload_host_gid,
+        hostname: HOSTNAME.to_owned(),
+        mounts,
+        landlock: LandlockPlan {
+            required: config.require_landlock,
+            min_abi: LANDLOCK_MIN_ABI,
+            rules: landlock
+                .into_iter()
+                .map(|(path, access)| LandlockRule {
+                    path,
+                    access: access.to_owned(),
+                })
+                .collect(),
+        },
+        seccomp: SeccompPlan {
+            profile_id: seccomp::PROFILE_ID.to_owned(),
+            deny_action: seccomp::DENY_ACTION.to_owned(),
+            denied_syscalls: seccomp::denied_syscalls(),
+            denied_clone_flags: seccomp::DENIED_CLONE_FLAGS
+                .iter()
+                .map(|f| (*f).to_owned())
+                .collect(),
+            enosys_syscalls: seccomp::ENOSYS_SYSCALLS
+                .iter()
+                .map(|f| (*f).to_owned())
+                .collect(),
+        },
+        rlimits,
+        no_new_privs: true,
+        capabilities: Vec::new(),
+    }
+}
+
+fn network_plan(spec: &PolicySpec, backend: Backend) -> Result<NetworkPlan, CompileError> {
+    let egress = spec
+        .network
+        .as_ref()
+        .map(|n| n.egress.as_slice())
+        .unwrap_or_default();
+    if egress.is_empty() {
+        return Err(CompileError::NetworkPlan {
+            path: "network.egress".into(),
+            message: "allowlist without egress rules reached the compiler".into(),
+            hint: "validate the policy first (`safe-run validate`)".into(),
+        });
+    }
+    let (host_interface, guest_interface) = match backend {
+        Backend::Sandbox => (
+            format!("sr{RUN_ID_PLACEHOLDER}h"),
+            format!("sr{RUN_ID_PLACEHOLDER}g"),
+        ),
+        Backend::Firecracker => (format!("srt{RUN_ID_PLACEHOLDER}"), "eth0".to_owned()),
+    };
+    let chain = |name: &str, chain_type: &str, hook: &str, priority: i32| NftChain {
+        name: name.to_owned(),
+        chain_type: chain_type.to_owned(),
+        hook: hook.to_owned(),
+        priority,
+        policy: "accept".to_owned(),
+    };
+    let mut sets = Vec::new();
+    let mut rules = Vec::new();
+    let mut names = Vec::new();
+    for (i, rule) in egress.iter().enumerate() {
+        let daddr = match (&rule.host, &rule.cidr) {
+            (Some(host), None) => {
+                let name = format!("egress_{i}_v4");
+                let host = host.to_ascii_lowercase();
+                names.push(host.clone());
+                sets.push(NftSet {
+                    name: name.clone(),
+                    set_type: "ipv4_addr".to_owned(),
+                    host,
+                });
+                format!("@{name}")
+            }
+            (None, Some(cidr)) => cidr.clone(),
+            _ => {
+                return Err(CompileError::NetworkPlan {
+                    path: format!("network.egress[{i}]"),
+                    message: "rule without exactly one of host and cidr reached the compiler"
+                        .into(),
+                    hint: "validate the policy first (`safe-run validate`)".into(),
+                });
+            }
+        };
+        let mut dports = Vec::new();
+        for (j, p) in rule.ports.iter().enumerate() {
+            let port = u16::try_from(*p).ok().filter(|p| *p > 0).ok_or_else(|| {
+                CompileError::NetworkPlan {
+                    path: format!("network.egress[{i}].ports[{j}]"),
+                    message: format!("port {p} is out of range"),
+                    hint: "validate the policy first (`safe-run validate`)".into(),
+                }
+            })?;
+            dports.push(port);
+        }
+        dports.sort_unstable();
+        dports.dedup();
+        rules.push(NftRule {
+            id: format!("egress-{i}"),
+            chain: "forward".to_owned(),
+            egress_index: Some(i),
+            daddr: Some(daddr),
+            protocol: Some(
+                match rule.protocol {
+                    Protocol::Tcp => "tcp",
+                    Protocol::Udp => "udp",
+                    Protocol::Icmp => "icmp",
+                }
+                .to_owned(),
+            ),
+            dports,
+            verdict: "accept".to_owned(),
+            counter: true,
+        });
+    }
+    let fixed =
+        |id: &str, chain: &str, protocol: Option<&str>, dports: Vec<u16>, verdict: &str| NftRule {
+            id: id.to_owned(),
+            chain: chain.to_owned(),
+            egress_index: None,
+            daddr: None,
+            protocol: protocol.map(str::to_owned),
+            dports,
+            verdict: verdict.to_owned(),
+            counter: true,
+        };
+    rules.push(fixed("dns", "input", Some("udp"), vec![53], "accept"));
+    rules.push(fixed("host-drop", "input", None, Vec::new(), "drop"));
+    rules.push(fixed("default-drop", "forward", None, Vec::new(), "drop"));
+    rules.push(fixed(
+        "masquerade",
+        "postrouting",
+        None,
+        Vec::new(),
+        "masquerade",
+    ));
+    names.sort();
+    names.dedup();
+    Ok(NetworkPlan {
+        mode: "allowlist".to_owned(),
+        host_interface,
+        guest_interface,
+        nft: NftPlan {
+            family: "inet".to_owned(),
+            table: format!("safe_run_{RUN_ID_PLACEHOLDER}"),
+            chains: vec![
+                chain("forward", "filter", "forward", 0),
+                chain("input", "filter", "input", 0),
+                chain("postrouting", "nat", "postrouting", 100),
+            ],
+            sets,
+            rules,
+        },
+        dns: DnsPlan {
+            allowed_names: names,
+        },
+    })
+}
+
+fn firecracker_plan(
+    spec: &PolicySpec,
+    config: &OperatorConfig,
+    limits: &Effective,
+    network: Option<&NetworkPlan>,
+) -> Result<FirecrackerPlan, CompileError> {
+    let artifacts = spec
+        .artifacts
+        .as_ref()
+        .ok_or_else(|| CompileError::TemplateMapping {
+            path: "artifacts".into(),
+            message: "firecracker needs artifacts".into(),
+            hint: "validate the policy first (`safe-run validate`)".into(),
+        })?;
+    let vcpus = limits.cpus.ceil() as u64;
+    if !(1..=FIRECRACKER_MAX_VCPUS).contains(&vcpus) {
+        return Err(CompileError::TemplateMapping {
+            path: "resources.cpus".into(),
+            message: format!(
+                "{vcpus} vCPUs do not fit Firecracker's limit of {FIRECRACKER_MAX_VCPUS}"
+            ),
+            hint: format!("use at most {FIRECRACKER_MAX_VCPUS} cpus"),
+        });
+    }
+    let mem_mib = limits.memory.div_ceil(1 << 20);
+    let mut vm = serde_json::json!({
+        "boot-source": {
+            "kernel_image_path": "vmlinux",
+            "boot_args": FIRECRACKER_BOOT_ARGS,
+        },
+        "drives": [{
+            "drive_id": "rootfs",
+            "path_on_host": "rootfs.ext4",
+            "is_root_device": true,
+            "is_read_only": true,
+        }],
+        "machine-config": {
+            "vcpu_count": vcpus,
+            "mem_size_mib": mem_mib,
+            "smt": false,
+        },
+        "vsock": {
+            "guest_cid": GUEST_CID,
+            "uds_path": "vsock.sock",
+        },
+    });
+    if let (Some(net), Some(obj)) = (network, vm.as_object_mut()) {
+        obj.insert(
+            "network-interfaces".into(),
+            serde_json::json!([{
+                "iface_id": "eth0",
+                "host_dev_name": net.host_interface,
+                "guest_mac": "06:00:ac:10:00:02",
+            }]),
+        );
+    }
+    let fc = &config.firecracker;
+    let cpu_max = format!("cpu.max={} {}", limits.cpu_quota_us, CPU_PERIOD_US);
+    let jailer_args = [
+        "--id",
+        RUN_ID_PLACEHOLDER,
+        "--exec-file",
+        &fc.firecracker_bin,
+        "--uid",
+        &config.workload_host_uid.to_string(),
+        "--gid",
+        &config.workload_host_gid.to_string(),
+        "--chroot-base-dir",
+        &fc.chroot_base_dir,
+        "--cgroup-version",
+        "2",
+        "--cgroup",
+        &format!("memory.max={}", limits.memory),
+        "--cgroup",
+        &format!("pids.max={}", limits.pids),
+        "--cgroup",
+        &cpu_max,
+        "--",
+        "--config-file",
+        "vm_config.json",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let check = |role: &str, a: &sr_policy::model::Artifact, jail: &str| ArtifactCheck {
+        role: role.to_owned(),
+        path: a.path.clone(),
+        expected_sha256: a.sha256.as_ref().map(|h| format!("sha256:{h}")),
+        jail_path: jail.to_owned(),
+    };
+    Ok(FirecrackerPlan {
+        vm_config: sort_keys(vm),
+        jailer_args,
+        api_socket: format!(
+            "{}/{RUN_ID_PLACEHOLDER}/artifacts/firecracker.socket",
+            config.run_dir
+        ),
+        artifacts: vec![
+            check("kernel", &artifacts.kernel, "vmlinux"),
+            check("rootfs", &artifacts.rootfs, "rootfs.ext4"),
+        ],
+    })
+}
+
+fn evidence_plan(spec: &PolicySpec) -> EvidencePlan {
+    let evidence = spec.evidence.as_ref();
+    let mut events: Vec<String> = match evidence.and_then(|e| e.events.as_ref()) {
+        Some(list) => list.clone(),
+        None => sr_evidence::events::ALL
+            .iter()
+            .map(|e| (*e).to_owned())
+            .collect(),
+    };
+    events.sort();
+    events.dedup();
+    EvidencePlan {
+        events,
+        sign: evidence.is_none_or(|e| e.sign),
+        sample_interval_ms: SAMPLE_INTERVAL_MS,
+    }
+}

@@ -1,8 +1,349 @@
 //! PolicySpec v1: model, parsing (YAML and JSON), validation, and the operator config.
+//!
+//! Validation runs in four steps, each pure except for reading mount-source metadata:
+//!
+//! 1. [`source`]: text to a tree of located values (size, depth, duplicate keys, aliases);
+//! 2. [`schema`]: the tree against the JSON Schema generated from [`model`] (missing fields,
+//!    unknown fields, types, formats): every violation, not only the first;
+//! 3. typed deserialization into [`PolicySpec`] (fields the schema rejected are pruned first,
+//!    so that step 4 can still look at the rest);
+//! 4. [`rules`]: semantic rules and the operator's limits.
+//!
+//! All problems come back together in a [`ValidationReport`], each with a code, a policy path,
+//! a line and column, a cause and a hint, sorted by location.
 #![forbid(unsafe_code)]
 
 pub mod model;
 pub mod operator;
+pub mod rules;
+pub mod schema;
+pub mod source;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::ser::SerializeStruct;
+use sr_common::{Diagnostic, ErrorCode, Location};
 
 pub use model::PolicySpec;
 pub use operator::OperatorConfig;
+pub use schema::policy_schema;
+pub use source::{MAX_DEPTH, MAX_INPUT_BYTES, SourceFormat};
+
+use crate::rules::{Ctx, HostFs, RealFs};
+use crate::source::{PolicyPath, Seg};
+
+/// A policy that passed every check, with the facts the compiler needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedPolicy {
+    /// The policy as written (defaults not applied).
+    pub spec: PolicySpec,
+    /// The policy as a JSON value (`serde_json::to_value(&spec)`): the input of the policy
+    /// digest.
+    pub canonical: serde_json::Value,
+    /// The canonical absolute host path of each `mounts[i].source`, in policy order.
+    pub mount_sources: Vec<PathBuf>,
+    /// The canonical rootfs directory when `rootfs.source` is a directory (None for `host`).
+    pub rootfs_dir: Option<PathBuf>,
+    /// The file the policy was read from, when it came from a file.
+    pub source_path: Option<PathBuf>,
+}
+
+/// Every problem found in a policy. Serializes to the ValidationResult JSON:
+/// `{ "valid": bool, "policy": path, "errors": [Diagnostic...] }`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ValidationReport {
+    /// The policy file, when known (shown as `policy`).
+    pub policy: Option<String>,
+    /// The problems, sorted by location, then path, then code.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl ValidationReport {
+    /// Whether there are no problems.
+    pub fn is_valid(&self) -> bool {
+        self.diagnostics.is_empty()
+    }
+
+    fn sort(&mut self) {
+        let key = |d: &Diagnostic| {
+            (
+                d.location.unwrap_or(Location {
+                    line: u32::MAX,
+                    column: u32::MAX,
+                }),
+                d.path.clone(),
+                d.code,
+                d.message.clone(),
+            )
+        };
+        self.diagnostics.sort_by_key(key);
+        self.diagnostics.dedup();
+    }
+}
+
+impl Serialize for ValidationReport {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("ValidationResult", 3)?;
+        s.serialize_field("valid", &self.is_valid())?;
+        s.serialize_field("policy", &self.policy)?;
+        s.serialize_field("errors", &self.diagnostics)?;
+        s.end()
+    }
+}
+
+/// Reads and validates the policy file at `path`. The format follows the extension (`.json`
+/// is strict JSON, anything else YAML); relative mount sources resolve against the file's
+/// directory.
+pub fn load_policy_file(
+    path: &Path,
+    config: &OperatorConfig,
+) -> Result<ValidatedPolicy, ValidationReport> {
+    let shown = path.display().to_string();
+    let text = match read_policy_text(path) {
+        Ok(t) => t,
+        Err(d) => {
+            return Err(ValidationReport {
+                policy: Some(shown),
+                diagnostics: vec![d],
+            });
+        }
+    };
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let base_dir = std::fs::canonicalize(&base_dir).unwrap_or(base_dir);
+    match validate_with(
+        &text,
+        SourceFormat::from_path(path),
+        &base_dir,
+        config,
+        &RealFs,
+    ) {
+        Ok(mut v) => {
+            v.source_path = Some(path.to_path_buf());
+            Ok(v)
+        }
+        Err(mut report) => {
+            report.policy = Some(shown);
+            Err(report)
+        }
+    }
+}
+
+fn read_policy_text(path: &Path) -> Result<String, Diagnostic> {
+    use std::io::Read;
+    let root = PolicyPath::root().to_string();
+    let file = std::fs::File::open(path).map_err(|e| {
+        Diagnostic::new(
+            ErrorCode::PolicyBadFormat,
+            &root,
+            format!("cannot read {}: {e}", path.display()),
+            "check the path; a policy is a .yaml or .json file",
+        )
+    })?;
+    let mut bytes = Vec::new();
+    // Read one byte past the limit, so an oversized file is reported without reading it all.
+    let limit = u64::try_from(MAX_INPUT_BYTES).unwrap_or(u64::MAX) + 1;
+    file.take(limit).read_to_end(&mut bytes).map_err(|e| {
+        Diagnostic::new(
+            ErrorCode::PolicyBadFormat,
+            &root,
+            format!("cannot read {}: {e}", path.display()),
+            "check the file's permissions",
+        )
+    })?;
+    if bytes.len() > MAX_INPUT_BYTES {
+        return Err(Diagnostic::new(
+            ErrorCode::PolicyBadFormat,
+            &root,
+            format!(
+                "{} is larger than the {MAX_INPUT_BYTES}-byte (1 MiB) limit",
+                path.display()
+            ),
+            "a policy is a few KiB: remove generated or embedded data",
+        )
+        .at(Some(Location { line: 1, column: 1 })));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        Diagnostic::new(
+            ErrorCode::PolicyBadFormat,
+            &root,
+            format!(
+                "{} is not UTF-8 text (invalid byte at offset {})",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            ),
+            "save the policy as UTF-8",
+        )
+        .at(Some(Location { line: 1, column: 1 }))
+    })
+}
+
+/// Validates policy text. Relative mount sources resolve against `base_dir`.
+pub fn validate_str(
+    text: &str,
+    format: SourceFormat,
+    base_dir: &Path,
+    config: &OperatorConfig,
+) -> Result<ValidatedPolicy, ValidationReport> {
+    validate_with(text, format, base_dir, config, &RealFs)
+}
+
+/// [`validate_str`] with an injected view of the host filesystem (for tests).
+pub fn validate_with(
+    text: &str,
+    format: SourceFormat,
+    base_dir: &Path,
+    config: &OperatorConfig,
+    fs: &dyn HostFs,
+) -> Result<ValidatedPolicy, ValidationReport> {
+    let parsed = source::parse(text, format);
+    let mut report = ValidationReport {
+        policy: None,
+        diagnostics: parsed.diagnostics,
+    };
+    let Some(root) = parsed.root else {
+        report.sort();
+        return Err(report);
+    };
+    let instance = root.to_json();
+    let problems = schema::check(&instance, &root);
+
+    // Prune what the schema rejected, so the semantic rules can still check the rest.
+    let mut pruned = instance.clone();
+    let mut suppress: Vec<PolicyPath> = Vec::new();
+    let mut suppress_exact: Vec<String> = Vec::new();
+    let mut run_rules = true;
+    for problem in &problems {
+        let target = up_to_last_key(&problem.prune);
+        if target.0.is_empty() || PIVOTS.iter().any(|p| target.to_string() == *p) {
+            // The whole document, or a field other rules depend on: rules would misfire.
+            run_rules = false;
+        }
+        remove_at(&mut pruned, &target);
+        if !problem.unknown_field {
+            // A rule about the pruned value itself, or about the object that lost it (e.g.
+            // "a rule needs host or cidr" after a bad `host` was pruned), would be misled.
+            let parent = target.parent();
+            if !parent.0.is_empty() {
+                suppress_exact.push(parent.to_string());
+            }
+            suppress.push(target);
+        }
+    }
+    report
+        .diagnostics
+        .extend(problems.into_iter().map(|p| p.diagnostic));
+
+    let mut result = None;
+    if run_rules {
+        match serde_path_to_error::deserialize::<_, PolicySpec>(&pruned) {
+            Ok(spec) => {
+                let mut ctx = Ctx::new(&root, config, base_dir, fs);
+                let resolved = rules::check(&spec, &mut ctx);
+                let rule_diags = ctx.diagnostics;
+                report
+                    .diagnostics
+                    .extend(rule_diags.into_iter().filter(|d| {
+                        !suppress_exact.contains(&d.path)
+                            && !suppress.iter().any(|s| {
+                                d.path == s.to_string()
+                                    || d.path.starts_with(&format!("{s}."))
+                                    || d.path.starts_with(&format!("{s}["))
+                            })
+                    }));
+                result = Some((spec, resolved));
+            }
+            Err(e) if report.diagnostics.is_empty() => {
+                // The schema accepted it but serde did not (e.g. a duration that overflows).
+                let path = serde_error_path(e.path());
+                let loc = root.locate(&path);
+                report.diagnostics.push(
+                    Diagnostic::new(
+                        ErrorCode::PolicyBadFormat,
+                        path.to_string(),
+                        e.inner().to_string(),
+                        "see docs/policy.md for this field's format",
+                    )
+                    .at(Some(loc)),
+                );
+            }
+            Err(_) => {}
+        }
+    }
+    report.sort();
+    match result {
+        Some((spec, resolved)) if report.is_valid() => {
+            let canonical = serde_json::to_value(&spec).map_err(|e| ValidationReport {
+                policy: None,
+                diagnostics: vec![Diagnostic::new(
+                    ErrorCode::PolicyBadFormat,
+                    PolicyPath::root().to_string(),
+                    format!("internal error: {e}"),
+                    "report this as a bug",
+                )],
+            })?;
+            Ok(ValidatedPolicy {
+                spec,
+                canonical,
+                mount_sources: resolved.mount_sources.into_iter().flatten().collect(),
+                rootfs_dir: resolved.rootfs_dir,
+                source_path: None,
+            })
+        }
+        _ => Err(report),
+    }
+}
+
+/// Fields whose value other rules depend on: if the schema rejected one, semantic rules are
+/// skipped rather than run against a guessed default.
+const PIVOTS: [&str; 5] = [
+    "runtime",
+    "runtime.backend",
+    "network",
+    "network.mode",
+    "mounts",
+];
+
+fn up_to_last_key(path: &PolicyPath) -> PolicyPath {
+    let mut segs = path.0.clone();
+    while matches!(segs.last(), Some(Seg::Index(_))) {
+        segs.pop();
+    }
+    PolicyPath(segs)
+}
+
+fn remove_at(value: &mut serde_json::Value, path: &PolicyPath) {
+    let Some((last, parents)) = path.0.split_last() else {
+        return;
+    };
+    let mut cur = value;
+    for seg in parents {
+        let next = match (seg, cur) {
+            (Seg::Key(k), serde_json::Value::Object(m)) => m.get_mut(k),
+            (Seg::Index(i), serde_json::Value::Array(a)) => a.get_mut(*i),
+            _ => None,
+        };
+        let Some(next) = next else { return };
+        cur = next;
+    }
+    if let (Seg::Key(k), serde_json::Value::Object(m)) = (last, cur) {
+        m.remove(k);
+    }
+}
+
+fn serde_error_path(path: &serde_path_to_error::Path) -> PolicyPath {
+    use serde_path_to_error::Segment;
+    let mut out = PolicyPath::root();
+    for seg in path.iter() {
+        out = match seg {
+            Segment::Seq { index } => out.index(*index),
+            Segment::Map { key } => out.key(key),
+            Segment::Enum { variant } => out.key(variant),
+            Segment::Unknown => out,
+        };
+    }
+    out
+}

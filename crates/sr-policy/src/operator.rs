@@ -8,9 +8,14 @@
 //! Loaded from the file named by `SAFE_RUN_CONFIG` (YAML or JSON), else `/etc/safe-run/config.yaml`
 //! when it exists, else built-in defaults. `SAFE_RUN_WORKDIR_BASE` overrides `runDir`.
 
+use std::path::{Component, Path};
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sr_common::{ByteSize, DurationSpec};
+use serde_json::Value;
+use sr_common::{ByteSize, Diagnostic, DurationSpec, ErrorCode};
+
+use crate::source::{self, SourceFormat};
 
 /// Environment variable naming the operator config file.
 pub const CONFIG_ENV: &str = "SAFE_RUN_CONFIG";
@@ -47,6 +52,30 @@ pub struct OperatorConfig {
     pub max_limits: Limits,
     /// Network settings for `mode: allowlist`.
     pub network: NetworkConfig,
+    /// Where the firecracker backend finds its binaries and builds its jails.
+    pub firecracker: FirecrackerConfig,
+}
+
+/// Locations used by the firecracker backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct FirecrackerConfig {
+    /// The `firecracker` binary (passed to the jailer as `--exec-file`).
+    pub firecracker_bin: String,
+    /// The `jailer` binary.
+    pub jailer_bin: String,
+    /// Base directory of the jailer's chroots (`--chroot-base-dir`).
+    pub chroot_base_dir: String,
+}
+
+impl Default for FirecrackerConfig {
+    fn default() -> Self {
+        FirecrackerConfig {
+            firecracker_bin: "/usr/local/bin/firecracker".into(),
+            jailer_bin: "/usr/local/bin/jailer".into(),
+            chroot_base_dir: "/srv/jailer".into(),
+        }
+    }
 }
 
 /// A full set of limits.
@@ -94,9 +123,11 @@ impl Default for OperatorConfig {
             allowed_mount_prefixes: vec!["/srv".into(), "/tmp".into(), "/var/tmp".into()],
             allow_writable_mounts: true,
             allow_root_in_sandbox: false,
-            host_rootfs_paths: ["/bin", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/sbin", "/usr"]
-                .map(String::from)
-                .to_vec(),
+            host_rootfs_paths: [
+                "/bin", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/sbin", "/usr",
+            ]
+            .map(String::from)
+            .to_vec(),
             workload_host_uid: 65534,
             workload_host_gid: 65534,
             require_landlock: true,
@@ -119,6 +150,311 @@ impl Default for OperatorConfig {
                 timeout: DurationSpec::from_secs(24 * 3600),
             },
             network: NetworkConfig::default(),
+            firecracker: FirecrackerConfig::default(),
+        }
+    }
+}
+
+impl OperatorConfig {
+    /// Loads the host's config: the file named by `SAFE_RUN_CONFIG`, else
+    /// [`DEFAULT_CONFIG_PATH`] when it exists, else the built-in defaults; then applies
+    /// `SAFE_RUN_WORKDIR_BASE` to `runDir`, and validates the result.
+    pub fn load() -> Result<OperatorConfig, Diagnostic> {
+        let from_env = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty());
+        let mut config = match from_env {
+            Some(path) => Self::read_file(Path::new(&path))?,
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                Self::read_file(Path::new(DEFAULT_CONFIG_PATH))?
+            }
+            None => OperatorConfig::default(),
+        };
+        if let Some(base) = std::env::var_os(WORKDIR_BASE_ENV).filter(|v| !v.is_empty()) {
+            config.run_dir = base.to_string_lossy().into_owned();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads and validates the config file at `path` (YAML, or JSON for `.json`). Fields the
+    /// file leaves out keep their built-in defaults, field by field. Environment variables are
+    /// not consulted.
+    pub fn load_from(path: &Path) -> Result<OperatorConfig, Diagnostic> {
+        let config = Self::read_file(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses config text (strictly: unknown fields and duplicate keys are errors) and merges
+    /// it over the defaults. Does not validate.
+    pub fn from_text(text: &str, format: SourceFormat) -> Result<OperatorConfig, Diagnostic> {
+        let parsed = source::parse(text, format);
+        if let Some(first) = parsed.diagnostics.into_iter().next() {
+            return Err(config_diag(
+                first.code,
+                &first.path,
+                first.message,
+                first.hint,
+            ));
+        }
+        let Some(root) = parsed.root else {
+            return Ok(OperatorConfig::default());
+        };
+        let overlay = root.to_json();
+        if !overlay.is_object() && !overlay.is_null() {
+            return Err(config_diag(
+                ErrorCode::PolicyBadFormat,
+                "",
+                "the operator config must be a mapping".into(),
+                "see docs/policy.md, section Operator config".into(),
+            ));
+        }
+        let mut merged = serde_json::to_value(OperatorConfig::default()).map_err(|e| {
+            config_diag(
+                ErrorCode::PolicyBadFormat,
+                "",
+                format!("internal error: {e}"),
+                String::new(),
+            )
+        })?;
+        merge(&mut merged, overlay);
+        serde_json::from_value(merged).map_err(|e| {
+            config_diag(
+                ErrorCode::PolicyBadFormat,
+                "",
+                e.to_string(),
+                "fix the field named above; see docs/policy.md, section Operator config".into(),
+            )
+        })
+    }
+
+    fn read_file(path: &Path) -> Result<OperatorConfig, Diagnostic> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            config_diag(
+                ErrorCode::PolicyBadFormat,
+                "",
+                format!("cannot read operator config {}: {e}", path.display()),
+                format!("create the file, or unset {CONFIG_ENV} to use the built-in defaults"),
+            )
+        })?;
+        Self::from_text(&text, SourceFormat::from_path(path)).map_err(|mut d| {
+            d.message = format!("{} (in {})", d.message, path.display());
+            d
+        })
+    }
+
+    /// Checks the config itself: ids not 0, paths absolute and normalized, defaults within
+    /// ceilings, network settings parseable.
+    pub fn validate(&self) -> Result<(), Diagnostic> {
+        let semantic = |field: &str, message: String, hint: &str| {
+            Err(config_diag(
+                ErrorCode::PolicySemanticConflict,
+                field,
+                message,
+                hint.into(),
+            ))
+        };
+        if self.workload_host_uid == 0 || self.workload_host_gid == 0 {
+            return semantic(
+                "workloadHostUid",
+                "the workload must not map to host uid or gid 0".into(),
+                "use an unprivileged id, e.g. 65534 (nobody)",
+            );
+        }
+        let mut paths: Vec<(String, &str)> = Vec::new();
+        for (i, p) in self.allowed_mount_prefixes.iter().enumerate() {
+            paths.push((format!("allowedMountPrefixes[{i}]"), p));
+        }
+        for (i, p) in self.host_rootfs_paths.iter().enumerate() {
+            paths.push((format!("hostRootfsPaths[{i}]"), p));
+        }
+        paths.push(("runDir".into(), &self.run_dir));
+        paths.push(("keyPath".into(), &self.key_path));
+        paths.push((
+            "firecracker.firecrackerBin".into(),
+            &self.firecracker.firecracker_bin,
+        ));
+        paths.push(("firecracker.jailerBin".into(), &self.firecracker.jailer_bin));
+        paths.push((
+            "firecracker.chrootBaseDir".into(),
+            &self.firecracker.chroot_base_dir,
+        ));
+        for (field, p) in paths {
+            if !is_normalized_absolute(p) {
+                return semantic(
+                    &field,
+                    format!("`{p}` is not an absolute, normalized path"),
+                    "write an absolute path without `.`, `..`, `//` or a trailing slash",
+                );
+            }
+        }
+        if self.key_path == "/"
+            || Path::new(&self.key_path)
+                .parent()
+                .is_none_or(|d| d == Path::new("/"))
+        {
+            return semantic(
+                "keyPath",
+                "the signing key must live in its own directory, not in /".into(),
+                "e.g. /var/lib/safe-run/keys/report-signing.key",
+            );
+        }
+        for (name, d, m) in [("cpus", self.default_limits.cpus, self.max_limits.cpus)] {
+            if !(d.is_finite() && m.is_finite() && d > 0.0 && d <= m) {
+                return semantic(
+                    &format!("defaultLimits.{name}"),
+                    format!("default {d} must be > 0 and at most the ceiling {m}"),
+                    "lower defaultLimits or raise maxLimits",
+                );
+            }
+        }
+        let int_pairs = [
+            (
+                "memory",
+                self.default_limits.memory.bytes(),
+                self.max_limits.memory.bytes(),
+            ),
+            ("pids", self.default_limits.pids, self.max_limits.pids),
+            (
+                "openFiles",
+                self.default_limits.open_files,
+                self.max_limits.open_files,
+            ),
+            (
+                "tmpfsSize",
+                self.default_limits.tmpfs_size.bytes(),
+                self.max_limits.tmpfs_size.bytes(),
+            ),
+            (
+                "timeout",
+                self.default_limits.timeout.as_millis(),
+                self.max_limits.timeout.as_millis(),
+            ),
+        ];
+        for (name, d, m) in int_pairs {
+            if d == 0 || d > m {
+                return semantic(
+                    &format!("defaultLimits.{name}"),
+                    format!("default {d} must be > 0 and at most the ceiling {m}"),
+                    "lower defaultLimits or raise maxLimits",
+                );
+            }
+        }
+        match self.network.subnet_pool.parse::<ipnet::Ipv4Net>() {
+            Ok(net) if net.prefix_len() <= 24 && net.network() == net.addr() => {}
+            _ => {
+                return semantic(
+                    "network.subnetPool",
+                    format!(
+                        "`{}` is not an IPv4 network of /24 or larger",
+                        self.network.subnet_pool
+                    ),
+                    "e.g. 10.213.0.0/16 (each run takes a /30 from it)",
+                );
+            }
+        }
+        if let Some(dns) = &self.network.upstream_dns
+            && dns.parse::<std::net::SocketAddr>().is_err()
+        {
+            return semantic(
+                "network.upstreamDns",
+                format!("`{dns}` is not an ip:port address"),
+                "e.g. 192.0.2.53:53, or leave it out to use /etc/resolv.conf",
+            );
+        }
+        Ok(())
+    }
+
+    /// The directory holding the signing key (no policy may mount it).
+    pub fn key_dir(&self) -> &Path {
+        Path::new(&self.key_path).parent().unwrap_or(Path::new("/"))
+    }
+}
+
+/// Whether `p` is absolute with no `.`/`..`/empty components and no trailing slash (except `/`).
+pub(crate) fn is_normalized_absolute(p: &str) -> bool {
+    if !p.starts_with('/') || p.contains('\0') {
+        return false;
+    }
+    if p == "/" {
+        return true;
+    }
+    !p.ends_with('/')
+        && !p.contains("//")
+        && Path::new(p)
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && !p.split('/').any(|s| s == ".")
+}
+
+fn config_diag(code: ErrorCode, field: &str, message: String, hint: String) -> Diagnostic {
+    let path = if field.is_empty() || field == source::ROOT_PATH {
+        "operatorConfig".to_owned()
+    } else {
+        format!("operatorConfig.{field}")
+    };
+    Diagnostic::new(code, path, message, hint)
+}
+
+/// Deep-merges `overlay` into `base`: mappings merge key by key, anything else replaces.
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (_, Value::Null) => {}
+        (slot, v) => *slot = v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        OperatorConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = OperatorConfig::from_text(
+            "maxLimits: {cpus: 2}\nrunDir: /var/run/sr\n",
+            SourceFormat::Yaml,
+        )
+        .unwrap();
+        assert_eq!(c.max_limits.cpus, 2.0);
+        assert_eq!(c.max_limits.pids, OperatorConfig::default().max_limits.pids);
+        assert_eq!(c.run_dir, "/var/run/sr");
+    }
+
+    #[test]
+    fn rejects_unknown_fields_duplicates_and_root_uid() {
+        assert!(OperatorConfig::from_text("bogus: 1\n", SourceFormat::Yaml).is_err());
+        assert!(OperatorConfig::from_text("runDir: /a\nrunDir: /b\n", SourceFormat::Yaml).is_err());
+        let c = OperatorConfig::from_text("workloadHostUid: 0\n", SourceFormat::Yaml).unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().code,
+            ErrorCode::PolicySemanticConflict
+        );
+        let c = OperatorConfig::from_text("allowedMountPrefixes: [relative]\n", SourceFormat::Yaml)
+            .unwrap();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn normalized_paths() {
+        for ok in ["/", "/a", "/a/b"] {
+            assert!(is_normalized_absolute(ok), "{ok}");
+        }
+        for bad in ["", "a", "/a/", "/a//b", "/a/../b", "/a/./b", "/a\0b"] {
+            assert!(!is_normalized_absolute(bad), "{bad}");
         }
     }
 }

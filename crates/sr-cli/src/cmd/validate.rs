@@ -1,13 +1,86 @@
-//! `safe-run validate`.
+//! `safe-run validate`: check a policy against PolicySpec v1 and the operator config, and
+//! report every problem at once.
+
+use std::path::PathBuf;
 
 use clap::Args;
+use sr_policy::{OperatorConfig, ValidationReport};
+
+use crate::output::{Format, fail};
 
 /// Arguments of `safe-run validate`.
 #[derive(Args)]
-pub struct ValidateArgs {}
+#[command(after_help = "Examples:
+  safe-run validate tests/policy_valid_cases/minimal.yaml
+  safe-run validate policy.yaml --format json | jq '.errors[].path'
+
+Every problem is reported with its code (SR-POL-001 missing field, SR-POL-002 bad format,
+SR-POL-003 semantic conflict or operator limit, SR-POL-201 network rule), its path
+(network.egress[1].ports[0]), line and column, cause and hint.
+The operator config comes from $SAFE_RUN_CONFIG, else /etc/safe-run/config.yaml, else defaults.
+Exit status: 0 valid, 3 invalid. Fields: docs/policy.md; codes: docs/errors.md.")]
+pub struct ValidateArgs {
+    /// The policy file (.yaml, .yml or .json).
+    pub policy: PathBuf,
+    /// Output format: `text` (problems on stderr) or `json` (a ValidationResult on stdout).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
 
 /// Runs the subcommand; returns the process exit code.
-pub fn execute(_args: ValidateArgs) -> u8 {
-    eprintln!("safe-run validate: not built yet");
-    2
+pub fn execute(args: ValidateArgs) -> u8 {
+    let config = match OperatorConfig::load() {
+        Ok(c) => c,
+        Err(d) => return fail(&[d], args.format),
+    };
+    let shown = args.policy.display().to_string();
+    let report = match sr_policy::load_policy_file(&args.policy, &config) {
+        Ok(policy) => {
+            match args.format {
+                Format::Json => print_json(&ValidationReport {
+                    policy: Some(shown),
+                    diagnostics: Vec::new(),
+                }),
+                Format::Text => println!(
+                    "valid: {shown} (name {}, backend {}, network {})",
+                    policy.spec.name,
+                    backend_name(&policy.spec),
+                    match policy.spec.network_mode() {
+                        sr_policy::model::NetworkMode::None => "none",
+                        sr_policy::model::NetworkMode::Allowlist => "allowlist",
+                    }
+                ),
+            }
+            return 0;
+        }
+        Err(report) => report,
+    };
+    match args.format {
+        Format::Json => print_json(&report),
+        Format::Text => {
+            for d in &report.diagnostics {
+                eprintln!("error: {d}");
+            }
+            let n = report.diagnostics.len();
+            eprintln!("{n} problem{} in {shown}", if n == 1 { "" } else { "s" });
+        }
+    }
+    report
+        .diagnostics
+        .first()
+        .map_or(3, |d| crate::output::exit_code(d.code.exit_code()))
+}
+
+fn backend_name(spec: &sr_policy::PolicySpec) -> &'static str {
+    match spec.backend() {
+        sr_policy::model::Backend::Sandbox => "sandbox",
+        sr_policy::model::Backend::Firecracker => "firecracker",
+    }
+}
+
+fn print_json(report: &ValidationReport) {
+    match serde_json::to_string_pretty(report) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: cannot serialize the result: {e}"),
+    }
 }
