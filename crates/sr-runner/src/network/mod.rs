@@ -1,1 +1,474 @@
-//! Network allowlist lifecycle (veth, nftables, DNS). Filled by the network work.
+//! Network allowlist lifecycle: veth, addresses, forwarding, the per-run nftables table, the
+//! run's DNS resolver, counters and release. docs/network.md is the long form.
+//!
+//! [`AllowlistNetwork`] implements [`NetworkHook`] for `network.mode: allowlist`. The order of
+//! [`NetworkHook::attach`] is the order of dependencies:
+//!
+//! 1. pick the run's /30 (needs the host's addresses) and render the whole ruleset (pure;
+//!    a plan the runner cannot render faithfully fails here, before any host change);
+//! 2. create the veth pair with its peer directly in the sandbox's namespace, address and raise
+//!    the host side, and set that interface's own forwarding flag (vanishes with the link);
+//! 3. configure the sandbox side from a child `nsenter -t <pid> -n ip ...` (never `setns` in
+//!    the multi-threaded parent): loopback, address, default route via the host side;
+//! 4. apply the table in one `nft -j -f -` transaction (all or nothing), then read it back and
+//!    hash it: the digest covers what the kernel holds, not what we meant to send;
+//! 5. start the resolver on `<host side>:53` and resolve every allowed name once, so the host
+//!    sets are filled before the workload starts;
+//! 6. enable forwarding on the uplinks that reach the destinations (shared, given back; see
+//!    [`forwarding`]), and write the sandbox's resolv.conf.
+//!
+//! Any failure releases what was created so far and returns SR-RUN-201. [`NetworkHook::release`]
+//! is idempotent and attempts every step even when one fails (SR-RUN-202 lists them all).
+
+pub mod addressing;
+pub mod audit;
+pub mod dns;
+pub mod error;
+pub mod exec;
+pub mod forwarding;
+pub mod gc;
+pub mod ruleset;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::rr::RecordType;
+use ipnet::{IpNet, Ipv4Net};
+use serde_json::{Value, json};
+use sr_common::Diagnostic;
+use sr_compiler::bundle::NetworkPlan;
+use sr_evidence::events;
+use sr_policy::operator::NetworkConfig;
+
+use crate::network_hook::{AttachedNetwork, NetworkHook, NetworkSample};
+use audit::{Counters, DnsTally};
+use dns::{DnsServer, NameTargets, Resolver, UdpUpstream, Upstream};
+pub use error::NetworkError;
+use exec::{NetCommand, NetCommandExecutor, SystemExecutor};
+use ruleset::RunBinding;
+
+/// Where the sandbox's resolv.conf and the applied ruleset are written, under the run dir.
+pub const NET_DIR: &str = "net";
+/// How the ruleset digest is computed (recorded next to it in the facts).
+pub const DIGEST_METHOD: &str = "sha256 over RFC 8785 JSON of `nft -j list table <family> <table>` \
+    read back after apply, without metainfo, handles, counter values and set elements";
+
+/// Knobs a test or the integrator may change; defaults are the production values.
+#[derive(Clone)]
+pub struct Options {
+    /// Runs the host commands.
+    pub exec: Arc<dyn NetCommandExecutor>,
+    /// The upstream resolver; `None`: UDP to `NetworkConfig.upstream_dns`, else resolv.conf.
+    pub upstream: Option<Arc<dyn Upstream>>,
+    /// Port the run's resolver listens on (53; the sandbox's resolv.conf cannot name a port).
+    pub dns_port: u16,
+    /// Directory of the shared forwarding lock and record.
+    pub state_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options").field("dns_port", &self.dns_port).field("state_dir", &self.state_dir).finish_non_exhaustive()
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            exec: Arc::new(SystemExecutor),
+            upstream: None,
+            dns_port: 53,
+            state_dir: PathBuf::from(forwarding::DEFAULT_STATE_DIR),
+        }
+    }
+}
+
+struct SharedUpstream(Arc<dyn Upstream>);
+impl Upstream for SharedUpstream {
+    fn query(&self, name: &hickory_proto::rr::Name, qtype: RecordType) -> Result<hickory_proto::op::Message, String> {
+        self.0.query(name, qtype)
+    }
+}
+
+/// What attach created, so release removes exactly that.
+#[derive(Debug, Default)]
+struct Created {
+    link: Option<String>,
+    table: Option<(String, String)>,
+    forwarding_touched: bool,
+}
+
+/// `network.mode: allowlist` for one run.
+pub struct AllowlistNetwork {
+    plan: NetworkPlan,
+    run_id: String,
+    pool: Ipv4Net,
+    upstream_addr: Option<SocketAddr>,
+    opts: Options,
+    binding: Option<RunBinding>,
+    created: Created,
+    dns: Option<DnsServer>,
+    last_hits: BTreeMap<String, (u64, u64)>,
+    pending: Vec<(String, Value)>,
+    last_counters: Counters,
+    tally: DnsTally,
+    dns_errors: Vec<String>,
+    released: bool,
+}
+
+impl std::fmt::Debug for AllowlistNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AllowlistNetwork").field("run_id", &self.run_id).field("binding", &self.binding).finish_non_exhaustive()
+    }
+}
+
+fn upstream_default(config: &NetworkConfig) -> Result<Option<SocketAddr>, NetworkError> {
+    match &config.upstream_dns {
+        Some(text) => text
+            .parse::<SocketAddr>()
+            .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map(Some)
+            .map_err(|_| NetworkError::Config(format!("upstreamDns {text:?} is not ip:port"))),
+        None => Ok(std::fs::read_to_string("/etc/resolv.conf").ok().as_deref().and_then(dns::upstream_from_resolv_conf)),
+    }
+}
+
+impl AllowlistNetwork {
+    /// Checks the plan, run id and operator settings; touches nothing on the host.
+    pub fn new(plan: &NetworkPlan, run_id: &str, config: &NetworkConfig) -> Result<Self, Diagnostic> {
+        Self::with_options(plan, run_id, config, Options::default())
+    }
+
+    /// [`AllowlistNetwork::new`] with explicit [`Options`].
+    pub fn with_options(plan: &NetworkPlan, run_id: &str, config: &NetworkConfig, opts: Options) -> Result<Self, Diagnostic> {
+        let pool = addressing::parse_pool(&config.subnet_pool)?;
+        // Render once against a placeholder /30 so a plan we cannot apply fails before any change.
+        let probe = RunBinding::new(plan, run_id, Ipv4Net::new(pool.network(), 30).map_err(|e| NetworkError::Config(e.to_string()))?)?;
+        ruleset::render(plan, &probe)?;
+        let upstream_addr = if opts.upstream.is_some() { None } else { upstream_default(config)? };
+        Ok(AllowlistNetwork {
+            plan: plan.clone(),
+            run_id: run_id.to_owned(),
+            pool,
+            upstream_addr,
+            opts,
+            binding: None,
+            created: Created::default(),
+            dns: None,
+            last_hits: BTreeMap::new(),
+            pending: Vec::new(),
+            last_counters: Counters::default(),
+            tally: DnsTally::default(),
+            dns_errors: Vec::new(),
+            released: false,
+        })
+    }
+
+    /// The run's names and addresses, once attached.
+    pub fn binding(&self) -> Option<&RunBinding> {
+        self.binding.as_ref()
+    }
+
+    fn run(&self, step: &str, cmd: NetCommand) -> Result<String, NetworkError> {
+        self.opts.exec.run(&cmd).map_err(|source| NetworkError::Apply { step: step.to_owned(), source })
+    }
+
+    fn name_targets(&self) -> BTreeMap<String, NameTargets> {
+        let mut names: BTreeMap<String, NameTargets> =
+            self.plan.dns.allowed_names.iter().map(|n| (dns::normalize(n), NameTargets::default())).collect();
+        for set in &self.plan.nft.sets {
+            let t = names.entry(dns::normalize(&set.host)).or_default();
+            if set.set_type == "ipv6_addr" { t.v6.push(set.name.clone()) } else { t.v4.push(set.name.clone()) }
+        }
+        names
+    }
+
+    fn attach_inner(&mut self, ns_pid: u32, run_dir: &Path) -> Result<AttachedNetwork, NetworkError> {
+        // 1. Address and render.
+        let addrs = self.run("listing host addresses", NetCommand::ip(&["-j", "-4", "addr", "show"]))?;
+        let subnet = addressing::pick_subnet(&self.pool, &self.run_id, &addressing::networks_in_use(&addrs))?;
+        let b = RunBinding::new(&self.plan, &self.run_id, subnet)?;
+        let doc = ruleset::render(&self.plan, &b)?;
+        self.binding = Some(b.clone());
+        let (h, g) = (b.host_if.clone(), b.guest_if.clone());
+        let host_cidr = format!("{}/{}", b.host_addr, subnet.prefix_len());
+        let guest_cidr = format!("{}/{}", b.guest_addr, subnet.prefix_len());
+
+        // 2. The veth pair, its peer created inside the sandbox's namespace.
+        self.created.link = Some(h.clone());
+        let pid = ns_pid.to_string();
+        self.run("creating the veth pair", NetCommand::ip(&["link", "add", &h, "type", "veth", "peer", "name", &g, "netns", &pid]))?;
+        self.run("disabling IPv6 on the host side", NetCommand::SysctlWrite { key: format!("net.ipv6.conf.{h}.disable_ipv6"), value: "1".into() })?;
+        self.run("addressing the host side", NetCommand::ip(&["addr", "add", &host_cidr, "dev", &h]))?;
+        self.run("raising the host side", NetCommand::ip(&["link", "set", &h, "up"]))?;
+        self.run("enabling forwarding from the run", NetCommand::SysctlWrite { key: format!("net.ipv4.conf.{h}.forwarding"), value: "1".into() })?;
+
+        // 3. The sandbox side.
+        let host_addr = b.host_addr.to_string();
+        for (step, args) in [
+            ("raising loopback in the sandbox", vec!["link", "set", "lo", "up"]),
+            ("addressing the sandbox side", vec!["addr", "add", &guest_cidr, "dev", &g]),
+            ("raising the sandbox side", vec!["link", "set", &g, "up"]),
+            ("routing the sandbox via the host side", vec!["route", "add", "default", "via", &host_addr]),
+        ] {
+            self.run(step, NetCommand::ip_in(ns_pid, &args))?;
+        }
+
+        // 4. The table, atomically; read back and hashed.
+        self.created.table = Some((b.family.clone(), b.table.clone()));
+        self.run("applying the nftables table", NetCommand::NftApply { doc })?;
+        let listing = self.run("reading the applied table", NetCommand::nft(&["list", "table", &b.family, &b.table]))?;
+        let listing: Value = serde_json::from_str(&listing)
+            .map_err(|e| NetworkError::Plan(format!("nft listing is not JSON: {e}")))?;
+        let digest = audit::ruleset_digest(&listing);
+        let net_dir = run_dir.join(NET_DIR);
+        let write = |name: &str, bytes: Vec<u8>| {
+            let path = net_dir.join(name);
+            std::fs::create_dir_all(&net_dir)
+                .and_then(|()| std::fs::write(&path, bytes))
+                .map(|()| path.clone())
+                .map_err(|source| NetworkError::RunDir { path: path.display().to_string(), source })
+        };
+        let canonical = serde_json_canonicalizer::to_vec(&audit::canonical_ruleset(&listing)).unwrap_or_default();
+        write("ruleset.json", canonical)?;
+
+        // 5. The resolver, and the first resolution of every allowed name.
+        let upstream: Box<dyn Upstream> = match (&self.opts.upstream, self.upstream_addr) {
+            (Some(u), _) => Box::new(SharedUpstream(u.clone())),
+            (None, Some(server)) => Box::new(UdpUpstream { server, timeout: Duration::from_secs(2) }),
+            (None, None) => {
+                return Err(NetworkError::Config("no upstreamDns set and no nameserver in /etc/resolv.conf".into()));
+            }
+        };
+        let resolver = Arc::new(Resolver::new(self.name_targets(), upstream, self.opts.exec.clone(), b.clone(), self.pool));
+        let server = DnsServer::start(resolver.clone(), b.host_addr, self.opts.dns_port)
+            .map_err(|source| NetworkError::Resolver { addr: format!("{}:{}", b.host_addr, self.opts.dns_port), source })?;
+        let resolver_addr = server.local;
+        self.dns = Some(server);
+        let mut initial = serde_json::Map::new();
+        let mut destinations: BTreeSet<IpAddr> = BTreeSet::new();
+        let names: Vec<(String, NameTargets)> = self.name_targets().into_iter().collect();
+        for (name, targets) in &names {
+            let mut kinds = vec![RecordType::A];
+            if !targets.v6.is_empty() {
+                kinds.push(RecordType::AAAA);
+            }
+            let mut found = Vec::new();
+            for qtype in kinds {
+                match resolver.resolve(name, qtype) {
+                    Ok(r) => found.extend(r.addresses),
+                    Err(e) => self.dns_errors.push(format!("{name} {qtype}: {e}")),
+                }
+            }
+            destinations.extend(found.iter().copied());
+            initial.insert(name.clone(), json!(found.iter().map(ToString::to_string).collect::<Vec<_>>()));
+        }
+
+        // 6. Forwarding on the uplinks towards the destinations, and resolv.conf.
+        for rule in &self.plan.nft.rules {
+            if let Some(net) = rule.daddr.as_deref().and_then(|d| d.parse::<IpNet>().ok()) {
+                let probe = net.hosts().next().unwrap_or(net.addr());
+                destinations.insert(probe);
+            }
+        }
+        let mut uplinks = BTreeSet::new();
+        for dest in destinations.iter().filter(|d| d.is_ipv4()) {
+            let out = self.run("looking up the route to a destination", NetCommand::ip(&["-j", "route", "get", &dest.to_string()]))?;
+            let dev = serde_json::from_str::<Value>(&out)
+                .ok()
+                .and_then(|v| v.get(0)?.get("dev")?.as_str().map(str::to_owned));
+            if let Some(dev) = dev.filter(|d| d != "lo" && *d != h) {
+                uplinks.insert(dev);
+            }
+        }
+        let uplinks: Vec<String> = uplinks.into_iter().collect();
+        self.created.forwarding_touched = true;
+        let lock = forwarding::StateLock::acquire(&self.opts.state_dir).map_err(NetworkError::Config)?;
+        let enabled = forwarding::ensure(self.opts.exec.as_ref(), &lock, &uplinks).map_err(NetworkError::Config)?;
+        drop(lock);
+        let resolv = write("resolv.conf", format!("nameserver {}\noptions timeout:2 attempts:2\n", b.host_addr).into_bytes())?;
+
+        let facts = json!({
+            "mode": "allowlist",
+            "table": format!("{} {}", b.family, b.table),
+            "hostInterface": h,
+            "guestInterface": g,
+            "subnet": subnet.to_string(),
+            "hostAddress": b.host_addr.to_string(),
+            "guestAddress": b.guest_addr.to_string(),
+            "resolver": resolver_addr.to_string(),
+            "upstreamDns": self.upstream_addr.map(|a| a.to_string()),
+            "nftRulesetDigest": digest,
+            "nftRulesetDigestMethod": DIGEST_METHOD,
+            "uplinks": uplinks,
+            "ipv4ForwardingEnabled": enabled,
+            "ipv6": "not routed (host side disable_ipv6=1; IPv6 from the sandbox is dropped)",
+            "initialResolution": initial,
+        });
+        self.pending.push((events::NETWORK_APPLIED.to_owned(), json!({
+            "table": format!("{} {}", b.family, b.table),
+            "hostInterface": h,
+            "subnet": subnet.to_string(),
+            "nftRulesetDigest": facts["nftRulesetDigest"],
+            "rules": self.plan.nft.rules.len(),
+        })));
+        Ok(AttachedNetwork { resolv_conf: Some(resolv), facts })
+    }
+
+    fn read_counters(&self) -> Result<Counters, NetworkError> {
+        let Some(b) = &self.binding else { return Ok(Counters::default()) };
+        let out = self
+            .opts
+            .exec
+            .run(&NetCommand::nft(&["list", "table", &b.family, &b.table]))
+            .map_err(NetworkError::Sample)?;
+        let listing: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        Ok(audit::parse_counters(&listing))
+    }
+
+    fn drain_dns(&mut self) -> Vec<(String, Value)> {
+        let Some(server) = &self.dns else { return Vec::new() };
+        let (evs, tally, errors) = server.resolver().drain();
+        self.tally = tally;
+        self.dns_errors.extend(errors);
+        evs.into_iter().map(|e| (events::NETWORK_DNS_QUERY.to_owned(), e)).collect()
+    }
+
+    fn audit(&self) -> Value {
+        let mut block = audit::audit_block(&self.plan, &self.last_counters, self.tally);
+        if !self.dns_errors.is_empty() {
+            block["dnsErrors"] = json!(self.dns_errors.iter().take(20).collect::<Vec<_>>());
+        }
+        block
+    }
+
+    fn release_inner(&mut self) -> Result<Value, NetworkError> {
+        let mut removed = Vec::new();
+        let mut errors = Vec::new();
+        if let Some(mut server) = self.dns.take() {
+            server.stop();
+            let (evs, tally, errs) = server.resolver().drain();
+            self.tally = tally;
+            self.dns_errors.extend(errs);
+            self.pending.extend(evs.into_iter().map(|e| (events::NETWORK_DNS_QUERY.to_owned(), e)));
+            removed.push("resolver".to_owned());
+        }
+        if let Some((family, table)) = self.created.table.clone() {
+            // Keep the final counters: a sample after release reports them.
+            if let Ok(c) = self.read_counters() {
+                self.last_counters = c;
+            }
+            match self.opts.exec.run(&NetCommand::nft(&["delete", "table", &family, &table])) {
+                Ok(_) => {
+                    removed.push(format!("table {family} {table}"));
+                    self.created.table = None;
+                }
+                Err(e) if e.is_not_found() => self.created.table = None,
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if let Some(link) = self.created.link.clone() {
+            match self.opts.exec.run(&NetCommand::ip(&["link", "del", &link])) {
+                Ok(_) => {
+                    removed.push(format!("link {link}"));
+                    self.created.link = None;
+                }
+                Err(e) if e.is_not_found() => self.created.link = None,
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        let mut restored = Vec::new();
+        if self.created.forwarding_touched {
+            let result = forwarding::StateLock::acquire(&self.opts.state_dir).and_then(|lock| {
+                let others = gc::run_tables(self.opts.exec.as_ref())
+                    .map_err(|e| e.to_string())?
+                    .iter()
+                    .any(|(_, _, id)| *id != self.run_id);
+                forwarding::restore_if_idle(self.opts.exec.as_ref(), &lock, others)
+            });
+            match result {
+                Ok(r) => {
+                    restored = r;
+                    self.created.forwarding_touched = false;
+                }
+                Err(e) => errors.push(format!("restoring forwarding: {e}")),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(NetworkError::Release(errors.join("; ")));
+        }
+        Ok(json!({"removed": removed, "forwardingRestored": restored}))
+    }
+}
+
+impl NetworkHook for AllowlistNetwork {
+    fn attach(&mut self, ns_pid: u32, run_dir: &Path) -> Result<AttachedNetwork, Diagnostic> {
+        self.released = false;
+        match self.attach_inner(ns_pid, run_dir) {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                let mut d = e.to_diagnostic();
+                if let Err(release) = self.release_inner() {
+                    d.message.push_str(&format!("; rolling back also failed: {release}"));
+                }
+                self.released = true;
+                Err(d)
+            }
+        }
+    }
+
+    fn sample(&mut self, final_sample: bool) -> Result<NetworkSample, Diagnostic> {
+        let mut out = std::mem::take(&mut self.pending);
+        out.extend(self.drain_dns());
+        if self.created.table.is_some() {
+            self.last_counters = self.read_counters()?;
+        }
+        for payload in audit::hit_events(&self.plan, &self.last_counters, &mut self.last_hits, final_sample) {
+            out.push((events::NETWORK_RULE_HIT.to_owned(), payload));
+        }
+        Ok(NetworkSample { events: out, audit: self.audit() })
+    }
+
+    fn release(&mut self) -> Result<(), Diagnostic> {
+        if self.released && self.created.link.is_none() && self.created.table.is_none() && !self.created.forwarding_touched {
+            return Ok(());
+        }
+        let result = self.release_inner();
+        self.released = true;
+        match result {
+            Ok(payload) => {
+                self.pending.push((events::NETWORK_RELEASED.to_owned(), payload));
+                Ok(())
+            }
+            Err(e) => {
+                self.pending.push((events::NETWORK_RELEASED.to_owned(), json!({"error": e.to_string()})));
+                Err(e.to_diagnostic())
+            }
+        }
+    }
+}
+
+impl Drop for AllowlistNetwork {
+    fn drop(&mut self) {
+        // Last line of defence when a caller forgot release(); errors have nowhere to go here.
+        let _ = NetworkHook::release(self);
+    }
+}
+
+impl From<NetworkError> for NetworkSample {
+    fn from(_: NetworkError) -> Self {
+        NetworkSample::default()
+    }
+}
+
+impl From<NetworkError> for Box<Diagnostic> {
+    fn from(e: NetworkError) -> Self {
+        Box::new(e.to_diagnostic())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,223 @@
+//! The one seam through which the network module touches the host.
+//!
+//! Every side effect is a [`NetCommand`] value handed to a [`NetCommandExecutor`]:
+//! [`SystemExecutor`] runs it (iproute2, nftables, nsenter, /proc/sys), and
+//! [`RecordingExecutor`] records it and answers from a script, so unit tests see the exact
+//! sequence of host changes without root. Commands are data so that a test can compare them.
+//!
+//! The sandbox's namespace is entered only by a child process (`nsenter -t <pid> -n ip ...`),
+//! never by the safe-run parent: the parent is multi-threaded and `setns` there would move
+//! just one thread.
+
+use std::fmt;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use serde::Serialize;
+use serde_json::Value;
+use thiserror::Error;
+
+/// One host operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum NetCommand {
+    /// `ip <args>` in the host's network namespace.
+    Ip {
+        /// Arguments.
+        args: Vec<String>,
+    },
+    /// `nsenter -t <pid> -n ip <args>`: iproute2 inside the network namespace of `pid`.
+    IpIn {
+        /// A process in the target namespace.
+        pid: u32,
+        /// Arguments.
+        args: Vec<String>,
+    },
+    /// `nft -j -f -` with this document on stdin: one atomic transaction.
+    NftApply {
+        /// The `{"nftables": [...]}` document.
+        doc: Value,
+    },
+    /// `nft -j <args>` (list, delete); stdout is returned.
+    Nft {
+        /// Arguments after `-j`.
+        args: Vec<String>,
+    },
+    /// Read `/proc/sys/<key with dots as slashes>`.
+    SysctlRead {
+        /// e.g. `net.ipv4.conf.eth0.forwarding`.
+        key: String,
+    },
+    /// Write `/proc/sys/<key>`.
+    SysctlWrite {
+        /// e.g. `net.ipv4.conf.eth0.forwarding`.
+        key: String,
+        /// The value.
+        value: String,
+    },
+}
+
+impl NetCommand {
+    /// `ip` with string-ish arguments.
+    pub fn ip<S: AsRef<str>>(args: &[S]) -> Self {
+        NetCommand::Ip { args: args.iter().map(|a| a.as_ref().to_owned()).collect() }
+    }
+    /// `nsenter -t pid -n ip ...`.
+    pub fn ip_in<S: AsRef<str>>(pid: u32, args: &[S]) -> Self {
+        NetCommand::IpIn { pid, args: args.iter().map(|a| a.as_ref().to_owned()).collect() }
+    }
+    /// `nft -j ...`.
+    pub fn nft<S: AsRef<str>>(args: &[S]) -> Self {
+        NetCommand::Nft { args: args.iter().map(|a| a.as_ref().to_owned()).collect() }
+    }
+}
+
+impl fmt::Display for NetCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetCommand::Ip { args } => write!(f, "ip {}", args.join(" ")),
+            NetCommand::IpIn { pid, args } => write!(f, "nsenter -t {pid} -n ip {}", args.join(" ")),
+            NetCommand::NftApply { .. } => f.write_str("nft -j -f -"),
+            NetCommand::Nft { args } => write!(f, "nft -j {}", args.join(" ")),
+            NetCommand::SysctlRead { key } => write!(f, "sysctl {key}"),
+            NetCommand::SysctlWrite { key, value } => write!(f, "sysctl -w {key}={value}"),
+        }
+    }
+}
+
+/// A host operation that failed.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("`{command}` failed ({status}): {stderr}")]
+pub struct CommandError {
+    /// The command, as text.
+    pub command: String,
+    /// Exit status, or `spawn` / `io` when it did not run.
+    pub status: String,
+    /// Its stderr (trimmed).
+    pub stderr: String,
+}
+
+impl CommandError {
+    /// Whether the failure says the object does not exist (release treats that as success).
+    pub fn is_not_found(&self) -> bool {
+        let s = self.stderr.to_ascii_lowercase();
+        s.contains("no such file or directory")
+            || s.contains("cannot find device")
+            || s.contains("does not exist")
+            || s.contains("no such device")
+    }
+}
+
+/// Runs [`NetCommand`]s. Shared with the resolver thread, hence `Send + Sync`.
+pub trait NetCommandExecutor: Send + Sync + fmt::Debug {
+    /// Runs `cmd`, returning its stdout (for sysctl reads: the value, trimmed).
+    fn run(&self, cmd: &NetCommand) -> Result<String, CommandError>;
+}
+
+/// Runs commands on this host with `std::process::Command`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemExecutor;
+
+fn sysctl_path(key: &str) -> String {
+    format!("/proc/sys/{}", key.replace('.', "/"))
+}
+
+impl NetCommandExecutor for SystemExecutor {
+    fn run(&self, cmd: &NetCommand) -> Result<String, CommandError> {
+        let fail = |status: String, stderr: String| CommandError {
+            command: cmd.to_string(),
+            status,
+            stderr: stderr.trim().to_owned(),
+        };
+        let (mut command, stdin) = match cmd {
+            NetCommand::Ip { args } => {
+                let mut c = Command::new("ip");
+                c.args(args);
+                (c, None)
+            }
+            NetCommand::IpIn { pid, args } => {
+                let mut c = Command::new("nsenter");
+                c.arg("-t").arg(pid.to_string()).arg("-n").arg("ip").args(args);
+                (c, None)
+            }
+            NetCommand::NftApply { doc } => {
+                let mut c = Command::new("nft");
+                c.args(["-j", "-f", "-"]);
+                (c, Some(doc.to_string()))
+            }
+            NetCommand::Nft { args } => {
+                let mut c = Command::new("nft");
+                c.arg("-j").args(args);
+                (c, None)
+            }
+            NetCommand::SysctlRead { key } => {
+                return std::fs::read_to_string(sysctl_path(key))
+                    .map(|v| v.trim().to_owned())
+                    .map_err(|e| fail("io".into(), e.to_string()));
+            }
+            NetCommand::SysctlWrite { key, value } => {
+                return std::fs::write(sysctl_path(key), value)
+                    .map(|()| String::new())
+                    .map_err(|e| fail("io".into(), e.to_string()));
+            }
+        };
+        command
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|e| fail("spawn".into(), e.to_string()))?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // nft reads the whole document before it commits, so a write error here means
+            // nft died; its status and stderr below say why.
+            let _ = pipe.write_all(input.as_bytes());
+        }
+        let out = child.wait_with_output().map_err(|e| fail("io".into(), e.to_string()))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(fail(out.status.to_string(), String::from_utf8_lossy(&out.stderr).into_owned()))
+        }
+    }
+}
+
+/// A scripted answer for [`RecordingExecutor`].
+pub type Responder = dyn Fn(&NetCommand) -> Result<String, CommandError> + Send + Sync;
+
+/// Records every command and answers from a script: for unit tests.
+pub struct RecordingExecutor {
+    log: Mutex<Vec<NetCommand>>,
+    responder: Box<Responder>,
+}
+
+impl fmt::Debug for RecordingExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordingExecutor").finish_non_exhaustive()
+    }
+}
+
+impl RecordingExecutor {
+    /// Answers every command with `responder`.
+    pub fn new(responder: impl Fn(&NetCommand) -> Result<String, CommandError> + Send + Sync + 'static) -> Self {
+        RecordingExecutor { log: Mutex::new(Vec::new()), responder: Box::new(responder) }
+    }
+
+    /// The commands run so far, in order.
+    pub fn commands(&self) -> Vec<NetCommand> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// A failure with the given stderr, for scripts.
+    pub fn failure(cmd: &NetCommand, stderr: &str) -> CommandError {
+        CommandError { command: cmd.to_string(), status: "exit status: 1".into(), stderr: stderr.into() }
+    }
+}
+
+impl NetCommandExecutor for RecordingExecutor {
+    fn run(&self, cmd: &NetCommand) -> Result<String, CommandError> {
+        if let Ok(mut log) = self.log.lock() {
+            log.push(cmd.clone());
+        }
+        (self.responder)(cmd)
+    }
+}

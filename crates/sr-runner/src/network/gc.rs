@@ -1,0 +1,133 @@
+//! Recovery of leftovers from runs that died without releasing (SIGKILL, power loss).
+//!
+//! Lists `nft -j list tables` for `safe_run_<id>` and `ip -j link show` for `sr<id>h`, and
+//! deletes those whose run is not alive. A live run's objects are never touched: liveness comes
+//! from the caller (the runner holds an flock on `<run dir>/run.lock` for a run's whole life).
+//! A dead run's host veth usually vanished with its sandbox's namespace; its table stays until
+//! this runs.
+
+use serde_json::Value;
+use sr_common::Diagnostic;
+
+use super::error::NetworkError;
+use super::exec::{NetCommand, NetCommandExecutor, SystemExecutor};
+
+/// Table name prefix of a run's table.
+pub const TABLE_PREFIX: &str = "safe_run_";
+
+fn run_id_of_table(name: &str) -> Option<&str> {
+    name.strip_prefix(TABLE_PREFIX).filter(|id| is_run_id(id))
+}
+
+fn run_id_of_link(name: &str) -> Option<&str> {
+    name.strip_prefix("sr").and_then(|r| r.strip_suffix('h')).filter(|id| is_run_id(id))
+}
+
+fn is_run_id(id: &str) -> bool {
+    id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Run tables present: (family, name, run id).
+pub fn run_tables(exec: &dyn NetCommandExecutor) -> Result<Vec<(String, String, String)>, NetworkError> {
+    let out = exec.run(&NetCommand::nft(&["list", "tables"])).map_err(NetworkError::Sample)?;
+    let doc: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    let mut tables = Vec::new();
+    for obj in doc.get("nftables").and_then(Value::as_array).into_iter().flatten() {
+        let Some(t) = obj.get("table") else { continue };
+        let name = t.get("name").and_then(Value::as_str).unwrap_or_default();
+        let family = t.get("family").and_then(Value::as_str).unwrap_or_default();
+        if let Some(id) = run_id_of_table(name) {
+            tables.push((family.to_owned(), name.to_owned(), id.to_owned()));
+        }
+    }
+    Ok(tables)
+}
+
+/// Deletes the tables and links of runs for which `is_run_alive(run_id)` is false; returns
+/// what it removed (`table inet safe_run_<id>`, `link sr<id>h`). Errors are SR-RUN-202.
+pub fn release_leftovers_with(
+    exec: &dyn NetCommandExecutor,
+    is_run_alive: &dyn Fn(&str) -> bool,
+) -> Result<Vec<String>, Diagnostic> {
+    let mut removed = Vec::new();
+    let mut errors = Vec::new();
+    for (family, name, id) in run_tables(exec).map_err(|e| NetworkError::Release(e.to_string()))? {
+        if is_run_alive(&id) {
+            continue;
+        }
+        match exec.run(&NetCommand::nft(&["delete", "table", &family, &name])) {
+            Ok(_) => removed.push(format!("table {family} {name}")),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    let links = exec
+        .run(&NetCommand::ip(&["-j", "link", "show"]))
+        .map_err(|e| NetworkError::Release(e.to_string()))?;
+    let links: Value = serde_json::from_str(&links).unwrap_or(Value::Null);
+    for link in links.as_array().into_iter().flatten() {
+        let name = link.get("ifname").and_then(Value::as_str).unwrap_or_default();
+        let Some(id) = run_id_of_link(name) else { continue };
+        if is_run_alive(id) {
+            continue;
+        }
+        match exec.run(&NetCommand::ip(&["link", "del", name])) {
+            Ok(_) => removed.push(format!("link {name}")),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(removed)
+    } else {
+        Err(NetworkError::Release(errors.join("; ")).to_diagnostic())
+    }
+}
+
+/// [`release_leftovers_with`] on this host.
+pub fn release_leftovers(is_run_alive: &dyn Fn(&str) -> bool) -> Result<Vec<String>, Diagnostic> {
+    release_leftovers_with(&SystemExecutor, is_run_alive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::exec::RecordingExecutor;
+
+    #[test]
+    fn removes_only_dead_runs() {
+        let exec = RecordingExecutor::new(|cmd| match cmd {
+            NetCommand::Nft { args } if args[0] == "list" => Ok(r#"{"nftables":[{"metainfo":{}},
+                {"table":{"family":"inet","name":"safe_run_aaaaaaaaaaaa"}},
+                {"table":{"family":"inet","name":"safe_run_bbbbbbbbbbbb"}},
+                {"table":{"family":"inet","name":"filter"}},
+                {"table":{"family":"inet","name":"safe_run_notanid"}}]}"#
+                .into()),
+            NetCommand::Ip { args } if args[0] == "-j" => {
+                Ok(r#"[{"ifname":"lo"},{"ifname":"sraaaaaaaaaaaah"},{"ifname":"srbbbbbbbbbbbbh"},{"ifname":"eth0"}]"#.into())
+            }
+            NetCommand::Ip { .. } => Err(RecordingExecutor::failure(cmd, "Cannot find device")),
+            _ => Ok(String::new()),
+        });
+        let removed = release_leftovers_with(&exec, &|id| id == "bbbbbbbbbbbb").unwrap();
+        assert_eq!(removed, vec!["table inet safe_run_aaaaaaaaaaaa"]);
+        let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+        assert!(cmds.contains(&"nft -j delete table inet safe_run_aaaaaaaaaaaa".to_string()));
+        assert!(cmds.contains(&"ip link del sraaaaaaaaaaaah".to_string()));
+        assert!(!cmds.iter().any(|c| c.contains("bbbbbbbbbbbb") && c.contains("del")));
+    }
+
+    #[test]
+    fn a_real_failure_is_sr_run_202() {
+        let exec = RecordingExecutor::new(|cmd| match cmd {
+            NetCommand::Nft { args } if args[0] == "list" => {
+                Ok(r#"{"nftables":[{"table":{"family":"inet","name":"safe_run_aaaaaaaaaaaa"}}]}"#.into())
+            }
+            NetCommand::Nft { .. } => Err(RecordingExecutor::failure(cmd, "Operation not permitted")),
+            _ => Ok("[]".into()),
+        });
+        let err = release_leftovers_with(&exec, &|_| false).unwrap_err();
+        assert_eq!(err.code, sr_common::ErrorCode::RunNetworkRelease);
+        assert_eq!(err.path, "cleanup.network");
+    }
+}

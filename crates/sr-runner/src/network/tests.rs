@@ -1,0 +1,427 @@
+//! Unit tests of the network module: rendered nft JSON per rule shape (snapshots), counter
+//! parsing, the digest, the resolver's answers, and the lifecycle's command sequence and
+//! failure codes against a recording executor. No root needed.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, CNAME};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use serde_json::{Value, json};
+use sr_common::ErrorCode;
+use sr_compiler::bundle::{DnsPlan, NetworkPlan, NftChain, NftPlan, NftRule, NftSet};
+use sr_evidence::events;
+use sr_policy::operator::NetworkConfig;
+
+use super::audit::{self, DnsTally};
+use super::dns::{self, NameTargets, Resolver, Upstream};
+use super::exec::{NetCommand, RecordingExecutor};
+use super::ruleset::{self, RunBinding};
+use super::{AllowlistNetwork, Options};
+use crate::network_hook::NetworkHook;
+
+const RUN: &str = "0123456789ab";
+
+fn chain(name: &str, t: &str, hook: &str, prio: i32) -> NftChain {
+    NftChain { name: name.into(), chain_type: t.into(), hook: hook.into(), priority: prio, policy: "accept".into() }
+}
+
+fn rule(id: &str, chain: &str, idx: Option<usize>, daddr: Option<&str>, proto: Option<&str>, ports: &[u16], verdict: &str) -> NftRule {
+    NftRule {
+        id: id.into(),
+        chain: chain.into(),
+        egress_index: idx,
+        daddr: daddr.map(Into::into),
+        protocol: proto.map(Into::into),
+        dports: ports.to_vec(),
+        verdict: verdict.into(),
+        counter: true,
+    }
+}
+
+/// The plan shape the compiler emits, with the egress rules given.
+pub(crate) fn plan_with(egress: Vec<NftRule>, sets: Vec<NftSet>, names: &[&str]) -> NetworkPlan {
+    let mut rules = egress;
+    rules.push(rule("default-drop", "forward", None, None, None, &[], "drop"));
+    rules.push(rule("dns", "input", None, None, Some("udp"), &[53], "accept"));
+    rules.push(rule("host-drop", "input", None, None, None, &[], "drop"));
+    NetworkPlan {
+        mode: "allowlist".into(),
+        host_interface: "sr<runId>h".into(),
+        guest_interface: "sr<runId>g".into(),
+        nft: NftPlan {
+            family: "inet".into(),
+            table: "safe_run_<runId>".into(),
+            chains: vec![
+                chain("forward", "filter", "forward", 0),
+                chain("input", "filter", "input", 0),
+                chain("postrouting", "nat", "postrouting", 100),
+            ],
+            sets,
+            rules,
+        },
+        dns: DnsPlan { allowed_names: names.iter().map(|n| (*n).to_owned()).collect() },
+    }
+}
+
+fn binding(plan: &NetworkPlan) -> RunBinding {
+    RunBinding::new(plan, RUN, "10.213.4.8/30".parse().unwrap()).unwrap()
+}
+
+/// The rules the document adds for `id` (the plan rule and its runner companion).
+fn rules_for(doc: &Value, id: &str) -> Vec<Value> {
+    doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("add")?.get("rule"))
+        .filter(|r| r["comment"].as_str().is_some_and(|c| c == id || c == format!("{id}/blocked")))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn snapshot_cidr_tcp_with_ports() {
+    let plan = plan_with(vec![rule("egress-0", "forward", Some(0), Some("203.0.113.0/24"), Some("tcp"), &[80, 443], "accept")], vec![], &[]);
+    let doc = ruleset::render(&plan, &binding(&plan)).unwrap();
+    insta::assert_json_snapshot!("cidr_tcp_ports", rules_for(&doc, "egress-0"));
+}
+
+#[test]
+fn snapshot_cidr_udp_single_address() {
+    let plan = plan_with(vec![rule("egress-0", "forward", Some(0), Some("198.51.100.7/32"), Some("udp"), &[53], "accept")], vec![], &[]);
+    let doc = ruleset::render(&plan, &binding(&plan)).unwrap();
+    insta::assert_json_snapshot!("cidr_udp", rules_for(&doc, "egress-0"));
+}
+
+#[test]
+fn snapshot_icmp_echo() {
+    let plan = plan_with(vec![rule("egress-0", "forward", Some(0), Some("192.0.2.0/24"), Some("icmp"), &[], "accept")], vec![], &[]);
+    let doc = ruleset::render(&plan, &binding(&plan)).unwrap();
+    insta::assert_json_snapshot!("icmp_echo", rules_for(&doc, "egress-0"));
+}
+
+#[test]
+fn snapshot_host_set_rule() {
+    let sets = vec![NftSet { name: "egress_0_v4".into(), set_type: "ipv4_addr".into(), host: "pypi.org".into() }];
+    let plan = plan_with(vec![rule("egress-0", "forward", Some(0), Some("egress_0_v4"), Some("tcp"), &[443], "accept")], sets, &["pypi.org"]);
+    let doc = ruleset::render(&plan, &binding(&plan)).unwrap();
+    insta::assert_json_snapshot!("host_set", rules_for(&doc, "egress-0"));
+}
+
+#[test]
+fn snapshot_v6_cidr() {
+    let plan = plan_with(vec![rule("egress-0", "forward", Some(0), Some("2001:db8::/32"), Some("tcp"), &[443], "accept")], vec![], &[]);
+    let doc = ruleset::render(&plan, &binding(&plan)).unwrap();
+    insta::assert_json_snapshot!("v6_cidr", rules_for(&doc, "egress-0"));
+}
+
+#[test]
+fn snapshot_whole_table() {
+    let sets = vec![NftSet { name: "egress_1_v4".into(), set_type: "ipv4_addr".into(), host: "allowed.test".into() }];
+    let plan = plan_with(
+        vec![
+            rule("egress-0", "forward", Some(0), Some("10.214.0.0/30"), Some("tcp"), &[7], "accept"),
+            rule("egress-1", "forward", Some(1), Some("@egress_1_v4"), Some("udp"), &[7], "accept"),
+        ],
+        sets,
+        &["allowed.test"],
+    );
+    let doc = ruleset::render(&plan, &binding(&plan)).unwrap();
+    insta::assert_json_snapshot!("whole_table", doc);
+    // Order inside the forward chain: runner preamble, allows, blocked probes, summary, drop.
+    let order: Vec<&str> = doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("add")?.get("rule"))
+        .filter(|r| r["chain"] == "forward")
+        .map(|r| r["comment"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, [
+        "established", "ingress-drop", "egress-0", "egress-1", "egress-0/blocked",
+        "egress-1/blocked", "blocked-summary", "default-drop"
+    ]);
+}
+
+#[test]
+fn plans_the_runner_cannot_render_are_sr_run_201() {
+    let mut no_drop = plan_with(vec![], vec![], &[]);
+    no_drop.nft.rules.retain(|r| r.id != "default-drop");
+    let bad_daddr = plan_with(vec![rule("egress-0", "forward", Some(0), Some("nosuchset"), Some("tcp"), &[1], "accept")], vec![], &[]);
+    let icmp_ports = plan_with(vec![rule("egress-0", "forward", Some(0), Some("192.0.2.1"), Some("icmp"), &[1], "accept")], vec![], &[]);
+    let mut family = plan_with(vec![], vec![], &[]);
+    family.nft.family = "ip".into();
+    for plan in [no_drop, bad_daddr, icmp_ports, family] {
+        let err = AllowlistNetwork::new(&plan, RUN, &NetworkConfig { upstream_dns: Some("127.0.0.1:53".into()), ..Default::default() }).unwrap_err();
+        assert_eq!(err.code, ErrorCode::RunNetworkApply, "{err}");
+        assert_eq!(err.path, "launch.network");
+    }
+    let plan = plan_with(vec![], vec![], &[]);
+    for bad_id in ["", "XYZ", "0123456789abc"] {
+        assert!(RunBinding::new(&plan, bad_id, "10.213.0.0/30".parse().unwrap()).is_err());
+    }
+}
+
+const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
+ {"table": {"family": "inet", "name": "safe_run_0123456789ab", "handle": 1}},
+ {"set": {"family": "inet", "name": "egress_1_v4", "table": "safe_run_0123456789ab", "type": "ipv4_addr", "handle": 3, "flags": ["timeout"], "elem": [{"elem": {"val": "10.214.1.2", "timeout": 60, "expires": 59}}]}},
+ {"set": {"family": "inet", "name": "blocked_v4", "table": "safe_run_0123456789ab", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 4, "size": 4096, "flags": ["timeout"], "timeout": 86400, "elem": [
+   {"elem": {"val": {"concat": ["10.214.2.2", "udp", 7]}, "expires": 3599, "counter": {"packets": 2, "bytes": 58}}},
+   {"elem": {"val": {"concat": ["10.214.2.2", "tcp", 7]}, "expires": 3599, "counter": {"packets": 5, "bytes": 300}}}], "stmt": [{"counter": null}]}},
+ {"chain": {"family": "inet", "table": "safe_run_0123456789ab", "name": "forward", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}},
+ {"rule": {"family": "inet", "table": "safe_run_0123456789ab", "chain": "forward", "handle": 6, "comment": "egress-0", "expr": [{"counter": {"packets": 3, "bytes": 180}}, {"accept": null}]}},
+ {"rule": {"family": "inet", "table": "safe_run_0123456789ab", "chain": "forward", "handle": 7, "comment": "egress-1", "expr": [{"counter": {"packets": 0, "bytes": 0}}, {"accept": null}]}},
+ {"rule": {"family": "inet", "table": "safe_run_0123456789ab", "chain": "forward", "handle": 8, "comment": "egress-0/blocked", "expr": [{"counter": {"packets": 1, "bytes": 60}}]}},
+ {"rule": {"family": "inet", "table": "safe_run_0123456789ab", "chain": "forward", "handle": 9, "comment": "default-drop", "expr": [{"counter": {"packets": 7, "bytes": 358}}, {"drop": null}]}},
+ {"rule": {"family": "inet", "table": "safe_run_0123456789ab", "chain": "input", "handle": 10, "comment": "dns", "expr": [{"counter": {"packets": 4, "bytes": 200}}, {"accept": null}]}}
+]}"#;
+
+fn two_rule_plan() -> NetworkPlan {
+    let sets = vec![NftSet { name: "egress_1_v4".into(), set_type: "ipv4_addr".into(), host: "allowed.test".into() }];
+    plan_with(
+        vec![
+            rule("egress-0", "forward", Some(0), Some("10.214.1.0/30"), Some("tcp"), &[7], "accept"),
+            rule("egress-1", "forward", Some(1), Some("egress_1_v4"), Some("udp"), &[7], "accept"),
+        ],
+        sets,
+        &["allowed.test"],
+    )
+}
+
+#[test]
+fn counters_parse_from_nft_listing() {
+    let listing: Value = serde_json::from_str(LISTING).unwrap();
+    let c = audit::parse_counters(&listing);
+    assert_eq!(c.rules["egress-0"].packets, 3);
+    assert_eq!(c.rules["egress-0/blocked"].packets, 1);
+    assert_eq!(c.rules["default-drop"].bytes, 358);
+    assert_eq!(c.blocked.len(), 2);
+    assert_eq!((c.blocked[0].protocol.as_str(), c.blocked[0].packets), ("tcp", 5));
+    let audit = audit::audit_block(&two_rule_plan(), &c, DnsTally { answered: 2, refused: 1, failed: 0 });
+    insta::assert_json_snapshot!("audit_block", audit);
+    // Malformed input gives empty counters, not a panic.
+    assert_eq!(audit::parse_counters(&json!({"nftables": [{"rule": 5}, 7]})), audit::Counters::default());
+    assert_eq!(audit::parse_counters(&json!("x")), audit::Counters::default());
+}
+
+#[test]
+fn hit_events_only_when_positive_and_changed() {
+    let listing: Value = serde_json::from_str(LISTING).unwrap();
+    let c = audit::parse_counters(&listing);
+    let plan = two_rule_plan();
+    let mut last = BTreeMap::new();
+    let first = audit::hit_events(&plan, &c, &mut last, false);
+    let ids: Vec<&str> = first.iter().map(|e| e["ruleId"].as_str().unwrap()).collect();
+    // egress-1 has no hits: no event. host-drop has none either.
+    assert_eq!(ids, ["egress-0", "default-drop", "dns"]);
+    assert_eq!(first[0]["allowedHits"], 3);
+    assert_eq!(first[0]["blockedHits"], 1);
+    assert!(audit::hit_events(&plan, &c, &mut last, true).is_empty(), "unchanged counters emit nothing");
+}
+
+#[test]
+fn digest_ignores_counters_handles_and_elements() {
+    let a: Value = serde_json::from_str(LISTING).unwrap();
+    let mut b = a.clone();
+    b["nftables"][5]["rule"]["expr"][0]["counter"]["packets"] = json!(999);
+    b["nftables"][5]["rule"]["handle"] = json!(77);
+    b["nftables"][2]["set"]["elem"] = json!([]);
+    b["nftables"][0]["metainfo"]["version"] = json!("9");
+    assert_eq!(audit::ruleset_digest(&a), audit::ruleset_digest(&b));
+    let mut c = a.clone();
+    c["nftables"][5]["rule"]["expr"][1] = json!({"drop": null});
+    assert_ne!(audit::ruleset_digest(&a), audit::ruleset_digest(&c));
+    assert!(audit::ruleset_digest(&a).starts_with("sha256:"));
+}
+
+/// An upstream that answers from a table and records what it was asked.
+struct FakeUpstream {
+    answers: BTreeMap<String, Vec<Ipv4Addr>>,
+    asked: Arc<Mutex<Vec<String>>>,
+}
+
+impl Upstream for FakeUpstream {
+    fn query(&self, name: &Name, qtype: RecordType) -> Result<Message, String> {
+        self.asked.lock().unwrap().push(format!("{qtype} {name}"));
+        let key = dns::normalize(&name.to_ascii());
+        let addrs = self.answers.get(&key).ok_or("no such name")?;
+        let mut m = Message::response(1, OpCode::Query);
+        m.add_query(Query::query(name.clone(), qtype));
+        m.add_answer(Record::from_rdata(name.clone(), 300, RData::CNAME(CNAME(Name::from_ascii("edge.cdn.test.").unwrap()))));
+        for a in addrs {
+            m.add_answer(Record::from_rdata(Name::from_ascii("edge.cdn.test.").unwrap(), 120, RData::A(A(*a))));
+        }
+        Ok(m)
+    }
+}
+
+fn query_bytes(name: &str, qtype: RecordType) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.id = 4242;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    m.to_vec().unwrap()
+}
+
+fn test_resolver(exec: Arc<RecordingExecutor>) -> (Resolver, Arc<Mutex<Vec<String>>>) {
+    let plan = two_rule_plan();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let upstream = FakeUpstream {
+        answers: BTreeMap::from([(
+            "allowed.test".to_owned(),
+            vec![Ipv4Addr::new(10, 214, 1, 2), Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(169, 254, 1, 1), Ipv4Addr::new(10, 213, 9, 9)],
+        )]),
+        asked: asked.clone(),
+    };
+    let names = BTreeMap::from([("allowed.test".to_owned(), NameTargets { v4: vec!["egress_1_v4".into()], v6: vec![] })]);
+    let r = Resolver::new(names, Box::new(upstream), exec, binding(&plan), "10.213.0.0/16".parse().unwrap());
+    (r, asked)
+}
+
+#[test]
+fn resolver_answers_allowed_names_and_fills_sets_without_rebinding_targets() {
+    let exec = Arc::new(RecordingExecutor::new(|_| Ok(String::new())));
+    let (r, asked) = test_resolver(exec.clone());
+    let reply = Message::from_vec(&r.answer(&query_bytes("Allowed.TEST.", RecordType::A)).unwrap()).unwrap();
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(reply.metadata.id, 4242);
+    assert_eq!(reply.metadata.message_type, MessageType::Response);
+    let addrs: Vec<String> = reply.answers.iter().filter_map(|r| match &r.data { RData::A(a) => Some(a.0.to_string()), _ => None }).collect();
+    // Loopback, link-local and the run pool are never answered nor installed.
+    assert_eq!(addrs, ["10.214.1.2"]);
+    let cmds = exec.commands();
+    let [NetCommand::NftApply { doc }] = cmds.as_slice() else { panic!("{cmds:?}") };
+    insta::assert_json_snapshot!("set_install", doc);
+    assert_eq!(asked.lock().unwrap().as_slice(), ["A allowed.test."]);
+    let (evs, tally, _) = r.drain();
+    assert_eq!(tally, DnsTally { answered: 1, refused: 0, failed: 0 });
+    assert_eq!(evs[0]["verdict"], "answered");
+}
+
+#[test]
+fn resolver_refuses_other_names_without_asking_upstream() {
+    let exec = Arc::new(RecordingExecutor::new(|_| Ok(String::new())));
+    let (r, asked) = test_resolver(exec.clone());
+    for name in ["blocked.test.", "sub.allowed.test.", "c2VjcmV0.evil.example."] {
+        let reply = Message::from_vec(&r.answer(&query_bytes(name, RecordType::A)).unwrap()).unwrap();
+        assert_eq!(reply.metadata.response_code, ResponseCode::Refused, "{name}");
+        assert!(reply.answers.is_empty());
+    }
+    // TXT for an allowed name: empty, not forwarded.
+    let reply = Message::from_vec(&r.answer(&query_bytes("allowed.test.", RecordType::TXT)).unwrap()).unwrap();
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(reply.answers.is_empty());
+    assert!(asked.lock().unwrap().is_empty());
+    assert!(exec.commands().is_empty());
+    // Garbage never panics.
+    assert!(r.answer(&[1, 2, 3]).is_none());
+    assert!(r.answer(&[0u8; 40]).is_some());
+    let (_, tally, _) = r.drain();
+    assert_eq!(tally.refused, 4);
+}
+
+#[test]
+fn resolv_conf_upstream_parsing() {
+    let text = "# comment\nsearch x\nnameserver 10.255.255.53\nnameserver 1.1.1.1\n";
+    assert_eq!(dns::upstream_from_resolv_conf(text), Some("10.255.255.53:53".parse::<SocketAddr>().unwrap()));
+    assert_eq!(dns::upstream_from_resolv_conf("nameserver nope\n"), None);
+}
+
+/// A scripted host for the lifecycle: every command succeeds unless `fail` matches its text.
+fn scripted(fail: Option<&'static str>) -> Arc<RecordingExecutor> {
+    Arc::new(RecordingExecutor::new(move |cmd| {
+        let text = cmd.to_string();
+        if fail.is_some_and(|f| text.contains(f)) {
+            return Err(RecordingExecutor::failure(cmd, "Operation not permitted"));
+        }
+        Ok(match cmd {
+            NetCommand::Ip { args } if args.starts_with(&["-j".to_string(), "-4".to_string()]) => "[]".into(),
+            NetCommand::Ip { args } if args.get(1).map(String::as_str) == Some("route") => r#"[{"dev":"eth0"}]"#.into(),
+            NetCommand::Nft { args } if args[0] == "list" && args[1] == "tables" => r#"{"nftables":[]}"#.into(),
+            NetCommand::Nft { args } if args[0] == "list" => LISTING.into(),
+            NetCommand::SysctlRead { .. } => "0".into(),
+            _ => String::new(),
+        })
+    }))
+}
+
+fn network(exec: Arc<RecordingExecutor>, state: &std::path::Path) -> AllowlistNetwork {
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let upstream = FakeUpstream { answers: BTreeMap::from([("allowed.test".to_owned(), vec![Ipv4Addr::new(10, 214, 1, 2)])]), asked };
+    let opts = Options { exec, upstream: Some(Arc::new(upstream)), dns_port: 0, state_dir: state.to_path_buf() };
+    AllowlistNetwork::with_options(&two_rule_plan(), RUN, &NetworkConfig::default(), opts).unwrap()
+}
+
+#[test]
+fn lifecycle_command_sequence_and_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = scripted(None);
+    let mut net = network(exec.clone(), dir.path());
+    // The DNS server binds the scripted host address, which does not exist here: use loopback
+    // by failing fast is not possible, so only check up to the resolver start.
+    let err = net.attach(4242, dir.path()).unwrap_err();
+    assert_eq!(err.code, ErrorCode::RunNetworkApply);
+    assert!(err.message.contains("DNS resolver"), "{err}");
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    let b = net.binding().unwrap().clone();
+    let expect_prefix = [
+        "ip -j -4 addr show".to_string(),
+        format!("ip link add srRUNh type veth peer name srRUNg netns 4242"),
+        "sysctl -w net.ipv6.conf.srRUNh.disable_ipv6=1".into(),
+        format!("ip addr add {}/30 dev srRUNh", b.host_addr),
+        "ip link set srRUNh up".into(),
+        "sysctl -w net.ipv4.conf.srRUNh.forwarding=1".into(),
+        "nsenter -t 4242 -n ip link set lo up".into(),
+        format!("nsenter -t 4242 -n ip addr add {}/30 dev srRUNg", b.guest_addr),
+        "nsenter -t 4242 -n ip link set srRUNg up".into(),
+        format!("nsenter -t 4242 -n ip route add default via {}", b.host_addr),
+        "nft -j -f -".into(),
+        "nft -j list table inet safe_run_RUN".into(),
+    ]
+    .map(|c| c.replace("RUN", RUN));
+    assert_eq!(&cmds[..expect_prefix.len()], &expect_prefix);
+    // Rolled back: counters read, table and link deleted.
+    assert!(cmds.ends_with(&[
+        format!("nft -j list table inet safe_run_{RUN}"),
+        format!("nft -j delete table inet safe_run_{RUN}"),
+        format!("ip link del sr{RUN}h"),
+    ]));
+    // Release after a failed attach is a no-op.
+    let before = exec.commands().len();
+    net.release().unwrap();
+    assert_eq!(exec.commands().len(), before);
+}
+
+#[test]
+fn apply_failure_is_sr_run_201_and_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = scripted(Some("nft -j -f -"));
+    let mut net = network(exec.clone(), dir.path());
+    let err = net.attach(4242, dir.path()).unwrap_err();
+    assert_eq!(err.code, ErrorCode::RunNetworkApply);
+    assert_eq!(err.path, "launch.network");
+    assert!(err.message.contains("applying the nftables table"), "{err}");
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    assert!(cmds.contains(&format!("ip link del sr{RUN}h")));
+}
+
+#[test]
+fn release_failure_is_sr_run_202_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    // Attach fails at the resolver (no such address here); the rollback's table delete fails.
+    let exec = scripted(Some("delete table"));
+    let mut net = network(exec.clone(), dir.path());
+    let err = net.attach(4242, dir.path()).unwrap_err();
+    assert!(err.message.contains("rolling back also failed"), "{err}");
+    // An explicit release retries what is left and reports SR-RUN-202.
+    let err = net.release().unwrap_err();
+    assert_eq!(err.code, ErrorCode::RunNetworkRelease);
+    assert_eq!(err.path, "cleanup.network");
+    let sample = net.sample(true).unwrap();
+    let released: Vec<&(String, Value)> = sample.events.iter().filter(|(t, _)| t == events::NETWORK_RELEASED).collect();
+    assert_eq!(released.len(), 1);
+    assert!(released[0].1["error"].as_str().unwrap().contains("delete table"));
+}

@@ -1,0 +1,416 @@
+//! Real end-to-end tests of the allowlist network, as root, against test hosts in network
+//! namespaces this test creates: an "allowed" and a "blocked" host (each a veth to the host
+//! and TCP/UDP echo servers on port 7), a stand-in sandbox namespace holding a `sleep`, and a
+//! DNS stub on 127.0.0.1 mapping `allowed.test`/`blocked.test` to those hosts. Traffic goes
+//! only to those namespaces and loopback; real DNS is never asked.
+//!
+//! Without root or nftables these tests print SKIPPED and pass, except under CI=true, where
+//! they fail.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{RData, Record, RecordType};
+use serde_json::Value;
+use sr_compiler::bundle::{DnsPlan, NetworkPlan, NftChain, NftPlan, NftRule, NftSet};
+use sr_evidence::events;
+use sr_policy::operator::NetworkConfig;
+use sr_runner::network::{AllowlistNetwork, gc};
+use sr_runner::network_hook::NetworkHook;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn privileged() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    let nft = Command::new("nft").arg("--version").output().is_ok_and(|o| o.status.success());
+    let ok = root && nft && std::path::Path::new("/usr/bin/python3").exists();
+    if !ok {
+        let why = format!("needs root, nft and python3 (root={root}, nft={nft})");
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("network e2e cannot run under CI: {why}");
+        }
+        eprintln!("SKIPPED: network e2e {why}");
+    }
+    ok
+}
+
+fn sh(args: &[&str]) -> std::process::Output {
+    Command::new(args[0]).args(&args[1..]).output().unwrap()
+}
+
+fn must(args: &[&str]) {
+    let out = sh(args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+const ECHO: &str = r#"
+import socket, threading
+def tcp():
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 7)); s.listen(16)
+    while True:
+        c, _ = s.accept(); c.sendall(c.recv(100)); c.close()
+threading.Thread(target=tcp, daemon=True).start()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 7))
+while True:
+    d, a = u.recvfrom(100); u.sendto(d, a)
+"#;
+
+/// Namespaces, links and processes of one test topology; removed on drop.
+struct Topology {
+    tag: String,
+    namespaces: Vec<String>,
+    host_links: Vec<String>,
+    children: Vec<Child>,
+    allowed: Ipv4Addr,
+    blocked: Ipv4Addr,
+}
+
+impl Topology {
+    fn new() -> Topology {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{}{}", std::process::id() % 100_000, n);
+        let block = (std::process::id() % 50) * 4 + n * 2;
+        let mut t = Topology { tag, namespaces: vec![], host_links: vec![], children: vec![], allowed: Ipv4Addr::UNSPECIFIED, blocked: Ipv4Addr::UNSPECIFIED };
+        t.allowed = t.add_host("a", block);
+        t.blocked = t.add_host("b", block + 1);
+        t
+    }
+
+    fn add_host(&mut self, role: &str, third: u32) -> Ipv4Addr {
+        let ns = format!("srt{}{role}", self.tag);
+        let link = format!("st{}{role}", self.tag);
+        must(&["ip", "netns", "add", &ns]);
+        self.namespaces.push(ns.clone());
+        must(&["ip", "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        self.host_links.push(link.clone());
+        let host = format!("10.214.{third}.1");
+        let peer = Ipv4Addr::new(10, 214, u8::try_from(third).unwrap(), 2);
+        must(&["ip", "addr", "add", &format!("{host}/30"), "dev", &link]);
+        must(&["ip", "link", "set", &link, "up"]);
+        must(&["ip", "-n", &ns, "addr", "add", &format!("{peer}/30"), "dev", "eth0"]);
+        must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        must(&["ip", "-n", &ns, "route", "add", "default", "via", &host]);
+        let child = Command::new("ip").args(["netns", "exec", &ns, "/usr/bin/python3", "-c", ECHO]).spawn().unwrap();
+        self.children.push(child);
+        peer
+    }
+
+    /// A stand-in sandbox: a namespace with a process in it; returns (namespace, pid).
+    fn sandbox(&mut self, name: &str) -> (String, u32) {
+        let ns = format!("srt{}{name}", self.tag);
+        must(&["ip", "netns", "add", &ns]);
+        self.namespaces.push(ns.clone());
+        let child = Command::new("ip").args(["netns", "exec", &ns, "sleep", "300"]).spawn().unwrap();
+        let pid = child.id();
+        self.children.push(child);
+        // `ip netns exec` enters the namespace, then execs sleep: wait until it has.
+        for _ in 0..100 {
+            let mine = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+            let target = std::fs::read_link("/proc/self/ns/net").ok();
+            if mine.is_some() && mine != target {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (ns, pid)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for l in &self.host_links {
+            let _ = sh(&["ip", "link", "del", l]);
+        }
+        for ns in &self.namespaces {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+    }
+}
+
+/// A DNS stub on 127.0.0.1 answering A for the test names.
+struct Stub {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Stub {
+    fn start(allowed: Ipv4Addr, blocked: Ipv4Addr) -> Stub {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let addr = sock.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else { continue };
+                let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+                let mut r = Message::response(q.metadata.id, OpCode::Query);
+                r.add_queries(q.queries.clone());
+                let question = &q.queries[0];
+                let ip = match question.name.to_ascii().to_ascii_lowercase().as_str() {
+                    "allowed.test." => Some(allowed),
+                    "blocked.test." => Some(blocked),
+                    _ => None,
+                };
+                match ip {
+                    Some(ip) if question.query_type == RecordType::A => {
+                        r.add_answer(Record::from_rdata(question.name.clone(), 60, RData::A(A(ip))));
+                    }
+                    Some(_) => {}
+                    None => r.metadata.response_code = ResponseCode::NXDomain,
+                }
+                let _ = sock.send_to(&r.to_vec().unwrap(), peer);
+            }
+        });
+        Stub { addr, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Stub {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn rule(id: &str, chain: &str, idx: Option<usize>, daddr: Option<&str>, proto: Option<&str>, ports: &[u16], verdict: &str) -> NftRule {
+    NftRule { id: id.into(), chain: chain.into(), egress_index: idx, daddr: daddr.map(Into::into), protocol: proto.map(Into::into), dports: ports.to_vec(), verdict: verdict.into(), counter: true }
+}
+
+/// egress-0: tcp/7 to the allowed host's address; egress-1: udp/7 to `allowed.test`.
+fn plan(allowed: Ipv4Addr) -> NetworkPlan {
+    let chain = |n: &str, t: &str, h: &str, p: i32| NftChain { name: n.into(), chain_type: t.into(), hook: h.into(), priority: p, policy: "accept".into() };
+    NetworkPlan {
+        mode: "allowlist".into(),
+        host_interface: "sr<runId>h".into(),
+        guest_interface: "sr<runId>g".into(),
+        nft: NftPlan {
+            family: "inet".into(),
+            table: "safe_run_<runId>".into(),
+            chains: vec![chain("forward", "filter", "forward", 0), chain("input", "filter", "input", 0), chain("postrouting", "nat", "postrouting", 100)],
+            sets: vec![NftSet { name: "egress_1_v4".into(), set_type: "ipv4_addr".into(), host: "allowed.test".into() }],
+            rules: vec![
+                rule("egress-0", "forward", Some(0), Some(&format!("{allowed}/32")), Some("tcp"), &[7], "accept"),
+                rule("egress-1", "forward", Some(1), Some("egress_1_v4"), Some("udp"), &[7], "accept"),
+                rule("default-drop", "forward", None, None, None, &[], "drop"),
+                rule("dns", "input", None, None, Some("udp"), &[53], "accept"),
+                rule("host-drop", "input", None, None, None, &[], "drop"),
+            ],
+        },
+        dns: DnsPlan { allowed_names: vec!["allowed.test".into()] },
+    }
+}
+
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{:06x}{:06x}", std::process::id() & 0xff_ffff, (nanos ^ SEQ.fetch_add(1, Ordering::SeqCst)) & 0xff_ffff)
+}
+
+/// Runs the probe client inside the sandbox namespace; returns its JSON report.
+const CLIENT: &str = r#"
+import json, socket, struct, sys
+resolver, allowed, blocked = sys.argv[1], sys.argv[2], sys.argv[3]
+out = {}
+def dns(name):
+    q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+    s.sendto(q, (resolver, 53))
+    try:
+        r = s.recv(1500)
+    except OSError:
+        return {"rcode": None, "answers": []}
+    rcode, an = r[3] & 15, struct.unpack(">H", r[6:8])[0]
+    i = 12
+    while r[i]: i += r[i] + 1
+    i += 5
+    addrs = []
+    for _ in range(an):
+        i += 2 if r[i] & 0xC0 == 0xC0 else 0
+        t, _, _, l = struct.unpack(">HHIH", r[i:i+10]); i += 10
+        if t == 1: addrs.append(socket.inet_ntoa(r[i:i+4]))
+        i += l
+    return {"rcode": rcode, "answers": addrs}
+def tcp(host, port):
+    try:
+        c = socket.create_connection((host, port), timeout=0.8); c.sendall(b"ping"); ok = c.recv(10) == b"ping"; c.close(); return ok
+    except OSError:
+        return False
+def udp(host, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.8)
+    s.sendto(b"ping", (host, port))
+    try:
+        return s.recv(10) == b"ping"
+    except OSError:
+        return False
+out["dnsAllowed"] = dns("allowed.test")
+out["dnsBlocked"] = dns("blocked.test")
+name = out["dnsAllowed"]["answers"][0] if out["dnsAllowed"]["answers"] else allowed
+out["tcpAllowed"] = [tcp(allowed, 7), tcp(allowed, 7)]
+out["udpAllowedByName"] = [udp(name, 7), udp(name, 7), udp(name, 7)]
+out["tcpAllowedWrongPort"] = tcp(allowed, 9)
+out["tcpBlocked"] = tcp(blocked, 7)
+out["udpBlocked"] = [udp(blocked, 7), udp(blocked, 7)]
+print(json.dumps(out))
+"#;
+
+fn probe(ns: &str, resolver: &str, t: &Topology) -> Value {
+    let out = sh(&["ip", "netns", "exec", ns, "/usr/bin/python3", "-c", CLIENT, resolver, &t.allowed.to_string(), &t.blocked.to_string()]);
+    assert!(out.status.success(), "client: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn table_exists(id: &str) -> bool {
+    sh(&["nft", "list", "table", "inet", &format!("safe_run_{id}")]).status.success()
+}
+fn link_exists(name: &str) -> bool {
+    sh(&["ip", "link", "show", name]).status.success()
+}
+
+fn config(stub: &Stub) -> NetworkConfig {
+    NetworkConfig { upstream_dns: Some(stub.addr.to_string()), ..NetworkConfig::default() }
+}
+
+fn rule_audit<'a>(audit: &'a Value, id: &str) -> &'a Value {
+    audit["rules"].as_array().unwrap().iter().find(|r| r["ruleId"] == id).unwrap()
+}
+
+fn wait_for_echo_servers() {
+    // The python servers need a moment to bind.
+    std::thread::sleep(Duration::from_millis(400));
+}
+
+#[test]
+fn allowlist_enforces_counts_and_cleans_up() {
+    if !privileged() {
+        return;
+    }
+    let mut topo = Topology::new();
+    let stub = Stub::start(topo.allowed, topo.blocked);
+    let (sb, pid) = topo.sandbox("s");
+    let id = run_id();
+    let run_dir = tempfile::tempdir().unwrap();
+    let mut net = AllowlistNetwork::new(&plan(topo.allowed), &id, &config(&stub)).unwrap();
+    let attached = net.attach(pid, run_dir.path()).unwrap();
+    let facts = attached.facts.clone();
+    assert!(facts["nftRulesetDigest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(facts["initialResolution"]["allowed.test"][0], topo.allowed.to_string());
+    let resolv = std::fs::read_to_string(attached.resolv_conf.unwrap()).unwrap();
+    let resolver = facts["hostAddress"].as_str().unwrap().to_owned();
+    assert!(resolv.contains(&format!("nameserver {resolver}")));
+    wait_for_echo_servers();
+
+    let first = net.sample(false).unwrap();
+    assert_eq!(first.events[0].0, events::NETWORK_APPLIED);
+
+    let r = probe(&sb, &resolver, &topo);
+    assert_eq!(r["dnsAllowed"]["answers"][0], topo.allowed.to_string(), "{r}");
+    assert_eq!(r["dnsBlocked"]["rcode"], 5, "blocked name is REFUSED: {r}");
+    assert_eq!(r["dnsBlocked"]["answers"].as_array().unwrap().len(), 0);
+    assert_eq!(r["tcpAllowed"], serde_json::json!([true, true]), "{r}");
+    assert_eq!(r["udpAllowedByName"], serde_json::json!([true, true, true]), "{r}");
+    assert_eq!(r["tcpAllowedWrongPort"], false);
+    assert_eq!(r["tcpBlocked"], false);
+    assert_eq!(r["udpBlocked"], serde_json::json!([false, false]));
+
+    let s = net.sample(true).unwrap();
+    let audit = &s.audit;
+    // Two TCP connections; three UDP flows (each probe uses a fresh socket).
+    assert_eq!(rule_audit(audit, "egress-0")["allowedHits"], 2, "{audit}");
+    assert_eq!(rule_audit(audit, "egress-1")["allowedHits"], 3, "{audit}");
+    // One SYN to the allowed host's port 9 (0.8 s timeout: no retransmission yet).
+    assert_eq!(rule_audit(audit, "egress-0")["blockedHits"], 1, "{audit}");
+    // That SYN, one SYN to the blocked host, two datagrams to it.
+    assert_eq!(rule_audit(audit, "default-drop")["blockedHits"], 4, "{audit}");
+    let blocked: Vec<String> = audit["blockedDestinations"].as_array().unwrap().iter()
+        .map(|b| format!("{} {} {} {}", b["address"].as_str().unwrap(), b["protocol"].as_str().unwrap(), b["port"], b["packets"])).collect();
+    assert!(blocked.contains(&format!("{} udp 7 2", topo.blocked)), "{blocked:?}");
+    assert!(blocked.contains(&format!("{} tcp 7 1", topo.blocked)), "{blocked:?}");
+    assert_eq!(audit["dns"]["refused"], 1);
+    let kinds: Vec<&str> = s.events.iter().map(|(t, _)| t.as_str()).collect();
+    assert!(kinds.contains(&events::NETWORK_RULE_HIT));
+    assert!(kinds.contains(&events::NETWORK_DNS_QUERY));
+    for (t, p) in &s.events {
+        if t == events::NETWORK_RULE_HIT {
+            assert!(p["allowedHits"].as_u64().unwrap() + p["blockedHits"].as_u64().unwrap() > 0);
+        }
+    }
+
+    net.release().unwrap();
+    assert!(!table_exists(&id), "table left behind");
+    assert!(!link_exists(&format!("sr{id}h")), "link left behind");
+    let after = net.sample(true).unwrap();
+    assert!(after.events.iter().any(|(t, _)| t == events::NETWORK_RELEASED));
+    net.release().unwrap();
+    drop(stub);
+    let namespaces = topo.namespaces.clone();
+    drop(topo);
+    let listed = String::from_utf8(sh(&["ip", "netns", "list"]).stdout).unwrap();
+    for ns in namespaces {
+        assert!(!listed.contains(&ns), "namespace {ns} left behind");
+    }
+}
+
+#[test]
+fn concurrent_runs_do_not_see_each_other_and_gc_spares_live_runs() {
+    if !privileged() {
+        return;
+    }
+    let mut topo = Topology::new();
+    let stub = Stub::start(topo.allowed, topo.blocked);
+    let (sb1, pid1) = topo.sandbox("s1");
+    let (sb2, pid2) = topo.sandbox("s2");
+    let (id1, id2) = (run_id(), run_id());
+    let dir1 = tempfile::tempdir().unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut n1 = AllowlistNetwork::new(&plan(topo.allowed), &id1, &config(&stub)).unwrap();
+    let mut n2 = AllowlistNetwork::new(&plan(topo.allowed), &id2, &config(&stub)).unwrap();
+    let f1 = n1.attach(pid1, dir1.path()).unwrap().facts;
+    let f2 = n2.attach(pid2, dir2.path()).unwrap().facts;
+    assert_ne!(f1["subnet"], f2["subnet"]);
+    wait_for_echo_servers();
+    // Only run 1 sends traffic.
+    let r = probe(&sb1, f1["hostAddress"].as_str().unwrap(), &topo);
+    assert_eq!(r["tcpAllowed"], serde_json::json!([true, true]), "{r}");
+    let a1 = n1.sample(true).unwrap().audit;
+    let a2 = n2.sample(true).unwrap().audit;
+    assert_eq!(rule_audit(&a1, "egress-0")["allowedHits"], 2);
+    assert_eq!(rule_audit(&a2, "egress-0")["allowedHits"], 0, "run 2 saw run 1's traffic: {a2}");
+    assert_eq!(rule_audit(&a2, "default-drop")["blockedHits"], 0);
+    // Run 2 still works while run 1 is alive.
+    let r2 = probe(&sb2, f2["hostAddress"].as_str().unwrap(), &topo);
+    assert_eq!(r2["tcpAllowed"], serde_json::json!([true, true]), "{r2}");
+
+    // Simulate a SIGKILLed run 1: its sandbox dies, release never runs.
+    let pos = topo.children.iter().position(|c| c.id() == pid1).unwrap();
+    let mut c = topo.children.remove(pos);
+    c.kill().unwrap();
+    c.wait().unwrap();
+    let _ = sh(&["ip", "netns", "del", &sb1]);
+    std::mem::forget(n1);
+    assert!(table_exists(&id1));
+    // Alive = everything but the killed run: a parallel test's or a real run's tables stay.
+    let removed = gc::release_leftovers(&|id| id != id1).unwrap();
+    assert!(removed.contains(&format!("table inet safe_run_{id1}")), "{removed:?}");
+    assert!(!table_exists(&id1));
+    assert!(table_exists(&id2), "gc removed a live run's table");
+    assert!(link_exists(&format!("sr{id2}h")));
+    n2.release().unwrap();
+    assert!(!table_exists(&id2));
+    assert!(!link_exists(&format!("sr{id2}h")));
+}
