@@ -1,16 +1,136 @@
-//! `safe-run key ...`.
+//! `safe-run key ...`: the report-signing key.
+//!
+//! The key file is found in this order: `--key PATH`, the `SAFE_RUN_KEY` environment variable,
+//! the operator config's `keyPath`. It is created (PKCS#8 PEM, 0600, directory 0700) on first
+//! use; see docs/evidence.md, "Keys".
 
-use clap::Subcommand;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use sr_common::{Diagnostic, ErrorCode};
+use sr_evidence::{SigningKey, keys};
+
+use crate::output::{Format, fail};
 
 /// Subcommands of `safe-run key`.
 #[derive(Subcommand)]
 pub enum KeyCommand {
-    /// Not built yet.
-    Placeholder,
+    /// Print the public key (base64 of the raw 32 bytes) and key id; creates the key on first use.
+    Show(ShowArgs),
+    /// Write the public key as PEM, for `safe-run report verify --key`.
+    ExportPublic(ExportPublicArgs),
+}
+
+/// Where the key is.
+#[derive(Args)]
+pub struct KeyLocation {
+    /// The signing key file (default: $SAFE_RUN_KEY, else the operator config's keyPath).
+    #[arg(long, value_name = "PATH")]
+    pub key: Option<PathBuf>,
+}
+
+/// Arguments of `safe-run key show`.
+#[derive(Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    location: KeyLocation,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+/// Arguments of `safe-run key export-public`.
+#[derive(Args)]
+pub struct ExportPublicArgs {
+    #[command(flatten)]
+    location: KeyLocation,
+    /// Where to write the PEM public key (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+/// The key path: flag, else `SAFE_RUN_KEY`, else the operator config.
+pub fn resolve_key_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_owned();
+    }
+    if let Some(p) = std::env::var_os(keys::KEY_ENV).filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(sr_policy::OperatorConfig::default().key_path)
+}
+
+/// Loads (creating on first use) the signing key, telling stderr when it was created.
+pub fn load_signing_key(flag: Option<&Path>) -> Result<SigningKey, Diagnostic> {
+    let path = resolve_key_path(flag);
+    let (key, created) = keys::load_or_create(&path).map_err(|e| e.to_diagnostic())?;
+    if created {
+        eprintln!("created signing key {}", path.display());
+    }
+    Ok(key)
 }
 
 /// Runs the subcommand; returns the process exit code.
-pub fn execute(_command: KeyCommand) -> u8 {
-    eprintln!("safe-run key: not built yet");
-    2
+pub fn execute(command: KeyCommand) -> u8 {
+    match command {
+        KeyCommand::Show(args) => show(args),
+        KeyCommand::ExportPublic(args) => export_public(args),
+    }
+}
+
+fn show(args: ShowArgs) -> u8 {
+    let path = resolve_key_path(args.location.key.as_deref());
+    let key = match load_signing_key(Some(&path)) {
+        Ok(k) => k,
+        Err(d) => return fail(&[d], args.format),
+    };
+    let public = key.verifying_key();
+    let keyid = keys::keyid(&public);
+    let b64 = keys::public_key_base64(&public);
+    match args.format {
+        Format::Text => {
+            println!("keyid      {keyid}");
+            println!("publicKey  {b64}");
+            println!("algorithm  ed25519");
+            println!("keyFile    {}", path.display());
+        }
+        Format::Json => {
+            let doc = serde_json::json!({
+                "keyid": keyid, "publicKey": b64, "algorithm": "ed25519",
+                "keyFile": path.display().to_string(),
+            });
+            println!("{doc:#}");
+        }
+    }
+    0
+}
+
+fn export_public(args: ExportPublicArgs) -> u8 {
+    let key = match load_signing_key(args.location.key.as_deref()) {
+        Ok(k) => k,
+        Err(d) => return fail(&[d], Format::Text),
+    };
+    let pem = match keys::public_key_pem(&key.verifying_key()) {
+        Ok(p) => p,
+        Err(e) => return fail(&[e.to_diagnostic()], Format::Text),
+    };
+    if args.out.as_os_str() == "-" {
+        print!("{pem}");
+        return 0;
+    }
+    if let Err(e) = std::fs::write(&args.out, pem) {
+        let d = Diagnostic::new(
+            ErrorCode::EvidenceReport,
+            "evidence.key.export",
+            format!("cannot write {}: {e}", args.out.display()),
+            "choose a writable --out path",
+        );
+        return fail(&[d], Format::Text);
+    }
+    eprintln!(
+        "wrote public key {} (keyid {})",
+        args.out.display(),
+        keys::keyid(&key.verifying_key())
+    );
+    0
 }

@@ -1,16 +1,211 @@
-//! `safe-run report ...`.
+//! `safe-run report ...`: offline verification and export of run reports.
+//!
+//! Exit codes: 0 when every check passed or was skipped (skips are listed), 7 (SR-EVD-002)
+//! when any check failed or the report cannot be exported, 2 for usage errors.
 
-use clap::Subcommand;
+use std::path::PathBuf;
+
+use clap::{Subcommand, ValueEnum};
+use sr_common::{Diagnostic, ErrorCode};
+use sr_evidence::verify::{self, Verification};
+use sr_evidence::{export, keys, report};
+
+use crate::cmd::key::{KeyLocation, load_signing_key};
+use crate::output::{Format, exit_code, fail};
 
 /// Subcommands of `safe-run report`.
 #[derive(Subcommand)]
 pub enum ReportCommand {
-    /// Not built yet.
-    Placeholder,
+    /// Verify a run report, its event chain and the files it names, offline. With only
+    /// --events, verify an event log alone (reports an incomplete prefix after a crash).
+    Verify {
+        /// The run_report.json to verify.
+        #[arg(value_name = "REPORT", required_unless_present = "events")]
+        report: Option<PathBuf>,
+        /// The event log (default: events.jsonl beside the report).
+        #[arg(long, value_name = "FILE")]
+        events: Option<PathBuf>,
+        /// The trusted public key (PEM from `safe-run key export-public`, or base64). Without
+        /// it the report's embedded key is used, which proves integrity but not who signed.
+        #[arg(long, value_name = "PUBKEY")]
+        key: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Export a verified report for supply-chain tools.
+    Export {
+        /// Export format.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// The run_report.json to export (it is verified first).
+        #[arg(value_name = "REPORT")]
+        report: PathBuf,
+        /// Where to write the envelope (default: stdout).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Signing key file for the envelope.
+        #[command(flatten)]
+        signing: KeyLocation,
+    },
+    /// Verify a DSSE envelope written by `report export` and print its statement.
+    VerifyEnvelope {
+        /// The envelope file.
+        #[arg(value_name = "ENVELOPE")]
+        envelope: PathBuf,
+        /// The trusted public key (PEM or base64).
+        #[arg(long, value_name = "PUBKEY")]
+        key: PathBuf,
+    },
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// An in-toto Statement v1 (SLSA provenance v1 predicate) in a DSSE envelope.
+    Intoto,
 }
 
 /// Runs the subcommand; returns the process exit code.
-pub fn execute(_command: ReportCommand) -> u8 {
-    eprintln!("safe-run report: not built yet");
-    2
+pub fn execute(command: ReportCommand) -> u8 {
+    match command {
+        ReportCommand::Verify {
+            report,
+            events,
+            key,
+            format,
+        } => run_verify(report, events, key, format),
+        ReportCommand::Export {
+            format: ExportFormat::Intoto,
+            report,
+            out,
+            signing,
+        } => run_export(report, out, signing),
+        ReportCommand::VerifyEnvelope { envelope, key } => run_verify_envelope(envelope, key),
+    }
+}
+
+fn verification_failed(v: &Verification) -> Diagnostic {
+    let names: Vec<&str> = v.failures().map(|c| c.name.as_str()).collect();
+    Diagnostic::new(
+        ErrorCode::EvidenceReport,
+        "evidence.verify",
+        format!("verification failed: {}", names.join(", ")),
+        "the report, its event log or a file it names was changed, or the key is not the signer's; see the FAIL lines",
+    )
+}
+
+fn run_verify(
+    report: Option<PathBuf>,
+    events: Option<PathBuf>,
+    key: Option<PathBuf>,
+    format: Format,
+) -> u8 {
+    let key = match key.as_deref().map(keys::read_public_key).transpose() {
+        Ok(k) => k,
+        Err(e) => return fail(&[e.to_diagnostic()], format),
+    };
+    let v = match (&report, &events) {
+        (Some(r), e) => verify::verify(r, e.as_deref(), key.as_ref()),
+        (None, Some(e)) => verify::verify_events(e),
+        (None, None) => {
+            eprintln!("error: give REPORT or --events FILE");
+            return 2;
+        }
+    };
+    let ok = v.ok();
+    match format {
+        Format::Text => {
+            print!("{}", v.render_text());
+            if ok {
+                let skipped = v.checks.iter().filter(|c| c.status == verify::Status::Skip).count();
+                let what = if report.is_some() { "report" } else { "event log" };
+                let completeness = if v.complete { "complete" } else { "INCOMPLETE" };
+                println!("verified: {what} is intact ({completeness}; {skipped} check(s) skipped)");
+                0
+            } else {
+                fail(&[verification_failed(&v)], format)
+            }
+        }
+        Format::Json => {
+            let errors: Vec<Diagnostic> = if ok { vec![] } else { vec![verification_failed(&v)] };
+            let doc = serde_json::json!({
+                "ok": ok, "complete": v.complete, "checks": v.checks, "errors": errors,
+            });
+            println!("{doc:#}");
+            if ok { 0 } else { exit_code(ErrorCode::EvidenceReport.exit_code()) }
+        }
+    }
+}
+
+fn run_export(report_path: PathBuf, out: Option<PathBuf>, signing: KeyLocation) -> u8 {
+    let v = verify::verify(&report_path, None, None);
+    if !v.ok() {
+        eprint!("{}", v.render_text());
+        let mut d = verification_failed(&v);
+        d.path = "evidence.export".into();
+        d.hint = "only a report that verifies can be exported".into();
+        return fail(&[d], Format::Text);
+    }
+    let loaded = report::read_report(&report_path).map_err(|e| e.to_diagnostic());
+    let key = load_signing_key(signing.key.as_deref());
+    let envelope = loaded.and_then(|r| {
+        key.and_then(|k| export::export_intoto(&r, &k).map_err(|e| e.to_diagnostic()))
+    });
+    let envelope = match envelope {
+        Ok(e) => e,
+        Err(d) => return fail(&[d], Format::Text),
+    };
+    let text = match serde_json::to_string_pretty(&envelope) {
+        Ok(t) => t + "\n",
+        Err(e) => {
+            let d = Diagnostic::new(ErrorCode::EvidenceReport, "evidence.export", e.to_string(), "");
+            return fail(&[d], Format::Text);
+        }
+    };
+    match out {
+        None => {
+            print!("{text}");
+            0
+        }
+        Some(path) => match std::fs::write(&path, text) {
+            Ok(()) => 0,
+            Err(e) => {
+                let d = Diagnostic::new(
+                    ErrorCode::EvidenceReport,
+                    "evidence.export",
+                    format!("cannot write {}: {e}", path.display()),
+                    "choose a writable --out path",
+                );
+                fail(&[d], Format::Text)
+            }
+        },
+    }
+}
+
+fn run_verify_envelope(envelope: PathBuf, key: PathBuf) -> u8 {
+    let key = match keys::read_public_key(&key) {
+        Ok(k) => k,
+        Err(e) => return fail(&[e.to_diagnostic()], Format::Text),
+    };
+    let result = std::fs::read(&envelope)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice::<export::Envelope>(&b).map_err(|e| e.to_string()))
+        .and_then(|env| export::verify_envelope(&env, &key));
+    match result {
+        Ok(statement) => {
+            println!("{statement:#}");
+            eprintln!("PASS  envelope  ed25519 keyid={}", keys::keyid(&key));
+            0
+        }
+        Err(e) => {
+            let d = Diagnostic::new(
+                ErrorCode::EvidenceReport,
+                "evidence.envelope",
+                format!("{}: {e}", envelope.display()),
+                "the envelope was changed, or the key is not the signer's",
+            );
+            fail(&[d], Format::Text)
+        }
+    }
 }
