@@ -1,13 +1,250 @@
-//! `safe-run run`.
+//! `safe-run run`: validate, compile, preflight, run in the process sandbox, write the report.
+//!
+//! Exit status: the workload's own exit code when it exited; 128+N when signal N killed it
+//! (137 for an OOM kill, reported as such); 6 on timeout (SR-RUN-003); 5 when the sandbox
+//! could not start (SR-RUN-001 preflight, SR-RUN-002 launch, SR-RUN-201 network); 3 for an
+//! invalid policy; 4 for a compile failure; 7 for an evidence failure; 130/143 when safe-run
+//! was interrupted by SIGINT/SIGTERM (the sandbox is killed and cleaned up first). See
+//! docs/run.md.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
+use serde_json::json;
+use sr_common::{Diagnostic, ErrorCode};
+use sr_evidence::{ChainWriter, EventSink, SystemClock, events};
+use sr_policy::OperatorConfig;
+use sr_runner::preflight::{self, Needs, RealProbes};
+use sr_runner::{NetworkHook, NoNetwork, RunDir, RunOptions, RunOutcome, RunStatus, Runner};
+
+use crate::output::{Format, exit_code, fail};
 
 /// Arguments of `safe-run run`.
 #[derive(Args)]
-pub struct RunArgs {}
+#[command(after_help = "Examples:
+  safe-run run --policy examples/m1_network_none.yaml
+  safe-run run --policy examples/readonly_root.yaml -- /bin/sh -c 'touch /x; touch /tmp/y && echo ok'
+
+The run directory is <runDir>/<runId>/ (SAFE_RUN_WORKDIR_BASE, default /tmp/safe-run/runs):
+events.jsonl, stdout.log, stderr.log, bundle.json, run_report.json.
+Exit status: the workload's code; 128+N if killed by signal N (137: OOM); 6 timeout (SR-RUN-003);
+5 the sandbox could not start (SR-RUN-001/002); 3 invalid policy; 130/143 interrupted. See docs/run.md.")]
+pub struct RunArgs {
+    /// The policy file.
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// Output format of failures (the workload's own output always streams as is).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Print where the time went (per launch phase) on stderr after the run.
+    #[arg(long)]
+    pub timings: bool,
+    /// Suppress safe-run's own summary line on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Command and arguments replacing the policy's runtime.command and runtime.args
+    /// (the command must be an absolute path inside the sandbox).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
 
 /// Runs the subcommand; returns the process exit code.
-pub fn execute(_args: RunArgs) -> u8 {
-    eprintln!("safe-run run: not built yet");
-    2
+pub fn execute(args: RunArgs) -> u8 {
+    let config = match OperatorConfig::load() {
+        Ok(c) => c,
+        Err(d) => return fail(&[d], args.format),
+    };
+    let policy = match sr_policy::load_policy_file(&args.policy, &config) {
+        Ok(p) => p,
+        Err(report) => return fail(&report.diagnostics, args.format),
+    };
+    let mut bundle = match sr_compiler::compile(&policy, &config) {
+        Ok(b) => b,
+        Err(d) => return fail(&[d], args.format),
+    };
+    if let Some((cmd, rest)) = args.command.split_first() {
+        if !cmd.starts_with('/') {
+            let d = Diagnostic::new(
+                ErrorCode::RunLaunch,
+                "run.command",
+                format!("the command {cmd:?} is not an absolute path"),
+                "give the absolute path inside the sandbox, e.g. -- /usr/bin/python3 -c ...",
+            );
+            return fail(&[d], args.format);
+        }
+        bundle.process.command = cmd.clone();
+        bundle.process.args = rest.to_vec();
+    }
+    if bundle.backend != "sandbox" {
+        let d = Diagnostic::new(
+            ErrorCode::RunLaunch,
+            "runtime.backend",
+            format!("backend {} cannot run on this build yet", bundle.backend),
+            "use backend: sandbox",
+        );
+        return fail(&[d], args.format);
+    }
+
+    // Preflight: nothing is created before every host precondition holds.
+    let base = PathBuf::from(&config.run_dir);
+    let init_exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            let d = Diagnostic::new(ErrorCode::RunPreflight, "preflight.init", format!("cannot locate the safe-run binary: {e}"), "run safe-run from a path that exists");
+            return fail(&[d], args.format);
+        }
+    };
+    let probes = RealProbes {
+        cgroup_root: preflight::default_cgroup_root().to_path_buf(),
+        init_exe: init_exe.clone(),
+        run_base: base.clone(),
+    };
+    let landlock = bundle.sandbox_plan.as_ref().map(|s| &s.landlock);
+    let needs = Needs {
+        landlock_required: landlock.is_some_and(|l| l.required),
+        landlock_min_abi: landlock.map_or(1, |l| l.min_abi),
+    };
+    let host = match preflight::check(&probes, needs) {
+        Ok(h) => h,
+        Err(errs) => {
+            let ds: Vec<Diagnostic> = errs.iter().map(|e| e.to_diagnostic()).collect();
+            return fail(&ds, args.format);
+        }
+    };
+
+    // Recover what earlier runs killed with SIGKILL left behind (never touches live runs).
+    super::gc::collect_quietly(&base, &host.cgroup);
+
+    let dir = match RunDir::create(&base) {
+        Ok(d) => d,
+        Err(e) => return fail(&[e.to_diagnostic()], args.format),
+    };
+    let _ = std::fs::copy(&args.policy, dir.path.join(policy_copy_name(&args.policy)));
+    let _ = std::fs::write(dir.path.join("bundle.json"), sr_compiler::to_canonical_json(&bundle));
+    let mut chain = match ChainWriter::create(&dir.path, &bundle.evidence_plan.events, Box::new(SystemClock)) {
+        Ok(c) => c,
+        Err(e) => {
+            let d = Diagnostic::new(ErrorCode::EvidenceEventWrite, "evidence.events", e.to_string(), "check that the run directory is writable");
+            return fail(&[d], args.format);
+        }
+    };
+    let _ = chain.emit(
+        events::POLICY_COMPILED,
+        json!({"policyDigest": bundle.policy_digest, "policyName": bundle.policy_name, "backend": bundle.backend}),
+    );
+
+    // ---- network hook ----
+    // mode none: NoNetwork (a private network namespace with loopback only).
+    // mode allowlist: the network module's AllowlistNetwork.
+    let mut hook: Box<dyn NetworkHook> = match &bundle.network_plan {
+        None => Box::new(NoNetwork),
+        Some(plan) => match sr_runner::network::AllowlistNetwork::new(plan, &dir.run_id, &config.network) {
+            Ok(h) => Box::new(h),
+            Err(d) => return fail(&[d], args.format),
+        },
+    };
+
+    let runner = Runner::new();
+    let signals = sr_runner::forward_signals(runner.canceller()).ok();
+    let outcome = runner.run(
+        &dir,
+        &bundle,
+        hook.as_mut(),
+        &mut chain,
+        RunOptions {
+            init_exe,
+            cgroup_layout: host.cgroup,
+            allowed_mount_prefixes: config.allowed_mount_prefixes.clone(),
+            stdout: Box::new(std::io::stdout()),
+            stderr: Box::new(std::io::stderr()),
+        },
+    );
+    if let Some(h) = signals {
+        h.close();
+    }
+    let mut evidence_errors = Vec::new();
+    if let Err(e) = chain.finish() {
+        evidence_errors.push(Diagnostic::new(ErrorCode::EvidenceEventWrite, "evidence.events", e.to_string(), "check the run directory"));
+    }
+    let report_path = match write_minimal_report(&dir.path, &outcome) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            evidence_errors.push(Diagnostic::new(ErrorCode::EvidenceReport, "evidence.report", e.to_string(), "check the run directory"));
+            None
+        }
+    };
+    summarize(&args, &outcome, report_path.as_deref());
+    if let RunStatus::LaunchFailed { diagnostic } = &outcome.status {
+        return fail(std::slice::from_ref(diagnostic), args.format);
+    }
+    if !evidence_errors.is_empty() {
+        return fail(&evidence_errors, args.format);
+    }
+    exit_code(outcome.exit_code())
+}
+
+fn policy_copy_name(path: &Path) -> String {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => "policy.json".into(),
+        _ => "policy.yaml".into(),
+    }
+}
+
+fn summarize(args: &RunArgs, o: &RunOutcome, report: Option<&Path>) {
+    let mut err = std::io::stderr().lock();
+    if !args.quiet {
+        let what = match &o.status {
+            RunStatus::Exited { code } => format!("exited with code {code}"),
+            RunStatus::Signaled { signal } => format!("killed by signal {signal}"),
+            RunStatus::Timeout { limit_ms } => format!("{}: timed out after {limit_ms} ms; the whole process tree was killed", ErrorCode::RunTimeout),
+            RunStatus::Oom { oom_kills, code: Some(code), .. } => format!("exited with code {code}; the memory limit was reached and the OOM killer killed {oom_kills} process(es) in the sandbox"),
+            RunStatus::Oom { oom_kills, .. } => format!("killed by the OOM killer ({oom_kills} kill(s)): the memory limit was reached"),
+            RunStatus::LaunchFailed { diagnostic } => format!("could not start ({})", diagnostic.code),
+            RunStatus::Interrupted { signal } => format!("interrupted by signal {signal}; the sandbox was killed"),
+        };
+        let _ = writeln!(
+            err,
+            "safe-run: run {} {what}; report: {}",
+            o.run_id,
+            report.map_or_else(|| "(not written)".to_owned(), |p| p.display().to_string())
+        );
+        for d in &o.cleanup.errors {
+            let _ = writeln!(err, "safe-run: cleanup problem: {d}");
+        }
+    }
+    if args.timings {
+        for (phase, ms) in &o.timings.phases_ms {
+            let _ = writeln!(err, "safe-run: timing {phase:<15} {ms:>9.3} ms");
+        }
+    }
+}
+
+/// Writes `<run dir>/run_report.json` from the outcome: run id, policy digest, backend,
+/// timings, exit status, limits and enforcement facts, outputs, cleanup. The signed,
+/// hash-chained report of sr-evidence replaces this function's body.
+pub fn write_minimal_report(run_dir: &Path, o: &RunOutcome) -> std::io::Result<PathBuf> {
+    let doc = json!({
+        "schemaVersion": "safe-run/run-report/minimal",
+        "runId": o.run_id,
+        "backend": o.backend,
+        "policy": {"name": o.policy_name, "digest": o.policy_digest},
+        "command": o.command,
+        "status": o.status_word(),
+        "exit": o.status,
+        "exitCode": o.exit_code(),
+        "timings": o.timings,
+        "resources": o.resources,
+        "limits": o.enforcement.cgroup_limits,
+        "enforcement": o.enforcement,
+        "outputs": {"stdout": o.stdout, "stderr": o.stderr},
+        "network": o.network,
+        "networkAudit": o.network_audit,
+        "cleanup": o.cleanup,
+        "warnings": o.warnings,
+    });
+    let path = run_dir.join("run_report.json");
+    let text = serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?;
+    std::fs::write(&path, text + "\n")?;
+    Ok(path)
 }

@@ -35,6 +35,8 @@ pub struct CompiledSeccomp {
     pub digest: String,
     /// Number of BPF instructions in total.
     pub instructions: usize,
+    /// Plan names that do not exist on this architecture (e.g. `vm86` on x86-64), skipped.
+    pub absent_on_arch: Vec<String>,
 }
 
 /// Why a plan could not be compiled.
@@ -74,13 +76,35 @@ pub fn compile(plan: &SeccompPlan) -> Result<CompiledSeccomp, SeccompError> {
     };
     let arch = target_arch()?;
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    let mut absent_on_arch = Vec::new();
+    let mut lookup = |name: &String| -> Result<Option<i64>, SeccompError> {
+        match syscall_number(name) {
+            Some(nr) => Ok(Some(nr)),
+            None if ABSENT_ON_THIS_ARCH.contains(&name.as_str()) => {
+                absent_on_arch.push(name.clone());
+                Ok(None)
+            }
+            None => Err(SeccompError::UnknownSyscall(name.clone())),
+        }
+    };
     for name in &plan.denied_syscalls {
         // clone and clone3 are handled by flag (below) and by ENOSYS (filter 2).
         if name == "clone" || name == "clone3" {
             continue;
         }
-        let nr = syscall_number(name).ok_or_else(|| SeccompError::UnknownSyscall(name.clone()))?;
-        rules.insert(nr, Vec::new());
+        if let Some(nr) = lookup(name)? {
+            rules.insert(nr, Vec::new());
+        }
+    }
+    let mut enosys: Vec<i64> = Vec::new();
+    for name in &plan.enosys_syscalls {
+        if let Some(nr) = lookup(name)? {
+            enosys.push(nr);
+        }
+    }
+    // Namespace flags on clone are only enforceable if clone3 cannot carry them.
+    if !plan.denied_clone_flags.is_empty() && !enosys.contains(&libc::SYS_clone3) {
+        enosys.push(libc::SYS_clone3);
     }
     let mut clone_rules = Vec::new();
     for flag in &plan.denied_clone_flags {
@@ -97,9 +121,8 @@ pub fn compile(plan: &SeccompPlan) -> Result<CompiledSeccomp, SeccompError> {
         .and_then(TryInto::try_into)
         .map_err(|e| SeccompError::Backend(e.to_string()))?;
     let mut programs = vec![deny];
-    if !plan.denied_clone_flags.is_empty() {
-        let mut c3 = BTreeMap::new();
-        c3.insert(libc::SYS_clone3, Vec::new());
+    if !enosys.is_empty() {
+        let c3: BTreeMap<i64, Vec<SeccompRule>> = enosys.into_iter().map(|nr| (nr, Vec::new())).collect();
         let p: BpfProgram = SeccompFilter::new(c3, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), arch)
             .and_then(TryInto::try_into)
             .map_err(|e| SeccompError::Backend(e.to_string()))?;
@@ -122,6 +145,7 @@ pub fn compile(plan: &SeccompPlan) -> Result<CompiledSeccomp, SeccompError> {
         programs,
         digest: format!("sha256:{}", hex::encode(hasher.finalize())),
         instructions,
+        absent_on_arch,
     })
 }
 
@@ -151,6 +175,18 @@ pub fn install(compiled: &CompiledSeccomp) -> Result<(), SeccompError> {
     Ok(())
 }
 
+/// Names from the kernel's syscall tables that this architecture does not have (or that libc
+/// does not number because the kernel only keeps them as `ENOSYS` stubs). Skipped, recorded.
+pub const ABSENT_ON_THIS_ARCH: [&str; 7] = [
+    "create_module",
+    "get_kernel_syms",
+    "query_module",
+    "sysfs",
+    "ustat",
+    "vm86",
+    "vm86old",
+];
+
 /// The value of a `CLONE_NEW*` flag by name.
 pub fn clone_flag(name: &str) -> Option<u64> {
     let v = match name.trim_start_matches("CLONE_") {
@@ -161,6 +197,9 @@ pub fn clone_flag(name: &str) -> Option<u64> {
         "NEWUSER" => libc::CLONE_NEWUSER,
         "NEWPID" => libc::CLONE_NEWPID,
         "NEWNET" => libc::CLONE_NEWNET,
+        // Only meaningful for unshare/clone3; on clone() bit 0x80 falls in the exit-signal
+        // byte, so matching it there refuses nothing a valid call could use.
+        "NEWTIME" => 0x80,
         _ => return None,
     };
     Some(v as u64)
@@ -178,6 +217,8 @@ pub fn syscall_number(name: &str) -> Option<i64> {
             "nfsservctl" => Some(libc::SYS_nfsservctl),
             "modify_ldt" => Some(libc::SYS_modify_ldt),
             "lookup_dcookie" => Some(libc::SYS_lookup_dcookie),
+            "sysfs" => Some(libc::SYS_sysfs),
+            "ustat" => Some(libc::SYS_ustat),
             "vm86" | "vm86old" => None,
             _ => None,
         };
@@ -257,6 +298,7 @@ mod tests {
             deny_action: "errno:EPERM".into(),
             denied_syscalls: vec!["bpf".into(), "mount".into(), "ptrace".into(), "unshare".into()],
             denied_clone_flags: vec!["CLONE_NEWNS".into(), "CLONE_NEWUSER".into()],
+            enosys_syscalls: vec!["clone3".into()],
         }
     }
 
@@ -270,6 +312,14 @@ mod tests {
         let mut other = plan();
         other.denied_syscalls.push("keyctl".into());
         assert_ne!(compile(&other).unwrap().digest, a.digest);
+    }
+
+    #[test]
+    fn names_absent_on_the_arch_are_skipped_and_recorded() {
+        let mut p = plan();
+        p.denied_syscalls.push("vm86".into());
+        let c = compile(&p).unwrap();
+        assert_eq!(c.absent_on_arch, vec!["vm86".to_owned()]);
     }
 
     #[test]
