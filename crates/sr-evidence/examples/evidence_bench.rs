@@ -24,19 +24,35 @@ impl EventSink for NullSink {
 
 fn typical_events(sink: &mut dyn EventSink, samples: usize) {
     let d = format!("sha256:{}", "a".repeat(64));
-    sink.emit(events::RUN_PREPARE, json!({"runId": "r-bench", "runDir": "/tmp/safe-run/runs/r-bench"})).unwrap();
+    sink.emit(
+        events::RUN_PREPARE,
+        json!({"runId": "r-bench", "runDir": "/tmp/safe-run/runs/r-bench"}),
+    )
+    .unwrap();
     for role in ["policy", "bundle", "command", "binary"] {
-        sink.emit(events::ARTIFACT_HASHED, json!({"role": role, "digest": d})).unwrap();
+        sink.emit(events::ARTIFACT_HASHED, json!({"role": role, "digest": d}))
+            .unwrap();
     }
-    sink.emit(events::POLICY_COMPILED, json!({"bundleDigest": d})).unwrap();
-    sink.emit(events::NETWORK_PLAN_GENERATED, json!({"mode": "none"})).unwrap();
+    sink.emit(events::POLICY_COMPILED, json!({"bundleDigest": d}))
+        .unwrap();
+    sink.emit(events::NETWORK_PLAN_GENERATED, json!({"mode": "none"}))
+        .unwrap();
     sink.emit(events::SANDBOX_ENFORCED, json!({"landlockAbi": 7, "seccomp": d, "namespaces": ["ipc","mnt","net","pid","user","uts"]})).unwrap();
-    sink.emit(events::PROCESS_STARTED, json!({"pid": 12345})).unwrap();
+    sink.emit(events::PROCESS_STARTED, json!({"pid": 12345}))
+        .unwrap();
     for i in 0..samples {
         sink.emit(events::RESOURCE_SAMPLE, json!({"i": i, "memoryBytes": 1_048_576 + i as u64 * 4096, "cpuUsageUs": i as u64 * 1000, "pids": 3})).unwrap();
     }
-    sink.emit(events::PROCESS_EXITED, json!({"status": "exited", "code": 0})).unwrap();
-    sink.emit(events::CLEANUP_DONE, json!({"ok": true, "removed": ["cgroup:/sys/fs/cgroup/memory/safe-run/r-bench"]})).unwrap();
+    sink.emit(
+        events::PROCESS_EXITED,
+        json!({"status": "exited", "code": 0}),
+    )
+    .unwrap();
+    sink.emit(
+        events::CLEANUP_DONE,
+        json!({"ok": true, "removed": ["cgroup:/sys/fs/cgroup/memory/safe-run/r-bench"]}),
+    )
+    .unwrap();
 }
 
 fn base_report() -> RunReport {
@@ -48,18 +64,45 @@ fn base_report() -> RunReport {
             started_at: "2026-11-23T11:20:00Z".into(),
             ended_at: "2026-11-23T11:21:00Z".into(),
             duration_ms: 60000,
-            host: HostInfo { kernel: "6.18.0".into(), arch: "x86_64".into() },
+            host: HostInfo {
+                kernel: "6.18.0".into(),
+                arch: "x86_64".into(),
+            },
             safe_run_version: env!("CARGO_PKG_VERSION").into(),
         },
-        policy: PolicyInfo { name: "bench".into(), digest: format!("sha256:{}", "a".repeat(64)), path: None },
+        policy: PolicyInfo {
+            name: "bench".into(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+            path: None,
+        },
         inputs: vec![],
-        enforcement: Enforcement { namespaces: vec!["user".into()], network: NetworkFacts { mode: "none".into(), ..Default::default() }, ..Default::default() },
-        timeline: Timeline { head: String::new(), count: 0, dropped: 0, complete: true },
+        enforcement: Enforcement {
+            namespaces: vec!["user".into()],
+            network: NetworkFacts {
+                mode: "none".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        timeline: Timeline {
+            head: String::new(),
+            count: 0,
+            dropped: 0,
+            complete: true,
+        },
         resources: Resources::default(),
         network_audit: None,
-        exit: ExitInfo { status: ExitStatus::Exited, code: Some(0), signal: None },
+        exit: ExitInfo {
+            status: ExitStatus::Exited,
+            code: Some(0),
+            signal: None,
+        },
         outputs: vec![],
-        cleanup: Cleanup { ok: true, removed: vec![], errors: vec![] },
+        cleanup: Cleanup {
+            ok: true,
+            removed: vec![],
+            errors: vec![],
+        },
         integrity: None,
     }
 }
@@ -78,7 +121,12 @@ fn gen_run(dir: &Path, n: usize, key: &sr_evidence::SigningKey) {
     let mut r = base_report();
     for name in ["stdout", "stderr"] {
         let (digest, bytes) = verify::digest_file(&dir.join(name)).unwrap();
-        r.outputs.push(Output { name: name.into(), path: name.into(), bytes, digest });
+        r.outputs.push(Output {
+            name: name.into(),
+            path: name.into(),
+            bytes,
+            digest,
+        });
     }
     r.timeline.count = summary.count;
     r.timeline.dropped = summary.dropped;
@@ -94,7 +142,11 @@ fn main() {
             let n: usize = args[3].parse().unwrap();
             std::fs::create_dir_all(dir).unwrap();
             let (key, _) = keys::load_or_create(&dir.join("signing.key")).unwrap();
-            std::fs::write(dir.join("signing.pub"), keys::public_key_pem(&key.verifying_key()).unwrap()).unwrap();
+            std::fs::write(
+                dir.join("signing.pub"),
+                keys::public_key_pem(&key.verifying_key()).unwrap(),
+            )
+            .unwrap();
             let t = Instant::now();
             gen_run(&dir.join("run"), n, &key);
             eprintln!("generated {n} events in {:?}", t.elapsed());

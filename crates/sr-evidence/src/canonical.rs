@@ -39,7 +39,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Whether `s` is a well-formed `sha256:<64 lowercase hex>` digest.
 pub fn is_digest(s: &str) -> bool {
     s.strip_prefix(SHA256_PREFIX).is_some_and(|h| {
-        h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 

@@ -407,13 +407,19 @@ fn check_line(line: &[u8], seq: u64, prev: &str) -> Result<(String, String), Str
     };
     match value.get("seq").and_then(Value::as_u64) {
         Some(s) if s == seq => {}
-        Some(s) => return Err(format!("seq is {s}, expected {seq} (removed, reordered or duplicated event)")),
+        Some(s) => {
+            return Err(format!(
+                "seq is {s}, expected {seq} (removed, reordered or duplicated event)"
+            ));
+        }
         None => return Err("no integer field 'seq'".into()),
     }
     match value.get("prev") {
         Some(Value::String(p)) if p == prev => {}
         Some(Value::String(p)) => {
-            return Err(format!("prev {p} does not link to the previous event's hash {prev}"));
+            return Err(format!(
+                "prev {p} does not link to the previous event's hash {prev}"
+            ));
         }
         _ => return Err("no string field 'prev'".into()),
     }
@@ -429,10 +435,14 @@ fn check_line(line: &[u8], seq: u64, prev: &str) -> Result<(String, String), Str
     let body = jcs(&Value::Object(value))?;
     let computed = sha256_tagged(&body);
     if computed != hash {
-        return Err(format!("hash {hash} does not match the content ({computed})"));
+        return Err(format!(
+            "hash {hash} does not match the content ({computed})"
+        ));
     }
     if canonical_line(&hash, &body) != line {
-        return Err("the line is not in canonical form (RFC 8785) although its content hashes right".into());
+        return Err(
+            "the line is not in canonical form (RFC 8785) although its content hashes right".into(),
+        );
     }
     Ok((hash, event_type))
 }
@@ -457,12 +467,16 @@ mod tests {
     #[test]
     fn first_event_links_to_genesis_and_lines_are_canonical() {
         let mut w = ChainWriter::from_writer(Vec::new(), &all(), clock());
-        w.record(events::RUN_PREPARE, &json!({"runId": "r1"})).unwrap();
+        w.record(events::RUN_PREPARE, &json!({"runId": "r1"}))
+            .unwrap();
         let (summary, out) = w.into_inner().unwrap();
         let text = String::from_utf8(out).unwrap();
         let expected_body = r#"{"payload":{"runId":"r1"},"prev":"sha256:0000000000000000000000000000000000000000000000000000000000000000","seq":0,"time":"2026-01-02T03:04:05Z","type":"run.prepare"}"#;
         let hash = sha256_tagged(expected_body.as_bytes());
-        assert_eq!(text, format!("{{\"hash\":\"{hash}\",{}\n", &expected_body[1..]));
+        assert_eq!(
+            text,
+            format!("{{\"hash\":\"{hash}\",{}\n", &expected_body[1..])
+        );
         assert_eq!(summary.head, hash);
         assert_eq!(summary.count, 1);
         let checked = check_chain(text.as_bytes()).unwrap();

@@ -38,7 +38,9 @@ pub enum EvidenceError {
         reason: String,
     },
     /// An earlier failure made the log unusable; nothing more is written.
-    #[error("the event log stopped at an earlier failure ({first}); event {event_type} not written")]
+    #[error(
+        "the event log stopped at an earlier failure ({first}); event {event_type} not written"
+    )]
     Poisoned {
         /// The event type that was refused.
         event_type: String,
@@ -140,8 +142,12 @@ impl EvidenceError {
             EvidenceError::ReportEncode { .. } => {
                 "report integers must lie within ±(2^53-1); this is a bug in whoever filled the report"
             }
-            EvidenceError::Write { .. } => "check free space and permissions of the target directory",
-            EvidenceError::Read { .. } => "check the path; `safe-run report verify` reads run_report.json and events.jsonl from a run directory",
+            EvidenceError::Write { .. } => {
+                "check free space and permissions of the target directory"
+            }
+            EvidenceError::Read { .. } => {
+                "check the path; `safe-run report verify` reads run_report.json and events.jsonl from a run directory"
+            }
             EvidenceError::Parse { .. } => {
                 "pass a run_report.json written by `safe-run run`, or a public key from `safe-run key export-public`"
             }

@@ -168,7 +168,10 @@ pub fn verify_envelope(envelope: &Envelope, key: &VerifyingKey) -> Result<Value,
         return Err(format!("no signature by key {id} verifies"));
     }
     if envelope.payload_type != PAYLOAD_TYPE {
-        return Err(format!("payloadType is {}, expected {PAYLOAD_TYPE}", envelope.payload_type));
+        return Err(format!(
+            "payloadType is {}, expected {PAYLOAD_TYPE}",
+            envelope.payload_type
+        ));
     }
     serde_json::from_slice(&payload).map_err(|e| format!("payload is not JSON: {e}"))
 }

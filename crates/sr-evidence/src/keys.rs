@@ -172,7 +172,10 @@ mod tests {
     #[test]
     fn public_key_parses_from_pem_and_base64() {
         let key = SigningKey::from_bytes(&[9u8; 32]).verifying_key();
-        assert_eq!(parse_public_key(&public_key_pem(&key).unwrap()).unwrap(), key);
+        assert_eq!(
+            parse_public_key(&public_key_pem(&key).unwrap()).unwrap(),
+            key
+        );
         assert_eq!(parse_public_key(&public_key_base64(&key)).unwrap(), key);
         assert!(parse_public_key("AAAA").is_err());
         assert!(parse_public_key("not a key").is_err());

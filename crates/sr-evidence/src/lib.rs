@@ -43,9 +43,9 @@ pub mod report;
 pub mod sink;
 pub mod verify;
 
+pub use chain::{ChainSummary, ChainWriter, Clock, SteppingClock, SystemClock};
 /// The Ed25519 key types used for signing and verifying (re-exported so callers need no
 /// direct dependency on ed25519-dalek).
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
-pub use chain::{ChainSummary, ChainWriter, Clock, SteppingClock, SystemClock};
 pub use error::EvidenceError;
 pub use sink::{EmitError, EventSink, RecordingSink};

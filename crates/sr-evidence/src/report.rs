@@ -121,7 +121,9 @@ pub struct PolicyInfo {
 }
 
 /// What an input is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum InputRole {
     /// The canonical policy (digest over its JCS).

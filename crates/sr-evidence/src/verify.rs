@@ -127,7 +127,11 @@ pub fn default_events_path(report_path: &Path) -> PathBuf {
 
 /// Verifies a report, its event chain and the files it names. `events_path` defaults to
 /// `events.jsonl` beside the report; `key` is the verifier's trusted public key.
-pub fn verify(report_path: &Path, events_path: Option<&Path>, key: Option<&VerifyingKey>) -> Verification {
+pub fn verify(
+    report_path: &Path,
+    events_path: Option<&Path>,
+    key: Option<&VerifyingKey>,
+) -> Verification {
     let mut v = Verification {
         checks: Vec::new(),
         complete: false,
@@ -135,7 +139,11 @@ pub fn verify(report_path: &Path, events_path: Option<&Path>, key: Option<&Verif
     let bytes = match std::fs::read(report_path) {
         Ok(b) => b,
         Err(e) => {
-            v.push("report.read", Status::Fail, format!("{}: {e}", report_path.display()));
+            v.push(
+                "report.read",
+                Status::Fail,
+                format!("{}: {e}", report_path.display()),
+            );
             return v;
         }
     };
@@ -150,12 +158,18 @@ pub fn verify(report_path: &Path, events_path: Option<&Path>, key: Option<&Verif
             return v;
         }
     };
-    v.push("report.read", Status::Pass, report_path.display().to_string());
+    v.push(
+        "report.read",
+        Status::Pass,
+        report_path.display().to_string(),
+    );
 
     match report::render_value(&value) {
-        Ok(canonical) if canonical == bytes => {
-            v.push("report.layout", Status::Pass, "canonical (RFC 8785 key order, 2-space indent)")
-        }
+        Ok(canonical) if canonical == bytes => v.push(
+            "report.layout",
+            Status::Pass,
+            "canonical (RFC 8785 key order, 2-space indent)",
+        ),
         Ok(_) => v.push(
             "report.layout",
             Status::Fail,
@@ -167,8 +181,12 @@ pub fn verify(report_path: &Path, events_path: Option<&Path>, key: Option<&Verif
     check_schema(&mut v, &value);
 
     let integrity = value.get("integrity");
-    let recorded_digest = integrity.and_then(|i| i.get("digest")).and_then(Value::as_str);
-    let algorithm = integrity.and_then(|i| i.get("algorithm")).and_then(Value::as_str);
+    let recorded_digest = integrity
+        .and_then(|i| i.get("digest"))
+        .and_then(Value::as_str);
+    let algorithm = integrity
+        .and_then(|i| i.get("algorithm"))
+        .and_then(Value::as_str);
     match (digest_of_value(&value), recorded_digest) {
         (Ok(d), Some(r)) if d == r && algorithm == Some(INTEGRITY_ALGORITHM) => {
             v.push("integrity.digest", Status::Pass, d)
@@ -234,7 +252,11 @@ pub fn verify_events(events_path: &Path) -> Verification {
     };
     v.complete = chain.ends_with_cleanup();
     if v.complete {
-        v.push("events.complete", Status::Pass, "the chain ends with cleanup.done");
+        v.push(
+            "events.complete",
+            Status::Pass,
+            "the chain ends with cleanup.done",
+        );
     } else {
         v.push(
             "events.complete",
@@ -270,7 +292,11 @@ fn read_chain(v: &mut Verification, events_path: &Path) -> Option<CheckedChain> 
             Some(c)
         }
         Err(e) => {
-            v.push("events.chain", Status::Fail, format!("{}: {e}", events_path.display()));
+            v.push(
+                "events.chain",
+                Status::Fail,
+                format!("{}: {e}", events_path.display()),
+            );
             None
         }
     }
@@ -281,7 +307,11 @@ fn check_schema(v: &mut Verification, value: &Value) {
     let validator = match jsonschema::validator_for(&schema) {
         Ok(val) => val,
         Err(e) => {
-            v.push("report.schema", Status::Fail, format!("schema unusable: {e}"));
+            v.push(
+                "report.schema",
+                Status::Fail,
+                format!("schema unusable: {e}"),
+            );
             return;
         }
     };
@@ -317,9 +347,17 @@ fn check_signature(v: &mut Verification, report: &RunReport, key: Option<&Verify
                 "keyid or publicKey present without a signature (signature removed)",
             );
         } else if key.is_some() {
-            v.push("signature", Status::Fail, "the report is unsigned but --key was given");
+            v.push(
+                "signature",
+                Status::Fail,
+                "the report is unsigned but --key was given",
+            );
         } else {
-            v.push("signature", Status::Skip, "the report is unsigned (policy evidence.sign: false)");
+            v.push(
+                "signature",
+                Status::Skip,
+                "the report is unsigned (policy evidence.sign: false)",
+            );
         }
         return;
     };
@@ -340,7 +378,10 @@ fn check_signature(v: &mut Verification, report: &RunReport, key: Option<&Verify
                 .ok_or_else(|| "no integrity.publicKey; pass --key".to_owned())
                 .and_then(keys::parse_public_key);
             match embedded {
-                Ok(k) => (k, "self-asserted key embedded in the report: proves integrity, not who signed; pass --key to check the signer"),
+                Ok(k) => (
+                    k,
+                    "self-asserted key embedded in the report: proves integrity, not who signed; pass --key to check the signer",
+                ),
                 Err(e) => {
                     v.push("signature", Status::Fail, e);
                     return;
@@ -367,15 +408,27 @@ fn check_signature(v: &mut Verification, report: &RunReport, key: Option<&Verify
         );
         return;
     }
-    let sig = match B64.decode(sig_b64).ok().and_then(|b| Signature::from_slice(&b).ok()) {
+    let sig = match B64
+        .decode(sig_b64)
+        .ok()
+        .and_then(|b| Signature::from_slice(&b).ok())
+    {
         Some(s) => s,
         None => {
-            v.push("signature", Status::Fail, "signature is not a base64 Ed25519 signature");
+            v.push(
+                "signature",
+                Status::Fail,
+                "signature is not a base64 Ed25519 signature",
+            );
             return;
         }
     };
     match key.verify_strict(integrity.digest.as_bytes(), &sig) {
-        Ok(()) => v.push("signature", Status::Pass, format!("ed25519 keyid={id} ({trust})")),
+        Ok(()) => v.push(
+            "signature",
+            Status::Pass,
+            format!("ed25519 keyid={id} ({trust})"),
+        ),
         Err(_) => v.push(
             "signature",
             Status::Fail,
@@ -393,16 +446,29 @@ fn check_events_against_report(v: &mut Verification, report: &RunReport, events_
     let events_head = report.integrity.as_ref().map(|i| i.events_head.as_str());
     let mut problems = Vec::new();
     if chain.head != t.head {
-        problems.push(format!("chain head {} != timeline.head {}", chain.head, t.head));
+        problems.push(format!(
+            "chain head {} != timeline.head {}",
+            chain.head, t.head
+        ));
     }
     if events_head != Some(t.head.as_str()) {
-        problems.push(format!("integrity.eventsHead {events_head:?} != timeline.head {}", t.head));
+        problems.push(format!(
+            "integrity.eventsHead {events_head:?} != timeline.head {}",
+            t.head
+        ));
     }
     if chain.count != t.count {
-        problems.push(format!("chain has {} events, timeline.count is {}", chain.count, t.count));
+        problems.push(format!(
+            "chain has {} events, timeline.count is {}",
+            chain.count, t.count
+        ));
     }
     if problems.is_empty() {
-        v.push("events.head", Status::Pass, format!("{} events, head matches the report", chain.count));
+        v.push(
+            "events.head",
+            Status::Pass,
+            format!("{} events, head matches the report", chain.count),
+        );
     } else {
         v.push("events.head", Status::Fail, problems.join("; "));
     }
@@ -412,12 +478,20 @@ fn check_output(v: &mut Verification, run_dir: &Path, out: &report::Output) {
     let name = format!("output:{}", out.name);
     let rel = Path::new(&out.path);
     if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-        v.push(name, Status::Fail, format!("path {} is not relative to the run directory", out.path));
+        v.push(
+            name,
+            Status::Fail,
+            format!("path {} is not relative to the run directory", out.path),
+        );
         return;
     }
     let path = run_dir.join(rel);
     match hash_file(&path) {
-        Ok(None) => v.push(name, Status::Skip, format!("{} is not on disk; not checked", path.display())),
+        Ok(None) => v.push(
+            name,
+            Status::Skip,
+            format!("{} is not on disk; not checked", path.display()),
+        ),
         Ok(Some((digest, bytes))) if digest == out.digest && bytes == out.bytes => {
             v.push(name, Status::Pass, format!("{} bytes {digest}", bytes))
         }
@@ -438,7 +512,10 @@ fn check_output(v: &mut Verification, run_dir: &Path, out: &report::Output) {
 fn check_input(v: &mut Verification, input: &report::Input) {
     // Policy, bundle and command digests are over canonical JSON, not a file; they are covered
     // by the signed digest. File inputs are re-hashed when still on disk.
-    if !matches!(input.role, InputRole::Binary | InputRole::Rootfs | InputRole::Kernel) {
+    if !matches!(
+        input.role,
+        InputRole::Binary | InputRole::Rootfs | InputRole::Kernel
+    ) {
         return;
     }
     let Some(path) = &input.path else { return };
@@ -448,12 +525,19 @@ fn check_input(v: &mut Verification, input: &report::Input) {
         .unwrap_or_default();
     let name = format!("input:{role}:{}", input.name);
     match hash_file(Path::new(path)) {
-        Ok(None) => v.push(name, Status::Skip, format!("{path} is not on disk; not checked")),
+        Ok(None) => v.push(
+            name,
+            Status::Skip,
+            format!("{path} is not on disk; not checked"),
+        ),
         Ok(Some((digest, _))) if digest == input.digest => v.push(name, Status::Pass, digest),
         Ok(Some((digest, _))) => v.push(
             name,
             Status::Fail,
-            format!("{path} now hashes to {digest}; the report says {}", input.digest),
+            format!(
+                "{path} now hashes to {digest}; the report says {}",
+                input.digest
+            ),
         ),
         Err(e) => v.push(name, Status::Fail, e),
     }
@@ -489,7 +573,10 @@ fn hash_file(path: &Path) -> Result<Option<(String, u64)>, String> {
 pub fn digest_file(path: &Path) -> Result<(String, u64), std::io::Error> {
     match hash_file(path) {
         Ok(Some(d)) => Ok(d),
-        Ok(None) => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")),
+        Ok(None) => Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such file",
+        )),
         Err(e) => Err(std::io::Error::other(e)),
     }
 }

@@ -1,5 +1,6 @@
 //! Integration tests of the evidence chain: round trip, tamper corpus, crash prefix, gating,
 //! write failures, keys, export, schema drift and a report snapshot.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -162,13 +163,20 @@ fn make_run(n: usize, signer: Option<&SigningKey>) -> Run {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
     let mut chain = ChainWriter::create(&dir, &all_events(), clock()).unwrap();
-    chain.emit(events::RUN_PREPARE, json!({"runId": "r1"})).unwrap();
+    chain
+        .emit(events::RUN_PREPARE, json!({"runId": "r1"}))
+        .unwrap();
     for i in 0..n.saturating_sub(2) {
         chain
-            .emit(events::RESOURCE_SAMPLE, json!({"i": i, "memoryBytes": 4096 * i}))
+            .emit(
+                events::RESOURCE_SAMPLE,
+                json!({"i": i, "memoryBytes": 4096 * i}),
+            )
             .unwrap();
     }
-    chain.emit(events::CLEANUP_DONE, json!({"ok": true})).unwrap();
+    chain
+        .emit(events::CLEANUP_DONE, json!({"ok": true}))
+        .unwrap();
     let summary = chain.finish().unwrap();
 
     fs::write(dir.join("stdout"), b"hello\n").unwrap();
@@ -237,7 +245,12 @@ fn round_trip_verifies_every_check() {
         "output:stderr",
         "input:binary:tool.bin",
     ] {
-        assert_eq!(status_of(&v, name), Status::Pass, "{name}\n{}", v.render_text());
+        assert_eq!(
+            status_of(&v, name),
+            Status::Pass,
+            "{name}\n{}",
+            v.render_text()
+        );
     }
     // Without --key, the embedded key is used and the output says it is self-asserted.
     let v = verify_run(&run, None);
@@ -312,7 +325,10 @@ fn tampering_any_field_of_the_report_fails() {
         if let Some(Value::Object(map)) = value.pointer_mut(pointer) {
             map.insert("extra".into(), json!(1));
             fs::write(&run.report, report::render_value(&value).unwrap()).unwrap();
-            assert!(!verify_run(&run, None).ok(), "added member under {pointer} verified");
+            assert!(
+                !verify_run(&run, None).ok(),
+                "added member under {pointer} verified"
+            );
         }
     }
     assert!(tried > 100);
@@ -325,7 +341,11 @@ fn collect_pointers(value: &Value, at: String, out: &mut Vec<(String, bool)>) {
                 out.push((at.clone(), false));
             }
             for (k, v) in map {
-                collect_pointers(v, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out);
+                collect_pointers(
+                    v,
+                    format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
             }
         }
         Value::Array(items) if !items.is_empty() => {
@@ -443,7 +463,10 @@ fn missing_event_log_fails_and_missing_output_is_skipped_not_passed() {
     assert!(v.ok());
     assert_eq!(status_of(&v, "output:stdout"), Status::Skip);
     fs::write(run.dir.join("stdout"), b"hellO\n").unwrap();
-    assert_eq!(status_of(&verify_run(&run, None), "output:stdout"), Status::Fail);
+    assert_eq!(
+        status_of(&verify_run(&run, None), "output:stdout"),
+        Status::Fail
+    );
     fs::remove_file(&run.events).unwrap();
     let v = verify_run(&run, Some(&key()));
     assert_eq!(status_of(&v, "events.chain"), Status::Fail);
@@ -486,10 +509,15 @@ proptest! {
 #[test]
 fn gating_writes_only_planned_events_and_counts_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = vec![events::CLEANUP_DONE.to_owned(), events::RUN_PREPARE.to_owned()];
+    let plan = vec![
+        events::CLEANUP_DONE.to_owned(),
+        events::RUN_PREPARE.to_owned(),
+    ];
     let mut chain = ChainWriter::create(dir.path(), &plan, clock()).unwrap();
     chain.emit(events::RUN_PREPARE, json!({})).unwrap();
-    chain.emit(events::RESOURCE_SAMPLE, json!({"x": 1})).unwrap();
+    chain
+        .emit(events::RESOURCE_SAMPLE, json!({"x": 1}))
+        .unwrap();
     chain.emit("not.a.known.type", json!({})).unwrap();
     chain.emit(events::CLEANUP_DONE, json!({})).unwrap();
     let summary = chain.finish().unwrap();
@@ -497,7 +525,12 @@ fn gating_writes_only_planned_events_and_counts_the_rest() {
     let text = fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
     let types: Vec<String> = text
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["type"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(types, ["run.prepare", "cleanup.done"]);
     let v = verify::verify_events(&dir.path().join("events.jsonl"));
@@ -508,7 +541,10 @@ fn gating_writes_only_planned_events_and_counts_the_rest() {
 fn write_failure_is_sr_evd_001_and_poisons_the_writer() {
     let full = fs::OpenOptions::new().write(true).open("/dev/full");
     let Ok(full) = full else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "/dev/full is required in CI");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "/dev/full is required in CI"
+        );
         eprintln!("SKIPPED: /dev/full is not available");
         return;
     };
@@ -553,12 +589,19 @@ fn crash_child() {
     let Some(dir) = std::env::var_os("SR_EVIDENCE_CRASH_DIR") else {
         return;
     };
-    let mut chain =
-        ChainWriter::create(Path::new(&dir), &all_events(), Box::new(sr_evidence::SystemClock))
-            .unwrap();
-    chain.emit(events::RUN_PREPARE, json!({"runId": "crash"})).unwrap();
+    let mut chain = ChainWriter::create(
+        Path::new(&dir),
+        &all_events(),
+        Box::new(sr_evidence::SystemClock),
+    )
+    .unwrap();
+    chain
+        .emit(events::RUN_PREPARE, json!({"runId": "crash"}))
+        .unwrap();
     for i in 0u64.. {
-        chain.emit(events::RESOURCE_SAMPLE, json!({"i": i})).unwrap();
+        chain
+            .emit(events::RESOURCE_SAMPLE, json!({"i": i}))
+            .unwrap();
         if i == 20 {
             fs::write(Path::new(&dir).join("ready"), b"").unwrap();
         }
@@ -577,7 +620,10 @@ fn a_crash_leaves_a_verifiable_incomplete_prefix() {
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !dir.path().join("ready").exists() {
-        assert!(std::time::Instant::now() < deadline, "child never got going");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child never got going"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL, mid-stream
@@ -601,7 +647,11 @@ fn signing_key_is_created_0600_in_a_0700_dir_and_reused() {
     assert_eq!(mode(&path), 0o600);
     assert_eq!(mode(&dir.path().join("keys")), 0o700);
     assert_eq!(mode(&dir.path().join("keys/sub")), 0o700);
-    assert!(fs::read_to_string(&path).unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert!(
+        fs::read_to_string(&path)
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
     let (k2, created) = keys::load_or_create(&path).unwrap();
     assert!(!created);
     assert_eq!(k1.to_bytes(), k2.to_bytes());
@@ -620,7 +670,10 @@ fn insecure_key_files_are_refused() {
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
     let link = dir.path().join("link");
     std::os::unix::fs::symlink(&path, &link).unwrap();
-    assert!(matches!(keys::load(&link).unwrap_err(), EvidenceError::KeyInsecure { .. }));
+    assert!(matches!(
+        keys::load(&link).unwrap_err(),
+        EvidenceError::KeyInsecure { .. }
+    ));
 }
 
 #[test]
@@ -634,7 +687,12 @@ fn intoto_export_verifies_and_tampering_fails() {
     assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
     assert_eq!(statement["subject"][0]["name"], "stdout");
     assert_eq!(
-        format!("sha256:{}", statement["subject"][0]["digest"]["sha256"].as_str().unwrap()),
+        format!(
+            "sha256:{}",
+            statement["subject"][0]["digest"]["sha256"]
+                .as_str()
+                .unwrap()
+        ),
         r.outputs[0].digest
     );
     let predicate = &statement["predicate"];
@@ -642,9 +700,15 @@ fn intoto_export_verifies_and_tampering_fails() {
         predicate["buildDefinition"]["buildType"],
         "https://safe-run.dev/backend/sandbox@v1"
     );
-    assert_eq!(predicate["runDetails"]["metadata"]["invocationId"], r.run.id);
     assert_eq!(
-        predicate["buildDefinition"]["resolvedDependencies"].as_array().unwrap().len(),
+        predicate["runDetails"]["metadata"]["invocationId"],
+        r.run.id
+    );
+    assert_eq!(
+        predicate["buildDefinition"]["resolvedDependencies"]
+            .as_array()
+            .unwrap()
+            .len(),
         r.inputs.len()
     );
 

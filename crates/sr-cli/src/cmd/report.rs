@@ -118,8 +118,16 @@ fn run_verify(
         Format::Text => {
             print!("{}", v.render_text());
             if ok {
-                let skipped = v.checks.iter().filter(|c| c.status == verify::Status::Skip).count();
-                let what = if report.is_some() { "report" } else { "event log" };
+                let skipped = v
+                    .checks
+                    .iter()
+                    .filter(|c| c.status == verify::Status::Skip)
+                    .count();
+                let what = if report.is_some() {
+                    "report"
+                } else {
+                    "event log"
+                };
                 let completeness = if v.complete { "complete" } else { "INCOMPLETE" };
                 println!("verified: {what} is intact ({completeness}; {skipped} check(s) skipped)");
                 0
@@ -128,12 +136,20 @@ fn run_verify(
             }
         }
         Format::Json => {
-            let errors: Vec<Diagnostic> = if ok { vec![] } else { vec![verification_failed(&v)] };
+            let errors: Vec<Diagnostic> = if ok {
+                vec![]
+            } else {
+                vec![verification_failed(&v)]
+            };
             let doc = serde_json::json!({
                 "ok": ok, "complete": v.complete, "checks": v.checks, "errors": errors,
             });
             println!("{doc:#}");
-            if ok { 0 } else { exit_code(ErrorCode::EvidenceReport.exit_code()) }
+            if ok {
+                0
+            } else {
+                exit_code(ErrorCode::EvidenceReport.exit_code())
+            }
         }
     }
 }
@@ -159,7 +175,12 @@ fn run_export(report_path: PathBuf, out: Option<PathBuf>, signing: KeyLocation) 
     let text = match serde_json::to_string_pretty(&envelope) {
         Ok(t) => t + "\n",
         Err(e) => {
-            let d = Diagnostic::new(ErrorCode::EvidenceReport, "evidence.export", e.to_string(), "");
+            let d = Diagnostic::new(
+                ErrorCode::EvidenceReport,
+                "evidence.export",
+                e.to_string(),
+                "",
+            );
             return fail(&[d], Format::Text);
         }
     };
