@@ -49,6 +49,7 @@ pub const REPORT_FILE: &str = "run_report.json";
 #[schemars(title = "safe-run run report v1")]
 pub struct RunReport {
     /// Always `safe-run/run-report/v1`.
+    #[schemars(extend("const" = "safe-run/run-report/v1"))]
     pub schema_version: String,
     /// Which run this is, where and when.
     pub run: RunInfo,
@@ -83,6 +84,7 @@ pub struct RunInfo {
     /// The run id (also the run directory's name).
     pub id: String,
     /// `sandbox` or `firecracker`.
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9-]*$"))]
     pub backend: String,
     /// RFC 3339 UTC.
     pub started_at: String,
@@ -114,6 +116,7 @@ pub struct PolicyInfo {
     /// `name` from the policy.
     pub name: String,
     /// `sha256:` of JCS of the validated policy (its canonical form).
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub digest: String,
     /// Path of the policy file as given, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,6 +155,7 @@ pub struct Input {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// `sha256:<hex>`.
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub digest: String,
 }
 
@@ -221,6 +225,7 @@ pub struct Seccomp {
     /// The profile name from the bundle.
     pub profile_id: String,
     /// `sha256:` of the BPF program bytes loaded into the kernel.
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub filter_digest: String,
     /// Number of syscalls the filter denies.
     pub denied_syscalls: u64,
@@ -258,6 +263,7 @@ pub struct NetworkFacts {
     pub mode: String,
     /// `sha256:` of the nftables ruleset text applied for the run (allowlist only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub nft_ruleset_digest: Option<String>,
     /// Further facts from the network module (interface names, addresses), sorted by key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -279,6 +285,7 @@ pub struct AbsentFeature {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Timeline {
     /// Hash of the last event (or the genesis value when none was written).
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub head: String,
     /// Events written.
     pub count: u64,
@@ -383,6 +390,7 @@ pub struct Output {
     /// Size in bytes.
     pub bytes: u64,
     /// `sha256:<hex>` of the file.
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub digest: String,
 }
 
@@ -403,16 +411,20 @@ pub struct Cleanup {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Integrity {
     /// Always `sha256+jcs`.
+    #[schemars(extend("const" = "sha256+jcs"))]
     pub algorithm: String,
     /// `sha256:<hex>` of JCS(report without `integrity`).
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub digest: String,
     /// Equal to `timeline.head`.
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub events_head: String,
     /// Base64 Ed25519 signature over the UTF-8 bytes of `digest`; absent when unsigned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
     /// The signer's key id (16 hex of sha256 of the raw public key); with `signature`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{16}$"))]
     pub keyid: Option<String>,
     /// The signer's raw public key, base64; self-asserted (see docs/evidence.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
