@@ -7,6 +7,8 @@
 //! Without root or nftables these tests print SKIPPED and pass, except under CI=true, where
 //! they fail.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::{Child, Command};
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
 use serde_json::Value;
-use sr_compiler::bundle::{DnsPlan, NetworkPlan, NftChain, NftPlan, NftRule, NftSet};
+use sr_compiler::bundle::NetworkPlan;
 use sr_evidence::events;
 use sr_policy::operator::NetworkConfig;
 use sr_runner::network::{AllowlistNetwork, gc};
@@ -27,7 +29,10 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn privileged() -> bool {
     let root = nix::unistd::geteuid().is_root();
-    let nft = Command::new("nft").arg("--version").output().is_ok_and(|o| o.status.success());
+    let nft = Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     let ok = root && nft && std::path::Path::new("/usr/bin/python3").exists();
     if !ok {
         let why = format!("needs root, nft and python3 (root={root}, nft={nft})");
@@ -45,7 +50,11 @@ fn sh(args: &[&str]) -> std::process::Output {
 
 fn must(args: &[&str]) {
     let out = sh(args);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 const ECHO: &str = r#"
@@ -76,7 +85,14 @@ impl Topology {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}{}", std::process::id() % 100_000, n);
         let block = (std::process::id() % 50) * 4 + n * 2;
-        let mut t = Topology { tag, namespaces: vec![], host_links: vec![], children: vec![], allowed: Ipv4Addr::UNSPECIFIED, blocked: Ipv4Addr::UNSPECIFIED };
+        let mut t = Topology {
+            tag,
+            namespaces: vec![],
+            host_links: vec![],
+            children: vec![],
+            allowed: Ipv4Addr::UNSPECIFIED,
+            blocked: Ipv4Addr::UNSPECIFIED,
+        };
         t.allowed = t.add_host("a", block);
         t.blocked = t.add_host("b", block + 1);
         t
@@ -87,17 +103,31 @@ impl Topology {
         let link = format!("st{}{role}", self.tag);
         must(&["ip", "netns", "add", &ns]);
         self.namespaces.push(ns.clone());
-        must(&["ip", "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        must(&[
+            "ip", "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
         self.host_links.push(link.clone());
         let host = format!("10.214.{third}.1");
         let peer = Ipv4Addr::new(10, 214, u8::try_from(third).unwrap(), 2);
         must(&["ip", "addr", "add", &format!("{host}/30"), "dev", &link]);
         must(&["ip", "link", "set", &link, "up"]);
-        must(&["ip", "-n", &ns, "addr", "add", &format!("{peer}/30"), "dev", "eth0"]);
+        must(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{peer}/30"),
+            "dev",
+            "eth0",
+        ]);
         must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
         must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
         must(&["ip", "-n", &ns, "route", "add", "default", "via", &host]);
-        let child = Command::new("ip").args(["netns", "exec", &ns, "/usr/bin/python3", "-c", ECHO]).spawn().unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns, "/usr/bin/python3", "-c", ECHO])
+            .spawn()
+            .unwrap();
         self.children.push(child);
         peer
     }
@@ -107,7 +137,10 @@ impl Topology {
         let ns = format!("srt{}{name}", self.tag);
         must(&["ip", "netns", "add", &ns]);
         self.namespaces.push(ns.clone());
-        let child = Command::new("ip").args(["netns", "exec", &ns, "sleep", "300"]).spawn().unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns, "sleep", "300"])
+            .spawn()
+            .unwrap();
         let pid = child.id();
         self.children.push(child);
         // `ip netns exec` enters the namespace, then execs sleep: wait until it has.
@@ -148,15 +181,20 @@ struct Stub {
 impl Stub {
     fn start(allowed: Ipv4Addr, blocked: Ipv4Addr) -> Stub {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let addr = sock.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 1500];
             while !stop2.load(Ordering::Relaxed) {
-                let Ok((n, peer)) = sock.recv_from(&mut buf) else { continue };
-                let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
                 let mut r = Message::response(q.metadata.id, OpCode::Query);
                 r.add_queries(q.queries.clone());
                 let question = &q.queries[0];
@@ -167,7 +205,11 @@ impl Stub {
                 };
                 match ip {
                     Some(ip) if question.query_type == RecordType::A => {
-                        r.add_answer(Record::from_rdata(question.name.clone(), 60, RData::A(A(ip))));
+                        r.add_answer(Record::from_rdata(
+                            question.name.clone(),
+                            60,
+                            RData::A(A(ip)),
+                        ));
                     }
                     Some(_) => {}
                     None => r.metadata.response_code = ResponseCode::NXDomain,
@@ -175,7 +217,11 @@ impl Stub {
                 let _ = sock.send_to(&r.to_vec().unwrap(), peer);
             }
         });
-        Stub { addr, stop, thread: Some(thread) }
+        Stub {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -188,37 +234,39 @@ impl Drop for Stub {
     }
 }
 
-fn rule(id: &str, chain: &str, idx: Option<usize>, daddr: Option<&str>, proto: Option<&str>, ports: &[u16], verdict: &str) -> NftRule {
-    NftRule { id: id.into(), chain: chain.into(), egress_index: idx, daddr: daddr.map(Into::into), protocol: proto.map(Into::into), dports: ports.to_vec(), verdict: verdict.into(), counter: true }
-}
-
-/// egress-0: tcp/7 to the allowed host's address; egress-1: udp/7 to `allowed.test`.
+/// The compiler's plan for: egress-0 tcp/7 to the allowed host's address, egress-1 udp/7 to
+/// `allowed.test`. What the runner applies is this plan, rendered.
 fn plan(allowed: Ipv4Addr) -> NetworkPlan {
-    let chain = |n: &str, t: &str, h: &str, p: i32| NftChain { name: n.into(), chain_type: t.into(), hook: h.into(), priority: p, policy: "accept".into() };
-    NetworkPlan {
-        mode: "allowlist".into(),
-        host_interface: "sr<runId>h".into(),
-        guest_interface: "sr<runId>g".into(),
-        nft: NftPlan {
-            family: "inet".into(),
-            table: "safe_run_<runId>".into(),
-            chains: vec![chain("forward", "filter", "forward", 0), chain("input", "filter", "input", 0), chain("postrouting", "nat", "postrouting", 100)],
-            sets: vec![NftSet { name: "egress_1_v4".into(), set_type: "ipv4_addr".into(), host: "allowed.test".into() }],
-            rules: vec![
-                rule("egress-0", "forward", Some(0), Some(&format!("{allowed}/32")), Some("tcp"), &[7], "accept"),
-                rule("egress-1", "forward", Some(1), Some("egress_1_v4"), Some("udp"), &[7], "accept"),
-                rule("default-drop", "forward", None, None, None, &[], "drop"),
-                rule("dns", "input", None, None, Some("udp"), &[53], "accept"),
-                rule("host-drop", "input", None, None, None, &[], "drop"),
-            ],
-        },
-        dns: DnsPlan { allowed_names: vec!["allowed.test".into()] },
-    }
+    let policy = format!(
+        "version: 1\nname: e2e\nruntime: {{ command: /bin/true, args: [] }}\nmounts: []\n\
+         network:\n  mode: allowlist\n  egress:\n\
+         \x20   - {{ cidr: {allowed}/32, protocol: tcp, ports: [7] }}\n\
+         \x20   - {{ host: allowed.test, protocol: udp, ports: [7] }}\n"
+    );
+    let config = sr_policy::OperatorConfig::default();
+    let validated = sr_policy::validate_str(
+        &policy,
+        sr_policy::SourceFormat::Yaml,
+        std::path::Path::new("/"),
+        &config,
+    )
+    .unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+    sr_compiler::compile(&validated, &config)
+        .unwrap()
+        .network_plan
+        .unwrap()
 }
 
 fn run_id() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{:06x}{:06x}", std::process::id() & 0xff_ffff, (nanos ^ SEQ.fetch_add(1, Ordering::SeqCst)) & 0xff_ffff)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{:06x}{:06x}",
+        std::process::id() & 0xff_ffff,
+        (nanos ^ SEQ.fetch_add(1, Ordering::SeqCst)) & 0xff_ffff
+    )
 }
 
 /// Runs the probe client inside the sandbox namespace; returns its JSON report.
@@ -270,24 +318,49 @@ print(json.dumps(out))
 "#;
 
 fn probe(ns: &str, resolver: &str, t: &Topology) -> Value {
-    let out = sh(&["ip", "netns", "exec", ns, "/usr/bin/python3", "-c", CLIENT, resolver, &t.allowed.to_string(), &t.blocked.to_string()]);
-    assert!(out.status.success(), "client: {}", String::from_utf8_lossy(&out.stderr));
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "/usr/bin/python3",
+        "-c",
+        CLIENT,
+        resolver,
+        &t.allowed.to_string(),
+        &t.blocked.to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn table_exists(id: &str) -> bool {
-    sh(&["nft", "list", "table", "inet", &format!("safe_run_{id}")]).status.success()
+    sh(&["nft", "list", "table", "inet", &format!("safe_run_{id}")])
+        .status
+        .success()
 }
 fn link_exists(name: &str) -> bool {
     sh(&["ip", "link", "show", name]).status.success()
 }
 
 fn config(stub: &Stub) -> NetworkConfig {
-    NetworkConfig { upstream_dns: Some(stub.addr.to_string()), ..NetworkConfig::default() }
+    NetworkConfig {
+        upstream_dns: Some(stub.addr.to_string()),
+        ..NetworkConfig::default()
+    }
 }
 
 fn rule_audit<'a>(audit: &'a Value, id: &str) -> &'a Value {
-    audit["rules"].as_array().unwrap().iter().find(|r| r["ruleId"] == id).unwrap()
+    audit["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ruleId"] == id)
+        .unwrap()
 }
 
 fn wait_for_echo_servers() {
@@ -308,8 +381,16 @@ fn allowlist_enforces_counts_and_cleans_up() {
     let mut net = AllowlistNetwork::new(&plan(topo.allowed), &id, &config(&stub)).unwrap();
     let attached = net.attach(pid, run_dir.path()).unwrap();
     let facts = attached.facts.clone();
-    assert!(facts["nftRulesetDigest"].as_str().unwrap().starts_with("sha256:"));
-    assert_eq!(facts["initialResolution"]["allowed.test"][0], topo.allowed.to_string());
+    assert!(
+        facts["nftRulesetDigest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert_eq!(
+        facts["initialResolution"]["allowed.test"][0],
+        topo.allowed.to_string()
+    );
     let resolv = std::fs::read_to_string(attached.resolv_conf.unwrap()).unwrap();
     let resolver = facts["hostAddress"].as_str().unwrap().to_owned();
     assert!(resolv.contains(&format!("nameserver {resolver}")));
@@ -319,11 +400,19 @@ fn allowlist_enforces_counts_and_cleans_up() {
     assert_eq!(first.events[0].0, events::NETWORK_APPLIED);
 
     let r = probe(&sb, &resolver, &topo);
-    assert_eq!(r["dnsAllowed"]["answers"][0], topo.allowed.to_string(), "{r}");
+    assert_eq!(
+        r["dnsAllowed"]["answers"][0],
+        topo.allowed.to_string(),
+        "{r}"
+    );
     assert_eq!(r["dnsBlocked"]["rcode"], 5, "blocked name is REFUSED: {r}");
     assert_eq!(r["dnsBlocked"]["answers"].as_array().unwrap().len(), 0);
     assert_eq!(r["tcpAllowed"], serde_json::json!([true, true]), "{r}");
-    assert_eq!(r["udpAllowedByName"], serde_json::json!([true, true, true]), "{r}");
+    assert_eq!(
+        r["udpAllowedByName"],
+        serde_json::json!([true, true, true]),
+        "{r}"
+    );
     assert_eq!(r["tcpAllowedWrongPort"], false);
     assert_eq!(r["tcpBlocked"], false);
     assert_eq!(r["udpBlocked"], serde_json::json!([false, false]));
@@ -336,11 +425,33 @@ fn allowlist_enforces_counts_and_cleans_up() {
     // One SYN to the allowed host's port 9 (0.8 s timeout: no retransmission yet).
     assert_eq!(rule_audit(audit, "egress-0")["blockedHits"], 1, "{audit}");
     // That SYN, one SYN to the blocked host, two datagrams to it.
-    assert_eq!(rule_audit(audit, "default-drop")["blockedHits"], 4, "{audit}");
-    let blocked: Vec<String> = audit["blockedDestinations"].as_array().unwrap().iter()
-        .map(|b| format!("{} {} {} {}", b["address"].as_str().unwrap(), b["protocol"].as_str().unwrap(), b["port"], b["packets"])).collect();
-    assert!(blocked.contains(&format!("{} udp 7 2", topo.blocked)), "{blocked:?}");
-    assert!(blocked.contains(&format!("{} tcp 7 1", topo.blocked)), "{blocked:?}");
+    assert_eq!(
+        rule_audit(audit, "default-drop")["blockedHits"],
+        4,
+        "{audit}"
+    );
+    let blocked: Vec<String> = audit["blockedDestinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            format!(
+                "{} {} {} {}",
+                b["address"].as_str().unwrap(),
+                b["protocol"].as_str().unwrap(),
+                b["port"],
+                b["packets"]
+            )
+        })
+        .collect();
+    assert!(
+        blocked.contains(&format!("{} udp 7 2", topo.blocked)),
+        "{blocked:?}"
+    );
+    assert!(
+        blocked.contains(&format!("{} tcp 7 1", topo.blocked)),
+        "{blocked:?}"
+    );
     assert_eq!(audit["dns"]["refused"], 1);
     let kinds: Vec<&str> = s.events.iter().map(|(t, _)| t.as_str()).collect();
     assert!(kinds.contains(&events::NETWORK_RULE_HIT));
@@ -355,7 +466,12 @@ fn allowlist_enforces_counts_and_cleans_up() {
     assert!(!table_exists(&id), "table left behind");
     assert!(!link_exists(&format!("sr{id}h")), "link left behind");
     let after = net.sample(true).unwrap();
-    assert!(after.events.iter().any(|(t, _)| t == events::NETWORK_RELEASED));
+    assert!(
+        after
+            .events
+            .iter()
+            .any(|(t, _)| t == events::NETWORK_RELEASED)
+    );
     net.release().unwrap();
     drop(stub);
     let namespaces = topo.namespaces.clone();
@@ -390,7 +506,11 @@ fn concurrent_runs_do_not_see_each_other_and_gc_spares_live_runs() {
     let a1 = n1.sample(true).unwrap().audit;
     let a2 = n2.sample(true).unwrap().audit;
     assert_eq!(rule_audit(&a1, "egress-0")["allowedHits"], 2);
-    assert_eq!(rule_audit(&a2, "egress-0")["allowedHits"], 0, "run 2 saw run 1's traffic: {a2}");
+    assert_eq!(
+        rule_audit(&a2, "egress-0")["allowedHits"],
+        0,
+        "run 2 saw run 1's traffic: {a2}"
+    );
     assert_eq!(rule_audit(&a2, "default-drop")["blockedHits"], 0);
     // Run 2 still works while run 1 is alive.
     let r2 = probe(&sb2, f2["hostAddress"].as_str().unwrap(), &topo);
@@ -406,7 +526,10 @@ fn concurrent_runs_do_not_see_each_other_and_gc_spares_live_runs() {
     assert!(table_exists(&id1));
     // Alive = everything but the killed run: a parallel test's or a real run's tables stay.
     let removed = gc::release_leftovers(&|id| id != id1).unwrap();
-    assert!(removed.contains(&format!("table inet safe_run_{id1}")), "{removed:?}");
+    assert!(
+        removed.contains(&format!("table inet safe_run_{id1}")),
+        "{removed:?}"
+    );
     assert!(!table_exists(&id1));
     assert!(table_exists(&id2), "gc removed a live run's table");
     assert!(link_exists(&format!("sr{id2}h")));

@@ -21,7 +21,9 @@ pub fn parse_pool(pool: &str) -> Result<Ipv4Net, NetworkError> {
         .parse()
         .map_err(|_| NetworkError::Config(format!("subnetPool {pool:?} is not an IPv4 CIDR")))?;
     if net.prefix_len() > 30 {
-        return Err(NetworkError::Config(format!("subnetPool {pool} is smaller than a /30")));
+        return Err(NetworkError::Config(format!(
+            "subnetPool {pool} is smaller than a /30"
+        )));
     }
     Ok(net.trunc())
 }
@@ -33,9 +35,20 @@ pub fn networks_in_use(ip_addr_json: &str) -> Vec<Ipv4Net> {
     };
     let mut out = Vec::new();
     for link in &links {
-        for info in link.get("addr_info").and_then(Value::as_array).into_iter().flatten() {
-            let local = info.get("local").and_then(Value::as_str).and_then(|a| a.parse::<Ipv4Addr>().ok());
-            let len = info.get("prefixlen").and_then(Value::as_u64).and_then(|l| u8::try_from(l).ok());
+        for info in link
+            .get("addr_info")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let local = info
+                .get("local")
+                .and_then(Value::as_str)
+                .and_then(|a| a.parse::<Ipv4Addr>().ok());
+            let len = info
+                .get("prefixlen")
+                .and_then(Value::as_u64)
+                .and_then(|l| u8::try_from(l).ok());
             if let (Some(addr), Some(len)) = (local, len) {
                 if let Ok(net) = Ipv4Net::new(addr, len) {
                     out.push(net.trunc());
@@ -51,7 +64,11 @@ fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
 }
 
 /// The run's /30: the first block from the id-derived start that overlaps nothing in use.
-pub fn pick_subnet(pool: &Ipv4Net, run_id: &str, in_use: &[Ipv4Net]) -> Result<Ipv4Net, NetworkError> {
+pub fn pick_subnet(
+    pool: &Ipv4Net,
+    run_id: &str,
+    in_use: &[Ipv4Net],
+) -> Result<Ipv4Net, NetworkError> {
     let blocks: u64 = 1u64 << (30 - u32::from(pool.prefix_len()));
     let digest = Sha256::digest(run_id.as_bytes());
     let mut first = [0u8; 8];
@@ -60,8 +77,12 @@ pub fn pick_subnet(pool: &Ipv4Net, run_id: &str, in_use: &[Ipv4Net]) -> Result<I
     let base = u64::from(u32::from(pool.network()));
     for i in 0..blocks {
         let block = (start + i) % blocks;
-        let Ok(addr) = u32::try_from(base + block * 4) else { continue };
-        let Ok(net) = Ipv4Net::new(Ipv4Addr::from(addr), 30) else { continue };
+        let Ok(addr) = u32::try_from(base + block * 4) else {
+            continue;
+        };
+        let Ok(net) = Ipv4Net::new(Ipv4Addr::from(addr), 30) else {
+            continue;
+        };
         if !in_use.iter().any(|u| overlaps(u, &net)) {
             return Ok(net);
         }
@@ -91,7 +112,10 @@ mod tests {
     #[test]
     fn exhausted_pool_and_bad_pools_are_errors() {
         let pool = parse_pool("10.213.0.0/30").unwrap();
-        assert!(matches!(pick_subnet(&pool, "ab", &[pool]), Err(NetworkError::PoolExhausted(_))));
+        assert!(matches!(
+            pick_subnet(&pool, "ab", &[pool]),
+            Err(NetworkError::PoolExhausted(_))
+        ));
         assert!(parse_pool("10.213.0.0/31").is_err());
         assert!(parse_pool("fd00::/64").is_err());
         assert!(parse_pool("nonsense").is_err());
@@ -102,7 +126,13 @@ mod tests {
         let json = r#"[{"ifname":"lo","addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8}]},
             {"ifname":"eth0","addr_info":[{"family":"inet","local":"10.213.7.9","prefixlen":24}]}]"#;
         let nets = networks_in_use(json);
-        assert_eq!(nets, vec!["127.0.0.0/8".parse().unwrap(), "10.213.7.0/24".parse().unwrap()]);
+        assert_eq!(
+            nets,
+            vec![
+                "127.0.0.0/8".parse().unwrap(),
+                "10.213.7.0/24".parse().unwrap()
+            ]
+        );
         assert!(networks_in_use("not json").is_empty());
     }
 }

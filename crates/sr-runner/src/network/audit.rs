@@ -66,7 +66,12 @@ fn counter_of(v: &Value) -> Option<Counter> {
 /// document yields empty counters rather than a panic.
 pub fn parse_counters(listing: &Value) -> Counters {
     let mut out = Counters::default();
-    for obj in listing.get("nftables").and_then(Value::as_array).into_iter().flatten() {
+    for obj in listing
+        .get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(rule) = obj.get("rule") {
             let comment = rule.get("comment").and_then(Value::as_str);
             let counter = rule
@@ -82,27 +87,44 @@ pub fn parse_counters(listing: &Value) -> Counters {
             if set.get("name").and_then(Value::as_str) != Some(BLOCKED_SET) {
                 continue;
             }
-            for elem in set.get("elem").and_then(Value::as_array).into_iter().flatten() {
+            for elem in set
+                .get("elem")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let Some(e) = elem.get("elem") else { continue };
-                let parts = e.get("val").and_then(|v| v.get("concat")).and_then(Value::as_array);
-                let (Some([addr, proto, port]), Some(c)) = (parts.map(Vec::as_slice), counter_of(e)) else {
+                let parts = e
+                    .get("val")
+                    .and_then(|v| v.get("concat"))
+                    .and_then(Value::as_array);
+                let (Some([addr, proto, port]), Some(c)) =
+                    (parts.map(Vec::as_slice), counter_of(e))
+                else {
                     continue;
                 };
                 out.blocked.push(BlockedDestination {
                     address: addr.as_str().unwrap_or_default().to_owned(),
-                    protocol: proto.as_str().map(str::to_owned).unwrap_or_else(|| proto.to_string()),
+                    protocol: proto
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| proto.to_string()),
                     port: port.as_u64().unwrap_or(0),
                     packets: c.packets,
                 });
             }
         }
     }
-    out.blocked.sort_by(|a, b| b.packets.cmp(&a.packets).then_with(|| a.cmp(b)));
+    out.blocked
+        .sort_by(|a, b| b.packets.cmp(&a.packets).then_with(|| a.cmp(b)));
     out
 }
 
 /// Per plan rule: (rule id, egress index, allowed hits, blocked hits), in plan order.
-pub fn rule_hits(plan: &NetworkPlan, counters: &Counters) -> Vec<(String, Option<usize>, u64, u64)> {
+pub fn rule_hits(
+    plan: &NetworkPlan,
+    counters: &Counters,
+) -> Vec<(String, Option<usize>, u64, u64)> {
     plan.nft
         .rules
         .iter()
@@ -216,5 +238,8 @@ pub fn canonical_ruleset(listing: &Value) -> Value {
 pub fn ruleset_digest(listing: &Value) -> String {
     let canonical = serde_json_canonicalizer::to_string(&canonical_ruleset(listing))
         .unwrap_or_else(|_| canonical_ruleset(listing).to_string());
-    format!("sha256:{}", hex::encode(Sha256::digest(canonical.as_bytes())))
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    )
 }

@@ -93,8 +93,13 @@ impl Upstream for UdpUpstream {
         };
         let socket = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
         socket.connect(self.server).map_err(|e| e.to_string())?;
-        socket.set_read_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        socket
+            .set_read_timeout(Some(self.timeout))
+            .map_err(|e| e.to_string())?;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         let id = (nanos ^ std::process::id()) as u16;
         let mut msg = Message::query();
         msg.metadata.id = id;
@@ -112,7 +117,8 @@ impl Upstream for UdpUpstream {
                         continue;
                     };
                     let echoes = answer.queries.first().is_some_and(|q| {
-                        q.query_type == qtype && normalize(&q.name.to_ascii()) == normalize(&name.to_ascii())
+                        q.query_type == qtype
+                            && normalize(&q.name.to_ascii()) == normalize(&name.to_ascii())
                     });
                     if answer.metadata.id == id && echoes {
                         return Ok(answer);
@@ -194,7 +200,14 @@ impl Resolver {
         binding: RunBinding,
         pool: Ipv4Net,
     ) -> Self {
-        Resolver { names, upstream, exec, binding, pool, shared: Mutex::new(Shared::default()) }
+        Resolver {
+            names,
+            upstream,
+            exec,
+            binding,
+            pool,
+            shared: Mutex::new(Shared::default()),
+        }
     }
 
     fn with_shared<T>(&self, f: impl FnOnce(&mut Shared) -> T) -> T {
@@ -217,7 +230,10 @@ impl Resolver {
         let qname = Name::from_ascii(format!("{name}.")).map_err(|e| e.to_string())?;
         let answer = self.upstream.query(&qname, qtype)?;
         if answer.metadata.response_code != ResponseCode::NoError {
-            return Err(format!("upstream answered {}", answer.metadata.response_code));
+            return Err(format!(
+                "upstream answered {}",
+                answer.metadata.response_code
+            ));
         }
         let mut records = Vec::new();
         let mut addresses = Vec::new();
@@ -238,10 +254,19 @@ impl Resolver {
                 addresses.push(addr);
             }
         }
-        let ttl = if addresses.is_empty() { MIN_TTL_SECS } else { min_ttl.clamp(MIN_TTL_SECS, MAX_TTL_SECS) };
-        let sets = if qtype == RecordType::A { &targets.v4 } else { &targets.v6 };
+        let ttl = if addresses.is_empty() {
+            MIN_TTL_SECS
+        } else {
+            min_ttl.clamp(MIN_TTL_SECS, MAX_TTL_SECS)
+        };
+        let sets = if qtype == RecordType::A {
+            &targets.v4
+        } else {
+            &targets.v6
+        };
         if !addresses.is_empty() {
-            let elems: Vec<(IpAddr, u64)> = addresses.iter().map(|a| (*a, ttl + GRACE_SECS)).collect();
+            let elems: Vec<(IpAddr, u64)> =
+                addresses.iter().map(|a| (*a, ttl + GRACE_SECS)).collect();
             for set in sets {
                 self.install(set, &elems)?;
             }
@@ -257,14 +282,20 @@ impl Resolver {
     /// exists gets its new timeout and there is no moment without it.
     fn install(&self, set: &str, elems: &[(IpAddr, u64)]) -> Result<(), String> {
         let add = add_elements(&self.binding, set, elems);
-        let mut ops = add.get("nftables").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut ops = add
+            .get("nftables")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         let addrs: Vec<String> = elems.iter().map(|(a, _)| a.to_string()).collect();
         ops.push(json!({"delete": {"element": {
             "family": self.binding.family, "table": self.binding.table, "name": set, "elem": addrs,
         }}}));
         ops.extend(ops.first().cloned());
         self.exec
-            .run(&NetCommand::NftApply { doc: json!({"nftables": ops}) })
+            .run(&NetCommand::NftApply {
+                doc: json!({"nftables": ops}),
+            })
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
@@ -273,7 +304,11 @@ impl Resolver {
     pub fn refresh_due(&self) {
         let now = Instant::now();
         let due: Vec<String> = self.with_shared(|s| {
-            s.due.iter().filter(|(_, t)| **t <= now).map(|(k, _)| k.clone()).collect()
+            s.due
+                .iter()
+                .filter(|(_, t)| **t <= now)
+                .map(|(k, _)| k.clone())
+                .collect()
         });
         for key in due {
             let (qtype, name) = match key.split_once(':') {
@@ -320,7 +355,9 @@ impl Resolver {
                 }
                 let id = u16::from_be_bytes([request[0], request[1]]);
                 self.record("", RecordType::Unknown(0), "refused", 0);
-                return Message::error_msg(id, OpCode::Query, ResponseCode::FormErr).to_vec().ok();
+                return Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)
+                    .to_vec()
+                    .ok();
             }
         };
         let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
@@ -349,7 +386,8 @@ impl Resolver {
             resp.metadata.response_code = ResponseCode::Refused;
             return resp.to_vec().ok();
         };
-        let forward = qtype == RecordType::A || (qtype == RecordType::AAAA && !targets.v6.is_empty());
+        let forward =
+            qtype == RecordType::A || (qtype == RecordType::AAAA && !targets.v6.is_empty());
         if !forward {
             self.record(&name, qtype, "answered", 0);
             return resp.to_vec().ok();
@@ -376,7 +414,13 @@ impl Resolver {
 
     /// Takes the recorded query events, the tallies and the errors seen so far.
     pub fn drain(&self) -> (Vec<Value>, DnsTally, Vec<String>) {
-        self.with_shared(|s| (std::mem::take(&mut s.events), s.tally, std::mem::take(&mut s.errors)))
+        self.with_shared(|s| {
+            (
+                std::mem::take(&mut s.events),
+                s.tally,
+                std::mem::take(&mut s.errors),
+            )
+        })
     }
 }
 
@@ -391,7 +435,9 @@ pub struct DnsServer {
 
 impl std::fmt::Debug for DnsServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DnsServer").field("local", &self.local).finish_non_exhaustive()
+        f.debug_struct("DnsServer")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
     }
 }
 
@@ -403,18 +449,25 @@ impl DnsServer {
         let local = socket.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let (stop2, resolver2) = (stop.clone(), resolver.clone());
-        let thread = std::thread::Builder::new().name("sr-dns".into()).spawn(move || {
-            let mut buf = [0u8; 4096];
-            while !stop2.load(Ordering::Relaxed) {
-                if let Ok((n, peer)) = socket.recv_from(&mut buf) {
-                    if let Some(reply) = resolver2.answer(&buf[..n]) {
-                        let _ = socket.send_to(&reply, peer);
+        let thread = std::thread::Builder::new()
+            .name("sr-dns".into())
+            .spawn(move || {
+                let mut buf = [0u8; 4096];
+                while !stop2.load(Ordering::Relaxed) {
+                    if let Ok((n, peer)) = socket.recv_from(&mut buf) {
+                        if let Some(reply) = resolver2.answer(&buf[..n]) {
+                            let _ = socket.send_to(&reply, peer);
+                        }
                     }
+                    resolver2.refresh_due();
                 }
-                resolver2.refresh_due();
-            }
-        })?;
-        Ok(DnsServer { stop, thread: Some(thread), resolver, local })
+            })?;
+        Ok(DnsServer {
+            stop,
+            thread: Some(thread),
+            resolver,
+            local,
+        })
     }
 
     /// The resolver it serves.

@@ -61,15 +61,22 @@ pub enum NetCommand {
 impl NetCommand {
     /// `ip` with string-ish arguments.
     pub fn ip<S: AsRef<str>>(args: &[S]) -> Self {
-        NetCommand::Ip { args: args.iter().map(|a| a.as_ref().to_owned()).collect() }
+        NetCommand::Ip {
+            args: args.iter().map(|a| a.as_ref().to_owned()).collect(),
+        }
     }
     /// `nsenter -t pid -n ip ...`.
     pub fn ip_in<S: AsRef<str>>(pid: u32, args: &[S]) -> Self {
-        NetCommand::IpIn { pid, args: args.iter().map(|a| a.as_ref().to_owned()).collect() }
+        NetCommand::IpIn {
+            pid,
+            args: args.iter().map(|a| a.as_ref().to_owned()).collect(),
+        }
     }
     /// `nft -j ...`.
     pub fn nft<S: AsRef<str>>(args: &[S]) -> Self {
-        NetCommand::Nft { args: args.iter().map(|a| a.as_ref().to_owned()).collect() }
+        NetCommand::Nft {
+            args: args.iter().map(|a| a.as_ref().to_owned()).collect(),
+        }
     }
 }
 
@@ -77,7 +84,9 @@ impl fmt::Display for NetCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NetCommand::Ip { args } => write!(f, "ip {}", args.join(" ")),
-            NetCommand::IpIn { pid, args } => write!(f, "nsenter -t {pid} -n ip {}", args.join(" ")),
+            NetCommand::IpIn { pid, args } => {
+                write!(f, "nsenter -t {pid} -n ip {}", args.join(" "))
+            }
             NetCommand::NftApply { .. } => f.write_str("nft -j -f -"),
             NetCommand::Nft { args } => write!(f, "nft -j {}", args.join(" ")),
             NetCommand::SysctlRead { key } => write!(f, "sysctl {key}"),
@@ -138,7 +147,11 @@ impl NetCommandExecutor for SystemExecutor {
             }
             NetCommand::IpIn { pid, args } => {
                 let mut c = Command::new("nsenter");
-                c.arg("-t").arg(pid.to_string()).arg("-n").arg("ip").args(args);
+                c.arg("-t")
+                    .arg(pid.to_string())
+                    .arg("-n")
+                    .arg("ip")
+                    .args(args);
                 (c, None)
             }
             NetCommand::NftApply { doc } => {
@@ -163,20 +176,31 @@ impl NetCommandExecutor for SystemExecutor {
             }
         };
         command
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|e| fail("spawn".into(), e.to_string()))?;
+        let mut child = command
+            .spawn()
+            .map_err(|e| fail("spawn".into(), e.to_string()))?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             // nft reads the whole document before it commits, so a write error here means
             // nft died; its status and stderr below say why.
             let _ = pipe.write_all(input.as_bytes());
         }
-        let out = child.wait_with_output().map_err(|e| fail("io".into(), e.to_string()))?;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| fail("io".into(), e.to_string()))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
-            Err(fail(out.status.to_string(), String::from_utf8_lossy(&out.stderr).into_owned()))
+            Err(fail(
+                out.status.to_string(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
         }
     }
 }
@@ -198,8 +222,13 @@ impl fmt::Debug for RecordingExecutor {
 
 impl RecordingExecutor {
     /// Answers every command with `responder`.
-    pub fn new(responder: impl Fn(&NetCommand) -> Result<String, CommandError> + Send + Sync + 'static) -> Self {
-        RecordingExecutor { log: Mutex::new(Vec::new()), responder: Box::new(responder) }
+    pub fn new(
+        responder: impl Fn(&NetCommand) -> Result<String, CommandError> + Send + Sync + 'static,
+    ) -> Self {
+        RecordingExecutor {
+            log: Mutex::new(Vec::new()),
+            responder: Box::new(responder),
+        }
     }
 
     /// The commands run so far, in order.
@@ -209,7 +238,11 @@ impl RecordingExecutor {
 
     /// A failure with the given stderr, for scripts.
     pub fn failure(cmd: &NetCommand, stderr: &str) -> CommandError {
-        CommandError { command: cmd.to_string(), status: "exit status: 1".into(), stderr: stderr.into() }
+        CommandError {
+            command: cmd.to_string(),
+            status: "exit status: 1".into(),
+            stderr: stderr.into(),
+        }
     }
 }
 

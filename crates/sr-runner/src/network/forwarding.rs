@@ -44,7 +44,10 @@ impl StateLock {
             .map_err(|e| format!("opening {}: {e}", path.display()))?;
         let lock = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, e)| format!("locking {}: {e}", path.display()))?;
-        Ok(StateLock { _lock: lock, state: dir.join("forwarding.json") })
+        Ok(StateLock {
+            _lock: lock,
+            state: dir.join("forwarding.json"),
+        })
     }
 
     /// Interfaces safe-run turned forwarding on for, with their original values.
@@ -75,16 +78,28 @@ fn key(dev: &str) -> String {
 }
 
 /// Ensures forwarding on each of `devs`; returns those it turned on now. Call under the lock.
-pub fn ensure(exec: &dyn NetCommandExecutor, lock: &StateLock, devs: &[String]) -> Result<Vec<String>, String> {
+pub fn ensure(
+    exec: &dyn NetCommandExecutor,
+    lock: &StateLock,
+    devs: &[String],
+) -> Result<Vec<String>, String> {
     let mut record = lock.read();
     let mut changed = Vec::new();
     for dev in devs {
-        let current = exec.run(&NetCommand::SysctlRead { key: key(dev) }).map_err(|e| e.to_string())?;
+        let current = exec
+            .run(&NetCommand::SysctlRead { key: key(dev) })
+            .map_err(|e| e.to_string())?;
         if current.trim() == "1" {
             continue;
         }
-        exec.run(&NetCommand::SysctlWrite { key: key(dev), value: "1".into() }).map_err(|e| e.to_string())?;
-        record.entry(dev.clone()).or_insert_with(|| current.trim().to_owned());
+        exec.run(&NetCommand::SysctlWrite {
+            key: key(dev),
+            value: "1".into(),
+        })
+        .map_err(|e| e.to_string())?;
+        record
+            .entry(dev.clone())
+            .or_insert_with(|| current.trim().to_owned());
         changed.push(dev.clone());
     }
     lock.write(&record)?;
@@ -92,7 +107,11 @@ pub fn ensure(exec: &dyn NetCommandExecutor, lock: &StateLock, devs: &[String]) 
 }
 
 /// Restores every recorded flag when `others_active` is false. Call under the lock.
-pub fn restore_if_idle(exec: &dyn NetCommandExecutor, lock: &StateLock, others_active: bool) -> Result<Vec<String>, String> {
+pub fn restore_if_idle(
+    exec: &dyn NetCommandExecutor,
+    lock: &StateLock,
+    others_active: bool,
+) -> Result<Vec<String>, String> {
     if others_active {
         return Ok(Vec::new());
     }
@@ -100,7 +119,10 @@ pub fn restore_if_idle(exec: &dyn NetCommandExecutor, lock: &StateLock, others_a
     let mut restored = Vec::new();
     let mut errors = Vec::new();
     for (dev, original) in &record {
-        match exec.run(&NetCommand::SysctlWrite { key: key(dev), value: original.clone() }) {
+        match exec.run(&NetCommand::SysctlWrite {
+            key: key(dev),
+            value: original.clone(),
+        }) {
             Ok(_) => restored.push(dev.clone()),
             // The interface is gone: nothing left to restore.
             Err(e) if e.is_not_found() => {}
@@ -108,5 +130,9 @@ pub fn restore_if_idle(exec: &dyn NetCommandExecutor, lock: &StateLock, others_a
         }
     }
     lock.write(&BTreeMap::new())?;
-    if errors.is_empty() { Ok(restored) } else { Err(errors.join("; ")) }
+    if errors.is_empty() {
+        Ok(restored)
+    } else {
+        Err(errors.join("; "))
+    }
 }

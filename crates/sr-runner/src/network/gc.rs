@@ -20,19 +20,33 @@ fn run_id_of_table(name: &str) -> Option<&str> {
 }
 
 fn run_id_of_link(name: &str) -> Option<&str> {
-    name.strip_prefix("sr").and_then(|r| r.strip_suffix('h')).filter(|id| is_run_id(id))
+    name.strip_prefix("sr")
+        .and_then(|r| r.strip_suffix('h'))
+        .filter(|id| is_run_id(id))
 }
 
 fn is_run_id(id: &str) -> bool {
-    id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 12
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Run tables present: (family, name, run id).
-pub fn run_tables(exec: &dyn NetCommandExecutor) -> Result<Vec<(String, String, String)>, NetworkError> {
-    let out = exec.run(&NetCommand::nft(&["list", "tables"])).map_err(NetworkError::Sample)?;
+pub fn run_tables(
+    exec: &dyn NetCommandExecutor,
+) -> Result<Vec<(String, String, String)>, NetworkError> {
+    let out = exec
+        .run(&NetCommand::nft(&["list", "tables"]))
+        .map_err(NetworkError::Sample)?;
     let doc: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
     let mut tables = Vec::new();
-    for obj in doc.get("nftables").and_then(Value::as_array).into_iter().flatten() {
+    for obj in doc
+        .get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let Some(t) = obj.get("table") else { continue };
         let name = t.get("name").and_then(Value::as_str).unwrap_or_default();
         let family = t.get("family").and_then(Value::as_str).unwrap_or_default();
@@ -66,8 +80,13 @@ pub fn release_leftovers_with(
         .map_err(|e| NetworkError::Release(e.to_string()))?;
     let links: Value = serde_json::from_str(&links).unwrap_or(Value::Null);
     for link in links.as_array().into_iter().flatten() {
-        let name = link.get("ifname").and_then(Value::as_str).unwrap_or_default();
-        let Some(id) = run_id_of_link(name) else { continue };
+        let name = link
+            .get("ifname")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let Some(id) = run_id_of_link(name) else {
+            continue;
+        };
         if is_run_alive(id) {
             continue;
         }
@@ -96,7 +115,8 @@ mod tests {
 
     #[test]
     fn removes_only_dead_runs() {
-        let exec = RecordingExecutor::new(|cmd| match cmd {
+        let exec = RecordingExecutor::new(|cmd| {
+            match cmd {
             NetCommand::Nft { args } if args[0] == "list" => Ok(r#"{"nftables":[{"metainfo":{}},
                 {"table":{"family":"inet","name":"safe_run_aaaaaaaaaaaa"}},
                 {"table":{"family":"inet","name":"safe_run_bbbbbbbbbbbb"}},
@@ -108,22 +128,30 @@ mod tests {
             }
             NetCommand::Ip { .. } => Err(RecordingExecutor::failure(cmd, "Cannot find device")),
             _ => Ok(String::new()),
+        }
         });
         let removed = release_leftovers_with(&exec, &|id| id == "bbbbbbbbbbbb").unwrap();
         assert_eq!(removed, vec!["table inet safe_run_aaaaaaaaaaaa"]);
         let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
         assert!(cmds.contains(&"nft -j delete table inet safe_run_aaaaaaaaaaaa".to_string()));
         assert!(cmds.contains(&"ip link del sraaaaaaaaaaaah".to_string()));
-        assert!(!cmds.iter().any(|c| c.contains("bbbbbbbbbbbb") && c.contains("del")));
+        assert!(
+            !cmds
+                .iter()
+                .any(|c| c.contains("bbbbbbbbbbbb") && c.contains("del"))
+        );
     }
 
     #[test]
     fn a_real_failure_is_sr_run_202() {
         let exec = RecordingExecutor::new(|cmd| match cmd {
-            NetCommand::Nft { args } if args[0] == "list" => {
-                Ok(r#"{"nftables":[{"table":{"family":"inet","name":"safe_run_aaaaaaaaaaaa"}}]}"#.into())
+            NetCommand::Nft { args } if args[0] == "list" => Ok(
+                r#"{"nftables":[{"table":{"family":"inet","name":"safe_run_aaaaaaaaaaaa"}}]}"#
+                    .into(),
+            ),
+            NetCommand::Nft { .. } => {
+                Err(RecordingExecutor::failure(cmd, "Operation not permitted"))
             }
-            NetCommand::Nft { .. } => Err(RecordingExecutor::failure(cmd, "Operation not permitted")),
             _ => Ok("[]".into()),
         });
         let err = release_leftovers_with(&exec, &|_| false).unwrap_err();

@@ -67,11 +67,17 @@ pub struct Options {
     pub dns_port: u16,
     /// Directory of the shared forwarding lock and record.
     pub state_dir: PathBuf,
+    /// Bind the resolver here instead of the host-side address (unit tests, where the
+    /// recorded host has no such address). The sandbox's resolv.conf still names the host side.
+    pub resolver_bind: Option<std::net::Ipv4Addr>,
 }
 
 impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Options").field("dns_port", &self.dns_port).field("state_dir", &self.state_dir).finish_non_exhaustive()
+        f.debug_struct("Options")
+            .field("dns_port", &self.dns_port)
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,13 +88,18 @@ impl Default for Options {
             upstream: None,
             dns_port: 53,
             state_dir: PathBuf::from(forwarding::DEFAULT_STATE_DIR),
+            resolver_bind: None,
         }
     }
 }
 
 struct SharedUpstream(Arc<dyn Upstream>);
 impl Upstream for SharedUpstream {
-    fn query(&self, name: &hickory_proto::rr::Name, qtype: RecordType) -> Result<hickory_proto::op::Message, String> {
+    fn query(
+        &self,
+        name: &hickory_proto::rr::Name,
+        qtype: RecordType,
+    ) -> Result<hickory_proto::op::Message, String> {
         self.0.query(name, qtype)
     }
 }
@@ -121,7 +132,10 @@ pub struct AllowlistNetwork {
 
 impl std::fmt::Debug for AllowlistNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AllowlistNetwork").field("run_id", &self.run_id).field("binding", &self.binding).finish_non_exhaustive()
+        f.debug_struct("AllowlistNetwork")
+            .field("run_id", &self.run_id)
+            .field("binding", &self.binding)
+            .finish_non_exhaustive()
     }
 }
 
@@ -132,23 +146,43 @@ fn upstream_default(config: &NetworkConfig) -> Result<Option<SocketAddr>, Networ
             .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
             .map(Some)
             .map_err(|_| NetworkError::Config(format!("upstreamDns {text:?} is not ip:port"))),
-        None => Ok(std::fs::read_to_string("/etc/resolv.conf").ok().as_deref().and_then(dns::upstream_from_resolv_conf)),
+        None => Ok(std::fs::read_to_string("/etc/resolv.conf")
+            .ok()
+            .as_deref()
+            .and_then(dns::upstream_from_resolv_conf)),
     }
 }
 
 impl AllowlistNetwork {
     /// Checks the plan, run id and operator settings; touches nothing on the host.
-    pub fn new(plan: &NetworkPlan, run_id: &str, config: &NetworkConfig) -> Result<Self, Diagnostic> {
+    pub fn new(
+        plan: &NetworkPlan,
+        run_id: &str,
+        config: &NetworkConfig,
+    ) -> Result<Self, Diagnostic> {
         Self::with_options(plan, run_id, config, Options::default())
     }
 
     /// [`AllowlistNetwork::new`] with explicit [`Options`].
-    pub fn with_options(plan: &NetworkPlan, run_id: &str, config: &NetworkConfig, opts: Options) -> Result<Self, Diagnostic> {
+    pub fn with_options(
+        plan: &NetworkPlan,
+        run_id: &str,
+        config: &NetworkConfig,
+        opts: Options,
+    ) -> Result<Self, Diagnostic> {
         let pool = addressing::parse_pool(&config.subnet_pool)?;
         // Render once against a placeholder /30 so a plan we cannot apply fails before any change.
-        let probe = RunBinding::new(plan, run_id, Ipv4Net::new(pool.network(), 30).map_err(|e| NetworkError::Config(e.to_string()))?)?;
+        let probe = RunBinding::new(
+            plan,
+            run_id,
+            Ipv4Net::new(pool.network(), 30).map_err(|e| NetworkError::Config(e.to_string()))?,
+        )?;
         ruleset::render(plan, &probe)?;
-        let upstream_addr = if opts.upstream.is_some() { None } else { upstream_default(config)? };
+        let upstream_addr = if opts.upstream.is_some() {
+            None
+        } else {
+            upstream_default(config)?
+        };
         Ok(AllowlistNetwork {
             plan: plan.clone(),
             run_id: run_id.to_owned(),
@@ -173,23 +207,49 @@ impl AllowlistNetwork {
     }
 
     fn run(&self, step: &str, cmd: NetCommand) -> Result<String, NetworkError> {
-        self.opts.exec.run(&cmd).map_err(|source| NetworkError::Apply { step: step.to_owned(), source })
+        self.opts
+            .exec
+            .run(&cmd)
+            .map_err(|source| NetworkError::Apply {
+                step: step.to_owned(),
+                source,
+            })
     }
 
     fn name_targets(&self) -> BTreeMap<String, NameTargets> {
-        let mut names: BTreeMap<String, NameTargets> =
-            self.plan.dns.allowed_names.iter().map(|n| (dns::normalize(n), NameTargets::default())).collect();
+        let mut names: BTreeMap<String, NameTargets> = self
+            .plan
+            .dns
+            .allowed_names
+            .iter()
+            .map(|n| (dns::normalize(n), NameTargets::default()))
+            .collect();
         for set in &self.plan.nft.sets {
             let t = names.entry(dns::normalize(&set.host)).or_default();
-            if set.set_type == "ipv6_addr" { t.v6.push(set.name.clone()) } else { t.v4.push(set.name.clone()) }
+            if set.set_type == "ipv6_addr" {
+                t.v6.push(set.name.clone())
+            } else {
+                t.v4.push(set.name.clone())
+            }
         }
         names
     }
 
-    fn attach_inner(&mut self, ns_pid: u32, run_dir: &Path) -> Result<AttachedNetwork, NetworkError> {
+    fn attach_inner(
+        &mut self,
+        ns_pid: u32,
+        run_dir: &Path,
+    ) -> Result<AttachedNetwork, NetworkError> {
         // 1. Address and render.
-        let addrs = self.run("listing host addresses", NetCommand::ip(&["-j", "-4", "addr", "show"]))?;
-        let subnet = addressing::pick_subnet(&self.pool, &self.run_id, &addressing::networks_in_use(&addrs))?;
+        let addrs = self.run(
+            "listing host addresses",
+            NetCommand::ip(&["-j", "-4", "addr", "show"]),
+        )?;
+        let subnet = addressing::pick_subnet(
+            &self.pool,
+            &self.run_id,
+            &addressing::networks_in_use(&addrs),
+        )?;
         let b = RunBinding::new(&self.plan, &self.run_id, subnet)?;
         let doc = ruleset::render(&self.plan, &b)?;
         self.binding = Some(b.clone());
@@ -200,19 +260,51 @@ impl AllowlistNetwork {
         // 2. The veth pair, its peer created inside the sandbox's namespace.
         self.created.link = Some(h.clone());
         let pid = ns_pid.to_string();
-        self.run("creating the veth pair", NetCommand::ip(&["link", "add", &h, "type", "veth", "peer", "name", &g, "netns", &pid]))?;
-        self.run("disabling IPv6 on the host side", NetCommand::SysctlWrite { key: format!("net.ipv6.conf.{h}.disable_ipv6"), value: "1".into() })?;
-        self.run("addressing the host side", NetCommand::ip(&["addr", "add", &host_cidr, "dev", &h]))?;
-        self.run("raising the host side", NetCommand::ip(&["link", "set", &h, "up"]))?;
-        self.run("enabling forwarding from the run", NetCommand::SysctlWrite { key: format!("net.ipv4.conf.{h}.forwarding"), value: "1".into() })?;
+        self.run(
+            "creating the veth pair",
+            NetCommand::ip(&[
+                "link", "add", &h, "type", "veth", "peer", "name", &g, "netns", &pid,
+            ]),
+        )?;
+        self.run(
+            "disabling IPv6 on the host side",
+            NetCommand::SysctlWrite {
+                key: format!("net.ipv6.conf.{h}.disable_ipv6"),
+                value: "1".into(),
+            },
+        )?;
+        self.run(
+            "addressing the host side",
+            NetCommand::ip(&["addr", "add", &host_cidr, "dev", &h]),
+        )?;
+        self.run(
+            "raising the host side",
+            NetCommand::ip(&["link", "set", &h, "up"]),
+        )?;
+        self.run(
+            "enabling forwarding from the run",
+            NetCommand::SysctlWrite {
+                key: format!("net.ipv4.conf.{h}.forwarding"),
+                value: "1".into(),
+            },
+        )?;
 
         // 3. The sandbox side.
         let host_addr = b.host_addr.to_string();
         for (step, args) in [
-            ("raising loopback in the sandbox", vec!["link", "set", "lo", "up"]),
-            ("addressing the sandbox side", vec!["addr", "add", &guest_cidr, "dev", &g]),
+            (
+                "raising loopback in the sandbox",
+                vec!["link", "set", "lo", "up"],
+            ),
+            (
+                "addressing the sandbox side",
+                vec!["addr", "add", &guest_cidr, "dev", &g],
+            ),
             ("raising the sandbox side", vec!["link", "set", &g, "up"]),
-            ("routing the sandbox via the host side", vec!["route", "add", "default", "via", &host_addr]),
+            (
+                "routing the sandbox via the host side",
+                vec!["route", "add", "default", "via", &host_addr],
+            ),
         ] {
             self.run(step, NetCommand::ip_in(ns_pid, &args))?;
         }
@@ -220,7 +312,10 @@ impl AllowlistNetwork {
         // 4. The table, atomically; read back and hashed.
         self.created.table = Some((b.family.clone(), b.table.clone()));
         self.run("applying the nftables table", NetCommand::NftApply { doc })?;
-        let listing = self.run("reading the applied table", NetCommand::nft(&["list", "table", &b.family, &b.table]))?;
+        let listing = self.run(
+            "reading the applied table",
+            NetCommand::nft(&["list", "table", &b.family, &b.table]),
+        )?;
         let listing: Value = serde_json::from_str(&listing)
             .map_err(|e| NetworkError::Plan(format!("nft listing is not JSON: {e}")))?;
         let digest = audit::ruleset_digest(&listing);
@@ -230,22 +325,43 @@ impl AllowlistNetwork {
             std::fs::create_dir_all(&net_dir)
                 .and_then(|()| std::fs::write(&path, bytes))
                 .map(|()| path.clone())
-                .map_err(|source| NetworkError::RunDir { path: path.display().to_string(), source })
+                .map_err(|source| NetworkError::RunDir {
+                    path: path.display().to_string(),
+                    source,
+                })
         };
-        let canonical = serde_json_canonicalizer::to_vec(&audit::canonical_ruleset(&listing)).unwrap_or_default();
+        let canonical = serde_json_canonicalizer::to_vec(&audit::canonical_ruleset(&listing))
+            .unwrap_or_default();
         write("ruleset.json", canonical)?;
 
         // 5. The resolver, and the first resolution of every allowed name.
         let upstream: Box<dyn Upstream> = match (&self.opts.upstream, self.upstream_addr) {
             (Some(u), _) => Box::new(SharedUpstream(u.clone())),
-            (None, Some(server)) => Box::new(UdpUpstream { server, timeout: Duration::from_secs(2) }),
+            (None, Some(server)) => Box::new(UdpUpstream {
+                server,
+                timeout: Duration::from_secs(2),
+            }),
             (None, None) => {
-                return Err(NetworkError::Config("no upstreamDns set and no nameserver in /etc/resolv.conf".into()));
+                return Err(NetworkError::Config(
+                    "no upstreamDns set and no nameserver in /etc/resolv.conf".into(),
+                ));
             }
         };
-        let resolver = Arc::new(Resolver::new(self.name_targets(), upstream, self.opts.exec.clone(), b.clone(), self.pool));
-        let server = DnsServer::start(resolver.clone(), b.host_addr, self.opts.dns_port)
-            .map_err(|source| NetworkError::Resolver { addr: format!("{}:{}", b.host_addr, self.opts.dns_port), source })?;
+        let resolver = Arc::new(Resolver::new(
+            self.name_targets(),
+            upstream,
+            self.opts.exec.clone(),
+            b.clone(),
+            self.pool,
+        ));
+        let bind = self.opts.resolver_bind.unwrap_or(b.host_addr);
+        let server =
+            DnsServer::start(resolver.clone(), bind, self.opts.dns_port).map_err(|source| {
+                NetworkError::Resolver {
+                    addr: format!("{bind}:{}", self.opts.dns_port),
+                    source,
+                }
+            })?;
         let resolver_addr = server.local;
         self.dns = Some(server);
         let mut initial = serde_json::Map::new();
@@ -264,7 +380,10 @@ impl AllowlistNetwork {
                 }
             }
             destinations.extend(found.iter().copied());
-            initial.insert(name.clone(), json!(found.iter().map(ToString::to_string).collect::<Vec<_>>()));
+            initial.insert(
+                name.clone(),
+                json!(found.iter().map(ToString::to_string).collect::<Vec<_>>()),
+            );
         }
 
         // 6. Forwarding on the uplinks towards the destinations, and resolv.conf.
@@ -276,7 +395,10 @@ impl AllowlistNetwork {
         }
         let mut uplinks = BTreeSet::new();
         for dest in destinations.iter().filter(|d| d.is_ipv4()) {
-            let out = self.run("looking up the route to a destination", NetCommand::ip(&["-j", "route", "get", &dest.to_string()]))?;
+            let out = self.run(
+                "looking up the route to a destination",
+                NetCommand::ip(&["-j", "route", "get", &dest.to_string()]),
+            )?;
             let dev = serde_json::from_str::<Value>(&out)
                 .ok()
                 .and_then(|v| v.get(0)?.get("dev")?.as_str().map(str::to_owned));
@@ -286,10 +408,15 @@ impl AllowlistNetwork {
         }
         let uplinks: Vec<String> = uplinks.into_iter().collect();
         self.created.forwarding_touched = true;
-        let lock = forwarding::StateLock::acquire(&self.opts.state_dir).map_err(NetworkError::Config)?;
-        let enabled = forwarding::ensure(self.opts.exec.as_ref(), &lock, &uplinks).map_err(NetworkError::Config)?;
+        let lock =
+            forwarding::StateLock::acquire(&self.opts.state_dir).map_err(NetworkError::Config)?;
+        let enabled = forwarding::ensure(self.opts.exec.as_ref(), &lock, &uplinks)
+            .map_err(NetworkError::Config)?;
         drop(lock);
-        let resolv = write("resolv.conf", format!("nameserver {}\noptions timeout:2 attempts:2\n", b.host_addr).into_bytes())?;
+        let resolv = write(
+            "resolv.conf",
+            format!("nameserver {}\noptions timeout:2 attempts:2\n", b.host_addr).into_bytes(),
+        )?;
 
         let facts = json!({
             "mode": "allowlist",
@@ -308,18 +435,26 @@ impl AllowlistNetwork {
             "ipv6": "not routed (host side disable_ipv6=1; IPv6 from the sandbox is dropped)",
             "initialResolution": initial,
         });
-        self.pending.push((events::NETWORK_APPLIED.to_owned(), json!({
-            "table": format!("{} {}", b.family, b.table),
-            "hostInterface": h,
-            "subnet": subnet.to_string(),
-            "nftRulesetDigest": facts["nftRulesetDigest"],
-            "rules": self.plan.nft.rules.len(),
-        })));
-        Ok(AttachedNetwork { resolv_conf: Some(resolv), facts })
+        self.pending.push((
+            events::NETWORK_APPLIED.to_owned(),
+            json!({
+                "table": format!("{} {}", b.family, b.table),
+                "hostInterface": h,
+                "subnet": subnet.to_string(),
+                "nftRulesetDigest": facts["nftRulesetDigest"],
+                "rules": self.plan.nft.rules.len(),
+            }),
+        ));
+        Ok(AttachedNetwork {
+            resolv_conf: Some(resolv),
+            facts,
+        })
     }
 
     fn read_counters(&self) -> Result<Counters, NetworkError> {
-        let Some(b) = &self.binding else { return Ok(Counters::default()) };
+        let Some(b) = &self.binding else {
+            return Ok(Counters::default());
+        };
         let out = self
             .opts
             .exec
@@ -330,11 +465,15 @@ impl AllowlistNetwork {
     }
 
     fn drain_dns(&mut self) -> Vec<(String, Value)> {
-        let Some(server) = &self.dns else { return Vec::new() };
+        let Some(server) = &self.dns else {
+            return Vec::new();
+        };
         let (evs, tally, errors) = server.resolver().drain();
         self.tally = tally;
         self.dns_errors.extend(errors);
-        evs.into_iter().map(|e| (events::NETWORK_DNS_QUERY.to_owned(), e)).collect()
+        evs.into_iter()
+            .map(|e| (events::NETWORK_DNS_QUERY.to_owned(), e))
+            .collect()
     }
 
     fn audit(&self) -> Value {
@@ -353,7 +492,10 @@ impl AllowlistNetwork {
             let (evs, tally, errs) = server.resolver().drain();
             self.tally = tally;
             self.dns_errors.extend(errs);
-            self.pending.extend(evs.into_iter().map(|e| (events::NETWORK_DNS_QUERY.to_owned(), e)));
+            self.pending.extend(
+                evs.into_iter()
+                    .map(|e| (events::NETWORK_DNS_QUERY.to_owned(), e)),
+            );
             removed.push("resolver".to_owned());
         }
         if let Some((family, table)) = self.created.table.clone() {
@@ -361,7 +503,11 @@ impl AllowlistNetwork {
             if let Ok(c) = self.read_counters() {
                 self.last_counters = c;
             }
-            match self.opts.exec.run(&NetCommand::nft(&["delete", "table", &family, &table])) {
+            match self
+                .opts
+                .exec
+                .run(&NetCommand::nft(&["delete", "table", &family, &table]))
+            {
                 Ok(_) => {
                     removed.push(format!("table {family} {table}"));
                     self.created.table = None;
@@ -412,7 +558,8 @@ impl NetworkHook for AllowlistNetwork {
             Err(e) => {
                 let mut d = e.to_diagnostic();
                 if let Err(release) = self.release_inner() {
-                    d.message.push_str(&format!("; rolling back also failed: {release}"));
+                    d.message
+                        .push_str(&format!("; rolling back also failed: {release}"));
                 }
                 self.released = true;
                 Err(d)
@@ -426,25 +573,41 @@ impl NetworkHook for AllowlistNetwork {
         if self.created.table.is_some() {
             self.last_counters = self.read_counters()?;
         }
-        for payload in audit::hit_events(&self.plan, &self.last_counters, &mut self.last_hits, final_sample) {
+        for payload in audit::hit_events(
+            &self.plan,
+            &self.last_counters,
+            &mut self.last_hits,
+            final_sample,
+        ) {
             out.push((events::NETWORK_RULE_HIT.to_owned(), payload));
         }
-        Ok(NetworkSample { events: out, audit: self.audit() })
+        Ok(NetworkSample {
+            events: out,
+            audit: self.audit(),
+        })
     }
 
     fn release(&mut self) -> Result<(), Diagnostic> {
-        if self.released && self.created.link.is_none() && self.created.table.is_none() && !self.created.forwarding_touched {
+        if self.released
+            && self.created.link.is_none()
+            && self.created.table.is_none()
+            && !self.created.forwarding_touched
+        {
             return Ok(());
         }
         let result = self.release_inner();
         self.released = true;
         match result {
             Ok(payload) => {
-                self.pending.push((events::NETWORK_RELEASED.to_owned(), payload));
+                self.pending
+                    .push((events::NETWORK_RELEASED.to_owned(), payload));
                 Ok(())
             }
             Err(e) => {
-                self.pending.push((events::NETWORK_RELEASED.to_owned(), json!({"error": e.to_string()})));
+                self.pending.push((
+                    events::NETWORK_RELEASED.to_owned(),
+                    json!({"error": e.to_string()}),
+                ));
                 Err(e.to_diagnostic())
             }
         }

@@ -73,26 +73,46 @@ impl RunBinding {
     pub fn new(plan: &NetworkPlan, run_id: &str, subnet: Ipv4Net) -> Result<Self, NetworkError> {
         if run_id.is_empty()
             || run_id.len() > 12
-            || !run_id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            || !run_id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             return Err(NetworkError::Plan(format!(
                 "run id {run_id:?} is not 1-12 lowercase hex characters"
             )));
         }
         let sub = |t: &str| t.replace(RUN_ID_PLACEHOLDER, run_id);
-        let (table, host_if, guest_if) =
-            (sub(&plan.nft.table), sub(&plan.host_interface), sub(&plan.guest_interface));
+        let (table, host_if, guest_if) = (
+            sub(&plan.nft.table),
+            sub(&plan.host_interface),
+            sub(&plan.guest_interface),
+        );
         for name in [&host_if, &guest_if] {
-            if name.is_empty() || name.len() > 15 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                return Err(NetworkError::Plan(format!("interface name {name:?} is not a valid 1-15 character name")));
+            if name.is_empty()
+                || name.len() > 15
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(NetworkError::Plan(format!(
+                    "interface name {name:?} is not a valid 1-15 character name"
+                )));
             }
         }
-        if table.is_empty() || !table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(NetworkError::Plan(format!("table name {table:?} is not alphanumeric")));
+        if table.is_empty()
+            || !table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(NetworkError::Plan(format!(
+                "table name {table:?} is not alphanumeric"
+            )));
         }
         let mut hosts = subnet.hosts();
         let (Some(host_addr), Some(guest_addr)) = (hosts.next(), hosts.next()) else {
-            return Err(NetworkError::Config(format!("{subnet} has fewer than two host addresses")));
+            return Err(NetworkError::Config(format!(
+                "{subnet} has fewer than two host addresses"
+            )));
         };
         Ok(RunBinding {
             run_id: run_id.to_owned(),
@@ -120,9 +140,16 @@ fn parse_daddr(plan: &NetworkPlan, rule: &NftRule, text: &str) -> Result<Daddr, 
         let v6 = match set.set_type.as_str() {
             "ipv4_addr" => false,
             "ipv6_addr" => true,
-            other => return Err(NetworkError::Plan(format!("set {bare} has unsupported type {other:?}"))),
+            other => {
+                return Err(NetworkError::Plan(format!(
+                    "set {bare} has unsupported type {other:?}"
+                )));
+            }
         };
-        return Ok(Daddr::Set { name: bare.to_owned(), v6 });
+        return Ok(Daddr::Set {
+            name: bare.to_owned(),
+            v6,
+        });
     }
     if let Ok(net) = text.parse::<IpNet>() {
         return Ok(Daddr::Net(net.trunc()));
@@ -165,9 +192,11 @@ fn daddr_match(d: &Daddr) -> Value {
             let proto = if net.addr().is_ipv4() { "ip" } else { "ip6" };
             matches("==", payload(proto, "daddr"), net_value(net))
         }
-        Daddr::Set { name, v6 } => {
-            matches("==", payload(if *v6 { "ip6" } else { "ip" }, "daddr"), json!(format!("@{name}")))
-        }
+        Daddr::Set { name, v6 } => matches(
+            "==",
+            payload(if *v6 { "ip6" } else { "ip" }, "daddr"),
+            json!(format!("@{name}")),
+        ),
     }
 }
 
@@ -185,7 +214,11 @@ fn l4_matches(rule: &NftRule, daddr: Option<&Daddr>) -> Result<Vec<Value>, Netwo
     match (rule.protocol.as_deref(), rule.dports.as_slice()) {
         (None, []) => {}
         (None, ports) => {
-            out.push(matches("==", meta("l4proto"), json!({"set": ["tcp", "udp"]})));
+            out.push(matches(
+                "==",
+                meta("l4proto"),
+                json!({"set": ["tcp", "udp"]}),
+            ));
             out.push(matches("==", payload("th", "dport"), ports_value(ports)));
         }
         (Some(p @ ("tcp" | "udp")), []) => out.push(matches("==", meta("l4proto"), json!(p))),
@@ -195,16 +228,30 @@ fn l4_matches(rule: &NftRule, daddr: Option<&Daddr>) -> Result<Vec<Value>, Netwo
         (Some("icmp"), []) => {
             // ICMP echo only: the policy's `icmp` means ping, not every ICMP type.
             if is_v6(daddr) {
-                out.push(matches("==", payload("icmpv6", "type"), json!("echo-request")));
+                out.push(matches(
+                    "==",
+                    payload("icmpv6", "type"),
+                    json!("echo-request"),
+                ));
             } else {
-                out.push(matches("==", payload("icmp", "type"), json!("echo-request")));
+                out.push(matches(
+                    "==",
+                    payload("icmp", "type"),
+                    json!("echo-request"),
+                ));
             }
         }
         (Some("icmp"), _) => {
-            return Err(NetworkError::Plan(format!("rule {}: icmp with ports", rule.id)));
+            return Err(NetworkError::Plan(format!(
+                "rule {}: icmp with ports",
+                rule.id
+            )));
         }
         (Some(other), _) => {
-            return Err(NetworkError::Plan(format!("rule {}: unsupported protocol {other:?}", rule.id)));
+            return Err(NetworkError::Plan(format!(
+                "rule {}: unsupported protocol {other:?}",
+                rule.id
+            )));
         }
     }
     Ok(out)
@@ -236,7 +283,11 @@ impl Renderer<'_> {
     }
     fn masquerade(&mut self, chain: &str, comment: &str) {
         let expr = vec![
-            matches("==", payload("ip", "saddr"), net_value(&IpNet::V4(self.run.subnet))),
+            matches(
+                "==",
+                payload("ip", "saddr"),
+                net_value(&IpNet::V4(self.run.subnet)),
+            ),
             matches("!=", meta("oifname"), json!(self.run.host_if)),
             json!({"masquerade": null}),
         ];
@@ -245,13 +296,19 @@ impl Renderer<'_> {
 }
 
 fn is_default_drop(rule: &NftRule) -> bool {
-    rule.verdict == "drop" && rule.daddr.is_none() && rule.protocol.is_none() && rule.dports.is_empty()
+    rule.verdict == "drop"
+        && rule.daddr.is_none()
+        && rule.protocol.is_none()
+        && rule.dports.is_empty()
 }
 
 /// Renders the whole table as one `nft -j -f -` document.
 pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkError> {
     if plan.nft.family != "inet" {
-        return Err(NetworkError::Plan(format!("family {:?} (only inet is supported)", plan.nft.family)));
+        return Err(NetworkError::Plan(format!(
+            "family {:?} (only inet is supported)",
+            plan.nft.family
+        )));
     }
     let mut kinds = BTreeMap::new();
     for chain in &plan.nft.chains {
@@ -260,38 +317,70 @@ pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkErro
             ("filter", "input") => ChainKind::Input,
             ("filter", _) => ChainKind::OtherFilter,
             ("nat", "postrouting") => ChainKind::Nat,
-            (t, h) => return Err(NetworkError::Plan(format!("chain {}: unsupported type/hook {t}/{h}", chain.name))),
+            (t, h) => {
+                return Err(NetworkError::Plan(format!(
+                    "chain {}: unsupported type/hook {t}/{h}",
+                    chain.name
+                )));
+            }
         };
         if !matches!(chain.policy.as_str(), "accept" | "drop") {
-            return Err(NetworkError::Plan(format!("chain {}: policy {:?}", chain.name, chain.policy)));
+            return Err(NetworkError::Plan(format!(
+                "chain {}: policy {:?}",
+                chain.name, chain.policy
+            )));
         }
         if kinds.insert(chain.name.clone(), kind).is_some() {
-            return Err(NetworkError::Plan(format!("chain {} appears twice", chain.name)));
+            return Err(NetworkError::Plan(format!(
+                "chain {} appears twice",
+                chain.name
+            )));
         }
     }
-    let forward: Vec<&String> = kinds.iter().filter(|(_, k)| **k == ChainKind::Forward).map(|(n, _)| n).collect();
+    let forward: Vec<&String> = kinds
+        .iter()
+        .filter(|(_, k)| **k == ChainKind::Forward)
+        .map(|(n, _)| n)
+        .collect();
     let [forward] = forward.as_slice() else {
-        return Err(NetworkError::Plan("the plan needs exactly one filter chain on hook forward".into()));
+        return Err(NetworkError::Plan(
+            "the plan needs exactly one filter chain on hook forward".into(),
+        ));
     };
     let forward = (*forward).clone();
     let mut ids = BTreeSet::new();
     for rule in &plan.nft.rules {
         if !kinds.contains_key(&rule.chain) {
-            return Err(NetworkError::Plan(format!("rule {} names unknown chain {}", rule.id, rule.chain)));
+            return Err(NetworkError::Plan(format!(
+                "rule {} names unknown chain {}",
+                rule.id, rule.chain
+            )));
         }
         if !ids.insert(rule.id.as_str()) || rule.id.contains(BLOCKED_SUFFIX) {
-            return Err(NetworkError::Plan(format!("rule id {} is repeated or reserved", rule.id)));
+            return Err(NetworkError::Plan(format!(
+                "rule id {} is repeated or reserved",
+                rule.id
+            )));
         }
     }
     // Deny by default is the plan's job; refuse to apply a plan that would leave egress open.
-    if !plan.nft.rules.iter().any(|r| r.chain == forward && is_default_drop(r)) {
+    if !plan
+        .nft
+        .rules
+        .iter()
+        .any(|r| r.chain == forward && is_default_drop(r))
+    {
         return Err(NetworkError::Plan(format!(
             "chain {forward} has no default drop rule; refusing to apply an open allowlist"
         )));
     }
 
-    let mut r = Renderer { run, out: Vec::new() };
-    r.out.push(json!({"add": {"table": {"family": run.family, "name": run.table}}}));
+    let mut r = Renderer {
+        run,
+        out: Vec::new(),
+    };
+    r.out
+        .push(json!({"add": {"table": {"family": run.family, "name": run.table}}}));
     for chain in &plan.nft.chains {
         r.out.push(json!({"add": {"chain": {
             "family": run.family, "table": run.table, "name": chain.name,
@@ -312,26 +401,52 @@ pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkErro
 
     // Runner rules that open the forward chain.
     let iif = r.iif();
-    r.rule(&forward, ESTABLISHED_ID, vec![
-        iif.clone(),
-        matches("in", json!({"ct": {"key": "state"}}), json!(["established", "related"])),
-        json!({"accept": null}),
-    ]);
-    r.rule(&forward, INGRESS_DROP_ID, vec![
-        matches("==", meta("oifname"), json!(run.host_if)),
-        matches("!=", json!({"ct": {"key": "state"}}), json!({"set": ["established", "related"]})),
-        json!({"counter": null}),
-        json!({"drop": null}),
-    ]);
+    r.rule(
+        &forward,
+        ESTABLISHED_ID,
+        vec![
+            iif.clone(),
+            matches(
+                "in",
+                json!({"ct": {"key": "state"}}),
+                json!(["established", "related"]),
+            ),
+            json!({"accept": null}),
+        ],
+    );
+    r.rule(
+        &forward,
+        INGRESS_DROP_ID,
+        vec![
+            matches("==", meta("oifname"), json!(run.host_if)),
+            matches(
+                "!=",
+                json!({"ct": {"key": "state"}}),
+                json!({"set": ["established", "related"]}),
+            ),
+            json!({"counter": null}),
+            json!({"drop": null}),
+        ],
+    );
 
     let mut probes_done = false;
     let mut nat_rules = false;
     for rule in &plan.nft.rules {
-        let kind = kinds.get(&rule.chain).copied().unwrap_or(ChainKind::OtherFilter);
-        let daddr = rule.daddr.as_deref().map(|d| parse_daddr(plan, rule, d)).transpose()?;
+        let kind = kinds
+            .get(&rule.chain)
+            .copied()
+            .unwrap_or(ChainKind::OtherFilter);
+        let daddr = rule
+            .daddr
+            .as_deref()
+            .map(|d| parse_daddr(plan, rule, d))
+            .transpose()?;
         if kind == ChainKind::Nat {
             if rule.verdict != "masquerade" || daddr.is_some() || rule.protocol.is_some() {
-                return Err(NetworkError::Plan(format!("nat rule {} must be a bare masquerade", rule.id)));
+                return Err(NetworkError::Plan(format!(
+                    "nat rule {} must be a bare masquerade",
+                    rule.id
+                )));
             }
             nat_rules = true;
             r.masquerade(&rule.chain, &rule.id);
@@ -339,8 +454,17 @@ pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkErro
         }
         if kind == ChainKind::Forward && is_default_drop(rule) && !probes_done {
             probes_done = true;
-            for egress in plan.nft.rules.iter().filter(|e| e.chain == forward && e.verdict == "accept") {
-                let d = egress.daddr.as_deref().map(|d| parse_daddr(plan, egress, d)).transpose()?;
+            for egress in plan
+                .nft
+                .rules
+                .iter()
+                .filter(|e| e.chain == forward && e.verdict == "accept")
+            {
+                let d = egress
+                    .daddr
+                    .as_deref()
+                    .map(|d| parse_daddr(plan, egress, d))
+                    .transpose()?;
                 let mut expr = vec![iif.clone()];
                 expr.extend(d.as_ref().map(daddr_match));
                 expr.push(json!({"counter": null}));
@@ -358,7 +482,12 @@ pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkErro
         let verdict = match rule.verdict.as_str() {
             "accept" => json!({"accept": null}),
             "drop" => json!({"drop": null}),
-            other => return Err(NetworkError::Plan(format!("rule {}: verdict {other:?}", rule.id))),
+            other => {
+                return Err(NetworkError::Plan(format!(
+                    "rule {}: verdict {other:?}",
+                    rule.id
+                )));
+            }
         };
         let mut expr = vec![iif.clone()];
         expr.extend(daddr.as_ref().map(daddr_match));
@@ -373,7 +502,11 @@ pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkErro
         r.rule(&rule.chain, &rule.id, expr);
     }
     if !nat_rules {
-        let nat_chain = plan.nft.chains.iter().find(|c| kinds.get(&c.name) == Some(&ChainKind::Nat));
+        let nat_chain = plan
+            .nft
+            .chains
+            .iter()
+            .find(|c| kinds.get(&c.name) == Some(&ChainKind::Nat));
         if let Some(chain) = nat_chain {
             let name = chain.name.clone();
             r.masquerade(&name, MASQUERADE_ID);

@@ -2,8 +2,10 @@
 //! parsing, the digest, the resolver's answers, and the lifecycle's command sequence and
 //! failure codes against a recording executor. No root needed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
@@ -17,7 +19,7 @@ use sr_policy::operator::NetworkConfig;
 
 use super::audit::{self, DnsTally};
 use super::dns::{self, NameTargets, Resolver, Upstream};
-use super::exec::{NetCommand, RecordingExecutor};
+use super::exec::{NetCommand, NetCommandExecutor, RecordingExecutor};
 use super::ruleset::{self, RunBinding};
 use super::{AllowlistNetwork, Options};
 use crate::network_hook::NetworkHook;
@@ -25,10 +27,24 @@ use crate::network_hook::NetworkHook;
 const RUN: &str = "0123456789ab";
 
 fn chain(name: &str, t: &str, hook: &str, prio: i32) -> NftChain {
-    NftChain { name: name.into(), chain_type: t.into(), hook: hook.into(), priority: prio, policy: "accept".into() }
+    NftChain {
+        name: name.into(),
+        chain_type: t.into(),
+        hook: hook.into(),
+        priority: prio,
+        policy: "accept".into(),
+    }
 }
 
-fn rule(id: &str, chain: &str, idx: Option<usize>, daddr: Option<&str>, proto: Option<&str>, ports: &[u16], verdict: &str) -> NftRule {
+fn rule(
+    id: &str,
+    chain: &str,
+    idx: Option<usize>,
+    daddr: Option<&str>,
+    proto: Option<&str>,
+    ports: &[u16],
+    verdict: &str,
+) -> NftRule {
     NftRule {
         id: id.into(),
         chain: chain.into(),
@@ -44,8 +60,24 @@ fn rule(id: &str, chain: &str, idx: Option<usize>, daddr: Option<&str>, proto: O
 /// The plan shape the compiler emits, with the egress rules given.
 pub(crate) fn plan_with(egress: Vec<NftRule>, sets: Vec<NftSet>, names: &[&str]) -> NetworkPlan {
     let mut rules = egress;
-    rules.push(rule("default-drop", "forward", None, None, None, &[], "drop"));
-    rules.push(rule("dns", "input", None, None, Some("udp"), &[53], "accept"));
+    rules.push(rule(
+        "default-drop",
+        "forward",
+        None,
+        None,
+        None,
+        &[],
+        "drop",
+    ));
+    rules.push(rule(
+        "dns",
+        "input",
+        None,
+        None,
+        Some("udp"),
+        &[53],
+        "accept",
+    ));
     rules.push(rule("host-drop", "input", None, None, None, &[], "drop"));
     NetworkPlan {
         mode: "allowlist".into(),
@@ -62,7 +94,9 @@ pub(crate) fn plan_with(egress: Vec<NftRule>, sets: Vec<NftSet>, names: &[&str])
             sets,
             rules,
         },
-        dns: DnsPlan { allowed_names: names.iter().map(|n| (*n).to_owned()).collect() },
+        dns: DnsPlan {
+            allowed_names: names.iter().map(|n| (*n).to_owned()).collect(),
+        },
     }
 }
 
@@ -77,54 +111,142 @@ fn rules_for(doc: &Value, id: &str) -> Vec<Value> {
         .unwrap()
         .iter()
         .filter_map(|o| o.get("add")?.get("rule"))
-        .filter(|r| r["comment"].as_str().is_some_and(|c| c == id || c == format!("{id}/blocked")))
+        .filter(|r| {
+            r["comment"]
+                .as_str()
+                .is_some_and(|c| c == id || c == format!("{id}/blocked"))
+        })
         .cloned()
         .collect()
 }
 
 #[test]
 fn snapshot_cidr_tcp_with_ports() {
-    let plan = plan_with(vec![rule("egress-0", "forward", Some(0), Some("203.0.113.0/24"), Some("tcp"), &[80, 443], "accept")], vec![], &[]);
+    let plan = plan_with(
+        vec![rule(
+            "egress-0",
+            "forward",
+            Some(0),
+            Some("203.0.113.0/24"),
+            Some("tcp"),
+            &[80, 443],
+            "accept",
+        )],
+        vec![],
+        &[],
+    );
     let doc = ruleset::render(&plan, &binding(&plan)).unwrap();
     insta::assert_json_snapshot!("cidr_tcp_ports", rules_for(&doc, "egress-0"));
 }
 
 #[test]
 fn snapshot_cidr_udp_single_address() {
-    let plan = plan_with(vec![rule("egress-0", "forward", Some(0), Some("198.51.100.7/32"), Some("udp"), &[53], "accept")], vec![], &[]);
+    let plan = plan_with(
+        vec![rule(
+            "egress-0",
+            "forward",
+            Some(0),
+            Some("198.51.100.7/32"),
+            Some("udp"),
+            &[53],
+            "accept",
+        )],
+        vec![],
+        &[],
+    );
     let doc = ruleset::render(&plan, &binding(&plan)).unwrap();
     insta::assert_json_snapshot!("cidr_udp", rules_for(&doc, "egress-0"));
 }
 
 #[test]
 fn snapshot_icmp_echo() {
-    let plan = plan_with(vec![rule("egress-0", "forward", Some(0), Some("192.0.2.0/24"), Some("icmp"), &[], "accept")], vec![], &[]);
+    let plan = plan_with(
+        vec![rule(
+            "egress-0",
+            "forward",
+            Some(0),
+            Some("192.0.2.0/24"),
+            Some("icmp"),
+            &[],
+            "accept",
+        )],
+        vec![],
+        &[],
+    );
     let doc = ruleset::render(&plan, &binding(&plan)).unwrap();
     insta::assert_json_snapshot!("icmp_echo", rules_for(&doc, "egress-0"));
 }
 
 #[test]
 fn snapshot_host_set_rule() {
-    let sets = vec![NftSet { name: "egress_0_v4".into(), set_type: "ipv4_addr".into(), host: "pypi.org".into() }];
-    let plan = plan_with(vec![rule("egress-0", "forward", Some(0), Some("egress_0_v4"), Some("tcp"), &[443], "accept")], sets, &["pypi.org"]);
+    let sets = vec![NftSet {
+        name: "egress_0_v4".into(),
+        set_type: "ipv4_addr".into(),
+        host: "pypi.org".into(),
+    }];
+    let plan = plan_with(
+        vec![rule(
+            "egress-0",
+            "forward",
+            Some(0),
+            Some("egress_0_v4"),
+            Some("tcp"),
+            &[443],
+            "accept",
+        )],
+        sets,
+        &["pypi.org"],
+    );
     let doc = ruleset::render(&plan, &binding(&plan)).unwrap();
     insta::assert_json_snapshot!("host_set", rules_for(&doc, "egress-0"));
 }
 
 #[test]
 fn snapshot_v6_cidr() {
-    let plan = plan_with(vec![rule("egress-0", "forward", Some(0), Some("2001:db8::/32"), Some("tcp"), &[443], "accept")], vec![], &[]);
+    let plan = plan_with(
+        vec![rule(
+            "egress-0",
+            "forward",
+            Some(0),
+            Some("2001:db8::/32"),
+            Some("tcp"),
+            &[443],
+            "accept",
+        )],
+        vec![],
+        &[],
+    );
     let doc = ruleset::render(&plan, &binding(&plan)).unwrap();
     insta::assert_json_snapshot!("v6_cidr", rules_for(&doc, "egress-0"));
 }
 
 #[test]
 fn snapshot_whole_table() {
-    let sets = vec![NftSet { name: "egress_1_v4".into(), set_type: "ipv4_addr".into(), host: "allowed.test".into() }];
+    let sets = vec![NftSet {
+        name: "egress_1_v4".into(),
+        set_type: "ipv4_addr".into(),
+        host: "allowed.test".into(),
+    }];
     let plan = plan_with(
         vec![
-            rule("egress-0", "forward", Some(0), Some("10.214.0.0/30"), Some("tcp"), &[7], "accept"),
-            rule("egress-1", "forward", Some(1), Some("@egress_1_v4"), Some("udp"), &[7], "accept"),
+            rule(
+                "egress-0",
+                "forward",
+                Some(0),
+                Some("10.214.0.0/30"),
+                Some("tcp"),
+                &[7],
+                "accept",
+            ),
+            rule(
+                "egress-1",
+                "forward",
+                Some(1),
+                Some("@egress_1_v4"),
+                Some("udp"),
+                &[7],
+                "accept",
+            ),
         ],
         sets,
         &["allowed.test"],
@@ -140,22 +262,63 @@ fn snapshot_whole_table() {
         .filter(|r| r["chain"] == "forward")
         .map(|r| r["comment"].as_str().unwrap())
         .collect();
-    assert_eq!(order, [
-        "established", "ingress-drop", "egress-0", "egress-1", "egress-0/blocked",
-        "egress-1/blocked", "blocked-summary", "default-drop"
-    ]);
+    assert_eq!(
+        order,
+        [
+            "established",
+            "ingress-drop",
+            "egress-0",
+            "egress-1",
+            "egress-0/blocked",
+            "egress-1/blocked",
+            "blocked-summary",
+            "default-drop"
+        ]
+    );
 }
 
 #[test]
 fn plans_the_runner_cannot_render_are_sr_run_201() {
     let mut no_drop = plan_with(vec![], vec![], &[]);
     no_drop.nft.rules.retain(|r| r.id != "default-drop");
-    let bad_daddr = plan_with(vec![rule("egress-0", "forward", Some(0), Some("nosuchset"), Some("tcp"), &[1], "accept")], vec![], &[]);
-    let icmp_ports = plan_with(vec![rule("egress-0", "forward", Some(0), Some("192.0.2.1"), Some("icmp"), &[1], "accept")], vec![], &[]);
+    let bad_daddr = plan_with(
+        vec![rule(
+            "egress-0",
+            "forward",
+            Some(0),
+            Some("nosuchset"),
+            Some("tcp"),
+            &[1],
+            "accept",
+        )],
+        vec![],
+        &[],
+    );
+    let icmp_ports = plan_with(
+        vec![rule(
+            "egress-0",
+            "forward",
+            Some(0),
+            Some("192.0.2.1"),
+            Some("icmp"),
+            &[1],
+            "accept",
+        )],
+        vec![],
+        &[],
+    );
     let mut family = plan_with(vec![], vec![], &[]);
     family.nft.family = "ip".into();
     for plan in [no_drop, bad_daddr, icmp_ports, family] {
-        let err = AllowlistNetwork::new(&plan, RUN, &NetworkConfig { upstream_dns: Some("127.0.0.1:53".into()), ..Default::default() }).unwrap_err();
+        let err = AllowlistNetwork::new(
+            &plan,
+            RUN,
+            &NetworkConfig {
+                upstream_dns: Some("127.0.0.1:53".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert_eq!(err.code, ErrorCode::RunNetworkApply, "{err}");
         assert_eq!(err.path, "launch.network");
     }
@@ -180,11 +343,31 @@ const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "releas
 ]}"#;
 
 fn two_rule_plan() -> NetworkPlan {
-    let sets = vec![NftSet { name: "egress_1_v4".into(), set_type: "ipv4_addr".into(), host: "allowed.test".into() }];
+    let sets = vec![NftSet {
+        name: "egress_1_v4".into(),
+        set_type: "ipv4_addr".into(),
+        host: "allowed.test".into(),
+    }];
     plan_with(
         vec![
-            rule("egress-0", "forward", Some(0), Some("10.214.1.0/30"), Some("tcp"), &[7], "accept"),
-            rule("egress-1", "forward", Some(1), Some("egress_1_v4"), Some("udp"), &[7], "accept"),
+            rule(
+                "egress-0",
+                "forward",
+                Some(0),
+                Some("10.214.1.0/30"),
+                Some("tcp"),
+                &[7],
+                "accept",
+            ),
+            rule(
+                "egress-1",
+                "forward",
+                Some(1),
+                Some("egress_1_v4"),
+                Some("udp"),
+                &[7],
+                "accept",
+            ),
         ],
         sets,
         &["allowed.test"],
@@ -199,12 +382,29 @@ fn counters_parse_from_nft_listing() {
     assert_eq!(c.rules["egress-0/blocked"].packets, 1);
     assert_eq!(c.rules["default-drop"].bytes, 358);
     assert_eq!(c.blocked.len(), 2);
-    assert_eq!((c.blocked[0].protocol.as_str(), c.blocked[0].packets), ("tcp", 5));
-    let audit = audit::audit_block(&two_rule_plan(), &c, DnsTally { answered: 2, refused: 1, failed: 0 });
+    assert_eq!(
+        (c.blocked[0].protocol.as_str(), c.blocked[0].packets),
+        ("tcp", 5)
+    );
+    let audit = audit::audit_block(
+        &two_rule_plan(),
+        &c,
+        DnsTally {
+            answered: 2,
+            refused: 1,
+            failed: 0,
+        },
+    );
     insta::assert_json_snapshot!("audit_block", audit);
     // Malformed input gives empty counters, not a panic.
-    assert_eq!(audit::parse_counters(&json!({"nftables": [{"rule": 5}, 7]})), audit::Counters::default());
-    assert_eq!(audit::parse_counters(&json!("x")), audit::Counters::default());
+    assert_eq!(
+        audit::parse_counters(&json!({"nftables": [{"rule": 5}, 7]})),
+        audit::Counters::default()
+    );
+    assert_eq!(
+        audit::parse_counters(&json!("x")),
+        audit::Counters::default()
+    );
 }
 
 #[test]
@@ -214,12 +414,18 @@ fn hit_events_only_when_positive_and_changed() {
     let plan = two_rule_plan();
     let mut last = BTreeMap::new();
     let first = audit::hit_events(&plan, &c, &mut last, false);
-    let ids: Vec<&str> = first.iter().map(|e| e["ruleId"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = first
+        .iter()
+        .map(|e| e["ruleId"].as_str().unwrap())
+        .collect();
     // egress-1 has no hits: no event. host-drop has none either.
     assert_eq!(ids, ["egress-0", "default-drop", "dns"]);
     assert_eq!(first[0]["allowedHits"], 3);
     assert_eq!(first[0]["blockedHits"], 1);
-    assert!(audit::hit_events(&plan, &c, &mut last, true).is_empty(), "unchanged counters emit nothing");
+    assert!(
+        audit::hit_events(&plan, &c, &mut last, true).is_empty(),
+        "unchanged counters emit nothing"
+    );
 }
 
 #[test]
@@ -250,9 +456,17 @@ impl Upstream for FakeUpstream {
         let addrs = self.answers.get(&key).ok_or("no such name")?;
         let mut m = Message::response(1, OpCode::Query);
         m.add_query(Query::query(name.clone(), qtype));
-        m.add_answer(Record::from_rdata(name.clone(), 300, RData::CNAME(CNAME(Name::from_ascii("edge.cdn.test.").unwrap()))));
+        m.add_answer(Record::from_rdata(
+            name.clone(),
+            300,
+            RData::CNAME(CNAME(Name::from_ascii("edge.cdn.test.").unwrap())),
+        ));
         for a in addrs {
-            m.add_answer(Record::from_rdata(Name::from_ascii("edge.cdn.test.").unwrap(), 120, RData::A(A(*a))));
+            m.add_answer(Record::from_rdata(
+                Name::from_ascii("edge.cdn.test.").unwrap(),
+                120,
+                RData::A(A(*a)),
+            ));
         }
         Ok(m)
     }
@@ -272,12 +486,29 @@ fn test_resolver(exec: Arc<RecordingExecutor>) -> (Resolver, Arc<Mutex<Vec<Strin
     let upstream = FakeUpstream {
         answers: BTreeMap::from([(
             "allowed.test".to_owned(),
-            vec![Ipv4Addr::new(10, 214, 1, 2), Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(169, 254, 1, 1), Ipv4Addr::new(10, 213, 9, 9)],
+            vec![
+                Ipv4Addr::new(10, 214, 1, 2),
+                Ipv4Addr::new(127, 0, 0, 1),
+                Ipv4Addr::new(169, 254, 1, 1),
+                Ipv4Addr::new(10, 213, 9, 9),
+            ],
         )]),
         asked: asked.clone(),
     };
-    let names = BTreeMap::from([("allowed.test".to_owned(), NameTargets { v4: vec!["egress_1_v4".into()], v6: vec![] })]);
-    let r = Resolver::new(names, Box::new(upstream), exec, binding(&plan), "10.213.0.0/16".parse().unwrap());
+    let names = BTreeMap::from([(
+        "allowed.test".to_owned(),
+        NameTargets {
+            v4: vec!["egress_1_v4".into()],
+            v6: vec![],
+        },
+    )]);
+    let r = Resolver::new(
+        names,
+        Box::new(upstream),
+        exec,
+        binding(&plan),
+        "10.213.0.0/16".parse().unwrap(),
+    );
     (r, asked)
 }
 
@@ -285,19 +516,39 @@ fn test_resolver(exec: Arc<RecordingExecutor>) -> (Resolver, Arc<Mutex<Vec<Strin
 fn resolver_answers_allowed_names_and_fills_sets_without_rebinding_targets() {
     let exec = Arc::new(RecordingExecutor::new(|_| Ok(String::new())));
     let (r, asked) = test_resolver(exec.clone());
-    let reply = Message::from_vec(&r.answer(&query_bytes("Allowed.TEST.", RecordType::A)).unwrap()).unwrap();
+    let reply = Message::from_vec(
+        &r.answer(&query_bytes("Allowed.TEST.", RecordType::A))
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
     assert_eq!(reply.metadata.id, 4242);
     assert_eq!(reply.metadata.message_type, MessageType::Response);
-    let addrs: Vec<String> = reply.answers.iter().filter_map(|r| match &r.data { RData::A(a) => Some(a.0.to_string()), _ => None }).collect();
+    let addrs: Vec<String> = reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
     // Loopback, link-local and the run pool are never answered nor installed.
     assert_eq!(addrs, ["10.214.1.2"]);
     let cmds = exec.commands();
-    let [NetCommand::NftApply { doc }] = cmds.as_slice() else { panic!("{cmds:?}") };
+    let [NetCommand::NftApply { doc }] = cmds.as_slice() else {
+        panic!("{cmds:?}")
+    };
     insta::assert_json_snapshot!("set_install", doc);
     assert_eq!(asked.lock().unwrap().as_slice(), ["A allowed.test."]);
     let (evs, tally, _) = r.drain();
-    assert_eq!(tally, DnsTally { answered: 1, refused: 0, failed: 0 });
+    assert_eq!(
+        tally,
+        DnsTally {
+            answered: 1,
+            refused: 0,
+            failed: 0
+        }
+    );
     assert_eq!(evs[0]["verdict"], "answered");
 }
 
@@ -305,13 +556,26 @@ fn resolver_answers_allowed_names_and_fills_sets_without_rebinding_targets() {
 fn resolver_refuses_other_names_without_asking_upstream() {
     let exec = Arc::new(RecordingExecutor::new(|_| Ok(String::new())));
     let (r, asked) = test_resolver(exec.clone());
-    for name in ["blocked.test.", "sub.allowed.test.", "c2VjcmV0.evil.example."] {
-        let reply = Message::from_vec(&r.answer(&query_bytes(name, RecordType::A)).unwrap()).unwrap();
-        assert_eq!(reply.metadata.response_code, ResponseCode::Refused, "{name}");
+    for name in [
+        "blocked.test.",
+        "sub.allowed.test.",
+        "c2VjcmV0.evil.example.",
+    ] {
+        let reply =
+            Message::from_vec(&r.answer(&query_bytes(name, RecordType::A)).unwrap()).unwrap();
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::Refused,
+            "{name}"
+        );
         assert!(reply.answers.is_empty());
     }
     // TXT for an allowed name: empty, not forwarded.
-    let reply = Message::from_vec(&r.answer(&query_bytes("allowed.test.", RecordType::TXT)).unwrap()).unwrap();
+    let reply = Message::from_vec(
+        &r.answer(&query_bytes("allowed.test.", RecordType::TXT))
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
     assert!(reply.answers.is_empty());
     assert!(asked.lock().unwrap().is_empty());
@@ -326,7 +590,10 @@ fn resolver_refuses_other_names_without_asking_upstream() {
 #[test]
 fn resolv_conf_upstream_parsing() {
     let text = "# comment\nsearch x\nnameserver 10.255.255.53\nnameserver 1.1.1.1\n";
-    assert_eq!(dns::upstream_from_resolv_conf(text), Some("10.255.255.53:53".parse::<SocketAddr>().unwrap()));
+    assert_eq!(
+        dns::upstream_from_resolv_conf(text),
+        Some("10.255.255.53:53".parse::<SocketAddr>().unwrap())
+    );
     assert_eq!(dns::upstream_from_resolv_conf("nameserver nope\n"), None);
 }
 
@@ -338,9 +605,15 @@ fn scripted(fail: Option<&'static str>) -> Arc<RecordingExecutor> {
             return Err(RecordingExecutor::failure(cmd, "Operation not permitted"));
         }
         Ok(match cmd {
-            NetCommand::Ip { args } if args.starts_with(&["-j".to_string(), "-4".to_string()]) => "[]".into(),
-            NetCommand::Ip { args } if args.get(1).map(String::as_str) == Some("route") => r#"[{"dev":"eth0"}]"#.into(),
-            NetCommand::Nft { args } if args[0] == "list" && args[1] == "tables" => r#"{"nftables":[]}"#.into(),
+            NetCommand::Ip { args } if args.starts_with(&["-j".to_string(), "-4".to_string()]) => {
+                "[]".into()
+            }
+            NetCommand::Ip { args } if args.get(1).map(String::as_str) == Some("route") => {
+                r#"[{"dev":"eth0"}]"#.into()
+            }
+            NetCommand::Nft { args } if args[0] == "list" && args[1] == "tables" => {
+                r#"{"nftables":[]}"#.into()
+            }
             NetCommand::Nft { args } if args[0] == "list" => LISTING.into(),
             NetCommand::SysctlRead { .. } => "0".into(),
             _ => String::new(),
@@ -350,8 +623,20 @@ fn scripted(fail: Option<&'static str>) -> Arc<RecordingExecutor> {
 
 fn network(exec: Arc<RecordingExecutor>, state: &std::path::Path) -> AllowlistNetwork {
     let asked = Arc::new(Mutex::new(Vec::new()));
-    let upstream = FakeUpstream { answers: BTreeMap::from([("allowed.test".to_owned(), vec![Ipv4Addr::new(10, 214, 1, 2)])]), asked };
-    let opts = Options { exec, upstream: Some(Arc::new(upstream)), dns_port: 0, state_dir: state.to_path_buf() };
+    let upstream = FakeUpstream {
+        answers: BTreeMap::from([(
+            "allowed.test".to_owned(),
+            vec![Ipv4Addr::new(10, 214, 1, 2)],
+        )]),
+        asked,
+    };
+    let opts = Options {
+        exec,
+        upstream: Some(Arc::new(upstream)),
+        dns_port: 0,
+        state_dir: state.to_path_buf(),
+        resolver_bind: Some(Ipv4Addr::LOCALHOST),
+    };
     AllowlistNetwork::with_options(&two_rule_plan(), RUN, &NetworkConfig::default(), opts).unwrap()
 }
 
@@ -360,39 +645,117 @@ fn lifecycle_command_sequence_and_release() {
     let dir = tempfile::tempdir().unwrap();
     let exec = scripted(None);
     let mut net = network(exec.clone(), dir.path());
-    // The DNS server binds the scripted host address, which does not exist here: use loopback
-    // by failing fast is not possible, so only check up to the resolver start.
-    let err = net.attach(4242, dir.path()).unwrap_err();
-    assert_eq!(err.code, ErrorCode::RunNetworkApply);
-    assert!(err.message.contains("DNS resolver"), "{err}");
-    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    let attached = net.attach(4242, dir.path()).unwrap();
     let b = net.binding().unwrap().clone();
-    let expect_prefix = [
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    let expected = [
         "ip -j -4 addr show".to_string(),
-        format!("ip link add srRUNh type veth peer name srRUNg netns 4242"),
+        "ip link add srRUNh type veth peer name srRUNg netns 4242".into(),
         "sysctl -w net.ipv6.conf.srRUNh.disable_ipv6=1".into(),
         format!("ip addr add {}/30 dev srRUNh", b.host_addr),
         "ip link set srRUNh up".into(),
         "sysctl -w net.ipv4.conf.srRUNh.forwarding=1".into(),
         "nsenter -t 4242 -n ip link set lo up".into(),
-        format!("nsenter -t 4242 -n ip addr add {}/30 dev srRUNg", b.guest_addr),
+        format!(
+            "nsenter -t 4242 -n ip addr add {}/30 dev srRUNg",
+            b.guest_addr
+        ),
         "nsenter -t 4242 -n ip link set srRUNg up".into(),
-        format!("nsenter -t 4242 -n ip route add default via {}", b.host_addr),
+        format!(
+            "nsenter -t 4242 -n ip route add default via {}",
+            b.host_addr
+        ),
         "nft -j -f -".into(),
         "nft -j list table inet safe_run_RUN".into(),
+        // First resolution of allowed.test fills egress_1_v4.
+        "nft -j -f -".into(),
+        // Uplinks towards 10.214.1.2 (from DNS) and 10.214.1.1 (first host of the CIDR).
+        "ip -j route get 10.214.1.1".into(),
+        "ip -j route get 10.214.1.2".into(),
+        "sysctl net.ipv4.conf.eth0.forwarding".into(),
+        "sysctl -w net.ipv4.conf.eth0.forwarding=1".into(),
     ]
     .map(|c| c.replace("RUN", RUN));
-    assert_eq!(&cmds[..expect_prefix.len()], &expect_prefix);
-    // Rolled back: counters read, table and link deleted.
+    assert_eq!(cmds, expected);
+    // The applied document is exactly the rendering of the plan.
+    let applied = exec.commands().into_iter().find_map(|c| match c {
+        NetCommand::NftApply { doc } => Some(doc),
+        _ => None,
+    });
+    assert_eq!(
+        applied.unwrap(),
+        ruleset::render(&two_rule_plan(), &b).unwrap()
+    );
+    let facts = &attached.facts;
+    assert_eq!(facts["hostInterface"], format!("sr{RUN}h"));
+    assert_eq!(facts["ipv4ForwardingEnabled"], json!(["eth0"]));
+    assert_eq!(
+        facts["nftRulesetDigest"],
+        audit::ruleset_digest(&serde_json::from_str(LISTING).unwrap())
+    );
+    let resolv = std::fs::read_to_string(attached.resolv_conf.unwrap()).unwrap();
+    assert!(resolv.starts_with(&format!("nameserver {}\n", b.host_addr)));
+    assert!(dir.path().join("net/ruleset.json").exists());
+    // The forwarding change is recorded for restoring.
+    let record = std::fs::read_to_string(dir.path().join("forwarding.json")).unwrap();
+    assert!(record.contains("eth0"));
+
+    let sample = net.sample(false).unwrap();
+    assert_eq!(sample.events[0].0, events::NETWORK_APPLIED);
+    assert!(
+        sample
+            .events
+            .iter()
+            .any(|(t, _)| t == events::NETWORK_RULE_HIT)
+    );
+    assert_eq!(sample.audit["mode"], "allowlist");
+
+    let before = exec.commands().len();
+    net.release().unwrap();
+    let released: Vec<String> = exec.commands()[before..]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        released,
+        [
+            format!("nft -j list table inet safe_run_{RUN}"),
+            format!("nft -j delete table inet safe_run_{RUN}"),
+            format!("ip link del sr{RUN}h"),
+            "nft -j list tables".to_string(),
+            "sysctl -w net.ipv4.conf.eth0.forwarding=0".into(),
+        ]
+    );
+    assert!(!dir.path().join("forwarding.json").exists());
+    // Idempotent.
+    let count = exec.commands().len();
+    net.release().unwrap();
+    assert_eq!(exec.commands().len(), count);
+    let last = net.sample(true).unwrap();
+    assert!(
+        last.events
+            .iter()
+            .any(|(t, _)| t == events::NETWORK_RELEASED)
+    );
+}
+
+#[test]
+fn resolver_start_failure_is_sr_run_201_and_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = scripted(None);
+    let mut net = network(exec.clone(), dir.path());
+    // Occupy the port the resolver wants.
+    let busy = UdpSocket::bind("127.0.0.1:0").unwrap();
+    net.opts.dns_port = busy.local_addr().unwrap().port();
+    let err = net.attach(4242, dir.path()).unwrap_err();
+    assert_eq!(err.code, ErrorCode::RunNetworkApply);
+    assert!(err.message.contains("DNS resolver"), "{err}");
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
     assert!(cmds.ends_with(&[
         format!("nft -j list table inet safe_run_{RUN}"),
         format!("nft -j delete table inet safe_run_{RUN}"),
         format!("ip link del sr{RUN}h"),
     ]));
-    // Release after a failed attach is a no-op.
-    let before = exec.commands().len();
-    net.release().unwrap();
-    assert_eq!(exec.commands().len(), before);
 }
 
 #[test]
@@ -411,17 +774,102 @@ fn apply_failure_is_sr_run_201_and_rolls_back() {
 #[test]
 fn release_failure_is_sr_run_202_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    // Attach fails at the resolver (no such address here); the rollback's table delete fails.
+    // Attach fails late (route lookup), and the rollback's table delete fails too.
     let exec = scripted(Some("delete table"));
     let mut net = network(exec.clone(), dir.path());
-    let err = net.attach(4242, dir.path()).unwrap_err();
-    assert!(err.message.contains("rolling back also failed"), "{err}");
-    // An explicit release retries what is left and reports SR-RUN-202.
+    net.attach(4242, dir.path()).unwrap();
+    let err = net.release().unwrap_err();
+    assert_eq!(err.code, ErrorCode::RunNetworkRelease);
+    // The link was still removed: every step is attempted.
+    assert!(
+        exec.commands()
+            .iter()
+            .any(|c| c.to_string() == format!("ip link del sr{RUN}h"))
+    );
+    // A retry tries again what is left, and says so again.
     let err = net.release().unwrap_err();
     assert_eq!(err.code, ErrorCode::RunNetworkRelease);
     assert_eq!(err.path, "cleanup.network");
     let sample = net.sample(true).unwrap();
-    let released: Vec<&(String, Value)> = sample.events.iter().filter(|(t, _)| t == events::NETWORK_RELEASED).collect();
-    assert_eq!(released.len(), 1);
-    assert!(released[0].1["error"].as_str().unwrap().contains("delete table"));
+    let released: Vec<&(String, Value)> = sample
+        .events
+        .iter()
+        .filter(|(t, _)| t == events::NETWORK_RELEASED)
+        .collect();
+    // One per attempt, each saying what failed.
+    assert_eq!(released.len(), 2);
+    assert!(
+        released
+            .iter()
+            .all(|(_, p)| p["error"].as_str().unwrap().contains("delete table"))
+    );
+}
+
+#[test]
+fn attach_failure_with_failing_rollback_reports_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Arc::new(RecordingExecutor::new(|cmd| {
+        let text = cmd.to_string();
+        if text.contains("route get") || text.contains("delete table") {
+            return Err(RecordingExecutor::failure(cmd, "Operation not permitted"));
+        }
+        scripted(None).run(cmd)
+    }));
+    let mut net = network(exec, dir.path());
+    let err = net.attach(4242, dir.path()).unwrap_err();
+    assert_eq!(err.code, ErrorCode::RunNetworkApply);
+    assert!(err.message.contains("route"), "{err}");
+    assert!(err.message.contains("rolling back also failed"), "{err}");
+}
+
+#[test]
+fn the_compilers_plan_renders_as_is() {
+    let policy = r#"
+version: 1
+name: net
+runtime: { command: /bin/true, args: [] }
+mounts: []
+network:
+  mode: allowlist
+  egress:
+    - { host: Allowed.Test, protocol: tcp, ports: [443, 80] }
+    - { cidr: 203.0.113.0/24, protocol: udp, ports: [53] }
+    - { cidr: 192.0.2.0/24, protocol: icmp }
+"#;
+    let config = sr_policy::OperatorConfig::default();
+    let validated = sr_policy::validate_str(
+        policy,
+        sr_policy::SourceFormat::Yaml,
+        std::path::Path::new("/"),
+        &config,
+    )
+    .unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
+    let bundle = sr_compiler::compile(&validated, &config).unwrap();
+    let plan = bundle.network_plan.unwrap();
+    let doc = ruleset::render(&plan, &binding(&plan)).unwrap();
+    insta::assert_json_snapshot!("compiler_plan", doc);
+    // Every plan rule appears once, under its id, in its chain.
+    let rendered: Vec<(String, String)> = doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("add")?.get("rule"))
+        .map(|r| {
+            (
+                r["chain"].as_str().unwrap().to_owned(),
+                r["comment"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for r in &plan.nft.rules {
+        assert_eq!(
+            rendered
+                .iter()
+                .filter(|(c, id)| *c == r.chain && *id == r.id)
+                .count(),
+            1,
+            "{}",
+            r.id
+        );
+    }
 }
