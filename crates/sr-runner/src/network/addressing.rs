@@ -92,6 +92,8 @@ pub fn pick_subnet(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

@@ -103,6 +103,52 @@ pub fn release_leftovers_with(
     }
 }
 
+/// Removes the table and host link of one dead run (`run_id`); "not found" is success.
+pub fn release_run(
+    exec: &dyn NetCommandExecutor,
+    run_id: &str,
+) -> Result<Vec<String>, NetworkError> {
+    if !is_run_id(run_id) {
+        return Err(NetworkError::Release(format!("{run_id:?} is not a run id")));
+    }
+    let table = format!("{TABLE_PREFIX}{run_id}");
+    let link = format!("sr{run_id}h");
+    let mut removed = Vec::new();
+    let mut errors = Vec::new();
+    for (what, cmd) in [
+        (
+            format!("table inet {table}"),
+            NetCommand::nft(&["delete", "table", "inet", &table]),
+        ),
+        (
+            format!("link {link}"),
+            NetCommand::ip(&["link", "del", &link]),
+        ),
+    ] {
+        match exec.run(&cmd) {
+            Ok(_) => removed.push(what),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(removed)
+    } else {
+        Err(NetworkError::Release(errors.join("; ")))
+    }
+}
+
+/// The runner's gc hook ([`crate::gc::LeftoverCleaner`]): removes one dead run's network
+/// objects on this host.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NetworkLeftovers;
+
+impl crate::gc::LeftoverCleaner for NetworkLeftovers {
+    fn release_leftovers(&self, run_id: &str) -> Result<Vec<String>, String> {
+        release_run(&SystemExecutor, run_id).map_err(|e| e.to_diagnostic().to_string())
+    }
+}
+
 /// [`release_leftovers_with`] on this host.
 pub fn release_leftovers(is_run_alive: &dyn Fn(&str) -> bool) -> Result<Vec<String>, Diagnostic> {
     release_leftovers_with(&SystemExecutor, is_run_alive)
@@ -110,6 +156,8 @@ pub fn release_leftovers(is_run_alive: &dyn Fn(&str) -> bool) -> Result<Vec<Stri
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use crate::network::exec::RecordingExecutor;
 
@@ -140,6 +188,28 @@ mod tests {
                 .iter()
                 .any(|c| c.contains("bbbbbbbbbbbb") && c.contains("del"))
         );
+    }
+
+    #[test]
+    fn one_dead_run() {
+        let exec = RecordingExecutor::new(|cmd| match cmd {
+            NetCommand::Ip { .. } => {
+                Err(RecordingExecutor::failure(cmd, "Cannot find device \"x\""))
+            }
+            _ => Ok(String::new()),
+        });
+        assert_eq!(
+            release_run(&exec, "aaaaaaaaaaaa").unwrap(),
+            vec!["table inet safe_run_aaaaaaaaaaaa"]
+        );
+        assert!(release_run(&exec, "../etc").is_err());
+        let failing = RecordingExecutor::new(|cmd| {
+            Err(RecordingExecutor::failure(cmd, "Operation not permitted"))
+        });
+        let err = release_run(&failing, "aaaaaaaaaaaa").unwrap_err();
+        assert_eq!(err.code(), sr_common::ErrorCode::RunNetworkRelease);
+        // Both steps were attempted.
+        assert_eq!(failing.commands().len(), 2);
     }
 
     #[test]
