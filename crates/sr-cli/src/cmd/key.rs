@@ -49,20 +49,21 @@ pub struct ExportPublicArgs {
     out: PathBuf,
 }
 
-/// The key path: flag, else `SAFE_RUN_KEY`, else the operator config.
-pub fn resolve_key_path(flag: Option<&Path>) -> PathBuf {
+/// The key path: flag, else `SAFE_RUN_KEY`, else the operator config's `keyPath` (the config
+/// is only read when needed, so a broken config does not stop `--key` users).
+pub fn resolve_key_path(flag: Option<&Path>) -> Result<PathBuf, Diagnostic> {
     if let Some(p) = flag {
-        return p.to_owned();
+        return Ok(p.to_owned());
     }
     if let Some(p) = std::env::var_os(keys::KEY_ENV).filter(|v| !v.is_empty()) {
-        return PathBuf::from(p);
+        return Ok(PathBuf::from(p));
     }
-    PathBuf::from(sr_policy::OperatorConfig::default().key_path)
+    Ok(PathBuf::from(sr_policy::OperatorConfig::load()?.key_path))
 }
 
 /// Loads (creating on first use) the signing key, telling stderr when it was created.
 pub fn load_signing_key(flag: Option<&Path>) -> Result<SigningKey, Diagnostic> {
-    let path = resolve_key_path(flag);
+    let path = resolve_key_path(flag)?;
     let (key, created) = keys::load_or_create(&path).map_err(|e| e.to_diagnostic())?;
     if created {
         eprintln!("created signing key {}", path.display());
@@ -79,7 +80,10 @@ pub fn execute(command: KeyCommand) -> u8 {
 }
 
 fn show(args: ShowArgs) -> u8 {
-    let path = resolve_key_path(args.location.key.as_deref());
+    let path = match resolve_key_path(args.location.key.as_deref()) {
+        Ok(p) => p,
+        Err(d) => return fail(&[d], args.format),
+    };
     let key = match load_signing_key(Some(&path)) {
         Ok(k) => k,
         Err(d) => return fail(&[d], args.format),
@@ -133,4 +137,55 @@ fn export_public(args: ExportPublicArgs) -> u8 {
         keys::keyid(&key.verifying_key())
     );
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn show_creates_the_key_0600_and_refuses_a_readable_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("keys/signing.key");
+        let show = |format| {
+            execute(KeyCommand::Show(ShowArgs {
+                location: KeyLocation {
+                    key: Some(path.clone()),
+                },
+                format,
+            }))
+        };
+        assert_eq!(show(Format::Json), 0);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(show(Format::Text), 7);
+    }
+
+    #[test]
+    fn export_public_writes_a_pem_that_verify_accepts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("signing.key");
+        let out = tmp.path().join("signing.pub");
+        let code = execute(KeyCommand::ExportPublic(ExportPublicArgs {
+            location: KeyLocation {
+                key: Some(key.clone()),
+            },
+            out: out.clone(),
+        }));
+        assert_eq!(code, 0);
+        let (signing, _) = keys::load_or_create(&key).unwrap();
+        assert_eq!(
+            keys::read_public_key(&out).unwrap(),
+            signing.verifying_key()
+        );
+    }
+
+    #[test]
+    fn flag_wins_over_env_and_config() {
+        let p = resolve_key_path(Some(Path::new("/x/k"))).unwrap();
+        assert_eq!(p, PathBuf::from("/x/k"));
+    }
 }

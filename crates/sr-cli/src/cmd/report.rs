@@ -230,3 +230,195 @@ fn run_verify_envelope(envelope: PathBuf, key: PathBuf) -> u8 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+    use sr_evidence::report::*;
+    use sr_evidence::{ChainWriter, EventSink, SigningKey, SystemClock, events};
+
+    use super::*;
+
+    /// A run directory with `n` events (ending in cleanup.done unless `crashed`) and, unless
+    /// crashed, a signed report.
+    fn make_run(dir: &Path, n: usize, crashed: bool, key: &SigningKey) {
+        let plan: Vec<String> = events::ALL.iter().map(|s| s.to_string()).collect();
+        let mut chain = ChainWriter::create(dir, &plan, Box::new(SystemClock)).unwrap();
+        chain
+            .emit(events::RUN_PREPARE, json!({"runId": "t"}))
+            .unwrap();
+        for i in 0..n {
+            chain
+                .emit(events::RESOURCE_SAMPLE, json!({ "i": i }))
+                .unwrap();
+        }
+        if crashed {
+            return;
+        }
+        chain
+            .emit(events::CLEANUP_DONE, json!({"ok": true}))
+            .unwrap();
+        let summary = chain.finish().unwrap();
+        std::fs::write(dir.join("stdout"), b"out\n").unwrap();
+        let (digest, bytes) = sr_evidence::verify::digest_file(&dir.join("stdout")).unwrap();
+        let r = RunReport {
+            schema_version: SCHEMA_VERSION.into(),
+            run: RunInfo {
+                id: "t".into(),
+                backend: "sandbox".into(),
+                started_at: "2026-11-23T11:20:00Z".into(),
+                ended_at: "2026-11-23T11:20:01Z".into(),
+                duration_ms: 1000,
+                host: HostInfo {
+                    kernel: "6.18.0".into(),
+                    arch: "x86_64".into(),
+                },
+                safe_run_version: "0.1.0".into(),
+            },
+            policy: PolicyInfo {
+                name: "t".into(),
+                digest: format!("sha256:{}", "a".repeat(64)),
+                path: None,
+            },
+            inputs: vec![],
+            enforcement: Enforcement {
+                network: NetworkFacts {
+                    mode: "none".into(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            timeline: Timeline {
+                head: String::new(),
+                count: summary.count,
+                dropped: summary.dropped,
+                complete: true,
+            },
+            resources: Resources::default(),
+            network_audit: None,
+            exit: ExitInfo {
+                status: ExitStatus::Exited,
+                code: Some(0),
+                signal: None,
+            },
+            outputs: vec![Output {
+                name: "stdout".into(),
+                path: "stdout".into(),
+                bytes,
+                digest,
+            }],
+            cleanup: Cleanup {
+                ok: true,
+                removed: vec![],
+                errors: vec![],
+            },
+            integrity: None,
+        };
+        let sealed = seal(r, &summary.head, Some(key)).unwrap();
+        write_report(&dir.join(REPORT_FILE), &sealed).unwrap();
+    }
+
+    fn write_pub(path: &Path, key: &SigningKey) {
+        std::fs::write(path, keys::public_key_pem(&key.verifying_key()).unwrap()).unwrap();
+    }
+
+    fn verify_cmd(report: Option<&Path>, events: Option<&Path>, key: Option<&Path>) -> u8 {
+        execute(ReportCommand::Verify {
+            report: report.map(Path::to_owned),
+            events: events.map(Path::to_owned),
+            key: key.map(Path::to_owned),
+            format: Format::Json,
+        })
+    }
+
+    #[test]
+    fn verify_exits_0_when_intact_and_7_on_any_failure() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[3; 32]);
+        make_run(tmp.path(), 5, false, &key);
+        let report = tmp.path().join(REPORT_FILE);
+        let good = tmp.path().join("good.pub");
+        let bad = tmp.path().join("bad.pub");
+        write_pub(&good, &key);
+        write_pub(&bad, &SigningKey::from_bytes(&[4; 32]));
+        assert_eq!(verify_cmd(Some(&report), None, Some(&good)), 0);
+        assert_eq!(verify_cmd(Some(&report), None, Some(&bad)), 7);
+        // A key file that is not a key is SR-EVD-002 too.
+        assert_eq!(verify_cmd(Some(&report), None, Some(&report)), 7);
+
+        let events = tmp.path().join("events.jsonl");
+        let mut bytes = std::fs::read(&events).unwrap();
+        bytes[40] ^= 0x01;
+        std::fs::write(&events, &bytes).unwrap();
+        assert_eq!(verify_cmd(Some(&report), None, Some(&good)), 7);
+        assert_eq!(verify_cmd(None, Some(&events), None), 7);
+    }
+
+    #[test]
+    fn events_alone_after_a_crash_verify_as_incomplete() {
+        let tmp = tempfile::tempdir().unwrap();
+        make_run(tmp.path(), 5, true, &SigningKey::from_bytes(&[3; 32]));
+        let v = sr_evidence::verify::verify_events(&tmp.path().join("events.jsonl"));
+        assert!(v.ok() && !v.complete);
+        assert_eq!(
+            verify_cmd(None, Some(&tmp.path().join("events.jsonl")), None),
+            0
+        );
+        assert_eq!(verify_cmd(None, None, None), 2);
+    }
+
+    #[test]
+    fn export_writes_an_envelope_that_verifies_and_tampering_fails() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[3; 32]);
+        make_run(tmp.path(), 2, false, &key);
+        let key_file = tmp.path().join("keys/signing.key");
+        let (signer, _) = keys::load_or_create(&key_file).unwrap();
+        let envelope = tmp.path().join("envelope.json");
+        let code = execute(ReportCommand::Export {
+            format: ExportFormat::Intoto,
+            report: tmp.path().join(REPORT_FILE),
+            out: Some(envelope.clone()),
+            signing: KeyLocation {
+                key: Some(key_file),
+            },
+        });
+        assert_eq!(code, 0);
+        let public = tmp.path().join("signer.pub");
+        write_pub(&public, &signer);
+        let verify_env = |key: &Path| {
+            execute(ReportCommand::VerifyEnvelope {
+                envelope: envelope.clone(),
+                key: key.to_owned(),
+            })
+        };
+        assert_eq!(verify_env(&public), 0);
+        let other = tmp.path().join("other.pub");
+        write_pub(&other, &key);
+        assert_eq!(verify_env(&other), 7);
+        let text = std::fs::read_to_string(&envelope).unwrap();
+        let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        doc["payloadType"] = json!("application/json");
+        std::fs::write(&envelope, doc.to_string()).unwrap();
+        assert_eq!(verify_env(&public), 7);
+    }
+
+    #[test]
+    fn export_refuses_a_report_that_does_not_verify() {
+        let tmp = tempfile::tempdir().unwrap();
+        make_run(tmp.path(), 2, false, &SigningKey::from_bytes(&[3; 32]));
+        std::fs::write(tmp.path().join("stdout"), b"changed\n").unwrap();
+        let code = execute(ReportCommand::Export {
+            format: ExportFormat::Intoto,
+            report: tmp.path().join(REPORT_FILE),
+            out: Some(tmp.path().join("envelope.json")),
+            signing: KeyLocation {
+                key: Some(tmp.path().join("k")),
+            },
+        });
+        assert_eq!(code, 7);
+        assert!(!tmp.path().join("envelope.json").exists());
+    }
+}
