@@ -48,6 +48,10 @@ pub struct RunDir {
 
 impl RunDir {
     /// Creates `<base>/<runId>/` (0700) with `root/` and `artifacts/`, and takes the lock.
+    ///
+    /// The directory is built under a hidden name (`.<runId>.new`) and renamed into place only
+    /// once its lock is held, so gc (which only looks at run-id names) never sees a run dir
+    /// whose lock is not yet taken.
     pub fn create(base: &Path) -> Result<RunDir, RunnerError> {
         let mk = |p: &Path, mode: u32, recursive: bool| {
             fs::DirBuilder::new()
@@ -63,10 +67,11 @@ impl RunDir {
         mk(base, 0o755, true)?;
         let run_id = new_run_id()?;
         let path = base.join(&run_id);
-        mk(&path, 0o700, false)?;
-        mk(&path.join("root"), 0o755, false)?;
-        mk(&path.join("artifacts"), 0o700, false)?;
-        let lock_path = path.join(LOCK_FILE);
+        let staging = base.join(format!(".{run_id}.new"));
+        mk(&staging, 0o700, false)?;
+        mk(&staging.join("root"), 0o755, false)?;
+        mk(&staging.join("artifacts"), 0o700, false)?;
+        let lock_path = staging.join(LOCK_FILE);
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -84,6 +89,11 @@ impl RunDir {
                 path: lock_path,
                 source: e.into(),
             }
+        })?;
+        std::fs::rename(&staging, &path).map_err(|source| RunnerError::RunDir {
+            action: "rename into place",
+            path: path.clone(),
+            source,
         })?;
         Ok(RunDir { run_id, path, lock })
     }

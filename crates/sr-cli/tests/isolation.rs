@@ -1,0 +1,261 @@
+//! Isolation claims, each tested by trying to break it from inside the sandbox.
+
+mod run_support;
+
+use std::net::TcpListener;
+
+use run_support::*;
+use serde_json::json;
+
+/// Runs python `code` in a fresh environment; returns (exit code, stdout, stderr).
+fn inside_py(name: &str, code: &str) -> (Option<i32>, String, String) {
+    let env = Env::new();
+    let p = env.policy(name, &py(code));
+    let o = env.run(&p, &[]);
+    (o.status.code(), out(&o), err(&o))
+}
+
+/// A python prelude: `sc(nr, *args)` returns (ret, errno) of a raw syscall.
+const SYSCALL: &str = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\ndef sc(nr, *a):\n    r = libc.syscall(nr, *[ctypes.c_long(x) for x in a])\n    return r, ctypes.get_errno()\n";
+
+fn assert_denied(name: &str, call: &str) {
+    if !require_root(name) {
+        return;
+    }
+    let code = format!("{SYSCALL}r, e = {call}\nprint('ret', r, 'errno', e)\n");
+    let (rc, stdout, stderr) = inside_py(name, &code);
+    assert_eq!(rc, Some(0), "{stderr}");
+    assert!(stdout.starts_with("ret -1 errno 1\n"), "expected EPERM, got {stdout}{stderr}");
+}
+
+#[test]
+fn shadow_is_unreadable() {
+    if !require_root("shadow_is_unreadable") {
+        return;
+    }
+    let env = Env::new();
+    let p = env.policy("shadow", &sh("cat /etc/shadow && echo READ-SHADOW; id -u"));
+    let o = env.run(&p, &[]);
+    assert!(!out(&o).contains("READ-SHADOW"), "{}", out(&o));
+    assert!(!out(&o).contains("root:"), "{}", out(&o));
+    assert!(out(&o).contains("1000"));
+}
+
+#[test]
+fn writes_outside_writable_places_fail() {
+    if !require_root("writes_outside_writable_places_fail") {
+        return;
+    }
+    let env = Env::new();
+    std::fs::create_dir_all(env.share().join("rw")).unwrap();
+    std::fs::create_dir_all(env.share().join("ro")).unwrap();
+    std::fs::write(env.share().join("ro/file"), "x").unwrap();
+    // The workload's host uid must be able to write the rw mount.
+    std::process::Command::new("chown").arg("65534:65534").arg(env.share().join("rw")).status().unwrap();
+    let mut p = sh(
+        "for f in /x /usr/x /etc/x /bin/x /ro/new /ro/file /dev/x /proc/x; do (echo y > $f) 2>/dev/null && echo WROTE $f; done; echo ok > /tmp/t && echo TMP; echo ok > /rw/t && echo RW",
+    );
+    merge(
+        &mut p,
+        json!({"mounts": [
+            {"source": env.share().join("rw"), "target": "/rw", "readOnly": false},
+            {"source": env.share().join("ro"), "target": "/ro"}
+        ]}),
+    );
+    let p = env.policy("writes", &p);
+    let o = env.run(&p, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(!out(&o).contains("WROTE"), "{}", out(&o));
+    assert!(out(&o).contains("TMP") && out(&o).contains("RW"), "{}{}", out(&o), err(&o));
+    assert_eq!(std::fs::read_to_string(env.share().join("rw/t")).unwrap(), "ok\n");
+    assert_eq!(std::fs::read_to_string(env.share().join("ro/file")).unwrap(), "x");
+}
+
+#[test]
+fn mount_is_denied() {
+    assert_denied("mount_is_denied", "sc(165, 0, 0, 0, 0, 0)");
+}
+
+#[test]
+fn ptrace_is_denied() {
+    // PTRACE_TRACEME
+    assert_denied("ptrace_is_denied", "sc(101, 0, 0, 0, 0)");
+}
+
+#[test]
+fn module_loading_is_denied() {
+    // finit_module(fd 0, "", 0)
+    assert_denied("module_loading_is_denied", "sc(313, 0, 0, 0)");
+}
+
+#[test]
+fn bpf_is_denied() {
+    assert_denied("bpf_is_denied", "sc(321, 0, 0, 0)");
+}
+
+#[test]
+fn keyctl_is_denied() {
+    assert_denied("keyctl_is_denied", "sc(250, 0, 0, 0, 0, 0)");
+}
+
+#[test]
+fn new_namespaces_are_denied() {
+    // unshare(CLONE_NEWUSER), then clone with CLONE_NEWNS via os.unshare-like raw clone.
+    assert_denied("new_namespaces_are_denied", "sc(272, 0x10000000)");
+}
+
+#[test]
+fn capabilities_and_privileges_are_gone() {
+    if !require_root("capabilities_and_privileges_are_gone") {
+        return;
+    }
+    let env = Env::new();
+    let p = env.policy("caps", &sh("grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status; cat /proc/self/uid_map"));
+    let o = env.run(&p, &[]);
+    let s = out(&o);
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert!(s.contains(&format!("{cap}:\t0000000000000000")), "{cap}: {s}");
+    }
+    assert!(s.contains("NoNewPrivs:\t1"), "{s}");
+    assert!(s.contains("Seccomp:\t2"), "{s}");
+    assert!(s.contains("1000      65534          1"), "{s}");
+}
+
+#[test]
+fn host_pids_are_invisible() {
+    if !require_root("host_pids_are_invisible") {
+        return;
+    }
+    let me = std::process::id();
+    let env = Env::new();
+    let p = env.policy("pids", &sh(&format!("ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' '; test -e /proc/{me} && echo SEES-HOST")));
+    let o = env.run(&p, &[]);
+    let s = out(&o);
+    assert!(!s.contains("SEES-HOST"), "{s}");
+    let pids: Vec<u32> = s.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // Only the sandbox's own few processes, numbered from 1 in its pid namespace.
+    assert!(pids.contains(&1) && pids.len() <= 8 && pids.iter().all(|p| *p < 64), "{s}");
+}
+
+#[test]
+fn host_loopback_is_unreachable() {
+    if !require_root("host_loopback_is_unreachable") {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let code = format!(
+        "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n    print('CONNECTED')\nexcept OSError as e:\n    print('refused', e)\n"
+    );
+    let (rc, s, e) = inside_py("loopback", &code);
+    assert_eq!(rc, Some(0), "{e}");
+    assert!(s.starts_with("refused"), "{s}");
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "a connection reached the host listener");
+}
+
+#[test]
+fn host_environment_does_not_leak() {
+    if !require_root("host_environment_does_not_leak") {
+        return;
+    }
+    let env = Env::new();
+    let p = env.policy("env", &sh("env"));
+    let o = env.cmd().env("SR_HOST_SECRET", "leaked").arg("run").arg("--policy").arg(&p).output().unwrap();
+    let s = out(&o);
+    assert!(!s.contains("SR_HOST_SECRET"), "{s}");
+    assert!(s.contains("PATH=/usr/bin:/bin"), "{s}");
+}
+
+#[test]
+fn dev_is_minimal() {
+    if !require_root("dev_is_minimal") {
+        return;
+    }
+    let env = Env::new();
+    let p = env.policy("dev", &sh("ls /dev | tr '\\n' ' '; echo; echo x > /dev/null && echo NULL-OK; ls /sys 2>&1 | head -1"));
+    let o = env.run(&p, &[]);
+    let s = out(&o);
+    let first = s.lines().next().unwrap_or_default();
+    for bad in ["kvm", "vda", "sda", "mem", "kmsg", "loop"] {
+        assert!(!first.split_whitespace().any(|d| d == bad || d.starts_with("vd") || d.starts_with("sd")), "{bad}: {first}");
+    }
+    assert!(first.contains("null") && first.contains("urandom"), "{first}");
+    assert!(s.contains("NULL-OK"), "{s}");
+}
+
+#[test]
+fn symlinked_mount_source_is_refused() {
+    if !require_root("symlinked_mount_source_is_refused") {
+        return;
+    }
+    let env = Env::new();
+    std::os::unix::fs::symlink("/etc", env.share().join("link")).unwrap();
+    let mut p = sh("cat /data/passwd && echo ESCAPED");
+    merge(&mut p, json!({"mounts": [{"source": env.share().join("link"), "target": "/data"}]}));
+    let p = env.policy("symlink", &p);
+    let o = env.run(&p, &[]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!out(&o).contains("ESCAPED") && !out(&o).contains("root:"), "{}", out(&o));
+    assert!(err(&o).contains("SR-POL") || err(&o).contains("SR-RUN-002"), "{}", err(&o));
+}
+
+#[test]
+fn symlink_swap_between_validation_and_mount_is_caught() {
+    if !require_root("symlink_swap_between_validation_and_mount_is_caught") {
+        return;
+    }
+    // Race the mount: keep swapping a directory and a symlink to /etc under the same name
+    // while runs mount it. Every run must either see the real directory or fail; none may
+    // ever see /etc's files.
+    let env = Env::new();
+    let real = env.share().join("real");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::write(real.join("marker"), "inside").unwrap();
+    let target = env.share().join("data");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("marker"), "inside").unwrap();
+    let mut p = sh("cat /data/marker; test -e /data/passwd && echo ESCAPED");
+    merge(&mut p, json!({"mounts": [{"source": target, "target": "/data"}]}));
+    let p = env.policy("swap", &p);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let stop = stop.clone();
+        let target = target.clone();
+        let parked = env.share().join("parked");
+        let link = env.share().join("tmp-link");
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::fs::rename(&target, &parked);
+                let _ = std::os::unix::fs::symlink("/etc", &link);
+                let _ = std::fs::rename(&link, &target);
+                std::thread::yield_now();
+                let _ = std::fs::remove_file(&target);
+                let _ = std::fs::rename(&parked, &target);
+            }
+        })
+    };
+    for _ in 0..15 {
+        let o = env.run(&p, &[]);
+        assert!(!out(&o).contains("ESCAPED"), "mounted /etc through a swapped symlink: {}", out(&o));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    swapper.join().unwrap();
+}
+
+#[test]
+fn no_process_outlives_the_run() {
+    if !require_root("no_process_outlives_the_run") {
+        return;
+    }
+    let env = Env::new();
+    let m = marker("daemon");
+    let code = format!(
+        "import subprocess\nsubprocess.Popen(['/bin/sleep', '{m}'], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\nprint('daemonized')\n"
+    );
+    let p = env.policy("daemon", &py(&code));
+    let o = env.run(&p, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(out(&o).contains("daemonized"));
+    assert!(pids_with_cmdline(&format!("sleep {m}")).is_empty(), "the daemon survived the run");
+}
