@@ -211,27 +211,41 @@ pub fn validate_with(
     let instance = root.to_json();
     let problems = schema::check(&instance, &root);
 
-    // Prune what the schema rejected, so the semantic rules can still check the rest.
+    // Prune what the schema rejected, and put a neutral placeholder where a required field
+    // is missing or was pruned, so that the semantic rules can still check everything else.
     let mut pruned = instance.clone();
     let mut suppress: Vec<PolicyPath> = Vec::new();
     let mut suppress_exact: Vec<String> = Vec::new();
     let mut run_rules = true;
     for problem in &problems {
         let target = up_to_last_key(&problem.prune);
-        if target.0.is_empty() || PIVOTS.iter().any(|p| target.to_string() == *p) {
+        let pattern = pattern_of(&target);
+        if target.0.is_empty() || PIVOTS.contains(&pattern.as_str()) {
             // The whole document, or a field other rules depend on: rules would misfire.
             run_rules = false;
         }
         remove_at(&mut pruned, &target);
-        if !problem.unknown_field {
-            // A rule about the pruned value itself, or about the object that lost it (e.g.
-            // "a rule needs host or cidr" after a bad `host` was pruned), would be misled.
-            let parent = target.parent();
-            if !parent.0.is_empty() {
-                suppress_exact.push(parent.to_string());
-            }
-            suppress.push(target);
+        if problem.unknown_field {
+            continue;
         }
+        let parent = target.parent();
+        match placeholder(&pattern) {
+            Some((value, neutral)) => {
+                insert_at(&mut pruned, &target, value);
+                if !neutral && !parent.0.is_empty() {
+                    // The placeholder could trigger rules about its siblings.
+                    suppress.push(parent.clone());
+                }
+            }
+            None if REQUIRED.contains(&pattern.as_str()) => run_rules = false,
+            None => {}
+        }
+        // A rule about the pruned value itself, or about the object that lost it (e.g. "a
+        // rule needs host or cidr" after a bad `host` was pruned), would be misled.
+        if !parent.0.is_empty() {
+            suppress_exact.push(parent.to_string());
+        }
+        suppress.push(target);
     }
     report
         .diagnostics
@@ -299,13 +313,85 @@ pub fn validate_with(
 
 /// Fields whose value other rules depend on: if the schema rejected one, semantic rules are
 /// skipped rather than run against a guessed default.
-const PIVOTS: [&str; 5] = [
+const PIVOTS: [&str; 3] = ["runtime.backend", "network", "network.mode"];
+
+/// Required fields (patterns, `[*]` for any index).
+const REQUIRED: [&str; 16] = [
+    "version",
+    "name",
     "runtime",
-    "runtime.backend",
-    "network",
-    "network.mode",
     "mounts",
+    "runtime.command",
+    "runtime.args",
+    "runtime.user.uid",
+    "runtime.user.gid",
+    "rootfs.source",
+    "mounts[*].source",
+    "mounts[*].target",
+    "network.egress[*].protocol",
+    "artifacts.kernel",
+    "artifacts.rootfs",
+    "artifacts.kernel.path",
+    "artifacts.rootfs.path",
 ];
+
+/// A stand-in for a missing or rejected required field, and whether it is neutral (triggers
+/// no rule about its siblings). A non-neutral one silences rules about its parent object.
+fn placeholder(pattern: &str) -> Option<(serde_json::Value, bool)> {
+    use serde_json::json;
+    let v = match pattern {
+        "version" => (json!(1), true),
+        "name" => (json!("placeholder"), true),
+        "runtime" => (json!({"command": "/bin/true", "args": []}), true),
+        "mounts" | "runtime.args" => (json!([]), true),
+        "runtime.command" => (json!("/bin/true"), true),
+        "runtime.user.uid" | "runtime.user.gid" => (json!(rules::MAX_ID), true),
+        "rootfs.source" => (json!("host"), true),
+        // An empty path fails its own checks, which are silenced with the field.
+        "mounts[*].source" | "mounts[*].target" => (json!(""), true),
+        "network.egress[*].protocol" => (json!("tcp"), false),
+        "artifacts.kernel" | "artifacts.rootfs" => (json!({"path": "/placeholder"}), true),
+        "artifacts.kernel.path" | "artifacts.rootfs.path" => (json!("/placeholder"), true),
+        _ => return None,
+    };
+    Some(v)
+}
+
+/// `mounts[3].source` -> `mounts[*].source`.
+fn pattern_of(path: &PolicyPath) -> String {
+    let mut out = String::new();
+    for seg in &path.0 {
+        match seg {
+            Seg::Index(_) => out.push_str("[*]"),
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+        }
+    }
+    out
+}
+
+fn insert_at(value: &mut serde_json::Value, path: &PolicyPath, new: serde_json::Value) {
+    let Some((Seg::Key(last), parents)) = path.0.split_last() else {
+        return;
+    };
+    let mut cur = value;
+    for seg in parents {
+        let next = match (seg, cur) {
+            (Seg::Key(k), serde_json::Value::Object(m)) => m.get_mut(k),
+            (Seg::Index(i), serde_json::Value::Array(a)) => a.get_mut(*i),
+            _ => None,
+        };
+        let Some(next) = next else { return };
+        cur = next;
+    }
+    if let serde_json::Value::Object(m) = cur {
+        m.insert(last.clone(), new);
+    }
+}
 
 fn up_to_last_key(path: &PolicyPath) -> PolicyPath {
     let mut segs = path.0.clone();

@@ -87,7 +87,7 @@ pub struct Runtime {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
     /// Wall-clock limit; the whole process tree is killed when it expires. Default: the
-    /// operator config's `defaultTimeout`.
+    /// operator config's `defaultLimits.timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<DurationSpec>,
     /// Identity inside the sandbox. Default: an unprivileged user (uid/gid 1000) that is not

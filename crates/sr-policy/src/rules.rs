@@ -694,7 +694,7 @@ fn check_resources(spec: &PolicySpec, ctx: &mut Ctx<'_>) {
     );
     if let Some(cpus) = r.cpus {
         let path = p("resources.cpus");
-        if !(cpus > 0.0) {
+        if cpus.is_nan() || cpus <= 0.0 {
             ctx.bad(
                 &path,
                 format!("cpus must be greater than 0, found {cpus}"),

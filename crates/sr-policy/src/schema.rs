@@ -159,6 +159,51 @@ fn description_for(schema_path: &str) -> Option<String> {
         .map(|d| d.replace('\n', " "))
 }
 
+/// The hint for a field: its documentation, plus how its format is written.
+fn field_hint(schema_path: &str) -> String {
+    let parent = schema_path.rsplit_once('/').map_or("", |(p, _)| p);
+    let node = schema_at(parent);
+    let mut hint = match description_for(schema_path) {
+        Some(d) => format!("expected: {d}"),
+        None => "see docs/policy.md for this field".to_owned(),
+    };
+    let text = node.map(Value::to_string).unwrap_or_default();
+    if let Some(choices) = node.and_then(const_choices) {
+        hint.push_str(&format!(" Write one of: {}.", choices.join(", ")));
+    } else if text.contains("Ki|Mi") {
+        hint.push_str(
+            " Format: a whole number of bytes, or digits with Ki, Mi, Gi, Ti (powers of 1024) \
+             or K, M, G, T (powers of 1000), e.g. 256Mi.",
+        );
+    } else if text.contains("(ms|s|m|h)") {
+        hint.push_str(" Format: digits followed by a unit (ms, s, m or h), e.g. 30s.");
+    }
+    hint
+}
+
+/// The allowed values of an enum-like schema (`oneOf`/`anyOf` of `const`s, or `enum`).
+fn const_choices(node: &Value) -> Option<Vec<String>> {
+    if let Some(values) = node.get("enum").and_then(Value::as_array) {
+        return Some(
+            values
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .collect(),
+        );
+    }
+    let branches = node
+        .get("oneOf")
+        .or_else(|| node.get("anyOf"))?
+        .as_array()?;
+    branches
+        .iter()
+        .map(|b| {
+            b.get("const")
+                .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_owned))
+        })
+        .collect()
+}
+
 fn short(value: &Value) -> String {
     let text = value.to_string();
     if text.chars().count() > 48 {
@@ -191,11 +236,7 @@ fn map_error(
     let path = pointer_to_path(error.instance_path().as_str(), instance);
     let schema_path = error.schema_path().as_str().to_owned();
     let value = error.instance();
-    let hint_from_schema = || {
-        description_for(&schema_path)
-            .map(|d| format!("expected: {d}"))
-            .unwrap_or_else(|| "see docs/policy.md for this field".to_owned())
-    };
+    let hint_from_schema = || field_hint(&schema_path);
     let push = |out: &mut Vec<StructuralProblem>,
                 code,
                 path: PolicyPath,
@@ -272,11 +313,15 @@ fn map_error(
                 ErrorCode::PolicyBadFormat,
                 path.clone(),
                 root.locate(&path),
-                format!(
-                    "expected {expected}, found {} ({})",
-                    json_type(value),
-                    short(value)
-                ),
+                if value.is_null() {
+                    format!("expected {expected}, found an empty value")
+                } else {
+                    format!(
+                        "expected {expected}, found {} ({})",
+                        json_type(value),
+                        short(value)
+                    )
+                },
                 hint_from_schema(),
             );
         }
@@ -303,16 +348,21 @@ fn map_error(
         | ValidationErrorKind::OneOfMultipleValid { .. }
         | ValidationErrorKind::AnyOf { .. }
         | ValidationErrorKind::Pattern { .. } => {
-            let what = description_for(&schema_path)
-                .map(|d| format!("expected: {d}"))
-                .unwrap_or_else(|| "see docs/policy.md for this field".to_owned());
+            let parent = schema_path.rsplit_once('/').map_or("", |(p, _)| p);
+            let message = match schema_at(parent).and_then(const_choices) {
+                Some(choices) => format!("{} is not one of: {}", short(value), choices.join(", ")),
+                None if value.as_i64().is_some_and(|n| n < 0) => {
+                    format!("{} is negative", short(value))
+                }
+                None => format!("{} is not in the expected format", short(value)),
+            };
             push(
                 out,
                 ErrorCode::PolicyBadFormat,
                 path.clone(),
                 root.locate(&path),
-                format!("{} is not in the expected format", short(value)),
-                what,
+                message,
+                hint_from_schema(),
             );
         }
         _ => {

@@ -322,10 +322,7 @@ pub fn parse(text: &str, format: SourceFormat) -> Parsed {
         docs: 0,
     };
     let mut parser = Parser::new_from_str(text);
-    loop {
-        let Some(next) = parser.next_event() else {
-            break;
-        };
+    while let Some(next) = parser.next_event() {
         match next {
             Ok((event, span)) => match builder.on_event(event, span) {
                 Flow::Continue => {}
