@@ -1,0 +1,389 @@
+//! `safe-run run` with `network.mode: allowlist`, end to end through the binary, as root.
+//!
+//! Test hosts live in network namespaces this test creates ("allowed" and "blocked", each with
+//! TCP and UDP echo servers on port 7, behind a veth to the host), and a DNS stub on 127.0.0.1
+//! (started by the test) maps `allowed.test` and `blocked.test` to them; the operator config's
+//! `network.upstreamDns` points at that stub, so no real resolver is ever asked and traffic goes
+//! only to those namespaces and loopback. Checks: the workload reaches the allowed host (by
+//! address and by name through the run's resolver), not the blocked one; the report's
+//! `networkAudit` counts what it sent; and no table or link is left after a normal exit, a
+//! timeout and a SIGTERM.
+
+mod run_support;
+
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use run_support::*;
+use serde_json::{Value, json};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn sh_out(args: &[&str]) -> std::process::Output {
+    Command::new(args[0]).args(&args[1..]).output().unwrap()
+}
+
+fn must(args: &[&str]) {
+    let o = sh_out(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn privileged(test: &str) -> bool {
+    if !require_root(test) {
+        return false;
+    }
+    let nft = Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !nft {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "{test} needs nft (CI=true)"
+        );
+        eprintln!("SKIPPED: {test} needs nft");
+    }
+    nft
+}
+
+const ECHO: &str = r#"
+import socket, threading
+def tcp():
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 7)); s.listen(16)
+    while True:
+        c, _ = s.accept(); c.sendall(c.recv(100)); c.close()
+threading.Thread(target=tcp, daemon=True).start()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 7))
+while True:
+    d, a = u.recvfrom(100); u.sendto(d, a)
+"#;
+
+/// A DNS stub on 127.0.0.1: prints its port, answers A for the two test names, NXDOMAIN else.
+const STUB: &str = r#"
+import socket, struct, sys
+names = {"allowed.test": sys.argv[1], "blocked.test": sys.argv[2]}
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+while True:
+    q, peer = s.recvfrom(1500)
+    i, labels = 12, []
+    while q[i]:
+        labels.append(q[i+1:i+1+q[i]].decode().lower()); i += q[i] + 1
+    qtype = struct.unpack(">H", q[i+1:i+3])[0]
+    question = q[12:i+5]
+    ip = names.get(".".join(labels))
+    if ip is None:
+        s.sendto(q[:2] + struct.pack(">HHHHH", 0x8183, 1, 0, 0, 0) + question, peer); continue
+    answers = b""
+    if qtype == 1:
+        answers = struct.pack(">HHHIH", 0xC00C, 1, 1, 60, 4) + socket.inet_aton(ip)
+    s.sendto(q[:2] + struct.pack(">HHHHH", 0x8180, 1, 1 if answers else 0, 0, 0) + question + answers, peer)
+"#;
+
+/// Test namespaces, links and processes; removed on drop.
+struct Topology {
+    tag: String,
+    namespaces: Vec<String>,
+    links: Vec<String>,
+    children: Vec<Child>,
+    allowed: Ipv4Addr,
+    blocked: Ipv4Addr,
+    stub_port: u16,
+}
+
+impl Topology {
+    fn new() -> Topology {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{}{}", std::process::id() % 100_000, n);
+        let third = 200 + (std::process::id() % 12) * 4 + n * 2;
+        let mut t = Topology {
+            tag,
+            namespaces: vec![],
+            links: vec![],
+            children: vec![],
+            allowed: Ipv4Addr::UNSPECIFIED,
+            blocked: Ipv4Addr::UNSPECIFIED,
+            stub_port: 0,
+        };
+        t.allowed = t.host("a", third);
+        t.blocked = t.host("b", third + 1);
+        let mut stub = Command::new("/usr/bin/python3")
+            .args(["-c", STUB, &t.allowed.to_string(), &t.blocked.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(stub.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        t.stub_port = line.trim().parse().unwrap();
+        t.children.push(stub);
+        std::thread::sleep(Duration::from_millis(300));
+        t
+    }
+
+    fn host(&mut self, role: &str, third: u32) -> Ipv4Addr {
+        let ns = format!("srtc{}{role}", self.tag);
+        let link = format!("stc{}{role}", self.tag);
+        must(&["ip", "netns", "add", &ns]);
+        self.namespaces.push(ns.clone());
+        must(&[
+            "ip", "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        self.links.push(link.clone());
+        let gw = format!("10.214.{third}.1");
+        let peer = Ipv4Addr::new(10, 214, u8::try_from(third).unwrap(), 2);
+        must(&["ip", "addr", "add", &format!("{gw}/30"), "dev", &link]);
+        must(&["ip", "link", "set", &link, "up"]);
+        must(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{peer}/30"),
+            "dev",
+            "eth0",
+        ]);
+        must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        must(&["ip", "-n", &ns, "route", "add", "default", "via", &gw]);
+        self.children.push(
+            Command::new("ip")
+                .args(["netns", "exec", &ns, "/usr/bin/python3", "-c", ECHO])
+                .spawn()
+                .unwrap(),
+        );
+        peer
+    }
+
+    /// An Env whose operator config sends DNS to this topology's stub.
+    fn env(&self) -> Env {
+        let env = Env::new();
+        let mut cfg: Value = serde_json::from_slice(&std::fs::read(&env.config).unwrap()).unwrap();
+        cfg["network"] = json!({"upstreamDns": format!("127.0.0.1:{}", self.stub_port)});
+        std::fs::write(&env.config, cfg.to_string()).unwrap();
+        env
+    }
+
+    fn policy(&self, command: &str, args: &[&str], timeout: &str) -> Value {
+        let mut p = policy(command, args, json!({}));
+        merge(
+            &mut p,
+            json!({
+                "runtime": {"timeout": timeout},
+                "network": {"mode": "allowlist", "egress": [
+                    {"cidr": format!("{}/32", self.allowed), "protocol": "tcp", "ports": [7]},
+                    {"host": "allowed.test", "protocol": "udp", "ports": [7]},
+                ]},
+            }),
+        );
+        p
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for l in &self.links {
+            let _ = sh_out(&["ip", "link", "del", l]);
+        }
+        for ns in &self.namespaces {
+            let _ = sh_out(&["ip", "netns", "del", ns]);
+        }
+    }
+}
+
+/// The run's network objects that still exist.
+fn leftovers(env: &Env) -> Vec<String> {
+    let mut left = Vec::new();
+    for dir in env.run_dirs() {
+        let id = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if sh_out(&["nft", "list", "table", "inet", &format!("safe_run_{id}")])
+            .status
+            .success()
+        {
+            left.push(format!("table safe_run_{id}"));
+        }
+        if sh_out(&["ip", "link", "show", &format!("sr{id}h")])
+            .status
+            .success()
+        {
+            left.push(format!("link sr{id}h"));
+        }
+    }
+    left
+}
+
+const CLIENT: &str = r#"
+import json, socket, sys
+allowed, blocked = sys.argv[1], sys.argv[2]
+def resolve(name):
+    try:
+        return socket.gethostbyname(name)
+    except OSError as e:
+        return None
+def tcp(host, port):
+    try:
+        c = socket.create_connection((host, port), timeout=0.8); c.sendall(b"ping"); ok = c.recv(10) == b"ping"; c.close(); return ok
+    except OSError:
+        return False
+def udp(host, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.8)
+    s.sendto(b"ping", (host, port))
+    try:
+        return s.recv(10) == b"ping"
+    except OSError:
+        return False
+out = {"allowedName": resolve("allowed.test"), "blockedName": resolve("blocked.test")}
+name = out["allowedName"] or allowed
+out["tcpAllowed"] = [tcp(allowed, 7), tcp(allowed, 7)]
+out["udpAllowedByName"] = [udp(name, 7), udp(name, 7), udp(name, 7)]
+out["tcpBlocked"] = tcp(blocked, 7)
+out["udpBlocked"] = [udp(blocked, 7), udp(blocked, 7)]
+print(json.dumps(out))
+"#;
+
+fn rule<'a>(audit: &'a Value, id: &str) -> &'a Value {
+    audit["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ruleId"] == id)
+        .unwrap_or(&Value::Null)
+}
+
+#[test]
+fn allowlist_run_enforces_and_audits() {
+    if !privileged("allowlist_run_enforces_and_audits") {
+        return;
+    }
+    let topo = Topology::new();
+    let env = topo.env();
+    let (a, b) = (topo.allowed.to_string(), topo.blocked.to_string());
+    let p = env.policy(
+        "net",
+        &topo.policy("/usr/bin/python3", &["-c", CLIENT, &a, &b], "30s"),
+    );
+    let o = env.run(&p, &[]);
+    let report = env.report();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout {} stderr {} report {report:#}",
+        out(&o),
+        err(&o)
+    );
+    let r: Value = serde_json::from_str(out(&o).lines().last().unwrap()).unwrap();
+    assert_eq!(r["allowedName"], a.as_str(), "{r}");
+    assert_eq!(
+        r["blockedName"],
+        Value::Null,
+        "a blocked name must not resolve: {r}"
+    );
+    assert_eq!(r["tcpAllowed"], json!([true, true]), "{r}");
+    assert_eq!(r["udpAllowedByName"], json!([true, true, true]), "{r}");
+    assert_eq!(r["tcpBlocked"], false);
+    assert_eq!(r["udpBlocked"], json!([false, false]));
+
+    let audit = &report["networkAudit"];
+    assert_eq!(rule(audit, "egress-0")["allowedHits"], 2, "{audit:#}");
+    assert_eq!(rule(audit, "egress-1")["allowedHits"], 3, "{audit:#}");
+    assert_eq!(rule(audit, "default-drop")["blockedHits"], 3, "{audit:#}");
+    let dests: Vec<String> = audit["blockedDestinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {} {} {}",
+                d["address"].as_str().unwrap(),
+                d["protocol"].as_str().unwrap(),
+                d["port"],
+                d["packets"]
+            )
+        })
+        .collect();
+    assert!(dests.contains(&format!("{b} udp 7 2")), "{dests:?}");
+    let digest = report.to_string();
+    assert!(
+        digest.contains("nftRulesetDigest"),
+        "facts lack the ruleset digest: {report:#}"
+    );
+
+    let events = std::fs::read_to_string(env.run_dirs()[0].join("events.jsonl")).unwrap();
+    let hits: Vec<Value> = events
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] == "network.rule.hit")
+        .collect();
+    assert!(!hits.is_empty(), "no network.rule.hit events");
+    for h in &hits {
+        let p = &h["payload"];
+        assert!(p["allowedHits"].as_u64().unwrap() + p["blockedHits"].as_u64().unwrap() > 0);
+    }
+    assert!(events.contains("network.dns.query"));
+    assert_eq!(leftovers(&env), Vec::<String>::new());
+}
+
+#[test]
+fn timeout_and_sigterm_leave_no_network_objects() {
+    if !privileged("timeout_and_sigterm_leave_no_network_objects") {
+        return;
+    }
+    let topo = Topology::new();
+    let env = topo.env();
+    let p = env.policy("sleepy", &topo.policy("/bin/sleep", &["30"], "1s"));
+    let o = env.run(&p, &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(6),
+        "timeout exit code; stderr {}",
+        err(&o)
+    );
+    assert_eq!(leftovers(&env), Vec::<String>::new(), "after timeout");
+
+    let env2 = topo.env();
+    let p = env2.policy("sleepy", &topo.policy("/bin/sleep", &["30"], "30s"));
+    let mut child = env2
+        .cmd()
+        .arg("run")
+        .arg("--policy")
+        .arg(&p)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the run's table exists, then SIGTERM safe-run.
+    let mut seen = false;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(dir) = env2.run_dirs().first() {
+            let id = dir.file_name().unwrap().to_string_lossy().into_owned();
+            if sh_out(&["nft", "list", "table", "inet", &format!("safe_run_{id}")])
+                .status
+                .success()
+            {
+                seen = true;
+                break;
+            }
+        }
+    }
+    assert!(seen, "the run never applied its table");
+    must(&["kill", "-TERM", &child.id().to_string()]);
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert_eq!(leftovers(&env2), Vec::<String>::new(), "after SIGTERM");
+}
