@@ -363,6 +363,9 @@ pub enum ExitStatus {
     Oom,
     /// It never started.
     LaunchFailed,
+    /// safe-run itself was stopped (SIGINT/SIGTERM) and killed the sandbox (`signal`: the
+    /// signal safe-run received).
+    Interrupted,
 }
 
 /// Exit facts.
@@ -429,6 +432,76 @@ pub struct Integrity {
     /// The signer's raw public key, base64; self-asserted (see docs/evidence.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+}
+
+impl Input {
+    /// A file input (`binary`, `rootfs`, `kernel`): hashes the file at `path`.
+    pub fn from_file(role: InputRole, name: &str, path: &Path) -> Result<Input, EvidenceError> {
+        let (digest, _) =
+            crate::verify::digest_file(path).map_err(|source| EvidenceError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Input {
+            role,
+            name: name.to_owned(),
+            path: Some(path.display().to_string()),
+            digest,
+        })
+    }
+
+    /// A JSON input (`policy`, `bundle`, `command`): `sha256:` of its JCS.
+    pub fn from_json<T: Serialize>(
+        role: InputRole,
+        name: &str,
+        value: &T,
+    ) -> Result<Input, EvidenceError> {
+        let digest = jcs(value)
+            .map(|bytes| sha256_tagged(&bytes))
+            .map_err(|reason| EvidenceError::ReportEncode { reason })?;
+        Ok(Input {
+            role,
+            name: name.to_owned(),
+            path: None,
+            digest,
+        })
+    }
+}
+
+impl Output {
+    /// An output file at `rel_path` inside `run_dir`: size and digest.
+    pub fn from_file(name: &str, run_dir: &Path, rel_path: &str) -> Result<Output, EvidenceError> {
+        let path = run_dir.join(rel_path);
+        let (digest, bytes) = crate::verify::digest_file(&path)
+            .map_err(|source| EvidenceError::Read { path, source })?;
+        Ok(Output {
+            name: name.to_owned(),
+            path: rel_path.to_owned(),
+            bytes,
+            digest,
+        })
+    }
+}
+
+impl Timeline {
+    /// The timeline of a finished chain; `complete` says whether the run reached cleanup.
+    /// `head` is set again by [`seal`].
+    pub fn from_summary(summary: &crate::chain::ChainSummary, complete: bool) -> Timeline {
+        Timeline {
+            head: summary.head.clone(),
+            count: summary.count,
+            dropped: summary.dropped,
+            complete,
+        }
+    }
+}
+
+/// RFC 3339 UTC of a Unix time in milliseconds (the report's time format).
+pub fn rfc3339_from_unix_ms(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    crate::chain::format_time(t)
 }
 
 /// The report as JSON without `integrity`, checked for exact numbers.

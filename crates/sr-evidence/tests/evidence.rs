@@ -759,3 +759,32 @@ fn report_snapshot_with_redacted_times() {
     value["integrity"]["signature"] = json!("[covers tmp path]");
     insta::assert_snapshot!(String::from_utf8(report::render_value(&value).unwrap()).unwrap());
 }
+
+#[test]
+fn builder_helpers_fill_inputs_outputs_and_times() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("stdout.log"), b"abc").unwrap();
+    let out = Output::from_file("stdout", dir.path(), "stdout.log").unwrap();
+    assert_eq!(out.bytes, 3);
+    assert_eq!(
+        out.digest,
+        "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    let input = Input::from_json(InputRole::Command, "cmd", &json!(["/bin/echo", "hi"])).unwrap();
+    assert_eq!(
+        input.digest,
+        sr_evidence::canonical::sha256_tagged(br#"["/bin/echo","hi"]"#)
+    );
+    let bin = Input::from_file(
+        InputRole::Binary,
+        "stdout.log",
+        &dir.path().join("stdout.log"),
+    )
+    .unwrap();
+    assert_eq!(bin.digest, out.digest);
+    assert!(Output::from_file("x", dir.path(), "missing").is_err());
+    assert_eq!(
+        report::rfc3339_from_unix_ms(1_700_000_000_123),
+        "2023-11-14T22:13:20.123Z"
+    );
+}
