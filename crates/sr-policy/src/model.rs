@@ -28,7 +28,8 @@ pub struct PolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs: Option<Rootfs>,
     /// Host paths made visible to the workload. Required (may be empty): a policy must say
-    /// explicitly what it exposes.
+    /// explicitly what it exposes. At most 256.
+    #[schemars(length(max = 256))]
     pub mounts: Vec<Mount>,
     /// Network access. Default: `mode: none` (no network at all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,8 +165,9 @@ pub struct Network {
     /// `none` (default) or `allowlist`.
     #[serde(default)]
     pub mode: NetworkMode,
-    /// Allowed destinations (allowlist only; must be absent or empty for `none`).
+    /// Allowed destinations (allowlist only; must be absent or empty for `none`). At most 256.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
     pub egress: Vec<EgressRule>,
 }
 
@@ -195,8 +197,9 @@ pub struct EgressRule {
     pub cidr: Option<String>,
     /// `tcp`, `udp` or `icmp`.
     pub protocol: Protocol,
-    /// Destination ports, 1-65535. Required for tcp/udp, forbidden for icmp.
+    /// Destination ports, 1-65535. Required for tcp/udp, forbidden for icmp. At most 1024.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1024))]
     pub ports: Vec<i64>,
 }
 

@@ -160,15 +160,25 @@ impl OperatorConfig {
     /// [`DEFAULT_CONFIG_PATH`] when it exists, else the built-in defaults; then applies
     /// `SAFE_RUN_WORKDIR_BASE` to `runDir`, and validates the result.
     pub fn load() -> Result<OperatorConfig, Diagnostic> {
-        let from_env = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty());
+        Self::load_with(
+            &|name| std::env::var_os(name),
+            Path::new(DEFAULT_CONFIG_PATH),
+        )
+    }
+
+    /// [`OperatorConfig::load`] with the environment and the default config path passed in,
+    /// so tests need neither process-wide environment changes nor `/etc`.
+    pub fn load_with(
+        env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+        default_path: &Path,
+    ) -> Result<OperatorConfig, Diagnostic> {
+        let from_env = env(CONFIG_ENV).filter(|v| !v.is_empty());
         let mut config = match from_env {
             Some(path) => Self::read_file(Path::new(&path))?,
-            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
-                Self::read_file(Path::new(DEFAULT_CONFIG_PATH))?
-            }
+            None if default_path.exists() => Self::read_file(default_path)?,
             None => OperatorConfig::default(),
         };
-        if let Some(base) = std::env::var_os(WORKDIR_BASE_ENV).filter(|v| !v.is_empty()) {
+        if let Some(base) = env(WORKDIR_BASE_ENV).filter(|v| !v.is_empty()) {
             config.run_dir = base.to_string_lossy().into_owned();
         }
         config.validate()?;
@@ -446,6 +456,52 @@ mod tests {
         let c = OperatorConfig::from_text("allowedMountPrefixes: [relative]\n", SourceFormat::Yaml)
             .unwrap();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn load_follows_env_then_default_file_then_builtins() {
+        let dir = std::env::temp_dir().join(format!("sr-policy-operator-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let explicit = dir.join("explicit.json");
+        std::fs::write(&explicit, r#"{"runDir": "/srv/explicit"}"#).unwrap();
+        let default_file = dir.join("config.yaml");
+        std::fs::write(&default_file, "runDir: /srv/default\n").unwrap();
+        let missing = dir.join("missing.yaml");
+
+        let env_with = |vars: Vec<(&'static str, String)>| {
+            move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.into())
+        };
+        let c = OperatorConfig::load_with(
+            &env_with(vec![(CONFIG_ENV, explicit.display().to_string())]),
+            &default_file,
+        )
+        .unwrap();
+        assert_eq!(c.run_dir, "/srv/explicit");
+        let c = OperatorConfig::load_with(&env_with(vec![]), &default_file).unwrap();
+        assert_eq!(c.run_dir, "/srv/default");
+        let c = OperatorConfig::load_with(&env_with(vec![]), &missing).unwrap();
+        assert_eq!(c, OperatorConfig::default());
+        let c = OperatorConfig::load_with(
+            &env_with(vec![(WORKDIR_BASE_ENV, "/var/sr".into())]),
+            &default_file,
+        )
+        .unwrap();
+        assert_eq!(c.run_dir, "/var/sr");
+        // A named file that does not exist is an error, not a silent fallback.
+        let e = OperatorConfig::load_with(
+            &env_with(vec![(CONFIG_ENV, missing.display().to_string())]),
+            &default_file,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("cannot read operator config"), "{e}");
+        // The override is validated too.
+        let e = OperatorConfig::load_with(
+            &env_with(vec![(WORKDIR_BASE_ENV, "relative".into())]),
+            &missing,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "operatorConfig.runDir");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

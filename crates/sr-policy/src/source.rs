@@ -156,7 +156,41 @@ pub enum NodeKind {
     /// A sequence.
     Seq(Vec<Node>),
     /// A mapping with string keys, in document order, without duplicates.
-    Map(Vec<Entry>),
+    Map(Mapping),
+}
+
+/// The entries of a mapping, with an index by key (lookups stay cheap even for a mapping with
+/// many thousands of keys, which a hostile document may have).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Mapping {
+    entries: Vec<Entry>,
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl Mapping {
+    /// The entry for `key`.
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.index.get(key).and_then(|i| self.entries.get(*i))
+    }
+
+    /// The entries in document order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Adds an entry unless the key exists; returns the existing entry's key location then.
+    fn insert(&mut self, entry: Entry) -> Result<(), Location> {
+        if let Some(existing) = self.get(&entry.key) {
+            return Err(existing.key_loc);
+        }
+        self.index.insert(entry.key.clone(), self.entries.len());
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    fn contains(&self, key: &str) -> Option<Location> {
+        self.get(key).map(|e| e.key_loc)
+    }
 }
 
 /// One mapping entry.
@@ -176,9 +210,7 @@ impl Node {
         let mut node = self;
         for seg in &path.0 {
             node = match (seg, &node.kind) {
-                (Seg::Key(k), NodeKind::Map(entries)) => {
-                    &entries.iter().find(|e| &e.key == k)?.value
-                }
+                (Seg::Key(k), NodeKind::Map(map)) => &map.get(k)?.value,
                 (Seg::Index(i), NodeKind::Seq(items)) => items.get(*i)?,
                 _ => return None,
             };
@@ -206,10 +238,10 @@ impl Node {
     pub fn locate_key(&self, path: &PolicyPath) -> Location {
         if let Some(Seg::Key(k)) = path.0.last()
             && let Some(Node {
-                kind: NodeKind::Map(entries),
+                kind: NodeKind::Map(map),
                 ..
             }) = self.get(&path.parent())
-            && let Some(e) = entries.iter().find(|e| &e.key == k)
+            && let Some(e) = map.get(k)
         {
             return e.key_loc;
         }
@@ -235,9 +267,9 @@ impl Node {
             NodeKind::Float(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
             NodeKind::Str(s) => Value::String(s.clone()),
             NodeKind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
-            NodeKind::Map(entries) => {
+            NodeKind::Map(mapping) => {
                 let mut map = Map::new();
-                for e in entries {
+                for e in mapping.entries() {
                     map.insert(e.key.clone(), e.value.to_json());
                 }
                 Value::Object(map)
@@ -361,7 +393,7 @@ enum Frame {
     },
     Map {
         loc: Location,
-        entries: Vec<Entry>,
+        entries: Mapping,
         path: PolicyPath,
         pending_key: Option<(String, Location)>,
         skip_value: bool,
@@ -507,7 +539,7 @@ impl Builder {
         self.stack.push(if map {
             Frame::Map {
                 loc,
-                entries: Vec::new(),
+                entries: Mapping::default(),
                 path,
                 pending_key: None,
                 skip_value: false,
@@ -562,8 +594,8 @@ impl Builder {
         {
             // This scalar is a key.
             let key = raw.into_owned();
-            if let Some(first) = entries.iter().find(|e| e.key == key) {
-                let first_line = first.key_loc.line;
+            if let Some(first) = entries.contains(&key) {
+                let first_line = first.line;
                 let dup_path = path.key(&key);
                 self.diagnostics.push(bad(
                     &dup_path,
@@ -622,7 +654,8 @@ impl Builder {
                 ..
             }) => {
                 if let Some((key, key_loc)) = pending_key.take() {
-                    entries.push(Entry {
+                    // Duplicates were refused when the key was read, so this cannot fail.
+                    let _ = entries.insert(Entry {
                         key,
                         key_loc,
                         value: node,

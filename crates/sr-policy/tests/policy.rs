@@ -421,3 +421,44 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn hostile_documents_stay_fast_and_bounded() {
+    // Many keys (each one unknown and reported), a huge list, too many mounts: near the 1 MiB
+    // limit, each must be answered quickly (no quadratic step).
+    let many_keys: String = (0..60_000).map(|i| format!("k{i}: 1\n")).collect();
+    let huge_list = format!(
+        "version: 1\nname: t\nruntime: {{ command: /bin/true, args: [{}] }}\nmounts: []\n",
+        vec!["a"; 200_000].join(",")
+    );
+    let many_mounts = format!(
+        "version: 1\nname: t\nruntime: {{ command: /bin/true, args: [] }}\nmounts:\n{}",
+        (0..300)
+            .map(|i| format!("  - {{ source: ./data, target: /m{i} }}\n"))
+            .collect::<String>()
+    );
+    for (name, text, expect) in [
+        ("many keys", many_keys, "SR-POL-002"),
+        ("huge list", huge_list, ""),
+        ("many mounts", many_mounts, "SR-POL-002"),
+    ] {
+        assert!(
+            text.len() <= sr_policy::MAX_INPUT_BYTES,
+            "{name}: {} bytes",
+            text.len()
+        );
+        let start = std::time::Instant::now();
+        let result = validate_str(&text, SourceFormat::Yaml, &fixtures(), &test_config());
+        let elapsed = start.elapsed();
+        assert!(elapsed.as_secs() < 20, "{name} took {elapsed:?}");
+        match result {
+            Ok(_) => assert!(expect.is_empty(), "{name} should be invalid"),
+            Err(r) => assert!(
+                r.diagnostics.iter().any(|d| d.code.as_str() == expect),
+                "{name}: {:?}",
+                r.diagnostics.first()
+            ),
+        }
+        eprintln!("{name}: {} bytes in {elapsed:?}", text.len());
+    }
+}

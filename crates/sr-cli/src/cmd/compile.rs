@@ -26,7 +26,7 @@ pub struct CompileArgs {
     pub dry_run: bool,
     /// The policy file (.yaml, .yml or .json).
     #[arg(long, value_name = "POLICY")]
-    pub policy: PathBuf,
+    pub policy: Option<PathBuf>,
     /// Write the bundle to this file instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -46,11 +46,17 @@ pub fn execute(args: CompileArgs) -> u8 {
         );
         return fail(&[d], args.format);
     }
+    let Some(policy_path) = &args.policy else {
+        eprintln!(
+            "error: --policy POLICY is required\n  hint: safe-run compile --dry-run --policy policy.yaml"
+        );
+        return 2;
+    };
     let config = match OperatorConfig::load() {
         Ok(c) => c,
         Err(d) => return fail(&[d], args.format),
     };
-    let policy = match sr_policy::load_policy_file(&args.policy, &config) {
+    let policy = match sr_policy::load_policy_file(policy_path, &config) {
         Ok(p) => p,
         Err(report) => return fail(&report.diagnostics, args.format),
     };

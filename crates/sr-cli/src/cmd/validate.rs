@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use sr_policy::{OperatorConfig, ValidationReport};
 
-use crate::output::{Format, fail};
+use crate::output::Format;
 
 /// Arguments of `safe-run validate`.
 #[derive(Args)]
@@ -29,12 +29,13 @@ pub struct ValidateArgs {
 
 /// Runs the subcommand; returns the process exit code.
 pub fn execute(args: ValidateArgs) -> u8 {
-    let config = match OperatorConfig::load() {
-        Ok(c) => c,
-        Err(d) => return fail(&[d], args.format),
-    };
     let shown = args.policy.display().to_string();
-    let report = match sr_policy::load_policy_file(&args.policy, &config) {
+    let loaded = OperatorConfig::load().map_err(|d| ValidationReport {
+        policy: Some(shown.clone()),
+        diagnostics: vec![d],
+    });
+    let report = match loaded.and_then(|config| sr_policy::load_policy_file(&args.policy, &config))
+    {
         Ok(policy) => {
             match args.format {
                 Format::Json => print_json(&ValidationReport {
