@@ -15,16 +15,22 @@ cargo build --release -q -p sr-evidence --example evidence_bench
 if cargo build --release -q -p sr-cli 2>/dev/null; then
     WORK="$(mktemp -d /tmp/sr-cost-bench.XXXXXX)"
     trap 'rm -rf "$WORK"' EXIT
+    # Same policy twice; the second records no events and does not sign.
     cat > "$WORK/with.yaml" <<'YAML'
 version: 1
 name: bench-with-evidence
 runtime: { command: /bin/true, args: [], timeout: 10s }
 mounts: []
 YAML
-    sed -e 's/bench-with-evidence/bench-without-evidence/' "$WORK/with.yaml" > "$WORK/without.yaml"
-    echo 'evidence: { events: [], sign: false }' >> "$WORK/without.yaml"
+    cat > "$WORK/without.yaml" <<'YAML'
+version: 1
+name: bench-without-evidence
+runtime: { command: /bin/true, args: [], timeout: 10s }
+mounts: []
+evidence: { events: [], sign: false }
+YAML
+    export SAFE_RUN_WORKDIR_BASE="$WORK/runs" SAFE_RUN_KEY="$WORK/signing.key"
     if ./target/release/safe-run run --policy "$WORK/with.yaml" >/dev/null 2>&1; then
-        export SAFE_RUN_WORKDIR_BASE="$WORK/runs" SAFE_RUN_KEY="$WORK/signing.key"
         hyperfine --warmup 3 --runs 30 \
             "./target/release/safe-run run --policy $WORK/with.yaml" \
             "./target/release/safe-run run --policy $WORK/without.yaml"

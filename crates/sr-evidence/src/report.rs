@@ -202,10 +202,33 @@ pub struct Enforcement {
 pub struct Landlock {
     /// The ABI version used (the lower of the kernel's and the one safe-run targets).
     pub abi: u32,
-    /// `fullyEnforced`, `partiallyEnforced` or `notEnforced` (as `landlock_restrict_self` reported).
+    /// `fully_enforced`, `partially_enforced`, `not_enforced` or `unavailable`, as the kernel
+    /// reported it when the ruleset was applied.
     pub status: String,
     /// The rules, sorted by path.
     pub rules: Vec<LandlockRule>,
+    /// Rule paths that did not exist in the sandbox and were skipped, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+    /// Scopes enforced (ABI >= 6: `abstract_unix_socket`, `signal`), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+impl LandlockRule {
+    /// Parses the runner's `path:access` form (access after the last `:`).
+    pub fn parse(rule: &str) -> LandlockRule {
+        match rule.rsplit_once(':') {
+            Some((path, access)) => LandlockRule {
+                path: path.to_owned(),
+                access: vec![access.to_owned()],
+            },
+            None => LandlockRule {
+                path: rule.to_owned(),
+                access: vec![],
+            },
+        }
+    }
 }
 
 /// One Landlock path rule.
@@ -214,7 +237,7 @@ pub struct Landlock {
 pub struct LandlockRule {
     /// Path inside the sandbox.
     pub path: String,
-    /// Access rights granted (`read_file`, `write_file`, `execute`, ...), sorted.
+    /// Access granted (`ro`, `rw`, or Landlock right names), sorted.
     pub access: Vec<String>,
 }
 
@@ -229,6 +252,9 @@ pub struct Seccomp {
     pub filter_digest: String,
     /// Number of syscalls the filter denies.
     pub denied_syscalls: u64,
+    /// Total BPF instructions loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<u64>,
 }
 
 /// The cgroup as configured.

@@ -76,16 +76,19 @@ fn sample_report() -> RunReport {
                 .to_vec(),
             landlock: Some(Landlock {
                 abi: 7,
-                status: "fullyEnforced".into(),
-                rules: vec![LandlockRule {
-                    path: "/usr".into(),
-                    access: vec!["execute".into(), "read_file".into()],
-                }],
+                status: "fully_enforced".into(),
+                rules: vec![
+                    LandlockRule::parse("/usr:ro"),
+                    LandlockRule::parse("/tmp:rw"),
+                ],
+                skipped: vec!["/lib32".into()],
+                scopes: vec!["abstract_unix_socket".into(), "signal".into()],
             }),
             seccomp: Some(Seccomp {
                 profile_id: "default-v1".into(),
                 filter_digest: format!("sha256:{}", "b".repeat(64)),
                 denied_syscalls: 42,
+                instructions: Some(187),
             }),
             cgroup: Some(Cgroup {
                 version: "v1".into(),
