@@ -791,3 +791,29 @@ fn builder_helpers_fill_inputs_outputs_and_times() {
         "2023-11-14T22:13:20.123Z"
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Bad input never panics: arbitrary bytes as an event log or as a report.
+    #[test]
+    fn arbitrary_bytes_never_panic_and_never_verify_as_a_report(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = check_chain(&bytes);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(REPORT_FILE);
+        fs::write(&path, &bytes).unwrap();
+        fs::write(dir.path().join("events.jsonl"), &bytes).unwrap();
+        prop_assert!(!verify::verify(&path, None, None).ok());
+    }
+
+    /// Arbitrary JSON lines are never accepted as a chain unless they are one.
+    #[test]
+    fn arbitrary_json_lines_are_not_a_chain(keys in prop::collection::vec("[a-z]{1,6}", 1..6), n in 0u64..1000) {
+        let mut obj = serde_json::Map::new();
+        for k in keys {
+            obj.insert(k, json!(n));
+        }
+        let line = format!("{}\n", Value::Object(obj));
+        prop_assert!(check_chain(line.as_bytes()).is_err());
+    }
+}
