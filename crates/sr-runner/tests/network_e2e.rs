@@ -379,7 +379,9 @@ fn allowlist_enforces_counts_and_cleans_up() {
     let id = run_id();
     let run_dir = tempfile::tempdir().unwrap();
     let mut net = AllowlistNetwork::new(&plan(topo.allowed), &id, &config(&stub)).unwrap();
+    let t0 = std::time::Instant::now();
     let attached = net.attach(pid, run_dir.path()).unwrap();
+    eprintln!("attach took {:?}", t0.elapsed());
     let facts = attached.facts.clone();
     assert!(
         facts["nftRulesetDigest"]
@@ -462,7 +464,9 @@ fn allowlist_enforces_counts_and_cleans_up() {
         }
     }
 
+    let t0 = std::time::Instant::now();
     net.release().unwrap();
+    eprintln!("release took {:?}", t0.elapsed());
     assert!(!table_exists(&id), "table left behind");
     assert!(!link_exists(&format!("sr{id}h")), "link left behind");
     let after = net.sample(true).unwrap();

@@ -170,6 +170,9 @@ struct Shared {
     tally: DnsTally,
     errors: Vec<String>,
     due: BTreeMap<String, Instant>,
+    /// (set, address) -> when our element expires at the latest (recorded before the add, so
+    /// never later than the kernel's own expiry).
+    installed: BTreeMap<(String, IpAddr), Instant>,
 }
 
 /// The resolver's logic (no sockets of its own except through [`Upstream`]).
@@ -278,31 +281,57 @@ impl Resolver {
         Ok(Resolved { records, addresses })
     }
 
-    /// Adds (or renews) elements: add, delete, add in one transaction, so an element that
-    /// exists gets its new timeout and there is no moment without it.
+    /// Adds (or renews) elements in one transaction. A new element is added; one that may
+    /// still exist is renewed by add, delete, add (a plain add would keep its old timeout), so
+    /// there is no moment without it. Deleting costs the kernel an RCU grace period, which is
+    /// why new elements skip it.
     fn install(&self, set: &str, elems: &[(IpAddr, u64)]) -> Result<(), String> {
+        let now = Instant::now();
+        let existing: Vec<String> = self.with_shared(|s| {
+            elems
+                .iter()
+                .filter(|(a, _)| {
+                    s.installed
+                        .get(&(set.to_owned(), *a))
+                        .is_some_and(|t| *t > now)
+                })
+                .map(|(a, _)| a.to_string())
+                .collect()
+        });
         let add = add_elements(&self.binding, set, elems);
         let mut ops = add
             .get("nftables")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let addrs: Vec<String> = elems.iter().map(|(a, _)| a.to_string()).collect();
-        ops.push(json!({"delete": {"element": {
-            "family": self.binding.family, "table": self.binding.table, "name": set, "elem": addrs,
-        }}}));
-        ops.extend(ops.first().cloned());
+        if !existing.is_empty() {
+            ops.push(json!({"delete": {"element": {
+                "family": self.binding.family, "table": self.binding.table, "name": set,
+                "elem": existing,
+            }}}));
+            ops.extend(ops.first().cloned());
+        }
         self.exec
             .run(&NetCommand::NftApply {
                 doc: json!({"nftables": ops}),
             })
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.with_shared(|s| {
+            for (a, timeout) in elems {
+                s.installed
+                    .insert((set.to_owned(), *a), now + Duration::from_secs(*timeout));
+            }
+        });
+        Ok(())
     }
 
     /// Re-resolves every name whose TTL has run out.
     pub fn refresh_due(&self) {
-        let now = Instant::now();
+        self.refresh_due_at(Instant::now());
+    }
+
+    /// [`Resolver::refresh_due`] as of `now` (tests pass a later instant).
+    pub fn refresh_due_at(&self, now: Instant) {
         let due: Vec<String> = self.with_shared(|s| {
             s.due
                 .iter()
@@ -318,7 +347,7 @@ impl Resolver {
             };
             if let Err(e) = self.resolve(&name, qtype) {
                 // Keep the old elements (they expire on their own) and try again later.
-                let retry = Instant::now() + Duration::from_secs(MIN_TTL_SECS);
+                let retry = now + Duration::from_secs(MIN_TTL_SECS);
                 self.with_shared(|s| {
                     s.due.insert(key.clone(), retry);
                     s.errors.push(format!("refresh {name}: {e}"));
@@ -455,6 +484,9 @@ impl DnsServer {
                 let mut buf = [0u8; 4096];
                 while !stop2.load(Ordering::Relaxed) {
                     if let Ok((n, peer)) = socket.recv_from(&mut buf) {
+                        if n == 0 || stop2.load(Ordering::Relaxed) {
+                            continue;
+                        }
                         if let Some(reply) = resolver2.answer(&buf[..n]) {
                             let _ = socket.send_to(&reply, peer);
                         }
@@ -475,9 +507,13 @@ impl DnsServer {
         &self.resolver
     }
 
-    /// Stops the thread and waits for it (at most one receive timeout).
+    /// Stops the thread and waits for it. An empty datagram to the server wakes it at once
+    /// (otherwise it notices within one receive timeout); the server ignores empty datagrams.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Ok(waker) = UdpSocket::bind((self.local.ip(), 0)) {
+            let _ = waker.send_to(&[], self.local);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

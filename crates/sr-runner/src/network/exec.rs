@@ -27,12 +27,13 @@ pub enum NetCommand {
         /// Arguments.
         args: Vec<String>,
     },
-    /// `nsenter -t <pid> -n ip <args>`: iproute2 inside the network namespace of `pid`.
+    /// `nsenter -t <pid> -n ip -batch -`: iproute2 commands inside the network namespace of
+    /// `pid`, one process for all of them (ip stops at the first that fails).
     IpIn {
         /// A process in the target namespace.
         pid: u32,
-        /// Arguments.
-        args: Vec<String>,
+        /// One `ip` command line (without `ip`) per entry.
+        batch: Vec<String>,
     },
     /// `nft -j -f -` with this document on stdin: one atomic transaction.
     NftApply {
@@ -65,11 +66,11 @@ impl NetCommand {
             args: args.iter().map(|a| a.as_ref().to_owned()).collect(),
         }
     }
-    /// `nsenter -t pid -n ip ...`.
-    pub fn ip_in<S: AsRef<str>>(pid: u32, args: &[S]) -> Self {
+    /// `nsenter -t pid -n ip -batch -` with these command lines.
+    pub fn ip_in<S: AsRef<str>>(pid: u32, batch: &[S]) -> Self {
         NetCommand::IpIn {
             pid,
-            args: args.iter().map(|a| a.as_ref().to_owned()).collect(),
+            batch: batch.iter().map(|a| a.as_ref().to_owned()).collect(),
         }
     }
     /// `nft -j ...`.
@@ -84,8 +85,12 @@ impl fmt::Display for NetCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NetCommand::Ip { args } => write!(f, "ip {}", args.join(" ")),
-            NetCommand::IpIn { pid, args } => {
-                write!(f, "nsenter -t {pid} -n ip {}", args.join(" "))
+            NetCommand::IpIn { pid, batch } => {
+                write!(
+                    f,
+                    "nsenter -t {pid} -n ip -batch - <<< '{}'",
+                    batch.join("; ")
+                )
             }
             NetCommand::NftApply { .. } => f.write_str("nft -j -f -"),
             NetCommand::Nft { args } => write!(f, "nft -j {}", args.join(" ")),
@@ -145,14 +150,21 @@ impl NetCommandExecutor for SystemExecutor {
                 c.args(args);
                 (c, None)
             }
-            NetCommand::IpIn { pid, args } => {
+            NetCommand::IpIn { pid, batch } => {
                 let mut c = Command::new("nsenter");
                 c.arg("-t")
                     .arg(pid.to_string())
-                    .arg("-n")
-                    .arg("ip")
-                    .args(args);
-                (c, None)
+                    .args(["-n", "ip", "-batch", "-"]);
+                (
+                    c,
+                    Some(
+                        batch.join(
+                            "
+",
+                        ) + "
+",
+                    ),
+                )
             }
             NetCommand::NftApply { doc } => {
                 let mut c = Command::new("nft");

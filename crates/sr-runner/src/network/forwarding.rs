@@ -106,13 +106,14 @@ pub fn ensure(
     Ok(changed)
 }
 
-/// Restores every recorded flag when `others_active` is false. Call under the lock.
+/// Restores every recorded flag when `others_active()` says no other allowlist run exists
+/// (asked only when something is recorded). Call under the lock.
 pub fn restore_if_idle(
     exec: &dyn NetCommandExecutor,
     lock: &StateLock,
-    others_active: bool,
+    others_active: &dyn Fn() -> Result<bool, String>,
 ) -> Result<Vec<String>, String> {
-    if others_active {
+    if lock.read().is_empty() || others_active()? {
         return Ok(Vec::new());
     }
     let record = lock.read();

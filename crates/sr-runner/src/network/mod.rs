@@ -128,6 +128,7 @@ pub struct AllowlistNetwork {
     tally: DnsTally,
     dns_errors: Vec<String>,
     released: bool,
+    final_sampled: bool,
 }
 
 impl std::fmt::Debug for AllowlistNetwork {
@@ -198,6 +199,7 @@ impl AllowlistNetwork {
             tally: DnsTally::default(),
             dns_errors: Vec::new(),
             released: false,
+            final_sampled: false,
         })
     }
 
@@ -289,25 +291,19 @@ impl AllowlistNetwork {
             },
         )?;
 
-        // 3. The sandbox side.
-        let host_addr = b.host_addr.to_string();
-        for (step, args) in [
-            (
-                "raising loopback in the sandbox",
-                vec!["link", "set", "lo", "up"],
+        // 3. The sandbox side, in one child: loopback, address, link, default route.
+        self.run(
+            "configuring the sandbox side",
+            NetCommand::ip_in(
+                ns_pid,
+                &[
+                    "link set lo up".to_owned(),
+                    format!("addr add {guest_cidr} dev {g}"),
+                    format!("link set {g} up"),
+                    format!("route add default via {}", b.host_addr),
+                ],
             ),
-            (
-                "addressing the sandbox side",
-                vec!["addr", "add", &guest_cidr, "dev", &g],
-            ),
-            ("raising the sandbox side", vec!["link", "set", &g, "up"]),
-            (
-                "routing the sandbox via the host side",
-                vec!["route", "add", "default", "via", &host_addr],
-            ),
-        ] {
-            self.run(step, NetCommand::ip_in(ns_pid, &args))?;
-        }
+        )?;
 
         // 4. The table, atomically; read back and hashed.
         self.created.table = Some((b.family.clone(), b.table.clone()));
@@ -499,9 +495,12 @@ impl AllowlistNetwork {
             removed.push("resolver".to_owned());
         }
         if let Some((family, table)) = self.created.table.clone() {
-            // Keep the final counters: a sample after release reports them.
-            if let Ok(c) = self.read_counters() {
-                self.last_counters = c;
+            // Keep the final counters for a sample after release, unless the final sample
+            // has just read them.
+            if !self.final_sampled {
+                if let Ok(c) = self.read_counters() {
+                    self.last_counters = c;
+                }
             }
             match self
                 .opts
@@ -528,12 +527,15 @@ impl AllowlistNetwork {
         }
         let mut restored = Vec::new();
         if self.created.forwarding_touched {
+            let exec = self.opts.exec.clone();
+            let run_id = self.run_id.clone();
+            let others = move || {
+                gc::run_tables(exec.as_ref())
+                    .map(|tables| tables.iter().any(|(_, _, id)| *id != run_id))
+                    .map_err(|e| e.to_string())
+            };
             let result = forwarding::StateLock::acquire(&self.opts.state_dir).and_then(|lock| {
-                let others = gc::run_tables(self.opts.exec.as_ref())
-                    .map_err(|e| e.to_string())?
-                    .iter()
-                    .any(|(_, _, id)| *id != self.run_id);
-                forwarding::restore_if_idle(self.opts.exec.as_ref(), &lock, others)
+                forwarding::restore_if_idle(self.opts.exec.as_ref(), &lock, &others)
             });
             match result {
                 Ok(r) => {
@@ -572,6 +574,7 @@ impl NetworkHook for AllowlistNetwork {
         out.extend(self.drain_dns());
         if self.created.table.is_some() {
             self.last_counters = self.read_counters()?;
+            self.final_sampled = final_sample;
         }
         for payload in audit::hit_events(
             &self.plan,

@@ -655,15 +655,10 @@ fn lifecycle_command_sequence_and_release() {
         format!("ip addr add {}/30 dev srRUNh", b.host_addr),
         "ip link set srRUNh up".into(),
         "sysctl -w net.ipv4.conf.srRUNh.forwarding=1".into(),
-        "nsenter -t 4242 -n ip link set lo up".into(),
         format!(
-            "nsenter -t 4242 -n ip addr add {}/30 dev srRUNg",
-            b.guest_addr
-        ),
-        "nsenter -t 4242 -n ip link set srRUNg up".into(),
-        format!(
-            "nsenter -t 4242 -n ip route add default via {}",
-            b.host_addr
+            "nsenter -t 4242 -n ip -batch - <<< 'link set lo up; addr add {}/30 dev srRUNg; \
+             link set srRUNg up; route add default via {}'",
+            b.guest_addr, b.host_addr
         ),
         "nft -j -f -".into(),
         "nft -j list table inet safe_run_RUN".into(),
@@ -872,4 +867,42 @@ network:
             r.id
         );
     }
+}
+
+#[test]
+fn names_are_refreshed_when_their_ttl_runs_out() {
+    let exec = Arc::new(RecordingExecutor::new(|_| Ok(String::new())));
+    let (r, asked) = test_resolver(exec.clone());
+    r.resolve("allowed.test", RecordType::A).unwrap();
+    let now = std::time::Instant::now();
+    // Not due yet: the answer's TTL is 120 s.
+    r.refresh_due_at(now + std::time::Duration::from_secs(60));
+    assert_eq!(asked.lock().unwrap().len(), 1);
+    r.refresh_due_at(now + std::time::Duration::from_secs(121));
+    assert_eq!(asked.lock().unwrap().len(), 2);
+    // Each resolution renewed the set element (add, delete, add; timeout = TTL + grace).
+    let installs = exec.commands();
+    assert_eq!(installs.len(), 2);
+    let NetCommand::NftApply { doc } = &installs[1] else {
+        panic!()
+    };
+    assert_eq!(
+        doc["nftables"][0]["add"]["element"]["elem"][0]["elem"]["timeout"],
+        120 + dns::GRACE_SECS
+    );
+}
+
+#[test]
+fn resolver_thread_stops_promptly() {
+    let exec = Arc::new(RecordingExecutor::new(|_| Ok(String::new())));
+    let (r, _) = test_resolver(exec);
+    let mut server = dns::DnsServer::start(Arc::new(r), Ipv4Addr::LOCALHOST, 0).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let t = std::time::Instant::now();
+    server.stop();
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
 }
