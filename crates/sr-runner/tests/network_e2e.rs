@@ -235,13 +235,14 @@ impl Drop for Stub {
 }
 
 /// The compiler's plan for: egress-0 tcp/7 to the allowed host's address, egress-1 udp/7 to
-/// `allowed.test`. What the runner applies is this plan, rendered.
+/// `allowed.test`, egress-2 icmp echo to the allowed host's address. What the runner applies is this plan, rendered.
 fn plan(allowed: Ipv4Addr) -> NetworkPlan {
     let policy = format!(
         "version: 1\nname: e2e\nruntime: {{ command: /bin/true, args: [] }}\nmounts: []\n\
          network:\n  mode: allowlist\n  egress:\n\
          \x20   - {{ cidr: {allowed}/32, protocol: tcp, ports: [7] }}\n\
-         \x20   - {{ host: allowed.test, protocol: udp, ports: [7] }}\n"
+         \x20   - {{ host: allowed.test, protocol: udp, ports: [7] }}\n\
+         \x20   - {{ cidr: {allowed}/32, protocol: icmp }}\n"
     );
     let config = sr_policy::OperatorConfig::default();
     let validated = sr_policy::validate_str(
@@ -306,6 +307,20 @@ def udp(host, port):
         return s.recv(10) == b"ping"
     except OSError:
         return False
+def icmp(host):
+    # Root in the stand-in sandbox: a raw socket; one echo request, wait for its reply.
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(0.8)
+    body = struct.pack(">BBHHH", 8, 0, 0, 0x5352, 1) + b"safe-run"
+    c = sum(struct.unpack(">%dH" % (len(body) // 2), body)); c = (c >> 16) + (c & 0xFFFF); c = ~(c + (c >> 16)) & 0xFFFF
+    s.sendto(body[:2] + struct.pack(">H", c) + body[4:], (host, 0))
+    try:
+        while True:
+            r, a = s.recvfrom(1500)
+            ihl = (r[0] & 15) * 4
+            if a[0] == host and r[ihl] == 0 and r[ihl+4:ihl+6] == b"\x53\x52":
+                return True
+    except OSError:
+        return False
 out["dnsAllowed"] = dns("allowed.test")
 out["dnsBlocked"] = dns("blocked.test")
 name = out["dnsAllowed"]["answers"][0] if out["dnsAllowed"]["answers"] else allowed
@@ -314,6 +329,8 @@ out["udpAllowedByName"] = [udp(name, 7), udp(name, 7), udp(name, 7)]
 out["tcpAllowedWrongPort"] = tcp(allowed, 9)
 out["tcpBlocked"] = tcp(blocked, 7)
 out["udpBlocked"] = [udp(blocked, 7), udp(blocked, 7)]
+out["icmpAllowed"] = icmp(allowed)
+out["icmpBlocked"] = icmp(blocked)
 print(json.dumps(out))
 "#;
 
@@ -419,6 +436,9 @@ fn allowlist_enforces_counts_and_cleans_up() {
     assert_eq!(r["tcpBlocked"], false);
     assert_eq!(r["udpBlocked"], serde_json::json!([false, false]));
 
+    assert_eq!(r["icmpAllowed"], true, "{r}");
+    assert_eq!(r["icmpBlocked"], false, "{r}");
+
     let s = net.sample(true).unwrap();
     let audit = &s.audit;
     // Two TCP connections; three UDP flows (each probe uses a fresh socket).
@@ -426,10 +446,12 @@ fn allowlist_enforces_counts_and_cleans_up() {
     assert_eq!(rule_audit(audit, "egress-1")["allowedHits"], 3, "{audit}");
     // One SYN to the allowed host's port 9 (0.8 s timeout: no retransmission yet).
     assert_eq!(rule_audit(audit, "egress-0")["blockedHits"], 1, "{audit}");
-    // That SYN, one SYN to the blocked host, two datagrams to it.
+    // One echo request, one flow.
+    assert_eq!(rule_audit(audit, "egress-2")["allowedHits"], 1, "{audit}");
+    // That SYN, one SYN to the blocked host, two datagrams and one echo request to it.
     assert_eq!(
         rule_audit(audit, "default-drop")["blockedHits"],
-        4,
+        5,
         "{audit}"
     );
     let blocked: Vec<String> = audit["blockedDestinations"]

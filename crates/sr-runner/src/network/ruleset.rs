@@ -6,6 +6,8 @@
 //!
 //! * every rule in a `filter` chain is confined to the run's interface (`iifname <host if>`), so
 //!   the base chains (policy accept) never touch the host's other traffic;
+//! * `antispoof`, first in the forward and input chains: `iifname <host if> ip saddr !=
+//!   <sandbox address> drop`;
 //! * accept rules in the `forward` chain match only `ct state new`: their counters count new
 //!   flows, and a rule `established` (first in the chain) lets the rest of an accepted flow and
 //!   its ICMP errors through. An allowed flow keeps going when a host's set element expires;
@@ -36,6 +38,8 @@ use super::error::NetworkError;
 pub const BLOCKED_SET: &str = "blocked_v4";
 /// Comment of the runner's established/related accept rule.
 pub const ESTABLISHED_ID: &str = "established";
+/// Comment of the runner's anti-spoofing rule (first in the forward and input chains).
+pub const ANTISPOOF_ID: &str = "antispoof";
 /// Comment of the runner's ingress drop rule.
 pub const INGRESS_DROP_ID: &str = "ingress-drop";
 /// Comment of the rule feeding [`BLOCKED_SET`].
@@ -399,8 +403,27 @@ pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkErro
         "size": BLOCKED_SET_SIZE, "timeout": 86_400, "stmt": [{"counter": null}],
     }}}));
 
-    // Runner rules that open the forward chain.
+    // Runner rules that open the filter chains. Anti-spoofing first: whatever enters from the
+    // run's link must carry the sandbox's own IPv4 source (IPv6 meets the default drop).
     let iif = r.iif();
+    let spoof = vec![
+        iif.clone(),
+        matches(
+            "!=",
+            payload("ip", "saddr"),
+            json!(run.guest_addr.to_string()),
+        ),
+        json!({"counter": null}),
+        json!({"drop": null}),
+    ];
+    for chain in plan.nft.chains.iter().filter(|c| {
+        matches!(
+            kinds.get(&c.name),
+            Some(ChainKind::Forward | ChainKind::Input)
+        )
+    }) {
+        r.rule(&chain.name, ANTISPOOF_ID, spoof.clone());
+    }
     r.rule(
         &forward,
         ESTABLISHED_ID,

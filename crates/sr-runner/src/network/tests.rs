@@ -265,6 +265,7 @@ fn snapshot_whole_table() {
     assert_eq!(
         order,
         [
+            "antispoof",
             "established",
             "ingress-drop",
             "egress-0",
