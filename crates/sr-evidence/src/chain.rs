@@ -358,28 +358,70 @@ pub struct ChainError {
 /// Checks a whole event log: each line is one canonical event, `seq` counts from 0, `prev`
 /// links to the previous hash (or [`GENESIS`]), each `hash` is recomputed, and the file ends
 /// with a newline (no torn tail).
+///
+/// Lines are parsed and hashed on all cores (each line's check needs only the line itself);
+/// the links are then followed in order, so the first error reported is the first in the file.
 pub fn check_chain(bytes: &[u8]) -> Result<CheckedChain, ChainError> {
+    let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, 8);
+    let chunk = lines.len().div_ceil(threads).max(4096);
+    let checked: Vec<Result<LineFacts, String>> = if lines.len() <= chunk {
+        lines.iter().map(|l| check_line(l)).collect()
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = lines
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut out = Vec::with_capacity(part.len());
+                        for line in part {
+                            let r = check_line(line);
+                            let stop = r.is_err();
+                            out.push(r);
+                            if stop {
+                                break; // later lines of this chunk are never looked at
+                            }
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![Err("internal error: a checker thread panicked".into())]
+                    })
+                })
+                .collect()
+        })
+    };
+
     let mut head = GENESIS.to_owned();
     let mut last_type = None;
     let mut count: u64 = 0;
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let line_no = count + 1;
+    for facts in checked {
         let err = |reason: String| ChainError {
-            line: line_no,
+            line: count + 1,
             reason,
         };
-        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+        let facts = facts.map_err(err)?;
+        if facts.seq != count {
             return Err(err(format!(
-                "{} bytes after the last newline are not a complete event (torn write)",
-                rest.len()
+                "seq is {}, expected {count} (removed, reordered or duplicated event)",
+                facts.seq
             )));
-        };
-        let (line, tail) = rest.split_at(end + 1);
-        rest = tail;
-        let (hash, event_type) = check_line(line, count, &head).map_err(err)?;
-        head = hash;
-        last_type = Some(event_type);
+        }
+        if facts.prev != head {
+            return Err(err(format!(
+                "prev {} does not link to the previous event's hash {head}",
+                facts.prev
+            )));
+        }
+        head = facts.hash;
+        last_type = Some(facts.event_type);
         count += 1;
     }
     Ok(CheckedChain {
@@ -389,8 +431,22 @@ pub fn check_chain(bytes: &[u8]) -> Result<CheckedChain, ChainError> {
     })
 }
 
-/// Checks one line (with its newline); returns its hash and type.
-fn check_line(line: &[u8], seq: u64, prev: &str) -> Result<(String, String), String> {
+/// What one line says about its place in the chain.
+struct LineFacts {
+    hash: String,
+    prev: String,
+    seq: u64,
+    event_type: String,
+}
+
+/// Checks one line on its own (with its newline): shape, canonical form, hash.
+fn check_line(line: &[u8]) -> Result<LineFacts, String> {
+    if line.last() != Some(&b'\n') {
+        return Err(format!(
+            "{} bytes after the last newline are not a complete event (torn write)",
+            line.len()
+        ));
+    }
     let mut value: serde_json::Map<String, Value> =
         serde_json::from_slice(line).map_err(|e| format!("not a JSON object: {e}"))?;
     if value.len() != 6 {
@@ -405,32 +461,19 @@ fn check_line(line: &[u8], seq: u64, prev: &str) -> Result<(String, String), Str
     let Some(Value::String(event_type)) = value.get("type").cloned() else {
         return Err("no string field 'type'".into());
     };
-    match value.get("seq").and_then(Value::as_u64) {
-        Some(s) if s == seq => {}
-        Some(s) => {
-            return Err(format!(
-                "seq is {s}, expected {seq} (removed, reordered or duplicated event)"
-            ));
-        }
-        None => return Err("no integer field 'seq'".into()),
-    }
-    match value.get("prev") {
-        Some(Value::String(p)) if p == prev => {}
-        Some(Value::String(p)) => {
-            return Err(format!(
-                "prev {p} does not link to the previous event's hash {prev}"
-            ));
-        }
-        _ => return Err("no string field 'prev'".into()),
-    }
+    let Some(seq) = value.get("seq").and_then(Value::as_u64) else {
+        return Err("no integer field 'seq'".into());
+    };
+    let Some(Value::String(prev)) = value.get("prev").cloned() else {
+        return Err("no string field 'prev'".into());
+    };
     match value.get("time") {
         Some(Value::String(t)) if OffsetDateTime::parse(t, &Rfc3339).is_ok() => {}
         _ => return Err("no RFC 3339 field 'time'".into()),
     }
-    if !value.contains_key("payload") {
+    let Some(payload) = value.get("payload") else {
         return Err("no field 'payload'".into());
-    }
-    let payload = value.get("payload").unwrap_or(&Value::Null);
+    };
     check_numbers(payload)?;
     let body = jcs(&Value::Object(value))?;
     let computed = sha256_tagged(&body);
@@ -444,7 +487,12 @@ fn check_line(line: &[u8], seq: u64, prev: &str) -> Result<(String, String), Str
             "the line is not in canonical form (RFC 8785) although its content hashes right".into(),
         );
     }
-    Ok((hash, event_type))
+    Ok(LineFacts {
+        hash,
+        prev,
+        seq,
+        event_type,
+    })
 }
 
 #[cfg(test)]

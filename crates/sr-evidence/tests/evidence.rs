@@ -817,3 +817,35 @@ proptest! {
         prop_assert!(check_chain(line.as_bytes()).is_err());
     }
 }
+
+/// Long logs are checked on several threads; errors still name the first bad line.
+#[test]
+fn long_chains_report_the_first_bad_line() {
+    let mut w = ChainWriter::from_writer(Vec::new(), &all_events(), clock());
+    for i in 0..12_000u64 {
+        w.record(events::RESOURCE_SAMPLE, &json!({ "i": i }))
+            .unwrap();
+    }
+    let (summary, out) = w.into_inner().unwrap();
+    let checked = check_chain(&out).unwrap();
+    assert_eq!(
+        (checked.count, checked.head.clone()),
+        (12_000, summary.head)
+    );
+
+    let mut lines: Vec<&[u8]> = out.split_inclusive(|&b| b == b'\n').collect();
+    lines.swap(9_000, 9_001);
+    assert_eq!(check_chain(&lines.concat()).unwrap_err().line, 9_001);
+
+    let mut bytes = out.clone();
+    let start: usize = out
+        .split_inclusive(|&b| b == b'\n')
+        .take(5_000)
+        .map(<[u8]>::len)
+        .sum();
+    bytes[start + 100] ^= 0x20;
+    let mut bytes2 = bytes.clone();
+    assert_eq!(check_chain(&bytes).unwrap_err().line, 5_001);
+    bytes2[10] ^= 0x01; // an earlier error wins
+    assert_eq!(check_chain(&bytes2).unwrap_err().line, 1);
+}
