@@ -120,7 +120,7 @@ pub enum MountStep {
         target: String,
         /// Size limit in bytes.
         size_bytes: u64,
-        /// Octal mode, e.g. 1777.
+        /// Permission bits as a number (`1023` in JSON for mode `0o1777`).
         mode: u32,
     },
     /// A fresh procfs for the sandbox's pid namespace.

@@ -331,13 +331,15 @@ fn check_host_path(
         );
         return None;
     };
+    // Compare canonical with canonical (an operator prefix may itself go through a symlink);
+    // a prefix that does not exist is compared as written.
     let allowed = ctx.config.allowed_mount_prefixes.iter().any(|prefix| {
         let prefix_path = Path::new(prefix);
         let canonical_prefix = ctx
             .fs
             .canonicalize(prefix_path)
             .unwrap_or_else(|| prefix_path.to_path_buf());
-        canonical.starts_with(&canonical_prefix) || canonical.starts_with(prefix_path)
+        canonical.starts_with(&canonical_prefix)
     });
     if !allowed {
         ctx.conflict(
@@ -888,15 +890,24 @@ fn check_combinations(spec: &PolicySpec, ctx: &mut Ctx<'_>, resolved: &Resolved)
         );
     }
     // C7: a read-only mount whose data is writable through another mount.
+    let writable: Vec<(usize, &PathBuf)> = spec
+        .mounts
+        .iter()
+        .zip(&resolved.mount_sources)
+        .enumerate()
+        .filter_map(|(j, (m, src))| src.as_ref().filter(|_| !m.read_only).map(|s| (j, s)))
+        .collect();
     for (i, (m, src)) in spec.mounts.iter().zip(&resolved.mount_sources).enumerate() {
-        let (false, Some(src)) = (!m.read_only, src) else {
+        let Some(src) = src.as_ref().filter(|_| m.read_only) else {
             continue;
         };
-        for (j, (w, wsrc)) in spec.mounts.iter().zip(&resolved.mount_sources).enumerate() {
-            if i != j && !w.read_only && wsrc.as_ref().is_some_and(|w| src.starts_with(w)) {
+        for (j, wsrc) in &writable {
+            if src.starts_with(wsrc) {
                 ctx.conflict(
                     &PolicyPath::root().key("mounts").index(i).key("source"),
-                    format!("combination C7 read-only-under-writable: mounts[{i}] is read-only but its data is writable through mounts[{j}]"),
+                    format!(
+                        "combination C7 read-only-under-writable: mounts[{i}] is read-only but its data is writable through mounts[{j}]"
+                    ),
                     "make both read-only, or expose non-overlapping directories",
                 );
                 break;

@@ -860,4 +860,80 @@ mod tests {
                 .contains("limit")
         );
     }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|i| Value::Number(i.into())),
+            (-1.0e12f64..1.0e12)
+                .prop_map(|f| Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            proptest::collection::vec(any::<char>(), 0..12)
+                .prop_map(|c| Value::String(c.into_iter().collect())),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    proptest::collection::vec(any::<char>(), 0..8).prop_map(String::from_iter),
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// JSON read through the YAML event parser gives back exactly what serde_json wrote,
+        /// compact or pretty.
+        #[test]
+        fn json_documents_round_trip(value in json_value()) {
+            for text in [value.to_string(), serde_json::to_string_pretty(&value).unwrap()] {
+                let parsed = parse(&text, SourceFormat::Json);
+                proptest::prop_assert!(parsed.diagnostics.is_empty(), "{text}: {:?}", parsed.diagnostics);
+                let back = parsed.root.unwrap().to_json();
+                // Floats may print as integers (1.0 -> 1); compare numerically.
+                proptest::prop_assert!(same(&back, &value), "{text}\n{back}");
+            }
+        }
+    }
+
+    fn same(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+            }
+            _ => a == b,
+        }
+    }
+
+    #[test]
+    fn json_strings_with_unusual_characters() {
+        for s in [
+            "x\u{85}y",
+            "\u{feff}a",
+            "a\u{2028}b",
+            "tab\there",
+            "cr\rlf",
+            "nul\u{0}",
+            "é",
+            "\\",
+        ] {
+            let value = Value::String(s.to_owned());
+            let text = serde_json::json!({ "k": value }).to_string();
+            let parsed = parse(&text, SourceFormat::Json);
+            assert!(
+                parsed.diagnostics.is_empty(),
+                "{text:?}: {:?}",
+                parsed.diagnostics
+            );
+            assert_eq!(parsed.root.unwrap().to_json()["k"], value, "{text:?}");
+        }
+    }
 }
