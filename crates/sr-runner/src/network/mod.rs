@@ -268,13 +268,19 @@ impl AllowlistNetwork {
                 "link", "add", &h, "type", "veth", "peer", "name", &g, "netns", &pid,
             ]),
         )?;
-        self.run(
-            "disabling IPv6 on the host side",
-            NetCommand::SysctlWrite {
-                key: format!("net.ipv6.conf.{h}.disable_ipv6"),
-                value: "1".into(),
-            },
-        )?;
+        // A kernel without IPv6 has no such sysctl, and nothing to disable.
+        match self.opts.exec.run(&NetCommand::SysctlWrite {
+            key: format!("net.ipv6.conf.{h}.disable_ipv6"),
+            value: "1".into(),
+        }) {
+            Err(e) if !e.is_not_found() => {
+                return Err(NetworkError::Apply {
+                    step: "disabling IPv6 on the host side".into(),
+                    source: e,
+                });
+            }
+            _ => {}
+        }
         self.run(
             "addressing the host side",
             NetCommand::ip(&["addr", "add", &host_cidr, "dev", &h]),
@@ -390,11 +396,17 @@ impl AllowlistNetwork {
             }
         }
         let mut uplinks = BTreeSet::new();
+        let mut unroutable = Vec::new();
         for dest in destinations.iter().filter(|d| d.is_ipv4()) {
-            let out = self.run(
-                "looking up the route to a destination",
-                NetCommand::ip(&["-j", "route", "get", &dest.to_string()]),
-            )?;
+            // No route means no reply path to enable: record it; the rule stays inert.
+            let Ok(out) =
+                self.opts
+                    .exec
+                    .run(&NetCommand::ip(&["-j", "route", "get", &dest.to_string()]))
+            else {
+                unroutable.push(dest.to_string());
+                continue;
+            };
             let dev = serde_json::from_str::<Value>(&out)
                 .ok()
                 .and_then(|v| v.get(0)?.get("dev")?.as_str().map(str::to_owned));
@@ -427,6 +439,7 @@ impl AllowlistNetwork {
             "nftRulesetDigest": digest,
             "nftRulesetDigestMethod": DIGEST_METHOD,
             "uplinks": uplinks,
+            "unroutable": unroutable,
             "ipv4ForwardingEnabled": enabled,
             "ipv6": "not routed (host side disable_ipv6=1; IPv6 from the sandbox is dropped)",
             "initialResolution": initial,

@@ -770,7 +770,7 @@ fn apply_failure_is_sr_run_201_and_rolls_back() {
 #[test]
 fn release_failure_is_sr_run_202_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    // Attach fails late (route lookup), and the rollback's table delete fails too.
+    // Attach succeeds; deleting the table fails at release.
     let exec = scripted(Some("delete table"));
     let mut net = network(exec.clone(), dir.path());
     net.attach(4242, dir.path()).unwrap();
@@ -806,7 +806,7 @@ fn attach_failure_with_failing_rollback_reports_both() {
     let dir = tempfile::tempdir().unwrap();
     let exec = Arc::new(RecordingExecutor::new(|cmd| {
         let text = cmd.to_string();
-        if text.contains("route get") || text.contains("delete table") {
+        if text.contains("eth0.forwarding=1") || text.contains("delete table") {
             return Err(RecordingExecutor::failure(cmd, "Operation not permitted"));
         }
         scripted(None).run(cmd)
@@ -814,7 +814,7 @@ fn attach_failure_with_failing_rollback_reports_both() {
     let mut net = network(exec, dir.path());
     let err = net.attach(4242, dir.path()).unwrap_err();
     assert_eq!(err.code, ErrorCode::RunNetworkApply);
-    assert!(err.message.contains("route"), "{err}");
+    assert!(err.message.contains("eth0.forwarding"), "{err}");
     assert!(err.message.contains("rolling back also failed"), "{err}");
 }
 
@@ -905,5 +905,41 @@ fn resolver_thread_stops_promptly() {
         t.elapsed() < std::time::Duration::from_millis(100),
         "{:?}",
         t.elapsed()
+    );
+}
+
+#[test]
+fn unroutable_destinations_and_kernels_without_ipv6_do_not_fail_attach() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Arc::new(RecordingExecutor::new(|cmd| {
+        let text = cmd.to_string();
+        if text.contains("route get") {
+            return Err(RecordingExecutor::failure(
+                cmd,
+                "RTNETLINK answers: Network is unreachable",
+            ));
+        }
+        if text.contains("disable_ipv6") {
+            return Err(RecordingExecutor::failure(
+                cmd,
+                "No such file or directory (os error 2)",
+            ));
+        }
+        scripted(None).run(cmd)
+    }));
+    let mut net = network(exec.clone(), dir.path());
+    let attached = net.attach(4242, dir.path()).unwrap();
+    assert_eq!(
+        attached.facts["unroutable"],
+        json!(["10.214.1.1", "10.214.1.2"])
+    );
+    assert_eq!(attached.facts["uplinks"], json!([]));
+    net.release().unwrap();
+    // Nothing recorded for forwarding: release does not even list the other runs' tables.
+    assert!(
+        !exec
+            .commands()
+            .iter()
+            .any(|c| c.to_string() == "nft -j list tables")
     );
 }
