@@ -655,3 +655,47 @@ pub fn report_schema_text() -> String {
     s.push('\n');
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Keys whose UTF-8 and UTF-16 orders differ: the layout must follow JCS (UTF-16), and
+    /// rendering a rendered report again must not change a byte (what `report.layout` relies on).
+    #[test]
+    fn layout_follows_jcs_order_and_is_idempotent() {
+        let value = json!({"\u{e000}": 1, "\u{10000}": 2, "b": {"z": [1, 2], "a": null}});
+        let once = render_value(&value).unwrap();
+        let text = String::from_utf8(once.clone()).unwrap();
+        assert!(
+            text.find('\u{10000}').unwrap() < text.find('\u{e000}').unwrap(),
+            "{text}"
+        );
+        assert!(text.find("\"a\"").unwrap() < text.find("\"z\"").unwrap());
+        let reparsed: Value = serde_json::from_slice(&once).unwrap();
+        assert_eq!(render_value(&reparsed).unwrap(), once);
+        assert!(text.ends_with("}\n"));
+    }
+
+    #[test]
+    fn seal_rejects_integers_beyond_2_pow_53() {
+        let mut r: RunReport = serde_json::from_value(json!({
+            "schemaVersion": SCHEMA_VERSION,
+            "run": {"id": "r", "backend": "sandbox", "startedAt": "t", "endedAt": "t", "durationMs": 0,
+                    "host": {"kernel": "k", "arch": "a"}, "safeRunVersion": "0"},
+            "policy": {"name": "p", "digest": "d"},
+            "inputs": [], "enforcement": {"namespaces": [], "noNewPrivs": true, "network": {"mode": "none"}},
+            "timeline": {"head": "h", "count": 0, "dropped": 0, "complete": true},
+            "resources": {"samples": 0},
+            "exit": {"status": "exited", "code": 0},
+            "outputs": [], "cleanup": {"ok": true, "removed": [], "errors": []}
+        }))
+        .unwrap();
+        r.resources.memory_peak_bytes = Some(u64::MAX);
+        let err = seal(r, "h", None).unwrap_err();
+        assert_eq!(err.code(), sr_common::ErrorCode::EvidenceReport);
+        assert!(err.to_string().contains("memoryPeakBytes"), "{err}");
+    }
+}
