@@ -25,7 +25,10 @@ fn assert_denied(name: &str, call: &str) {
     let code = format!("{SYSCALL}r, e = {call}\nprint('ret', r, 'errno', e)\n");
     let (rc, stdout, stderr) = inside_py(name, &code);
     assert_eq!(rc, Some(0), "{stderr}");
-    assert!(stdout.starts_with("ret -1 errno 1\n"), "expected EPERM, got {stdout}{stderr}");
+    assert!(
+        stdout.starts_with("ret -1 errno 1\n"),
+        "expected EPERM, got {stdout}{stderr}"
+    );
 }
 
 #[test]
@@ -51,7 +54,11 @@ fn writes_outside_writable_places_fail() {
     std::fs::create_dir_all(env.share().join("ro")).unwrap();
     std::fs::write(env.share().join("ro/file"), "x").unwrap();
     // The workload's host uid must be able to write the rw mount.
-    std::process::Command::new("chown").arg("65534:65534").arg(env.share().join("rw")).status().unwrap();
+    std::process::Command::new("chown")
+        .arg("65534:65534")
+        .arg(env.share().join("rw"))
+        .status()
+        .unwrap();
     let mut p = sh(
         "for f in /x /usr/x /etc/x /bin/x /ro/new /ro/file /dev/x /proc/x; do (echo y > $f) 2>/dev/null && echo WROTE $f; done; echo ok > /tmp/t && echo TMP; echo ok > /rw/t && echo RW",
     );
@@ -66,9 +73,20 @@ fn writes_outside_writable_places_fail() {
     let o = env.run(&p, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert!(!out(&o).contains("WROTE"), "{}", out(&o));
-    assert!(out(&o).contains("TMP") && out(&o).contains("RW"), "{}{}", out(&o), err(&o));
-    assert_eq!(std::fs::read_to_string(env.share().join("rw/t")).unwrap(), "ok\n");
-    assert_eq!(std::fs::read_to_string(env.share().join("ro/file")).unwrap(), "x");
+    assert!(
+        out(&o).contains("TMP") && out(&o).contains("RW"),
+        "{}{}",
+        out(&o),
+        err(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.share().join("rw/t")).unwrap(),
+        "ok\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.share().join("ro/file")).unwrap(),
+        "x"
+    );
 }
 
 #[test]
@@ -110,11 +128,17 @@ fn capabilities_and_privileges_are_gone() {
         return;
     }
     let env = Env::new();
-    let p = env.policy("caps", &sh("grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status; cat /proc/self/uid_map"));
+    let p = env.policy(
+        "caps",
+        &sh("grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status; cat /proc/self/uid_map"),
+    );
     let o = env.run(&p, &[]);
     let s = out(&o);
     for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
-        assert!(s.contains(&format!("{cap}:\t0000000000000000")), "{cap}: {s}");
+        assert!(
+            s.contains(&format!("{cap}:\t0000000000000000")),
+            "{cap}: {s}"
+        );
     }
     assert!(s.contains("NoNewPrivs:\t1"), "{s}");
     assert!(s.contains("Seccomp:\t2"), "{s}");
@@ -128,13 +152,24 @@ fn host_pids_are_invisible() {
     }
     let me = std::process::id();
     let env = Env::new();
-    let p = env.policy("pids", &sh(&format!("ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' '; test -e /proc/{me} && echo SEES-HOST")));
+    let p = env.policy(
+        "pids",
+        &sh(&format!(
+            "ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' '; test -e /proc/{me} && echo SEES-HOST"
+        )),
+    );
     let o = env.run(&p, &[]);
     let s = out(&o);
     assert!(!s.contains("SEES-HOST"), "{s}");
-    let pids: Vec<u32> = s.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let pids: Vec<u32> = s
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
     // Only the sandbox's own few processes, numbered from 1 in its pid namespace.
-    assert!(pids.contains(&1) && pids.len() <= 8 && pids.iter().all(|p| *p < 64), "{s}");
+    assert!(
+        pids.contains(&1) && pids.len() <= 8 && pids.iter().all(|p| *p < 64),
+        "{s}"
+    );
 }
 
 #[test]
@@ -151,7 +186,10 @@ fn host_loopback_is_unreachable() {
     assert_eq!(rc, Some(0), "{e}");
     assert!(s.starts_with("refused"), "{s}");
     listener.set_nonblocking(true).unwrap();
-    assert!(listener.accept().is_err(), "a connection reached the host listener");
+    assert!(
+        listener.accept().is_err(),
+        "a connection reached the host listener"
+    );
 }
 
 #[test]
@@ -161,7 +199,14 @@ fn host_environment_does_not_leak() {
     }
     let env = Env::new();
     let p = env.policy("env", &sh("env"));
-    let o = env.cmd().env("SR_HOST_SECRET", "leaked").arg("run").arg("--policy").arg(&p).output().unwrap();
+    let o = env
+        .cmd()
+        .env("SR_HOST_SECRET", "leaked")
+        .arg("run")
+        .arg("--policy")
+        .arg(&p)
+        .output()
+        .unwrap();
     let s = out(&o);
     assert!(!s.contains("SR_HOST_SECRET"), "{s}");
     assert!(s.contains("PATH=/usr/bin:/bin"), "{s}");
@@ -178,9 +223,17 @@ fn dev_is_minimal() {
     let s = out(&o);
     let first = s.lines().next().unwrap_or_default();
     for bad in ["kvm", "vda", "sda", "mem", "kmsg", "loop"] {
-        assert!(!first.split_whitespace().any(|d| d == bad || d.starts_with("vd") || d.starts_with("sd")), "{bad}: {first}");
+        assert!(
+            !first
+                .split_whitespace()
+                .any(|d| d == bad || d.starts_with("vd") || d.starts_with("sd")),
+            "{bad}: {first}"
+        );
     }
-    assert!(first.contains("null") && first.contains("urandom"), "{first}");
+    assert!(
+        first.contains("null") && first.contains("urandom"),
+        "{first}"
+    );
     assert!(s.contains("NULL-OK"), "{s}");
 }
 
@@ -192,12 +245,23 @@ fn symlinked_mount_source_is_refused() {
     let env = Env::new();
     std::os::unix::fs::symlink("/etc", env.share().join("link")).unwrap();
     let mut p = sh("cat /data/passwd && echo ESCAPED");
-    merge(&mut p, json!({"mounts": [{"source": env.share().join("link"), "target": "/data"}]}));
+    merge(
+        &mut p,
+        json!({"mounts": [{"source": env.share().join("link"), "target": "/data"}]}),
+    );
     let p = env.policy("symlink", &p);
     let o = env.run(&p, &[]);
     assert_ne!(o.status.code(), Some(0));
-    assert!(!out(&o).contains("ESCAPED") && !out(&o).contains("root:"), "{}", out(&o));
-    assert!(err(&o).contains("SR-POL") || err(&o).contains("SR-RUN-002"), "{}", err(&o));
+    assert!(
+        !out(&o).contains("ESCAPED") && !out(&o).contains("root:"),
+        "{}",
+        out(&o)
+    );
+    assert!(
+        err(&o).contains("SR-POL") || err(&o).contains("SR-RUN-002"),
+        "{}",
+        err(&o)
+    );
 }
 
 #[test]
@@ -216,7 +280,10 @@ fn symlink_swap_between_validation_and_mount_is_caught() {
     std::fs::create_dir_all(&target).unwrap();
     std::fs::write(target.join("marker"), "inside").unwrap();
     let mut p = sh("cat /data/marker; test -e /data/passwd && echo ESCAPED");
-    merge(&mut p, json!({"mounts": [{"source": target, "target": "/data"}]}));
+    merge(
+        &mut p,
+        json!({"mounts": [{"source": target, "target": "/data"}]}),
+    );
     let p = env.policy("swap", &p);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let swapper = {
@@ -237,7 +304,11 @@ fn symlink_swap_between_validation_and_mount_is_caught() {
     };
     for _ in 0..15 {
         let o = env.run(&p, &[]);
-        assert!(!out(&o).contains("ESCAPED"), "mounted /etc through a swapped symlink: {}", out(&o));
+        assert!(
+            !out(&o).contains("ESCAPED"),
+            "mounted /etc through a swapped symlink: {}",
+            out(&o)
+        );
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     swapper.join().unwrap();
@@ -257,5 +328,8 @@ fn no_process_outlives_the_run() {
     let o = env.run(&p, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert!(out(&o).contains("daemonized"));
-    assert!(pids_with_cmdline(&format!("sleep {m}")).is_empty(), "the daemon survived the run");
+    assert!(
+        pids_with_cmdline(&format!("sleep {m}")).is_empty(),
+        "the daemon survived the run"
+    );
 }

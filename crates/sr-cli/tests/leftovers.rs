@@ -25,7 +25,9 @@ fn namespaces() -> BTreeMap<String, Vec<String>> {
             .unwrap_or_default();
         for ns in ["mnt", "net", "pid", "ipc", "uts", "user", "cgroup"] {
             if let Ok(l) = std::fs::read_link(e.path().join("ns").join(ns)) {
-                map.entry(l.to_string_lossy().into_owned()).or_default().push(cmd.clone());
+                map.entry(l.to_string_lossy().into_owned())
+                    .or_default()
+                    .push(cmd.clone());
             }
         }
     }
@@ -33,7 +35,10 @@ fn namespaces() -> BTreeMap<String, Vec<String>> {
 }
 
 fn mount_count() -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count()
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count()
 }
 
 #[test]
@@ -50,7 +55,14 @@ fn every_kind_of_run_leaves_nothing() {
     let normal = env.policy("normal", &sh(&format!("(setsid sleep {m} &); echo hi")));
     let failing = env.policy("failing", &sh("exit 3"));
     let missing = env.policy("missing", &policy("/nope", &[], json!({})));
-    let timeout = env.policy("timeout", &policy("/bin/sh", &["-c", &format!("sleep {m}")], json!({"runtime": {"timeout": "300ms"}})));
+    let timeout = env.policy(
+        "timeout",
+        &policy(
+            "/bin/sh",
+            &["-c", &format!("sleep {m}")],
+            json!({"runtime": {"timeout": "300ms"}}),
+        ),
+    );
     let mut oom = py("b = bytearray(256 << 20)");
     merge(&mut oom, json!({"resources": {"memory": "32Mi"}}));
     let oom = env.policy("oom", &oom);
@@ -62,9 +74,22 @@ fn every_kind_of_run_leaves_nothing() {
 
     // SIGTERM to safe-run mid-run.
     let term = env.policy("term", &sh(&format!("sleep {m}")));
-    let child = env.cmd().arg("run").arg("--policy").arg(&term).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = env
+        .cmd()
+        .arg("run")
+        .arg("--policy")
+        .arg(&term)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id();
-    assert!(wait_for(10, || env.run_dirs().iter().any(|d| has_event(d, "process.started") && !d.join("run_report.json").exists())));
+    assert!(wait_for(10, || env.run_dirs().iter().any(|d| has_event(
+        d,
+        "process.started"
+    ) && !d
+        .join("run_report.json")
+        .exists())));
     signal(pid, "TERM");
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(143), "{}", err(&o));
@@ -75,13 +100,18 @@ fn every_kind_of_run_leaves_nothing() {
     let statuses: BTreeSet<String> = dirs
         .iter()
         .map(|d| {
-            let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("run_report.json")).unwrap()).unwrap();
+            let r: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(d.join("run_report.json")).unwrap())
+                    .unwrap();
             r["status"].as_str().unwrap().to_owned()
         })
         .collect();
     assert_eq!(
         statuses,
-        ["exited", "interrupted", "launch_failed", "oom", "timeout"].map(String::from).into_iter().collect()
+        ["exited", "interrupted", "launch_failed", "oom", "timeout"]
+            .map(String::from)
+            .into_iter()
+            .collect()
     );
     assert!(cgroups_of(&ids).is_empty(), "{:?}", cgroups_of(&ids));
     assert!(pids_with_cmdline(&format!("sleep {m}")).is_empty());
@@ -92,18 +122,31 @@ fn every_kind_of_run_leaves_nothing() {
     let ours: Vec<(&String, &Vec<String>)> = ns_after
         .iter()
         .filter(|(ns, _)| !ns_before.contains_key(*ns))
-        .filter(|(_, holders)| holders.iter().any(|c| c.contains("safe-run") || c.contains(&m)))
+        .filter(|(_, holders)| {
+            holders
+                .iter()
+                .any(|c| c.contains("safe-run") || c.contains(&m))
+        })
         .collect();
     assert!(ours.is_empty(), "namespaces left: {ours:?}");
     for d in &dirs {
         assert!(!sr_is_locked(d), "{} still locked", d.display());
-        assert!(!d.join("root").exists(), "root mount point left in {}", d.display());
+        assert!(
+            !d.join("root").exists(),
+            "root mount point left in {}",
+            d.display()
+        );
     }
 }
 
 /// Whether the run's lock is held (flock(1) -n fails with 1 when it is).
 fn sr_is_locked(dir: &std::path::Path) -> bool {
-    let st = std::process::Command::new("flock").arg("-n").arg(dir.join("run.lock")).arg("true").status().unwrap();
+    let st = std::process::Command::new("flock")
+        .arg("-n")
+        .arg(dir.join("run.lock"))
+        .arg("true")
+        .status()
+        .unwrap();
     !st.success()
 }
 
@@ -116,19 +159,37 @@ fn sigkill_of_safe_run_takes_the_sandbox_down_and_gc_recovers() {
     let env = Env::new();
     let m = marker("sigkill");
     let p = env.policy("k", &sh(&format!("sleep {m}")));
-    let mut child = env.cmd().arg("run").arg("--policy").arg(&p).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    assert!(wait_for(10, || env.run_dirs().iter().any(|d| has_event(d, "process.started"))));
+    let mut child = env
+        .cmd()
+        .arg("run")
+        .arg("--policy")
+        .arg(&p)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(10, || env
+        .run_dirs()
+        .iter()
+        .any(|d| has_event(d, "process.started"))));
     assert!(!pids_with_cmdline(&format!("sleep {m}")).is_empty());
     child.kill().unwrap();
     child.wait().unwrap();
     // PDEATHSIG: the init, pid 1 and the workload die with safe-run.
-    assert!(wait_for(5, || pids_with_cmdline(&format!("sleep {m}")).is_empty()), "the sandbox outlived safe-run");
+    assert!(
+        wait_for(5, || pids_with_cmdline(&format!("sleep {m}")).is_empty()),
+        "the sandbox outlived safe-run"
+    );
     let dir = env.run_dirs()[0].clone();
     let id = run_id(&dir);
     assert!(!dir.join("run_report.json").exists());
     let o = env.cmd().arg("gc").output().unwrap();
     assert!(o.status.success(), "{}{}", out(&o), err(&o));
-    assert!(cgroups_of(std::slice::from_ref(&id)).is_empty(), "{:?}", cgroups_of(&[id.clone()]));
+    assert!(
+        cgroups_of(std::slice::from_ref(&id)).is_empty(),
+        "{:?}",
+        cgroups_of(&[id.clone()])
+    );
     assert!(dir.join("recovered.json").exists());
     assert!(out(&o).contains(&id), "{}", out(&o));
     // A second gc has nothing left to do for this run.

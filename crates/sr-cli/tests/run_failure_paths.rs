@@ -30,7 +30,11 @@ fn timeout_kills_the_tree_and_exits_6() {
     let m = marker("timeout");
     let p = env.policy(
         "to",
-        &policy("/bin/sh", &["-c", &format!("sleep {m} & sleep {m}")], json!({"runtime": {"timeout": "500ms"}})),
+        &policy(
+            "/bin/sh",
+            &["-c", &format!("sleep {m} & sleep {m}")],
+            json!({"runtime": {"timeout": "500ms"}}),
+        ),
     );
     let t = Instant::now();
     let o = env.run(&p, &[]);
@@ -74,7 +78,11 @@ fn pids_limit_stops_forking() {
     let p = env.policy("pids", &p);
     let o = env.run(&p, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
-    let n: u32 = out(&o).trim().trim_start_matches("forked ").parse().unwrap();
+    let n: u32 = out(&o)
+        .trim()
+        .trim_start_matches("forked ")
+        .parse()
+        .unwrap();
     assert!(n < 16, "forked {n} with pids.max 16");
     assert!(env.report()["resources"]["pidsPeak"].as_u64().unwrap() <= 16);
 }

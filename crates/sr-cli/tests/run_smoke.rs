@@ -17,8 +17,14 @@ fn echo_stdout_stderr_and_exit_code() {
     assert_eq!(out(&o), "out-line\n");
     assert!(err(&o).contains("err-line\n"));
     let dir = &env.run_dirs()[0];
-    assert_eq!(std::fs::read_to_string(dir.join("stdout.log")).unwrap(), "out-line\n");
-    assert_eq!(std::fs::read_to_string(dir.join("stderr.log")).unwrap(), "err-line\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("stdout.log")).unwrap(),
+        "out-line\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("stderr.log")).unwrap(),
+        "err-line\n"
+    );
 }
 
 #[test]
@@ -49,7 +55,12 @@ fn report_is_written_with_the_run_facts() {
     let r = env.report();
     let dir = &env.run_dirs()[0];
     assert_eq!(r["runId"], run_id(dir));
-    assert!(r["policy"]["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(
+        r["policy"]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
     assert_eq!(r["backend"], "sandbox");
     assert_eq!(r["status"], "exited");
     assert_eq!(r["exit"]["code"], 0);
@@ -61,11 +72,23 @@ fn report_is_written_with_the_run_facts() {
     let e = &r["enforcement"];
     assert_eq!(e["workload"]["uidMap"], "1000 65534 1");
     assert_eq!(e["workload"]["noNewPrivs"], true);
-    assert!(e["workload"]["seccompDigest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(
+        e["workload"]["seccompDigest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
     assert_eq!(e["workload"]["landlock"]["status"], "fully_enforced");
     assert_eq!(r["outputs"]["stdout"]["size"], 6);
     assert_eq!(r["cleanup"]["errors"], json!([]));
-    for ty in ["run.prepare", "policy.compiled", "sandbox.enforced", "process.started", "process.exited", "cleanup.done"] {
+    for ty in [
+        "run.prepare",
+        "policy.compiled",
+        "sandbox.enforced",
+        "process.started",
+        "process.exited",
+        "cleanup.done",
+    ] {
         assert!(has_event(dir, ty), "no {ty} event");
     }
     assert!(dir.join("bundle.json").exists());

@@ -272,7 +272,8 @@ impl RunCgroup {
                     .map_err(|e| err(&root.join("cgroup.subtree_control"), e))?;
                 fs.mkdir(&parent).map_err(|e| err(&parent, e))?;
                 let sc = parent.join("cgroup.subtree_control");
-                fs.write(&sc, "+memory +pids +cpu").map_err(|e| err(&sc, e))?;
+                fs.write(&sc, "+memory +pids +cpu")
+                    .map_err(|e| err(&sc, e))?;
                 let dir = parent.join(name);
                 fs.mkdir(&dir).map_err(|e| err(&dir, e))?;
                 self.paths.push(dir.clone());
@@ -304,9 +305,19 @@ impl RunCgroup {
                     Ok(dir)
                 };
                 let m = mk(&memory, self)?;
-                self.put(fs, &m, "memory.limit_in_bytes", plan.memory_max_bytes.to_string())?;
+                self.put(
+                    fs,
+                    &m,
+                    "memory.limit_in_bytes",
+                    plan.memory_max_bytes.to_string(),
+                )?;
                 if fs.exists(&m.join("memory.memsw.limit_in_bytes")) {
-                    self.put(fs, &m, "memory.memsw.limit_in_bytes", plan.memory_max_bytes.to_string())?;
+                    self.put(
+                        fs,
+                        &m,
+                        "memory.memsw.limit_in_bytes",
+                        plan.memory_max_bytes.to_string(),
+                    )?;
                 }
                 let p = mk(&pids, self)?;
                 self.put(fs, &p, "pids.max", plan.pids_max.to_string())?;
@@ -336,18 +347,29 @@ impl RunCgroup {
     }
 
     fn dir_with(&self, fs: &dyn CgroupFs, file: &str) -> Option<PathBuf> {
-        self.paths.iter().find(|d| fs.exists(&d.join(file))).cloned()
+        self.paths
+            .iter()
+            .find(|d| fs.exists(&d.join(file)))
+            .cloned()
     }
 
     fn read_file(&self, fs: &dyn CgroupFs, file: &str) -> Option<String> {
-        self.dir_with(fs, file).and_then(|d| fs.read(&d.join(file)).ok())
+        self.dir_with(fs, file)
+            .and_then(|d| fs.read(&d.join(file)).ok())
     }
 
     /// Reads the current usage.
     pub fn sample(&self, fs: &dyn CgroupFs) -> Sample {
         let v2 = matches!(self.layout, Layout::V2 { .. });
         let memory_bytes = self
-            .read_file(fs, if v2 { "memory.current" } else { "memory.usage_in_bytes" })
+            .read_file(
+                fs,
+                if v2 {
+                    "memory.current"
+                } else {
+                    "memory.usage_in_bytes"
+                },
+            )
             .map(|s| parse_u64(&s))
             .unwrap_or(0);
         let cpu_usec = if v2 {
@@ -375,7 +397,14 @@ impl RunCgroup {
         let v2 = matches!(self.layout, Layout::V2 { .. });
         let s = self.sample(fs);
         let memory_peak_bytes = self
-            .read_file(fs, if v2 { "memory.peak" } else { "memory.max_usage_in_bytes" })
+            .read_file(
+                fs,
+                if v2 {
+                    "memory.peak"
+                } else {
+                    "memory.max_usage_in_bytes"
+                },
+            )
             .map(|s| parse_u64(&s))
             .unwrap_or(s.memory_bytes);
         let oom_kills = if v2 {
@@ -548,15 +577,27 @@ mod tests {
         let dir = PathBuf::from("/cg/safe-run/safe-run-abc123");
         assert_eq!(cg.paths, vec![dir.clone()]);
         let writes = fs.writes.borrow().clone();
-        assert_eq!(writes[0], ("/cg/cgroup.subtree_control".into(), "+memory +pids +cpu".into()));
+        assert_eq!(
+            writes[0],
+            (
+                "/cg/cgroup.subtree_control".into(),
+                "+memory +pids +cpu".into()
+            )
+        );
         assert!(writes.contains(&(dir.join("memory.max"), (64u64 << 20).to_string())));
         assert!(writes.contains(&(dir.join("pids.max"), "32".into())));
         assert!(writes.contains(&(dir.join("cpu.max"), "50000 100000".into())));
         cg.attach(&fs, 42).unwrap();
         assert_eq!(fs.read(&dir.join("cgroup.procs")).unwrap(), "42");
-        fs.file("/cg/safe-run/safe-run-abc123/memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n");
+        fs.file(
+            "/cg/safe-run/safe-run-abc123/memory.events",
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        );
         fs.file("/cg/safe-run/safe-run-abc123/memory.peak", "1234");
-        fs.file("/cg/safe-run/safe-run-abc123/cpu.stat", "usage_usec 777\nuser_usec 700\n");
+        fs.file(
+            "/cg/safe-run/safe-run-abc123/cpu.stat",
+            "usage_usec 777\nuser_usec 700\n",
+        );
         let t = cg.totals(&fs, 5);
         assert_eq!(t.oom_kills, 1);
         assert_eq!(t.memory_peak_bytes, 1234);
@@ -566,7 +607,11 @@ mod tests {
         let (removed, errors) = cg.remove(&fs);
         assert_eq!(removed, vec![dir.clone()]);
         assert!(errors.is_empty());
-        assert!(fs.writes.borrow().contains(&(dir.join("cgroup.kill"), "1".into())));
+        assert!(
+            fs.writes
+                .borrow()
+                .contains(&(dir.join("cgroup.kill"), "1".into()))
+        );
     }
 
     #[test]
@@ -581,19 +626,33 @@ mod tests {
     fn v1_hybrid_creates_one_dir_per_controller() {
         let fs = FakeFs::default();
         fs.file("/cg/memory/memory.limit_in_bytes", "max");
-        fs.file("/cg/memory/safe-run/safe-run-r1/memory.memsw.limit_in_bytes", "max");
+        fs.file(
+            "/cg/memory/safe-run/safe-run-r1/memory.memsw.limit_in_bytes",
+            "max",
+        );
         fs.file("/cg/pids/pids.max", "max");
         fs.file("/cg/cpu/cpu.cfs_quota_us", "-1");
         fs.file("/cg/cpuacct/cpuacct.usage", "0");
         let layout = detect(&fs, Path::new("/cg")).unwrap();
-        assert!(matches!(&layout, Layout::V1 { cpuacct: Some(a), .. } if a == Path::new("/cg/cpuacct")));
+        assert!(
+            matches!(&layout, Layout::V1 { cpuacct: Some(a), .. } if a == Path::new("/cg/cpuacct"))
+        );
         let cg = RunCgroup::create(&fs, &layout, &plan(), "r1").unwrap();
         assert_eq!(cg.paths.len(), 4);
-        assert_eq!(cg.limits_written["memory.limit_in_bytes"], (64u64 << 20).to_string());
-        assert_eq!(cg.limits_written["memory.memsw.limit_in_bytes"], (64u64 << 20).to_string());
+        assert_eq!(
+            cg.limits_written["memory.limit_in_bytes"],
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(
+            cg.limits_written["memory.memsw.limit_in_bytes"],
+            (64u64 << 20).to_string()
+        );
         assert_eq!(cg.limits_written["cpu.cfs_quota_us"], "50000");
         assert_eq!(cg.limits_written["pids.max"], "32");
-        fs.file("/cg/memory/safe-run/safe-run-r1/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
+        fs.file(
+            "/cg/memory/safe-run/safe-run-r1/memory.oom_control",
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        );
         fs.file("/cg/cpuacct/safe-run/safe-run-r1/cpuacct.usage", "5000000");
         let t = cg.totals(&fs, 3);
         assert_eq!(t.oom_kills, 2);

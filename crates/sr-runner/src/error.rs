@@ -79,7 +79,11 @@ impl RunnerError {
     }
 
     /// A launch error.
-    pub fn launch(phase: impl Into<String>, cause: impl Into<String>, hint: impl Into<String>) -> Self {
+    pub fn launch(
+        phase: impl Into<String>,
+        cause: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
         RunnerError::Launch {
             phase: phase.into(),
             cause: cause.into(),

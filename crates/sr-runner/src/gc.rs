@@ -47,11 +47,15 @@ pub struct Recovered {
 }
 
 /// Recovers every dead run under `base`. `layout` is None when cgroups are unavailable.
+///
+/// `thorough`: also re-check runs that finished (wrote a report); the quick pass before each
+/// run skips them, since a finished run cleaned up after itself and says so in its report.
 pub fn collect(
     base: &Path,
     layout: Option<&Layout>,
     fs: &dyn CgroupFs,
     net: &dyn LeftoverCleaner,
+    thorough: bool,
 ) -> Vec<Recovered> {
     let Ok(entries) = std::fs::read_dir(base) else {
         return Vec::new();
@@ -66,7 +70,8 @@ pub fn collect(
     ids.sort();
     let mut out = Vec::new();
     for (run_id, dir) in ids {
-        if dir.join(RECOVERED_FILE).exists() || rundir::is_locked(&dir) {
+        let finished = dir.join("run_report.json").exists();
+        if (finished && !thorough) || dir.join(RECOVERED_FILE).exists() || rundir::is_locked(&dir) {
             continue;
         }
         let mut removed = Vec::new();
@@ -84,7 +89,6 @@ pub fn collect(
         if std::fs::remove_dir(dir.join("root")).is_ok() {
             removed.push("root mount point".into());
         }
-        let finished = dir.join("run_report.json").exists();
         if finished && removed.is_empty() && errors.is_empty() {
             continue;
         }

@@ -135,9 +135,14 @@ pub fn check(p: &dyn HostProbes, needs: Needs) -> Result<HostFacts, Vec<RunnerEr
     let abi_num = abi.unwrap_or(0);
     if needs.landlock_required && (abi_num < 1 || (abi_num as u32) < needs.landlock_min_abi) {
         let cause = match abi {
-            Err(e) if e == libc::EOPNOTSUPP => "Landlock is built into the kernel but not enabled".to_owned(),
+            Err(e) if e == libc::EOPNOTSUPP => {
+                "Landlock is built into the kernel but not enabled".to_owned()
+            }
             Err(_) => "the kernel has no Landlock".to_owned(),
-            Ok(v) => format!("the kernel's Landlock ABI is {v}, the policy needs {}", needs.landlock_min_abi),
+            Ok(v) => format!(
+                "the kernel's Landlock ABI is {v}, the policy needs {}",
+                needs.landlock_min_abi
+            ),
         };
         fail(
             "preflight.landlock",
@@ -263,7 +268,13 @@ mod tests {
         let got = checks(check(&host, NEEDS));
         assert_eq!(
             got,
-            vec!["preflight.root", "preflight.userns", "preflight.userns", "preflight.landlock", "preflight.cgroup"]
+            vec![
+                "preflight.root",
+                "preflight.userns",
+                "preflight.userns",
+                "preflight.landlock",
+                "preflight.cgroup"
+            ]
         );
         let d = check(&host, NEEDS).err().unwrap()[0].to_diagnostic();
         assert_eq!(d.code, sr_common::ErrorCode::RunPreflight);
@@ -274,10 +285,28 @@ mod tests {
     fn landlock_only_matters_when_required() {
         let mut host = good();
         host.landlock = Err(libc::EOPNOTSUPP);
-        assert!(check(&host, Needs { landlock_required: false, landlock_min_abi: 1 }).is_ok());
+        assert!(
+            check(
+                &host,
+                Needs {
+                    landlock_required: false,
+                    landlock_min_abi: 1
+                }
+            )
+            .is_ok()
+        );
         let got = check(&host, NEEDS).err().unwrap();
         assert!(got[0].to_diagnostic().message.contains("not enabled"));
         host.landlock = Ok(3);
-        assert!(check(&host, Needs { landlock_required: true, landlock_min_abi: 4 }).is_err());
+        assert!(
+            check(
+                &host,
+                Needs {
+                    landlock_required: true,
+                    landlock_min_abi: 4
+                }
+            )
+            .is_err()
+        );
     }
 }

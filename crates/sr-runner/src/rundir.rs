@@ -33,7 +33,9 @@ pub fn new_run_id() -> Result<String, RunnerError> {
 
 /// Whether `s` looks like a run id.
 pub fn is_run_id(s: &str) -> bool {
-    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 12
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A created, locked run directory.

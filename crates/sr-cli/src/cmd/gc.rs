@@ -29,7 +29,7 @@ pub fn execute(args: GcArgs) -> u8 {
     };
     let base = PathBuf::from(&config.run_dir);
     let layout = cgroup::detect(&HostFs, sr_runner::preflight::default_cgroup_root()).ok();
-    let mut recovered = gc::collect(&base, layout.as_ref(), &HostFs, &NoLeftovers);
+    let mut recovered = gc::collect(&base, layout.as_ref(), &HostFs, &NoLeftovers, true);
     let mut failed = recovered.iter().any(|r| !r.errors.is_empty());
     let net = network_leftovers(&base);
     match &net {
@@ -46,7 +46,10 @@ pub fn execute(args: GcArgs) -> u8 {
         }
     }
     match args.format {
-        Format::Json => println!("{}", serde_json::json!({"ok": !failed, "recovered": recovered})),
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({"ok": !failed, "recovered": recovered})
+        ),
         Format::Text => {
             if recovered.is_empty() {
                 println!("gc: nothing to remove under {}", base.display());
@@ -74,7 +77,7 @@ fn network_leftovers(base: &Path) -> Result<Vec<String>, sr_common::Diagnostic> 
 /// gc before a run: same work, no output (errors are retried by the next gc). The network
 /// sweep (which lists nftables) only runs when a dead run was found, to keep launches lean.
 pub fn collect_quietly(base: &Path, layout: &Layout) {
-    if !gc::collect(base, Some(layout), &HostFs, &NoLeftovers).is_empty() {
+    if !gc::collect(base, Some(layout), &HostFs, &NoLeftovers, false).is_empty() {
         let _ = network_leftovers(base);
     }
 }

@@ -9,6 +9,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use clap::Args;
 use serde_json::json;
@@ -51,6 +52,7 @@ pub struct RunArgs {
 
 /// Runs the subcommand; returns the process exit code.
 pub fn execute(args: RunArgs) -> u8 {
+    let mut clock = PhaseClock::new();
     let config = match OperatorConfig::load() {
         Ok(c) => c,
         Err(d) => return fail(&[d], args.format),
@@ -86,12 +88,18 @@ pub fn execute(args: RunArgs) -> u8 {
         return fail(&[d], args.format);
     }
 
+    clock.lap("cli.policy");
     // Preflight: nothing is created before every host precondition holds.
     let base = PathBuf::from(&config.run_dir);
     let init_exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
-            let d = Diagnostic::new(ErrorCode::RunPreflight, "preflight.init", format!("cannot locate the safe-run binary: {e}"), "run safe-run from a path that exists");
+            let d = Diagnostic::new(
+                ErrorCode::RunPreflight,
+                "preflight.init",
+                format!("cannot locate the safe-run binary: {e}"),
+                "run safe-run from a path that exists",
+            );
             return fail(&[d], args.format);
         }
     };
@@ -113,19 +121,33 @@ pub fn execute(args: RunArgs) -> u8 {
         }
     };
 
+    clock.lap("cli.preflight");
     // Recover what earlier runs killed with SIGKILL left behind (never touches live runs).
     super::gc::collect_quietly(&base, &host.cgroup);
+    clock.lap("cli.gc");
 
     let dir = match RunDir::create(&base) {
         Ok(d) => d,
         Err(e) => return fail(&[e.to_diagnostic()], args.format),
     };
     let _ = std::fs::copy(&args.policy, dir.path.join(policy_copy_name(&args.policy)));
-    let _ = std::fs::write(dir.path.join("bundle.json"), sr_compiler::to_canonical_json(&bundle));
-    let mut chain = match ChainWriter::create(&dir.path, &bundle.evidence_plan.events, Box::new(SystemClock)) {
+    let _ = std::fs::write(
+        dir.path.join("bundle.json"),
+        sr_compiler::to_canonical_json(&bundle),
+    );
+    let mut chain = match ChainWriter::create(
+        &dir.path,
+        &bundle.evidence_plan.events,
+        Box::new(SystemClock),
+    ) {
         Ok(c) => c,
         Err(e) => {
-            let d = Diagnostic::new(ErrorCode::EvidenceEventWrite, "evidence.events", e.to_string(), "check that the run directory is writable");
+            let d = Diagnostic::new(
+                ErrorCode::EvidenceEventWrite,
+                "evidence.events",
+                e.to_string(),
+                "check that the run directory is writable",
+            );
             return fail(&[d], args.format);
         }
     };
@@ -134,24 +156,43 @@ pub fn execute(args: RunArgs) -> u8 {
         json!({"policyDigest": bundle.policy_digest, "policyName": bundle.policy_name, "backend": bundle.backend}),
     );
 
+    // Before anything runs: the digests of every input, as events and for the report; and the
+    // signing key, so that a run whose report could not be signed never starts.
+    let inputs = match crate::evidence_report::hash_inputs(&policy, &bundle, &mut chain) {
+        Ok(i) => i,
+        Err(d) => return fail(&[d], args.format),
+    };
+    let signer = if bundle.evidence_plan.sign {
+        match super::key::load_signing_key(None) {
+            Ok(k) => Some(k),
+            Err(d) => return fail(&[d], args.format),
+        }
+    } else {
+        None
+    };
+
     // ---- network hook ----
     // mode none: NoNetwork (a private network namespace with loopback only).
     // mode allowlist: the network module's AllowlistNetwork.
     let mut hook: Box<dyn NetworkHook> = match &bundle.network_plan {
         None => Box::new(NoNetwork),
-        Some(plan) => match sr_runner::network::AllowlistNetwork::new(plan, &dir.run_id, &config.network) {
-            Ok(h) => Box::new(h),
-            Err(d) => return fail(&[d], args.format),
-        },
+        Some(plan) => {
+            match sr_runner::network::AllowlistNetwork::new(plan, &dir.run_id, &config.network) {
+                Ok(h) => Box::new(h),
+                Err(d) => return fail(&[d], args.format),
+            }
+        }
     };
 
+    clock.lap("cli.prepare");
     let runner = Runner::new();
     let signals = sr_runner::forward_signals(runner.canceller()).ok();
+    let mut counting = crate::evidence_report::CountingSink::new(&mut chain);
     let outcome = runner.run(
         &dir,
         &bundle,
         hook.as_mut(),
-        &mut chain,
+        &mut counting,
         RunOptions {
             init_exe,
             cgroup_layout: host.cgroup,
@@ -163,18 +204,33 @@ pub fn execute(args: RunArgs) -> u8 {
     if let Some(h) = signals {
         h.close();
     }
+    clock.lap("cli.run");
+    let samples = counting.samples;
     let mut evidence_errors = Vec::new();
-    if let Err(e) = chain.finish() {
-        evidence_errors.push(Diagnostic::new(ErrorCode::EvidenceEventWrite, "evidence.events", e.to_string(), "check the run directory"));
-    }
-    let report_path = match write_minimal_report(&dir.path, &outcome) {
-        Ok(p) => Some(p),
+    let report_path = match chain.finish() {
+        Ok(summary) => {
+            let ctx = crate::evidence_report::ReportContext {
+                policy: &policy,
+                bundle: &bundle,
+                inputs,
+                chain: summary,
+                samples,
+            };
+            match crate::evidence_report::write_signed_report(&outcome, ctx, signer.as_ref()) {
+                Ok(p) => Some(p),
+                Err(d) => {
+                    evidence_errors.push(d);
+                    None
+                }
+            }
+        }
         Err(e) => {
-            evidence_errors.push(Diagnostic::new(ErrorCode::EvidenceReport, "evidence.report", e.to_string(), "check the run directory"));
+            evidence_errors.push(e.to_diagnostic());
             None
         }
     };
-    summarize(&args, &outcome, report_path.as_deref());
+    clock.lap("cli.finish");
+    summarize(&args, &outcome, report_path.as_deref(), &clock);
     if let RunStatus::LaunchFailed { diagnostic } = &outcome.status {
         return fail(std::slice::from_ref(diagnostic), args.format);
     }
@@ -191,17 +247,54 @@ fn policy_copy_name(path: &Path) -> String {
     }
 }
 
-fn summarize(args: &RunArgs, o: &RunOutcome, report: Option<&Path>) {
+/// Wall-clock laps of the CLI's own phases, for `--timings`.
+struct PhaseClock {
+    last: Instant,
+    laps: Vec<(&'static str, f64)>,
+}
+
+impl PhaseClock {
+    fn new() -> Self {
+        PhaseClock {
+            last: Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.laps
+            .push((name, now.duration_since(self.last).as_secs_f64() * 1000.0));
+        self.last = now;
+    }
+}
+
+fn summarize(args: &RunArgs, o: &RunOutcome, report: Option<&Path>, clock: &PhaseClock) {
     let mut err = std::io::stderr().lock();
     if !args.quiet {
         let what = match &o.status {
             RunStatus::Exited { code } => format!("exited with code {code}"),
             RunStatus::Signaled { signal } => format!("killed by signal {signal}"),
-            RunStatus::Timeout { limit_ms } => format!("{}: timed out after {limit_ms} ms; the whole process tree was killed", ErrorCode::RunTimeout),
-            RunStatus::Oom { oom_kills, code: Some(code), .. } => format!("exited with code {code}; the memory limit was reached and the OOM killer killed {oom_kills} process(es) in the sandbox"),
-            RunStatus::Oom { oom_kills, .. } => format!("killed by the OOM killer ({oom_kills} kill(s)): the memory limit was reached"),
-            RunStatus::LaunchFailed { diagnostic } => format!("could not start ({})", diagnostic.code),
-            RunStatus::Interrupted { signal } => format!("interrupted by signal {signal}; the sandbox was killed"),
+            RunStatus::Timeout { limit_ms } => format!(
+                "{}: timed out after {limit_ms} ms; the whole process tree was killed",
+                ErrorCode::RunTimeout
+            ),
+            RunStatus::Oom {
+                oom_kills,
+                code: Some(code),
+                ..
+            } => format!(
+                "exited with code {code}; the memory limit was reached and the OOM killer killed {oom_kills} process(es) in the sandbox"
+            ),
+            RunStatus::Oom { oom_kills, .. } => format!(
+                "killed by the OOM killer ({oom_kills} kill(s)): the memory limit was reached"
+            ),
+            RunStatus::LaunchFailed { diagnostic } => {
+                format!("could not start ({})", diagnostic.code)
+            }
+            RunStatus::Interrupted { signal } => {
+                format!("interrupted by signal {signal}; the sandbox was killed")
+            }
         };
         let _ = writeln!(
             err,
@@ -214,37 +307,11 @@ fn summarize(args: &RunArgs, o: &RunOutcome, report: Option<&Path>) {
         }
     }
     if args.timings {
+        for (phase, ms) in &clock.laps {
+            let _ = writeln!(err, "safe-run: timing {phase:<15} {ms:>9.3} ms");
+        }
         for (phase, ms) in &o.timings.phases_ms {
             let _ = writeln!(err, "safe-run: timing {phase:<15} {ms:>9.3} ms");
         }
     }
-}
-
-/// Writes `<run dir>/run_report.json` from the outcome: run id, policy digest, backend,
-/// timings, exit status, limits and enforcement facts, outputs, cleanup. The signed,
-/// hash-chained report of sr-evidence replaces this function's body.
-pub fn write_minimal_report(run_dir: &Path, o: &RunOutcome) -> std::io::Result<PathBuf> {
-    let doc = json!({
-        "schemaVersion": "safe-run/run-report/minimal",
-        "runId": o.run_id,
-        "backend": o.backend,
-        "policy": {"name": o.policy_name, "digest": o.policy_digest},
-        "command": o.command,
-        "status": o.status_word(),
-        "exit": o.status,
-        "exitCode": o.exit_code(),
-        "timings": o.timings,
-        "resources": o.resources,
-        "limits": o.enforcement.cgroup_limits,
-        "enforcement": o.enforcement,
-        "outputs": {"stdout": o.stdout, "stderr": o.stderr},
-        "network": o.network,
-        "networkAudit": o.network_audit,
-        "cleanup": o.cleanup,
-        "warnings": o.warnings,
-    });
-    let path = run_dir.join("run_report.json");
-    let text = serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?;
-    std::fs::write(&path, text + "\n")?;
-    Ok(path)
 }

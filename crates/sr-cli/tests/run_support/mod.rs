@@ -40,7 +40,10 @@ pub struct Env {
 impl Env {
     /// A fresh environment whose operator config allows mounts from its own tempdir.
     pub fn new() -> Env {
-        let dir = tempfile::Builder::new().prefix("sr-test-").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("sr-test-")
+            .tempdir_in("/tmp")
+            .unwrap();
         let base = dir.path().join("runs");
         let config = dir.path().join("config.json");
         let cfg = json!({
@@ -86,7 +89,12 @@ impl Env {
     /// Run dirs created so far.
     pub fn run_dirs(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(&self.base)
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -177,7 +185,11 @@ pub fn safe_run_cgroups() -> Vec<PathBuf> {
 pub fn cgroups_of(run_ids: &[String]) -> Vec<PathBuf> {
     safe_run_cgroups()
         .into_iter()
-        .filter(|p| run_ids.iter().any(|id| p.to_string_lossy().ends_with(&format!("safe-run-{id}"))))
+        .filter(|p| {
+            run_ids
+                .iter()
+                .any(|id| p.to_string_lossy().ends_with(&format!("safe-run-{id}")))
+        })
         .collect()
 }
 
@@ -185,7 +197,9 @@ pub fn cgroups_of(run_ids: &[String]) -> Vec<PathBuf> {
 pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
     let mut v = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
             let c = String::from_utf8_lossy(&c).replace('\0', " ");
             if c.contains(needle) {
@@ -198,7 +212,11 @@ pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
 
 /// A marker unique to this test process and call site.
 pub fn marker(tag: &str) -> String {
-    format!("{}{}", std::process::id(), tag.len() * 7919 + tag.bytes().map(usize::from).sum::<usize>())
+    format!(
+        "{}{}",
+        std::process::id(),
+        tag.len() * 7919 + tag.bytes().map(usize::from).sum::<usize>()
+    )
 }
 
 /// The run id from a run dir path.
@@ -208,7 +226,11 @@ pub fn run_id(dir: &Path) -> String {
 
 /// Sends `signal` (e.g. "TERM") to `pid` with kill(1).
 pub fn signal(pid: u32, signal: &str) {
-    let st = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+    let st = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -226,5 +248,6 @@ pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
 
 /// Whether the events log of `dir` has an event of type `ty`.
 pub fn has_event(dir: &Path, ty: &str) -> bool {
-    std::fs::read_to_string(dir.join("events.jsonl")).is_ok_and(|t| t.contains(&format!("\"type\":\"{ty}\"")))
+    std::fs::read_to_string(dir.join("events.jsonl"))
+        .is_ok_and(|t| t.contains(&format!("\"type\":\"{ty}\"")))
 }

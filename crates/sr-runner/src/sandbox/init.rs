@@ -81,7 +81,9 @@ pub fn main() -> i32 {
     let sock = match take_control_socket() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("safe-run __init: no control socket on stdin ({e}); this command is internal");
+            eprintln!(
+                "safe-run __init: no control socket on stdin ({e}); this command is internal"
+            );
             return 2;
         }
     };
@@ -143,7 +145,12 @@ fn namespace_flags(names: &[String]) -> Result<(CloneFlags, bool, bool), Failure
             "pid" => flags |= CloneFlags::CLONE_NEWPID,
             "user" => user = true,
             "cgroup" => cgroup = true,
-            other => return Err(fail_msg("launch.namespaces", format!("unknown namespace {other:?}"))),
+            other => {
+                return Err(fail_msg(
+                    "launch.namespaces",
+                    format!("unknown namespace {other:?}"),
+                ));
+            }
         }
     }
     // The launch relies on these; a plan without them is not one this runner can enforce.
@@ -152,7 +159,10 @@ fn namespace_flags(names: &[String]) -> Result<(CloneFlags, bool, bool), Failure
         (CloneFlags::CLONE_NEWPID, "pid"),
     ] {
         if !flags.contains(f) {
-            return Err(fail_msg("launch.namespaces", format!("the {n} namespace is mandatory")));
+            return Err(fail_msg(
+                "launch.namespaces",
+                format!("the {n} namespace is mandatory"),
+            ));
         }
     }
     Ok((flags, user, cgroup))
@@ -163,25 +173,39 @@ fn init(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<i
     let plan: InitPlan = read_line(reader, "launch.plan")?;
     prctl::set_pdeathsig(Signal::SIGKILL).map_err(fail("launch.init"))?;
     if nix::unistd::getppid().as_raw() as u32 != plan.parent_pid {
-        return Err(fail_msg("launch.init", "the runner exited before the sandbox started"));
+        return Err(fail_msg(
+            "launch.init",
+            "the runner exited before the sandbox started",
+        ));
     }
     let (flags, userns, cgroupns) = namespace_flags(&plan.sandbox.namespaces)?;
     unshare(flags).map_err(fail("launch.namespaces"))?;
     send(writer, &InitMsg::Ready);
 
     // Nothing we mount may propagate back to the host.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(fail("launch.mounts"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(fail("launch.mounts"))?;
     let new_root = PathBuf::from(&plan.new_root);
-    let (ops, late) = mounts::plan_ops(&plan.sandbox.mounts, &new_root, &plan.allowed_mount_prefixes)
-        .map_err(|e| fail_msg("launch.mounts", e))?;
+    let (ops, late) = mounts::plan_ops(
+        &plan.sandbox.mounts,
+        &new_root,
+        &plan.allowed_mount_prefixes,
+    )
+    .map_err(|e| fail_msg("launch.mounts", e))?;
     let mut mounter = HostMounter::new(new_root.clone());
     mounts::execute(&ops, &mut mounter).map_err(|e| fail_msg("launch.mounts", e))?;
     if flags.contains(CloneFlags::CLONE_NEWUTS) {
         nix::unistd::sethostname(&plan.sandbox.hostname).map_err(fail("launch.hostname"))?;
     }
     if flags.contains(CloneFlags::CLONE_NEWNET) {
-        sys::loopback_up().map_err(|e| fail_msg("launch.network", format!("bringing lo up: {e}")))?;
+        sys::loopback_up()
+            .map_err(|e| fail_msg("launch.network", format!("bringing lo up: {e}")))?;
     }
 
     let go: Go = read_line(reader, "launch.go")?;
@@ -253,13 +277,24 @@ fn pid1(
         .map_err(fail("launch.proc"))?;
         // Kernel knobs stay read-only even for a process that somehow gains privilege.
         let sysdir = at.join("sys");
-        mount(Some(&sysdir), &sysdir, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(fail("launch.proc"))?;
+        mount(
+            Some(&sysdir),
+            &sysdir,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(fail("launch.proc"))?;
         mount(
             None::<&str>,
             &sysdir,
             None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
             None::<&str>,
         )
         .map_err(fail("launch.proc"))?;
@@ -274,7 +309,11 @@ fn pid1(
         None::<&str>,
         "/",
         None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        MsFlags::MS_REMOUNT
+            | MsFlags::MS_BIND
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV,
         None::<&str>,
     )
     .map_err(fail("launch.root_readonly"))?;
@@ -286,8 +325,9 @@ fn pid1(
             drop(rd);
             let mut wr = fs::File::from(wr);
             let err = workload(plan, &devnull, &mut wr, userns, policy_mounts);
-            let msg = serde_json::json!({"fail": {"phase": err.phase, "errno": err.errno, "message": err.message}});
-            let _ = writeln!(wr, "{msg}");
+            let mut msg = serde_json::json!({"fail": {"phase": err.phase, "errno": err.errno, "message": err.message}}).to_string();
+            msg.push('\n');
+            let _ = wr.write_all(msg.as_bytes());
             sys::exit_now(127)
         }
         ForkResult::Parent { child } => {
@@ -319,9 +359,19 @@ fn pid1(
                 return Ok(1);
             }
             if let Some(facts) = facts {
-                send(writer, &InitMsg::Enforced { facts: Box::new(facts) });
+                send(
+                    writer,
+                    &InitMsg::Enforced {
+                        facts: Box::new(facts),
+                    },
+                );
             }
-            send(writer, &InitMsg::Started { pid: child.as_raw() });
+            send(
+                writer,
+                &InitMsg::Started {
+                    pid: child.as_raw(),
+                },
+            );
             // Reap everything (orphans are re-parented to us) until the workload itself ends.
             let (code, signal) = loop {
                 match waitpid(Pid::from_raw(-1), None) {
@@ -367,7 +417,10 @@ fn workload_setup(
     nix::unistd::setsid().map_err(fail("launch.session"))?;
     nix::unistd::dup2_stdin(devnull).map_err(fail("launch.stdio"))?;
     if sb.host_uid == 0 || sb.host_gid == 0 {
-        return Err(fail_msg("launch.identity", "the workload's host uid/gid must not be 0"));
+        return Err(fail_msg(
+            "launch.identity",
+            "the workload's host uid/gid must not be 0",
+        ));
     }
     nix::unistd::setgroups(&[]).map_err(fail("launch.identity"))?;
     let (hg, hu) = (Gid::from_raw(sb.host_gid), Uid::from_raw(sb.host_uid));
@@ -403,7 +456,9 @@ fn workload_setup(
         message: format!("cannot enter working directory {}: {}", pr.cwd, e.desc()),
     })?;
     // Everything exec needs is built before seccomp and Landlock shut doors.
-    let cstr = |s: &str| CString::new(s).map_err(|_| fail_msg("launch.exec", format!("NUL byte in {s:?}")));
+    let cstr = |s: &str| {
+        CString::new(s).map_err(|_| fail_msg("launch.exec", format!("NUL byte in {s:?}")))
+    };
     let path = cstr(&pr.command)?;
     let mut argv = vec![path.clone()];
     for a in &pr.args {
@@ -422,7 +477,8 @@ fn workload_setup(
     prctl::set_no_new_privs().map_err(fail("launch.no_new_privs"))?;
     facts.no_new_privs = true;
     for (name, value) in &sb.rlimits {
-        let res = rlimit_resource(name).ok_or_else(|| fail_msg("launch.rlimits", format!("unknown rlimit {name:?}")))?;
+        let res = rlimit_resource(name)
+            .ok_or_else(|| fail_msg("launch.rlimits", format!("unknown rlimit {name:?}")))?;
         setrlimit(res, *value, *value).map_err(|e| Failure {
             phase: "launch.rlimits",
             errno: Some(e as i32),
@@ -436,8 +492,10 @@ fn workload_setup(
     facts.seccomp_profile = sb.seccomp.profile_id.clone();
     facts.seccomp_digest = compiled.digest.clone();
     facts.seccomp_instructions = compiled.instructions;
-    let line = serde_json::json!({ "facts": facts });
-    let _ = writeln!(report, "{line}");
+    // One write: pid 1 reads until exec closes the pipe.
+    let mut line = serde_json::json!({ "facts": facts }).to_string();
+    line.push('\n');
+    let _ = report.write_all(line.as_bytes());
     let e = match execve(&path, &argv, &env) {
         Err(e) => e,
         Ok(never) => match never {},

@@ -4,7 +4,8 @@
 //! each path even if a mount were wrong (a writable bind the plan did not mean, a path reachable
 //! through /proc/<pid>/root). Rules come from the bundle's [`LandlockPlan`]; `ro` grants read
 //! and execute, `rw` everything the kernel's ABI handles. The device nodes need write access
-//! (`/dev/null`), so `/dev` gets read + write_file when the plan has no rule for it.
+//! (`/dev/null`), so `/dev` gets read + write_file when the plan has no rule for it, and `/`
+//! gets read_dir (so `ls /` works) when the plan has none.
 //!
 //! Degradation is a decision: when `required` is true and the kernel has no Landlock, or an ABI
 //! below `min_abi`, the launch fails; otherwise the absence is recorded in the facts. Scopes
@@ -54,7 +55,10 @@ pub enum LandlockError {
 
 /// Builds the ruleset from `plan` and restricts the calling process. `host_abi` is the probed
 /// kernel ABI (`Err(errno)` when absent).
-pub fn enforce(plan: &LandlockPlan, host_abi: Result<i32, i32>) -> Result<LandlockFacts, LandlockError> {
+pub fn enforce(
+    plan: &LandlockPlan,
+    host_abi: Result<i32, i32>,
+) -> Result<LandlockFacts, LandlockError> {
     let abi_num = host_abi.unwrap_or(0);
     if abi_num < 1 || (abi_num as u32) < plan.min_abi {
         if plan.required {
@@ -102,11 +106,17 @@ pub fn enforce(plan: &LandlockPlan, host_abi: Result<i32, i32>) -> Result<Landlo
     if !rules.iter().any(|(p, _)| p == "/dev") {
         rules.push(("/dev".into(), "dev".into()));
     }
+    // Listing `/` itself (a tmpfs of mount points for a host rootfs) must work; reading files
+    // still needs a rule for their own subtree.
+    if !rules.iter().any(|(p, _)| p == "/") {
+        rules.push(("/".into(), "readdir".into()));
+    }
     for (path, access) in rules {
         let access_bits = match access.as_str() {
             "ro" => AccessFs::from_read(abi),
             "rw" => AccessFs::from_all(abi),
             "dev" => AccessFs::from_read(abi) | AccessFs::WriteFile,
+            "readdir" => AccessFs::ReadDir.into(),
             other => return Err(LandlockError::BadAccess(other.to_owned())),
         };
         let fd = match PathFd::new(&path) {

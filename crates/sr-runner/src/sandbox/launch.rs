@@ -82,8 +82,10 @@ impl Canceller {
 /// Forwards SIGINT and SIGTERM to `canceller` from a background thread (signal-hook's
 /// self-pipe; nothing but a write happens in the handler).
 pub fn forward_signals(canceller: Canceller) -> std::io::Result<signal_hook::iterator::Handle> {
-    let mut signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
     let handle = signals.handle();
     std::thread::Builder::new()
         .name("sr-signals".into())
@@ -184,7 +186,9 @@ fn launch_hint(phase: &str, errno: Option<i32>) -> &'static str {
         ("launch.exec", Some(libc::EACCES)) => {
             "runtime.command must be executable by the sandbox user and lie on a mount that allows exec"
         }
-        ("launch.exec", _) => "check runtime.command (an ELF binary or a script with a valid interpreter)",
+        ("launch.exec", _) => {
+            "check runtime.command (an ELF binary or a script with a valid interpreter)"
+        }
         ("launch.cwd", _) => {
             "runtime.cwd must exist inside the sandbox and be readable by the workload's user"
         }
@@ -268,7 +272,18 @@ impl Runner {
             stderr: Some(err_term),
             ..Live::default()
         };
-        let status = self.launch_and_wait(dir, bundle, hook, &mut ctx, &opts, &fs, &mut live, &mut enforcement, &mut phases, t0);
+        let status = self.launch_and_wait(
+            dir,
+            bundle,
+            hook,
+            &mut ctx,
+            &opts,
+            &fs,
+            &mut live,
+            &mut enforcement,
+            &mut phases,
+            t0,
+        );
 
         // ---- cleanup: every path comes here ----
         let t_clean = Instant::now();
@@ -317,15 +332,22 @@ impl Runner {
         }
         if let Some(cg) = &live.cgroup {
             let (removed, errors) = cg.remove(&fs);
-            cleanup.removed.extend(removed.iter().map(|p| format!("cgroup:{}", p.display())));
+            cleanup
+                .removed
+                .extend(removed.iter().map(|p| format!("cgroup:{}", p.display())));
             cleanup.errors.extend(errors.into_iter().map(|e| {
-                Diagnostic::new(ErrorCode::RunLaunch, "cleanup.cgroup", e, "run `safe-run gc` to retry")
+                Diagnostic::new(
+                    ErrorCode::RunLaunch,
+                    "cleanup.cgroup",
+                    e,
+                    "run `safe-run gc` to retry",
+                )
             }));
         }
         // Always, even when attach failed midway or never happened.
         match hook.release() {
             Ok(()) => {
-                if live.network_attached {
+                if live.network_attached && !live.network_facts.is_null() {
                     cleanup.removed.push("network".into());
                     ctx.emit(events::NETWORK_RELEASED, json!({"runId": dir.run_id}));
                 }
@@ -339,7 +361,10 @@ impl Runner {
         }
         let mut stdout = StreamFacts::default();
         let mut stderr = StreamFacts::default();
-        for (h, out) in [(live.out_tee.take(), &mut stdout), (live.err_tee.take(), &mut stderr)] {
+        for (h, out) in [
+            (live.out_tee.take(), &mut stdout),
+            (live.err_tee.take(), &mut stderr),
+        ] {
             if let Some(h) = h {
                 match h.join() {
                     Ok(Ok(f)) => *out = f,
@@ -397,7 +422,18 @@ impl Runner {
         phases: &mut BTreeMap<String, f64>,
         t0: Instant,
     ) -> RunStatus {
-        match self.launch(dir, bundle, hook, ctx, opts, fs, live, enforcement, phases, t0) {
+        match self.launch(
+            dir,
+            bundle,
+            hook,
+            ctx,
+            opts,
+            fs,
+            live,
+            enforcement,
+            phases,
+            t0,
+        ) {
             Ok(status) => status,
             Err(e) => RunStatus::LaunchFailed {
                 diagnostic: e.to_diagnostic(),
@@ -427,7 +463,10 @@ impl Runner {
         let Some(sandbox) = &bundle.sandbox_plan else {
             return Err(RunnerError::launch(
                 "launch.backend",
-                format!("the bundle is for backend {:?}, not sandbox", bundle.backend),
+                format!(
+                    "the bundle is for backend {:?}, not sandbox",
+                    bundle.backend
+                ),
                 "run it with the firecracker backend",
             ));
         };
@@ -438,7 +477,13 @@ impl Runner {
         // cgroups first: the init must be inside them before it forks anything.
         let t = Instant::now();
         let cg = RunCgroup::create(fs, &opts.cgroup_layout, &bundle.cgroup_plan, &dir.run_id)
-            .map_err(|e| RunnerError::launch("launch.cgroup", format!("creating the run's cgroup: {e}"), "check that cgroupfs is writable by root; `safe-run gc` removes leftovers"))?;
+            .map_err(|e| {
+                RunnerError::launch(
+                    "launch.cgroup",
+                    format!("creating the run's cgroup: {e}"),
+                    "check that cgroupfs is writable by root; `safe-run gc` removes leftovers",
+                )
+            })?;
         enforcement.cgroup_layout = Some(cg.layout.clone());
         enforcement.cgroup_paths = cg.paths.clone();
         enforcement.cgroup_limits = cg.limits_written.clone();
@@ -449,8 +494,10 @@ impl Runner {
             move |e: std::io::Error| RunnerError::launch(phase, e.to_string(), "see docs/run.md")
         };
         let (ours, theirs) = UnixStream::pair().map_err(io_err("launch.spawn"))?;
-        let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io_err("launch.spawn")(e.into()))?;
-        let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io_err("launch.spawn")(e.into()))?;
+        let (out_r, out_w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io_err("launch.spawn")(e.into()))?;
+        let (err_r, err_w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io_err("launch.spawn")(e.into()))?;
         let t_spawn = Instant::now();
         let child: Child = {
             let mut cmd = Command::new(&opts.init_exe);
@@ -463,7 +510,10 @@ impl Runner {
             cmd.spawn().map_err(|e| {
                 RunnerError::launch(
                     "launch.spawn",
-                    format!("cannot start the sandbox init {}: {e}", opts.init_exe.display()),
+                    format!(
+                        "cannot start the sandbox init {}: {e}",
+                        opts.init_exe.display()
+                    ),
                     "reinstall safe-run",
                 )
             })?
@@ -471,8 +521,32 @@ impl Runner {
         };
         let init_pid = child.id();
         live.child = Some(child);
-        live.out_tee = Some(tee(File::from(out_r), live.stdout.take().unwrap_or_else(|| Box::new(std::io::sink())), dir.path.join("stdout.log")));
-        live.err_tee = Some(tee(File::from(err_r), live.stderr.take().unwrap_or_else(|| Box::new(std::io::sink())), dir.path.join("stderr.log")));
+        // Attach the init to the run's cgroups right away: it cannot fork before Go, so every
+        // process of the sandbox is born inside them, and the migration (a cgroup rwsem write
+        // lock that waits for an RCU grace period, the slowest step of a launch on cgroup v1)
+        // overlaps the init's exec and namespace creation. It must precede the init's cgroup
+        // namespace, which is only created after Go.
+        // It runs on its own thread and is joined before Go.
+        let attach_thread = live.cgroup.clone().map(|cg| {
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                cg.attach(&cgroup::HostFs, init_pid).map(|()| t.elapsed())
+            })
+        });
+        live.out_tee = Some(tee(
+            File::from(out_r),
+            live.stdout
+                .take()
+                .unwrap_or_else(|| Box::new(std::io::sink())),
+            dir.path.join("stdout.log"),
+        ));
+        live.err_tee = Some(tee(
+            File::from(err_r),
+            live.stderr
+                .take()
+                .unwrap_or_else(|| Box::new(std::io::sink())),
+            dir.path.join("stderr.log"),
+        ));
 
         let mut writer = ours.try_clone().map_err(io_err("launch.spawn"))?;
         let tx = self.tx.clone();
@@ -522,14 +596,30 @@ impl Runner {
         }
         phases.insert("spawn_to_ready".into(), ms(t_spawn.elapsed()));
 
-        // The init is still single and has not forked: attach it to the cgroups now so every
-        // process of the sandbox is born inside them; then connect its network namespace.
         let t = Instant::now();
-        if let Some(cg) = &live.cgroup {
-            cg.attach(fs, init_pid).map_err(|e| {
-                RunnerError::launch("launch.cgroup", format!("attaching the sandbox to its cgroup: {e}"), "see docs/run.md")
-            })?;
+        if let Some(h) = attach_thread {
+            let took = h
+                .join()
+                .map_err(|_| {
+                    RunnerError::launch(
+                        "launch.cgroup",
+                        "the cgroup attach thread panicked",
+                        "this is a bug",
+                    )
+                })?
+                .map_err(|e| {
+                    RunnerError::launch(
+                        "launch.cgroup",
+                        format!("attaching the sandbox to its cgroup: {e}"),
+                        "see docs/run.md",
+                    )
+                })?;
+            phases.insert("cgroup_attach".into(), ms(took));
+            phases.insert("cgroup_attach_wait".into(), ms(t.elapsed()));
         }
+
+        // The network namespace exists now: connect it (before the workload exists).
+        let t = Instant::now();
         live.network_attached = true; // release() must run even if attach fails midway
         let attached = hook
             .attach(init_pid, &dir.path)
@@ -551,7 +641,10 @@ impl Runner {
         loop {
             match self.recv(setup_deadline) {
                 Ok(Event::Msg(InitMsg::Enforced { facts })) => {
-                    ctx.emit(events::SANDBOX_ENFORCED, enforced_payload(&facts, enforcement));
+                    ctx.emit(
+                        events::SANDBOX_ENFORCED,
+                        enforced_payload(&facts, enforcement),
+                    );
                     enforcement.workload = Some(*facts);
                 }
                 Ok(Event::Msg(InitMsg::Started { pid })) => {
@@ -606,7 +699,10 @@ impl Runner {
                         // SIGKILL the init: pid 1 dies by PDEATHSIG and the kernel kills the
                         // whole pid namespace; cleanup also empties the cgroup.
                         kill_init(live);
-                        ctx.emit(events::RUN_TIMEOUT, json!({"limitMs": bundle.process.timeout_ms}));
+                        ctx.emit(
+                            events::RUN_TIMEOUT,
+                            json!({"limitMs": bundle.process.timeout_ms}),
+                        );
                         break RunStatus::Timeout {
                             limit_ms: bundle.process.timeout_ms,
                         };
@@ -633,7 +729,11 @@ impl Runner {
     }
 
     /// An event before the workload started: a failure, a cancel, or the init vanishing.
-    fn early_end(&self, ev: Event, _bundle: &CompileBundle) -> Result<Option<RunStatus>, RunnerError> {
+    fn early_end(
+        &self,
+        ev: Event,
+        _bundle: &CompileBundle,
+    ) -> Result<Option<RunStatus>, RunnerError> {
         match ev {
             Event::Msg(InitMsg::Failed {
                 phase,
@@ -652,7 +752,12 @@ impl Runner {
         }
     }
 
-    fn setup_timeout(&self, deadline: Instant, bundle: &CompileBundle, phase: &str) -> Result<RunStatus, RunnerError> {
+    fn setup_timeout(
+        &self,
+        deadline: Instant,
+        bundle: &CompileBundle,
+        phase: &str,
+    ) -> Result<RunStatus, RunnerError> {
         if Instant::now() >= deadline {
             Ok(RunStatus::Timeout {
                 limit_ms: bundle.process.timeout_ms,
@@ -660,7 +765,10 @@ impl Runner {
         } else {
             Err(RunnerError::launch(
                 phase,
-                format!("the sandbox init did not answer within {}s", SETUP_TIMEOUT.as_secs()),
+                format!(
+                    "the sandbox init did not answer within {}s",
+                    SETUP_TIMEOUT.as_secs()
+                ),
                 "the host may be overloaded; see docs/run.md",
             ))
         }

@@ -116,7 +116,10 @@ fn inside(root: &Path, target: &str) -> Result<PathBuf, MountError> {
     if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
         return Err(MountError::BadTarget(target.to_owned()));
     }
-    let rel: PathBuf = p.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    let rel: PathBuf = p
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
     Ok(root.join(rel))
 }
 
@@ -362,7 +365,10 @@ impl HostMounter {
                 source_path: source.display().to_string(),
                 reason,
             };
-            if link_meta.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
+            if link_meta
+                .as_ref()
+                .is_some_and(|m| m.file_type().is_symlink())
+            {
                 return Err(refuse("it is a symlink".into()));
             }
             if real != source {
@@ -379,9 +385,15 @@ impl HostMounter {
                 )));
             }
             if !(meta.is_dir() || meta.is_file()) {
-                return Err(refuse("it is neither a directory nor a regular file".into()));
+                return Err(refuse(
+                    "it is neither a directory nor a regular file".into(),
+                ));
             }
-        } else if optional && link_meta.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
+        } else if optional
+            && link_meta
+                .as_ref()
+                .is_some_and(|m| m.file_type().is_symlink())
+        {
             // A rootfs entry that is a symlink on the host (merged /usr): recreate the link.
             let to = fs::read_link(source).map_err(io_sys("readlink", source))?;
             self.check_no_symlink(target)?;
@@ -458,8 +470,14 @@ impl Mounter for HostMounter {
                     flags |= MsFlags::MS_NOEXEC;
                 }
                 let data = format!("size={size_bytes},mode={mode:o}");
-                mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some(data.as_str()))
-                    .map_err(sys("mount tmpfs", target))?;
+                mount(
+                    Some("tmpfs"),
+                    target,
+                    Some("tmpfs"),
+                    flags,
+                    Some(data.as_str()),
+                )
+                .map_err(sys("mount tmpfs", target))?;
                 // Mode again: tmpfs applies mode= but umask-free chmod makes it explicit.
                 fs::set_permissions(target, fs::Permissions::from_mode(*mode))
                     .map_err(io_sys("chmod", target))
@@ -559,15 +577,27 @@ mod tests {
                 noexec: false
             }
         );
-        assert!(matches!(&rec.ops[1], MountOp::Bind { target, verify: None, optional: true, read_only: true, .. } if target == Path::new("/run/x/root/usr")));
-        assert!(matches!(&rec.ops[2], MountOp::Symlink { path, points_to } if path == Path::new("/run/x/root/bin") && points_to == "usr/bin"));
-        assert!(matches!(&rec.ops[4], MountOp::Mkdir { path } if path == Path::new("/run/x/root/proc")));
+        assert!(
+            matches!(&rec.ops[1], MountOp::Bind { target, verify: None, optional: true, read_only: true, .. } if target == Path::new("/run/x/root/usr"))
+        );
+        assert!(
+            matches!(&rec.ops[2], MountOp::Symlink { path, points_to } if path == Path::new("/run/x/root/bin") && points_to == "usr/bin")
+        );
+        assert!(
+            matches!(&rec.ops[4], MountOp::Mkdir { path } if path == Path::new("/run/x/root/proc"))
+        );
         // /dev: tmpfs, two device binds, 4 symlinks, shm, read-only remount.
         assert!(matches!(&rec.ops[5], MountOp::Tmpfs { noexec: true, .. }));
-        assert!(matches!(&rec.ops[6], MountOp::Bind { source, allow_dev: true, .. } if source == Path::new("/dev/null")));
-        assert!(matches!(&rec.ops[13], MountOp::RemountReadOnly { target, .. } if target == Path::new("/run/x/root/dev")));
+        assert!(
+            matches!(&rec.ops[6], MountOp::Bind { source, allow_dev: true, .. } if source == Path::new("/dev/null"))
+        );
+        assert!(
+            matches!(&rec.ops[13], MountOp::RemountReadOnly { target, .. } if target == Path::new("/run/x/root/dev"))
+        );
         let last = rec.ops.last().unwrap();
-        assert!(matches!(last, MountOp::Bind { verify: Some(p), read_only: false, optional: false, .. } if p == &prefixes));
+        assert!(
+            matches!(last, MountOp::Bind { verify: Some(p), read_only: false, optional: false, .. } if p == &prefixes)
+        );
     }
 
     #[test]

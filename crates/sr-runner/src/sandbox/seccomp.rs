@@ -108,24 +108,40 @@ pub fn compile(plan: &SeccompPlan) -> Result<CompiledSeccomp, SeccompError> {
     }
     let mut clone_rules = Vec::new();
     for flag in &plan.denied_clone_flags {
-        let value =
-            clone_flag(flag).ok_or_else(|| SeccompError::UnknownCloneFlag(flag.clone()))?;
-        let cond = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(value), value)
-            .map_err(|e| SeccompError::Backend(e.to_string()))?;
-        clone_rules.push(SeccompRule::new(vec![cond]).map_err(|e| SeccompError::Backend(e.to_string()))?);
+        let value = clone_flag(flag).ok_or_else(|| SeccompError::UnknownCloneFlag(flag.clone()))?;
+        let cond = SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(value),
+            value,
+        )
+        .map_err(|e| SeccompError::Backend(e.to_string()))?;
+        clone_rules
+            .push(SeccompRule::new(vec![cond]).map_err(|e| SeccompError::Backend(e.to_string()))?);
     }
     if !clone_rules.is_empty() {
         rules.insert(libc::SYS_clone, clone_rules);
     }
-    let deny: BpfProgram = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(errno), arch)
-        .and_then(TryInto::try_into)
-        .map_err(|e| SeccompError::Backend(e.to_string()))?;
+    let deny: BpfProgram = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno),
+        arch,
+    )
+    .and_then(TryInto::try_into)
+    .map_err(|e| SeccompError::Backend(e.to_string()))?;
     let mut programs = vec![deny];
     if !enosys.is_empty() {
-        let c3: BTreeMap<i64, Vec<SeccompRule>> = enosys.into_iter().map(|nr| (nr, Vec::new())).collect();
-        let p: BpfProgram = SeccompFilter::new(c3, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), arch)
-            .and_then(TryInto::try_into)
-            .map_err(|e| SeccompError::Backend(e.to_string()))?;
+        let c3: BTreeMap<i64, Vec<SeccompRule>> =
+            enosys.into_iter().map(|nr| (nr, Vec::new())).collect();
+        let p: BpfProgram = SeccompFilter::new(
+            c3,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::ENOSYS as u32),
+            arch,
+        )
+        .and_then(TryInto::try_into)
+        .map_err(|e| SeccompError::Backend(e.to_string()))?;
         programs.push(p);
     }
     if cfg!(target_arch = "x86_64") {
@@ -155,15 +171,30 @@ fn x32_filter() -> BpfProgram {
     const BPF_JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
     const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
     vec![
-        sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: 0 },
-        sock_filter { code: BPF_JGE_K, jt: 0, jf: 1, k: 0x4000_0000 },
+        sock_filter {
+            code: BPF_LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        sock_filter {
+            code: BPF_JGE_K,
+            jt: 0,
+            jf: 1,
+            k: 0x4000_0000,
+        },
         sock_filter {
             code: BPF_RET_K,
             jt: 0,
             jf: 0,
             k: libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
         },
-        sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+        sock_filter {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
     ]
 }
 
@@ -296,7 +327,12 @@ mod tests {
         SeccompPlan {
             profile_id: "sr-default-v1".into(),
             deny_action: "errno:EPERM".into(),
-            denied_syscalls: vec!["bpf".into(), "mount".into(), "ptrace".into(), "unshare".into()],
+            denied_syscalls: vec![
+                "bpf".into(),
+                "mount".into(),
+                "ptrace".into(),
+                "unshare".into(),
+            ],
             denied_clone_flags: vec!["CLONE_NEWNS".into(), "CLONE_NEWUSER".into()],
             enosys_syscalls: vec!["clone3".into()],
         }
@@ -329,9 +365,15 @@ mod tests {
         assert!(matches!(compile(&p), Err(SeccompError::UnknownSyscall(_))));
         let mut p = plan();
         p.denied_clone_flags.push("CLONE_NEWFOO".into());
-        assert!(matches!(compile(&p), Err(SeccompError::UnknownCloneFlag(_))));
+        assert!(matches!(
+            compile(&p),
+            Err(SeccompError::UnknownCloneFlag(_))
+        ));
         let mut p = plan();
         p.deny_action = "kill".into();
-        assert!(matches!(compile(&p), Err(SeccompError::UnsupportedAction(_))));
+        assert!(matches!(
+            compile(&p),
+            Err(SeccompError::UnsupportedAction(_))
+        ));
     }
 }

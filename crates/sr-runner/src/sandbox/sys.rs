@@ -117,7 +117,9 @@ pub fn landlock_abi() -> Result<i32, i32> {
         )
     };
     if ret < 0 {
-        Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOSYS))
+        Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::ENOSYS))
     } else {
         Ok(ret as i32)
     }

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Start-to-exit of /bin/true: bare exec, bubblewrap, and `safe-run run` (release build), side by
+# side in one hyperfine run. Needs root (safe-run run), bwrap and hyperfine.
+#
+#   bench/sandbox/bench_true.sh            # 100 runs each, 10 warm-up
+#   RUNS=30 bench/sandbox/bench_true.sh
+#
+# Then, for where safe-run's time goes, per phase (median of 30 runs):
+#   bench/sandbox/bench_true.sh --phases
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+RUNS=${RUNS:-100}
+BIN=${SAFE_RUN_BIN:-target/release/safe-run}
+[ -x "$BIN" ] || cargo build --release -p sr-cli
+export SAFE_RUN_WORKDIR_BASE=${SAFE_RUN_WORKDIR_BASE:-$(mktemp -d /tmp/sr-bench.XXXXXX)}
+BWRAP="bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --ro-bind /etc /etc --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 --symlink usr/sbin /sbin --proc /proc --dev /dev /bin/true"
+SR="$BIN run -q --policy examples/bench_true.yaml"
+
+if [ "${1:-}" = "--phases" ]; then
+  for _ in $(seq 1 "${RUNS:-30}"); do
+    $BIN run -q --timings --policy examples/bench_true.yaml 2>&1 | sed -n 's/^safe-run: timing \([^ ]*\) *\([0-9.]*\) ms$/\1 \2/p'
+  done | python3 -c '
+import sys, statistics, collections
+v = collections.defaultdict(list)
+for line in sys.stdin:
+    k, x = line.split()
+    v[k].append(float(x))
+for k in sorted(v):
+    print(f"{k:16s} median {statistics.median(v[k]):8.3f} ms  (n={len(v[k])})")
+'
+  exit 0
+fi
+
+hyperfine -N --warmup 10 --runs "$RUNS" --export-json "${SAFE_RUN_WORKDIR_BASE}/hyperfine.json" \
+  -n bare /bin/true -n bwrap "$BWRAP" -n safe-run "$SR"
+python3 - "${SAFE_RUN_WORKDIR_BASE}/hyperfine.json" <<'PY'
+import json, sys
+r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
+med = {k: v["median"] * 1000 for k, v in r.items()}
+for k in ("bare", "bwrap", "safe-run"):
+    print(f"{k:9s} median {med[k]:7.2f} ms")
+print(f"safe-run / bwrap = {med['safe-run'] / med['bwrap']:.2f}x; safe-run / bare = {med['safe-run'] / med['bare']:.2f}x")
+PY
+echo "run dirs left in $SAFE_RUN_WORKDIR_BASE (evidence of every benchmark run)"
