@@ -4,6 +4,7 @@
 //! 4 compile failure, 5 run failure, 6 timeout, 7 evidence failure. See docs/errors.md.
 
 mod cmd;
+mod evidence_report;
 mod output;
 
 use std::process::ExitCode;
@@ -14,8 +15,10 @@ use clap::{Parser, Subcommand};
 /// what was enforced.
 #[derive(Parser)]
 #[command(name = "safe-run", version, about, long_about = None, propagate_version = true)]
-#[command(after_help = "Start with `safe-run validate examples/m1_network_none.yaml`, then \
-`safe-run run --policy examples/m1_network_none.yaml`.\nDocs: docs/policy.md, docs/run.md, docs/evidence.md, docs/errors.md.")]
+#[command(
+    after_help = "Start with `safe-run validate examples/m1_network_none.yaml`, then \
+`safe-run run --policy examples/m1_network_none.yaml`.\nDocs: docs/policy.md, docs/run.md, docs/evidence.md, docs/errors.md."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,0 +1,459 @@
+//! Turns what a run observed into the signed `run_report.json` v1.
+//!
+//! The runner knows processes, cgroups and namespaces; sr-evidence knows the report format,
+//! the chain and signatures. This module is the one place that maps the first onto the second:
+//! the inputs hashed before the run ([`hash_inputs`]), and the report assembled and sealed after
+//! it ([`write_signed_report`]). It adds no facts of its own: every field comes from the
+//! runner's [`RunOutcome`], the compiled bundle, the policy or the event chain.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use sr_common::{Diagnostic, ErrorCode};
+use sr_compiler::CompileBundle;
+use sr_compiler::bundle::MountStep;
+use sr_evidence::report::{
+    self, AbsentFeature, BlockedSummary, Cgroup, Cleanup, Enforcement, ExitInfo, ExitStatus,
+    HostInfo, Input, InputRole, Landlock, LandlockRule, NetworkAudit, NetworkFacts, Output,
+    PolicyInfo, Resources, RuleAudit, RunInfo, RunReport, Seccomp, Timeline, UserMapping,
+    rfc3339_from_unix_ms,
+};
+use sr_evidence::{ChainSummary, EmitError, EventSink, SigningKey, events};
+use sr_policy::ValidatedPolicy;
+use sr_runner::cgroup::Layout;
+use sr_runner::{RunOutcome, RunStatus};
+
+/// An event sink that forwards to another and counts resource samples, which the report's
+/// `resources.samples` states.
+pub struct CountingSink<'a> {
+    inner: &'a mut dyn EventSink,
+    /// `resource.sample` events emitted (whether or not the plan kept them).
+    pub samples: u64,
+}
+
+impl<'a> CountingSink<'a> {
+    /// Wraps `inner`.
+    pub fn new(inner: &'a mut dyn EventSink) -> Self {
+        CountingSink { inner, samples: 0 }
+    }
+}
+
+impl EventSink for CountingSink<'_> {
+    fn emit(&mut self, event_type: &str, payload: Value) -> Result<(), EmitError> {
+        if event_type == events::RESOURCE_SAMPLE {
+            self.samples += 1;
+        }
+        self.inner.emit(event_type, payload)
+    }
+}
+
+/// Digests every input of the run before it starts, records an `artifact.hashed` event for
+/// each, and returns them for the report: the canonical policy, the bundle, the command line
+/// and the host file the command resolves to.
+pub fn hash_inputs(
+    policy: &ValidatedPolicy,
+    bundle: &CompileBundle,
+    sink: &mut dyn EventSink,
+) -> Result<Vec<Input>, Diagnostic> {
+    let encode = |e: sr_evidence::EvidenceError| e.to_diagnostic();
+    let mut inputs = vec![Input {
+        role: InputRole::Policy,
+        name: "policy".into(),
+        path: policy.source_path.as_ref().map(|p| p.display().to_string()),
+        digest: bundle.policy_digest.clone(),
+    }];
+    inputs.push(Input::from_json(InputRole::Bundle, "bundle", bundle).map_err(encode)?);
+    let mut argv = vec![bundle.process.command.clone()];
+    argv.extend(bundle.process.args.iter().cloned());
+    inputs.push(Input::from_json(InputRole::Command, "command", &argv).map_err(encode)?);
+    if let Some(host_path) = resolve_command_on_host(bundle) {
+        let name = host_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "binary".into());
+        // A command that cannot be read here is reported by the launch itself (SR-RUN-002).
+        if let Ok(input) = Input::from_file(InputRole::Binary, &name, &host_path) {
+            inputs.push(input);
+        }
+    }
+    if let Some(fc) = &bundle.firecracker_plan {
+        for artifact in &fc.artifacts {
+            let role = if artifact.role == "kernel" {
+                InputRole::Kernel
+            } else {
+                InputRole::Rootfs
+            };
+            let input =
+                Input::from_file(role, &artifact.role, Path::new(&artifact.path)).map_err(|e| {
+                    Diagnostic::new(
+                        ErrorCode::RunPreflight,
+                        format!("artifacts.{}", artifact.role),
+                        e.to_string(),
+                        "check that the artifact exists and is readable",
+                    )
+                })?;
+            inputs.push(input);
+        }
+    }
+    for input in &inputs {
+        // A failed event write poisons the chain; the runner stops on its next emit.
+        let _ = sink.emit(
+            events::ARTIFACT_HASHED,
+            json!({"role": input.role, "name": input.name, "path": input.path, "digest": input.digest}),
+        );
+    }
+    Ok(inputs)
+}
+
+/// Where the sandbox's command lives on the host: the longest bind target that contains it,
+/// mapped to its source; or the rootfs directory joined with it.
+fn resolve_command_on_host(bundle: &CompileBundle) -> Option<PathBuf> {
+    let command = Path::new(&bundle.process.command);
+    let plan = bundle.sandbox_plan.as_ref()?;
+    let mut best: Option<(usize, PathBuf)> = None;
+    let mut rootfs_dir = None;
+    for step in &plan.mounts {
+        match step {
+            MountStep::Bind { source, target, .. } => {
+                if let Ok(rest) = command.strip_prefix(target) {
+                    let depth = Path::new(target).components().count();
+                    if best.as_ref().is_none_or(|(d, _)| depth > *d) {
+                        best = Some((depth, Path::new(source).join(rest)));
+                    }
+                }
+            }
+            MountStep::Root { source } if source != "host" => {
+                rootfs_dir = Some(PathBuf::from(source));
+            }
+            _ => {}
+        }
+    }
+    let candidate = match (best, rootfs_dir) {
+        (Some((_, p)), _) => p,
+        (None, Some(dir)) => dir.join(command.strip_prefix("/").ok()?),
+        (None, None) => return None,
+    };
+    std::fs::canonicalize(candidate).ok()
+}
+
+/// Everything besides the outcome that the report states.
+pub struct ReportContext<'a> {
+    /// The validated policy.
+    pub policy: &'a ValidatedPolicy,
+    /// The bundle that ran.
+    pub bundle: &'a CompileBundle,
+    /// Inputs hashed before the run.
+    pub inputs: Vec<Input>,
+    /// The finished event chain.
+    pub chain: ChainSummary,
+    /// Resource samples taken.
+    pub samples: u64,
+}
+
+/// Assembles the report, seals it (signing with `signer` when the evidence plan asks) and
+/// writes `<run dir>/run_report.json`. Returns its path.
+pub fn write_signed_report(
+    outcome: &RunOutcome,
+    ctx: ReportContext<'_>,
+    signer: Option<&SigningKey>,
+) -> Result<PathBuf, Diagnostic> {
+    let report = assemble(outcome, ctx);
+    let head = report.timeline.head.clone();
+    let sealed = report::seal(report, &head, signer).map_err(|e| e.to_diagnostic())?;
+    let path = outcome.run_dir.join(report::REPORT_FILE);
+    report::write_report(&path, &sealed).map_err(|e| e.to_diagnostic())?;
+    Ok(path)
+}
+
+/// The unsealed report for `outcome`.
+pub fn assemble(outcome: &RunOutcome, ctx: ReportContext<'_>) -> RunReport {
+    let started = outcome.timings.started_at_unix_ms;
+    let ended = outcome.timings.finished_at_unix_ms.max(started);
+    RunReport {
+        schema_version: report::SCHEMA_VERSION.to_owned(),
+        run: RunInfo {
+            id: outcome.run_id.clone(),
+            backend: outcome.backend.clone(),
+            started_at: rfc3339_from_unix_ms(started),
+            ended_at: rfc3339_from_unix_ms(ended),
+            duration_ms: ended - started,
+            host: HostInfo {
+                kernel: outcome.enforcement.kernel.clone(),
+                arch: std::env::consts::ARCH.to_owned(),
+            },
+            safe_run_version: env!("CARGO_PKG_VERSION").to_owned(),
+        },
+        policy: PolicyInfo {
+            name: outcome.policy_name.clone(),
+            digest: outcome.policy_digest.clone(),
+            path: ctx
+                .policy
+                .source_path
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        },
+        inputs: ctx.inputs,
+        enforcement: enforcement(outcome, ctx.bundle),
+        timeline: Timeline::from_summary(&ctx.chain, true),
+        resources: Resources {
+            memory_peak_bytes: Some(outcome.resources.memory_peak_bytes),
+            cpu_usage_us: Some(outcome.resources.cpu_usec),
+            pids_peak: Some(outcome.resources.pids_peak),
+            samples: ctx.samples,
+        },
+        network_audit: network_audit(&outcome.network_audit),
+        exit: exit_info(&outcome.status),
+        outputs: [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)]
+            .into_iter()
+            .filter(|(_, s)| !s.sha256.is_empty())
+            .map(|(name, s)| Output {
+                name: name.to_owned(),
+                path: s
+                    .path
+                    .strip_prefix(&outcome.run_dir)
+                    .unwrap_or(&s.path)
+                    .display()
+                    .to_string(),
+                bytes: s.size,
+                digest: tagged(&s.sha256),
+            })
+            .collect(),
+        cleanup: Cleanup {
+            ok: outcome.cleanup.errors.is_empty(),
+            removed: outcome.cleanup.removed.clone(),
+            errors: outcome
+                .cleanup
+                .errors
+                .iter()
+                .map(|d| format!("{} at {}: {}", d.code, d.path, d.message))
+                .collect(),
+        },
+        integrity: None,
+    }
+}
+
+fn enforcement(outcome: &RunOutcome, bundle: &CompileBundle) -> Enforcement {
+    let facts = &outcome.enforcement;
+    let workload = facts.workload.as_ref();
+    let mut absent = Vec::new();
+    let landlock = workload.map(|w| {
+        if w.landlock.status != "fully_enforced" {
+            absent.push(AbsentFeature {
+                feature: "landlock".into(),
+                reason: format!(
+                    "Landlock {} on this kernel (ABI {}); the operator config does not require it",
+                    w.landlock.status.replace('_', " "),
+                    w.landlock.abi
+                ),
+            });
+        }
+        let mut rules: Vec<LandlockRule> = w
+            .landlock
+            .rules
+            .iter()
+            .map(|r| LandlockRule::parse(r))
+            .collect();
+        rules.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut skipped = w.landlock.skipped.clone();
+        skipped.sort();
+        let mut scopes = w.landlock.scopes.clone();
+        scopes.sort();
+        Landlock {
+            abi: u32::try_from(w.landlock.abi).unwrap_or(0),
+            status: w.landlock.status.clone(),
+            rules,
+            skipped,
+            scopes,
+        }
+    });
+    let seccomp = workload.map(|w| Seccomp {
+        profile_id: w.seccomp_profile.clone(),
+        filter_digest: tagged(&w.seccomp_digest),
+        denied_syscalls: bundle
+            .sandbox_plan
+            .as_ref()
+            .map_or(0, |p| p.seccomp.denied_syscalls.len() as u64),
+        instructions: Some(w.seccomp_instructions as u64),
+    });
+    let cgroup = facts.cgroup_layout.as_ref().map(|layout| Cgroup {
+        version: match layout {
+            Layout::V1 { .. } => "v1",
+            Layout::V2 { .. } => "v2",
+        }
+        .to_owned(),
+        limits: facts.cgroup_limits.clone(),
+    });
+    let user = workload.and_then(|w| {
+        let (uid, host_uid) = parse_id_map(&w.uid_map)?;
+        let (gid, host_gid) = parse_id_map(&w.gid_map)?;
+        Some(UserMapping {
+            uid,
+            gid,
+            host_uid,
+            host_gid,
+        })
+    });
+    let mut details: BTreeMap<String, Value> = match &outcome.network {
+        Value::Object(map) => map.clone().into_iter().collect(),
+        _ => BTreeMap::new(),
+    };
+    let nft_ruleset_digest = details
+        .remove("nftRulesetDigest")
+        .and_then(|v| v.as_str().map(str::to_owned));
+    details.remove("mode");
+    let mut backend = BTreeMap::new();
+    backend.insert("hostname".to_owned(), json!(facts.hostname));
+    backend.insert("cgroupPaths".to_owned(), json!(facts.cgroup_paths));
+    if let Some(w) = workload {
+        backend.insert(
+            "capabilitiesDropped".to_owned(),
+            json!(w.capabilities_dropped),
+        );
+        let mounts: Vec<Value> = w
+            .policy_mounts
+            .iter()
+            .map(|(source, target, ro)| json!({"source": source, "target": target, "readOnly": ro}))
+            .collect();
+        backend.insert("policyMounts".to_owned(), Value::Array(mounts));
+    }
+    let mut namespaces = facts.namespaces.clone();
+    namespaces.sort();
+    Enforcement {
+        namespaces,
+        landlock,
+        seccomp,
+        cgroup,
+        rlimits: workload
+            .map(|w| w.rlimits.iter().cloned().collect())
+            .unwrap_or_default(),
+        no_new_privs: workload.is_some_and(|w| w.no_new_privs),
+        capabilities: facts.capabilities_kept.clone(),
+        user,
+        network: NetworkFacts {
+            mode: if bundle.network_plan.is_some() {
+                "allowlist"
+            } else {
+                "none"
+            }
+            .to_owned(),
+            nft_ruleset_digest,
+            details,
+        },
+        absent,
+        backend,
+    }
+}
+
+fn network_audit(audit: &Value) -> Option<NetworkAudit> {
+    let map = audit.as_object()?;
+    let mut rules = Vec::new();
+    let mut blocked = BlockedSummary::default();
+    for rule in map
+        .get("rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let id = rule
+            .get("ruleId")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let allowed = rule.get("allowedHits").and_then(Value::as_u64).unwrap_or(0);
+        let blocked_hits = rule.get("blockedHits").and_then(Value::as_u64).unwrap_or(0);
+        match rule.get("egressIndex").and_then(Value::as_u64) {
+            Some(index) => rules.push(RuleAudit {
+                rule_id: id.to_owned(),
+                egress_index: u32::try_from(index).unwrap_or(u32::MAX),
+                allowed_hits: allowed,
+                blocked_hits,
+            }),
+            None if id == "default-drop" => blocked.packets += blocked_hits,
+            None => {}
+        }
+    }
+    if let Some(bytes) = map
+        .get("defaultDrop")
+        .and_then(|d| d.get("bytes"))
+        .and_then(Value::as_u64)
+    {
+        blocked.bytes = bytes;
+    }
+    let details = map
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "rules" | "mode" | "defaultDrop"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Some(NetworkAudit {
+        rules,
+        blocked,
+        details,
+    })
+}
+
+fn exit_info(status: &RunStatus) -> ExitInfo {
+    let (status, code, signal) = match status {
+        RunStatus::Exited { code } => (ExitStatus::Exited, Some(*code), None),
+        RunStatus::Signaled { signal } => (ExitStatus::Signaled, None, Some(*signal)),
+        RunStatus::Timeout { .. } => (ExitStatus::Timeout, None, Some(libc::SIGKILL)),
+        RunStatus::Oom { signal, code, .. } => (ExitStatus::Oom, *code, *signal),
+        RunStatus::LaunchFailed { .. } => (ExitStatus::LaunchFailed, None, None),
+        RunStatus::Interrupted { signal } => (ExitStatus::Interrupted, None, Some(*signal)),
+    };
+    ExitInfo {
+        status,
+        code,
+        signal,
+    }
+}
+
+fn parse_id_map(line: &str) -> Option<(u32, u32)> {
+    let mut parts = line.split_whitespace();
+    let inside = parts.next()?.parse().ok()?;
+    let outside = parts.next()?.parse().ok()?;
+    Some((inside, outside))
+}
+
+fn tagged(digest: &str) -> String {
+    if digest.starts_with("sha256:") {
+        digest.to_owned()
+    } else {
+        format!("sha256:{digest}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_maps_parse() {
+        assert_eq!(parse_id_map("1000 65534 1"), Some((1000, 65534)));
+        assert_eq!(parse_id_map("garbage"), None);
+    }
+
+    #[test]
+    fn interrupted_runs_say_so() {
+        let info = exit_info(&RunStatus::Interrupted { signal: 15 });
+        assert_eq!(info.status, ExitStatus::Interrupted);
+        assert_eq!(info.signal, Some(15));
+    }
+
+    #[test]
+    fn allowlist_audit_maps_rules_and_default_drop() {
+        let audit = json!({
+            "mode": "allowlist",
+            "rules": [
+                {"ruleId": "egress-0", "egressIndex": 0, "allowedHits": 3, "blockedHits": 1},
+                {"ruleId": "default-drop", "egressIndex": null, "allowedHits": 0, "blockedHits": 7},
+            ],
+            "dns": {"answered": 1, "refused": 2, "failed": 0},
+        });
+        let a = network_audit(&audit).unwrap();
+        assert_eq!(a.rules.len(), 1);
+        assert_eq!(a.rules[0].allowed_hits, 3);
+        assert_eq!(a.blocked.packets, 7);
+        assert!(a.details.contains_key("dns"));
+        assert!(network_audit(&Value::Null).is_none());
+    }
+}
