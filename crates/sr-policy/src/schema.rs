@@ -37,6 +37,15 @@ pub fn policy_schema() -> &'static Value {
                 "$id".into(),
                 Value::String("https://safe-run.invalid/schema/policy-v1.json".into()),
             );
+            // Header keywords first, for a reader of `safe-run schema`.
+            let mut ordered = serde_json::Map::new();
+            for key in ["$schema", "$id", "title", "description"] {
+                if let Some(v) = map.remove(key) {
+                    ordered.insert(key.into(), v);
+                }
+            }
+            ordered.append(map);
+            *map = ordered;
         }
         value
     })
@@ -290,7 +299,10 @@ fn map_error(
                     diagnostic: Diagnostic::new(
                         ErrorCode::PolicyBadFormat,
                         field_path.to_string(),
-                        format!("unknown field `{key}`"),
+                        format!(
+                            "unknown field `{}`",
+                            short(&Value::String(key.clone())).trim_matches('"')
+                        ),
                         format!("{suggestion}fields allowed here: {}", known.join(", ")),
                     )
                     .at(Some(root.locate_key(&field_path))),

@@ -66,10 +66,7 @@ pub fn execute(args: CompileArgs) -> u8 {
     };
     let text = sr_compiler::to_canonical_json(&bundle);
     match &args.out {
-        None => {
-            print!("{text}");
-            0
-        }
+        None => crate::output::print_stdout(&text),
         Some(path) => match std::fs::write(path, text) {
             Ok(()) => 0,
             Err(e) => {

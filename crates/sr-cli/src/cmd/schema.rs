@@ -16,9 +16,9 @@ pub struct SchemaArgs {}
 /// Runs the subcommand; returns the process exit code.
 pub fn execute(_args: SchemaArgs) -> u8 {
     match serde_json::to_string_pretty(sr_policy::policy_schema()) {
-        Ok(text) => {
-            println!("{text}");
-            0
+        Ok(mut text) => {
+            text.push('\n');
+            crate::output::print_stdout(&text)
         }
         Err(e) => {
             eprintln!("error: cannot print the schema: {e}");

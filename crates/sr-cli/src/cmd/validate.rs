@@ -42,15 +42,17 @@ pub fn execute(args: ValidateArgs) -> u8 {
                     policy: Some(shown),
                     diagnostics: Vec::new(),
                 }),
-                Format::Text => println!(
-                    "valid: {shown} (name {}, backend {}, network {})",
-                    policy.spec.name,
-                    backend_name(&policy.spec),
-                    match policy.spec.network_mode() {
-                        sr_policy::model::NetworkMode::None => "none",
-                        sr_policy::model::NetworkMode::Allowlist => "allowlist",
-                    }
-                ),
+                Format::Text => {
+                    crate::output::print_stdout(&format!(
+                        "valid: {shown} (name {}, backend {}, network {})\n",
+                        policy.spec.name,
+                        backend_name(&policy.spec),
+                        match policy.spec.network_mode() {
+                            sr_policy::model::NetworkMode::None => "none",
+                            sr_policy::model::NetworkMode::Allowlist => "allowlist",
+                        }
+                    ));
+                }
             }
             return 0;
         }
@@ -81,7 +83,9 @@ fn backend_name(spec: &sr_policy::PolicySpec) -> &'static str {
 
 fn print_json(report: &ValidationReport) {
     match serde_json::to_string_pretty(report) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => {
+            crate::output::print_stdout(&format!("{text}\n"));
+        }
         Err(e) => eprintln!("error: cannot serialize the result: {e}"),
     }
 }
