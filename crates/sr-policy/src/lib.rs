@@ -374,25 +374,6 @@ fn pattern_of(path: &PolicyPath) -> String {
     out
 }
 
-fn insert_at(value: &mut serde_json::Value, path: &PolicyPath, new: serde_json::Value) {
-    let Some((Seg::Key(last), parents)) = path.0.split_last() else {
-        return;
-    };
-    let mut cur = value;
-    for seg in parents {
-        let next = match (seg, cur) {
-            (Seg::Key(k), serde_json::Value::Object(m)) => m.get_mut(k),
-            (Seg::Index(i), serde_json::Value::Array(a)) => a.get_mut(*i),
-            _ => None,
-        };
-        let Some(next) = next else { return };
-        cur = next;
-    }
-    if let serde_json::Value::Object(m) = cur {
-        m.insert(last.clone(), new);
-    }
-}
-
 fn up_to_last_key(path: &PolicyPath) -> PolicyPath {
     let mut segs = path.0.clone();
     while matches!(segs.last(), Some(Seg::Index(_))) {
@@ -401,22 +382,37 @@ fn up_to_last_key(path: &PolicyPath) -> PolicyPath {
     PolicyPath(segs)
 }
 
-fn remove_at(value: &mut serde_json::Value, path: &PolicyPath) {
-    let Some((last, parents)) = path.0.split_last() else {
-        return;
+/// The object holding the last key of `path`, and that key.
+fn parent_object<'v>(
+    value: &'v mut serde_json::Value,
+    path: &PolicyPath,
+) -> Option<(&'v mut serde_json::Map<String, serde_json::Value>, String)> {
+    let (Seg::Key(last), parents) = path.0.split_last()? else {
+        return None;
     };
     let mut cur = value;
     for seg in parents {
-        let next = match (seg, cur) {
-            (Seg::Key(k), serde_json::Value::Object(m)) => m.get_mut(k),
-            (Seg::Index(i), serde_json::Value::Array(a)) => a.get_mut(*i),
-            _ => None,
+        cur = match (seg, cur) {
+            (Seg::Key(k), serde_json::Value::Object(m)) => m.get_mut(k)?,
+            (Seg::Index(i), serde_json::Value::Array(a)) => a.get_mut(*i)?,
+            _ => return None,
         };
-        let Some(next) = next else { return };
-        cur = next;
     }
-    if let (Seg::Key(k), serde_json::Value::Object(m)) = (last, cur) {
-        m.remove(k);
+    match cur {
+        serde_json::Value::Object(m) => Some((m, last.clone())),
+        _ => None,
+    }
+}
+
+fn remove_at(value: &mut serde_json::Value, path: &PolicyPath) {
+    if let Some((map, key)) = parent_object(value, path) {
+        map.remove(&key);
+    }
+}
+
+fn insert_at(value: &mut serde_json::Value, path: &PolicyPath, new: serde_json::Value) {
+    if let Some((map, key)) = parent_object(value, path) {
+        map.insert(key, new);
     }
 }
 

@@ -20,7 +20,7 @@ use sr_common::{Diagnostic, ErrorCode};
 
 use crate::model::{Backend, NetworkMode, PolicySpec, Protocol};
 use crate::operator::{OperatorConfig, is_normalized_absolute};
-use crate::source::{Node, PolicyPath};
+use crate::source::{Node, PolicyPath, clip};
 
 /// Paths no policy mount may cover: the sandbox builds these itself.
 pub const RESERVED_TARGETS: [&str; 4] = ["/dev", "/proc", "/sys", "/tmp"];
@@ -333,14 +333,11 @@ fn check_host_path(
     };
     // Compare canonical with canonical (an operator prefix may itself go through a symlink);
     // a prefix that does not exist is compared as written.
-    let allowed = ctx.config.allowed_mount_prefixes.iter().any(|prefix| {
-        let prefix_path = Path::new(prefix);
-        let canonical_prefix = ctx
-            .fs
-            .canonicalize(prefix_path)
-            .unwrap_or_else(|| prefix_path.to_path_buf());
-        canonical.starts_with(&canonical_prefix)
-    });
+    let allowed = ctx
+        .config
+        .allowed_mount_prefixes
+        .iter()
+        .any(|prefix| canonical.starts_with(canonical_or_lexical(ctx, Path::new(prefix))));
     if !allowed {
         ctx.conflict(
             path,
@@ -839,8 +836,8 @@ fn check_combinations(spec: &PolicySpec, ctx: &mut Ctx<'_>, resolved: &Resolved)
         }
     }
     // C2, C3: exposing the evidence run directory or the signing key.
-    let run_dir = lexical_or_canonical(ctx, Path::new(&ctx.config.run_dir));
-    let key_dir = lexical_or_canonical(ctx, ctx.config.key_dir());
+    let run_dir = canonical_or_lexical(ctx, Path::new(&ctx.config.run_dir));
+    let key_dir = canonical_or_lexical(ctx, ctx.config.key_dir());
     let mut exposed: Vec<(PolicyPath, &Path, bool)> = Vec::new();
     for (i, (m, src)) in spec.mounts.iter().zip(&resolved.mount_sources).enumerate() {
         if let Some(src) = src {
@@ -924,7 +921,8 @@ fn check_combinations(spec: &PolicySpec, ctx: &mut Ctx<'_>, resolved: &Resolved)
     }
 }
 
-fn lexical_or_canonical(ctx: &Ctx<'_>, path: &Path) -> PathBuf {
+/// The canonical form of a path that exists, else the path as written.
+fn canonical_or_lexical(ctx: &Ctx<'_>, path: &Path) -> PathBuf {
     ctx.fs
         .canonicalize(path)
         .unwrap_or_else(|| path.to_path_buf())
@@ -937,14 +935,4 @@ fn normalize_lexically(p: &str) -> String {
         .filter(|s| !s.is_empty() && *s != ".")
         .collect();
     format!("/{}", parts.join("/"))
-}
-
-fn clip(s: &str) -> String {
-    if s.chars().count() > 64 {
-        let mut t: String = s.chars().take(64).collect();
-        t.push('…');
-        t
-    } else {
-        s.to_owned()
-    }
 }

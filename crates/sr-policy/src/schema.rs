@@ -21,7 +21,7 @@ use serde_json::Value;
 use sr_common::{Diagnostic, ErrorCode};
 
 use crate::model::PolicySpec;
-use crate::source::{Node, PolicyPath, Seg};
+use crate::source::{Node, PolicyPath, Seg, clip};
 
 /// The PolicySpec v1 JSON Schema (draft 2020-12), as `safe-run schema` prints it.
 pub fn policy_schema() -> &'static Value {
@@ -214,14 +214,7 @@ fn const_choices(node: &Value) -> Option<Vec<String>> {
 }
 
 fn short(value: &Value) -> String {
-    let text = value.to_string();
-    if text.chars().count() > 48 {
-        let mut t: String = text.chars().take(48).collect();
-        t.push('…');
-        t
-    } else {
-        text
-    }
+    clip(&value.to_string())
 }
 
 fn json_type(value: &Value) -> &'static str {

@@ -508,7 +508,7 @@ impl Builder {
             self.diagnostics.push(bad(
                 &self.current_path(),
                 loc,
-                format!("YAML tag `{}` is not allowed in a policy", truncate(&tag)),
+                format!("YAML tag `{}` is not allowed in a policy", clip(&tag)),
                 "remove the tag; quote the value if it must be a string",
             ));
             return Some(Flow::Stop);
@@ -602,7 +602,7 @@ impl Builder {
                     loc,
                     format!(
                         "duplicate key `{}` (first written on line {first_line})",
-                        truncate(&key)
+                        clip(&key)
                     ),
                     "write each key once; YAML and JSON readers disagree on which copy wins",
                 ));
@@ -670,7 +670,8 @@ impl Builder {
     }
 }
 
-fn truncate(s: &str) -> String {
+/// `s` cut to 64 characters (with an ellipsis), so a hostile value cannot flood a message.
+pub(crate) fn clip(s: &str) -> String {
     const MAX: usize = 64;
     if s.chars().count() <= MAX {
         s.to_owned()
