@@ -21,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
                     let _ = sr_compiler::to_canonical_json(&bundle);
                 }
             }
-            Err(report) => assert!(!report.diagnostics.is_empty(), "invalid without a diagnostic"),
+            Err(report) => assert!(
+                !report.diagnostics.is_empty(),
+                "invalid without a diagnostic"
+            ),
         }
     }
     // The operator config goes through the same reader.
