@@ -18,13 +18,16 @@ pub enum Format {
 pub fn fail(diagnostics: &[Diagnostic], format: Format) -> u8 {
     match format {
         Format::Text => {
+            use std::io::Write;
+            // A closed stderr must not turn a clean failure into a panic.
+            let mut err = std::io::stderr().lock();
             for d in diagnostics {
-                eprintln!("error: {d}");
+                let _ = writeln!(err, "error: {d}");
             }
         }
         Format::Json => {
             let doc = serde_json::json!({ "ok": false, "errors": diagnostics });
-            println!("{doc:#}");
+            print_stdout(&format!("{doc:#}\n"));
         }
     }
     diagnostics
