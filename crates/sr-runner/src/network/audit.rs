@@ -9,6 +9,7 @@
 //!   rule allowed (the `<id>/blocked` counter). Dropped packets never become flows, so each
 //!   retransmission counts.
 //! * `blockedHits` of a drop rule (`default-drop`, `host-drop`) = packets it dropped.
+//! * `defaultDrop` / `hostDrop`: packets and bytes of the plan's two drop rules.
 //! * `blockedDestinations`: the dropped tcp/udp (address, protocol, port) from the
 //!   `blocked_v4` set, most packets first, at most [`MAX_BLOCKED_DESTINATIONS`].
 
@@ -19,6 +20,11 @@ use sha2::{Digest, Sha256};
 use sr_compiler::bundle::NetworkPlan;
 
 use super::ruleset::{BLOCKED_SET, BLOCKED_SUFFIX};
+
+/// Rule id of the plan's forward default drop.
+pub const DEFAULT_DROP_ID: &str = "default-drop";
+/// Rule id of the plan's drop of traffic to the host itself.
+pub const HOST_DROP_ID: &str = "host-drop";
 
 /// Most blocked destinations listed in the audit (the total is reported too).
 pub const MAX_BLOCKED_DESTINATIONS: usize = 32;
@@ -167,9 +173,17 @@ pub fn audit_block(plan: &NetworkPlan, counters: &Counters, dns: DnsTally) -> Va
         .take(MAX_BLOCKED_DESTINATIONS)
         .map(|b| json!({"address": b.address, "protocol": b.protocol, "port": b.port, "packets": b.packets}))
         .collect();
+    // Totals of the plan's drop rules by chain role, with bytes (the report's `blocked`
+    // summary reads `defaultDrop`).
+    let totals = |hook_rule: &str| {
+        let c = counters.rules.get(hook_rule).copied().unwrap_or_default();
+        json!({"packets": c.packets, "bytes": c.bytes})
+    };
     json!({
         "mode": "allowlist",
         "rules": rules,
+        "defaultDrop": totals(DEFAULT_DROP_ID),
+        "hostDrop": totals(HOST_DROP_ID),
         "blockedDestinations": blocked,
         "blockedDestinationsTotal": counters.blocked.len(),
         "dns": {"answered": dns.answered, "refused": dns.refused, "failed": dns.failed},
