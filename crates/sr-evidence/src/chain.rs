@@ -46,7 +46,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::canonical::{check_numbers, jcs, sha256_tagged};
+use crate::canonical::{check_numbers, jcs, jcs_value_into, sha256_tagged};
 use crate::error::EvidenceError;
 use crate::events;
 use crate::sink::{EmitError, EventSink};
@@ -150,6 +150,20 @@ fn canonical_line(hash: &str, body: &[u8]) -> Vec<u8> {
     line.extend_from_slice(body.get(1..).unwrap_or_default());
     line.push(b'\n');
     line
+}
+
+/// Whether `line` is exactly [`canonical_line`]`(hash, body)`, compared piecewise.
+fn is_canonical_line(line: &[u8], hash: &str, body: &[u8]) -> bool {
+    let Some(rest) = line.strip_prefix(b"{\"hash\":\"".as_slice()) else {
+        return false;
+    };
+    let Some(rest) = rest.strip_prefix(hash.as_bytes()) else {
+        return false;
+    };
+    let Some(rest) = rest.strip_prefix(b"\",".as_slice()) else {
+        return false;
+    };
+    rest.strip_suffix(b"\n".as_slice()) == body.get(1..)
 }
 
 /// Head, count and dropped events of a chain, as the report's timeline records them.
@@ -455,7 +469,9 @@ fn check_line(line: &[u8]) -> Result<LineFacts, String> {
             value.keys().cloned().collect::<Vec<_>>().join(", ")
         ));
     }
-    let Some(Value::String(hash)) = value.remove("hash") else {
+    // shift_remove keeps the other members in file order, which for a canonical line is
+    // already the JCS order (so the canonicalizer need not sort).
+    let Some(Value::String(hash)) = value.shift_remove("hash") else {
         return Err("no string field 'hash'".into());
     };
     let Some(Value::String(event_type)) = value.get("type").cloned() else {
@@ -475,14 +491,15 @@ fn check_line(line: &[u8]) -> Result<LineFacts, String> {
         return Err("no field 'payload'".into());
     };
     check_numbers(payload)?;
-    let body = jcs(&Value::Object(value))?;
+    let mut body = Vec::with_capacity(line.len());
+    jcs_value_into(&Value::Object(value), &mut body)?;
     let computed = sha256_tagged(&body);
     if computed != hash {
         return Err(format!(
             "hash {hash} does not match the content ({computed})"
         ));
     }
-    if canonical_line(&hash, &body) != line {
+    if !is_canonical_line(line, &hash, &body) {
         return Err(
             "the line is not in canonical form (RFC 8785) although its content hashes right".into(),
         );
