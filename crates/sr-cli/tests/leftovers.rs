@@ -103,12 +103,12 @@ fn every_kind_of_run_leaves_nothing() {
             let r: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(d.join("run_report.json")).unwrap())
                     .unwrap();
-            r["status"].as_str().unwrap().to_owned()
+            r["exit"]["status"].as_str().unwrap().to_owned()
         })
         .collect();
     assert_eq!(
         statuses,
-        ["exited", "interrupted", "launch_failed", "oom", "timeout"]
+        ["exited", "interrupted", "launchFailed", "oom", "timeout"]
             .map(String::from)
             .into_iter()
             .collect()

@@ -54,32 +54,42 @@ fn report_is_written_with_the_run_facts() {
     assert!(o.status.success(), "{}", err(&o));
     let r = env.report();
     let dir = &env.run_dirs()[0];
-    assert_eq!(r["runId"], run_id(dir));
+    // The signed run report v1 (docs/evidence.md).
+    assert_eq!(r["run"]["id"], run_id(dir));
+    assert_eq!(r["run"]["backend"], "sandbox");
+    assert!(r["run"]["durationMs"].as_u64().is_some());
     assert!(
         r["policy"]["digest"]
             .as_str()
             .unwrap()
             .starts_with("sha256:")
     );
-    assert_eq!(r["backend"], "sandbox");
-    assert_eq!(r["status"], "exited");
+    assert_eq!(r["exit"]["status"], "exited");
     assert_eq!(r["exit"]["code"], 0);
-    assert!(r["timings"]["phasesMs"]["total"].as_f64().unwrap() > 0.0);
     // Limits actually written (v1 or v2 names).
-    let limits = r["limits"].as_object().unwrap();
+    let e = &r["enforcement"];
+    let limits = e["cgroup"]["limits"].as_object().unwrap();
     assert!(limits.contains_key("pids.max"), "{limits:?}");
     assert!(limits.contains_key("memory.max") || limits.contains_key("memory.limit_in_bytes"));
-    let e = &r["enforcement"];
-    assert_eq!(e["workload"]["uidMap"], "1000 65534 1");
-    assert_eq!(e["workload"]["noNewPrivs"], true);
+    assert_eq!(e["user"]["uid"], 1000);
+    assert_eq!(e["user"]["hostUid"], 65534);
+    assert_eq!(e["noNewPrivs"], true);
+    assert_eq!(e["capabilities"], json!([]));
+    assert_eq!(e["namespaces"].as_array().unwrap().len(), 7);
     assert!(
-        e["workload"]["seccompDigest"]
+        e["seccomp"]["filterDigest"]
             .as_str()
             .unwrap()
             .starts_with("sha256:")
     );
-    assert_eq!(e["workload"]["landlock"]["status"], "fully_enforced");
-    assert_eq!(r["outputs"]["stdout"]["size"], 6);
+    assert_eq!(e["landlock"]["status"], "fully_enforced");
+    let stdout = r["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "stdout")
+        .unwrap();
+    assert_eq!(stdout["bytes"], 6);
     assert_eq!(r["cleanup"]["errors"], json!([]));
     for ty in [
         "run.prepare",

@@ -178,6 +178,15 @@ fn init(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<i
             "the runner exited before the sandbox started",
         ));
     }
+    // Into the run's cgroups first, so everything the sandbox does is accounted and limited
+    // (cgroup v1: a thread moving itself skips the kernel's global lock; see cgroup.rs).
+    for tasks in &plan.cgroup_self_attach {
+        fs::write(tasks, "0").map_err(|e| Failure {
+            phase: "launch.cgroup",
+            errno: e.raw_os_error(),
+            message: format!("joining the run's cgroup through {tasks}: {e}"),
+        })?;
+    }
     let (flags, userns, cgroupns) = namespace_flags(&plan.sandbox.namespaces)?;
     unshare(flags).map_err(fail("launch.namespaces"))?;
     send(writer, &InitMsg::Ready);

@@ -526,13 +526,23 @@ impl Runner {
         // lock that waits for an RCU grace period, the slowest step of a launch on cgroup v1)
         // overlaps the init's exec and namespace creation. It must precede the init's cgroup
         // namespace, which is only created after Go.
-        // It runs on its own thread and is joined before Go.
-        let attach_thread = live.cgroup.clone().map(|cg| {
-            std::thread::spawn(move || {
-                let t = Instant::now();
-                cg.attach(&cgroup::HostFs, init_pid).map(|()| t.elapsed())
-            })
-        });
+        // It runs on its own thread and is joined before Go. On cgroup v1 the init moves
+        // itself instead, which is much cheaper (see `RunCgroup::self_attach_files`).
+        let self_attach = live
+            .cgroup
+            .as_ref()
+            .and_then(RunCgroup::self_attach_files)
+            .unwrap_or_default();
+        let attach_thread = live
+            .cgroup
+            .clone()
+            .filter(|_| self_attach.is_empty())
+            .map(|cg| {
+                std::thread::spawn(move || {
+                    let t = Instant::now();
+                    cg.attach(&cgroup::HostFs, init_pid).map(|()| t.elapsed())
+                })
+            });
         live.out_tee = Some(tee(
             File::from(out_r),
             live.stdout
@@ -575,6 +585,10 @@ impl Runner {
             process: bundle.process.clone(),
             sandbox: sandbox.clone(),
             allowed_mount_prefixes: opts.allowed_mount_prefixes.clone(),
+            cgroup_self_attach: self_attach
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
         };
         send_line(&mut writer, &init_plan)?;
 

@@ -35,6 +35,10 @@ pub struct InitPlan {
     pub sandbox: SandboxPlan,
     /// Operator-allowed mount prefixes, re-checked through each source's fd.
     pub allowed_mount_prefixes: Vec<String>,
+    /// cgroup v1 `tasks` files the init writes `0` to, moving itself into the run's cgroups
+    /// before anything else (empty: the runner attaches it).
+    #[serde(default)]
+    pub cgroup_self_attach: Vec<String>,
 }
 
 /// The second line: proceed.
