@@ -542,6 +542,14 @@ fn concurrent_runs_do_not_see_each_other_and_gc_spares_live_runs() {
     let r2 = probe(&sb2, f2["hostAddress"].as_str().unwrap(), &topo);
     assert_eq!(r2["tcpAllowed"], serde_json::json!([true, true]), "{r2}");
 
+    // A gc that wrongly believes every run dead still spares both: their sandboxes hold their
+    // links.
+    assert_eq!(
+        gc::release_leftovers(&|_| false).unwrap(),
+        Vec::<String>::new()
+    );
+    assert!(table_exists(&id1) && table_exists(&id2));
+
     // Simulate a SIGKILLed run 1: its sandbox dies, release never runs.
     let pos = topo.children.iter().position(|c| c.id() == pid1).unwrap();
     let mut c = topo.children.remove(pos);
@@ -550,6 +558,17 @@ fn concurrent_runs_do_not_see_each_other_and_gc_spares_live_runs() {
     let _ = sh(&["ip", "netns", "del", &sb1]);
     std::mem::forget(n1);
     assert!(table_exists(&id1));
+    // The kernel removes the namespace, and with it both veth ends, asynchronously.
+    for _ in 0..100 {
+        if !link_exists(&format!("sr{id1}h")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !link_exists(&format!("sr{id1}h")),
+        "the dead sandbox's link did not go"
+    );
     // Alive = everything but the killed run: a parallel test's or a real run's tables stay.
     let removed = gc::release_leftovers(&|id| id != id1).unwrap();
     assert!(

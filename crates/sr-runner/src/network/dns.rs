@@ -29,6 +29,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -456,6 +457,8 @@ impl Resolver {
 /// The running server thread.
 pub struct DnsServer {
     stop: Arc<AtomicBool>,
+    /// The same socket as the thread's (a dup), to wake it.
+    waker: UdpSocket,
     thread: Option<JoinHandle<()>>,
     resolver: Arc<Resolver>,
     /// The address it listens on.
@@ -476,6 +479,7 @@ impl DnsServer {
         let socket = UdpSocket::bind((addr, port))?;
         socket.set_read_timeout(Some(Duration::from_millis(200)))?;
         let local = socket.local_addr()?;
+        let waker = socket.try_clone()?;
         let stop = Arc::new(AtomicBool::new(false));
         let (stop2, resolver2) = (stop.clone(), resolver.clone());
         let thread = std::thread::Builder::new()
@@ -496,6 +500,7 @@ impl DnsServer {
             })?;
         Ok(DnsServer {
             stop,
+            waker,
             thread: Some(thread),
             resolver,
             local,
@@ -507,13 +512,14 @@ impl DnsServer {
         &self.resolver
     }
 
-    /// Stops the thread and waits for it. An empty datagram to the server wakes it at once
-    /// (otherwise it notices within one receive timeout); the server ignores empty datagrams.
+    /// Stops the thread and waits for it. `shutdown(SHUT_RD)` on the socket wakes a blocked
+    /// receive at once, even on an unbound UDP socket and even when the run's address is
+    /// already gone (the host veth dies with the sandbox's namespace); the call itself reports
+    /// ENOTCONN, which is expected. Without it the thread notices within one receive timeout.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Ok(waker) = UdpSocket::bind((self.local.ip(), 0)) {
-            let _ = waker.send_to(&[], self.local);
-        }
+        let _ =
+            nix::sys::socket::shutdown(self.waker.as_raw_fd(), nix::sys::socket::Shutdown::Read);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -1,7 +1,8 @@
 //! Recovery of leftovers from runs that died without releasing (SIGKILL, power loss).
 //!
-//! Lists `nft -j list tables` for `safe_run_<id>` and `ip -j link show` for `sr<id>h`, and
-//! deletes those whose run is not alive. A live run's objects are never touched: liveness comes
+//! Two entry points: [`release_run`] (and [`NetworkLeftovers`], the runner gc's hook) removes
+//! the table and link of one run the caller knows to be dead; [`release_leftovers`] sweeps
+//! every `safe_run_<id>` table whose run the caller reports dead *and* whose host link is gone. A live run's objects are never touched: liveness comes
 //! from the caller (the runner holds an flock on `<run dir>/run.lock` for a run's whole life).
 //! A dead run's host veth usually vanished with its sandbox's namespace; its table stays until
 //! this runs.
@@ -57,41 +58,40 @@ pub fn run_tables(
     Ok(tables)
 }
 
-/// Deletes the tables and links of runs for which `is_run_alive(run_id)` is false; returns
-/// what it removed (`table inet safe_run_<id>`, `link sr<id>h`). Errors are SR-RUN-202.
+/// Deletes the tables of runs for which `is_run_alive(run_id)` is false and whose host link is
+/// gone; returns what it removed (`table inet safe_run_<id>`). Errors are SR-RUN-202.
+///
+/// A second guard besides the caller's liveness: a run's host veth `sr<id>h` exists exactly as
+/// long as its sandbox's network namespace does (the peer lives in it), so a run whose link
+/// still exists has a live sandbox and is skipped, even if the caller believes it dead (a gc
+/// looking at another run-dir base, a stale lock check). Once the sandbox's processes are gone
+/// (gc kills a dead run's cgroup first), the kernel removes the link and the next sweep removes
+/// the table. Links are never deleted here: [`release_run`] does that for a run the caller
+/// knows to be dead.
 pub fn release_leftovers_with(
     exec: &dyn NetCommandExecutor,
     is_run_alive: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<String>, Diagnostic> {
-    let mut removed = Vec::new();
-    let mut errors = Vec::new();
-    for (family, name, id) in run_tables(exec).map_err(|e| NetworkError::Release(e.to_string()))? {
-        if is_run_alive(&id) {
-            continue;
-        }
-        match exec.run(&NetCommand::nft(&["delete", "table", &family, &name])) {
-            Ok(_) => removed.push(format!("table {family} {name}")),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
+    let tables = run_tables(exec).map_err(|e| NetworkError::Release(e.to_string()))?;
     let links = exec
         .run(&NetCommand::ip(&["-j", "link", "show"]))
         .map_err(|e| NetworkError::Release(e.to_string()))?;
     let links: Value = serde_json::from_str(&links).unwrap_or(Value::Null);
-    for link in links.as_array().into_iter().flatten() {
-        let name = link
-            .get("ifname")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let Some(id) = run_id_of_link(name) else {
-            continue;
-        };
-        if is_run_alive(id) {
+    let linked: Vec<&str> = links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.get("ifname").and_then(Value::as_str))
+        .filter_map(run_id_of_link)
+        .collect();
+    let mut removed = Vec::new();
+    let mut errors = Vec::new();
+    for (family, name, id) in tables {
+        if is_run_alive(&id) || linked.contains(&id.as_str()) {
             continue;
         }
-        match exec.run(&NetCommand::ip(&["link", "del", name])) {
-            Ok(_) => removed.push(format!("link {name}")),
+        match exec.run(&NetCommand::nft(&["delete", "table", &family, &name])) {
+            Ok(_) => removed.push(format!("table {family} {name}")),
             Err(e) if e.is_not_found() => {}
             Err(e) => errors.push(e.to_string()),
         }
@@ -162,32 +162,30 @@ mod tests {
     use crate::network::exec::RecordingExecutor;
 
     #[test]
-    fn removes_only_dead_runs() {
-        let exec = RecordingExecutor::new(|cmd| {
-            match cmd {
+    fn removes_only_dead_runs_whose_sandbox_is_gone() {
+        let exec = RecordingExecutor::new(|cmd| match cmd {
             NetCommand::Nft { args } if args[0] == "list" => Ok(r#"{"nftables":[{"metainfo":{}},
                 {"table":{"family":"inet","name":"safe_run_aaaaaaaaaaaa"}},
                 {"table":{"family":"inet","name":"safe_run_bbbbbbbbbbbb"}},
+                {"table":{"family":"inet","name":"safe_run_cccccccccccc"}},
                 {"table":{"family":"inet","name":"filter"}},
                 {"table":{"family":"inet","name":"safe_run_notanid"}}]}"#
                 .into()),
             NetCommand::Ip { args } if args[0] == "-j" => {
-                Ok(r#"[{"ifname":"lo"},{"ifname":"sraaaaaaaaaaaah"},{"ifname":"srbbbbbbbbbbbbh"},{"ifname":"eth0"}]"#.into())
+                Ok(r#"[{"ifname":"lo"},{"ifname":"srcccccccccccch"},{"ifname":"eth0"}]"#.into())
             }
-            NetCommand::Ip { .. } => Err(RecordingExecutor::failure(cmd, "Cannot find device")),
             _ => Ok(String::new()),
-        }
         });
+        // b is alive; c is "dead" per the caller but its sandbox still holds its link.
         let removed = release_leftovers_with(&exec, &|id| id == "bbbbbbbbbbbb").unwrap();
         assert_eq!(removed, vec!["table inet safe_run_aaaaaaaaaaaa"]);
-        let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
-        assert!(cmds.contains(&"nft -j delete table inet safe_run_aaaaaaaaaaaa".to_string()));
-        assert!(cmds.contains(&"ip link del sraaaaaaaaaaaah".to_string()));
-        assert!(
-            !cmds
-                .iter()
-                .any(|c| c.contains("bbbbbbbbbbbb") && c.contains("del"))
-        );
+        let deletes: Vec<String> = exec
+            .commands()
+            .iter()
+            .map(ToString::to_string)
+            .filter(|c| c.contains("delete") || c.contains(" del "))
+            .collect();
+        assert_eq!(deletes, ["nft -j delete table inet safe_run_aaaaaaaaaaaa"]);
     }
 
     #[test]
