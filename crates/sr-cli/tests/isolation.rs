@@ -1,4 +1,5 @@
 //! Isolation claims, each tested by trying to break it from inside the sandbox.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod run_support;
 

@@ -1,6 +1,7 @@
 //! Nothing is left behind: after normal, failing, timeout, OOM and SIGTERM runs there is no
 //! cgroup, mount, namespace or process of the run; after a SIGKILL of safe-run the sandbox
 //! dies with it and `safe-run gc` removes the cgroups.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod run_support;
 
@@ -188,7 +189,7 @@ fn sigkill_of_safe_run_takes_the_sandbox_down_and_gc_recovers() {
     assert!(
         cgroups_of(std::slice::from_ref(&id)).is_empty(),
         "{:?}",
-        cgroups_of(&[id.clone()])
+        cgroups_of(std::slice::from_ref(&id))
     );
     assert!(dir.join("recovered.json").exists());
     assert!(out(&o).contains(&id), "{}", out(&o));

@@ -1,4 +1,5 @@
 //! The ways a run can fail, each with its exit code, message and report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod run_support;
 

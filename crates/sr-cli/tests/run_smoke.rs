@@ -1,4 +1,5 @@
 //! `safe-run run` end to end: output capture, exit codes, the report. Real sandbox, as root.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod run_support;
 

@@ -264,6 +264,58 @@ fn timeout_kills_the_tree() {
     assert!(r.sink.types().contains(&"run.timeout"));
 }
 
+/// The runner re-checks mount sources through the fd itself, whatever the validator said: a
+/// symlink source, a source whose path crosses a symlink, and a source outside the allowed
+/// prefixes are all refused at mount time.
+fn runner_refuses_unsafe_mount_sources() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
+    std::os::unix::fs::symlink(&real, dir.path().join("dirlink")).unwrap();
+    let cases = [
+        (dir.path().join("link"), "symlink"),
+        (dir.path().join("dirlink").join("."), "resolves to"),
+        (PathBuf::from("/etc"), "not under an allowed prefix"),
+    ];
+    for (source, why) in cases {
+        let mut b = sh("cat /data/passwd && echo ESCAPED");
+        if let Some(sp) = b.sandbox_plan.as_mut() {
+            sp.mounts.push(MountStep::Bind {
+                source: source.display().to_string(),
+                target: "/data".into(),
+                read_only: true,
+                origin: "policy".into(),
+            });
+        }
+        let r = run(&b);
+        assert!(!r.stdout.contains("ESCAPED"), "{source:?}: {}", r.stdout);
+        match &r.outcome.status {
+            RunStatus::LaunchFailed { diagnostic } => {
+                assert_eq!(diagnostic.path, "launch.mounts", "{source:?}");
+                assert!(
+                    diagnostic.message.contains(why),
+                    "{source:?}: {}",
+                    diagnostic.message
+                );
+            }
+            s => panic!("{source:?}: {s:?}"),
+        }
+    }
+}
+
+/// x32 aliases of denied syscalls (nr | 0x40000000) are refused too.
+fn x32_aliases_are_refused() {
+    let r = run(&bundle(
+        "/usr/bin/python3",
+        &[
+            "-c",
+            "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nr = libc.syscall(0x40000000 | 165, 0, 0, 0, 0, 0)\nprint(r, ctypes.get_errno())",
+        ],
+    ));
+    assert_eq!(r.stdout.trim(), "-1 38", "{} {}", r.stdout, r.stderr);
+}
+
 fn isolation_basics() {
     let r = run(&sh(
         "cat /etc/shadow && echo SHADOW-READ; touch /usr/x && echo USR-WRITE; touch /tmp/ok && echo TMP-OK; ls /proc | grep -c '^[0-9]'",
@@ -294,6 +346,11 @@ fn main() -> ExitCode {
         ),
         ("timeout_kills_the_tree", timeout_kills_the_tree),
         ("isolation_basics", isolation_basics),
+        (
+            "runner_refuses_unsafe_mount_sources",
+            runner_refuses_unsafe_mount_sources,
+        ),
+        ("x32_aliases_are_refused", x32_aliases_are_refused),
     ];
     let filters: Vec<String> = std::env::args()
         .skip(1)

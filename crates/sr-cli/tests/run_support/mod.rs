@@ -1,7 +1,7 @@
 //! Shared helpers of the sandbox end-to-end tests (run_smoke, run_failure_paths, isolation,
 //! leftovers). Each test gets its own run-directory base and operator config in a tempdir, so
 //! tests run concurrently without seeing each other's runs.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

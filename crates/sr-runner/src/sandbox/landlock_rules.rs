@@ -146,3 +146,44 @@ pub fn enforce(
     }
     Ok(facts)
 }
+
+#[cfg(test)]
+mod tests {
+    use sr_compiler::bundle::LandlockRule;
+
+    use super::*;
+
+    fn plan(required: bool, min_abi: u32) -> LandlockPlan {
+        LandlockPlan {
+            required,
+            min_abi,
+            rules: vec![LandlockRule {
+                path: "/usr".into(),
+                access: "ro".into(),
+            }],
+        }
+    }
+
+    // These paths never reach the kernel: the decision is made before any ruleset exists.
+    #[test]
+    fn required_landlock_fails_closed_without_kernel_support() {
+        let e = enforce(&plan(true, 1), Err(libc::ENOSYS)).unwrap_err();
+        assert!(matches!(
+            e,
+            LandlockError::Unavailable {
+                required: 1,
+                host: 0
+            }
+        ));
+        let e = enforce(&plan(true, 4), Ok(3)).unwrap_err();
+        assert!(e.to_string().contains("ABI >= 4"), "{e}");
+    }
+
+    #[test]
+    fn optional_landlock_records_its_absence() {
+        let f = enforce(&plan(false, 3), Err(libc::EOPNOTSUPP)).unwrap();
+        assert_eq!(f.status, "unavailable");
+        assert_eq!(f.abi, 0);
+        assert!(f.rules.is_empty());
+    }
+}
