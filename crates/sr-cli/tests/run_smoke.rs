@@ -104,3 +104,45 @@ fn report_is_written_with_the_run_facts() {
     }
     assert!(dir.join("bundle.json").exists());
 }
+
+#[test]
+fn a_rootfs_directory_becomes_the_read_only_root() {
+    if !require_root("a_rootfs_directory_becomes_the_read_only_root") {
+        return;
+    }
+    let env = Env::new();
+    // A minimal root: /bin/sh and /bin/cat with their libraries, and the mount points.
+    let root = env.share().join("rootfs");
+    for d in ["bin", "tmp", "proc", "dev", "etc"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::write(root.join("etc/marker"), "from the rootfs\n").unwrap();
+    let ldd = std::process::Command::new("ldd")
+        .args(["/bin/sh", "/bin/cat"])
+        .output()
+        .unwrap();
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/') && !w.ends_with(':'))
+    {
+        let to = root.join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &to).unwrap();
+    }
+    for b in ["sh", "cat"] {
+        std::fs::copy(format!("/bin/{b}"), root.join("bin").join(b)).unwrap();
+    }
+    let mut p = policy(
+        "/bin/sh",
+        &[
+            "-c",
+            "cat /etc/marker; test -e /usr/bin/python3 && echo HOST-VISIBLE; (echo x > /etc/y) 2>/dev/null && echo WROTE; echo ok > /tmp/t && cat /tmp/t",
+        ],
+        json!({}),
+    );
+    merge(&mut p, json!({"rootfs": {"source": root}}));
+    let p = env.policy("rootfs", &p);
+    let o = env.run(&p, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(out(&o), "from the rootfs\nok\n", "{}", err(&o));
+}
