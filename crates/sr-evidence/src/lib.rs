@@ -20,6 +20,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Filling the report: [`report::Input::from_file`] / [`report::Input::from_json`] for the
+//! inputs, [`report::Output::from_file`] for stdout/stderr, [`report::Timeline::from_summary`],
+//! [`report::rfc3339_from_unix_ms`] for times; every field is documented in docs/evidence.md.
+//! An event the plan does not list is dropped and counted; any emit error is SR-EVD-001 and
+//! the writer refuses everything after it, so the runner must stop the run on it.
+//!
 //! Afterwards, [`verify::verify`] checks everything offline and [`export::export_intoto`]
 //! produces a DSSE envelope. Modules:
 //!
