@@ -80,26 +80,30 @@ hyperfine -N -w 3 -r "$RUNS" --export-json "$OUT/start_to_exit.json" \
   -n none "$BIN run --policy $OUT/none.yaml" \
   -n allowlist "$BIN run --policy $OUT/allow.yaml"
 
-echo "== TCP throughput, $BYTES each, client -> $SRV:5201"
-ip netns exec srbench-raw iperf3 -c "$SRV" -n "$BYTES" -J > "$OUT/raw.json"
-"$BIN" run --policy "$OUT/iperf.yaml" > "$OUT/allowlist.json"
-python3 - "$OUT" <<'PY'
-import json, sys, glob
-out = sys.argv[1]
+REPS=${REPS:-5}
+echo "== TCP throughput, $BYTES per transfer, $REPS transfers per path (alternating), client -> $SRV:5201"
+for i in $(seq "$REPS"); do
+  ip netns exec srbench-raw iperf3 -c "$SRV" -n "$BYTES" -J > "$OUT/raw.$i.json"
+  "$BIN" run --policy "$OUT/iperf.yaml" > "$OUT/allowlist.$i.json" 2>/dev/null
+done
+python3 - "$OUT" "$REPS" <<'PY'
+import json, sys, glob, statistics
+out, reps = sys.argv[1], int(sys.argv[2])
 def gbps(path):
     d = json.load(open(path))
     return d["end"]["sum_received"]["bits_per_second"] / 1e9, d["end"]["sum_sent"]["retransmits"]
-raw = gbps(f"{out}/raw.json"); allow = gbps(f"{out}/allowlist.json")
-print(f"{'path':<36}{'Gbit/s':>10}{'retransmits':>14}")
-print(f"{'unfiltered routed veth':<36}{raw[0]:>10.2f}{raw[1]:>14}")
-print(f"{'safe-run allowlist (nft+ct+NAT)':<36}{allow[0]:>10.2f}{allow[1]:>14}")
+print(f"{'path':<36}{'median Gbit/s':>14}{'min':>8}{'max':>8}{'retransmits (median)':>22}")
+for label, name in [("unfiltered routed veth", "raw"), ("safe-run allowlist (nft+ct+NAT)", "allowlist")]:
+    xs = [gbps(f"{out}/{name}.{i}.json") for i in range(1, reps + 1)]
+    g = [x[0] for x in xs]; r = [x[1] for x in xs]
+    print(f"{label:<36}{statistics.median(g):>14.2f}{min(g):>8.2f}{max(g):>8.2f}{statistics.median(r):>22}")
 h = json.load(open(f"{out}/start_to_exit.json"))["results"]
 for r in h:
     print(f"start-to-exit {r['command']:<10} mean {r['mean']*1000:7.1f} ms  stddev {r['stddev']*1000:5.1f} ms  median {r['median']*1000:7.1f} ms")
 for rep in glob.glob(f"{out}/runs/*/run_report.json"):
     r = json.load(open(rep))
     if r.get("policy", {}).get("name") == "bench-iperf":
-        print("allowlist iperf run audit:", json.dumps(r["networkAudit"]["rules"]))
+        print("allowlist iperf run audit:", json.dumps(r["networkAudit"]["rules"])); break
 PY
 echo "raw outputs: $OUT"
 leftover=$(nft list tables | grep -c safe_run_ || true)
