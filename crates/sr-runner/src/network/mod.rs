@@ -129,6 +129,7 @@ pub struct AllowlistNetwork {
     dns_errors: Vec<String>,
     released: bool,
     final_sampled: bool,
+    released_objects: Vec<String>,
 }
 
 impl std::fmt::Debug for AllowlistNetwork {
@@ -200,6 +201,7 @@ impl AllowlistNetwork {
             dns_errors: Vec::new(),
             released: false,
             final_sampled: false,
+            released_objects: Vec::new(),
         })
     }
 
@@ -444,16 +446,6 @@ impl AllowlistNetwork {
             "ipv6": "not routed (host side disable_ipv6=1; IPv6 from the sandbox is dropped)",
             "initialResolution": initial,
         });
-        self.pending.push((
-            events::NETWORK_APPLIED.to_owned(),
-            json!({
-                "table": format!("{} {}", b.family, b.table),
-                "hostInterface": h,
-                "subnet": subnet.to_string(),
-                "nftRulesetDigest": facts["nftRulesetDigest"],
-                "rules": self.plan.nft.rules.len(),
-            }),
-        ));
         Ok(AttachedNetwork {
             resolv_conf: Some(resolv),
             facts,
@@ -493,7 +485,7 @@ impl AllowlistNetwork {
         block
     }
 
-    fn release_inner(&mut self) -> Result<Value, NetworkError> {
+    fn release_inner(&mut self) -> Result<(), NetworkError> {
         let mut removed = Vec::new();
         let mut errors = Vec::new();
         if let Some(mut server) = self.dns.take() {
@@ -538,7 +530,6 @@ impl AllowlistNetwork {
                 Err(e) => errors.push(e.to_string()),
             }
         }
-        let mut restored = Vec::new();
         if self.created.forwarding_touched {
             let exec = self.opts.exec.clone();
             let run_id = self.run_id.clone();
@@ -551,17 +542,28 @@ impl AllowlistNetwork {
                 forwarding::restore_if_idle(self.opts.exec.as_ref(), &lock, &others)
             });
             match result {
-                Ok(r) => {
-                    restored = r;
+                Ok(restored) => {
+                    removed.extend(
+                        restored
+                            .iter()
+                            .map(|d| format!("forwarding on {d} (restored)")),
+                    );
                     self.created.forwarding_touched = false;
                 }
                 Err(e) => errors.push(format!("restoring forwarding: {e}")),
             }
         }
+        self.released_objects.extend(removed);
         if !errors.is_empty() {
             return Err(NetworkError::Release(errors.join("; ")));
         }
-        Ok(json!({"removed": removed, "forwardingRestored": restored}))
+        Ok(())
+    }
+
+    /// What release has removed so far (`resolver`, `table inet safe_run_<id>`, `link ...`,
+    /// `forwarding on <if> (restored)`), for the run's cleanup record.
+    pub fn released_objects(&self) -> &[String] {
+        &self.released_objects
     }
 }
 
@@ -613,20 +615,7 @@ impl NetworkHook for AllowlistNetwork {
         }
         let result = self.release_inner();
         self.released = true;
-        match result {
-            Ok(payload) => {
-                self.pending
-                    .push((events::NETWORK_RELEASED.to_owned(), payload));
-                Ok(())
-            }
-            Err(e) => {
-                self.pending.push((
-                    events::NETWORK_RELEASED.to_owned(),
-                    json!({"error": e.to_string()}),
-                ));
-                Err(e.to_diagnostic())
-            }
-        }
+        result.map_err(|e| e.to_diagnostic())
     }
 }
 

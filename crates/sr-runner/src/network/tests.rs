@@ -697,7 +697,6 @@ fn lifecycle_command_sequence_and_release() {
     assert!(record.contains("eth0"));
 
     let sample = net.sample(false).unwrap();
-    assert_eq!(sample.events[0].0, events::NETWORK_APPLIED);
     assert!(
         sample
             .events
@@ -727,11 +726,14 @@ fn lifecycle_command_sequence_and_release() {
     let count = exec.commands().len();
     net.release().unwrap();
     assert_eq!(exec.commands().len(), count);
-    let last = net.sample(true).unwrap();
-    assert!(
-        last.events
-            .iter()
-            .any(|(t, _)| t == events::NETWORK_RELEASED)
+    assert_eq!(
+        net.released_objects(),
+        [
+            "resolver".to_owned(),
+            format!("table inet safe_run_{RUN}"),
+            format!("link sr{RUN}h"),
+            "forwarding on eth0 (restored)".to_owned(),
+        ]
     );
 }
 
@@ -786,19 +788,9 @@ fn release_failure_is_sr_run_202_and_reported() {
     let err = net.release().unwrap_err();
     assert_eq!(err.code, ErrorCode::RunNetworkRelease);
     assert_eq!(err.path, "cleanup.network");
-    let sample = net.sample(true).unwrap();
-    let released: Vec<&(String, Value)> = sample
-        .events
-        .iter()
-        .filter(|(t, _)| t == events::NETWORK_RELEASED)
-        .collect();
-    // One per attempt, each saying what failed.
-    assert_eq!(released.len(), 2);
-    assert!(
-        released
-            .iter()
-            .all(|(_, p)| p["error"].as_str().unwrap().contains("delete table"))
-    );
+    assert!(err.message.contains("delete table"), "{err}");
+    // The final sample still answers from the counters read before the failed delete.
+    assert_eq!(net.sample(true).unwrap().audit["mode"], "allowlist");
 }
 
 #[test]
