@@ -146,3 +146,28 @@ fn a_rootfs_directory_becomes_the_read_only_root() {
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert_eq!(out(&o), "from the rootfs\nok\n", "{}", err(&o));
 }
+
+#[test]
+fn workload_starts_with_default_signal_dispositions() {
+    if !require_root("workload_starts_with_default_signal_dispositions") {
+        return;
+    }
+    // The init is a Rust program (SIGPIPE ignored); ignored signals survive exec, so the
+    // workload must get them reset or `producer | head` never ends by SIGPIPE.
+    let env = Env::new();
+    let p = env.policy(
+        "sig",
+        &policy(
+            "/bin/grep",
+            &["-E", "^Sig(Ign|Blk)", "/proc/self/status"],
+            json!({}),
+        ),
+    );
+    let o = env.run(&p, &[]);
+    assert_eq!(
+        out(&o),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+        "{}",
+        err(&o)
+    );
+}

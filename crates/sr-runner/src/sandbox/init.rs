@@ -424,6 +424,7 @@ fn workload_setup(
     let sb = &plan.sandbox;
     let pr = &plan.process;
     nix::unistd::setsid().map_err(fail("launch.session"))?;
+    sys::reset_signals().map_err(|e| fail_msg("launch.signals", e))?;
     nix::unistd::dup2_stdin(devnull).map_err(fail("launch.stdio"))?;
     if sb.host_uid == 0 || sb.host_gid == 0 {
         return Err(fail_msg(

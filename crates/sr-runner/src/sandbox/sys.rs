@@ -2,7 +2,8 @@
 //!
 //! The rest of the sandbox uses safe wrappers (nix, landlock, seccompiler). What is left here are
 //! the calls those crates do not wrap: `fork` (unsafe by nature), `_exit`, the capability
-//! prctls and `capset`, the Landlock ABI probe, `close_range`, and the loopback ioctl.
+//! prctls and `capset`, the Landlock ABI probe, `close_range`, the loopback ioctl, and the
+//! signal-disposition reset before exec.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -164,4 +165,68 @@ pub fn loopback_up() -> io::Result<()> {
     req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     // SAFETY: as above; the kernel reads the ifreq.
     check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })
+}
+
+/// Restores the default disposition of every signal and unblocks them all, so the workload
+/// starts like a process started from a clean shell. Needed because the init is a Rust program
+/// whose runtime ignores SIGPIPE, and ignored dispositions survive `execve`: without this,
+/// `producer | head -1` inside the sandbox would never see SIGPIPE.
+pub fn reset_signals() -> io::Result<()> {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: a zeroed sigaction with SIG_DFL as handler and an empty mask is a valid
+        // argument; the old action is not requested (null).
+        let ret = unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = libc::SIG_DFL;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(sig, &act, std::ptr::null_mut())
+        };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINVAL) {
+                return Err(err);
+            }
+            // EINVAL: glibc refuses its reserved real-time signals (32, 33) even though they
+            // can be inherited as ignored; the kernel call accepts them.
+            reset_reserved_signal(sig)?;
+        }
+    }
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    )
+    .map_err(io::Error::from)
+}
+
+/// `rt_sigaction(sig, SIG_DFL)` through the raw system call, for the signals glibc reserves.
+fn reset_reserved_signal(sig: libc::c_int) -> io::Result<()> {
+    /// The kernel's `struct sigaction` on x86-64 and aarch64: handler, flags, restorer, mask.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let act = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: `act` is a valid kernel sigaction (SIG_DFL, no flags, empty mask) that outlives
+    // the call; the old action is not requested (null); 8 is the size of the kernel's sigset.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            &act as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            8usize,
+        ) as libc::c_int
+    })
 }
