@@ -24,6 +24,7 @@
 //! so long-running workloads keep reaching a name whose addresses change (CDNs). Addresses
 //! accumulate in the set until their own timeout; re-adding an address renews its timeout.
 //!
+//! DNS messages are decoded and built with `hickory-proto`; no wire format is hand-written.
 //! Queries to the upstream use a fresh socket connected to it, a message id from the clock,
 //! and the answer must echo the question; the upstream is the operator's trusted resolver.
 

@@ -2,7 +2,8 @@
 //!
 //! Every failure while attaching (links, addresses, sysctls, the nftables transaction, the
 //! resolver) is SR-RUN-201 at phase `launch.network`; every failure while releasing is
-//! SR-RUN-202 at phase `cleanup.network`.
+//! SR-RUN-202 at phase `cleanup.network`. Reading counters during the run is SR-RUN-201 at
+//! `monitor.network` (the enforcement failed to be observable).
 
 use sr_common::{Diagnostic, ErrorCode};
 use thiserror::Error;
@@ -58,6 +59,8 @@ pub enum NetworkError {
 
 /// Phase path of attach failures.
 pub const PHASE_APPLY: &str = "launch.network";
+/// Phase path of sampling failures (while the workload runs).
+pub const PHASE_MONITOR: &str = "monitor.network";
 /// Phase path of release failures.
 pub const PHASE_RELEASE: &str = "cleanup.network";
 
@@ -92,6 +95,11 @@ impl NetworkError {
                 PHASE_RELEASE,
                 "remove leftovers with `nft delete table inet safe_run_<runId>` and \
                  `ip link del sr<runId>h`, or run safe-run's gc",
+            ),
+            NetworkError::Sample(_) => (
+                PHASE_MONITOR,
+                "the run's table disappeared or nft failed; check `nft list table inet \
+                 safe_run_<runId>`",
             ),
             NetworkError::Resolver { .. } => (
                 PHASE_APPLY,

@@ -588,8 +588,17 @@ impl NetworkHook for AllowlistNetwork {
         let mut out = std::mem::take(&mut self.pending);
         out.extend(self.drain_dns());
         if self.created.table.is_some() {
-            self.last_counters = self.read_counters()?;
-            self.final_sampled = final_sample;
+            match self.read_counters() {
+                Ok(c) => {
+                    self.last_counters = c;
+                    self.final_sampled = final_sample;
+                }
+                Err(e) => {
+                    // Keep the drained events for the next sample.
+                    self.pending = out;
+                    return Err(e.to_diagnostic());
+                }
+            }
         }
         for payload in audit::hit_events(
             &self.plan,
@@ -623,18 +632,6 @@ impl Drop for AllowlistNetwork {
     fn drop(&mut self) {
         // Last line of defence when a caller forgot release(); errors have nowhere to go here.
         let _ = NetworkHook::release(self);
-    }
-}
-
-impl From<NetworkError> for NetworkSample {
-    fn from(_: NetworkError) -> Self {
-        NetworkSample::default()
-    }
-}
-
-impl From<NetworkError> for Box<Diagnostic> {
-    fn from(e: NetworkError) -> Self {
-        Box::new(e.to_diagnostic())
     }
 }
 

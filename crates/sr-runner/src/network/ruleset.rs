@@ -22,6 +22,12 @@
 //! * a `nat` chain on hook `postrouting` gets `ip saddr <run /30> oifname != <host if>
 //!   masquerade` (the plan cannot know the run's subnet).
 //!
+//! The JSON is built with `serde_json` rather than the `nftables` crate: the runner emits a
+//! small fixed vocabulary (match, counter, accept/drop, masquerade, set update), the snapshot
+//! tests then pin exactly the bytes `nft -j -f -` receives, and there is no second schema
+//! model to keep in step with the installed nft. The read-back listing is parsed generically
+//! (audit.rs) for the same reason.
+//!
 //! Plan `daddr` values are a CIDR (`10.0.0.0/8`, `2001:db8::/32`), an address, or the name of
 //! one of the plan's sets (with or without a leading `@`).
 

@@ -935,3 +935,53 @@ fn unroutable_destinations_and_kernels_without_ipv6_do_not_fail_attach() {
             .any(|c| c.to_string() == "nft -j list tables")
     );
 }
+
+#[test]
+fn a_failed_sample_is_sr_run_201_at_monitor_and_keeps_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = broken.clone();
+    let exec = Arc::new(RecordingExecutor::new(move |cmd| {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) && cmd.to_string().contains("list table")
+        {
+            return Err(RecordingExecutor::failure(
+                cmd,
+                "Error: No such file or directory",
+            ));
+        }
+        scripted(None).run(cmd)
+    }));
+    let mut net = network(exec, dir.path());
+    let attached = net.attach(4242, dir.path()).unwrap();
+    // A query through the real resolver socket, so a DNS event is pending.
+    let resolver: SocketAddr = attached.facts["resolver"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    client
+        .send_to(&query_bytes("blocked.test.", RecordType::A), resolver)
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = client.recv(&mut buf).unwrap();
+    assert_eq!(
+        Message::from_vec(&buf[..n]).unwrap().metadata.response_code,
+        ResponseCode::Refused
+    );
+    broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = net.sample(false).unwrap_err();
+    assert_eq!(err.code, ErrorCode::RunNetworkApply);
+    assert_eq!(err.path, "monitor.network");
+    broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    let s = net.sample(true).unwrap();
+    assert!(
+        s.events
+            .iter()
+            .any(|(t, p)| t == events::NETWORK_DNS_QUERY && p["verdict"] == "refused")
+    );
+    net.release().unwrap();
+}
