@@ -112,3 +112,66 @@ fn invalid_policy_exits_3_and_creates_nothing() {
     assert_eq!(o.status.code(), Some(3), "{}", err(&o));
     assert!(env.run_dirs().is_empty());
 }
+
+#[test]
+fn preflight_names_what_is_missing_when_not_root() {
+    if !require_root("preflight_names_what_is_missing_when_not_root") {
+        return;
+    }
+    // Run safe-run itself as an unprivileged user (setpriv): preflight must refuse with
+    // SR-RUN-001, name the check and the fix, and create nothing.
+    let env = Env::new();
+    let p = env.policy("pre", &sh("true"));
+    std::fs::set_permissions(
+        env.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let o = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            bin(),
+            "run",
+            "--policy",
+        ])
+        .arg(&p)
+        .env("SAFE_RUN_WORKDIR_BASE", &env.base)
+        .env("SAFE_RUN_CONFIG", &env.config)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}", err(&o));
+    assert!(
+        err(&o).contains("SR-RUN-001 at preflight.root"),
+        "{}",
+        err(&o)
+    );
+    assert!(err(&o).contains("run it as root"), "{}", err(&o));
+    assert!(env.run_dirs().is_empty());
+}
+
+#[test]
+fn resources_are_sampled_while_the_workload_runs() {
+    if !require_root("resources_are_sampled_while_the_workload_runs") {
+        return;
+    }
+    let env = Env::new();
+    let p = env.policy("sample", &sh("sleep 1.2"));
+    let o = env.run(&p, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let dir = &env.run_dirs()[0];
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    let samples: Vec<serde_json::Value> = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["type"] == "resource.sample")
+        .collect();
+    assert!(samples.len() >= 2, "{} samples", samples.len());
+    assert!(
+        samples[0]["payload"]["pids"].as_u64().unwrap() >= 1,
+        "{:?}",
+        samples[0]
+    );
+    assert!(samples[0]["payload"]["memoryBytes"].as_u64().unwrap() > 0);
+}
