@@ -9,6 +9,8 @@
 //! `networkAudit` counts what it sent; and no table or link is left after a normal exit, a
 //! timeout and a SIGTERM.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod run_support;
 
 use std::io::{BufRead, BufReader};
