@@ -222,3 +222,42 @@ fn concurrent_runs_do_not_interfere() {
     assert_eq!(ids.len(), 4);
     assert!(cgroups_of(&ids).is_empty());
 }
+
+#[test]
+fn ctrl_c_to_the_process_group_interrupts_cleanly() {
+    if !require_root("ctrl_c_to_the_process_group_interrupts_cleanly") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    let m = marker("ctrl-c");
+    let p = env.policy("int", &sh(&format!("sleep {m}")));
+    // A terminal sends SIGINT to the whole foreground process group.
+    let child = env
+        .cmd()
+        .arg("run")
+        .arg("--policy")
+        .arg(&p)
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(wait_for(10, || env
+        .run_dirs()
+        .iter()
+        .any(|d| has_event(d, "process.started"))));
+    let st = std::process::Command::new("kill")
+        .args(["-INT", "--", &format!("-{pid}")])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", err(&o));
+    assert_eq!(env.report()["exit"]["status"], "interrupted");
+    assert!(pids_with_cmdline(&format!("sleep {m}")).is_empty());
+    let ids: Vec<String> = env.run_dirs().iter().map(|d| run_id(d)).collect();
+    assert!(cgroups_of(&ids).is_empty());
+}

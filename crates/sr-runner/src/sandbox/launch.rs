@@ -13,6 +13,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -501,6 +502,9 @@ impl Runner {
         let t_spawn = Instant::now();
         let child: Child = {
             let mut cmd = Command::new(&opts.init_exe);
+            // Its own process group: a terminal's Ctrl-C reaches safe-run only, which then stops
+            // the sandbox in order (status `interrupted`), instead of racing it.
+            cmd.process_group(0);
             cmd.arg("__init")
                 .env_clear()
                 .current_dir("/")
