@@ -20,6 +20,10 @@
 //!   name; otherwise, and for every other type, the answer is empty (NOERROR, no records):
 //!   IPv6 is not routed into the sandbox, and other types are never forwarded.
 //!
+//! Answers are reused until their smallest TTL runs out (empty ones for
+//! [`NEGATIVE_CACHE_SECS`]), with TTLs lowered by their age, so repeated queries cost neither
+//! the upstream nor nftables anything.
+//!
 //! Refresh: each resolved name is asked again when its TTL (at least [`MIN_TTL_SECS`]) runs out,
 //! so long-running workloads keep reaching a name whose addresses change (CDNs). Addresses
 //! accumulate in the set until their own timeout; re-adding an address renews its timeout.
@@ -52,6 +56,8 @@ pub const MAX_TTL_SECS: u64 = 86_400;
 /// Added to a set element's timeout beyond the TTL, so a client that uses its answer at the
 /// end of the TTL still gets through.
 pub const GRACE_SECS: u64 = 15;
+/// How long an answer without usable addresses is reused.
+pub const NEGATIVE_CACHE_SECS: u64 = 5;
 /// Most `network.dns.query` events recorded per run (the tallies keep counting).
 pub const MAX_DNS_EVENTS: usize = 1000;
 
@@ -175,6 +181,9 @@ struct Shared {
     /// (set, address) -> when our element expires at the latest (recorded before the add, so
     /// never later than the kernel's own expiry).
     installed: BTreeMap<(String, IpAddr), Instant>,
+    /// (name, type) -> the last answer, when it was fetched, and until when it is fresh (its
+    /// smallest TTL, which is never longer than the set elements it installed live).
+    cache: BTreeMap<(String, RecordType), (Resolved, Instant, Instant)>,
 }
 
 /// The resolver's logic (no sockets of its own except through [`Upstream`]).
@@ -276,11 +285,24 @@ impl Resolver {
                 self.install(set, &elems)?;
             }
         }
+        let now = Instant::now();
         if !sets.is_empty() {
-            let when = Instant::now() + Duration::from_secs(ttl);
+            let when = now + Duration::from_secs(ttl);
             self.with_shared(|s| s.due.insert(format!("{qtype}:{name}"), when));
         }
-        Ok(Resolved { records, addresses })
+        let resolved = Resolved { records, addresses };
+        let fresh_for = if resolved.addresses.is_empty() {
+            NEGATIVE_CACHE_SECS
+        } else {
+            min_ttl.min(MAX_TTL_SECS)
+        };
+        self.with_shared(|s| {
+            s.cache.insert(
+                (name.to_owned(), qtype),
+                (resolved.clone(), now, now + Duration::from_secs(fresh_for)),
+            )
+        });
+        Ok(resolved)
     }
 
     /// Adds (or renews) elements in one transaction. A new element is added; one that may
@@ -423,7 +445,10 @@ impl Resolver {
             self.record(&name, qtype, "answered", 0);
             return resp.to_vec().ok();
         }
-        match self.resolve(&name, qtype) {
+        match self
+            .cached(&name, qtype)
+            .map_or_else(|| self.resolve(&name, qtype), Ok)
+        {
             Ok(resolved) => {
                 self.record(&name, qtype, "answered", resolved.addresses.len());
                 for mut record in resolved.records {
@@ -441,6 +466,23 @@ impl Resolver {
             }
         }
         resp.to_vec().ok()
+    }
+
+    /// A fresh cached answer, its TTLs lowered by its age: repeated queries within the TTL
+    /// reach neither the upstream nor nftables, so a busy or hostile workload cannot turn its
+    /// queries into load on either.
+    fn cached(&self, name: &str, qtype: RecordType) -> Option<Resolved> {
+        let now = Instant::now();
+        let (mut resolved, fetched, fresh_until) =
+            self.with_shared(|s| s.cache.get(&(name.to_owned(), qtype)).cloned())?;
+        if now >= fresh_until {
+            return None;
+        }
+        let age = u32::try_from(now.duration_since(fetched).as_secs()).unwrap_or(u32::MAX);
+        for record in &mut resolved.records {
+            record.ttl = record.ttl.saturating_sub(age);
+        }
+        Some(resolved)
     }
 
     /// Takes the recorded query events, the tallies and the errors seen so far.

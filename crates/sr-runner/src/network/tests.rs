@@ -541,11 +541,20 @@ fn resolver_answers_allowed_names_and_fills_sets_without_rebinding_targets() {
     };
     insta::assert_json_snapshot!("set_install", doc);
     assert_eq!(asked.lock().unwrap().as_slice(), ["A allowed.test."]);
+    // A second query within the TTL is answered from the cache: no upstream, no nft.
+    let again = Message::from_vec(
+        &r.answer(&query_bytes("allowed.test.", RecordType::A))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(again.answers.len(), reply.answers.len());
+    assert_eq!(asked.lock().unwrap().len(), 1);
+    assert_eq!(exec.commands().len(), 1);
     let (evs, tally, _) = r.drain();
     assert_eq!(
         tally,
         DnsTally {
-            answered: 1,
+            answered: 2,
             refused: 0,
             failed: 0
         }
