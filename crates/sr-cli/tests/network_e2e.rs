@@ -14,7 +14,7 @@
 mod run_support;
 
 use std::io::{BufRead, BufReader};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -91,6 +91,23 @@ while True:
     s.sendto(q[:2] + struct.pack(">HHHHH", 0x8180, 1, 1 if answers else 0, 0, 0) + question + answers, peer)
 "#;
 
+/// Waits until both test hosts' echo servers accept (from the host, which sits on their
+/// veths), so a "blocked" result can never come from a server that was not up yet.
+fn wait_for_echo_servers(hosts: &[Ipv4Addr]) {
+    for host in hosts {
+        let addr = SocketAddr::from((*host, 7));
+        let up = (0..100).any(|_| {
+            let ok =
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok();
+            if !ok {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ok
+        });
+        assert!(up, "echo server on {addr} did not come up");
+    }
+}
+
 /// Test namespaces, links and processes; removed on drop.
 struct Topology {
     tag: String,
@@ -129,7 +146,7 @@ impl Topology {
             .unwrap();
         t.stub_port = line.trim().parse().unwrap();
         t.children.push(stub);
-        std::thread::sleep(Duration::from_millis(300));
+        wait_for_echo_servers(&[t.allowed, t.blocked]);
         t
     }
 

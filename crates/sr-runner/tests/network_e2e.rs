@@ -380,9 +380,21 @@ fn rule_audit<'a>(audit: &'a Value, id: &str) -> &'a Value {
         .unwrap()
 }
 
-fn wait_for_echo_servers() {
-    // The python servers need a moment to bind.
-    std::thread::sleep(Duration::from_millis(400));
+/// Waits until both test hosts' echo servers accept (from the host, which sits on their
+/// veths), so a "blocked" result can never come from a server that was not up yet.
+fn wait_for_echo_servers(hosts: &[Ipv4Addr]) {
+    for host in hosts {
+        let addr = SocketAddr::from((*host, 7));
+        let up = (0..100).any(|_| {
+            let ok =
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok();
+            if !ok {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ok
+        });
+        assert!(up, "echo server on {addr} did not come up");
+    }
 }
 
 #[test]
@@ -413,7 +425,7 @@ fn allowlist_enforces_counts_and_cleans_up() {
     let resolv = std::fs::read_to_string(attached.resolv_conf.unwrap()).unwrap();
     let resolver = facts["hostAddress"].as_str().unwrap().to_owned();
     assert!(resolv.contains(&format!("nameserver {resolver}")));
-    wait_for_echo_servers();
+    wait_for_echo_servers(&[topo.allowed, topo.blocked]);
 
     // Nothing sent yet: no rule-hit events.
     let first = net.sample(false).unwrap();
@@ -528,7 +540,7 @@ fn concurrent_runs_do_not_see_each_other_and_gc_spares_live_runs() {
     let f1 = n1.attach(pid1, dir1.path()).unwrap().facts;
     let f2 = n2.attach(pid2, dir2.path()).unwrap().facts;
     assert_ne!(f1["subnet"], f2["subnet"]);
-    wait_for_echo_servers();
+    wait_for_echo_servers(&[topo.allowed, topo.blocked]);
     // Only run 1 sends traffic.
     let r = probe(&sb1, f1["hostAddress"].as_str().unwrap(), &topo);
     assert_eq!(r["tcpAllowed"], serde_json::json!([true, true]), "{r}");
