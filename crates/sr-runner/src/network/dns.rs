@@ -189,7 +189,7 @@ struct Shared {
 /// The resolver's logic (no sockets of its own except through [`Upstream`]).
 pub struct Resolver {
     names: BTreeMap<String, NameTargets>,
-    upstream: Box<dyn Upstream>,
+    upstream: Arc<dyn Upstream>,
     exec: Arc<dyn NetCommandExecutor>,
     binding: RunBinding,
     pool: Ipv4Net,
@@ -209,7 +209,7 @@ impl Resolver {
     /// A resolver for `names` (normalized name -> sets).
     pub fn new(
         names: BTreeMap<String, NameTargets>,
-        upstream: Box<dyn Upstream>,
+        upstream: Arc<dyn Upstream>,
         exec: Arc<dyn NetCommandExecutor>,
         binding: RunBinding,
         pool: Ipv4Net,
@@ -230,11 +230,6 @@ impl Resolver {
             Err(poisoned) => poisoned.into_inner(),
         };
         f(&mut guard)
-    }
-
-    /// The names this resolver answers.
-    pub fn names(&self) -> impl Iterator<Item = &String> {
-        self.names.keys()
     }
 
     /// Asks the upstream for `name` (`qtype` A or AAAA), keeps acceptable records, installs the

@@ -93,17 +93,6 @@ impl Default for Options {
     }
 }
 
-struct SharedUpstream(Arc<dyn Upstream>);
-impl Upstream for SharedUpstream {
-    fn query(
-        &self,
-        name: &hickory_proto::rr::Name,
-        qtype: RecordType,
-    ) -> Result<hickory_proto::op::Message, String> {
-        self.0.query(name, qtype)
-    }
-}
-
 /// What attach created, so release removes exactly that.
 #[derive(Debug, Default)]
 struct Created {
@@ -339,9 +328,9 @@ impl AllowlistNetwork {
         write("ruleset.json", canonical)?;
 
         // 5. The resolver, and the first resolution of every allowed name.
-        let upstream: Box<dyn Upstream> = match (&self.opts.upstream, self.upstream_addr) {
-            (Some(u), _) => Box::new(SharedUpstream(u.clone())),
-            (None, Some(server)) => Box::new(UdpUpstream {
+        let upstream: Arc<dyn Upstream> = match (&self.opts.upstream, self.upstream_addr) {
+            (Some(u), _) => u.clone(),
+            (None, Some(server)) => Arc::new(UdpUpstream {
                 server,
                 timeout: Duration::from_secs(2),
             }),
@@ -351,8 +340,9 @@ impl AllowlistNetwork {
                 ));
             }
         };
+        let names = self.name_targets();
         let resolver = Arc::new(Resolver::new(
-            self.name_targets(),
+            names.clone(),
             upstream,
             self.opts.exec.clone(),
             b.clone(),
@@ -370,7 +360,6 @@ impl AllowlistNetwork {
         self.dns = Some(server);
         let mut initial = serde_json::Map::new();
         let mut destinations: BTreeSet<IpAddr> = BTreeSet::new();
-        let names: Vec<(String, NameTargets)> = self.name_targets().into_iter().collect();
         for (name, targets) in &names {
             let mut kinds = vec![RecordType::A];
             if !targets.v6.is_empty() {

@@ -505,7 +505,7 @@ fn test_resolver(exec: Arc<RecordingExecutor>) -> (Resolver, Arc<Mutex<Vec<Strin
     )]);
     let r = Resolver::new(
         names,
-        Box::new(upstream),
+        Arc::new(upstream),
         exec,
         binding(&plan),
         "10.213.0.0/16".parse().unwrap(),
