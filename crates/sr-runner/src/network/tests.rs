@@ -994,3 +994,40 @@ fn a_failed_sample_is_sr_run_201_at_monitor_and_keeps_events() {
     );
     net.release().unwrap();
 }
+
+#[test]
+fn forwarding_is_given_back_only_when_no_other_run_is_active() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = other.clone();
+    let exec = Arc::new(RecordingExecutor::new(move |cmd| match cmd {
+        NetCommand::Nft { args } if args == &["list", "tables"] => {
+            Ok(if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                r#"{"nftables":[{"table":{"family":"inet","name":"safe_run_ffffffffffff"}}]}"#
+                    .into()
+            } else {
+                r#"{"nftables":[]}"#.into()
+            })
+        }
+        _ => scripted(None).run(cmd),
+    }));
+    let mut net = network(exec.clone(), dir.path());
+    net.attach(4242, dir.path()).unwrap();
+    net.release().unwrap();
+    let writes = |exec: &RecordingExecutor| {
+        exec.commands()
+            .iter()
+            .filter(|c| c.to_string() == "sysctl -w net.ipv4.conf.eth0.forwarding=0")
+            .count()
+    };
+    // Another run is active: eth0 stays on, and the record stays for whoever ends last.
+    assert_eq!(writes(&exec), 0);
+    assert!(dir.path().join("forwarding.json").exists());
+    // The other run ends; the next release gives eth0 back.
+    other.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut second = network(exec.clone(), dir.path());
+    second.attach(4243, dir.path()).unwrap();
+    second.release().unwrap();
+    assert_eq!(writes(&exec), 1);
+    assert!(!dir.path().join("forwarding.json").exists());
+}
