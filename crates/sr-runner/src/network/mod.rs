@@ -8,8 +8,8 @@
 //!    a plan the runner cannot render faithfully fails here, before any host change);
 //! 2. create the veth pair with its peer directly in the sandbox's namespace, address and raise
 //!    the host side, and set that interface's own forwarding flag (vanishes with the link);
-//! 3. configure the sandbox side from a child `nsenter -t <pid> -n ip ...` (never `setns` in
-//!    the multi-threaded parent): loopback, address, default route via the host side;
+//! 3. configure the sandbox side from one child, `nsenter -t <pid> -n ip -batch -` (never
+//!    `setns` in the multi-threaded parent): loopback, address, default route via the host side;
 //! 4. apply the table in one `nft -j -f -` transaction (all or nothing), then read it back and
 //!    hash it: the digest covers what the kernel holds, not what we meant to send;
 //! 5. start the resolver on `<host side>:53` and resolve every allowed name once, so the host
