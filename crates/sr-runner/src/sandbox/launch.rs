@@ -200,7 +200,7 @@ fn launch_hint(phase: &str, errno: Option<i32>) -> &'static str {
             "the kernel's Landlock is missing or too old; set requireLandlock: false in the operator config to accept that"
         }
         ("launch.userns", _) => "user namespaces must be enabled for unprivileged users",
-        _ => "see docs/run.md for the launch sequence; rerun with RUST_LOG=debug",
+        _ => "see docs/run.md (launch sequence) and docs/sandbox.md (what each layer needs)",
     }
 }
 
@@ -290,6 +290,8 @@ impl Runner {
         let t_clean = Instant::now();
         let mut cleanup = CleanupReport::default();
         if let Some(mut child) = live.child.take() {
+            // Exited or not, SIGKILL it: on a normal end it is already leaving (pid 1 is gone);
+            // std's Child never signals a reaped pid, so this cannot hit a recycled one.
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -605,7 +607,7 @@ impl Runner {
             match self.recv(setup_deadline) {
                 Ok(Event::Msg(InitMsg::Ready)) => break,
                 Ok(ev) => {
-                    if let Some(st) = self.early_end(ev, bundle)? {
+                    if let Some(st) = self.early_end(ev)? {
                         return Ok(st);
                     }
                 }
@@ -674,7 +676,7 @@ impl Runner {
                     break;
                 }
                 Ok(ev) => {
-                    if let Some(st) = self.early_end(ev, bundle)? {
+                    if let Some(st) = self.early_end(ev)? {
                         return Ok(st);
                     }
                 }
@@ -747,11 +749,7 @@ impl Runner {
     }
 
     /// An event before the workload started: a failure, a cancel, or the init vanishing.
-    fn early_end(
-        &self,
-        ev: Event,
-        _bundle: &CompileBundle,
-    ) -> Result<Option<RunStatus>, RunnerError> {
+    fn early_end(&self, ev: Event) -> Result<Option<RunStatus>, RunnerError> {
         match ev {
             Event::Msg(InitMsg::Failed {
                 phase,
