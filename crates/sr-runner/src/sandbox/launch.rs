@@ -651,12 +651,17 @@ impl Runner {
         phases.insert("attach".into(), ms(t.elapsed()));
 
         let t_go = Instant::now();
-        send_line(
-            &mut writer,
-            &Go {
-                resolv_conf: attached.resolv_conf.map(|p| p.display().to_string()),
-            },
-        )?;
+        let go = Go {
+            resolv_conf: attached.resolv_conf.map(|p| p.display().to_string()),
+        };
+        if let Err(e) = send_line(&mut writer, &go) {
+            // The init failed while building the root and said why before it exited: report
+            // that, not the closed socket.
+            return match self.pending_failure(setup_deadline) {
+                Some(status) => Ok(status),
+                None => Err(e),
+            };
+        }
         // Enforced + Started, or Failed.
         loop {
             match self.recv(setup_deadline) {
@@ -765,6 +770,26 @@ impl Runner {
                 "see docs/run.md; the kernel log may say more",
             )),
             Event::Cancel(sig) => Ok(Some(RunStatus::Interrupted { signal: sig })),
+        }
+    }
+
+    /// The init's own failure message, if it sent one before closing the control socket.
+    fn pending_failure(&self, deadline: Instant) -> Option<RunStatus> {
+        loop {
+            match self.recv(deadline) {
+                Ok(Event::Msg(InitMsg::Failed {
+                    phase,
+                    errno,
+                    message,
+                })) => {
+                    return Some(RunStatus::LaunchFailed {
+                        diagnostic: launch_diag(&phase, errno, &message),
+                    });
+                }
+                Ok(Event::Msg(_)) => continue,
+                Ok(Event::Cancel(sig)) => return Some(RunStatus::Interrupted { signal: sig }),
+                Ok(Event::ControlClosed) | Err(_) => return None,
+            }
         }
     }
 
