@@ -334,3 +334,18 @@ fn no_process_outlives_the_run() {
         "the daemon survived the run"
     );
 }
+
+#[test]
+fn only_stdio_is_inherited() {
+    if !require_root("only_stdio_is_inherited") {
+        return;
+    }
+    // No control socket, mount fd, lock file or pipe of the runner reaches the workload.
+    let env = Env::new();
+    let p = env.policy(
+        "fds",
+        &py("import os\nprint(sorted(os.listdir('/proc/self/fd')))"),
+    );
+    let o = env.run(&p, &[]);
+    assert_eq!(out(&o), "['0', '1', '2', '3']\n", "{}", err(&o));
+}
