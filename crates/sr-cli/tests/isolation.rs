@@ -349,3 +349,26 @@ fn only_stdio_is_inherited() {
     let o = env.run(&p, &[]);
     assert_eq!(out(&o), "['0', '1', '2', '3']\n", "{}", err(&o));
 }
+
+#[test]
+fn clone_with_namespace_flags_is_denied() {
+    // clone(CLONE_NEWUSER | SIGCHLD): refused on the flags argument.
+    assert_denied(
+        "clone_with_namespace_flags_is_denied",
+        "sc(56, 0x10000000 | 17, 0, 0, 0, 0)",
+    );
+}
+
+#[test]
+fn clone3_reports_enosys_so_libc_falls_back_to_clone() {
+    if !require_root("clone3_reports_enosys_so_libc_falls_back_to_clone") {
+        return;
+    }
+    let code = format!(
+        "{SYSCALL}r, e = sc(435, 0, 0)\nprint('ret', r, 'errno', e)\nimport subprocess\nprint(subprocess.run(['/bin/true']).returncode)\n"
+    );
+    let (rc, stdout, stderr) = inside_py("clone3", &code);
+    assert_eq!(rc, Some(0), "{stderr}");
+    // ENOSYS (38), and ordinary process creation still works.
+    assert_eq!(stdout, "ret -1 errno 38\n0\n", "{stderr}");
+}
