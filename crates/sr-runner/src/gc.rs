@@ -107,3 +107,78 @@ pub fn collect(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::HostFs;
+    use crate::rundir::RunDir;
+
+    struct Net(std::cell::RefCell<Vec<String>>);
+
+    impl LeftoverCleaner for Net {
+        fn release_leftovers(&self, run_id: &str) -> Result<Vec<String>, String> {
+            self.0.borrow_mut().push(run_id.to_owned());
+            Ok(vec![format!("net:{run_id}")])
+        }
+    }
+
+    /// A run dir as a killed runner leaves it: unlocked, no report, a cgroup directory.
+    fn dead_run(base: &Path, cg_root: &Path) -> String {
+        let dir = RunDir::create(base).unwrap();
+        let id = dir.run_id.clone();
+        std::fs::create_dir_all(cg_root.join("safe-run").join(format!("safe-run-{id}"))).unwrap();
+        drop(dir); // the lock goes with the runner
+        id
+    }
+
+    #[test]
+    fn recovers_dead_runs_and_leaves_live_and_finished_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("runs");
+        let cg_root = tmp.path().join("cgroup");
+        let layout = Layout::V2 {
+            root: cg_root.clone(),
+        };
+        let dead = dead_run(&base, &cg_root);
+        let live = RunDir::create(&base).unwrap();
+        std::fs::create_dir_all(
+            cg_root
+                .join("safe-run")
+                .join(format!("safe-run-{}", live.run_id)),
+        )
+        .unwrap();
+        let finished = RunDir::create(&base).unwrap();
+        std::fs::write(finished.path.join("run_report.json"), "{}").unwrap();
+        let finished_id = finished.run_id.clone();
+        drop(finished);
+
+        let net = Net(Default::default());
+        let got = collect(&base, Some(&layout), &HostFs, &net, false);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].run_id, dead);
+        assert!(got[0].removed.iter().any(|r| r.starts_with("cgroup:")));
+        assert!(got[0].removed.contains(&format!("net:{dead}")));
+        assert!(base.join(&dead).join(RECOVERED_FILE).exists());
+        assert!(
+            !cg_root
+                .join("safe-run")
+                .join(format!("safe-run-{dead}"))
+                .exists()
+        );
+        // The live run's cgroup is untouched, the finished run was not even looked at.
+        assert!(
+            cg_root
+                .join("safe-run")
+                .join(format!("safe-run-{}", live.run_id))
+                .exists()
+        );
+        assert_eq!(*net.0.borrow(), vec![dead.clone()]);
+        // A second pass has nothing to do; a thorough one looks at the finished run too.
+        assert!(collect(&base, Some(&layout), &HostFs, &net, false).is_empty());
+        let thorough = collect(&base, Some(&layout), &HostFs, &net, true);
+        assert_eq!(thorough.len(), 1);
+        assert_eq!(thorough[0].run_id, finished_id);
+        assert!(!base.join(&finished_id).join(RECOVERED_FILE).exists());
+    }
+}
