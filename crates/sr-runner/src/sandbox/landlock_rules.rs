@@ -89,7 +89,9 @@ pub fn enforce(
         ruleset = ruleset
             .set_compatibility(CompatLevel::BestEffort)
             .scope(Scope::AbstractUnixSocket | Scope::Signal)
-            .map_err(rerr)?;
+            .map_err(rerr)?
+            // Back to the plan's level for the path rules.
+            .set_compatibility(level);
         scopes = vec!["abstract_unix_socket".to_owned(), "signal".to_owned()];
     }
     let mut created = ruleset.create().map_err(rerr)?;
