@@ -28,7 +28,9 @@ impl DurationSpec {
 
     /// A duration of `secs` seconds.
     pub const fn from_secs(secs: u64) -> Self {
-        DurationSpec { millis: secs * 1000 }
+        DurationSpec {
+            millis: secs * 1000,
+        }
     }
 
     /// Milliseconds.
@@ -49,10 +51,18 @@ impl DurationSpec {
             .unwrap_or(text.len());
         let (digits, unit) = text.split_at(digits_end);
         if digits.is_empty() {
-            return Err(UnitError::invalid(KIND, text, "expected digits such as 30s"));
+            return Err(UnitError::invalid(
+                KIND,
+                text,
+                "expected digits such as 30s",
+            ));
         }
         if unit.is_empty() {
-            return Err(UnitError::invalid(KIND, text, "a unit is required: ms, s, m or h"));
+            return Err(UnitError::invalid(
+                KIND,
+                text,
+                "a unit is required: ms, s, m or h",
+            ));
         }
         let number: u64 = digits
             .parse()
@@ -130,8 +140,20 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        for bad in ["", "30", "-1s", "1.5s", "s", "30 s", "30sec", "999999999999999h"] {
-            assert!(DurationSpec::parse(bad).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "",
+            "30",
+            "-1s",
+            "1.5s",
+            "s",
+            "30 s",
+            "30sec",
+            "999999999999999h",
+        ] {
+            assert!(
+                DurationSpec::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 

@@ -48,7 +48,11 @@ impl ByteSize {
             .unwrap_or(text.len());
         let (digits, unit) = text.split_at(digits_end);
         if digits.is_empty() {
-            return Err(UnitError::invalid(KIND, text, "expected digits such as 256Mi"));
+            return Err(UnitError::invalid(
+                KIND,
+                text,
+                "expected digits such as 256Mi",
+            ));
         }
         let number: u64 = digits
             .parse()
@@ -155,8 +159,18 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         for bad in [
-            "", "-1", "1.5Gi", " 1Gi", "1 Gi", "1gi", "Gi", "1Gib", "99999999999999999999",
-            "9999999Ti", "١٢", "1Ｍi",
+            "",
+            "-1",
+            "1.5Gi",
+            " 1Gi",
+            "1 Gi",
+            "1gi",
+            "Gi",
+            "1Gib",
+            "99999999999999999999",
+            "9999999Ti",
+            "١٢",
+            "1Ｍi",
         ] {
             assert!(ByteSize::parse(bad).is_err(), "{bad:?} should be rejected");
         }
@@ -166,7 +180,10 @@ mod tests {
     fn negative_integer_is_rejected_by_serde() {
         assert!(serde_json::from_str::<ByteSize>("-5").is_err());
         assert_eq!(serde_json::from_str::<ByteSize>("5").unwrap(), ByteSize(5));
-        assert_eq!(serde_json::from_str::<ByteSize>("\"2Ki\"").unwrap(), ByteSize(2048));
+        assert_eq!(
+            serde_json::from_str::<ByteSize>("\"2Ki\"").unwrap(),
+            ByteSize(2048)
+        );
     }
 
     proptest! {
