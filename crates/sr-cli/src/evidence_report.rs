@@ -398,6 +398,7 @@ fn exit_info(status: &RunStatus) -> ExitInfo {
         RunStatus::Timeout { .. } => (ExitStatus::Timeout, None, Some(libc::SIGKILL)),
         RunStatus::Oom { signal, code, .. } => (ExitStatus::Oom, *code, *signal),
         RunStatus::LaunchFailed { .. } => (ExitStatus::LaunchFailed, None, None),
+        RunStatus::Stopped { .. } => (ExitStatus::Stopped, None, Some(libc::SIGKILL)),
         RunStatus::Interrupted { signal } => (ExitStatus::Interrupted, None, Some(*signal)),
     };
     ExitInfo {

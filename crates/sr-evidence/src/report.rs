@@ -389,6 +389,9 @@ pub enum ExitStatus {
     Oom,
     /// It never started.
     LaunchFailed,
+    /// safe-run stopped it because the run's evidence could no longer be recorded
+    /// (SR-EVD-001).
+    Stopped,
     /// safe-run itself was stopped (SIGINT/SIGTERM) and killed the sandbox (`signal`: the
     /// signal safe-run received).
     Interrupted,

@@ -42,6 +42,9 @@ pub enum RunnerError {
     /// The network hook failed (its own code, SR-RUN-201/202).
     #[error("{0}")]
     Network(Diagnostic),
+    /// An evidence event could not be written (SR-EVD-001), so the workload was not started.
+    #[error("{0}")]
+    Evidence(Diagnostic),
 }
 
 impl RunnerError {
@@ -50,7 +53,7 @@ impl RunnerError {
         match self {
             RunnerError::Preflight { .. } | RunnerError::RunDir { .. } => ErrorCode::RunPreflight,
             RunnerError::Launch { .. } => ErrorCode::RunLaunch,
-            RunnerError::Network(d) => d.code,
+            RunnerError::Network(d) | RunnerError::Evidence(d) => d.code,
         }
     }
 
@@ -74,7 +77,7 @@ impl RunnerError {
             RunnerError::Launch { phase, cause, hint } => {
                 Diagnostic::new(self.code(), phase.clone(), cause.clone(), hint.clone())
             }
-            RunnerError::Network(d) => d.clone(),
+            RunnerError::Network(d) | RunnerError::Evidence(d) => d.clone(),
         }
     }
 

@@ -45,6 +45,12 @@ pub enum RunStatus {
         /// Why.
         diagnostic: Diagnostic,
     },
+    /// safe-run stopped the workload because the run's evidence could no longer be recorded
+    /// (SR-EVD-001); the whole tree was killed.
+    Stopped {
+        /// Why.
+        diagnostic: Diagnostic,
+    },
     /// safe-run received SIGINT/SIGTERM and stopped the run.
     Interrupted {
         /// The signal safe-run received.
@@ -162,12 +168,14 @@ impl RunOutcome {
                 (None, Some(s)) => 128 + s,
                 (None, None) => 137,
             },
-            RunStatus::LaunchFailed { diagnostic } => diagnostic.code.exit_code(),
+            RunStatus::LaunchFailed { diagnostic } | RunStatus::Stopped { diagnostic } => {
+                diagnostic.code.exit_code()
+            }
             RunStatus::Interrupted { signal } => 128 + signal,
         }
     }
 
-    /// The status as a short word: exited, signaled, timeout, oom, launch_failed, interrupted.
+    /// The status as a short word: exited, signaled, timeout, oom, launch_failed, stopped, interrupted.
     pub fn status_word(&self) -> &'static str {
         match self.status {
             RunStatus::Exited { .. } => "exited",
@@ -175,6 +183,7 @@ impl RunOutcome {
             RunStatus::Timeout { .. } => "timeout",
             RunStatus::Oom { .. } => "oom",
             RunStatus::LaunchFailed { .. } => "launch_failed",
+            RunStatus::Stopped { .. } => "stopped",
             RunStatus::Interrupted { .. } => "interrupted",
         }
     }

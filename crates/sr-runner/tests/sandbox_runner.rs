@@ -140,7 +140,36 @@ struct Ran {
     _base: tempfile::TempDir,
 }
 
+/// Records events like [`RecordingSink`], but fails every emit from the first event of type
+/// `fail_on` onwards, as a full disk would.
+struct FailingSink {
+    inner: RecordingSink,
+    fail_on: Option<&'static str>,
+    failed: bool,
+}
+
+impl sr_evidence::EventSink for FailingSink {
+    fn emit(
+        &mut self,
+        event_type: &str,
+        payload: serde_json::Value,
+    ) -> Result<(), sr_evidence::EmitError> {
+        if self.failed || self.fail_on == Some(event_type) {
+            self.failed = true;
+            return Err(sr_evidence::EmitError {
+                event_type: event_type.to_owned(),
+                reason: "No space left on device (test)".into(),
+            });
+        }
+        self.inner.emit(event_type, payload)
+    }
+}
+
 fn run(b: &CompileBundle) -> Ran {
+    run_failing_on(b, None)
+}
+
+fn run_failing_on(b: &CompileBundle, fail_on: Option<&'static str>) -> Ran {
     let base = tempfile::tempdir().unwrap();
     let probes = sr_runner::preflight::RealProbes {
         cgroup_root: PathBuf::from("/sys/fs/cgroup"),
@@ -159,7 +188,11 @@ fn run(b: &CompileBundle) -> Ran {
     let dir = RunDir::create(base.path()).unwrap();
     let out = Captured::default();
     let err = Captured::default();
-    let mut sink = RecordingSink::default();
+    let mut sink = FailingSink {
+        inner: RecordingSink::default(),
+        fail_on,
+        failed: false,
+    };
     let outcome = Runner::new().run(
         &dir,
         b,
@@ -177,7 +210,7 @@ fn run(b: &CompileBundle) -> Ran {
         outcome,
         stdout: out.text(),
         stderr: err.text(),
-        sink,
+        sink: sink.inner,
         _base: base,
     }
 }
@@ -262,6 +295,35 @@ fn timeout_kills_the_tree() {
     assert!(t.elapsed() < std::time::Duration::from_secs(5));
     assert_eq!(r.outcome.exit_code(), 6);
     assert!(r.sink.types().contains(&"run.timeout"));
+}
+
+/// An event that cannot be written before the workload starts means it never starts.
+fn evidence_failure_before_start_prevents_the_run() {
+    let r = run_failing_on(&sh("echo SHOULD-NOT-RUN"), Some("run.prepare"));
+    match &r.outcome.status {
+        RunStatus::LaunchFailed { diagnostic } => {
+            assert_eq!(diagnostic.code.as_str(), "SR-EVD-001", "{diagnostic}")
+        }
+        other => panic!("expected a launch failure, got {other:?}"),
+    }
+    assert!(!r.stdout.contains("SHOULD-NOT-RUN"), "{}", r.stdout);
+    assert_eq!(r.outcome.exit_code(), 7);
+}
+
+/// An event that cannot be written while the workload runs stops it (the whole tree), long
+/// before its own end.
+fn evidence_failure_while_running_stops_the_run() {
+    let t = std::time::Instant::now();
+    let r = run_failing_on(&sh("sleep 1000 & sleep 1000"), Some("resource.sample"));
+    match &r.outcome.status {
+        RunStatus::Stopped { diagnostic } => {
+            assert_eq!(diagnostic.code.as_str(), "SR-EVD-001", "{diagnostic}")
+        }
+        other => panic!("expected the run to be stopped, got {other:?}"),
+    }
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(r.outcome.exit_code(), 7);
+    assert!(r.sink.types().contains(&"process.started"));
 }
 
 /// The runner re-checks mount sources through the fd itself, whatever the validator said: a
@@ -351,6 +413,14 @@ fn main() -> ExitCode {
             runner_refuses_unsafe_mount_sources,
         ),
         ("x32_aliases_are_refused", x32_aliases_are_refused),
+        (
+            "evidence_failure_before_start_prevents_the_run",
+            evidence_failure_before_start_prevents_the_run,
+        ),
+        (
+            "evidence_failure_while_running_stops_the_run",
+            evidence_failure_while_running_stops_the_run,
+        ),
     ];
     let filters: Vec<String> = std::env::args()
         .skip(1)

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use sr_policy::OperatorConfig;
 use sr_runner::cgroup::{self, HostFs, Layout};
-use sr_runner::gc::{self, NoLeftovers};
+use sr_runner::gc;
+use sr_runner::network::gc::NetworkLeftovers;
 
 use crate::output::{Format, fail};
 
@@ -29,7 +30,7 @@ pub fn execute(args: GcArgs) -> u8 {
     };
     let base = PathBuf::from(&config.run_dir);
     let layout = cgroup::detect(&HostFs, sr_runner::preflight::default_cgroup_root()).ok();
-    let mut recovered = gc::collect(&base, layout.as_ref(), &HostFs, &NoLeftovers, true);
+    let mut recovered = gc::collect(&base, layout.as_ref(), &HostFs, &NetworkLeftovers, true);
     let mut failed = recovered.iter().any(|r| !r.errors.is_empty());
     let net = network_leftovers(&base);
     match &net {
@@ -69,15 +70,22 @@ pub fn execute(args: GcArgs) -> u8 {
 }
 
 /// The network module's leftovers: nftables tables and links of runs that are not alive.
+///
+/// Only runs under this run directory base are judged: a table whose run directory is not
+/// here belongs to a safe-run with another base (another operator config, a test) and is
+/// never touched, since this process cannot see its lock.
 fn network_leftovers(base: &Path) -> Result<Vec<String>, sr_common::Diagnostic> {
-    let alive = |run_id: &str| sr_runner::rundir::is_locked(&base.join(run_id));
+    let alive = |run_id: &str| {
+        let dir = base.join(run_id);
+        !dir.exists() || sr_runner::rundir::is_locked(&dir)
+    };
     sr_runner::network::gc::release_leftovers(&alive)
 }
 
 /// gc before a run: same work, no output (errors are retried by the next gc). The network
 /// sweep (which lists nftables) only runs when a dead run was found, to keep launches lean.
 pub fn collect_quietly(base: &Path, layout: &Layout) {
-    if !gc::collect(base, Some(layout), &HostFs, &NoLeftovers, false).is_empty() {
+    if !gc::collect(base, Some(layout), &HostFs, &NetworkLeftovers, false).is_empty() {
         let _ = network_leftovers(base);
     }
 }

@@ -231,7 +231,9 @@ pub fn execute(args: RunArgs) -> u8 {
     };
     clock.lap("cli.finish");
     summarize(&args, &outcome, report_path.as_deref(), &clock);
-    if let RunStatus::LaunchFailed { diagnostic } = &outcome.status {
+    if let RunStatus::LaunchFailed { diagnostic } | RunStatus::Stopped { diagnostic } =
+        &outcome.status
+    {
         return fail(std::slice::from_ref(diagnostic), args.format);
     }
     if !evidence_errors.is_empty() {
@@ -292,6 +294,10 @@ fn summarize(args: &RunArgs, o: &RunOutcome, report: Option<&Path>, clock: &Phas
             RunStatus::LaunchFailed { diagnostic } => {
                 format!("could not start ({})", diagnostic.code)
             }
+            RunStatus::Stopped { diagnostic } => format!(
+                "stopped by safe-run: {} (the whole process tree was killed)",
+                diagnostic.code
+            ),
             RunStatus::Interrupted { signal } => {
                 format!("interrupted by signal {signal}; the sandbox was killed")
             }

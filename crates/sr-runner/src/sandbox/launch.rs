@@ -124,17 +124,26 @@ fn unix_ms() -> u64 {
 struct Ctx<'a> {
     sink: &'a mut dyn EventSink,
     warnings: Vec<Diagnostic>,
+    /// The first event that could not be written. A run whose evidence cannot be recorded
+    /// must not go on: the launch checks this before the workload starts, the monitor at
+    /// every wake-up (SR-EVD-001).
+    evidence_failure: Option<Diagnostic>,
 }
 
 impl Ctx<'_> {
     fn emit(&mut self, ty: &str, payload: Value) {
         if let Err(e) = self.sink.emit(ty, payload) {
-            self.warnings.push(Diagnostic::new(
+            let d = Diagnostic::new(
                 ErrorCode::EvidenceEventWrite,
                 format!("evidence.{ty}"),
                 e.to_string(),
-                "check that the run directory is writable and not full",
-            ));
+                "check that the run directory is writable and not full; the run was stopped \
+                 because its evidence could not be recorded",
+            );
+            if self.evidence_failure.is_none() {
+                self.evidence_failure = Some(d.clone());
+            }
+            self.warnings.push(d);
         }
     }
 }
@@ -241,6 +250,7 @@ impl Runner {
         let mut ctx = Ctx {
             sink,
             warnings: Vec::new(),
+            evidence_failure: None,
         };
         let mut phases: BTreeMap<String, f64> = BTreeMap::new();
         let mut enforcement = EnforcementFacts {
@@ -650,6 +660,9 @@ impl Runner {
         live.network_facts = attached.facts.clone();
         phases.insert("attach".into(), ms(t.elapsed()));
 
+        if let Some(d) = ctx.evidence_failure.take() {
+            return Err(RunnerError::Evidence(d));
+        }
         let t_go = Instant::now();
         let go = Go {
             resolv_conf: attached.resolv_conf.map(|p| p.display().to_string()),
@@ -699,6 +712,10 @@ impl Runner {
             Some(Instant::now() + interval)
         };
         let status = loop {
+            if let Some(diagnostic) = ctx.evidence_failure.take() {
+                kill_init(live);
+                break RunStatus::Stopped { diagnostic };
+            }
             let wake = next_sample.map_or(deadline, |s| s.min(deadline));
             match self.recv(wake) {
                 Ok(Event::Msg(InitMsg::Exited { code, signal })) => {
