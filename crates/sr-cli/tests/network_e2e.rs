@@ -14,28 +14,13 @@
 mod run_support;
 
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use run_support::*;
 use serde_json::{Value, json};
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn sh_out(args: &[&str]) -> std::process::Output {
-    Command::new(args[0]).args(&args[1..]).output().unwrap()
-}
-
-fn must(args: &[&str]) {
-    let o = sh_out(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
+use sr_testhosts::{TestHosts, must, sh};
 
 fn privileged(test: &str) -> bool {
     if !require_root(test) {
@@ -55,19 +40,6 @@ fn privileged(test: &str) -> bool {
     }
     nft
 }
-
-const ECHO: &str = r#"
-import socket, threading
-def tcp():
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", 7)); s.listen(16)
-    while True:
-        c, _ = s.accept(); c.sendall(c.recv(100)); c.close()
-threading.Thread(target=tcp, daemon=True).start()
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 7))
-while True:
-    d, a = u.recvfrom(100); u.sendto(d, a)
-"#;
 
 /// A DNS stub on 127.0.0.1: prints its port, answers A for the two test names, NXDOMAIN else.
 const STUB: &str = r#"
@@ -91,29 +63,10 @@ while True:
     s.sendto(q[:2] + struct.pack(">HHHHH", 0x8180, 1, 1 if answers else 0, 0, 0) + question + answers, peer)
 "#;
 
-/// Waits until both test hosts' echo servers accept (from the host, which sits on their
-/// veths), so a "blocked" result can never come from a server that was not up yet.
-fn wait_for_echo_servers(hosts: &[Ipv4Addr]) {
-    for host in hosts {
-        let addr = SocketAddr::from((*host, 7));
-        let up = (0..100).any(|_| {
-            let ok =
-                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok();
-            if !ok {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            ok
-        });
-        assert!(up, "echo server on {addr} did not come up");
-    }
-}
-
-/// Test namespaces, links and processes; removed on drop.
+/// The test hosts plus a DNS stub that names them; removed on drop.
 struct Topology {
-    tag: String,
-    namespaces: Vec<String>,
-    links: Vec<String>,
-    children: Vec<Child>,
+    /// Kept for its `Drop`: removes the hosts and the stub.
+    _hosts: TestHosts,
     allowed: Ipv4Addr,
     blocked: Ipv4Addr,
     stub_port: u16,
@@ -121,22 +74,10 @@ struct Topology {
 
 impl Topology {
     fn new() -> Topology {
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let tag = format!("{}{}", std::process::id() % 100_000, n);
-        let third = 200 + (std::process::id() % 12) * 4 + n * 2;
-        let mut t = Topology {
-            tag,
-            namespaces: vec![],
-            links: vec![],
-            children: vec![],
-            allowed: Ipv4Addr::UNSPECIFIED,
-            blocked: Ipv4Addr::UNSPECIFIED,
-            stub_port: 0,
-        };
-        t.allowed = t.host("a", third);
-        t.blocked = t.host("b", third + 1);
+        let mut hosts = TestHosts::new("c", 200 + (std::process::id() % 12) * 4);
+        let (allowed, blocked) = (hosts.allowed, hosts.blocked);
         let mut stub = Command::new("/usr/bin/python3")
-            .args(["-c", STUB, &t.allowed.to_string(), &t.blocked.to_string()])
+            .args(["-c", STUB, &allowed.to_string(), &blocked.to_string()])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -144,45 +85,13 @@ impl Topology {
         BufReader::new(stub.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        t.stub_port = line.trim().parse().unwrap();
-        t.children.push(stub);
-        wait_for_echo_servers(&[t.allowed, t.blocked]);
-        t
-    }
-
-    fn host(&mut self, role: &str, third: u32) -> Ipv4Addr {
-        let ns = format!("srtc{}{role}", self.tag);
-        let link = format!("stc{}{role}", self.tag);
-        must(&["ip", "netns", "add", &ns]);
-        self.namespaces.push(ns.clone());
-        must(&[
-            "ip", "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-        ]);
-        self.links.push(link.clone());
-        let gw = format!("10.214.{third}.1");
-        let peer = Ipv4Addr::new(10, 214, u8::try_from(third).unwrap(), 2);
-        must(&["ip", "addr", "add", &format!("{gw}/30"), "dev", &link]);
-        must(&["ip", "link", "set", &link, "up"]);
-        must(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{peer}/30"),
-            "dev",
-            "eth0",
-        ]);
-        must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-        must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        must(&["ip", "-n", &ns, "route", "add", "default", "via", &gw]);
-        self.children.push(
-            Command::new("ip")
-                .args(["netns", "exec", &ns, "/usr/bin/python3", "-c", ECHO])
-                .spawn()
-                .unwrap(),
-        );
-        peer
+        hosts.adopt(stub);
+        Topology {
+            _hosts: hosts,
+            allowed,
+            blocked,
+            stub_port: line.trim().parse().unwrap(),
+        }
     }
 
     /// An Env whose operator config sends DNS to this topology's stub.
@@ -210,33 +119,18 @@ impl Topology {
     }
 }
 
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for l in &self.links {
-            let _ = sh_out(&["ip", "link", "del", l]);
-        }
-        for ns in &self.namespaces {
-            let _ = sh_out(&["ip", "netns", "del", ns]);
-        }
-    }
-}
-
 /// The run's network objects that still exist.
 fn leftovers(env: &Env) -> Vec<String> {
     let mut left = Vec::new();
     for dir in env.run_dirs() {
         let id = dir.file_name().unwrap().to_string_lossy().into_owned();
-        if sh_out(&["nft", "list", "table", "inet", &format!("safe_run_{id}")])
+        if sh(&["nft", "list", "table", "inet", &format!("safe_run_{id}")])
             .status
             .success()
         {
             left.push(format!("table safe_run_{id}"));
         }
-        if sh_out(&["ip", "link", "show", &format!("sr{id}h")])
+        if sh(&["ip", "link", "show", &format!("sr{id}h")])
             .status
             .success()
         {
@@ -421,7 +315,7 @@ fn timeout_and_sigterm_leave_no_network_objects() {
         std::thread::sleep(Duration::from_millis(100));
         if let Some(dir) = env2.run_dirs().first() {
             let id = dir.file_name().unwrap().to_string_lossy().into_owned();
-            if sh_out(&["nft", "list", "table", "inet", &format!("safe_run_{id}")])
+            if sh(&["nft", "list", "table", "inet", &format!("safe_run_{id}")])
                 .status
                 .success()
             {

@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
@@ -24,6 +24,7 @@ use sr_evidence::events;
 use sr_policy::operator::NetworkConfig;
 use sr_runner::network::{AllowlistNetwork, gc};
 use sr_runner::network_hook::NetworkHook;
+use sr_testhosts::{TestHosts, sh, wait_for_echo_servers};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -42,133 +43,6 @@ fn privileged() -> bool {
         eprintln!("SKIPPED: network e2e {why}");
     }
     ok
-}
-
-fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0]).args(&args[1..]).output().unwrap()
-}
-
-fn must(args: &[&str]) {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-const ECHO: &str = r#"
-import socket, threading
-def tcp():
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", 7)); s.listen(16)
-    while True:
-        c, _ = s.accept(); c.sendall(c.recv(100)); c.close()
-threading.Thread(target=tcp, daemon=True).start()
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 7))
-while True:
-    d, a = u.recvfrom(100); u.sendto(d, a)
-"#;
-
-/// Namespaces, links and processes of one test topology; removed on drop.
-struct Topology {
-    tag: String,
-    namespaces: Vec<String>,
-    host_links: Vec<String>,
-    children: Vec<Child>,
-    allowed: Ipv4Addr,
-    blocked: Ipv4Addr,
-}
-
-impl Topology {
-    fn new() -> Topology {
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let tag = format!("{}{}", std::process::id() % 100_000, n);
-        let block = (std::process::id() % 50) * 4 + n * 2;
-        let mut t = Topology {
-            tag,
-            namespaces: vec![],
-            host_links: vec![],
-            children: vec![],
-            allowed: Ipv4Addr::UNSPECIFIED,
-            blocked: Ipv4Addr::UNSPECIFIED,
-        };
-        t.allowed = t.add_host("a", block);
-        t.blocked = t.add_host("b", block + 1);
-        t
-    }
-
-    fn add_host(&mut self, role: &str, third: u32) -> Ipv4Addr {
-        let ns = format!("srt{}{role}", self.tag);
-        let link = format!("st{}{role}", self.tag);
-        must(&["ip", "netns", "add", &ns]);
-        self.namespaces.push(ns.clone());
-        must(&[
-            "ip", "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-        ]);
-        self.host_links.push(link.clone());
-        let host = format!("10.214.{third}.1");
-        let peer = Ipv4Addr::new(10, 214, u8::try_from(third).unwrap(), 2);
-        must(&["ip", "addr", "add", &format!("{host}/30"), "dev", &link]);
-        must(&["ip", "link", "set", &link, "up"]);
-        must(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{peer}/30"),
-            "dev",
-            "eth0",
-        ]);
-        must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-        must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        must(&["ip", "-n", &ns, "route", "add", "default", "via", &host]);
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns, "/usr/bin/python3", "-c", ECHO])
-            .spawn()
-            .unwrap();
-        self.children.push(child);
-        peer
-    }
-
-    /// A stand-in sandbox: a namespace with a process in it; returns (namespace, pid).
-    fn sandbox(&mut self, name: &str) -> (String, u32) {
-        let ns = format!("srt{}{name}", self.tag);
-        must(&["ip", "netns", "add", &ns]);
-        self.namespaces.push(ns.clone());
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns, "sleep", "300"])
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        self.children.push(child);
-        // `ip netns exec` enters the namespace, then execs sleep: wait until it has.
-        for _ in 0..100 {
-            let mine = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
-            let target = std::fs::read_link("/proc/self/ns/net").ok();
-            if mine.is_some() && mine != target {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        (ns, pid)
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for l in &self.host_links {
-            let _ = sh(&["ip", "link", "del", l]);
-        }
-        for ns in &self.namespaces {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
-    }
 }
 
 /// A DNS stub on 127.0.0.1 answering A for the test names.
@@ -334,7 +208,7 @@ out["icmpBlocked"] = icmp(blocked)
 print(json.dumps(out))
 "#;
 
-fn probe(ns: &str, resolver: &str, t: &Topology) -> Value {
+fn probe(ns: &str, resolver: &str, t: &TestHosts) -> Value {
     let out = sh(&[
         "ip",
         "netns",
@@ -380,29 +254,12 @@ fn rule_audit<'a>(audit: &'a Value, id: &str) -> &'a Value {
         .unwrap()
 }
 
-/// Waits until both test hosts' echo servers accept (from the host, which sits on their
-/// veths), so a "blocked" result can never come from a server that was not up yet.
-fn wait_for_echo_servers(hosts: &[Ipv4Addr]) {
-    for host in hosts {
-        let addr = SocketAddr::from((*host, 7));
-        let up = (0..100).any(|_| {
-            let ok =
-                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok();
-            if !ok {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            ok
-        });
-        assert!(up, "echo server on {addr} did not come up");
-    }
-}
-
 #[test]
 fn allowlist_enforces_counts_and_cleans_up() {
     if !privileged() {
         return;
     }
-    let mut topo = Topology::new();
+    let mut topo = TestHosts::new("", (std::process::id() % 50) * 4);
     let stub = Stub::start(topo.allowed, topo.blocked);
     let (sb, pid) = topo.sandbox("s");
     let id = run_id();
@@ -515,7 +372,7 @@ fn allowlist_enforces_counts_and_cleans_up() {
     );
     net.release().unwrap();
     drop(stub);
-    let namespaces = topo.namespaces.clone();
+    let namespaces = topo.namespaces().to_vec();
     drop(topo);
     let listed = String::from_utf8(sh(&["ip", "netns", "list"]).stdout).unwrap();
     for ns in namespaces {
@@ -528,7 +385,7 @@ fn concurrent_runs_do_not_see_each_other_and_gc_spares_live_runs() {
     if !privileged() {
         return;
     }
-    let mut topo = Topology::new();
+    let mut topo = TestHosts::new("", (std::process::id() % 50) * 4);
     let stub = Stub::start(topo.allowed, topo.blocked);
     let (sb1, pid1) = topo.sandbox("s1");
     let (sb2, pid2) = topo.sandbox("s2");
@@ -566,10 +423,7 @@ fn concurrent_runs_do_not_see_each_other_and_gc_spares_live_runs() {
     assert!(table_exists(&id1) && table_exists(&id2));
 
     // Simulate a SIGKILLed run 1: its sandbox dies, release never runs.
-    let pos = topo.children.iter().position(|c| c.id() == pid1).unwrap();
-    let mut c = topo.children.remove(pos);
-    c.kill().unwrap();
-    c.wait().unwrap();
+    assert!(topo.kill(pid1));
     let _ = sh(&["ip", "netns", "del", &sb1]);
     std::mem::forget(n1);
     assert!(table_exists(&id1));

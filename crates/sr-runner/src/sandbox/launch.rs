@@ -283,18 +283,22 @@ impl Runner {
             stderr: Some(err_term),
             ..Live::default()
         };
-        let status = self.launch_and_wait(
-            dir,
-            bundle,
-            hook,
-            &mut ctx,
-            &opts,
-            &fs,
-            &mut live,
-            &mut enforcement,
-            &mut phases,
-            t0,
-        );
+        let status = self
+            .launch(
+                dir,
+                bundle,
+                hook,
+                &mut ctx,
+                &opts,
+                &fs,
+                &mut live,
+                &mut enforcement,
+                &mut phases,
+                t0,
+            )
+            .unwrap_or_else(|e| RunStatus::LaunchFailed {
+                diagnostic: e.to_diagnostic(),
+            });
 
         // ---- cleanup: every path comes here ----
         let t_clean = Instant::now();
@@ -418,39 +422,6 @@ impl Runner {
             network_audit,
             cleanup,
             warnings: ctx.warnings,
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn launch_and_wait(
-        &self,
-        dir: &RunDir,
-        bundle: &CompileBundle,
-        hook: &mut dyn NetworkHook,
-        ctx: &mut Ctx<'_>,
-        opts: &LaunchCfg,
-        fs: &dyn CgroupFs,
-        live: &mut Live,
-        enforcement: &mut EnforcementFacts,
-        phases: &mut BTreeMap<String, f64>,
-        t0: Instant,
-    ) -> RunStatus {
-        match self.launch(
-            dir,
-            bundle,
-            hook,
-            ctx,
-            opts,
-            fs,
-            live,
-            enforcement,
-            phases,
-            t0,
-        ) {
-            Ok(status) => status,
-            Err(e) => RunStatus::LaunchFailed {
-                diagnostic: e.to_diagnostic(),
-            },
         }
     }
 
