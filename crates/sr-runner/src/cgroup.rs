@@ -270,12 +270,11 @@ impl RunCgroup {
                 // Enabling controllers for the children of root and of safe-run/.
                 fs.write(&root.join("cgroup.subtree_control"), "+memory +pids +cpu")
                     .map_err(|e| err(&root.join("cgroup.subtree_control"), e))?;
-                fs.mkdir(&parent).map_err(|e| err(&parent, e))?;
-                let sc = parent.join("cgroup.subtree_control");
-                fs.write(&sc, "+memory +pids +cpu")
-                    .map_err(|e| err(&sc, e))?;
                 let dir = parent.join(name);
-                fs.mkdir(&dir).map_err(|e| err(&dir, e))?;
+                mkdir_in_parent(fs, &parent, &dir, |fs| {
+                    let sc = parent.join("cgroup.subtree_control");
+                    fs.write(&sc, "+memory +pids +cpu").map_err(|e| err(&sc, e))
+                })?;
                 self.paths.push(dir.clone());
                 self.put(fs, &dir, "memory.max", plan.memory_max_bytes.to_string())?;
                 if fs.exists(&dir.join("memory.swap.max")) {
@@ -296,9 +295,8 @@ impl RunCgroup {
             } => {
                 let mk = |base: &Path, me: &mut RunCgroup| -> io::Result<PathBuf> {
                     let parent = base.join(PARENT);
-                    fs.mkdir(&parent).map_err(|e| err(&parent, e))?;
                     let dir = parent.join(name);
-                    fs.mkdir(&dir).map_err(|e| err(&dir, e))?;
+                    mkdir_in_parent(fs, &parent, &dir, |_| Ok(()))?;
                     if !me.paths.contains(&dir) {
                         me.paths.push(dir.clone());
                     }
@@ -454,8 +452,47 @@ impl RunCgroup {
     }
 }
 
-/// Kills what is left in `dirs` and removes them (used for runs and by gc).
+/// Creates `dir` inside the shared `parent` (creating the parent first, then `init_parent`).
+///
+/// The last run to finish removes the empty parent (see [`kill_and_remove`]), so the parent
+/// can vanish between its mkdir and the child's: the child's ENOENT means exactly that, and
+/// the whole step is retried.
+fn mkdir_in_parent(
+    fs: &dyn CgroupFs,
+    parent: &Path,
+    dir: &Path,
+    init_parent: impl Fn(&dyn CgroupFs) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut attempts = 0;
+    loop {
+        fs.mkdir(parent).map_err(|e| err(parent, e))?;
+        init_parent(fs)?;
+        match fs.mkdir(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => attempts += 1,
+            r => return r.map_err(|e| err(dir, e)),
+        }
+    }
+}
+
+/// Kills what is left in `dirs` and removes them (used for runs and by gc), then removes
+/// their shared `safe-run` parents when they are empty, so that no trace stays once the last
+/// run is gone. The kernel refuses to remove a cgroup that still has children (EBUSY), so a
+/// concurrent run's parent is never taken from under it.
 pub fn kill_and_remove(fs: &dyn CgroupFs, dirs: &[PathBuf]) -> (Vec<PathBuf>, Vec<String>) {
+    let (removed, errors) = kill_and_remove_runs(fs, dirs);
+    let mut parents: Vec<&Path> = removed
+        .iter()
+        .filter_map(|d| d.parent())
+        .filter(|p| p.file_name().is_some_and(|n| n == PARENT))
+        .collect();
+    parents.dedup();
+    for parent in parents {
+        let _ = fs.rmdir(parent);
+    }
+    (removed, errors)
+}
+
+fn kill_and_remove_runs(fs: &dyn CgroupFs, dirs: &[PathBuf]) -> (Vec<PathBuf>, Vec<String>) {
     let mut removed = Vec::new();
     let mut errors = Vec::new();
     for dir in dirs {
@@ -565,12 +602,84 @@ mod tests {
                 .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
         }
         fn rmdir(&self, p: &Path) -> io::Result<()> {
+            // Like the kernel: a cgroup with child cgroups cannot be removed.
+            if self.dirs.borrow().iter().any(|d| d.parent() == Some(p)) {
+                return Err(io::Error::from(io::ErrorKind::ResourceBusy));
+            }
             self.dirs.borrow_mut().remove(p);
             Ok(())
         }
         fn list_dirs(&self, _p: &Path) -> io::Result<Vec<String>> {
             Ok(Vec::new())
         }
+    }
+
+    /// A FakeFs on which another run's cleanup removes the shared parent right after this
+    /// run created it, once.
+    struct ParentVanishesOnce<'a> {
+        inner: &'a FakeFs,
+        fired: std::cell::Cell<bool>,
+    }
+
+    impl CgroupFs for ParentVanishesOnce<'_> {
+        fn exists(&self, p: &Path) -> bool {
+            self.inner.exists(p)
+        }
+        fn mkdir(&self, p: &Path) -> io::Result<()> {
+            let under_parent = p
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|n| n == PARENT);
+            if under_parent && !self.fired.get() {
+                self.fired.set(true);
+                if let Some(parent) = p.parent() {
+                    self.inner.rmdir(parent)?;
+                }
+                return Err(io::Error::from(io::ErrorKind::NotFound));
+            }
+            self.inner.mkdir(p)
+        }
+        fn write(&self, p: &Path, v: &str) -> io::Result<()> {
+            self.inner.write(p, v)
+        }
+        fn read(&self, p: &Path) -> io::Result<String> {
+            self.inner.read(p)
+        }
+        fn rmdir(&self, p: &Path) -> io::Result<()> {
+            self.inner.rmdir(p)
+        }
+        fn list_dirs(&self, p: &Path) -> io::Result<Vec<String>> {
+            self.inner.list_dirs(p)
+        }
+    }
+
+    #[test]
+    fn the_last_run_out_removes_the_shared_parent() {
+        let fs = FakeFs::default();
+        let layout = Layout::V2 { root: "/cg".into() };
+        let a = RunCgroup::create(&fs, &layout, &plan(), "a").unwrap();
+        let b = RunCgroup::create(&fs, &layout, &plan(), "b").unwrap();
+        let parent = Path::new("/cg/safe-run");
+        let (_, errors) = a.remove(&fs);
+        assert!(errors.is_empty());
+        assert!(fs.exists(parent), "b still runs: the parent must stay");
+        let (_, errors) = b.remove(&fs);
+        assert!(errors.is_empty());
+        assert!(!fs.exists(parent), "nothing runs: the parent must go");
+    }
+
+    #[test]
+    fn a_parent_removed_by_another_run_mid_creation_is_recreated() {
+        let fake = FakeFs::default();
+        let racy = ParentVanishesOnce {
+            inner: &fake,
+            fired: std::cell::Cell::new(false),
+        };
+        let layout = Layout::V2 { root: "/cg".into() };
+        let cg = RunCgroup::create(&racy, &layout, &plan(), "r").unwrap();
+        assert!(racy.fired.get());
+        assert!(fake.exists(&cg.paths[0]));
+        assert!(fake.exists(Path::new("/cg/safe-run")));
     }
 
     fn plan() -> CgroupPlan {
