@@ -348,7 +348,6 @@ fn enforcement(outcome: &RunOutcome, bundle: &CompileBundle) -> Enforcement {
 fn network_audit(audit: &Value) -> Option<NetworkAudit> {
     let map = audit.as_object()?;
     let mut rules = Vec::new();
-    let mut blocked = BlockedSummary::default();
     for rule in map
         .get("rules")
         .and_then(Value::as_array)
@@ -361,24 +360,27 @@ fn network_audit(audit: &Value) -> Option<NetworkAudit> {
             .unwrap_or_default();
         let allowed = rule.get("allowedHits").and_then(Value::as_u64).unwrap_or(0);
         let blocked_hits = rule.get("blockedHits").and_then(Value::as_u64).unwrap_or(0);
-        match rule.get("egressIndex").and_then(Value::as_u64) {
-            Some(index) => rules.push(RuleAudit {
+        if let Some(index) = rule.get("egressIndex").and_then(Value::as_u64) {
+            rules.push(RuleAudit {
                 rule_id: id.to_owned(),
                 egress_index: u32::try_from(index).unwrap_or(u32::MAX),
                 allowed_hits: allowed,
                 blocked_hits,
-            }),
-            None if id == "default-drop" => blocked.packets += blocked_hits,
-            None => {}
+            });
         }
     }
-    if let Some(bytes) = map
-        .get("defaultDrop")
-        .and_then(|d| d.get("bytes"))
-        .and_then(Value::as_u64)
-    {
-        blocked.bytes = bytes;
-    }
+    // The plan's default-drop counter, packets and bytes, as the network module reports it.
+    let default_drop = map.get("defaultDrop");
+    let counter = |key: &str| {
+        default_drop
+            .and_then(|d| d.get(key))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    let blocked = BlockedSummary {
+        packets: counter("packets"),
+        bytes: counter("bytes"),
+    };
     let details = map
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "rules" | "mode" | "defaultDrop"))
@@ -448,12 +450,14 @@ mod tests {
                 {"ruleId": "egress-0", "egressIndex": 0, "allowedHits": 3, "blockedHits": 1},
                 {"ruleId": "default-drop", "egressIndex": null, "allowedHits": 0, "blockedHits": 7},
             ],
+            "defaultDrop": {"packets": 7, "bytes": 420},
             "dns": {"answered": 1, "refused": 2, "failed": 0},
         });
         let a = network_audit(&audit).unwrap();
         assert_eq!(a.rules.len(), 1);
         assert_eq!(a.rules[0].allowed_hits, 3);
         assert_eq!(a.blocked.packets, 7);
+        assert_eq!(a.blocked.bytes, 420);
         assert!(a.details.contains_key("dns"));
         assert!(network_audit(&Value::Null).is_none());
     }
