@@ -201,11 +201,8 @@ fn host_environment_does_not_leak() {
     let env = Env::new();
     let p = env.policy("env", &sh("env"));
     let o = env
-        .cmd()
+        .run_cmd(&p)
         .env("SR_HOST_SECRET", "leaked")
-        .arg("run")
-        .arg("--policy")
-        .arg(&p)
         .output()
         .unwrap();
     let s = out(&o);

@@ -76,10 +76,7 @@ fn every_kind_of_run_leaves_nothing() {
     // SIGTERM to safe-run mid-run.
     let term = env.policy("term", &sh(&format!("sleep {m}")));
     let child = env
-        .cmd()
-        .arg("run")
-        .arg("--policy")
-        .arg(&term)
+        .run_cmd(&term)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -161,10 +158,7 @@ fn sigkill_of_safe_run_takes_the_sandbox_down_and_gc_recovers() {
     let m = marker("sigkill");
     let p = env.policy("k", &sh(&format!("sleep {m}")));
     let mut child = env
-        .cmd()
-        .arg("run")
-        .arg("--policy")
-        .arg(&p)
+        .run_cmd(&p)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -208,8 +202,7 @@ fn concurrent_runs_do_not_interfere() {
     let p = env.policy("c", &sh("sleep 0.3; echo done"));
     let handles: Vec<_> = (0..4)
         .map(|_| {
-            let mut c = env.cmd();
-            c.arg("run").arg("--policy").arg(&p);
+            let mut c = env.run_cmd(&p);
             std::thread::spawn(move || c.output().unwrap())
         })
         .collect();
@@ -235,10 +228,7 @@ fn ctrl_c_to_the_process_group_interrupts_cleanly() {
     let p = env.policy("int", &sh(&format!("sleep {m}")));
     // A terminal sends SIGINT to the whole foreground process group.
     let child = env
-        .cmd()
-        .arg("run")
-        .arg("--policy")
-        .arg(&p)
+        .run_cmd(&p)
         .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

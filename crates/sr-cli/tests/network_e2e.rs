@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use run_support::*;
 use serde_json::{Value, json};
-use sr_testhosts::{TestHosts, must, sh};
+use sr_testhosts::{TestHosts, must, probe_script, sh};
 
 fn privileged(test: &str) -> bool {
     if !require_root(test) {
@@ -148,18 +148,6 @@ def resolve(name):
         return socket.gethostbyname(name)
     except OSError as e:
         return None
-def tcp(host, port):
-    try:
-        c = socket.create_connection((host, port), timeout=0.8); c.sendall(b"ping"); ok = c.recv(10) == b"ping"; c.close(); return ok
-    except OSError:
-        return False
-def udp(host, port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.8)
-    s.sendto(b"ping", (host, port))
-    try:
-        return s.recv(10) == b"ping"
-    except OSError:
-        return False
 out = {"allowedName": resolve("allowed.test"), "blockedName": resolve("blocked.test")}
 name = out["allowedName"] or allowed
 out["tcpAllowed"] = [tcp(allowed, 7), tcp(allowed, 7)]
@@ -200,7 +188,11 @@ fn allowlist_run_enforces_and_audits() {
     let (a, b) = (topo.allowed.to_string(), topo.blocked.to_string());
     let p = env.policy(
         "net",
-        &topo.policy("/usr/bin/python3", &["-c", CLIENT, &a, &b], "30s"),
+        &topo.policy(
+            "/usr/bin/python3",
+            &["-c", &probe_script(CLIENT), &a, &b],
+            "30s",
+        ),
     );
     let o = env.run(&p, &[]);
     let report = env.report();
@@ -301,10 +293,7 @@ fn timeout_and_sigterm_leave_no_network_objects() {
     let env2 = topo.env();
     let p = env2.policy("sleepy", &topo.policy("/bin/sleep", &["30"], "30s"));
     let mut child = env2
-        .cmd()
-        .arg("run")
-        .arg("--policy")
-        .arg(&p)
+        .run_cmd(&p)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

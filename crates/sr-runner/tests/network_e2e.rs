@@ -24,7 +24,7 @@ use sr_evidence::events;
 use sr_policy::operator::NetworkConfig;
 use sr_runner::network::{AllowlistNetwork, gc};
 use sr_runner::network_hook::NetworkHook;
-use sr_testhosts::{TestHosts, sh, wait_for_echo_servers};
+use sr_testhosts::{TestHosts, probe_script, sh, wait_for_echo_servers};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -169,18 +169,6 @@ def dns(name):
         if t == 1: addrs.append(socket.inet_ntoa(r[i:i+4]))
         i += l
     return {"rcode": rcode, "answers": addrs}
-def tcp(host, port):
-    try:
-        c = socket.create_connection((host, port), timeout=0.8); c.sendall(b"ping"); ok = c.recv(10) == b"ping"; c.close(); return ok
-    except OSError:
-        return False
-def udp(host, port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.8)
-    s.sendto(b"ping", (host, port))
-    try:
-        return s.recv(10) == b"ping"
-    except OSError:
-        return False
 def icmp(host):
     # Root in the stand-in sandbox: a raw socket; one echo request, wait for its reply.
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(0.8)
@@ -216,7 +204,7 @@ fn probe(ns: &str, resolver: &str, t: &TestHosts) -> Value {
         ns,
         "/usr/bin/python3",
         "-c",
-        CLIENT,
+        &probe_script(CLIENT),
         resolver,
         &t.allowed.to_string(),
         &t.blocked.to_string(),

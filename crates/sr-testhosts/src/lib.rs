@@ -26,6 +26,29 @@ while True:
     d, a = u.recvfrom(100); u.sendto(d, a)
 "#;
 
+/// Python probes of the echo servers, to put in front of a test's client script:
+/// `tcp(host, port)` and `udp(host, port)` each send "ping" and return whether it came back.
+pub const ECHO_PROBES: &str = r#"
+import socket
+def tcp(host, port):
+    try:
+        c = socket.create_connection((host, port), timeout=0.8); c.sendall(b"ping"); ok = c.recv(10) == b"ping"; c.close(); return ok
+    except OSError:
+        return False
+def udp(host, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.8)
+    s.sendto(b"ping", (host, port))
+    try:
+        return s.recv(10) == b"ping"
+    except OSError:
+        return False
+"#;
+
+/// `ECHO_PROBES` followed by `client`: a script for `python3 -c`.
+pub fn probe_script(client: &str) -> String {
+    format!("{ECHO_PROBES}{client}")
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// Runs a command and returns its output (panics only when it cannot be started).

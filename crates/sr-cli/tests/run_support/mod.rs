@@ -76,10 +76,16 @@ impl Env {
         c
     }
 
-    /// `safe-run run --policy <policy> [-- extra]`.
-    pub fn run(&self, policy: &Path, extra: &[&str]) -> Output {
+    /// The command `safe-run run --policy <policy>`, to add to and start.
+    pub fn run_cmd(&self, policy: &Path) -> Command {
         let mut c = self.cmd();
         c.arg("run").arg("--policy").arg(policy);
+        c
+    }
+
+    /// `safe-run run --policy <policy> [-- extra]`.
+    pub fn run(&self, policy: &Path, extra: &[&str]) -> Output {
+        let mut c = self.run_cmd(policy);
         if !extra.is_empty() {
             c.arg("--").args(extra);
         }
