@@ -275,6 +275,7 @@ fn enforcement(outcome: &RunOutcome, bundle: &CompileBundle) -> Enforcement {
             .as_ref()
             .map_or(0, |p| p.seccomp.denied_syscalls.len() as u64),
         instructions: Some(w.seccomp_instructions as u64),
+        sockets: Some(w.seccomp_sockets.clone()),
     });
     let cgroup = facts.cgroup_layout.as_ref().map(|layout| Cgroup {
         version: match layout {
@@ -316,6 +317,10 @@ fn enforcement(outcome: &RunOutcome, bundle: &CompileBundle) -> Enforcement {
             .map(|(source, target, ro)| json!({"source": source, "target": target, "readOnly": ro}))
             .collect();
         backend.insert("policyMounts".to_owned(), Value::Array(mounts));
+        backend.insert(
+            "lockIsolatedMounts".to_owned(),
+            json!(w.lock_isolated_mounts),
+        );
     }
     let mut namespaces = facts.namespaces.clone();
     namespaces.sort();

@@ -77,12 +77,29 @@ pub struct SandboxPlan {
     pub landlock: LandlockPlan,
     /// Seccomp filter.
     pub seccomp: SeccompPlan,
+    /// How read-only host directories are given to the sandbox, which decides whether file
+    /// locks taken inside reach the host.
+    #[serde(default)]
+    pub file_locks: FileLocks,
     /// rlimits applied before exec, sorted by resource name.
     pub rlimits: BTreeMap<String, u64>,
     /// Set no_new_privs (always true).
     pub no_new_privs: bool,
     /// Capabilities kept (always empty).
     pub capabilities: Vec<String>,
+}
+
+/// Whether file locks taken inside the sandbox on read-only host directories are private.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FileLocks {
+    /// Read-only host directories are private read-only overlays: locks stay on the overlay's
+    /// inodes, unseen by the host and by other runs.
+    #[default]
+    Isolated,
+    /// Read-only host directories are bind mounts: the host's inodes, and their locks, are
+    /// shared.
+    Shared,
 }
 
 /// One mount made when building the sandbox root.
@@ -163,7 +180,7 @@ pub struct LandlockRule {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SeccompPlan {
-    /// Stable id of the profile (`sr-default-v1`).
+    /// Stable id of the profile (`sr-default-v2`).
     pub profile_id: String,
     /// What a denied call returns: `errno:EPERM`.
     pub deny_action: String,
@@ -175,6 +192,22 @@ pub struct SeccompPlan {
     /// filter cannot read, so libc falls back to `clone`, whose flags it can.
     #[serde(default)]
     pub enosys_syscalls: Vec<String>,
+    /// Socket address families `socket`/`socketpair` may use (`AF_UNIX`...), sorted; any other
+    /// family fails with `EAFNOSUPPORT`. Empty: no socket at all.
+    #[serde(default)]
+    pub allowed_socket_families: Vec<String>,
+    /// Netlink protocols (`NETLINK_ROUTE`) an `AF_NETLINK` socket may use, sorted; the others
+    /// fail with `EAFNOSUPPORT`. Only meaningful when `AF_NETLINK` is allowed.
+    #[serde(default)]
+    pub allowed_netlink_protocols: Vec<String>,
+    /// Socket types (`SOCK_STREAM`...) an `AF_INET`/`AF_INET6` socket may have, sorted; the
+    /// others fail with `EPROTONOSUPPORT`.
+    #[serde(default)]
+    pub allowed_inet_socket_types: Vec<String>,
+    /// Protocols (`IPPROTO_TCP`...; `IPPROTO_IP` is 0, the default) an `AF_INET`/`AF_INET6`
+    /// socket may name, sorted; the others fail with `EPROTONOSUPPORT`.
+    #[serde(default)]
+    pub allowed_ip_protocols: Vec<String>,
 }
 
 /// cgroup limits (v2 names; the runner maps them to v1 files where needed).

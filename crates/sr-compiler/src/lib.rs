@@ -34,9 +34,9 @@ use sr_policy::model::{Backend, NetworkMode, PolicySpec, Protocol};
 
 pub use bundle::CompileBundle;
 use bundle::{
-    ArtifactCheck, CgroupPlan, DnsPlan, EvidencePlan, FirecrackerPlan, LandlockPlan, LandlockRule,
-    MountStep, NetworkPlan, NftChain, NftPlan, NftRule, NftSet, ProcessPlan, RUN_ID_PLACEHOLDER,
-    SandboxPlan, SeccompPlan,
+    ArtifactCheck, CgroupPlan, DnsPlan, EvidencePlan, FileLocks, FirecrackerPlan, LandlockPlan,
+    LandlockRule, MountStep, NetworkPlan, NftChain, NftPlan, NftRule, NftSet, ProcessPlan,
+    RUN_ID_PLACEHOLDER, SandboxPlan, SeccompPlan,
 };
 
 /// Bundle format version.
@@ -351,19 +351,26 @@ fn sandbox_plan(
             profile_id: seccomp::PROFILE_ID.to_owned(),
             deny_action: seccomp::DENY_ACTION.to_owned(),
             denied_syscalls: seccomp::denied_syscalls(),
-            denied_clone_flags: seccomp::DENIED_CLONE_FLAGS
-                .iter()
-                .map(|f| (*f).to_owned())
-                .collect(),
-            enosys_syscalls: seccomp::ENOSYS_SYSCALLS
-                .iter()
-                .map(|f| (*f).to_owned())
-                .collect(),
+            denied_clone_flags: owned(&seccomp::DENIED_CLONE_FLAGS),
+            enosys_syscalls: owned(&seccomp::ENOSYS_SYSCALLS),
+            allowed_socket_families: owned(&seccomp::ALLOWED_SOCKET_FAMILIES),
+            allowed_netlink_protocols: owned(&seccomp::ALLOWED_NETLINK_PROTOCOLS),
+            allowed_inet_socket_types: owned(&seccomp::ALLOWED_INET_SOCKET_TYPES),
+            allowed_ip_protocols: owned(&seccomp::ALLOWED_IP_PROTOCOLS),
+        },
+        file_locks: if config.isolate_file_locks {
+            FileLocks::Isolated
+        } else {
+            FileLocks::Shared
         },
         rlimits,
         no_new_privs: true,
         capabilities: Vec::new(),
     }
+}
+
+fn owned(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
 }
 
 fn network_plan(spec: &PolicySpec, backend: Backend) -> Result<NetworkPlan, CompileError> {

@@ -1,5 +1,5 @@
-//! The default seccomp profile, `sr-default-v1`: which system calls a sandboxed workload may
-//! not make, and why.
+//! The default seccomp profile, `sr-default-v2`: which system calls a sandboxed workload may
+//! not make, which socket address families it may create, and why.
 //!
 //! The profile is a deny list over the kernel's attack surface rather than an allow list of
 //! what programs need: arbitrary workloads (interpreters, compilers, test suites) use a wide and
@@ -28,9 +28,31 @@
 //! * **File handles** (`name_to_handle_at`, `open_by_handle_at`): can open files outside the
 //!   sandbox's view by inode (the "shocker" escape).
 //! * **Raw hardware access** (`ioperm`, `iopl`, `vm86`, `vm86old`).
+//!
+//! Socket address families are the one place the profile is an allow list
+//! ([`ALLOWED_SOCKET_FAMILIES`]): `socket` and `socketpair` with any other family fail with
+//! `EAFNOSUPPORT`, which programs already handle as "not built into this kernel". The reasons:
+//!
+//! * `AF_VSOCK` ignores network namespaces: on a host that is itself a VM it reaches the
+//!   hypervisor's services, whatever the sandbox's network mode.
+//! * The rarely used families (`AF_ALG`, `AF_KEY`, `AF_XDP`, `AF_TIPC`, `AF_RDS`, `AF_PACKET`,
+//!   `AF_BLUETOOTH`, `AF_CAN`, ...) carry a long record of kernel bugs reachable by
+//!   unprivileged users, and no workload of a sandbox needs them.
+//! * Under `AF_INET`/`AF_INET6` only the socket types stream, datagram and raw (raw needs a
+//!   capability the workload lacks) and the protocols TCP, UDP, ICMP (ping sockets) and the
+//!   default (0) are allowed ([`ALLOWED_INET_SOCKET_TYPES`], [`ALLOWED_IP_PROTOCOLS`]); the rest
+//!   fail with `EPROTONOSUPPORT`. That closes SCTP (`SOCK_SEQPACKET`, or `IPPROTO_SCTP`), DCCP
+//!   (`SOCK_DCCP`), UDP-Lite, MPTCP and `SOCK_PACKET`, which are protocols rather than
+//!   families but belong to the same bug-prone set.
+//! * Netlink stays for `NETLINK_ROUTE` only ([`ALLOWED_NETLINK_PROTOCOLS`]): glibc's
+//!   `getaddrinfo` and `getifaddrs` use it, and it shows only the sandbox's own network
+//!   namespace, which the workload cannot change (no capability over it). Every other netlink
+//!   protocol is refused, `NETLINK_KOBJECT_UEVENT` above all: the kernel broadcasts device
+//!   uevents to every network namespace owned by the initial user namespace, which the
+//!   sandbox's is (host root creates it), so such a socket would receive the host's events.
 
 /// Stable id of this profile; changes to the lists below get a new id.
-pub const PROFILE_ID: &str = "sr-default-v1";
+pub const PROFILE_ID: &str = "sr-default-v2";
 
 /// What a denied call returns.
 pub const DENY_ACTION: &str = "errno:EPERM";
@@ -110,6 +132,27 @@ pub const DENIED_CLONE_FLAGS: [&str; 8] = [
     "CLONE_NEWUTS",
 ];
 
+/// Socket address families `socket` and `socketpair` may use, sorted; any other fails with
+/// `EAFNOSUPPORT`.
+pub const ALLOWED_SOCKET_FAMILIES: [&str; 4] = ["AF_INET", "AF_INET6", "AF_NETLINK", "AF_UNIX"];
+
+/// Netlink protocols an `AF_NETLINK` socket may use, sorted.
+pub const ALLOWED_NETLINK_PROTOCOLS: [&str; 1] = ["NETLINK_ROUTE"];
+
+/// Socket types an `AF_INET`/`AF_INET6` socket may have (the low bits of `type`, without
+/// `SOCK_NONBLOCK`/`SOCK_CLOEXEC`), sorted.
+pub const ALLOWED_INET_SOCKET_TYPES: [&str; 3] = ["SOCK_DGRAM", "SOCK_RAW", "SOCK_STREAM"];
+
+/// Protocols an `AF_INET`/`AF_INET6` socket may name (`IPPROTO_IP` is 0, the type's default),
+/// sorted.
+pub const ALLOWED_IP_PROTOCOLS: [&str; 5] = [
+    "IPPROTO_ICMP",
+    "IPPROTO_ICMPV6",
+    "IPPROTO_IP",
+    "IPPROTO_TCP",
+    "IPPROTO_UDP",
+];
+
 /// The sorted, deduplicated deny list.
 pub fn denied_syscalls() -> Vec<String> {
     let mut v: Vec<String> = DENIED_SYSCALLS.iter().map(|s| (*s).to_owned()).collect();
@@ -130,5 +173,9 @@ mod tests {
         flags.sort_unstable();
         assert_eq!(flags, DENIED_CLONE_FLAGS.to_vec());
         assert!(!d.iter().any(|s| ENOSYS_SYSCALLS.contains(&s.as_str())));
+        let mut families = ALLOWED_SOCKET_FAMILIES.to_vec();
+        families.sort_unstable();
+        assert_eq!(families, ALLOWED_SOCKET_FAMILIES.to_vec());
+        assert!(!families.contains(&"AF_VSOCK"));
     }
 }

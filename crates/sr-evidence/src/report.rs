@@ -255,6 +255,23 @@ pub struct Seccomp {
     /// Total BPF instructions loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions: Option<u64>,
+    /// What `socket`/`socketpair` may create; anything else was refused by the filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<SocketRules>,
+}
+
+/// The socket allow lists a seccomp filter enforced (names as in the kernel's headers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SocketRules {
+    /// Address families (`AF_UNIX`, `AF_INET`, ...), sorted; others get `EAFNOSUPPORT`.
+    pub families: Vec<String>,
+    /// Netlink protocols allowed under `AF_NETLINK`, sorted.
+    pub netlink_protocols: Vec<String>,
+    /// Socket types allowed under `AF_INET`/`AF_INET6`, sorted; others get `EPROTONOSUPPORT`.
+    pub inet_socket_types: Vec<String>,
+    /// Protocols allowed under `AF_INET`/`AF_INET6` (`IPPROTO_IP` is the default 0), sorted.
+    pub ip_protocols: Vec<String>,
 }
 
 /// The cgroup as configured.

@@ -89,6 +89,12 @@ fn sample_report() -> RunReport {
                 filter_digest: format!("sha256:{}", "b".repeat(64)),
                 denied_syscalls: 42,
                 instructions: Some(187),
+                sockets: Some(SocketRules {
+                    families: vec!["AF_INET".into(), "AF_UNIX".into()],
+                    netlink_protocols: vec![],
+                    inet_socket_types: vec!["SOCK_STREAM".into()],
+                    ip_protocols: vec!["IPPROTO_IP".into()],
+                }),
             }),
             cgroup: Some(Cgroup {
                 version: "v1".into(),

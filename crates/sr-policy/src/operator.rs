@@ -42,6 +42,11 @@ pub struct OperatorConfig {
     pub workload_host_gid: u32,
     /// Fail closed when the kernel lacks Landlock (true), or record its absence (false).
     pub require_landlock: bool,
+    /// Give read-only host directories to the sandbox through a private read-only overlayfs
+    /// (true), so file locks taken inside (`flock`, POSIX, OFD) live on the overlay's own
+    /// inodes and never reach host processes or other runs; false binds the host's inodes
+    /// directly and shares their lock state (see docs/sandbox.md, "File locks").
+    pub isolate_file_locks: bool,
     /// Base of the per-run directories (`<runDir>/<runId>/`).
     pub run_dir: String,
     /// Ed25519 signing key file (created 0600 on first use).
@@ -131,6 +136,7 @@ impl Default for OperatorConfig {
             workload_host_uid: 65534,
             workload_host_gid: 65534,
             require_landlock: true,
+            isolate_file_locks: true,
             run_dir: "/tmp/safe-run/runs".into(),
             key_path: "/var/lib/safe-run/keys/report-signing.key".into(),
             default_limits: Limits {

@@ -103,14 +103,19 @@ fn bundle(cmd: &str, args: &[&str]) -> CompileBundle {
                 rules,
             },
             seccomp: SeccompPlan {
-                profile_id: "sr-default-v1".into(),
+                profile_id: "sr-default-v2".into(),
                 deny_action: "errno:EPERM".into(),
                 denied_syscalls: ["bpf", "keyctl", "mount", "ptrace", "setns", "unshare"]
                     .map(String::from)
                     .to_vec(),
                 denied_clone_flags: ["CLONE_NEWNS", "CLONE_NEWUSER"].map(String::from).to_vec(),
                 enosys_syscalls: vec!["clone3".into()],
+                allowed_socket_families: owned(&sr_compiler::seccomp::ALLOWED_SOCKET_FAMILIES),
+                allowed_netlink_protocols: owned(&sr_compiler::seccomp::ALLOWED_NETLINK_PROTOCOLS),
+                allowed_inet_socket_types: owned(&sr_compiler::seccomp::ALLOWED_INET_SOCKET_TYPES),
+                allowed_ip_protocols: owned(&sr_compiler::seccomp::ALLOWED_IP_PROTOCOLS),
             },
+            file_locks: Default::default(),
             rlimits: BTreeMap::from([("nofile".into(), 256)]),
             no_new_privs: true,
             capabilities: vec![],
@@ -440,4 +445,8 @@ fn main() -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+fn owned(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
 }

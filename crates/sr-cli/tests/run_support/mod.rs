@@ -55,6 +55,14 @@ impl Env {
         Env { dir, base, config }
     }
 
+    /// Merges `extra` into the operator config.
+    pub fn configure(&self, extra: Value) {
+        let mut cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(&self.config).unwrap()).unwrap();
+        merge(&mut cfg, extra);
+        std::fs::write(&self.config, cfg.to_string()).unwrap();
+    }
+
     /// Directory under the allowed mount prefix.
     pub fn share(&self) -> PathBuf {
         self.dir.path().join("share")

@@ -38,7 +38,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, chdir, execve, pipe2, pivot_root};
 
 use super::landlock_rules;
-use super::mounts::{self, HostMounter, LateMounts, MountOp};
+use super::mounts::{self, HostMounter, LateMounts, MountFacts, MountOp};
 use super::protocol::{Go, InitMsg, InitPlan, WorkloadFacts};
 use super::seccomp;
 use super::sys;
@@ -207,7 +207,7 @@ fn init(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<i
         &plan.allowed_mount_prefixes,
     )
     .map_err(|e| fail_msg("launch.mounts", e))?;
-    let mut mounter = HostMounter::new(new_root.clone());
+    let mut mounter = HostMounter::new(new_root.clone(), plan.sandbox.file_locks);
     mounts::execute(&ops, &mut mounter).map_err(|e| fail_msg("launch.mounts", e))?;
     if flags.contains(CloneFlags::CLONE_NEWUTS) {
         nix::unistd::sethostname(&plan.sandbox.hostname).map_err(fail("launch.hostname"))?;
@@ -235,7 +235,7 @@ fn init(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<i
     if cgroupns {
         unshare(CloneFlags::CLONE_NEWCGROUP).map_err(fail("launch.namespaces"))?;
     }
-    let made = std::mem::take(&mut mounter.made);
+    let made = mounter.take_facts();
     match sys::fork().map_err(|e| fail_msg("launch.fork", e))? {
         ForkResult::Child => {
             let code = match pid1(&plan, &late, &new_root, writer, userns, made) {
@@ -271,7 +271,7 @@ fn pid1(
     new_root: &Path,
     writer: &mut UnixStream,
     userns: bool,
-    policy_mounts: Vec<(String, String, bool)>,
+    mounts: MountFacts,
 ) -> Result<i32, Failure> {
     prctl::set_pdeathsig(Signal::SIGKILL).map_err(fail("launch.init"))?;
     if let Some(target) = &late.proc_target {
@@ -333,7 +333,7 @@ fn pid1(
         ForkResult::Child => {
             drop(rd);
             let mut wr = fs::File::from(wr);
-            let err = workload(plan, &devnull, &mut wr, userns, policy_mounts);
+            let err = workload(plan, &devnull, &mut wr, userns, mounts);
             let mut msg = serde_json::json!({"fail": {"phase": err.phase, "errno": err.errno, "message": err.message}}).to_string();
             msg.push('\n');
             let _ = wr.write_all(msg.as_bytes());
@@ -404,9 +404,9 @@ fn workload(
     devnull: &OwnedFd,
     report: &mut fs::File,
     userns: bool,
-    policy_mounts: Vec<(String, String, bool)>,
+    mounts: MountFacts,
 ) -> Failure {
-    match workload_setup(plan, devnull, report, userns, policy_mounts) {
+    match workload_setup(plan, devnull, report, userns, mounts) {
         Ok(never) => match never {},
         Err(f) => f,
     }
@@ -419,7 +419,7 @@ fn workload_setup(
     devnull: &OwnedFd,
     report: &mut fs::File,
     userns: bool,
-    policy_mounts: Vec<(String, String, bool)>,
+    mounts: MountFacts,
 ) -> Result<Never, Failure> {
     let sb = &plan.sandbox;
     let pr = &plan.process;
@@ -437,7 +437,8 @@ fn workload_setup(
     nix::unistd::setresgid(hg, hg, hg).map_err(fail("launch.identity"))?;
     nix::unistd::setresuid(hu, hu, hu).map_err(fail("launch.identity"))?;
     let mut facts = WorkloadFacts {
-        policy_mounts,
+        policy_mounts: mounts.policy_mounts,
+        lock_isolated_mounts: mounts.lock_isolated,
         ..WorkloadFacts::default()
     };
     if userns {
@@ -502,6 +503,12 @@ fn workload_setup(
     facts.seccomp_profile = sb.seccomp.profile_id.clone();
     facts.seccomp_digest = compiled.digest.clone();
     facts.seccomp_instructions = compiled.instructions;
+    facts.seccomp_sockets = sr_evidence::report::SocketRules {
+        families: sb.seccomp.allowed_socket_families.clone(),
+        netlink_protocols: sb.seccomp.allowed_netlink_protocols.clone(),
+        inet_socket_types: sb.seccomp.allowed_inet_socket_types.clone(),
+        ip_protocols: sb.seccomp.allowed_ip_protocols.clone(),
+    };
     // One write: pid 1 reads until exec closes the pipe.
     let mut line = serde_json::json!({ "facts": facts }).to_string();
     line.push('\n');

@@ -376,6 +376,10 @@ impl Runner {
         if std::fs::remove_dir(dir.path.join("root")).is_ok() {
             cleanup.removed.push("root mount point".into());
         }
+        let empty_lower = super::mounts::HostMounter::empty_lower_path(&dir.path.join("root"));
+        if std::fs::remove_dir(empty_lower).is_ok() {
+            cleanup.removed.push("overlay lower directory".into());
+        }
         let mut stdout = StreamFacts::default();
         let mut stderr = StreamFacts::default();
         for (h, out) in [
@@ -809,7 +813,7 @@ fn enforced_payload(facts: &WorkloadFacts, e: &EnforcementFacts) -> Value {
         "kernel": e.kernel,
         "namespaces": e.namespaces,
         "landlock": facts.landlock,
-        "seccomp": {"profileId": facts.seccomp_profile, "digest": facts.seccomp_digest, "instructions": facts.seccomp_instructions},
+        "seccomp": {"profileId": facts.seccomp_profile, "digest": facts.seccomp_digest, "instructions": facts.seccomp_instructions, "sockets": facts.seccomp_sockets},
         "cgroup": {"layout": e.cgroup_layout, "limits": e.cgroup_limits},
         "uidMap": facts.uid_map,
         "gidMap": facts.gid_map,
@@ -817,6 +821,7 @@ fn enforced_payload(facts: &WorkloadFacts, e: &EnforcementFacts) -> Value {
         "capabilitiesKept": e.capabilities_kept,
         "rlimits": facts.rlimits,
         "policyMounts": facts.policy_mounts,
+        "lockIsolatedMounts": facts.lock_isolated_mounts,
     })
 }
 

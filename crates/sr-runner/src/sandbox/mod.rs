@@ -13,4 +13,5 @@ pub mod launch;
 pub mod mounts;
 pub mod protocol;
 pub mod seccomp;
+pub mod socket_filter;
 pub mod sys;

@@ -12,6 +12,14 @@
 //! object, not to a path lookup). A symlink swapped in after the check cannot redirect the
 //! mount: the check and the mount concern the same open file.
 //!
+//! File locks (M8): a bind shares the host's inodes, and locks live on inodes, so a `flock`
+//! or POSIX lock taken inside on a read-only host file would be seen by host processes (and
+//! by other runs) locking the same file. With [`FileLocks::Isolated`] a read-only directory is
+//! therefore not bound but mounted as a private read-only overlayfs whose lower layers are the
+//! verified source (through its fd, like a bind) and an empty directory: the files are the
+//! same bytes, but the inodes, and so the locks, belong to this overlay alone. Read-only
+//! single files, device nodes and writable mounts stay binds (see docs/sandbox.md).
+//!
 //! Mount targets are created inside the new root only; a target whose path inside the root
 //! crosses a symlink is refused (a rootfs directory could otherwise point a mount point at a
 //! host path).
@@ -25,7 +33,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::fcntl::{OFlag, open};
 use nix::mount::{MsFlags, mount};
 use nix::sys::stat::Mode;
-use sr_compiler::bundle::MountStep;
+use sr_compiler::bundle::{FileLocks, MountStep};
 
 /// Size of the /dev tmpfs (it holds only nodes and symlinks).
 const DEV_TMPFS_BYTES: u64 = 64 * 1024;
@@ -271,6 +279,15 @@ pub fn execute(ops: &[MountOp], mounter: &mut dyn Mounter) -> Result<(), MountEr
     ops.iter().try_for_each(|op| mounter.apply(op))
 }
 
+/// What a [`HostMounter`] made that the report records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountFacts {
+    /// Policy binds (and the root): (host source, target inside, read_only).
+    pub policy_mounts: Vec<(String, String, bool)>,
+    /// Targets inside that are private read-only overlays (file locks isolated).
+    pub lock_isolated: Vec<String>,
+}
+
 /// Performs operations with real syscalls. Only used inside the sandbox init's private mount
 /// namespace.
 #[derive(Debug)]
@@ -279,6 +296,12 @@ pub struct HostMounter {
     pub root: PathBuf,
     /// Binds made, for the enforcement facts: (source, target inside, read_only).
     pub made: Vec<(String, String, bool)>,
+    /// Whether read-only directories become private overlays (see the module docs).
+    file_locks: FileLocks,
+    /// The empty lower layer of those overlays, made on first use.
+    empty_lower: Option<OwnedFd>,
+    /// Targets inside the root that were mounted as private overlays, for the facts.
+    pub lock_isolated: Vec<String>,
 }
 
 fn sys<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> MountError + 'a {
@@ -299,10 +322,75 @@ fn io_sys<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Mou
 
 impl HostMounter {
     /// A mounter for the new root `root`.
-    pub fn new(root: PathBuf) -> Self {
+    pub fn new(root: PathBuf, file_locks: FileLocks) -> Self {
         HostMounter {
             root,
             made: Vec::new(),
+            file_locks,
+            empty_lower: None,
+            lock_isolated: Vec::new(),
+        }
+    }
+
+    /// Where the overlays' empty lower layer lives: beside the root in the run directory,
+    /// outside the sandbox's view (the runner removes it at cleanup).
+    pub fn empty_lower_path(root: &Path) -> PathBuf {
+        root.with_file_name("overlay-lower")
+    }
+
+    /// The empty lower layer, created 0555 on first use and opened without following links.
+    fn empty_lower(&mut self) -> Result<i32, MountError> {
+        if let Some(fd) = &self.empty_lower {
+            return Ok(fd.as_raw_fd());
+        }
+        let path = Self::empty_lower_path(&self.root);
+        match fs::DirBuilder::new().mode(0o555).create(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_sys("mkdir", &path)(e)),
+        }
+        let fd = open(
+            &path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys("open", &path))?;
+        let raw = fd.as_raw_fd();
+        self.empty_lower = Some(fd);
+        Ok(raw)
+    }
+
+    /// A private read-only overlay of the directory open as `fd` on `target`.
+    fn overlay(&mut self, fd: i32, target: &Path) -> Result<(), MountError> {
+        let empty = self.empty_lower()?;
+        // Both layers by fd: no path is looked up again and none needs escaping.
+        let data = format!("lowerdir=/proc/self/fd/{fd}:/proc/self/fd/{empty}");
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(data.as_str()),
+        )
+        .map_err(sys("mount overlay", target))?;
+        let inside = self.inside(target);
+        self.lock_isolated.push(inside);
+        Ok(())
+    }
+
+    /// `target` as the sandbox will see it.
+    fn inside(&self, target: &Path) -> String {
+        target
+            .strip_prefix(&self.root)
+            .map(|p| format!("/{}", p.display()))
+            .unwrap_or_else(|_| "/".into())
+    }
+
+    /// What was mounted, for the enforcement facts (leaves the lists empty).
+    pub fn take_facts(&mut self) -> MountFacts {
+        MountFacts {
+            policy_mounts: std::mem::take(&mut self.made),
+            lock_isolated: std::mem::take(&mut self.lock_isolated),
         }
     }
 
@@ -421,6 +509,16 @@ impl HostMounter {
                 }
             }
         }
+        if read_only
+            && meta.is_dir()
+            && !allow_dev
+            && target != self.root
+            && self.file_locks == FileLocks::Isolated
+        {
+            self.overlay(fd.as_raw_fd(), target)?;
+            self.record(source, target, read_only, verify.is_some());
+            return Ok(());
+        }
         let via = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
         mount(
             Some(&via),
@@ -441,15 +539,17 @@ impl HostMounter {
         }
         mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
             .map_err(sys("remount", target))?;
-        if verify.is_some() || target == self.root {
-            let inside = target
-                .strip_prefix(&self.root)
-                .map(|p| format!("/{}", p.display()))
-                .unwrap_or_else(|_| "/".into());
+        self.record(source, target, read_only, verify.is_some());
+        Ok(())
+    }
+
+    /// Records a policy mount (or the root) for the enforcement facts.
+    fn record(&mut self, source: &Path, target: &Path, read_only: bool, policy: bool) {
+        if policy || target == self.root {
+            let inside = self.inside(target);
             self.made
                 .push((source.display().to_string(), inside, read_only));
         }
-        Ok(())
     }
 }
 

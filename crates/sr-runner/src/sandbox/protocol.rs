@@ -61,6 +61,8 @@ pub struct WorkloadFacts {
     pub seccomp_digest: String,
     /// Total BPF instructions.
     pub seccomp_instructions: usize,
+    /// The socket allow lists the installed filter enforces.
+    pub seccomp_sockets: sr_evidence::report::SocketRules,
     /// `/proc/self/uid_map` as written: `inside outside count`.
     pub uid_map: String,
     /// `/proc/self/gid_map` as written.
@@ -73,6 +75,10 @@ pub struct WorkloadFacts {
     pub rlimits: Vec<(String, u64)>,
     /// Binds made for the policy: (host source, target, read_only).
     pub policy_mounts: Vec<(String, String, bool)>,
+    /// Mount targets given as private read-only overlays, so file locks taken on them stay
+    /// inside the sandbox.
+    #[serde(default)]
+    pub lock_isolated_mounts: Vec<String>,
 }
 
 /// Messages from the init side to the runner.

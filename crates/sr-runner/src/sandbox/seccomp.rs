@@ -1,14 +1,17 @@
 //! The seccomp filter: compiled from the bundle's [`SeccompPlan`], installed last before exec.
 //!
-//! Three BPF programs are stacked (the kernel runs every installed filter and the most severe
+//! BPF programs are stacked (the kernel runs every installed filter and the most severe
 //! verdict wins; ALLOW is the least severe):
 //!
 //! 1. **deny list** (seccompiler): each syscall in `denied_syscalls` returns `EPERM`; `clone`
 //!    returns `EPERM` when its flags argument carries any of `denied_clone_flags` (one rule per
 //!    flag, since seccompiler ANDs conditions within a rule and ORs rules).
-//! 2. **clone3** returns `ENOSYS`: its flags live in a struct the filter cannot read, and
+//! 2. **sockets** (see [`super::socket_filter`]): `socket`/`socketpair` outside the allowed
+//!    address families and netlink protocols return `EAFNOSUPPORT`; `AF_INET`/`AF_INET6` types
+//!    and protocols outside theirs return `EPROTONOSUPPORT`.
+//! 3. **clone3** returns `ENOSYS`: its flags live in a struct the filter cannot read, and
 //!    `ENOSYS` makes glibc fall back to `clone`, where filter 1 checks the flags.
-//! 3. **x32** (x86_64 only): any syscall number with the x32 bit (`0x40000000`) returns
+//! 4. **x32** (x86_64 only): any syscall number with the x32 bit (`0x40000000`) returns
 //!    `ENOSYS`, so the deny list cannot be bypassed through the x32 ABI's aliases.
 //!
 //! seccompiler's programs start with an architecture check that kills the process on a
@@ -25,6 +28,8 @@ use seccompiler::{
 };
 use sha2::{Digest, Sha256};
 use sr_compiler::bundle::SeccompPlan;
+
+use super::socket_filter;
 
 /// A compiled filter, ready to install.
 #[derive(Debug, Clone)]
@@ -48,6 +53,14 @@ pub enum SeccompError {
     /// A clone flag name this build does not know.
     #[error("unknown clone flag {0:?} in the seccomp plan")]
     UnknownCloneFlag(String),
+    /// A socket family, type or protocol name this build does not know.
+    #[error("unknown {what} {name:?} in the seccomp plan")]
+    UnknownSocketName {
+        /// Which list (`socket family`, `netlink protocol`, ...).
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
     /// The deny action is not one the runner implements.
     #[error("unsupported seccomp deny action {0:?} (expected errno:EPERM)")]
     UnsupportedAction(String),
@@ -131,6 +144,7 @@ pub fn compile(plan: &SeccompPlan) -> Result<CompiledSeccomp, SeccompError> {
     .and_then(TryInto::try_into)
     .map_err(|e| SeccompError::Backend(e.to_string()))?;
     let mut programs = vec![deny];
+    programs.extend(socket_filter::programs(plan, arch)?);
     if !enosys.is_empty() {
         let c3: BTreeMap<i64, Vec<SeccompRule>> =
             enosys.into_iter().map(|nr| (nr, Vec::new())).collect();
@@ -335,6 +349,10 @@ mod tests {
             ],
             denied_clone_flags: vec!["CLONE_NEWNS".into(), "CLONE_NEWUSER".into()],
             enosys_syscalls: vec!["clone3".into()],
+            allowed_socket_families: vec!["AF_UNIX".into()],
+            allowed_netlink_protocols: vec![],
+            allowed_inet_socket_types: vec![],
+            allowed_ip_protocols: vec![],
         }
     }
 
