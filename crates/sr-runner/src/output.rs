@@ -231,6 +231,29 @@ mod tests {
         assert_eq!(cut.seen(), 8 << 20);
     }
 
+    proptest::proptest! {
+        /// However a stream is split into chunks, the kept bytes are its first `limit` bytes,
+        /// every byte is seen, and the limit is crossed at most once.
+        #[test]
+        fn any_chunking_keeps_the_prefix(
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+            cuts in proptest::collection::vec(0usize..2048, 0..16),
+            limit in 0u64..2100,
+        ) {
+            let mut points: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+            points.push(0);
+            points.push(data.len());
+            points.sort_unstable();
+            let chunks: Vec<&[u8]> = points.windows(2).map(|w| &data[w[0]..w[1]]).collect();
+            let (kept, crossed, cut) = run(limit, &chunks);
+            let want = data.len().min(usize::try_from(limit).unwrap());
+            proptest::prop_assert_eq!(&kept[..], &data[..want]);
+            proptest::prop_assert_eq!(cut.seen(), data.len() as u64);
+            proptest::prop_assert_eq!(cut.truncated(), data.len() as u64 > limit);
+            proptest::prop_assert_eq!(crossed.len(), usize::from(cut.truncated()));
+        }
+    }
+
     #[test]
     fn notices_name_the_stream_the_limit_and_the_action() {
         let plan = OutputPlan {
