@@ -217,6 +217,10 @@ pub fn assemble(outcome: &RunOutcome, ctx: ReportContext<'_>) -> RunReport {
                     .to_string(),
                 bytes: s.size,
                 digest: tagged(&s.sha256),
+                bytes_seen: Some(s.seen),
+                truncated: s.truncated,
+                limit_bytes: Some(s.limit_bytes),
+                on_limit: Some(ctx.bundle.process.output.on_limit.as_str().to_owned()),
             })
             .collect(),
         cleanup: Cleanup {
@@ -406,6 +410,7 @@ fn exit_info(status: &RunStatus) -> ExitInfo {
         RunStatus::Oom { signal, code, .. } => (ExitStatus::Oom, *code, *signal),
         RunStatus::LaunchFailed { .. } => (ExitStatus::LaunchFailed, None, None),
         RunStatus::Stopped { .. } => (ExitStatus::Stopped, None, Some(libc::SIGKILL)),
+        RunStatus::OutputLimit { .. } => (ExitStatus::OutputLimit, None, Some(libc::SIGKILL)),
         RunStatus::Interrupted { signal } => (ExitStatus::Interrupted, None, Some(*signal)),
     };
     ExitInfo {

@@ -38,6 +38,9 @@ pub enum ErrorCode {
     /// The workload exceeded its wall-clock timeout and was killed.
     #[serde(rename = "SR-RUN-003")]
     RunTimeout,
+    /// An output stream passed its limit under `onLimit: kill`; the workload was killed.
+    #[serde(rename = "SR-RUN-004")]
+    RunOutputLimit,
     /// Applying the network plan failed.
     #[serde(rename = "SR-RUN-201")]
     RunNetworkApply,
@@ -54,7 +57,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::PolicyMissingField,
         ErrorCode::PolicyBadFormat,
         ErrorCode::PolicySemanticConflict,
@@ -65,6 +68,7 @@ impl ErrorCode {
         ErrorCode::RunPreflight,
         ErrorCode::RunLaunch,
         ErrorCode::RunTimeout,
+        ErrorCode::RunOutputLimit,
         ErrorCode::RunNetworkApply,
         ErrorCode::RunNetworkRelease,
         ErrorCode::EvidenceEventWrite,
@@ -84,6 +88,7 @@ impl ErrorCode {
             ErrorCode::RunPreflight => "SR-RUN-001",
             ErrorCode::RunLaunch => "SR-RUN-002",
             ErrorCode::RunTimeout => "SR-RUN-003",
+            ErrorCode::RunOutputLimit => "SR-RUN-004",
             ErrorCode::RunNetworkApply => "SR-RUN-201",
             ErrorCode::RunNetworkRelease => "SR-RUN-202",
             ErrorCode::EvidenceEventWrite => "SR-EVD-001",
@@ -99,7 +104,8 @@ impl ErrorCode {
     /// The process exit code `safe-run` uses for this family of failure.
     ///
     /// 0 success; 1 the workload itself failed (its own exit code is passed through instead
-    /// where one exists); 2 usage; 3 policy invalid; 4 compile; 5 run; 6 timeout; 7 evidence.
+    /// where one exists); 2 usage; 3 policy invalid; 4 compile; 5 run; 6 timeout; 7 evidence;
+    /// 8 output limit (`onLimit: kill`).
     pub const fn exit_code(self) -> i32 {
         match self {
             ErrorCode::PolicyMissingField
@@ -114,6 +120,7 @@ impl ErrorCode {
             | ErrorCode::RunNetworkApply
             | ErrorCode::RunNetworkRelease => 5,
             ErrorCode::RunTimeout => 6,
+            ErrorCode::RunOutputLimit => 8,
             ErrorCode::EvidenceEventWrite | ErrorCode::EvidenceReport => 7,
         }
     }

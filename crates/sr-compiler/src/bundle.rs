@@ -57,6 +57,39 @@ pub struct ProcessPlan {
     pub gid: u32,
     /// Wall-clock limit in milliseconds.
     pub timeout_ms: u64,
+    /// The limit on each output stream.
+    pub output: OutputPlan,
+}
+
+/// The limit on each of the workload's output streams (stdout, stderr), from
+/// `runtime.output` or the operator's `defaultLimits.outputBytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputPlan {
+    /// Bytes kept per stream, in the run directory and on the terminal.
+    pub max_bytes: u64,
+    /// What happens past `max_bytes`.
+    pub on_limit: OutputAction,
+}
+
+/// What the runner does when a stream passes its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputAction {
+    /// Keep the first `max_bytes`, read and discard the rest; the run goes on.
+    Truncate,
+    /// Keep the first `max_bytes`, then kill the whole process tree.
+    Kill,
+}
+
+impl OutputAction {
+    /// `truncate` or `kill`, as in the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputAction::Truncate => "truncate",
+            OutputAction::Kill => "kill",
+        }
+    }
 }
 
 /// The process-sandbox plan: namespaces, identity mapping, mounts, Landlock, seccomp, rlimits.

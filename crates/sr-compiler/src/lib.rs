@@ -30,13 +30,13 @@ use sha2::{Digest, Sha256};
 use sr_common::{Diagnostic, ErrorCode};
 use sr_policy::OperatorConfig;
 use sr_policy::ValidatedPolicy;
-use sr_policy::model::{Backend, NetworkMode, PolicySpec, Protocol};
+use sr_policy::model::{Backend, NetworkMode, OnLimit, PolicySpec, Protocol};
 
 pub use bundle::CompileBundle;
 use bundle::{
     ArtifactCheck, CgroupPlan, DnsPlan, EvidencePlan, FileLocks, FirecrackerPlan, LandlockPlan,
-    LandlockRule, MountStep, NetworkPlan, NftChain, NftPlan, NftRule, NftSet, ProcessPlan,
-    RUN_ID_PLACEHOLDER, SandboxPlan, SeccompPlan,
+    LandlockRule, MountStep, NetworkPlan, NftChain, NftPlan, NftRule, NftSet, OutputAction,
+    OutputPlan, ProcessPlan, RUN_ID_PLACEHOLDER, SandboxPlan, SeccompPlan,
 };
 
 /// Bundle format version.
@@ -260,6 +260,23 @@ fn process_plan(spec: &PolicySpec, config: &OperatorConfig) -> ProcessPlan {
             .timeout
             .unwrap_or(config.default_limits.timeout)
             .as_millis(),
+        output: output_plan(rt.output.as_ref(), config),
+    }
+}
+
+/// The output limit in force: the policy's `runtime.output`, field by field, else the
+/// operator's default (validation has already held the policy's value to the ceiling).
+fn output_plan(output: Option<&sr_policy::model::Output>, config: &OperatorConfig) -> OutputPlan {
+    OutputPlan {
+        max_bytes: output
+            .and_then(|o| o.max_bytes)
+            .filter(|b| b.bytes() > 0)
+            .unwrap_or(config.default_limits.output_bytes)
+            .bytes(),
+        on_limit: match output.map(|o| o.on_limit).unwrap_or_default() {
+            OnLimit::Truncate => OutputAction::Truncate,
+            OnLimit::Kill => OutputAction::Kill,
+        },
     }
 }
 
@@ -620,5 +637,46 @@ fn evidence_plan(spec: &PolicySpec) -> EvidencePlan {
         events,
         sign: evidence.is_none_or(|e| e.sign),
         sample_interval_ms: SAMPLE_INTERVAL_MS,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sr_common::ByteSize;
+    use sr_policy::model::Output;
+
+    use super::*;
+
+    #[test]
+    fn output_limit_resolves_field_by_field() {
+        let mut config = OperatorConfig::default();
+        config.default_limits.output_bytes = ByteSize::mib(3);
+        let plan = |o: Option<Output>| output_plan(o.as_ref(), &config);
+        // Absent: the operator's default, truncate.
+        assert_eq!(
+            plan(None),
+            OutputPlan {
+                max_bytes: 3 << 20,
+                on_limit: OutputAction::Truncate
+            }
+        );
+        // Only the action: the default size.
+        let kill_only = Output {
+            max_bytes: None,
+            on_limit: OnLimit::Kill,
+        };
+        assert_eq!(
+            plan(Some(kill_only)),
+            OutputPlan {
+                max_bytes: 3 << 20,
+                on_limit: OutputAction::Kill
+            }
+        );
+        // The policy's own size.
+        let sized = Output {
+            max_bytes: Some(ByteSize(1024)),
+            on_limit: OnLimit::Truncate,
+        };
+        assert_eq!(plan(Some(sized)).max_bytes, 1024);
     }
 }

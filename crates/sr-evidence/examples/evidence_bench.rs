@@ -126,6 +126,10 @@ fn gen_run(dir: &Path, n: usize, key: &sr_evidence::SigningKey) {
             path: name.into(),
             bytes,
             digest,
+            bytes_seen: Some(bytes),
+            truncated: false,
+            limit_bytes: None,
+            on_limit: None,
         });
     }
     r.timeline.count = summary.count;

@@ -27,6 +27,9 @@ pub const NETWORK_DNS_QUERY: &str = "network.dns.query";
 pub const RUN_TIMEOUT: &str = "run.timeout";
 /// The workload was killed by the OOM killer.
 pub const RUN_OOM: &str = "run.oom";
+/// An output stream passed its limit: the saved copy stops growing from here (payload:
+/// `stream`, `limitBytes`, `onLimit`).
+pub const OUTPUT_TRUNCATED: &str = "output.truncated";
 /// The workload exited (payload: exit status).
 pub const PROCESS_EXITED: &str = "process.exited";
 /// Network resources were released.
@@ -35,7 +38,7 @@ pub const NETWORK_RELEASED: &str = "network.released";
 pub const CLEANUP_DONE: &str = "cleanup.done";
 
 /// Every event type, sorted.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 16] = [
     ARTIFACT_HASHED,
     CLEANUP_DONE,
     NETWORK_APPLIED,
@@ -43,6 +46,7 @@ pub const ALL: [&str; 15] = [
     NETWORK_PLAN_GENERATED,
     NETWORK_RELEASED,
     NETWORK_RULE_HIT,
+    OUTPUT_TRUNCATED,
     POLICY_COMPILED,
     PROCESS_EXITED,
     PROCESS_STARTED,

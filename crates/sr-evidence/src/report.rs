@@ -409,6 +409,9 @@ pub enum ExitStatus {
     /// safe-run stopped it because the run's evidence could no longer be recorded
     /// (SR-EVD-001).
     Stopped,
+    /// An output stream passed its limit under `onLimit: kill` and safe-run killed the whole
+    /// process tree (SR-RUN-004).
+    OutputLimit,
     /// safe-run itself was stopped (SIGINT/SIGTERM) and killed the sandbox (`signal`: the
     /// signal safe-run received).
     Interrupted,
@@ -436,11 +439,25 @@ pub struct Output {
     pub name: String,
     /// Path relative to the run directory.
     pub path: String,
-    /// Size in bytes.
+    /// Size in bytes of the saved file: the bytes kept.
     pub bytes: u64,
-    /// `sha256:<hex>` of the file.
+    /// `sha256:<hex>` of the file (of the bytes kept).
     #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub digest: String,
+    /// Bytes the workload wrote to the stream, kept or not (absent in reports written before
+    /// output limits existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_seen: Option<u64>,
+    /// Whether the stream passed its limit, so that `bytesSeen - bytes` bytes were discarded.
+    #[serde(default)]
+    pub truncated: bool,
+    /// The limit in force on this stream, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    /// What the limit did when it was passed: `truncate` (the run went on) or `kill`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(truncate|kill)$"))]
+    pub on_limit: Option<String>,
 }
 
 /// Cleanup result.
@@ -525,6 +542,10 @@ impl Output {
             path: rel_path.to_owned(),
             bytes,
             digest,
+            bytes_seen: None,
+            truncated: false,
+            limit_bytes: None,
+            on_limit: None,
         })
     }
 }

@@ -14,7 +14,7 @@
 //! | `events.chain` | every line of events.jsonl is a canonical, correctly hashed and linked event |
 //! | `events.head` | the chain's last hash and count equal `timeline.head`, `integrity.eventsHead` and `timeline.count` |
 //! | `timeline.complete` | informational: whether the run reached cleanup (skip when not) |
-//! | `output:<name>` | the output file, when present, has the recorded size and digest (skip when absent) |
+//! | `output:<name>` | the output's numbers agree (kept ≤ limit, kept ≤ seen, `truncated` iff seen > kept), and the file, when present, has the recorded size and digest (skip when absent) |
 //! | `input:<role>:<name>` | a file input, when present, has the recorded digest (skip when absent) |
 //!
 //! A skip never counts as a pass: [`Verification::ok`] is true when nothing failed, and the
@@ -485,7 +485,15 @@ fn check_output(v: &mut Verification, run_dir: &Path, out: &report::Output) {
         );
         return;
     }
+    if let Some(problem) = stream_facts_problem(out) {
+        v.push(name, Status::Fail, problem);
+        return;
+    }
     let path = run_dir.join(rel);
+    let cut = match (out.truncated, out.bytes_seen) {
+        (true, Some(seen)) => format!(" (cut at its limit; {seen} bytes seen)"),
+        _ => String::new(),
+    };
     match hash_file(&path) {
         Ok(None) => v.push(
             name,
@@ -493,7 +501,7 @@ fn check_output(v: &mut Verification, run_dir: &Path, out: &report::Output) {
             format!("{} is not on disk; not checked", path.display()),
         ),
         Ok(Some((digest, bytes))) if digest == out.digest && bytes == out.bytes => {
-            v.push(name, Status::Pass, format!("{} bytes {digest}", bytes))
+            v.push(name, Status::Pass, format!("{bytes} bytes {digest}{cut}"))
         }
         Ok(Some((digest, bytes))) => v.push(
             name,
@@ -506,6 +514,30 @@ fn check_output(v: &mut Verification, run_dir: &Path, out: &report::Output) {
             ),
         ),
         Err(e) => v.push(name, Status::Fail, e),
+    }
+}
+
+/// Whether an output's own numbers contradict each other: more kept than seen or than the
+/// limit, or `truncated` not saying whether bytes were discarded.
+pub fn stream_facts_problem(out: &report::Output) -> Option<String> {
+    if let Some(limit) = out.limit_bytes
+        && out.bytes > limit
+    {
+        return Some(format!(
+            "{} bytes kept, more than its limit of {limit}",
+            out.bytes
+        ));
+    }
+    match out.bytes_seen {
+        Some(seen) if seen < out.bytes => {
+            Some(format!("{} bytes kept but only {seen} seen", out.bytes))
+        }
+        Some(seen) if out.truncated != (seen > out.bytes) => Some(format!(
+            "truncated is {} but {seen} bytes were seen and {} kept",
+            out.truncated, out.bytes
+        )),
+        None if out.truncated => Some("truncated without bytesSeen".to_owned()),
+        _ => None,
     }
 }
 
@@ -578,5 +610,45 @@ pub fn digest_file(path: &Path) -> Result<(String, u64), std::io::Error> {
             "no such file",
         )),
         Err(e) => Err(std::io::Error::other(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(bytes: u64, seen: Option<u64>, truncated: bool, limit: Option<u64>) -> report::Output {
+        report::Output {
+            name: "stdout".into(),
+            path: "stdout.log".into(),
+            bytes,
+            digest: format!("sha256:{}", "0".repeat(64)),
+            bytes_seen: seen,
+            truncated,
+            limit_bytes: limit,
+            on_limit: None,
+        }
+    }
+
+    #[test]
+    fn stream_facts_must_agree() {
+        assert_eq!(stream_facts_problem(&out(10, None, false, None)), None);
+        assert_eq!(
+            stream_facts_problem(&out(10, Some(10), false, Some(10))),
+            None
+        );
+        assert_eq!(
+            stream_facts_problem(&out(10, Some(80), true, Some(10))),
+            None
+        );
+        for bad in [
+            out(11, Some(80), true, Some(10)),
+            out(10, Some(9), false, None),
+            out(10, Some(80), false, Some(10)),
+            out(10, Some(10), true, Some(10)),
+            out(10, None, true, Some(10)),
+        ] {
+            assert!(stream_facts_problem(&bad).is_some(), "{bad:?}");
+        }
     }
 }

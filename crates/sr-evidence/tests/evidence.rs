@@ -198,6 +198,10 @@ fn make_run(n: usize, signer: Option<&SigningKey>) -> Run {
             path: name.into(),
             bytes,
             digest,
+            bytes_seen: Some(bytes),
+            truncated: false,
+            limit_bytes: Some(64 << 20),
+            on_limit: Some("truncate".into()),
         });
     }
     let bin = dir.join("tool.bin");

@@ -95,6 +95,48 @@ pub struct Runtime {
     /// host root. `root` needs the operator's `allowRootInSandbox`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<User>,
+    /// How much of stdout and stderr is kept, each. Default: the operator config's
+    /// `defaultLimits.outputBytes` per stream, cut (`onLimit: truncate`) past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Output>,
+}
+
+/// The limit on each output stream (stdout, stderr) of the workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Output {
+    /// Bytes kept per stream (e.g. `16Mi`), in the run directory and on the terminal. Default:
+    /// the operator config's `defaultLimits.outputBytes`; at most its `maxLimits.outputBytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<ByteSize>,
+    /// What happens when a stream passes `maxBytes`: `truncate` (default: the rest is read and
+    /// discarded, the run goes on) or `kill` (the whole process tree is killed).
+    #[serde(default)]
+    pub on_limit: OnLimit,
+}
+
+/// What a run does when an output stream passes its limit.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLimit {
+    /// Keep the first `maxBytes`, read and discard the rest; the run goes on.
+    #[default]
+    Truncate,
+    /// Keep the first `maxBytes`, then kill the whole process tree (SR-RUN-004).
+    Kill,
 }
 
 /// The identity the workload runs as, inside the sandbox.

@@ -99,6 +99,8 @@ pub struct Limits {
     pub tmpfs_size: ByteSize,
     /// Wall-clock timeout.
     pub timeout: DurationSpec,
+    /// Bytes kept of each output stream (stdout, stderr) in the run directory.
+    pub output_bytes: ByteSize,
 }
 
 /// Network settings for allowlist runs.
@@ -146,6 +148,7 @@ impl Default for OperatorConfig {
                 open_files: 1024,
                 tmpfs_size: ByteSize::mib(64),
                 timeout: DurationSpec::from_secs(300),
+                output_bytes: ByteSize::mib(64),
             },
             max_limits: Limits {
                 cpus: 8.0,
@@ -154,6 +157,7 @@ impl Default for OperatorConfig {
                 open_files: 1 << 20,
                 tmpfs_size: ByteSize::mib(4096),
                 timeout: DurationSpec::from_secs(24 * 3600),
+                output_bytes: ByteSize::mib(1024),
             },
             network: NetworkConfig::default(),
             firecracker: FirecrackerConfig::default(),
@@ -345,6 +349,11 @@ impl OperatorConfig {
                 self.default_limits.timeout.as_millis(),
                 self.max_limits.timeout.as_millis(),
             ),
+            (
+                "outputBytes",
+                self.default_limits.output_bytes.bytes(),
+                self.max_limits.output_bytes.bytes(),
+            ),
         ];
         for (name, d, m) in int_pairs {
             if d == 0 || d > m {
@@ -448,6 +457,28 @@ mod tests {
         assert_eq!(c.max_limits.cpus, 2.0);
         assert_eq!(c.max_limits.pids, OperatorConfig::default().max_limits.pids);
         assert_eq!(c.run_dir, "/var/run/sr");
+    }
+
+    #[test]
+    fn output_limit_defaults_and_ceiling() {
+        let d = OperatorConfig::default();
+        assert_eq!(d.default_limits.output_bytes, ByteSize::mib(64));
+        assert_eq!(d.max_limits.output_bytes, ByteSize::mib(1024));
+        // A partial file changes only what it names.
+        let c = OperatorConfig::from_text("maxLimits: {outputBytes: 128Mi}\n", SourceFormat::Yaml)
+            .unwrap();
+        assert_eq!(c.max_limits.output_bytes, ByteSize::mib(128));
+        assert_eq!(c.default_limits.output_bytes, ByteSize::mib(64));
+        c.validate().unwrap();
+        // A default above the ceiling, or zero, is refused.
+        for text in [
+            "defaultLimits: {outputBytes: 2Gi}\n",
+            "defaultLimits: {outputBytes: 0}\n",
+        ] {
+            let c = OperatorConfig::from_text(text, SourceFormat::Yaml).unwrap();
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.path, "operatorConfig.defaultLimits.outputBytes", "{text}");
+        }
     }
 
     #[test]

@@ -248,6 +248,25 @@ fn check_runtime(spec: &PolicySpec, ctx: &mut Ctx<'_>) {
             );
         }
     }
+    if let Some(max_bytes) = rt.output.as_ref().and_then(|o| o.max_bytes) {
+        let max = ctx.config.max_limits.output_bytes;
+        let path = p("runtime.output.maxBytes");
+        if max_bytes.bytes() == 0 {
+            ctx.bad(
+                &path,
+                "maxBytes must be greater than 0",
+                "e.g. 16Mi; leave it out for the operator default",
+            );
+        } else if max_bytes > max {
+            ctx.conflict(
+                &path,
+                format!(
+                    "maxBytes {max_bytes} exceeds the operator's ceiling {max} (maxLimits.outputBytes)"
+                ),
+                format!("use at most {max}"),
+            );
+        }
+    }
     if let Some(user) = &rt.user {
         for (field, id) in [("uid", user.uid), ("gid", user.gid)] {
             if id > MAX_ID {

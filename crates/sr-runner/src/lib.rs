@@ -6,6 +6,7 @@
 //! * [`sandbox`]: the process-sandbox backend (launch on the runner side, init inside).
 //! * [`gc`]: recovery of what a killed runner left behind.
 //! * [`outcome`]: the [`RunOutcome`] a run returns.
+//! * [`output`]: the output tees and their limit.
 //! * [`network`] / [`network_hook`]: the network lifecycle and its seam.
 //!
 //! Unsafe code is confined to [`sandbox::sys`], each block with a `// SAFETY:` comment.
@@ -16,6 +17,7 @@ pub mod gc;
 pub mod network;
 pub mod network_hook;
 pub mod outcome;
+pub mod output;
 pub mod preflight;
 pub mod rundir;
 pub mod sandbox;

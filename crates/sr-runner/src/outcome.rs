@@ -51,6 +51,15 @@ pub enum RunStatus {
         /// Why.
         diagnostic: Diagnostic,
     },
+    /// An output stream passed its limit under `runtime.output.onLimit: kill`; the whole tree
+    /// was killed (SR-RUN-004).
+    #[serde(rename_all = "camelCase")]
+    OutputLimit {
+        /// `stdout` or `stderr`.
+        stream: String,
+        /// The limit in bytes.
+        limit_bytes: u64,
+    },
     /// safe-run received SIGINT/SIGTERM and stopped the run.
     Interrupted {
         /// The signal safe-run received.
@@ -64,10 +73,16 @@ pub enum RunStatus {
 pub struct StreamFacts {
     /// Saved copy.
     pub path: PathBuf,
-    /// Bytes.
+    /// Bytes kept (the saved copy's size).
     pub size: u64,
-    /// `sha256:<hex>`.
+    /// `sha256:<hex>` of the bytes kept.
     pub sha256: String,
+    /// Bytes the workload wrote, kept or not.
+    pub seen: u64,
+    /// Whether bytes were discarded (`seen > size`).
+    pub truncated: bool,
+    /// The limit in force, in bytes.
+    pub limit_bytes: u64,
 }
 
 /// What was enforced, as facts.
@@ -157,7 +172,8 @@ pub struct RunOutcome {
 impl RunOutcome {
     /// The exit code `safe-run run` returns: the workload's own code when it exited; 128+N when
     /// a signal killed it (137 for an OOM kill); 6 for a timeout (SR-RUN-003); 5 when the
-    /// launch failed (SR-RUN-001/002); 130/143 when safe-run itself was interrupted.
+    /// launch failed (SR-RUN-001/002); 8 when an output stream passed its limit under
+    /// `onLimit: kill` (SR-RUN-004); 130/143 when safe-run itself was interrupted.
     pub fn exit_code(&self) -> i32 {
         match &self.status {
             RunStatus::Exited { code } => *code,
@@ -171,11 +187,13 @@ impl RunOutcome {
             RunStatus::LaunchFailed { diagnostic } | RunStatus::Stopped { diagnostic } => {
                 diagnostic.code.exit_code()
             }
+            RunStatus::OutputLimit { .. } => ErrorCode::RunOutputLimit.exit_code(),
             RunStatus::Interrupted { signal } => 128 + signal,
         }
     }
 
-    /// The status as a short word: exited, signaled, timeout, oom, launch_failed, stopped, interrupted.
+    /// The status as a short word: exited, signaled, timeout, oom, launch_failed, stopped,
+    /// output_limit, interrupted.
     pub fn status_word(&self) -> &'static str {
         match self.status {
             RunStatus::Exited { .. } => "exited",
@@ -184,6 +202,7 @@ impl RunOutcome {
             RunStatus::Oom { .. } => "oom",
             RunStatus::LaunchFailed { .. } => "launch_failed",
             RunStatus::Stopped { .. } => "stopped",
+            RunStatus::OutputLimit { .. } => "output_limit",
             RunStatus::Interrupted { .. } => "interrupted",
         }
     }

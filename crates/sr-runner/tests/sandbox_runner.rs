@@ -88,6 +88,10 @@ fn bundle(cmd: &str, args: &[&str]) -> CompileBundle {
             uid: 1000,
             gid: 1000,
             timeout_ms: 20_000,
+            output: OutputPlan {
+                max_bytes: 64 << 20,
+                on_limit: OutputAction::Truncate,
+            },
         },
         sandbox_plan: Some(SandboxPlan {
             namespaces: ["cgroup", "ipc", "mount", "net", "pid", "user", "uts"]

@@ -308,6 +308,10 @@ mod tests {
                 path: "stdout".into(),
                 bytes,
                 digest,
+                bytes_seen: Some(bytes),
+                truncated: false,
+                limit_bytes: None,
+                on_limit: None,
             }],
             cleanup: Cleanup {
                 ok: true,

@@ -3,7 +3,8 @@
 //! Exit status: the workload's own exit code when it exited; 128+N when signal N killed it
 //! (137 for an OOM kill, reported as such); 6 on timeout (SR-RUN-003); 5 when the sandbox
 //! could not start (SR-RUN-001 preflight, SR-RUN-002 launch, SR-RUN-201 network); 3 for an
-//! invalid policy; 4 for a compile failure; 7 for an evidence failure; 130/143 when safe-run
+//! invalid policy; 4 for a compile failure; 7 for an evidence failure; 8 when an output stream
+//! passed its limit under `runtime.output.onLimit: kill` (SR-RUN-004); 130/143 when safe-run
 //! was interrupted by SIGINT/SIGTERM (the sandbox is killed and cleaned up first). See
 //! docs/run.md.
 
@@ -30,7 +31,8 @@ use crate::output::{Format, exit_code, fail};
 The run directory is <runDir>/<runId>/ (SAFE_RUN_WORKDIR_BASE, default /tmp/safe-run/runs):
 events.jsonl, stdout.log, stderr.log, bundle.json, run_report.json.
 Exit status: the workload's code; 128+N if killed by signal N (137: OOM); 6 timeout (SR-RUN-003);
-5 the sandbox could not start (SR-RUN-001/002); 3 invalid policy; 130/143 interrupted. See docs/run.md.")]
+5 the sandbox could not start (SR-RUN-001/002); 3 invalid policy; 8 output limit with onLimit: kill
+(SR-RUN-004); 130/143 interrupted. See docs/run.md.")]
 pub struct RunArgs {
     /// The policy file.
     #[arg(long)]
@@ -297,6 +299,13 @@ fn summarize(args: &RunArgs, o: &RunOutcome, report: Option<&Path>, clock: &Phas
             RunStatus::Stopped { diagnostic } => format!(
                 "stopped by safe-run: {} (the whole process tree was killed)",
                 diagnostic.code
+            ),
+            RunStatus::OutputLimit {
+                stream,
+                limit_bytes,
+            } => format!(
+                "{}: {stream} passed its limit of {limit_bytes} bytes (runtime.output.onLimit: kill); the whole process tree was killed",
+                ErrorCode::RunOutputLimit
             ),
             RunStatus::Interrupted { signal } => {
                 format!("interrupted by signal {signal}; the sandbox was killed")

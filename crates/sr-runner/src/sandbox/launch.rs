@@ -10,21 +10,21 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::OFlag;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use sr_common::{Diagnostic, ErrorCode};
-use sr_compiler::bundle::CompileBundle;
+use sr_compiler::bundle::{CompileBundle, OutputAction};
 use sr_evidence::events;
 use sr_evidence::sink::EventSink;
 
@@ -35,6 +35,7 @@ use crate::network_hook::NetworkHook;
 use crate::outcome::{
     CleanupReport, EnforcementFacts, RunOutcome, RunStatus, StreamFacts, Timings,
 };
+use crate::output::{self, SharedTerminal};
 use crate::rundir::RunDir;
 
 /// How long the init may take to report Ready or to exec (not the workload's timeout).
@@ -67,6 +68,8 @@ enum Event {
     Msg(InitMsg),
     ControlClosed,
     Cancel(i32),
+    /// An output tee passed its limit (`stdout` or `stderr`).
+    OutputCut(&'static str),
 }
 
 /// Stops a run from another thread (a signal forwarder).
@@ -146,46 +149,6 @@ impl Ctx<'_> {
             self.warnings.push(d);
         }
     }
-}
-
-fn tee(
-    mut from: File,
-    mut terminal: Terminal,
-    path: PathBuf,
-) -> JoinHandle<Result<StreamFacts, String>> {
-    std::thread::spawn(move || {
-        let mut file = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut file_err = None;
-        loop {
-            let n = match from.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.to_string()),
-            };
-            let chunk = &buf[..n];
-            hasher.update(chunk);
-            size += n as u64;
-            // A closed terminal must not stop the saved copy.
-            let _ = terminal.write_all(chunk).and_then(|_| terminal.flush());
-            if file_err.is_none() {
-                if let Err(e) = file.write_all(chunk) {
-                    file_err = Some(e.to_string());
-                }
-            }
-        }
-        if let Some(e) = file_err {
-            return Err(format!("{}: {e}", path.display()));
-        }
-        Ok(StreamFacts {
-            path,
-            size,
-            sha256: format!("sha256:{}", hex::encode(hasher.finalize())),
-        })
-    })
 }
 
 fn launch_hint(phase: &str, errno: Option<i32>) -> &'static str {
@@ -309,8 +272,43 @@ impl Runner {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let mut resources = Default::default();
+        // The init is dead, so every process of the sandbox is dying with its pid namespace and
+        // the pipes reach EOF. The tees end before the status is final: a stream may have
+        // passed its limit in the last moments of the run.
+        let mut stdout = StreamFacts::default();
+        let mut stderr = StreamFacts::default();
+        for (h, out) in [
+            (live.out_tee.take(), &mut stdout),
+            (live.err_tee.take(), &mut stderr),
+        ] {
+            if let Some(h) = h {
+                match h.join() {
+                    Ok(Ok(f)) => *out = f,
+                    Ok(Err(e)) => ctx.warnings.push(Diagnostic::new(
+                        ErrorCode::EvidenceEventWrite,
+                        "monitor.output",
+                        e,
+                        "check that the run directory is writable and not full",
+                    )),
+                    Err(_) => {}
+                }
+            }
+        }
         let mut status = status;
+        for (name, facts) in [("stdout", &stdout), ("stderr", &stderr)] {
+            if facts.truncated
+                && let Some(st) = on_output_cut(&mut ctx, &mut live, bundle, name)
+                && matches!(
+                    status,
+                    RunStatus::Exited { .. } | RunStatus::Signaled { .. }
+                )
+            {
+                // onLimit: kill, and the workload ended before the runner could kill it: the
+                // run still ends by its output limit, whatever the race.
+                status = st;
+            }
+        }
+        let mut resources = Default::default();
         if let Some(cg) = &live.cgroup {
             resources = cg.totals(&fs, live.pids_seen);
             if resources.oom_kills > 0 {
@@ -379,25 +377,6 @@ impl Runner {
         let empty_lower = super::mounts::HostMounter::empty_lower_path(&dir.path.join("root"));
         if std::fs::remove_dir(empty_lower).is_ok() {
             cleanup.removed.push("overlay lower directory".into());
-        }
-        let mut stdout = StreamFacts::default();
-        let mut stderr = StreamFacts::default();
-        for (h, out) in [
-            (live.out_tee.take(), &mut stdout),
-            (live.err_tee.take(), &mut stderr),
-        ] {
-            if let Some(h) = h {
-                match h.join() {
-                    Ok(Ok(f)) => *out = f,
-                    Ok(Err(e)) => ctx.warnings.push(Diagnostic::new(
-                        ErrorCode::EvidenceEventWrite,
-                        "monitor.output",
-                        e,
-                        "check that the run directory is writable and not full",
-                    )),
-                    Err(_) => {}
-                }
-            }
         }
         phases.insert("cleanup".into(), ms(t_clean.elapsed()));
         phases.insert("total".into(), ms(t0.elapsed()));
@@ -534,20 +513,35 @@ impl Runner {
                     cg.attach(&cgroup::HostFs, init_pid).map(|()| t.elapsed())
                 })
             });
-        live.out_tee = Some(tee(
-            File::from(out_r),
-            live.stdout
-                .take()
-                .unwrap_or_else(|| Box::new(std::io::sink())),
-            dir.path.join("stdout.log"),
-        ));
-        live.err_tee = Some(tee(
-            File::from(err_r),
-            live.stderr
-                .take()
-                .unwrap_or_else(|| Box::new(std::io::sink())),
-            dir.path.join("stderr.log"),
-        ));
+        let shared = |t: Option<Terminal>| -> SharedTerminal {
+            Arc::new(Mutex::new(t.unwrap_or_else(|| Box::new(std::io::sink()))))
+        };
+        let out_term = shared(live.stdout.take());
+        let err_term = shared(live.stderr.take());
+        for (stream, from, terminal) in [
+            ("stdout", out_r, out_term),
+            ("stderr", err_r, err_term.clone()),
+        ] {
+            let tx = self.tx.clone();
+            let handle = output::tee(
+                output::Tee {
+                    stream,
+                    from: File::from(from),
+                    path: dir.path.join(format!("{stream}.log")),
+                    terminal,
+                    notices: err_term.clone(),
+                    plan: bundle.process.output,
+                },
+                move || {
+                    let _ = tx.send(Event::OutputCut(stream));
+                },
+            );
+            if stream == "stdout" {
+                live.out_tee = Some(handle);
+            } else {
+                live.err_tee = Some(handle);
+            }
+        }
 
         let mut writer = ours.try_clone().map_err(io_err("launch.spawn"))?;
         let tx = self.tx.clone();
@@ -591,6 +585,11 @@ impl Runner {
         loop {
             match self.recv(setup_deadline) {
                 Ok(Event::Msg(InitMsg::Ready)) => break,
+                Ok(Event::OutputCut(stream)) => {
+                    if let Some(st) = on_output_cut(ctx, live, bundle, stream) {
+                        return Ok(st);
+                    }
+                }
                 Ok(ev) => {
                     if let Some(st) = self.early_end(ev)? {
                         return Ok(st);
@@ -668,6 +667,11 @@ impl Runner {
                     );
                     break;
                 }
+                Ok(Event::OutputCut(stream)) => {
+                    if let Some(st) = on_output_cut(ctx, live, bundle, stream) {
+                        return Ok(st);
+                    }
+                }
                 Ok(ev) => {
                     if let Some(st) = self.early_end(ev)? {
                         return Ok(st);
@@ -708,6 +712,11 @@ impl Runner {
                 Ok(Event::Cancel(sig)) => {
                     kill_init(live);
                     break RunStatus::Interrupted { signal: sig };
+                }
+                Ok(Event::OutputCut(stream)) => {
+                    if let Some(st) = on_output_cut(ctx, live, bundle, stream) {
+                        break st;
+                    }
                 }
                 Err(RecvTimeoutError::Disconnected) => break RunStatus::Signaled { signal: 9 },
                 Err(RecvTimeoutError::Timeout) => {
@@ -762,6 +771,8 @@ impl Runner {
                 "see docs/run.md; the kernel log may say more",
             )),
             Event::Cancel(sig) => Ok(Some(RunStatus::Interrupted { signal: sig })),
+            // Recorded by cleanup, from the tee's facts.
+            Event::OutputCut(_) => Ok(None),
         }
     }
 
@@ -778,7 +789,7 @@ impl Runner {
                         diagnostic: launch_diag(&phase, errno, &message),
                     });
                 }
-                Ok(Event::Msg(_)) => continue,
+                Ok(Event::Msg(_) | Event::OutputCut(_)) => continue,
                 Ok(Event::Cancel(sig)) => return Some(RunStatus::Interrupted { signal: sig }),
                 Ok(Event::ControlClosed) | Err(_) => return None,
             }
@@ -825,6 +836,35 @@ fn enforced_payload(facts: &WorkloadFacts, e: &EnforcementFacts) -> Value {
     })
 }
 
+/// A stream passed its limit: records it (once per stream) and, under `onLimit: kill`, kills
+/// the sandbox and returns the status the run ends with.
+fn on_output_cut(
+    ctx: &mut Ctx<'_>,
+    live: &mut Live,
+    bundle: &CompileBundle,
+    stream: &'static str,
+) -> Option<RunStatus> {
+    if live.cuts.contains(&stream) {
+        return None;
+    }
+    live.cuts.push(stream);
+    let plan = bundle.process.output;
+    ctx.emit(
+        events::OUTPUT_TRUNCATED,
+        json!({"stream": stream, "limitBytes": plan.max_bytes, "onLimit": plan.on_limit.as_str()}),
+    );
+    match plan.on_limit {
+        OutputAction::Truncate => None,
+        OutputAction::Kill => {
+            kill_init(live);
+            Some(RunStatus::OutputLimit {
+                stream: stream.to_owned(),
+                limit_bytes: plan.max_bytes,
+            })
+        }
+    }
+}
+
 fn kill_init(live: &mut Live) {
     if let Some(child) = live.child.as_mut() {
         let _ = child.kill();
@@ -856,4 +896,6 @@ struct Live {
     pids_seen: u64,
     stdout: Option<Terminal>,
     stderr: Option<Terminal>,
+    /// Streams whose cut was recorded (`output.truncated`).
+    cuts: Vec<&'static str>,
 }
