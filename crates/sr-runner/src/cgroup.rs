@@ -42,6 +42,9 @@ pub trait CgroupFs {
     fn rmdir(&self, path: &Path) -> io::Result<()>;
     /// Lists subdirectories' names.
     fn list_dirs(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Sends SIGKILL to a process found in a cgroup (part of the seam so that unit tests never
+    /// signal a real pid).
+    fn kill(&self, pid: i32);
 }
 
 /// The real filesystem.
@@ -77,6 +80,13 @@ impl CgroupFs for HostFs {
         }
         out.sort();
         Ok(out)
+    }
+    fn kill(&self, pid: i32) {
+        // ESRCH (already gone) is the expected race with an exiting task.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
@@ -508,10 +518,7 @@ fn kill_and_remove_runs(fs: &dyn CgroupFs, dirs: &[PathBuf]) -> (Vec<PathBuf>, V
         loop {
             let procs = fs.read(&dir.join("cgroup.procs")).unwrap_or_default();
             for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                fs.kill(pid);
             }
             match fs.rmdir(dir) {
                 Ok(()) => {
@@ -573,6 +580,7 @@ mod tests {
         dirs: RefCell<BTreeSet<PathBuf>>,
         files: RefCell<BTreeMap<PathBuf, String>>,
         writes: RefCell<Vec<(PathBuf, String)>>,
+        killed: RefCell<Vec<i32>>,
     }
 
     impl FakeFs {
@@ -612,6 +620,9 @@ mod tests {
         fn list_dirs(&self, _p: &Path) -> io::Result<Vec<String>> {
             Ok(Vec::new())
         }
+        fn kill(&self, pid: i32) {
+            self.killed.borrow_mut().push(pid);
+        }
     }
 
     /// A FakeFs on which another run's cleanup removes the shared parent right after this
@@ -650,6 +661,9 @@ mod tests {
         }
         fn list_dirs(&self, p: &Path) -> io::Result<Vec<String>> {
             self.inner.list_dirs(p)
+        }
+        fn kill(&self, pid: i32) {
+            self.inner.kill(pid)
         }
     }
 
@@ -738,6 +752,8 @@ mod tests {
                 .borrow()
                 .contains(&(dir.join("cgroup.kill"), "1".into()))
         );
+        // The pid left in cgroup.procs is killed through the seam, never on the real host.
+        assert_eq!(*fs.killed.borrow(), vec![42]);
     }
 
     #[test]
