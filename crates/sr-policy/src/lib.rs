@@ -220,11 +220,27 @@ pub fn validate_with(
     for problem in &problems {
         let target = up_to_last_key(&problem.prune);
         let pattern = pattern_of(&target);
-        if target.0.is_empty() || PIVOTS.contains(&pattern.as_str()) {
-            // The whole document, or a field other rules depend on: rules would misfire.
+        if target.0.is_empty() {
+            // The whole document: there is nothing for the rules to check.
             run_rules = false;
         }
         remove_at(&mut pruned, &target);
+        if let Some(pivot) = pivot_stand_in(&pattern) {
+            // A field other rules depend on: the rules run against a stand-in, and what the
+            // stand-in could make them say wrongly is silenced.
+            if let Some(value) = pivot.value {
+                insert_at(&mut pruned, &target, value);
+            }
+            suppress.extend(
+                pivot
+                    .silence_under
+                    .iter()
+                    .map(|k| PolicyPath::root().key(k)),
+            );
+            suppress_exact.extend(pivot.silence_exact.iter().map(|p| (*p).to_owned()));
+            suppress.push(target);
+            continue;
+        }
         if problem.unknown_field {
             continue;
         }
@@ -311,9 +327,44 @@ pub fn validate_with(
     }
 }
 
-/// Fields whose value other rules depend on: if the schema rejected one, semantic rules are
-/// skipped rather than run against a guessed default.
-const PIVOTS: [&str; 3] = ["runtime.backend", "network", "network.mode"];
+/// A stand-in for a rejected field that other rules depend on.
+struct PivotStandIn {
+    /// The value the rules see instead (`None`: the field is left out).
+    value: Option<serde_json::Value>,
+    /// Diagnostics under these top-level keys could be artefacts of the stand-in.
+    silence_under: &'static [&'static str],
+    /// Diagnostics at exactly these paths could be artefacts of the stand-in.
+    silence_exact: &'static [&'static str],
+}
+
+/// Fields whose value other rules depend on. When the schema rejects one, the semantic rules
+/// still run (so every unrelated problem is reported at once) against a stand-in, and the
+/// rules whose verdict depends on the real value are silenced.
+fn pivot_stand_in(pattern: &str) -> Option<PivotStandIn> {
+    use serde_json::json;
+    Some(match pattern {
+        // Only `artifacts` and `rootfs` are judged differently by backend when the stand-in
+        // is `sandbox` (the firecracker-only rules cannot fire for it).
+        "runtime.backend" => PivotStandIn {
+            value: Some(json!("sandbox")),
+            silence_under: &["artifacts", "rootfs"],
+            silence_exact: &[],
+        },
+        // `allowlist` checks every egress rule; only its "needs at least one rule" depends on
+        // the mode.
+        "network.mode" => PivotStandIn {
+            value: Some(json!("allowlist")),
+            silence_under: &[],
+            silence_exact: &["network.egress"],
+        },
+        "network" => PivotStandIn {
+            value: None,
+            silence_under: &["network"],
+            silence_exact: &[],
+        },
+        _ => return None,
+    })
+}
 
 /// Required fields (patterns, `[*]` for any index).
 const REQUIRED: [&str; 16] = [
