@@ -1,6 +1,8 @@
 //! One valid sample of every message, shared by the test files.
 #![allow(dead_code)]
 
+pub mod strategies;
+
 use sr_agent_proto::message::*;
 use sr_agent_proto::{PROTOCOL_VERSION, Sha256Digest};
 
