@@ -1,6 +1,7 @@
 //! A hostile length prefix must cost nothing: the decoder refuses 4 GiB before allocating for it.
 //! A counting allocator measures the peak heap while the decoder sees the prefix. Only this test
 //! runs in this binary, so no other thread allocates meanwhile.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,4 +1,5 @@
 //! Data frames: the binary header, each stream's direction, chunking at the frame limit.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use sr_agent_proto::{
     DATA_HEADER_LEN, Data, Decoder, Encoder, Frame, Limits, ProtoError, Role, Stream,

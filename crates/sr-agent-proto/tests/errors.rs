@@ -1,5 +1,6 @@
 //! Every way a byte stream can be wrong gives its own precise error; none panics, and only the
 //! ones that lose the framing stop the decoder.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The std::io adapters: clean end, end inside a frame, short reads, EINTR, whole writes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

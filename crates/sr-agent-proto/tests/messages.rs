@@ -1,5 +1,6 @@
 //! Every message: encodes, decodes to the same value, travels only its own way, and has the
 //! JSON spelling pinned by a snapshot.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Property: any sequence of valid frames, encoded by one side and fed to the other side's
 //! decoder in any chunking, comes out equal and leaves nothing buffered.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The rules beyond JSON shape. Each broken message is refused by the encoder (nothing
 //! written) and, sent by hand, by the decoder, with the same field and problem.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub struct Exec {
     /// Request id, chosen by the host, unique on the connection; also the exec id.
     pub id: u64,
-    /// argv; argv[0] is the program (an absolute path, or looked up in the env's `PATH`). Not empty.
+    /// Not empty; `argv[0]` is the program (an absolute path, or looked up in the env's `PATH`).
     pub argv: Vec<String>,
     /// The whole environment, in order; names unique. Nothing is inherited from the agent.
     pub env: Vec<EnvVar>,

@@ -1,5 +1,5 @@
 //! One valid sample of every message, shared by the test files.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod strategies;
 
