@@ -10,7 +10,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&control, input)) = data.split_first() else {
         return;
     };
-    let local = if control & 1 == 0 { Role::Agent } else { Role::Host };
+    let local = if control & 1 == 0 {
+        Role::Agent
+    } else {
+        Role::Host
+    };
     // Small limits half of the time, so limit checks are reached with short inputs.
     let limits = if control & 2 == 0 {
         Limits::default()
@@ -35,10 +39,15 @@ fuzz_target!(|data: &[u8]| {
             match decoder.next_frame() {
                 Ok(Some(frame)) => {
                     let mut wire = Vec::new();
-                    encoder.frame(&frame, &mut wire).expect("a decoded frame re-encodes");
+                    encoder
+                        .frame(&frame, &mut wire)
+                        .expect("a decoded frame re-encodes");
                     let mut again = Decoder::with_limits(local, limits);
                     again.feed(&wire);
-                    assert_eq!(again.next_frame().expect("re-encoded frame decodes"), Some(frame));
+                    assert_eq!(
+                        again.next_frame().expect("re-encoded frame decodes"),
+                        Some(frame)
+                    );
                 }
                 Ok(None) => break,
                 Err(e) if e.is_fatal() => {
