@@ -114,3 +114,19 @@ fn wire_json_snapshot() {
     }
     insta::assert_snapshot!(text);
 }
+
+/// docs/agent-protocol.md: a nullable field may also be left out.
+#[test]
+fn nullable_fields_may_be_missing() {
+    let json = r#"{"type":"exec","id":1,"argv":["/bin/true"],"env":[],"stdin":"none","user":{}}"#;
+    let mut wire = ((json.len() + 1) as u32).to_be_bytes().to_vec();
+    wire.push(0x01);
+    wire.extend_from_slice(json.as_bytes());
+    let mut d = Decoder::new(Role::Agent);
+    d.feed(&wire);
+    let Some(Frame::Control(Message::Exec(e))) = d.next_frame().unwrap() else {
+        panic!("not an exec");
+    };
+    assert_eq!((e.cwd, e.timeout_ms, e.tty), (None, None, None));
+    assert_eq!((e.user.uid, e.user.gid), (None, None));
+}
