@@ -566,3 +566,64 @@ fn shared_file_locks_when_the_operator_turns_isolation_off() {
         json!([])
     );
 }
+
+#[test]
+fn everyday_programs_still_work_under_the_socket_and_lock_rules() {
+    if !require_root("everyday_programs_still_work_under_the_socket_and_lock_rules") {
+        return;
+    }
+    let env = Env::new();
+    let rw = env.share().join("rw");
+    std::fs::create_dir_all(&rw).unwrap();
+    std::process::Command::new("chown")
+        .arg("65534:65534")
+        .arg(&rw)
+        .status()
+        .unwrap();
+    // sqlite takes POSIX locks on its database (and WAL's shared memory) in writable places;
+    // glibc's resolver opens NETLINK_ROUTE; pip reads its own files from the read-only root.
+    let code = r#"
+import sqlite3, socket, subprocess, sys
+for path in ("/tmp/t.db", "/rw/t.db"):
+    db = sqlite3.connect(path)
+    db.execute("pragma journal_mode=wal")
+    db.execute("create table t(x)")
+    db.execute("insert into t values (1)")
+    db.commit()
+    assert db.execute("select count(*) from t").fetchone()[0] == 1
+    db.close()
+print("sqlite ok")
+print("resolved", socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)[0][4][0])
+socket.socketpair()
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.close()
+pip = subprocess.run([sys.executable, "-m", "pip", "--version", "--disable-pip-version-check"],
+                     capture_output=True, text=True)
+print("pip", pip.returncode, pip.stderr.strip()[-200:])
+"#;
+    let mut p = py(code);
+    merge(
+        &mut p,
+        json!({"mounts": [{"source": rw, "target": "/rw", "readOnly": false}]}),
+    );
+    let p = env.policy("everyday", &p);
+    let o = env.run(&p, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    assert!(out(&o).contains("sqlite ok"), "{}", out(&o));
+    assert!(out(&o).contains("resolved 127.0.0.1") || out(&o).contains("resolved ::1"));
+    let pip_present = std::process::Command::new("/usr/bin/python3")
+        .args(["-m", "pip", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if pip_present {
+        assert!(
+            out(&o).contains("pip 0"),
+            "pip must run inside: {}",
+            out(&o)
+        );
+    } else {
+        eprintln!(
+            "NOTE: pip is not installed for /usr/bin/python3 on this host; its check was not run"
+        );
+    }
+}
