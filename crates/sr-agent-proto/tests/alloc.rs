@@ -2,6 +2,8 @@
 //! A counting allocator measures the peak heap while the decoder sees the prefix. Only this test
 //! runs in this binary, so no other thread allocates meanwhile.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// A global allocator can only be written with `unsafe`; this test binary is its one user.
+#![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
