@@ -216,6 +216,100 @@ mod tests {
         }
     }
 
+    /// Runs a seccomp program over `seccomp_data` for an x86-64 syscall (a classic-BPF
+    /// interpreter for the instructions seccompiler emits). Returns the action word.
+    fn run(prog: &BpfProgram, nr: i64, args: [u64; 6]) -> u32 {
+        let mut data = Vec::with_capacity(64);
+        data.extend_from_slice(&(nr as u32).to_le_bytes());
+        data.extend_from_slice(&0xc000_003e_u32.to_le_bytes()); // AUDIT_ARCH_X86_64
+        data.extend_from_slice(&0u64.to_le_bytes());
+        for a in args {
+            data.extend_from_slice(&a.to_le_bytes());
+        }
+        let (mut acc, mut pc) = (0u32, 0usize);
+        loop {
+            let ins = &prog[pc];
+            pc += 1;
+            let code = u32::from(ins.code);
+            match code {
+                0x20 => {
+                    let k = ins.k as usize;
+                    acc = u32::from_le_bytes(data[k..k + 4].try_into().unwrap());
+                }
+                0x00 => acc = ins.k,
+                0x54 => acc &= ins.k,
+                0x05 => pc += ins.k as usize,
+                0x15 | 0x25 | 0x35 | 0x45 => {
+                    let taken = match code {
+                        0x15 => acc == ins.k,
+                        0x25 => acc > ins.k,
+                        0x35 => acc >= ins.k,
+                        _ => acc & ins.k != 0,
+                    };
+                    pc += usize::from(if taken { ins.jt } else { ins.jf });
+                }
+                0x06 => return ins.k,
+                other => panic!("instruction {other:#x} not interpreted"),
+            }
+        }
+    }
+
+    /// The verdict of the stacked programs: the first non-ALLOW action (the kernel takes the
+    /// most severe; all of ours are ERRNO, so any one of them decides).
+    fn verdict(plan: &SeccompPlan, nr: i64, args: [u64; 6]) -> Option<i32> {
+        programs(plan, TargetArch::x86_64)
+            .unwrap()
+            .iter()
+            .map(|p| run(p, nr, args))
+            .find(|a| *a != libc::SECCOMP_RET_ALLOW)
+            .map(|a| (a & 0xffff) as i32)
+    }
+
+    #[test]
+    fn the_default_lists_refuse_exactly_what_the_profile_says() {
+        use sr_compiler::seccomp as profile;
+        let names = |l: &[&str]| l.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let plan = SeccompPlan {
+            allowed_socket_families: names(&profile::ALLOWED_SOCKET_FAMILIES),
+            allowed_netlink_protocols: names(&profile::ALLOWED_NETLINK_PROTOCOLS),
+            allowed_inet_socket_types: names(&profile::ALLOWED_INET_SOCKET_TYPES),
+            allowed_ip_protocols: names(&profile::ALLOWED_IP_PROTOCOLS),
+            ..plan()
+        };
+        let sock = |f: u64, t: u64, p: u64| verdict(&plan, libc::SYS_socket, [f, t, p, 0, 0, 0]);
+        let (unix, inet, inet6, netlink) = (1, 2, 10, 16);
+        assert_eq!(sock(unix, 1, 0), None);
+        assert_eq!(
+            sock(inet, 1 | 0o4000 | 0o2000000, 0),
+            None,
+            "flags do not matter"
+        );
+        assert_eq!(sock(inet, 2, 17), None);
+        assert_eq!(sock(inet6, 1, 6), None);
+        assert_eq!(sock(inet, 2, 1), None, "ping socket");
+        assert_eq!(sock(netlink, 3, 0), None, "NETLINK_ROUTE");
+        // The high half of a 64-bit argument is ignored, as by the kernel's `int family`.
+        assert_eq!(sock(unix | (1 << 32), 1, 0), None);
+        let eaf = Some(libc::EAFNOSUPPORT);
+        for family in [40, 17, 38, 15, 44, 30, 21, 31, 29, 0, 45, 0xffff_ffff] {
+            assert_eq!(sock(family, 1, 0), eaf, "family {family}");
+        }
+        assert_eq!(sock(40 | (1 << 32), 1, 0), eaf, "AF_VSOCK with high bits");
+        for proto in [15, 9, 4, 12] {
+            assert_eq!(sock(netlink, 2, proto), eaf, "netlink protocol {proto}");
+        }
+        let eproto = Some(libc::EPROTONOSUPPORT);
+        assert_eq!(sock(inet, 1, 132), eproto, "SCTP");
+        assert_eq!(sock(inet, 5, 0), eproto, "SOCK_SEQPACKET (SCTP)");
+        assert_eq!(sock(inet, 6, 0), eproto, "SOCK_DCCP");
+        assert_eq!(sock(inet, 10, 0), eproto, "SOCK_PACKET");
+        assert_eq!(sock(inet6, 2, 136), eproto, "UDP-Lite");
+        assert_eq!(sock(inet, 1, 262), eproto, "MPTCP");
+        let pair = verdict(&plan, libc::SYS_socketpair, [40, 1, 0, 0, 0, 0]);
+        assert_eq!(pair, eaf, "socketpair is filtered too");
+        assert_eq!(verdict(&plan, libc::SYS_read, [40, 1, 0, 0, 0, 0]), None);
+    }
+
     #[test]
     fn inet_program_only_when_an_inet_family_is_allowed() {
         assert_eq!(programs(&plan(), TargetArch::x86_64).unwrap().len(), 2);
