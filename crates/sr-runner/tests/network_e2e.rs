@@ -256,6 +256,28 @@ fn table_exists(id: &str) -> bool {
         .status
         .success()
 }
+/// Packets counted so far by the rule with `comment` in run `id`'s table.
+fn rule_packets(id: &str, comment: &str) -> u64 {
+    let out = sh(&[
+        "nft",
+        "-j",
+        "list",
+        "table",
+        "inet",
+        &format!("safe_run_{id}"),
+    ]);
+    let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
+    listing["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .filter(|r| r["comment"] == comment)
+        .flat_map(|r| r["expr"].as_array().unwrap().iter())
+        .filter_map(|e| e["counter"]["packets"].as_u64())
+        .sum()
+}
+
 fn link_exists(name: &str) -> bool {
     sh(&["ip", "link", "show", name]).status.success()
 }
@@ -715,6 +737,14 @@ fn a_run_reaches_neither_another_runs_resolver_nor_its_addresses() {
     assert_eq!(sb.audit["dns"]["answered"], 1, "{}", sb.audit);
     let sa = a.sample(true).unwrap();
     assert_eq!(sa.audit["dns"]["answered"], 1, "{}", sa.audit);
+    // The runs' own tables stopped it: nothing even reached B's resolver socket, and A's
+    // datagram and SYN to B's sandbox were dropped by A's `pool-drop` or by B's
+    // `ingress-drop` (both base chains sit on the forward hook at priority 0; which one the
+    // kernel runs first is not defined, and either drop is final).
+    assert_eq!(sb.audit["dns"]["ignored"], 0, "{}", sb.audit);
+    let dropped =
+        sa.audit["poolDrop"]["packets"].as_u64().unwrap() + rule_packets(&id_b, "ingress-drop");
+    assert!(dropped >= 2, "{} {dropped}", sa.audit);
     // Nothing from one run was forwarded to the other's link by the pool rules.
     assert_eq!(
         rule_audit(&sa.audit, "egress-1")["allowedHits"],
