@@ -837,9 +837,11 @@ fn the_connection_bound_drops_and_counts_flows_beyond_it() {
         assert!(ours <= BOUND as usize, "the sandbox holds {ours} entries");
     }
     match (before, after) {
-        // Other host activity moves the total too: allow half the bound on top.
+        // Other host activity (other worktrees' tests, entries timing out) moves the total
+        // both ways: the sandbox's own entries above are the exact check; this one only
+        // catches a bound far off (unbounded, the sandbox adds 3 x BOUND).
         (Some(b), Some(a)) => assert!(
-            a.saturating_sub(b) <= u64::from(BOUND + BOUND / 2),
+            a.saturating_sub(b) <= u64::from(2 * BOUND),
             "the host's conntrack table grew from {b} to {a}"
         ),
         _ => eprintln!("no nf_conntrack_count: the table's growth is not checked"),
