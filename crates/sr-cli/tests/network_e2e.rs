@@ -383,7 +383,7 @@ fn allowlist_run_is_bounded_in_connections() {
     assert_eq!(limit["maxConnections"], BOUND, "{audit:#}");
     let dropped = limit["dropped"]["packets"].as_u64().unwrap();
     let accepted = rule(audit, "egress-1")["allowedHits"].as_u64().unwrap();
-    assert!(accepted >= 1 && accepted <= BOUND, "{audit:#}");
+    assert!((1..=BOUND).contains(&accepted), "{audit:#}");
     assert_eq!(accepted + dropped, 3 * BOUND, "{audit:#}");
     // The bound is an enforced fact of the run.
     assert_eq!(
@@ -393,8 +393,7 @@ fn allowlist_run_is_bounded_in_connections() {
     );
     let hit = events_of(&env.run_dirs()[0])
         .into_iter()
-        .filter(|e| e["type"] == "network.rule.hit" && e["payload"]["ruleId"] == "conn-limit")
-        .last();
+        .rfind(|e| e["type"] == "network.rule.hit" && e["payload"]["ruleId"] == "conn-limit");
     assert_eq!(
         hit.map(|e| e["payload"]["blockedHits"].clone()),
         Some(json!(dropped))

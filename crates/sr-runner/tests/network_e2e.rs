@@ -849,7 +849,7 @@ fn the_connection_bound_drops_and_counts_flows_beyond_it() {
     let dropped = dropped.unwrap_or_else(|| panic!("no connectionLimit in the audit: {audit}"));
     assert_eq!(facts["connectionLimit"]["maxConnections"], BOUND, "{facts}");
     assert_eq!(audit["connectionLimit"]["maxConnections"], BOUND);
-    assert!(accepted >= 1 && accepted <= u64::from(BOUND), "{audit}");
+    assert!((1..=u64::from(BOUND)).contains(&accepted), "{audit}");
     assert_eq!(accepted + dropped, FLOWS, "{audit}");
     assert!(r["echoed"].as_u64().unwrap() <= u64::from(BOUND), "{r}");
     let hit = s
