@@ -278,6 +278,25 @@ fn rule_packets(id: &str, comment: &str) -> u64 {
         .sum()
 }
 
+/// Deletes the rule with `comment` from run `id`'s table (a test taking one layer away).
+fn delete_rule(id: &str, comment: &str) {
+    let table = format!("safe_run_{id}");
+    let out = sh(&["nft", "-j", "list", "table", "inet", &table]);
+    let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rule = listing["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .find(|r| r["comment"] == comment)
+        .unwrap();
+    let handle = rule["handle"].to_string();
+    let chain = rule["chain"].as_str().unwrap();
+    sr_testhosts::must(&[
+        "nft", "delete", "rule", "inet", &table, chain, "handle", &handle,
+    ]);
+}
+
 fn link_exists(name: &str) -> bool {
     sh(&["ip", "link", "show", name]).status.success()
 }
@@ -725,6 +744,18 @@ fn a_run_reaches_neither_another_runs_resolver_nor_its_addresses() {
     );
     assert_eq!(r["otherResolver"], Value::Null, "{r}");
 
+    // Defence in depth: with A's host-drop removed by hand, A's query reaches the host's
+    // socket layer, and B's resolver still never sees it: its socket is bound to B's link
+    // (unbound, it would receive it and count it as ignored below; the source check would
+    // still refuse to answer).
+    delete_rule(&id_a, "host-drop");
+    let r = run_client(
+        &sb_a,
+        OTHER_RUN,
+        &[fa["hostAddress"].as_str().unwrap(), &b_host, &b_guest],
+    );
+    assert_eq!(r["otherResolver"], Value::Null, "{r}");
+
     let sb = b.sample(true).unwrap();
     let queries: Vec<&Value> = sb
         .events
@@ -736,7 +767,8 @@ fn a_run_reaches_neither_another_runs_resolver_nor_its_addresses() {
     assert_eq!(queries.len(), 1, "B recorded A's queries: {queries:?}");
     assert_eq!(sb.audit["dns"]["answered"], 1, "{}", sb.audit);
     let sa = a.sample(true).unwrap();
-    assert_eq!(sa.audit["dns"]["answered"], 1, "{}", sa.audit);
+    // A's two clients each asked A's own resolver once.
+    assert_eq!(sa.audit["dns"]["answered"], 2, "{}", sa.audit);
     // The runs' own tables stopped it: nothing even reached B's resolver socket, and A's
     // datagram and SYN to B's sandbox were dropped by A's `pool-drop` or by B's
     // `ingress-drop` (both base chains sit on the forward hook at priority 0; which one the

@@ -747,6 +747,13 @@ fn lifecycle_command_sequence_and_release() {
     let facts = &attached.facts;
     assert_eq!(facts["hostInterface"], format!("sr{RUN}h"));
     assert_eq!(facts["ipv4ForwardingEnabled"], json!(["eth0"]));
+    assert_eq!(facts["connectionLimit"]["maxConnections"], 4096);
+    assert_eq!(facts["poolDrop"], "10.213.0.0/16");
+    // The test override: loopback, no device; in production the run's link and sandbox.
+    assert_eq!(
+        facts["resolverAccess"],
+        json!({"device": null, "source": "127.0.0.1"})
+    );
     assert_eq!(
         facts["nftRulesetDigest"],
         audit::ruleset_digest(&serde_json::from_str(LISTING).unwrap())
