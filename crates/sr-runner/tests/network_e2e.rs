@@ -897,3 +897,65 @@ fn the_connection_bound_drops_and_counts_flows_beyond_it() {
     net.release().unwrap();
     assert!(!table_exists(&id));
 }
+
+const BLOCKED_THEN_ALLOWED: &str = r#"
+import json, select, socket, sys, time
+blocked, allowed, n_blocked, n_allowed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+for _ in range(n_blocked):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"ping", (blocked, 7)); s.close()
+socks = []
+for _ in range(n_allowed):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)
+    s.sendto(b"ping", (allowed, 7)); socks.append(s)
+got, end = set(), time.time() + 2.0
+while len(got) < n_allowed and time.time() < end:
+    ready, _, _ = select.select([s for s in socks if s not in got], [], [], max(0.0, end - time.time()))
+    for s in ready:
+        try:
+            if s.recv(10) == b"ping": got.add(s)
+        except OSError:
+            pass
+print(json.dumps({"echoed": len(got)}))
+"#;
+
+/// Flows a later rule drops (blocked destinations) are never confirmed, so they do not use up
+/// the bound: a burst of blocked attempts, then allowed flows, all within the bound.
+#[test]
+fn blocked_flows_do_not_use_up_the_connection_bound() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    const BOUND: u32 = 32;
+    let mut topo = TestHosts::new("", (std::process::id() % 50) * 4);
+    let stub = Stub::start(topo.allowed, topo.blocked);
+    let (sb, pid) = topo.sandbox("k");
+    let id = run_id();
+    let run_dir = tempfile::tempdir().unwrap();
+    let cfg = NetworkConfig {
+        max_connections: BOUND,
+        ..config(&stub)
+    };
+    let mut net = AllowlistNetwork::new(&plan(topo.allowed), &id, &cfg).unwrap();
+    net.attach(pid, run_dir.path()).unwrap();
+    let r = run_client(
+        &sb,
+        BLOCKED_THEN_ALLOWED,
+        &[
+            &topo.blocked.to_string(),
+            &topo.allowed.to_string(),
+            "500",
+            "16",
+        ],
+    );
+    let audit = net.sample(true).unwrap().audit;
+    eprintln!("{r} {}", audit["connectionLimit"]);
+    assert_eq!(r["echoed"], 16, "{r} {audit}");
+    assert_eq!(audit["connectionLimit"]["dropped"]["packets"], 0, "{audit}");
+    assert_eq!(
+        rule_audit(&audit, "default-drop")["blockedHits"],
+        500,
+        "{audit}"
+    );
+    net.release().unwrap();
+}

@@ -458,9 +458,9 @@ impl AllowlistNetwork {
             "connectionLimit": {
                 "maxConnections": b.max_connections,
                 "rule": format!(
-                    "chain {} (filter, prerouting, priority {}): iifname {h} ct state new \
-                     ct count over {} counter drop",
-                    ruleset::CONNLIMIT_CHAIN, ruleset::CONNLIMIT_PRIORITY, b.max_connections
+                    "before each accept of chains forward and input: <its matches> ct state \
+                     new jump {}; there: ct count over {} counter drop (rule {})",
+                    ruleset::CONNLIMIT_CHAIN, b.max_connections, ruleset::CONNLIMIT_ID
                 ),
             },
             "poolDrop": self.pool.to_string(),

@@ -14,9 +14,14 @@
 //! * accept rules of the `input` chain (the plan's `dns`) also match `ip daddr <host side>`:
 //!   the sandbox reaches its own resolver's address, not port 53 of the host's other addresses
 //!   (a plan input accept rule with its own destination is refused);
-//! * the chain `connlimit` (filter, hook prerouting, priority -150, after conntrack) with one
-//!   rule `conn-limit`: `iifname <host if> ct state new ct count over <maxConnections> counter
-//!   drop`, the per-run bound on conntrack entries (flows forwarded and to the host alike);
+//! * the per-run bound on conntrack entries: right before each accept rule of the forward
+//!   and input chains, `<id>/bound` (the same matches, `ct state new`, `jump connlimit`); the
+//!   regular chain `connlimit` holds one rule, `conn-limit`: `ct count over <maxConnections>
+//!   counter drop`. One rule, so one count for forwarded flows and flows to the host (the
+//!   resolver) together, and only flows an accept rule is about to let through are counted:
+//!   a flow that is dropped is never confirmed, but the kernel removes such entries from a
+//!   `ct count` list only lazily, so counting blocked attempts would let a burst of them use
+//!   up the bound. Under the bound, `connlimit` returns and the accept rule counts the flow;
 //! * accept rules in the `forward` chain match only `ct state new`: their counters count new
 //!   flows, and a rule `established` (first in the chain) lets the rest of an accepted flow and
 //!   its ICMP errors through. An allowed flow keeps going when a host's set element expires;
@@ -67,12 +72,12 @@ pub const BLOCKED_SUFFIX: &str = "/blocked";
 pub const BLOCKED_SET_SIZE: u32 = 4096;
 /// Comment of the runner's drop of traffic towards the subnet pool (other runs' links).
 pub const POOL_DROP_ID: &str = "pool-drop";
-/// The runner's chain holding the connection bound.
+/// The runner's regular chain holding the connection bound.
 pub const CONNLIMIT_CHAIN: &str = "connlimit";
-/// Its priority: after conntrack (-200), before destination NAT (-100).
-pub const CONNLIMIT_PRIORITY: i32 = -150;
 /// Comment of the connection-bound rule.
 pub const CONNLIMIT_ID: &str = "conn-limit";
+/// Suffix of the jump to [`CONNLIMIT_CHAIN`] before an accept rule (`egress-0/bound`).
+pub const BOUND_SUFFIX: &str = "/bound";
 
 /// The run-time values the plan's placeholders and the runner-derived rules need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -403,7 +408,10 @@ pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkErro
                 rule.id, rule.chain
             )));
         }
-        if !ids.insert(rule.id.as_str()) || rule.id.contains(BLOCKED_SUFFIX) {
+        if !ids.insert(rule.id.as_str())
+            || rule.id.contains(BLOCKED_SUFFIX)
+            || rule.id.contains(BOUND_SUFFIX)
+        {
             return Err(NetworkError::Plan(format!(
                 "rule id {} is repeated or reserved",
                 rule.id
@@ -436,7 +444,6 @@ pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkErro
     }
     r.out.push(json!({"add": {"chain": {
         "family": run.family, "table": run.table, "name": CONNLIMIT_CHAIN,
-        "type": "filter", "hook": "prerouting", "prio": CONNLIMIT_PRIORITY, "policy": "accept",
     }}}));
     for set in &plan.nft.sets {
         r.out.push(json!({"add": {"set": {
@@ -471,14 +478,12 @@ pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkErro
     }) {
         r.rule(&chain.name, ANTISPOOF_ID, spoof.clone());
     }
-    // The bound counts every flow the sandbox opens, forwarded or to the host: conntrack
-    // creates the entry before either hook, and a flow dropped here is never confirmed.
+    // One `ct count` rule, reached from before every accept: one count per run. A flow it
+    // drops is never confirmed, so it never enters the host's table.
     r.rule(
         CONNLIMIT_CHAIN,
         CONNLIMIT_ID,
         vec![
-            iif.clone(),
-            matches("in", json!({"ct": {"key": "state"}}), json!("new")),
             json!({"ct count": {"val": run.max_connections, "inv": true}}),
             json!({"counter": null}),
             json!({"drop": null}),
@@ -605,8 +610,15 @@ pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkErro
         let mut expr = vec![iif.clone()];
         expr.extend(daddr.as_ref().map(daddr_match));
         expr.extend(l4_matches(rule, daddr.as_ref())?);
+        let new_flow = matches("in", json!({"ct": {"key": "state"}}), json!("new"));
+        if matches!(kind, ChainKind::Forward | ChainKind::Input) && rule.verdict == "accept" {
+            let mut bound = expr.clone();
+            bound.push(new_flow.clone());
+            bound.push(json!({"jump": {"target": CONNLIMIT_CHAIN}}));
+            r.rule(&rule.chain, &format!("{}{BOUND_SUFFIX}", rule.id), bound);
+        }
         if kind == ChainKind::Forward && rule.verdict == "accept" {
-            expr.push(matches("in", json!({"ct": {"key": "state"}}), json!("new")));
+            expr.push(new_flow);
         }
         if rule.counter {
             expr.push(json!({"counter": null}));

@@ -108,6 +108,18 @@ fn binding(plan: &NetworkPlan) -> RunBinding {
     RunBinding::new(plan, RUN, "10.213.4.8/30".parse().unwrap(), pool(), 4096).unwrap()
 }
 
+/// The rules the document adds with comment exactly `id`.
+fn rules_for_exact(doc: &Value, id: &str) -> Vec<Value> {
+    doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("add")?.get("rule"))
+        .filter(|r| r["comment"] == id)
+        .cloned()
+        .collect()
+}
+
 /// The rules the document adds for `id` (the plan rule and its runner companion).
 fn rules_for(doc: &Value, id: &str) -> Vec<Value> {
     doc["nftables"]
@@ -273,7 +285,9 @@ fn snapshot_whole_table() {
             "pool-drop",
             "established",
             "ingress-drop",
+            "egress-0/bound",
             "egress-0",
+            "egress-1/bound",
             "egress-1",
             "egress-0/blocked",
             "egress-1/blocked",
@@ -289,13 +303,31 @@ fn snapshot_whole_table() {
         json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
             "right": b.host_addr.to_string()}})
     );
-    // Issue 8 item 7: the bound, in the runner's prerouting chain.
+    // Issue 8 item 7: the bound, in the runner's regular chain.
     let limit = rules_for(&doc, "conn-limit");
     assert_eq!(limit[0]["chain"], ruleset::CONNLIMIT_CHAIN);
     assert_eq!(
-        limit[0]["expr"][2],
+        limit[0]["expr"][0],
         json!({"ct count": {"val": 4096, "inv": true}})
     );
+    // Reached right before each accept, with its matches: only flows about to be accepted
+    // are counted.
+    let input: Vec<&str> = doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("add")?.get("rule"))
+        .filter(|r| r["chain"] == "input")
+        .map(|r| r["comment"].as_str().unwrap())
+        .collect();
+    assert_eq!(input, ["antispoof", "dns/bound", "dns", "host-drop"]);
+    let jump = rules_for_exact(&doc, "egress-1/bound")[0]["expr"].clone();
+    let accept = rules_for_exact(&doc, "egress-1")[0]["expr"].clone();
+    let (jump, accept) = (jump.as_array().unwrap(), accept.as_array().unwrap());
+    let n = accept.len();
+    // The same matches and ct state new, then the jump instead of counter and accept.
+    assert_eq!(jump[..n - 2], accept[..n - 2]);
+    assert_eq!(jump[n - 2], json!({"jump": {"target": "connlimit"}}));
 }
 
 #[test]
@@ -337,9 +369,11 @@ fn plans_the_runner_cannot_render_are_sr_run_201() {
             r.daddr = Some("0.0.0.0/0".into());
         }
     }
-    // The runner's own chain name.
+    // The runner's own chain name and rule id suffix.
     let mut chain_clash = plan_with(vec![], vec![], &[]);
     chain_clash.nft.chains[2].name = ruleset::CONNLIMIT_CHAIN.into();
+    let mut bound_id = plan_with(vec![], vec![], &[]);
+    bound_id.nft.rules[0].id = "x/bound".into();
     for plan in [
         no_drop,
         bad_daddr,
@@ -347,6 +381,7 @@ fn plans_the_runner_cannot_render_are_sr_run_201() {
         family,
         input_daddr,
         chain_clash,
+        bound_id,
     ] {
         let err = AllowlistNetwork::new(
             &plan,
