@@ -96,9 +96,15 @@ impl Topology {
 
     /// An Env whose operator config sends DNS to this topology's stub.
     fn env(&self) -> Env {
+        self.env_with(json!({}))
+    }
+
+    /// [`Topology::env`] with further `network` operator settings.
+    fn env_with(&self, network: Value) -> Env {
         let env = Env::new();
         let mut cfg: Value = serde_json::from_slice(&std::fs::read(&env.config).unwrap()).unwrap();
         cfg["network"] = json!({"upstreamDns": format!("127.0.0.1:{}", self.stub_port)});
+        merge(&mut cfg["network"], network);
         std::fs::write(&env.config, cfg.to_string()).unwrap();
         env
     }
@@ -318,4 +324,210 @@ fn timeout_and_sigterm_leave_no_network_objects() {
     let status = child.wait().unwrap();
     assert!(!status.success());
     assert_eq!(leftovers(&env2), Vec::<String>::new(), "after SIGTERM");
+}
+
+const MANY_FLOWS: &str = r#"
+import json, select, socket, sys, time
+host, n = sys.argv[1], int(sys.argv[2])
+socks = []
+for _ in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)
+    s.sendto(b"ping", (host, 7)); socks.append(s)
+got, end = set(), time.time() + 2.0
+while len(got) < n and time.time() < end:
+    ready, _, _ = select.select([s for s in socks if s not in got], [], [], max(0.0, end - time.time()))
+    for s in ready:
+        try:
+            if s.recv(10) == b"ping": got.add(s)
+        except OSError:
+            pass
+print(json.dumps({"sent": n, "echoed": len(got)}))
+"#;
+
+fn events_of(dir: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .collect()
+}
+
+/// Issue 8 item 7 through the binary: `network.maxConnections` bounds the flows one run holds,
+/// and the report and events say so.
+#[test]
+fn allowlist_run_is_bounded_in_connections() {
+    if !privileged("allowlist_run_is_bounded_in_connections") {
+        return;
+    }
+    const BOUND: u64 = 16;
+    let topo = Topology::new();
+    let env = topo.env_with(json!({"maxConnections": BOUND}));
+    let a = topo.allowed.to_string();
+    let flows = (3 * BOUND).to_string();
+    let p = env.policy(
+        "flows",
+        &topo.policy("/usr/bin/python3", &["-c", MANY_FLOWS, &a, &flows], "30s"),
+    );
+    let o = env.run(&p, &[]);
+    let report = env.report();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stderr {} report {report:#}",
+        err(&o)
+    );
+    let r: Value = serde_json::from_str(out(&o).lines().last().unwrap()).unwrap();
+    assert!(r["echoed"].as_u64().unwrap() <= BOUND, "{r}");
+    let audit = &report["networkAudit"];
+    let limit = &audit["details"]["connectionLimit"];
+    assert_eq!(limit["maxConnections"], BOUND, "{audit:#}");
+    let dropped = limit["dropped"]["packets"].as_u64().unwrap();
+    let accepted = rule(audit, "egress-1")["allowedHits"].as_u64().unwrap();
+    assert!((1..=BOUND).contains(&accepted), "{audit:#}");
+    assert_eq!(accepted + dropped, 3 * BOUND, "{audit:#}");
+    // The bound is an enforced fact of the run.
+    assert_eq!(
+        find_key(&report["enforcement"], "connectionLimit").map(|l| l["maxConnections"].clone()),
+        Some(json!(BOUND)),
+        "{report:#}"
+    );
+    let hit = events_of(&env.run_dirs()[0])
+        .into_iter()
+        .rfind(|e| e["type"] == "network.rule.hit" && e["payload"]["ruleId"] == "conn-limit");
+    assert_eq!(
+        hit.map(|e| e["payload"]["blockedHits"].clone()),
+        Some(json!(dropped))
+    );
+    assert_eq!(leftovers(&env), Vec::<String>::new());
+}
+
+/// Run B: echo servers on port 7777 (unprivileged) in its sandbox; says "ready" on stdout and
+/// ends on a datagram "stop" or after 25 s.
+const SERVE: &str = r#"
+import select, socket, time
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 7777))
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("0.0.0.0", 7777)); t.listen(8)
+print("ready", flush=True)
+end = time.time() + 25
+while time.time() < end:
+    ready, _, _ = select.select([u, t], [], [], 0.5)
+    if u in ready:
+        d, a = u.recvfrom(100)
+        if d == b"stop": break
+        u.sendto(d, a)
+    if t in ready:
+        c, _ = t.accept(); c.sendall(c.recv(100)); c.close()
+"#;
+
+/// Run A: its own resolver, then B's resolver and B's addresses.
+const REACH_B: &str = r#"
+import json, socket, struct, sys
+b_host, b_guest = sys.argv[1], sys.argv[2]
+def dns(server, name):
+    q = struct.pack(">HHHHHH", 0x4321, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)
+    s.sendto(q, (server, 53))
+    try:
+        return len(s.recv(1500)) > 0
+    except OSError:
+        return False
+own = open("/etc/resolv.conf").read().split()[1]
+print(json.dumps({
+    "own": dns(own, "allowed.test"),
+    "bResolver": dns(b_host, "allowed.test"),
+    "bHostTcp53": tcp(b_host, 53),
+    "bGuestUdp": udp(b_guest, 7777),
+    "bGuestTcp": tcp(b_guest, 7777),
+}))
+"#;
+
+/// A `safe-run` started by a test: SIGTERMed and reaped if the test fails before it ends.
+struct Running(Option<std::process::Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            signal(child.id(), "TERM");
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Issue 8 item 6 through the binary: two runs alive at once; run A reaches neither B's
+/// resolver nor B's addresses, though A's policy allows the whole subnet pool, and B's
+/// evidence records nothing of A.
+#[test]
+fn concurrent_runs_cannot_reach_each_other() {
+    if !privileged("concurrent_runs_cannot_reach_each_other") {
+        return;
+    }
+    let topo = Topology::new();
+    let pool_policy = |command: &str, args: &[&str]| {
+        let mut p = policy(command, args, json!({}));
+        merge(
+            &mut p,
+            json!({"network": {"mode": "allowlist", "egress": [
+                {"host": "allowed.test", "protocol": "udp", "ports": [7]},
+                {"cidr": "10.213.0.0/16", "protocol": "udp", "ports": [53, 7777]},
+                {"cidr": "10.213.0.0/16", "protocol": "tcp", "ports": [53, 7777]},
+            ]}}),
+        );
+        p
+    };
+    let env_b = topo.env();
+    let p = env_b.policy("b", &pool_policy("/usr/bin/python3", &["-c", SERVE]));
+    let mut b = Running(Some(
+        env_b
+            .run_cmd(&p)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let ready = wait_for(20, || {
+        env_b.run_dirs().first().is_some_and(|d| {
+            std::fs::read_to_string(d.join("stdout.log")).is_ok_and(|t| t.contains("ready"))
+        })
+    });
+    assert!(ready, "run B never served");
+    let dir_b = env_b.run_dirs()[0].clone();
+    let resolv = std::fs::read_to_string(dir_b.join("net/resolv.conf")).unwrap();
+    let b_host: Ipv4Addr = resolv.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let b_guest = Ipv4Addr::from(u32::from(b_host) + 1);
+
+    let env_a = topo.env();
+    let client = probe_script(REACH_B);
+    let p = env_a.policy(
+        "a",
+        &pool_policy(
+            "/usr/bin/python3",
+            &["-c", &client, &b_host.to_string(), &b_guest.to_string()],
+        ),
+    );
+    let o = env_a.run(&p, &[]);
+    assert_eq!(o.status.code(), Some(0), "stderr {}", err(&o));
+    let r: Value = serde_json::from_str(out(&o).lines().last().unwrap()).unwrap();
+    assert_eq!(r["own"], true, "{r}");
+    for key in ["bResolver", "bHostTcp53", "bGuestUdp", "bGuestTcp"] {
+        assert_eq!(r[key], false, "{key}: {r}");
+    }
+
+    // B was alive throughout: stop it (the host may send to its sandbox) and read its evidence.
+    let stop = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    stop.send_to(b"stop", (b_guest, 7777)).unwrap();
+    let status = b.0.take().unwrap().wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let queries = events_of(&dir_b)
+        .into_iter()
+        .filter(|e| e["type"] == "network.dns.query")
+        .count();
+    assert_eq!(queries, 0, "B's evidence records A's queries");
+    let report_b = env_b.report();
+    let dns = &report_b["networkAudit"]["details"]["dns"];
+    assert_eq!(dns["answered"], 0, "{report_b:#}");
+    assert_eq!(dns["ignored"], 0, "{report_b:#}");
+    assert_eq!(leftovers(&env_a), Vec::<String>::new());
+    assert_eq!(leftovers(&env_b), Vec::<String>::new());
 }

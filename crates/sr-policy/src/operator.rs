@@ -113,13 +113,23 @@ pub struct NetworkConfig {
     /// nameserver in the host's /etc/resolv.conf.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_dns: Option<String>,
+    /// Most conntrack entries one run's sandbox may hold at once (flows it opened, forwarded
+    /// or to its resolver); new flows beyond it are dropped and counted.
+    pub max_connections: u32,
 }
+
+/// Default of [`NetworkConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 4096;
+/// Highest accepted [`NetworkConfig::max_connections`] (the kernel's own table is commonly
+/// 65536-262144 entries for the whole host).
+pub const MAX_MAX_CONNECTIONS: u32 = 1 << 20;
 
 impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
             subnet_pool: "10.213.0.0/16".to_owned(),
             upstream_dns: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -386,6 +396,16 @@ impl OperatorConfig {
                 "e.g. 192.0.2.53:53, or leave it out to use /etc/resolv.conf",
             );
         }
+        if !(1..=MAX_MAX_CONNECTIONS).contains(&self.network.max_connections) {
+            return semantic(
+                "network.maxConnections",
+                format!(
+                    "{} is not between 1 and {MAX_MAX_CONNECTIONS}",
+                    self.network.max_connections
+                ),
+                "e.g. 4096 (the default): a run's sandbox holds at most this many flows",
+            );
+        }
         Ok(())
     }
 
@@ -478,6 +498,26 @@ mod tests {
             let c = OperatorConfig::from_text(text, SourceFormat::Yaml).unwrap();
             let e = c.validate().unwrap_err();
             assert_eq!(e.path, "operatorConfig.defaultLimits.outputBytes", "{text}");
+        }
+    }
+
+    #[test]
+    fn network_max_connections_defaults_and_bounds() {
+        let c = OperatorConfig::from_text("network: {maxConnections: 64}\n", SourceFormat::Yaml)
+            .unwrap();
+        assert_eq!(c.network.max_connections, 64);
+        assert_eq!(c.network.subnet_pool, "10.213.0.0/16");
+        c.validate().unwrap();
+        assert_eq!(
+            OperatorConfig::default().network.max_connections,
+            DEFAULT_MAX_CONNECTIONS
+        );
+        for bad in ["0", "1048577"] {
+            let text = format!("network: {{maxConnections: {bad}}}\n");
+            let c = OperatorConfig::from_text(&text, SourceFormat::Yaml).unwrap();
+            let d = c.validate().unwrap_err();
+            assert_eq!(d.code, ErrorCode::PolicySemanticConflict);
+            assert!(d.path.contains("maxConnections"), "{d:?}");
         }
     }
 

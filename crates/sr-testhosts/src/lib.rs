@@ -79,6 +79,10 @@ pub struct TestHosts {
     pub allowed: Ipv4Addr,
     /// Address of the host the tests block.
     pub blocked: Ipv4Addr,
+    /// The host's own address on the link to `allowed` (a host address the test owns).
+    pub allowed_gateway: Ipv4Addr,
+    /// The host's own address on the link to `blocked`.
+    pub blocked_gateway: Ipv4Addr,
 }
 
 impl TestHosts {
@@ -95,15 +99,18 @@ impl TestHosts {
             children: vec![],
             allowed: Ipv4Addr::UNSPECIFIED,
             blocked: Ipv4Addr::UNSPECIFIED,
+            allowed_gateway: Ipv4Addr::UNSPECIFIED,
+            blocked_gateway: Ipv4Addr::UNSPECIFIED,
         };
         let block = first_block + n * 2;
-        t.allowed = t.add_host("a", block);
-        t.blocked = t.add_host("b", block + 1);
+        (t.allowed, t.allowed_gateway) = t.add_host("a", block);
+        (t.blocked, t.blocked_gateway) = t.add_host("b", block + 1);
         wait_for_echo_servers(&[t.allowed, t.blocked]);
         t
     }
 
-    fn add_host(&mut self, role: &str, third: u32) -> Ipv4Addr {
+    /// Returns (the host's address, the host-side address of its link).
+    fn add_host(&mut self, role: &str, third: u32) -> (Ipv4Addr, Ipv4Addr) {
         let ns = format!("srt{}{role}", self.tag);
         let link = format!("st{}{role}", self.tag);
         must(&["ip", "netns", "add", &ns]);
@@ -113,7 +120,8 @@ impl TestHosts {
         ]);
         self.links.push(link.clone());
         let third = u8::try_from(third).unwrap_or_else(|_| panic!("address block {third} > 255"));
-        let gateway = format!("10.214.{third}.1");
+        let gateway_addr = Ipv4Addr::new(10, 214, third, 1);
+        let gateway = gateway_addr.to_string();
         let peer = Ipv4Addr::new(10, 214, third, 2);
         must(&["ip", "addr", "add", &format!("{gateway}/30"), "dev", &link]);
         must(&["ip", "link", "set", &link, "up"]);
@@ -131,7 +139,7 @@ impl TestHosts {
             "-c",
             ECHO_SERVER,
         ]);
-        peer
+        (peer, gateway_addr)
     }
 
     /// A stand-in sandbox: a fresh namespace with a process in it; returns (namespace, pid).
@@ -150,6 +158,19 @@ impl TestHosts {
             std::thread::sleep(Duration::from_millis(10));
         }
         (ns, pid)
+    }
+
+    /// Starts [`ECHO_SERVER`] in namespace `ns` (one of ours, e.g. a stand-in sandbox).
+    pub fn echo_server_in(&mut self, ns: &str) -> u32 {
+        self.spawn(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "/usr/bin/python3",
+            "-c",
+            ECHO_SERVER,
+        ])
     }
 
     /// Starts a process that is killed when the hosts are dropped; returns its pid.

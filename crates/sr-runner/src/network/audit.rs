@@ -9,7 +9,11 @@
 //!   rule allowed (the `<id>/blocked` counter). Dropped packets never become flows, so each
 //!   retransmission counts.
 //! * `blockedHits` of a drop rule (`default-drop`, `host-drop`) = packets it dropped.
-//! * `defaultDrop` / `hostDrop`: packets and bytes of the plan's two drop rules.
+//! * `defaultDrop` / `hostDrop`: packets and bytes of the plan's two drop rules; `poolDrop`:
+//!   of the runner's drop of traffic towards other runs' links.
+//! * `connectionLimit`: the run's bound on conntrack entries and the packets of new flows the
+//!   bound dropped (`conn-limit`). The runner's drop rules `pool-drop` and `conn-limit` follow
+//!   the plan's rules in `rules` and in `network.rule.hit` events (egress index null).
 //! * `blockedDestinations`: the dropped tcp/udp (address, protocol, port) from the
 //!   `blocked_v4` set, most packets first, at most [`MAX_BLOCKED_DESTINATIONS`].
 
@@ -19,7 +23,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sr_compiler::bundle::NetworkPlan;
 
-use super::ruleset::{BLOCKED_SET, BLOCKED_SUFFIX};
+use super::ruleset::{BLOCKED_SET, BLOCKED_SUFFIX, CONNLIMIT_ID, POOL_DROP_ID};
 
 /// Rule id of the plan's forward default drop.
 pub const DEFAULT_DROP_ID: &str = "default-drop";
@@ -126,26 +130,32 @@ pub fn parse_counters(listing: &Value) -> Counters {
     out
 }
 
-/// Per plan rule: (rule id, egress index, allowed hits, blocked hits), in plan order.
+/// Per plan rule: (rule id, egress index, allowed hits, blocked hits), in plan order; then the
+/// runner's drop rules ([`POOL_DROP_ID`], [`CONNLIMIT_ID`]).
 pub fn rule_hits(
     plan: &NetworkPlan,
     counters: &Counters,
 ) -> Vec<(String, Option<usize>, u64, u64)> {
-    plan.nft
+    let packets = |id: &str| counters.rules.get(id).map(|c| c.packets).unwrap_or(0);
+    let mut out: Vec<_> = plan
+        .nft
         .rules
         .iter()
         .filter(|r| r.verdict == "accept" || r.verdict == "drop")
         .map(|r| {
-            let own = counters.rules.get(&r.id).map(|c| c.packets).unwrap_or(0);
+            let own = packets(&r.id);
             let (allowed, blocked) = if r.verdict == "accept" {
-                let probe = counters.rules.get(&format!("{}{BLOCKED_SUFFIX}", r.id));
-                (own, probe.map(|c| c.packets).unwrap_or(0))
+                (own, packets(&format!("{}{BLOCKED_SUFFIX}", r.id)))
             } else {
                 (0, own)
             };
             (r.id.clone(), r.egress_index, allowed, blocked)
         })
-        .collect()
+        .collect();
+    for id in [POOL_DROP_ID, CONNLIMIT_ID] {
+        out.push((id.to_owned(), None, 0, packets(id)));
+    }
+    out
 }
 
 /// DNS tallies for the audit.
@@ -157,10 +167,17 @@ pub struct DnsTally {
     pub refused: u64,
     /// Queries for allowed names the upstream failed to answer (SERVFAIL).
     pub failed: u64,
+    /// Datagrams not from the run's sandbox address, dropped unanswered and unrecorded.
+    pub ignored: u64,
 }
 
-/// The report's `networkAudit` block.
-pub fn audit_block(plan: &NetworkPlan, counters: &Counters, dns: DnsTally) -> Value {
+/// The report's `networkAudit` block; `max_connections` is the run's connection bound.
+pub fn audit_block(
+    plan: &NetworkPlan,
+    counters: &Counters,
+    dns: DnsTally,
+    max_connections: u32,
+) -> Value {
     let rules: Vec<Value> = rule_hits(plan, counters)
         .into_iter()
         .map(|(id, idx, allowed, blocked)| {
@@ -184,9 +201,14 @@ pub fn audit_block(plan: &NetworkPlan, counters: &Counters, dns: DnsTally) -> Va
         "rules": rules,
         "defaultDrop": totals(DEFAULT_DROP_ID),
         "hostDrop": totals(HOST_DROP_ID),
+        "poolDrop": totals(POOL_DROP_ID),
+        "connectionLimit": {"maxConnections": max_connections, "dropped": totals(CONNLIMIT_ID)},
         "blockedDestinations": blocked,
         "blockedDestinationsTotal": counters.blocked.len(),
-        "dns": {"answered": dns.answered, "refused": dns.refused, "failed": dns.failed},
+        "dns": {
+            "answered": dns.answered, "refused": dns.refused, "failed": dns.failed,
+            "ignored": dns.ignored,
+        },
     })
 }
 

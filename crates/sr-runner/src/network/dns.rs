@@ -1,7 +1,12 @@
 //! The run's DNS resolver: answers only the plan's allowed names, and keeps the host sets current.
 //!
 //! A UDP server bound to the host side of the run's veth, port 53, on a thread of the safe-run
-//! parent (never a fork). For each query:
+//! parent (never a fork). It answers only its own sandbox: the socket is bound to the run's
+//! host interface (`SO_BINDTODEVICE`, so datagrams arriving on any other link, another run's
+//! included, never reach it) and every datagram whose source is not the sandbox's address is
+//! dropped unanswered and unrecorded (counted as `ignored`), so nobody else can spend the run's
+//! event budget or learn its answers. The run's nftables rules already keep other runs out
+//! (ruleset.rs); this is the resolver's own check. For each query:
 //!
 //! * the name is normalized (lowercase, no trailing dot) and must equal one of
 //!   `dns.allowedNames` exactly: subdomains are not allowed implicitly, so a query cannot carry
@@ -393,6 +398,11 @@ impl Resolver {
         });
     }
 
+    /// Counts a datagram from a source other than the run's sandbox (never answered).
+    pub fn ignored(&self) {
+        self.with_shared(|s| s.tally.ignored += 1);
+    }
+
     /// Answers one request datagram; `None` when it is not even a DNS header.
     pub fn answer(&self, request: &[u8]) -> Option<Vec<u8>> {
         let req = match Message::from_vec(request) {
@@ -492,6 +502,38 @@ impl Resolver {
     }
 }
 
+/// Who may reach the resolver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverAccess {
+    /// Interface the socket is bound to (`SO_BINDTODEVICE`): the run's host side. `None` only
+    /// for tests on loopback.
+    pub device: Option<String>,
+    /// The only source address answered: the run's sandbox address.
+    pub client: Ipv4Addr,
+}
+
+/// A UDP socket bound to `device` (before the address, so no datagram from another link is
+/// ever queued on it) and then to `addr:port`.
+fn bind_socket(addr: Ipv4Addr, port: u16, device: Option<&str>) -> std::io::Result<UdpSocket> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, bind, setsockopt, socket, sockopt,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    if let Some(dev) = device {
+        setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(dev))?;
+    }
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(addr, port)),
+    )?;
+    Ok(UdpSocket::from(fd))
+}
+
 /// The running server thread.
 pub struct DnsServer {
     stop: Arc<AtomicBool>,
@@ -512,9 +554,15 @@ impl std::fmt::Debug for DnsServer {
 }
 
 impl DnsServer {
-    /// Binds `addr:port` and serves on a new thread.
-    pub fn start(resolver: Arc<Resolver>, addr: Ipv4Addr, port: u16) -> std::io::Result<Self> {
-        let socket = UdpSocket::bind((addr, port))?;
+    /// Binds `addr:port` (on `access.device`) and serves `access.client` on a new thread.
+    pub fn start(
+        resolver: Arc<Resolver>,
+        addr: Ipv4Addr,
+        port: u16,
+        access: ResolverAccess,
+    ) -> std::io::Result<Self> {
+        let socket = bind_socket(addr, port, access.device.as_deref())?;
+        let client = IpAddr::V4(access.client);
         socket.set_read_timeout(Some(Duration::from_millis(200)))?;
         let local = socket.local_addr()?;
         let waker = socket.try_clone()?;
@@ -527,6 +575,10 @@ impl DnsServer {
                 while !stop2.load(Ordering::Relaxed) {
                     if let Ok((n, peer)) = socket.recv_from(&mut buf) {
                         if n == 0 || stop2.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        if peer.ip() != client {
+                            resolver2.ignored();
                             continue;
                         }
                         if let Some(reply) = resolver2.answer(&buf[..n]) {

@@ -12,8 +12,9 @@
 //!    `setns` in the multi-threaded parent): loopback, address, default route via the host side;
 //! 4. apply the table in one `nft -j -f -` transaction (all or nothing), then read it back and
 //!    hash it: the digest covers what the kernel holds, not what we meant to send;
-//! 5. start the resolver on `<host side>:53` and resolve every allowed name once, so the host
-//!    sets are filled before the workload starts;
+//! 5. start the resolver on `<host side>:53` (bound to the run's host interface, answering
+//!    only the sandbox's address) and resolve every allowed name once, so the host sets are
+//!    filled before the workload starts;
 //! 6. enable forwarding on the uplinks that reach the destinations (shared, given back; see
 //!    [`forwarding`]), and write the sandbox's resolv.conf.
 //!
@@ -45,7 +46,7 @@ use sr_policy::operator::NetworkConfig;
 
 use crate::network_hook::{AttachedNetwork, NetworkHook, NetworkSample};
 use audit::{Counters, DnsTally};
-use dns::{DnsServer, NameTargets, Resolver, UdpUpstream, Upstream};
+use dns::{DnsServer, NameTargets, Resolver, ResolverAccess, UdpUpstream, Upstream};
 pub use error::NetworkError;
 use exec::{NetCommand, NetCommandExecutor, SystemExecutor};
 use ruleset::RunBinding;
@@ -67,8 +68,10 @@ pub struct Options {
     pub dns_port: u16,
     /// Directory of the shared forwarding lock and record.
     pub state_dir: PathBuf,
-    /// Bind the resolver here instead of the host-side address (unit tests, where the
-    /// recorded host has no such address). The sandbox's resolv.conf still names the host side.
+    /// Bind the resolver here instead of the host-side address, without binding it to the
+    /// run's interface, and answer queries from this same address instead of the sandbox's
+    /// (unit tests, where the recorded host has no such address or link). The sandbox's
+    /// resolv.conf still names the host side.
     pub resolver_bind: Option<std::net::Ipv4Addr>,
 }
 
@@ -106,6 +109,7 @@ pub struct AllowlistNetwork {
     plan: NetworkPlan,
     run_id: String,
     pool: Ipv4Net,
+    max_connections: u32,
     upstream_addr: Option<SocketAddr>,
     opts: Options,
     binding: Option<RunBinding>,
@@ -167,6 +171,8 @@ impl AllowlistNetwork {
             plan,
             run_id,
             Ipv4Net::new(pool.network(), 30).map_err(|e| NetworkError::Config(e.to_string()))?,
+            pool,
+            config.max_connections,
         )?;
         ruleset::render(plan, &probe)?;
         let upstream_addr = if opts.upstream.is_some() {
@@ -178,6 +184,7 @@ impl AllowlistNetwork {
             plan: plan.clone(),
             run_id: run_id.to_owned(),
             pool,
+            max_connections: config.max_connections,
             upstream_addr,
             opts,
             binding: None,
@@ -243,7 +250,13 @@ impl AllowlistNetwork {
             &self.run_id,
             &addressing::networks_in_use(&addrs),
         )?;
-        let b = RunBinding::new(&self.plan, &self.run_id, subnet)?;
+        let b = RunBinding::new(
+            &self.plan,
+            &self.run_id,
+            subnet,
+            self.pool,
+            self.max_connections,
+        )?;
         let doc = ruleset::render(&self.plan, &b)?;
         self.binding = Some(b.clone());
         let (h, g) = (b.host_if.clone(), b.guest_if.clone());
@@ -348,14 +361,29 @@ impl AllowlistNetwork {
             b.clone(),
             self.pool,
         ));
-        let bind = self.opts.resolver_bind.unwrap_or(b.host_addr);
-        let server =
-            DnsServer::start(resolver.clone(), bind, self.opts.dns_port).map_err(|source| {
-                NetworkError::Resolver {
-                    addr: format!("{bind}:{}", self.opts.dns_port),
-                    source,
-                }
-            })?;
+        let (bind, access) = match self.opts.resolver_bind {
+            Some(addr) => (
+                addr,
+                ResolverAccess {
+                    device: None,
+                    client: addr,
+                },
+            ),
+            None => (
+                b.host_addr,
+                ResolverAccess {
+                    device: Some(h.clone()),
+                    client: b.guest_addr,
+                },
+            ),
+        };
+        let resolver_access = json!({"device": access.device, "source": access.client.to_string()});
+        let server = DnsServer::start(resolver.clone(), bind, self.opts.dns_port, access).map_err(
+            |source| NetworkError::Resolver {
+                addr: format!("{bind}:{}", self.opts.dns_port),
+                source,
+            },
+        )?;
         let resolver_addr = server.local;
         self.dns = Some(server);
         let mut initial = serde_json::Map::new();
@@ -426,6 +454,16 @@ impl AllowlistNetwork {
             "hostAddress": b.host_addr.to_string(),
             "guestAddress": b.guest_addr.to_string(),
             "resolver": resolver_addr.to_string(),
+            "resolverAccess": resolver_access,
+            "connectionLimit": {
+                "maxConnections": b.max_connections,
+                "rule": format!(
+                    "before each accept of chains forward and input: <its matches> ct state \
+                     new jump {}; there: ct count over {} counter drop (rule {})",
+                    ruleset::CONNLIMIT_CHAIN, b.max_connections, ruleset::CONNLIMIT_ID
+                ),
+            },
+            "poolDrop": self.pool.to_string(),
             "upstreamDns": self.upstream_addr.map(|a| a.to_string()),
             "nftRulesetDigest": digest,
             "nftRulesetDigestMethod": DIGEST_METHOD,
@@ -467,7 +505,12 @@ impl AllowlistNetwork {
     }
 
     fn audit(&self) -> Value {
-        let mut block = audit::audit_block(&self.plan, &self.last_counters, self.tally);
+        let mut block = audit::audit_block(
+            &self.plan,
+            &self.last_counters,
+            self.tally,
+            self.max_connections,
+        );
         if !self.dns_errors.is_empty() {
             block["dnsErrors"] = json!(self.dns_errors.iter().take(20).collect::<Vec<_>>());
         }

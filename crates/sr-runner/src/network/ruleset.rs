@@ -8,6 +8,20 @@
 //!   the base chains (policy accept) never touch the host's other traffic;
 //! * `antispoof`, first in the forward and input chains: `iifname <host if> ip saddr !=
 //!   <sandbox address> drop`;
+//! * `pool-drop`, next in the forward chain: `iifname <host if> ip daddr <subnet pool> drop`,
+//!   so no run's sandbox reaches another run's link (host side or sandbox side), whatever the
+//!   policy allows;
+//! * accept rules of the `input` chain (the plan's `dns`) also match `ip daddr <host side>`:
+//!   the sandbox reaches its own resolver's address, not port 53 of the host's other addresses
+//!   (a plan input accept rule with its own destination is refused);
+//! * the per-run bound on conntrack entries: right before each accept rule of the forward
+//!   and input chains, `<id>/bound` (the same matches, `ct state new`, `jump connlimit`); the
+//!   regular chain `connlimit` holds one rule, `conn-limit`: `ct count over <maxConnections>
+//!   counter drop`. One rule, so one count for forwarded flows and flows to the host (the
+//!   resolver) together, and only flows an accept rule is about to let through are counted:
+//!   a flow that is dropped is never confirmed, but the kernel removes such entries from a
+//!   `ct count` list only lazily, so counting blocked attempts would let a burst of them use
+//!   up the bound. Under the bound, `connlimit` returns and the accept rule counts the flow;
 //! * accept rules in the `forward` chain match only `ct state new`: their counters count new
 //!   flows, and a rule `established` (first in the chain) lets the rest of an accepted flow and
 //!   its ICMP errors through. An allowed flow keeps going when a host's set element expires;
@@ -56,6 +70,14 @@ pub const MASQUERADE_ID: &str = "masquerade";
 pub const BLOCKED_SUFFIX: &str = "/blocked";
 /// Most entries the blocked summary set holds (the kernel stops adding beyond it).
 pub const BLOCKED_SET_SIZE: u32 = 4096;
+/// Comment of the runner's drop of traffic towards the subnet pool (other runs' links).
+pub const POOL_DROP_ID: &str = "pool-drop";
+/// The runner's regular chain holding the connection bound.
+pub const CONNLIMIT_CHAIN: &str = "connlimit";
+/// Comment of the connection-bound rule.
+pub const CONNLIMIT_ID: &str = "conn-limit";
+/// Suffix of the jump to [`CONNLIMIT_CHAIN`] before an accept rule (`egress-0/bound`).
+pub const BOUND_SUFFIX: &str = "/bound";
 
 /// The run-time values the plan's placeholders and the runner-derived rules need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,11 +98,21 @@ pub struct RunBinding {
     pub host_addr: Ipv4Addr,
     /// Sandbox-side address.
     pub guest_addr: Ipv4Addr,
+    /// The operator's subnet pool (every run's /30 lies in it).
+    pub pool: Ipv4Net,
+    /// Most conntrack entries the run's sandbox may hold (`network.maxConnections`).
+    pub max_connections: u32,
 }
 
 impl RunBinding {
     /// Substitutes `run_id` into the plan's templates and checks the results.
-    pub fn new(plan: &NetworkPlan, run_id: &str, subnet: Ipv4Net) -> Result<Self, NetworkError> {
+    pub fn new(
+        plan: &NetworkPlan,
+        run_id: &str,
+        subnet: Ipv4Net,
+        pool: Ipv4Net,
+        max_connections: u32,
+    ) -> Result<Self, NetworkError> {
         if run_id.is_empty()
             || run_id.len() > 12
             || !run_id
@@ -118,6 +150,14 @@ impl RunBinding {
                 "table name {table:?} is not alphanumeric"
             )));
         }
+        if !pool.contains(&subnet) {
+            return Err(NetworkError::Config(format!(
+                "{subnet} is not inside the pool {pool}"
+            )));
+        }
+        if max_connections == 0 {
+            return Err(NetworkError::Config("maxConnections is 0".into()));
+        }
         let mut hosts = subnet.hosts();
         let (Some(host_addr), Some(guest_addr)) = (hosts.next(), hosts.next()) else {
             return Err(NetworkError::Config(format!(
@@ -133,6 +173,8 @@ impl RunBinding {
             subnet,
             host_addr,
             guest_addr,
+            pool,
+            max_connections,
         })
     }
 }
@@ -340,9 +382,9 @@ pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkErro
                 chain.name, chain.policy
             )));
         }
-        if kinds.insert(chain.name.clone(), kind).is_some() {
+        if chain.name == CONNLIMIT_CHAIN || kinds.insert(chain.name.clone(), kind).is_some() {
             return Err(NetworkError::Plan(format!(
-                "chain {} appears twice",
+                "chain {} appears twice or is the runner's",
                 chain.name
             )));
         }
@@ -366,7 +408,10 @@ pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkErro
                 rule.id, rule.chain
             )));
         }
-        if !ids.insert(rule.id.as_str()) || rule.id.contains(BLOCKED_SUFFIX) {
+        if !ids.insert(rule.id.as_str())
+            || rule.id.contains(BLOCKED_SUFFIX)
+            || rule.id.contains(BOUND_SUFFIX)
+        {
             return Err(NetworkError::Plan(format!(
                 "rule id {} is repeated or reserved",
                 rule.id
@@ -397,6 +442,9 @@ pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkErro
             "type": chain.chain_type, "hook": chain.hook, "prio": chain.priority, "policy": chain.policy,
         }}}));
     }
+    r.out.push(json!({"add": {"chain": {
+        "family": run.family, "table": run.table, "name": CONNLIMIT_CHAIN,
+    }}}));
     for set in &plan.nft.sets {
         r.out.push(json!({"add": {"set": {
             "family": run.family, "table": run.table, "name": set.name,
@@ -430,6 +478,32 @@ pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkErro
     }) {
         r.rule(&chain.name, ANTISPOOF_ID, spoof.clone());
     }
+    // One `ct count` rule, reached from before every accept: one count per run. A flow it
+    // drops is never confirmed, so it never enters the host's table.
+    r.rule(
+        CONNLIMIT_CHAIN,
+        CONNLIMIT_ID,
+        vec![
+            json!({"ct count": {"val": run.max_connections, "inv": true}}),
+            json!({"counter": null}),
+            json!({"drop": null}),
+        ],
+    );
+    // Before `established`: no flow towards the pool is ever legitimate, so none may pass.
+    r.rule(
+        &forward,
+        POOL_DROP_ID,
+        vec![
+            iif.clone(),
+            matches(
+                "==",
+                payload("ip", "daddr"),
+                net_value(&IpNet::V4(run.pool)),
+            ),
+            json!({"counter": null}),
+            json!({"drop": null}),
+        ],
+    );
     r.rule(
         &forward,
         ESTABLISHED_ID,
@@ -518,11 +592,33 @@ pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkErro
                 )));
             }
         };
+        // What the input hook sees from the link is addressed to the host: an accept there
+        // opens exactly the run's own host-side address (its resolver), never the host's
+        // other addresses.
+        let daddr = if kind == ChainKind::Input && rule.verdict == "accept" {
+            if daddr.is_some() {
+                return Err(NetworkError::Plan(format!(
+                    "input rule {} names a destination; the runner confines input accepts to \
+                     the run's host-side address",
+                    rule.id
+                )));
+            }
+            Some(Daddr::Net(IpNet::from(IpAddr::V4(run.host_addr))))
+        } else {
+            daddr
+        };
         let mut expr = vec![iif.clone()];
         expr.extend(daddr.as_ref().map(daddr_match));
         expr.extend(l4_matches(rule, daddr.as_ref())?);
+        let new_flow = matches("in", json!({"ct": {"key": "state"}}), json!("new"));
+        if matches!(kind, ChainKind::Forward | ChainKind::Input) && rule.verdict == "accept" {
+            let mut bound = expr.clone();
+            bound.push(new_flow.clone());
+            bound.push(json!({"jump": {"target": CONNLIMIT_CHAIN}}));
+            r.rule(&rule.chain, &format!("{}{BOUND_SUFFIX}", rule.id), bound);
+        }
         if kind == ChainKind::Forward && rule.verdict == "accept" {
-            expr.push(matches("in", json!({"ct": {"key": "state"}}), json!("new")));
+            expr.push(new_flow);
         }
         if rule.counter {
             expr.push(json!({"counter": null}));

@@ -100,8 +100,24 @@ pub(crate) fn plan_with(egress: Vec<NftRule>, sets: Vec<NftSet>, names: &[&str])
     }
 }
 
+fn pool() -> ipnet::Ipv4Net {
+    "10.213.0.0/16".parse().unwrap()
+}
+
 fn binding(plan: &NetworkPlan) -> RunBinding {
-    RunBinding::new(plan, RUN, "10.213.4.8/30".parse().unwrap()).unwrap()
+    RunBinding::new(plan, RUN, "10.213.4.8/30".parse().unwrap(), pool(), 4096).unwrap()
+}
+
+/// The rules the document adds with comment exactly `id`.
+fn rules_for_exact(doc: &Value, id: &str) -> Vec<Value> {
+    doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("add")?.get("rule"))
+        .filter(|r| r["comment"] == id)
+        .cloned()
+        .collect()
 }
 
 /// The rules the document adds for `id` (the plan rule and its runner companion).
@@ -266,9 +282,12 @@ fn snapshot_whole_table() {
         order,
         [
             "antispoof",
+            "pool-drop",
             "established",
             "ingress-drop",
+            "egress-0/bound",
             "egress-0",
+            "egress-1/bound",
             "egress-1",
             "egress-0/blocked",
             "egress-1/blocked",
@@ -276,6 +295,39 @@ fn snapshot_whole_table() {
             "default-drop"
         ]
     );
+    // Issue 8 item 5: the DNS accept names the run's own host-side address.
+    let b = binding(&plan);
+    let dns = rules_for(&doc, "dns");
+    assert_eq!(
+        dns[0]["expr"][1],
+        json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+            "right": b.host_addr.to_string()}})
+    );
+    // Issue 8 item 7: the bound, in the runner's regular chain.
+    let limit = rules_for(&doc, "conn-limit");
+    assert_eq!(limit[0]["chain"], ruleset::CONNLIMIT_CHAIN);
+    assert_eq!(
+        limit[0]["expr"][0],
+        json!({"ct count": {"val": 4096, "inv": true}})
+    );
+    // Reached right before each accept, with its matches: only flows about to be accepted
+    // are counted.
+    let input: Vec<&str> = doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("add")?.get("rule"))
+        .filter(|r| r["chain"] == "input")
+        .map(|r| r["comment"].as_str().unwrap())
+        .collect();
+    assert_eq!(input, ["antispoof", "dns/bound", "dns", "host-drop"]);
+    let jump = rules_for_exact(&doc, "egress-1/bound")[0]["expr"].clone();
+    let accept = rules_for_exact(&doc, "egress-1")[0]["expr"].clone();
+    let (jump, accept) = (jump.as_array().unwrap(), accept.as_array().unwrap());
+    let n = accept.len();
+    // The same matches and ct state new, then the jump instead of counter and accept.
+    assert_eq!(jump[..n - 2], accept[..n - 2]);
+    assert_eq!(jump[n - 2], json!({"jump": {"target": "connlimit"}}));
 }
 
 #[test]
@@ -310,7 +362,27 @@ fn plans_the_runner_cannot_render_are_sr_run_201() {
     );
     let mut family = plan_with(vec![], vec![], &[]);
     family.nft.family = "ip".into();
-    for plan in [no_drop, bad_daddr, icmp_ports, family] {
+    // An input accept with its own destination could open another host address.
+    let mut input_daddr = plan_with(vec![], vec![], &[]);
+    for r in &mut input_daddr.nft.rules {
+        if r.id == "dns" {
+            r.daddr = Some("0.0.0.0/0".into());
+        }
+    }
+    // The runner's own chain name and rule id suffix.
+    let mut chain_clash = plan_with(vec![], vec![], &[]);
+    chain_clash.nft.chains[2].name = ruleset::CONNLIMIT_CHAIN.into();
+    let mut bound_id = plan_with(vec![], vec![], &[]);
+    bound_id.nft.rules[0].id = "x/bound".into();
+    for plan in [
+        no_drop,
+        bad_daddr,
+        icmp_ports,
+        family,
+        input_daddr,
+        chain_clash,
+        bound_id,
+    ] {
         let err = AllowlistNetwork::new(
             &plan,
             RUN,
@@ -324,8 +396,13 @@ fn plans_the_runner_cannot_render_are_sr_run_201() {
         assert_eq!(err.path, "launch.network");
     }
     let plan = plan_with(vec![], vec![], &[]);
+    let outside = "10.9.0.0/30".parse().unwrap();
+    assert!(RunBinding::new(&plan, RUN, outside, pool(), 1).is_err());
+    assert!(RunBinding::new(&plan, RUN, "10.213.0.0/30".parse().unwrap(), pool(), 0).is_err());
     for bad_id in ["", "XYZ", "0123456789abc"] {
-        assert!(RunBinding::new(&plan, bad_id, "10.213.0.0/30".parse().unwrap()).is_err());
+        assert!(
+            RunBinding::new(&plan, bad_id, "10.213.0.0/30".parse().unwrap(), pool(), 1).is_err()
+        );
     }
 }
 
@@ -340,7 +417,9 @@ const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "releas
  {"rule": {"family": "inet", "table": "safe_run_0123456789ab", "chain": "forward", "handle": 7, "comment": "egress-1", "expr": [{"counter": {"packets": 0, "bytes": 0}}, {"accept": null}]}},
  {"rule": {"family": "inet", "table": "safe_run_0123456789ab", "chain": "forward", "handle": 8, "comment": "egress-0/blocked", "expr": [{"counter": {"packets": 1, "bytes": 60}}]}},
  {"rule": {"family": "inet", "table": "safe_run_0123456789ab", "chain": "forward", "handle": 9, "comment": "default-drop", "expr": [{"counter": {"packets": 7, "bytes": 358}}, {"drop": null}]}},
- {"rule": {"family": "inet", "table": "safe_run_0123456789ab", "chain": "input", "handle": 10, "comment": "dns", "expr": [{"counter": {"packets": 4, "bytes": 200}}, {"accept": null}]}}
+ {"rule": {"family": "inet", "table": "safe_run_0123456789ab", "chain": "input", "handle": 10, "comment": "dns", "expr": [{"counter": {"packets": 4, "bytes": 200}}, {"accept": null}]}},
+ {"rule": {"family": "inet", "table": "safe_run_0123456789ab", "chain": "forward", "handle": 11, "comment": "pool-drop", "expr": [{"counter": {"packets": 2, "bytes": 120}}, {"drop": null}]}},
+ {"rule": {"family": "inet", "table": "safe_run_0123456789ab", "chain": "connlimit", "handle": 12, "comment": "conn-limit", "expr": [{"ct count": {"val": 4096, "inv": true}}, {"counter": {"packets": 9, "bytes": 261}}, {"drop": null}]}}
 ]}"#;
 
 fn two_rule_plan() -> NetworkPlan {
@@ -394,7 +473,9 @@ fn counters_parse_from_nft_listing() {
             answered: 2,
             refused: 1,
             failed: 0,
+            ignored: 3,
         },
+        4096,
     );
     insta::assert_json_snapshot!("audit_block", audit);
     // Malformed input gives empty counters, not a panic.
@@ -419,10 +500,16 @@ fn hit_events_only_when_positive_and_changed() {
         .iter()
         .map(|e| e["ruleId"].as_str().unwrap())
         .collect();
-    // egress-1 has no hits: no event. host-drop has none either.
-    assert_eq!(ids, ["egress-0", "default-drop", "dns"]);
+    // egress-1 has no hits: no event. host-drop has none either. The runner's drop rules
+    // follow the plan's.
+    assert_eq!(
+        ids,
+        ["egress-0", "default-drop", "dns", "pool-drop", "conn-limit"]
+    );
     assert_eq!(first[0]["allowedHits"], 3);
     assert_eq!(first[0]["blockedHits"], 1);
+    assert_eq!(first[4]["blockedHits"], 9);
+    assert_eq!(first[4]["egressIndex"], Value::Null);
     assert!(
         audit::hit_events(&plan, &c, &mut last, true).is_empty(),
         "unchanged counters emit nothing"
@@ -556,7 +643,8 @@ fn resolver_answers_allowed_names_and_fills_sets_without_rebinding_targets() {
         DnsTally {
             answered: 2,
             refused: 0,
-            failed: 0
+            failed: 0,
+            ignored: 0,
         }
     );
     assert_eq!(evs[0]["verdict"], "answered");
@@ -694,6 +782,13 @@ fn lifecycle_command_sequence_and_release() {
     let facts = &attached.facts;
     assert_eq!(facts["hostInterface"], format!("sr{RUN}h"));
     assert_eq!(facts["ipv4ForwardingEnabled"], json!(["eth0"]));
+    assert_eq!(facts["connectionLimit"]["maxConnections"], 4096);
+    assert_eq!(facts["poolDrop"], "10.213.0.0/16");
+    // The test override: loopback, no device; in production the run's link and sandbox.
+    assert_eq!(
+        facts["resolverAccess"],
+        json!({"device": null, "source": "127.0.0.1"})
+    );
     assert_eq!(
         facts["nftRulesetDigest"],
         audit::ruleset_digest(&serde_json::from_str(LISTING).unwrap())
@@ -894,11 +989,45 @@ fn names_are_refreshed_when_their_ttl_runs_out() {
     );
 }
 
+/// Issue 8 item 6: the resolver answers its own sandbox's address only.
+#[test]
+fn resolver_ignores_datagrams_from_other_sources() {
+    let exec = Arc::new(RecordingExecutor::new(|_| Ok(String::new())));
+    let (r, _) = test_resolver(exec);
+    let r = Arc::new(r);
+    // The "sandbox" is 127.0.0.2; the server listens on 127.0.0.1.
+    let access = dns::ResolverAccess {
+        device: None,
+        client: Ipv4Addr::new(127, 0, 0, 2),
+    };
+    let mut server = dns::DnsServer::start(r.clone(), Ipv4Addr::LOCALHOST, 0, access).unwrap();
+    let ask = |from: Ipv4Addr| {
+        let c = UdpSocket::bind((from, 0)).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .unwrap();
+        c.send_to(&query_bytes("blocked.test.", RecordType::A), server.local)
+            .unwrap();
+        let mut buf = [0u8; 512];
+        c.recv(&mut buf).ok()
+    };
+    assert_eq!(ask(Ipv4Addr::LOCALHOST), None, "answered a stranger");
+    assert!(ask(Ipv4Addr::new(127, 0, 0, 2)).is_some());
+    server.stop();
+    let (evs, tally, _) = r.drain();
+    assert_eq!(tally.ignored, 1);
+    assert_eq!(tally.refused, 1);
+    assert_eq!(evs.len(), 1, "{evs:?}");
+}
+
 #[test]
 fn resolver_thread_stops_promptly() {
     let exec = Arc::new(RecordingExecutor::new(|_| Ok(String::new())));
     let (r, _) = test_resolver(exec);
-    let mut server = dns::DnsServer::start(Arc::new(r), Ipv4Addr::LOCALHOST, 0).unwrap();
+    let access = dns::ResolverAccess {
+        device: None,
+        client: Ipv4Addr::LOCALHOST,
+    };
+    let mut server = dns::DnsServer::start(Arc::new(r), Ipv4Addr::LOCALHOST, 0, access).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(50));
     let t = std::time::Instant::now();
     server.stop();
