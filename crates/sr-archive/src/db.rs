@@ -130,7 +130,10 @@ pub struct Filter {
     pub limit: u64,
 }
 
-fn store_err(path: &Path, action: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> ArchiveError {
+fn store_err(
+    path: &Path,
+    action: impl Into<String>,
+) -> impl FnOnce(rusqlite::Error) -> ArchiveError {
     let path = path.to_owned();
     let action = action.into();
     move |source| ArchiveError::Store {
@@ -258,7 +261,8 @@ impl Archive {
 
     fn migrate(&mut self) -> Result<(), ArchiveError> {
         let path = self.path.clone();
-        let version = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
+        let version =
+            |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
         let current = version(&self.conn).map_err(store_err(&path, "read user_version"))?;
         if current > SCHEMA_VERSION {
             return Err(ArchiveError::TooNew {
@@ -391,7 +395,10 @@ impl Archive {
             return Ok(run);
         }
         let p = Path::new(what);
-        let dir = if p.file_name().is_some_and(|n| n == sr_evidence::report::REPORT_FILE) {
+        let dir = if p
+            .file_name()
+            .is_some_and(|n| n == sr_evidence::report::REPORT_FILE)
+        {
             p.parent().unwrap_or(p)
         } else {
             p
@@ -537,7 +544,10 @@ impl Archive {
     }
 
     /// Signs a checkpoint of the current tree and stores it.
-    pub fn checkpoint(&mut self, key: &sr_evidence::SigningKey) -> Result<Checkpoint, ArchiveError> {
+    pub fn checkpoint(
+        &mut self,
+        key: &sr_evidence::SigningKey,
+    ) -> Result<Checkpoint, ArchiveError> {
         let path = self.path.clone();
         // A read transaction: the size and root belong to one state of the tree.
         let tx = self
@@ -598,5 +608,7 @@ pub fn now_rfc3339() -> String {
 /// reports' strings drop trailing zero fractions and so do not sort as text.
 pub fn unix_ms(text: &str) -> u64 {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_or(0, |t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0))
+        .map_or(0, |t| {
+            u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+        })
 }

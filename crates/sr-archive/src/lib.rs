@@ -155,7 +155,12 @@ pub fn rebuild(db: &mut Archive, base: &Path) -> Result<RebuildSummary, ArchiveE
     let mut dirs: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_dir() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            p.is_dir()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     dirs.sort();
     let mut records = Vec::new();
@@ -166,7 +171,9 @@ pub fn rebuild(db: &mut Archive, base: &Path) -> Result<RebuildSummary, ArchiveE
         let abs = std::fs::canonicalize(&dir).unwrap_or(dir);
         match record::from_run_dir(&abs) {
             Ok(r) => records.push(r),
-            Err(e) => summary.unreadable.push((abs.display().to_string(), e.to_string())),
+            Err(e) => summary
+                .unreadable
+                .push((abs.display().to_string(), e.to_string())),
         }
     }
     records.sort_by(|a, b| (&a.started_at, &a.run_id).cmp(&(&b.started_at, &b.run_id)));
@@ -174,7 +181,9 @@ pub fn rebuild(db: &mut Archive, base: &Path) -> Result<RebuildSummary, ArchiveE
         match db.record(rec) {
             Ok(Recorded::New { .. }) => summary.indexed.push(rec.run_id.clone()),
             Ok(Recorded::Already { .. }) => summary.unchanged += 1,
-            Err(ArchiveError::Tampered { run_id, reason }) => summary.tampered.push((run_id, reason)),
+            Err(ArchiveError::Tampered { run_id, reason }) => {
+                summary.tampered.push((run_id, reason))
+            }
             Err(e) => return Err(e),
         }
     }
@@ -182,7 +191,11 @@ pub fn rebuild(db: &mut Archive, base: &Path) -> Result<RebuildSummary, ArchiveE
         match state {
             ReportState::Missing => summary.missing.push(run.record.run_id),
             ReportState::Changed { now } => {
-                if !summary.tampered.iter().any(|(id, _)| *id == run.record.run_id) {
+                if !summary
+                    .tampered
+                    .iter()
+                    .any(|(id, _)| *id == run.record.run_id)
+                {
                     summary.tampered.push((
                         run.record.run_id,
                         format!(

@@ -250,7 +250,11 @@ pub fn check_consistency(
     }
     let parsed = (old.root(), new.root(), from_hex(&proof.path));
     let (Ok(old_root), Ok(new_root), Ok(path)) = parsed else {
-        out.push(check("log.consistency", Status::Fail, "a hash is not 64 hex digits"));
+        out.push(check(
+            "log.consistency",
+            Status::Fail,
+            "a hash is not 64 hex digits",
+        ));
         return out;
     };
     match merkle::verify_consistency(old.tree_size, new.tree_size, &old_root, &new_root, &path) {

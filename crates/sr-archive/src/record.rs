@@ -112,7 +112,10 @@ pub fn from_parts(
         signal: report.exit.signal,
         limits_hit: limits_hit(&report),
         blocked: blocked(&report),
-        blocked_packets: report.network_audit.as_ref().map_or(0, |a| a.blocked.packets),
+        blocked_packets: report
+            .network_audit
+            .as_ref()
+            .map_or(0, |a| a.blocked.packets),
         report_digest,
         integrity_digest: integrity.map(|i| i.digest.clone()).unwrap_or_default(),
         keyid: integrity.and_then(|i| i.keyid.clone()),
@@ -190,9 +193,14 @@ fn limits_hit(report: &RunReport) -> Vec<String> {
         _ => {}
     }
     if let Some(cg) = &report.enforcement.cgroup {
-        let limit = |key: &str| cg.limits.get(key).and_then(|v| v.trim().parse::<u64>().ok());
+        let limit = |key: &str| {
+            cg.limits
+                .get(key)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
         let reached = |peak: Option<u64>, key: &str| matches!((peak, limit(key)), (Some(p), Some(l)) if p >= l);
-        if reached(report.resources.memory_peak_bytes, "memory.max") && !hit.iter().any(|h| h == "memory")
+        if reached(report.resources.memory_peak_bytes, "memory.max")
+            && !hit.iter().any(|h| h == "memory")
         {
             hit.push("memory".to_owned());
         }

@@ -241,7 +241,9 @@ pub fn parse_since(text: &str) -> Result<u64, String> {
         Some(secs) => now_ms.saturating_sub(secs.saturating_mul(1000)),
         None => {
             let dt = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-                .map_err(|e| format!("--since {t:?}: neither RFC 3339 nor an age like 24h ({e})"))?;
+                .map_err(|e| {
+                    format!("--since {t:?}: neither RFC 3339 nor an age like 24h ({e})")
+                })?;
             u64::try_from(dt.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
         }
     };
@@ -438,9 +440,15 @@ pub fn render_show(
     line("status", how);
     line(
         "time",
-        format!("{} .. {} ({} ms)", rec.started_at, rec.ended_at, rec.duration_ms),
+        format!(
+            "{} .. {} ({} ms)",
+            rec.started_at, rec.ended_at, rec.duration_ms
+        ),
     );
-    line("policy", format!("{} {}", rec.policy_name, rec.policy_digest));
+    line(
+        "policy",
+        format!("{} {}", rec.policy_name, rec.policy_digest),
+    );
     line(
         "command",
         format!(
@@ -456,7 +464,10 @@ pub fn render_show(
     line("limits hit", join_or_none(&rec.limits_hit));
     let mut blocked = join_or_none(&rec.blocked);
     if rec.blocked_packets > 0 {
-        blocked.push_str(&format!(" ({} packets dropped by default)", rec.blocked_packets));
+        blocked.push_str(&format!(
+            " ({} packets dropped by default)",
+            rec.blocked_packets
+        ));
     }
     line("blocked", blocked);
     line("backend", rec.backend.clone());
@@ -478,9 +489,10 @@ pub fn render_show(
     );
     line(
         "signed",
-        rec.keyid
-            .as_ref()
-            .map_or_else(|| "no (evidence.sign: false)".into(), |k| format!("ed25519 keyid={k}")),
+        rec.keyid.as_ref().map_or_else(
+            || "no (evidence.sign: false)".into(),
+            |k| format!("ed25519 keyid={k}"),
+        ),
     );
     line(
         "archived",
@@ -501,10 +513,18 @@ fn enforcement_lines(report: Option<&Value>) -> Vec<String> {
     };
     let strs = |v: Option<&Value>| -> Vec<String> {
         v.and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     };
-    let mut out = vec![format!("namespaces: {}", join_or_none(&strs(e.get("namespaces"))))];
+    let mut out = vec![format!(
+        "namespaces: {}",
+        join_or_none(&strs(e.get("namespaces")))
+    )];
     out.push(match e.get("landlock") {
         Some(l) => format!(
             "landlock: abi {} {} ({} rules)",
@@ -544,7 +564,9 @@ fn enforcement_lines(report: Option<&Value>) -> Vec<String> {
     });
     out.push(format!(
         "network: {}",
-        e.pointer("/network/mode").and_then(Value::as_str).unwrap_or("?")
+        e.pointer("/network/mode")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
     ));
     out
 }
@@ -635,9 +657,17 @@ pub fn verify(args: VerifyArgs) -> u8 {
             match diagnostic {
                 None => {
                     let skipped = v.checks.iter().filter(|c| c.status == Status::Skip).count();
-                    let what = if args.report.is_some() { "report" } else { "event log" };
+                    let what = if args.report.is_some() {
+                        "report"
+                    } else {
+                        "event log"
+                    };
                     let completeness = if v.complete { "complete" } else { "INCOMPLETE" };
-                    let logged = if args.proof.is_some() { "; in the log" } else { "" };
+                    let logged = if args.proof.is_some() {
+                        "; in the log"
+                    } else {
+                        ""
+                    };
                     print_out(&format!(
                         "verified: {what} is intact ({completeness}{logged}; {skipped} check(s) skipped)\n"
                     ));
@@ -648,7 +678,8 @@ pub fn verify(args: VerifyArgs) -> u8 {
         }
         Format::Json => {
             let errors: Vec<&Diagnostic> = diagnostic.iter().collect();
-            let doc = json!({"ok": ok, "complete": v.complete, "checks": v.checks, "errors": errors});
+            let doc =
+                json!({"ok": ok, "complete": v.complete, "checks": v.checks, "errors": errors});
             print_out(&format!("{doc:#}\n"));
             diagnostic.map_or(0, |d| u8::try_from(d.code.exit_code()).unwrap_or(1))
         }
