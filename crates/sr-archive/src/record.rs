@@ -37,7 +37,9 @@ pub struct RunRecord {
     pub policy_digest: String,
     /// `sandbox` or `firecracker`.
     pub backend: String,
-    /// Command line, arguments joined by spaces (`?` when unknown).
+    /// Command line on one line: arguments joined by spaces, an argument with characters
+    /// other than `[A-Za-z0-9_/.,:=+@%-]` written as a double-quoted, escaped string
+    /// (`"a b\n"`); `?` when unknown.
     pub command: String,
     /// Whether `command` matches the report's signed command digest.
     pub command_attested: bool,
@@ -171,7 +173,7 @@ fn command_of(report: &RunReport, bundle: Option<&Value>) -> (String, bool) {
             let attested = jcs(&argv)
                 .map(|b| Some(sha256_tagged(&b).as_str()) == signed)
                 .unwrap_or(false);
-            (argv.join(" "), attested)
+            (display_argv(&argv), attested)
         }
         None => {
             // Without the bundle, the binary input at least names the program.
@@ -183,6 +185,19 @@ fn command_of(report: &RunReport, bundle: Option<&Value>) -> (String, bool) {
             (binary.unwrap_or_else(|| "?".to_owned()), false)
         }
     }
+}
+
+/// One line for an argv: see [`RunRecord::command`].
+pub fn display_argv(argv: &[String]) -> String {
+    let plain = |a: &str| {
+        !a.is_empty()
+            && a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_/.,:=+@%-".contains(&b))
+    };
+    argv.iter()
+        .map(|a| if plain(a) { a.clone() } else { format!("{a:?}") })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn limits_hit(report: &RunReport) -> Vec<String> {
@@ -234,4 +249,17 @@ fn blocked(report: &RunReport) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_line_is_one_line_with_odd_arguments_quoted() {
+        let argv: Vec<String> = ["/bin/sh", "-c", "echo 'a b'\nexit 3", ""]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(display_argv(&argv), r#"/bin/sh -c "echo 'a b'\nexit 3" """#);
+    }
 }

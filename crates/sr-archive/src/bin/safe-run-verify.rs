@@ -10,7 +10,7 @@ use sr_archive::tool;
 /// Verify safe-run evidence offline: run reports, inclusion proofs, log consistency, and
 /// query a copy of an archive. Needs no privilege and never runs anything.
 #[derive(Parser)]
-#[command(name = "safe-run-verify", version, about, long_about = None, propagate_version = true)]
+#[command(name = "safe-run-verify", version, long_about = None, propagate_version = true)]
 #[command(after_help = "Examples:
   safe-run-verify report verify run_report.json --proof proof.json --key signing.pub
   safe-run-verify log consistency old.json new.json --proof consistency.json --key signing.pub
