@@ -377,6 +377,22 @@ impl Archive {
         })
     }
 
+    /// Appends leaves for `entries` without index rows, in one transaction. For importing a
+    /// log and for benchmarks; runs are appended by [`Archive::record`].
+    pub fn append_entries(&mut self, entries: &[[u8; 32]]) -> Result<u64, ArchiveError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(store_err(&path, "append"))?;
+        for e in entries {
+            append_leaf(&tx, e).map_err(store_err(&path, "append"))?;
+        }
+        let size = tree_size_in(&tx).map_err(store_err(&path, "append"))?;
+        tx.commit().map_err(store_err(&path, "append"))?;
+        Ok(size)
+    }
+
     /// The run with this id.
     pub fn get(&self, run_id: &str) -> Result<Option<ArchivedRun>, ArchiveError> {
         self.conn

@@ -16,7 +16,7 @@ use sr_archive::tool;
   safe-run-verify log consistency old.json new.json --proof consistency.json --key signing.pub
   safe-run-verify report list --archive archive.db --status timeout
   safe-run-verify report show 3f9c0a1b2c4d --archive archive.db
-Docs: docs/evidence.md (sections 9 and 10).")]
+Docs: docs/evidence.md (sections 9-11).")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
