@@ -32,7 +32,11 @@ fn record(i: u64) -> RunRecord {
         exit_code: Some((i % 3) as i32),
         signal: None,
         limits_hit: vec![],
-        blocked: if i % 50 == 0 { vec!["default-drop".into()] } else { vec![] },
+        blocked: if i % 50 == 0 {
+            vec!["default-drop".into()]
+        } else {
+            vec![]
+        },
         blocked_packets: 0,
         report_digest: format!("sha256:{}", hex::encode(entry(i))),
         integrity_digest: String::new(),
@@ -68,7 +72,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = Path::new(args.get(1).map_or("/tmp/sr-archive-bench", String::as_str));
     let runs: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    let leaves: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let leaves: u64 = args
+        .get(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     std::fs::create_dir_all(dir).unwrap();
     let key = SigningKey::from_bytes(&[9; 32]);
 
@@ -89,7 +96,10 @@ fn main() {
             last.0.push(us);
         }
     }
-    println!("# {runs} runs indexed in {:.1} s", t0.elapsed().as_secs_f64());
+    println!(
+        "# {runs} runs indexed in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     all.line(&format!("record (row + leaf, 1 txn), all {runs}"));
     last.line("record, the last 1000");
     let mut cps = Stats(Vec::new());
@@ -100,10 +110,36 @@ fn main() {
 
     // 2. `report list` over RUNS runs.
     let lists: [(&str, Filter); 5] = [
-        ("list newest 50", Filter { limit: 50, ..Default::default() }),
-        ("list --status timeout (limit 50)", Filter { status: Some("timeout".into()), limit: 50, ..Default::default() }),
-        ("list --command 'job 4242' (scan)", Filter { command: Some("job 4242\"".into()), limit: 50, ..Default::default() }),
-        ("list --blocked --limit 0", Filter { blocked: Some(true), ..Default::default() }),
+        (
+            "list newest 50",
+            Filter {
+                limit: 50,
+                ..Default::default()
+            },
+        ),
+        (
+            "list --status timeout (limit 50)",
+            Filter {
+                status: Some("timeout".into()),
+                limit: 50,
+                ..Default::default()
+            },
+        ),
+        (
+            "list --command 'job 4242' (scan)",
+            Filter {
+                command: Some("job 4242\"".into()),
+                limit: 50,
+                ..Default::default()
+            },
+        ),
+        (
+            "list --blocked --limit 0",
+            Filter {
+                blocked: Some(true),
+                ..Default::default()
+            },
+        ),
         ("list --limit 0 (every row)", Filter::default()),
     ];
     for (what, f) in lists {
@@ -162,14 +198,19 @@ fn main() {
             }
         });
         prove.0.push(us);
-        bytes.0.push(serde_json::to_string_pretty(&p).unwrap().len() as f64);
+        bytes
+            .0
+            .push(serde_json::to_string_pretty(&p).unwrap().len() as f64);
         let path: Vec<[u8; 32]> = p
             .audit_path
             .iter()
             .map(|h| sr_archive::checkpoint::parse_hash(h).unwrap())
             .collect();
         verify.0.push(
-            time_us(|| merkle::verify_inclusion(m, n, &merkle::leaf_hash(&entry(m)), &path, &root).unwrap()).1,
+            time_us(|| {
+                merkle::verify_inclusion(m, n, &merkle::leaf_hash(&entry(m)), &path, &root).unwrap()
+            })
+            .1,
         );
     }
     prove.line(&format!("inclusion proof at {n} (db, with JSON object)"));
@@ -182,15 +223,21 @@ fn main() {
     let mut cons = Stats(Vec::new());
     for k in 1..=200u64 {
         let m = (k * 4_999) % n + 1;
-        cons.0.push(time_us(|| log.consistency_proof(m, n).unwrap()).1);
+        cons.0
+            .push(time_us(|| log.consistency_proof(m, n).unwrap()).1);
     }
     cons.line(&format!("consistency proof m -> {n}"));
     let mut tail = Stats(Vec::new());
     for k in 0..1000u64 {
-        tail.0.push(time_us(|| log.append_entries(&[entry(leaves + k)]).unwrap()).1);
+        tail.0
+            .push(time_us(|| log.append_entries(&[entry(leaves + k)]).unwrap()).1);
     }
     tail.line(&format!("append 1 leaf at {n}+ (own txn, FULL sync)"));
     let meta = std::fs::metadata(&runs_db).map(|m| m.len()).unwrap_or(0);
     let log_meta = std::fs::metadata(&log_db).map(|m| m.len()).unwrap_or(0);
-    println!("db sizes: runs.db {:.1} MB, log.db {:.1} MB", meta as f64 / 1e6, log_meta as f64 / 1e6);
+    println!(
+        "db sizes: runs.db {:.1} MB, log.db {:.1} MB",
+        meta as f64 / 1e6,
+        log_meta as f64 / 1e6
+    );
 }

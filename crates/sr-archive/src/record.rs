@@ -195,7 +195,13 @@ pub fn display_argv(argv: &[String]) -> String {
                 .all(|b| b.is_ascii_alphanumeric() || b"_/.,:=+@%-".contains(&b))
     };
     argv.iter()
-        .map(|a| if plain(a) { a.clone() } else { format!("{a:?}") })
+        .map(|a| {
+            if plain(a) {
+                a.clone()
+            } else {
+                format!("{a:?}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }

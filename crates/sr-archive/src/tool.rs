@@ -292,16 +292,30 @@ pub fn list(args: ListArgs) -> u8 {
         .count();
     match args.format {
         Format::Json => {
-            let rows: Vec<Value> = runs
-                .iter()
-                .zip(&states)
-                .map(|(r, s)| {
-                    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
-                    v["report"] = json!(s.label());
-                    v
-                })
-                .collect();
-            print_out(&format!("{:#}\n", json!({ "ok": true, "runs": rows })));
+            // Serialized straight from the rows: no intermediate `Value` per run.
+            #[derive(serde::Serialize)]
+            struct Row<'a> {
+                #[serde(flatten)]
+                run: &'a ArchivedRun,
+                report: &'static str,
+            }
+            #[derive(serde::Serialize)]
+            struct Doc<'a> {
+                ok: bool,
+                runs: Vec<Row<'a>>,
+            }
+            let doc = Doc {
+                ok: true,
+                runs: runs
+                    .iter()
+                    .zip(&states)
+                    .map(|(run, s)| Row {
+                        run,
+                        report: s.label(),
+                    })
+                    .collect(),
+            };
+            print_out(&(serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"));
         }
         Format::Text => {
             let mut text = format!(
