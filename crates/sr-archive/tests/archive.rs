@@ -546,3 +546,72 @@ fn proofs_and_checkpoints_verify_offline_and_tampering_is_named() {
     assert_eq!(out.status.code(), Some(8));
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  checkpoint.old"));
 }
+
+/// Not a test on its own: the child of `twenty_processes_...` (does nothing without its env).
+#[test]
+fn child_indexer() {
+    let (Some(db), Some(dir)) = (
+        std::env::var_os("SR_ARCHIVE_CHILD_DB"),
+        std::env::var_os("SR_ARCHIVE_CHILD_DIR"),
+    ) else {
+        return;
+    };
+    let go = std::env::var_os("SR_ARCHIVE_CHILD_GO").unwrap();
+    // Start together: wait (bounded) for the parent's go file.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !Path::new(&go).exists() && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    index_run(Path::new(&db), Path::new(&dir), Some(&key())).unwrap();
+}
+
+#[test]
+fn twenty_processes_indexing_at_once_leave_twenty_rows_and_twenty_leaves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("runs");
+    let db_path = tmp.path().join("archive.db");
+    let go = tmp.path().join("go");
+    let key = key();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..20u64)
+        .map(|i| {
+            let dir = make_run(
+                &base,
+                &Run {
+                    id: &run_id(500 + i),
+                    started_ms: 1_764_000_000_000 + i,
+                    ..Default::default()
+                },
+                &key,
+            );
+            Command::new(&exe)
+                .args(["--exact", "child_indexer", "--test-threads", "1"])
+                .env("SR_ARCHIVE_CHILD_DB", &db_path)
+                .env("SR_ARCHIVE_CHILD_DIR", &dir)
+                .env("SR_ARCHIVE_CHILD_GO", &go)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::fs::write(&go, b"").unwrap();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let db = Archive::open(&db_path).unwrap();
+    assert_eq!(db.count().unwrap(), 20);
+    assert_eq!(db.tree_size().unwrap(), 20);
+    let mut leaves: Vec<u64> = db
+        .list(&Filter::default())
+        .unwrap()
+        .iter()
+        .map(|r| r.leaf_index.unwrap())
+        .collect();
+    leaves.sort();
+    assert_eq!(leaves, (0..20).collect::<Vec<_>>());
+    let final_cp = db.latest_checkpoint().unwrap().unwrap();
+    assert_eq!(final_cp.tree_size, 20);
+    assert_eq!(final_cp.root().unwrap(), db.root(20).unwrap());
+}
