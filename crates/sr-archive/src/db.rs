@@ -481,7 +481,14 @@ impl Archive {
             Some(false) => sql.push_str(" AND blocked_count = 0"),
             None => {}
         }
-        sql.push_str(" ORDER BY started_ms DESC, run_id DESC");
+        // A substring filter matches few rows: walking the start-time index and fetching every
+        // row through it costs twice a plain scan and sort (measured at 100,000 runs), so the
+        // `+` keeps the index out of the ordering then.
+        if filter.command.is_some() {
+            sql.push_str(" ORDER BY +started_ms DESC, run_id DESC");
+        } else {
+            sql.push_str(" ORDER BY started_ms DESC, run_id DESC");
+        }
         if filter.limit > 0 {
             sql.push_str(&format!(" LIMIT {}", filter.limit));
         }
