@@ -254,6 +254,60 @@ impl Archive {
         Ok(archive)
     }
 
+    /// Opens an existing archive read-only (no WAL switch, no migration), for queries. In a
+    /// directory the reader cannot write, SQLite cannot create the WAL index (`-shm`): the file
+    /// is then read as immutable, which is exact for a copy (nothing writes it) and refused when
+    /// a non-empty `-wal` beside it holds commits that reading it immutable would miss. An
+    /// archive of an older schema must be opened once read-write first.
+    pub fn open_read_only(path: &Path) -> Result<Archive, ArchiveError> {
+        use rusqlite::OpenFlags;
+        let open = |target: &str, extra: OpenFlags| {
+            let conn = Connection::open_with_flags(
+                target,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | extra,
+            )
+            .map_err(store_err(path, "open read-only"))?;
+            conn.busy_timeout(Duration::from_secs(10))
+                .map_err(store_err(path, "set busy_timeout"))?;
+            Ok::<_, ArchiveError>(Archive {
+                conn,
+                path: path.to_owned(),
+            })
+        };
+        let target = path.display().to_string();
+        let mut archive = open(&target, OpenFlags::empty())?;
+        let version = match archive.schema_version() {
+            Ok(v) => v,
+            Err(ArchiveError::Store {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            }) if e.code == rusqlite::ErrorCode::ReadOnly
+                || e.code == rusqlite::ErrorCode::CannotOpen =>
+            {
+                let mut wal = path.as_os_str().to_owned();
+                wal.push("-wal");
+                if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+                    return Err(ArchiveError::Unreadable {
+                        path: path.to_owned(),
+                        reason: "the directory is not writable and a non-empty -wal file holds commits not yet in the database; copy the archive with `sqlite3 DB .backup COPY` and read the copy".into(),
+                    });
+                }
+                let uri = format!("file:{}?immutable=1", uri_path(path));
+                archive = open(&uri, OpenFlags::SQLITE_OPEN_URI)?;
+                archive.schema_version()?
+            }
+            Err(e) => return Err(e),
+        };
+        if version != SCHEMA_VERSION {
+            return Err(ArchiveError::TooNew {
+                path: path.to_owned(),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        Ok(archive)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -634,4 +688,18 @@ pub fn unix_ms(text: &str) -> u64 {
         .map_or(0, |t| {
             u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
         })
+}
+
+/// `path` for a `file:` URI: `%`, `?` and `#` percent-encoded.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.display().to_string().chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -18,8 +18,9 @@ pub enum ArchiveError {
         #[source]
         source: rusqlite::Error,
     },
-    /// The database was written by a newer safe-run (SR-ARC-001).
-    #[error("archive {} has schema version {found}; this safe-run knows up to {known}", path.display())]
+    /// The database has another schema version than this build can use (SR-ARC-001): newer,
+    /// or (read-only) older and not yet migrated.
+    #[error("archive {} has schema version {found}; this safe-run uses version {known}", path.display())]
     TooNew {
         /// The database file.
         path: PathBuf,
@@ -90,7 +91,9 @@ impl ArchiveError {
             ArchiveError::Store { .. } => {
                 "check that the archive directory is writable (SAFE_RUN_ARCHIVE or --archive); a busy database is retried for 10 s"
             }
-            ArchiveError::TooNew { .. } => "use the safe-run version that wrote this archive",
+            ArchiveError::TooNew { .. } => {
+                "use the safe-run version that wrote this archive; an older archive is migrated by opening it once read-write (any `safe-run report` command)"
+            }
             ArchiveError::Unreadable { .. } => {
                 "a run dir needs a readable run_report.json; runs stopped before the report exist only on disk"
             }

@@ -615,3 +615,67 @@ fn twenty_processes_indexing_at_once_leave_twenty_rows_and_twenty_leaves() {
     assert_eq!(final_cp.tree_size, 20);
     assert_eq!(final_cp.root().unwrap(), db.root(20).unwrap());
 }
+
+#[test]
+fn a_copy_in_a_directory_the_reader_cannot_write_is_listed_read_only() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        != 0
+    {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "needs root to switch to nobody (CI=true)"
+        );
+        eprintln!("SKIPPED: needs root to run the reader as nobody");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("runs");
+    let db_path = tmp.path().join("archive.db");
+    let key = key();
+    index_run(
+        &db_path,
+        &make_run(&base, &Run::default(), &key),
+        Some(&key),
+    )
+    .unwrap();
+    // A copy as a third party gets it: the db file alone, in a directory only root can write.
+    let ro = tmp.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    rusqlite::Connection::open(&db_path)
+        .unwrap()
+        .execute_batch(&format!(
+            "VACUUM INTO '{}'",
+            ro.join("archive.db").display()
+        ))
+        .unwrap();
+    let bin = ro.join("safe-run-verify");
+    std::fs::copy(env!("CARGO_BIN_EXE_safe-run-verify"), &bin).unwrap();
+    for p in [tmp.path(), ro.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(
+        ro.join("archive.db"),
+        std::fs::Permissions::from_mode(0o444),
+    )
+    .unwrap();
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["report", "list", "--archive"])
+        .arg(ro.join("archive.db"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(text.contains("aaaaaaaaaaaa"), "{text}");
+    assert!(!ro.join("archive.db-shm").exists());
+}

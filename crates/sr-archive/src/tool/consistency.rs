@@ -72,7 +72,7 @@ pub fn consistency(args: ConsistencyArgs) -> u8 {
         }),
         None => args
             .location
-            .open_existing()
+            .open_read_only()
             .and_then(|db| crate::prove_consistency(&db, old.tree_size, new.tree_size)),
     };
     let proof = match proof {

@@ -106,7 +106,7 @@ pub fn list(args: ListArgs) -> u8 {
         },
         limit: args.limit,
     };
-    let db = match args.location.open_existing() {
+    let db = match args.location.open_read_only() {
         Ok(db) => db,
         Err(e) => return fail(&[e.to_diagnostic()], args.format),
     };

@@ -80,16 +80,26 @@ impl ArchiveLocation {
         crate::archive_path(self.archive.as_deref())
     }
 
-    /// Opens the archive; a read-only command on an archive that does not exist says so instead
-    /// of creating one.
+    /// Opens the archive read-write; an archive that does not exist is an error here (it is
+    /// created only by indexing).
     pub fn open_existing(&self) -> Result<Archive, ArchiveError> {
+        Archive::open(&self.existing()?)
+    }
+
+    /// Opens the archive read-only, for queries: works on a copy in a directory the reader
+    /// cannot write.
+    pub fn open_read_only(&self) -> Result<Archive, ArchiveError> {
+        Archive::open_read_only(&self.existing()?)
+    }
+
+    fn existing(&self) -> Result<PathBuf, ArchiveError> {
         let path = self.path();
         if !path.exists() {
             return Err(ArchiveError::NotFound {
                 what: format!("archive {} (no run was indexed there yet)", path.display()),
             });
         }
-        Archive::open(&path)
+        Ok(path)
     }
 }
 

@@ -36,7 +36,7 @@ fn log_position(db: &Archive, run: &ArchivedRun) -> Option<(u64, u64)> {
 
 /// `report show`.
 pub fn show(args: ShowArgs) -> u8 {
-    let db = match args.location.open_existing() {
+    let db = match args.location.open_read_only() {
         Ok(db) => db,
         Err(e) => return fail(&[e.to_diagnostic()], args.format),
     };
