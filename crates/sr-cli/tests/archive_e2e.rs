@@ -178,3 +178,70 @@ fn a_run_whose_archive_cannot_be_written_still_succeeds_with_a_warning() {
     assert!(err(&o).contains("rebuild-index"), "{}", err(&o));
     assert!(env.run_dirs()[0].join("run_report.json").is_file());
 }
+
+#[test]
+fn twenty_runs_finishing_at_once_are_all_archived() {
+    if !require_root("twenty_runs_finishing_at_once_are_all_archived") {
+        return;
+    }
+    let env = Env::new();
+    let key = env.dir.path().join("keys/signing.key");
+    // Each run waits for the same file, so they finish together (bounded: 20 s).
+    let go = env.share().join("go");
+    let script = "i=0; while [ ! -e /data/go ] && [ $i -lt 2000 ]; do i=$((i+1)); sleep 0.01; done; echo done";
+    let p = env.policy(
+        "together",
+        &policy(
+            "/bin/sh",
+            &["-c", script],
+            json!({"mounts": [{"source": env.share(), "target": "/data", "readOnly": true}]}),
+        ),
+    );
+    let children: Vec<_> = (0..20)
+        .map(|_| {
+            env.run_cmd(&p)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Bounded wait until every run is inside its sandbox (its events.jsonl exists), then go.
+    let all_started = wait_for(60, || {
+        env.run_dirs()
+            .iter()
+            .filter(|d| d.join("events.jsonl").exists())
+            .count()
+            == 20
+    });
+    std::fs::write(&go, b"").unwrap();
+    assert!(all_started, "not all 20 runs started");
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", err(&o));
+        assert!(err(&o).contains("archived; log leaf"), "{}", err(&o));
+    }
+    let o = env
+        .cmd()
+        .args(["report", "list", "--limit", "0", "--format", "json"])
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_str(&out(&o)).unwrap();
+    let mut leaves: Vec<u64> = listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["leafIndex"].as_u64().unwrap())
+        .collect();
+    leaves.sort();
+    assert_eq!(leaves, (0..20).collect::<Vec<u64>>());
+    let o = env
+        .cmd()
+        .env("SAFE_RUN_KEY", &key)
+        .args(["log", "checkpoint"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let cp: Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(cp["treeSize"], 20);
+}
