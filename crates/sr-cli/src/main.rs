@@ -1,7 +1,8 @@
 //! `safe-run`: run untrusted programs under a declarative policy and prove what was enforced.
 //!
 //! Exit codes: 0 success (or the workload's own exit code for `run`), 2 usage, 3 policy invalid,
-//! 4 compile failure, 5 run failure, 6 timeout, 7 evidence failure. See docs/errors.md.
+//! 4 compile failure, 5 run failure, 6 timeout, 7 evidence failure, 8 archive or log failure.
+//! See docs/errors.md.
 
 mod cmd;
 mod evidence_report;
@@ -32,9 +33,12 @@ enum Command {
     Compile(cmd::compile::CompileArgs),
     /// Run a command under a policy and write a signed run report.
     Run(cmd::run::RunArgs),
-    /// Verify or export run reports.
+    /// Verify, export, list, show and prove run reports (the archive of runs).
     #[command(subcommand)]
     Report(cmd::report::ReportCommand),
+    /// The transparency log of run reports: checkpoints and consistency.
+    #[command(subcommand)]
+    Log(cmd::log::LogCommand),
     /// Show the report-signing key.
     #[command(subcommand)]
     Key(cmd::key::KeyCommand),
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Command::Compile(args) => cmd::compile::execute(args),
         Command::Run(args) => cmd::run::execute(args),
         Command::Report(c) => cmd::report::execute(c),
+        Command::Log(c) => cmd::log::execute(c),
         Command::Key(c) => cmd::key::execute(c),
         Command::Schema(args) => cmd::schema::execute(args),
         Command::Gc(args) => cmd::gc::execute(args),

@@ -53,11 +53,23 @@ pub enum ErrorCode {
     /// Generating, signing or verifying the report failed.
     #[serde(rename = "SR-EVD-002")]
     EvidenceReport,
+    /// The archive (index and log database) cannot be opened, migrated, read or written.
+    #[serde(rename = "SR-ARC-001")]
+    ArchiveStore,
+    /// The run asked for is not in the archive (or RUN names no run).
+    #[serde(rename = "SR-ARC-002")]
+    ArchiveNotFound,
+    /// An archived report is missing or no longer matches the digest the archive recorded.
+    #[serde(rename = "SR-ARC-003")]
+    ArchiveTampered,
+    /// An inclusion proof, consistency proof or checkpoint does not verify.
+    #[serde(rename = "SR-ARC-004")]
+    ArchiveProof,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::PolicyMissingField,
         ErrorCode::PolicyBadFormat,
         ErrorCode::PolicySemanticConflict,
@@ -73,6 +85,10 @@ impl ErrorCode {
         ErrorCode::RunNetworkRelease,
         ErrorCode::EvidenceEventWrite,
         ErrorCode::EvidenceReport,
+        ErrorCode::ArchiveStore,
+        ErrorCode::ArchiveNotFound,
+        ErrorCode::ArchiveTampered,
+        ErrorCode::ArchiveProof,
     ];
 
     /// The stable string form, e.g. `SR-POL-001`.
@@ -93,6 +109,10 @@ impl ErrorCode {
             ErrorCode::RunNetworkRelease => "SR-RUN-202",
             ErrorCode::EvidenceEventWrite => "SR-EVD-001",
             ErrorCode::EvidenceReport => "SR-EVD-002",
+            ErrorCode::ArchiveStore => "SR-ARC-001",
+            ErrorCode::ArchiveNotFound => "SR-ARC-002",
+            ErrorCode::ArchiveTampered => "SR-ARC-003",
+            ErrorCode::ArchiveProof => "SR-ARC-004",
         }
     }
 
@@ -105,7 +125,7 @@ impl ErrorCode {
     ///
     /// 0 success; 1 the workload itself failed (its own exit code is passed through instead
     /// where one exists); 2 usage; 3 policy invalid; 4 compile; 5 run; 6 timeout; 7 evidence;
-    /// 8 output limit (`onLimit: kill`).
+    /// 8 output limit (`onLimit: kill`); 9 archive and transparency log.
     pub const fn exit_code(self) -> i32 {
         match self {
             ErrorCode::PolicyMissingField
@@ -122,6 +142,10 @@ impl ErrorCode {
             ErrorCode::RunTimeout => 6,
             ErrorCode::RunOutputLimit => 8,
             ErrorCode::EvidenceEventWrite | ErrorCode::EvidenceReport => 7,
+            ErrorCode::ArchiveStore
+            | ErrorCode::ArchiveNotFound
+            | ErrorCode::ArchiveTampered
+            | ErrorCode::ArchiveProof => 9,
         }
     }
 }

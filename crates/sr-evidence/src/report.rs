@@ -417,6 +417,22 @@ pub enum ExitStatus {
     Interrupted,
 }
 
+impl ExitStatus {
+    /// The name the report's JSON uses (`exited`, `outputLimit`, ...).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ExitStatus::Exited => "exited",
+            ExitStatus::Signaled => "signaled",
+            ExitStatus::Timeout => "timeout",
+            ExitStatus::Oom => "oom",
+            ExitStatus::LaunchFailed => "launchFailed",
+            ExitStatus::Stopped => "stopped",
+            ExitStatus::OutputLimit => "outputLimit",
+            ExitStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// Exit facts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -859,3 +859,19 @@ fn long_chains_report_the_first_bad_line() {
     bytes2[10] ^= 0x01; // an earlier error wins
     assert_eq!(check_chain(&bytes2).unwrap_err().line, 1);
 }
+
+#[test]
+fn exit_status_names_match_the_json() {
+    for s in [
+        ExitStatus::Exited,
+        ExitStatus::Signaled,
+        ExitStatus::Timeout,
+        ExitStatus::Oom,
+        ExitStatus::LaunchFailed,
+        ExitStatus::Stopped,
+        ExitStatus::OutputLimit,
+        ExitStatus::Interrupted,
+    ] {
+        assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+    }
+}

@@ -4,6 +4,7 @@ pub mod compile;
 pub mod gc;
 pub mod init;
 pub mod key;
+pub mod log;
 pub mod report;
 pub mod run;
 pub mod schema;

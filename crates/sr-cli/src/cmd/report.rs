@@ -1,38 +1,40 @@
-//! `safe-run report ...`: offline verification and export of run reports.
+//! `safe-run report ...`: verification and export of run reports, and the archive of runs
+//! (list, show, rebuild-index, prove; the shared, unprivileged part lives in
+//! `sr_archive::tool` so that `safe-run-verify` runs the same code).
 //!
 //! Exit codes: 0 when every check passed or was skipped (skips are listed), 7 (SR-EVD-002)
-//! when any check failed or the report cannot be exported, 2 for usage errors.
+//! when any check failed or the report cannot be exported, 9 (SR-ARC-xxx) for archive and
+//! proof failures, 2 for usage errors.
 
 use std::path::PathBuf;
 
-use clap::{Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
+use sr_archive::tool;
 use sr_common::{Diagnostic, ErrorCode};
 use sr_evidence::verify::{self, Verification};
-use sr_evidence::{export, keys, report};
+use sr_evidence::{SigningKey, export, keys, report};
 
 use crate::cmd::key::{KeyLocation, load_signing_key};
-use crate::output::{Format, exit_code, fail};
+use crate::output::{Format, fail, print_stdout};
 
 /// Subcommands of `safe-run report`.
 #[derive(Subcommand)]
 pub enum ReportCommand {
-    /// Verify a run report, its event chain and the files it names, offline. With only
-    /// --events, verify an event log alone (reports an incomplete prefix after a crash).
-    Verify {
-        /// The run_report.json to verify.
-        #[arg(value_name = "REPORT", required_unless_present = "events")]
-        report: Option<PathBuf>,
-        /// The event log (default: events.jsonl beside the report).
-        #[arg(long, value_name = "FILE")]
-        events: Option<PathBuf>,
-        /// The trusted public key (PEM from `safe-run key export-public`, or base64). Without
-        /// it the report's embedded key is used, which proves integrity but not who signed.
-        #[arg(long, value_name = "PUBKEY")]
-        key: Option<PathBuf>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
+    /// Verify a run report, its event chain and the files it names, offline; with --proof also
+    /// its inclusion in the transparency log. With only --events, verify an event log alone
+    /// (reports an incomplete prefix after a crash).
+    Verify(tool::VerifyArgs),
+    /// List archived runs, newest first, with filters (since, status, policy, command,
+    /// backend, blocked).
+    List(tool::ListArgs),
+    /// A human summary of one archived run: how it ended, limits hit, what was enforced,
+    /// blocked destinations, report digest, whether it is archived and in the log.
+    Show(tool::ShowArgs),
+    /// Index every run directory on disk that is not archived yet; name tampered and missing
+    /// reports.
+    RebuildIndex(RebuildArgs),
+    /// Write the inclusion proof of a run's report in the transparency log (JSON).
+    Prove(ProveArgs),
     /// Export a verified report for supply-chain tools.
     Export {
         /// Export format.
@@ -59,6 +61,50 @@ pub enum ReportCommand {
     },
 }
 
+/// Arguments of `safe-run report rebuild-index`.
+#[derive(Args)]
+#[command(after_help = "Examples:
+  safe-run report rebuild-index
+  safe-run report rebuild-index --runs /srv/safe-run/runs --archive /tmp/archive.db --format json
+
+Reads every <runs>/<runId>/run_report.json, oldest first, and indexes (and appends to the log)
+each run not archived yet. Never rewrites the log: a report whose bytes changed since it was
+archived is named TAMPERED and left as archived; an archived run whose dir is gone is named
+missing. Exit 9 (SR-ARC-003) when any is.")]
+pub struct RebuildArgs {
+    /// The run-directory base (default: the operator config's runDir / SAFE_RUN_WORKDIR_BASE).
+    #[arg(long, value_name = "DIR")]
+    pub runs: Option<PathBuf>,
+    #[command(flatten)]
+    location: tool::ArchiveLocation,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: tool::Format,
+}
+
+/// Arguments of `safe-run report prove`.
+#[derive(Args)]
+#[command(after_help = "Examples:
+  safe-run report prove 3f9c0a1b2c4d --out proof.json
+  safe-run report verify /tmp/safe-run/runs/3f9c0a1b2c4d/run_report.json --proof proof.json --key signing.pub
+
+The proof names leafIndex, treeSize, leafHash, auditPath (hex, leaf to root), rootHash and the
+signed checkpoint of that tree: the newest stored one if it covers the whole log, else one
+signed now with the report-signing key (--key, $SAFE_RUN_KEY, the operator config's keyPath).")]
+pub struct ProveArgs {
+    /// A run id, run directory, or run_report.json path.
+    #[arg(value_name = "RUN")]
+    pub run: String,
+    /// Where to write the proof (default: stdout).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    location: tool::ArchiveLocation,
+    /// The log's signing key (the report-signing key).
+    #[command(flatten)]
+    signing: KeyLocation,
+}
+
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
@@ -69,12 +115,11 @@ pub enum ExportFormat {
 /// Runs the subcommand; returns the process exit code.
 pub fn execute(command: ReportCommand) -> u8 {
     match command {
-        ReportCommand::Verify {
-            report,
-            events,
-            key,
-            format,
-        } => run_verify(report, events, key, format),
+        ReportCommand::Verify(args) => tool::verify(args),
+        ReportCommand::List(args) => tool::list(args),
+        ReportCommand::Show(args) => tool::show(args),
+        ReportCommand::RebuildIndex(args) => rebuild_index(args),
+        ReportCommand::Prove(args) => prove(args),
         ReportCommand::Export {
             format: ExportFormat::Intoto,
             report,
@@ -95,62 +140,132 @@ fn verification_failed(v: &Verification) -> Diagnostic {
     )
 }
 
-fn run_verify(
-    report: Option<PathBuf>,
-    events: Option<PathBuf>,
-    key: Option<PathBuf>,
-    format: Format,
-) -> u8 {
-    let key = match key.as_deref().map(keys::read_public_key).transpose() {
-        Ok(k) => k,
-        Err(e) => return fail(&[e.to_diagnostic()], format),
+/// Indexes a finished run whose report is durable and appends its leaf (with `signer`, also a
+/// signed checkpoint). A failure is a warning (SR-ARC-001), never a failed run: the report
+/// exists, and `safe-run report rebuild-index` indexes it later.
+pub fn archive_finished_run(run_dir: &std::path::Path, signer: Option<&SigningKey>, quiet: bool) {
+    let archive = sr_archive::archive_path(None);
+    match sr_archive::index_run(&archive, run_dir, signer) {
+        Ok(done) if !quiet => {
+            eprintln!(
+                "safe-run: run {} archived; log leaf {}",
+                done.run_id,
+                done.recorded.leaf_index()
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            let mut d = e.to_diagnostic();
+            d.message = format!("the run is not archived: {}", d.message);
+            d.hint = format!("{}; then `safe-run report rebuild-index`", d.hint);
+            eprintln!("warning: {d}");
+        }
+    }
+}
+
+fn rebuild_index(args: RebuildArgs) -> u8 {
+    let base = match args.runs {
+        Some(b) => b,
+        None => match sr_policy::OperatorConfig::load() {
+            Ok(c) => PathBuf::from(c.run_dir),
+            Err(d) => return tool::fail(&[d], args.format),
+        },
     };
-    let v = match (&report, &events) {
-        (Some(r), e) => verify::verify(r, e.as_deref(), key.as_ref()),
-        (None, Some(e)) => verify::verify_events(e),
-        (None, None) => {
-            eprintln!("error: give REPORT or --events FILE");
-            return 2;
-        }
+    let summary = sr_archive::Archive::open(&args.location.path())
+        .and_then(|mut db| sr_archive::rebuild(&mut db, &base));
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => return tool::fail(&[e.to_diagnostic()], args.format),
     };
-    let ok = v.ok();
-    match format {
-        Format::Text => {
-            print!("{}", v.render_text());
-            if ok {
-                let skipped = v
-                    .checks
-                    .iter()
-                    .filter(|c| c.status == verify::Status::Skip)
-                    .count();
-                let what = if report.is_some() {
-                    "report"
-                } else {
-                    "event log"
-                };
-                let completeness = if v.complete { "complete" } else { "INCOMPLETE" };
-                println!("verified: {what} is intact ({completeness}; {skipped} check(s) skipped)");
-                0
-            } else {
-                fail(&[verification_failed(&v)], format)
-            }
+    match args.format {
+        tool::Format::Json => {
+            tool::print_out(&format!(
+                "{:#}\n",
+                serde_json::json!({"ok": summary.tampered.is_empty() && summary.missing.is_empty(), "summary": summary})
+            ));
         }
-        Format::Json => {
-            let errors: Vec<Diagnostic> = if ok {
-                vec![]
-            } else {
-                vec![verification_failed(&v)]
-            };
-            let doc = serde_json::json!({
-                "ok": ok, "complete": v.complete, "checks": v.checks, "errors": errors,
-            });
-            println!("{doc:#}");
-            if ok {
-                0
-            } else {
-                exit_code(ErrorCode::EvidenceReport.exit_code())
+        tool::Format::Text => {
+            let mut text = format!(
+                "indexed {} new run(s), {} already archived, from {}\n",
+                summary.indexed.len(),
+                summary.unchanged,
+                base.display()
+            );
+            for (id, why) in &summary.tampered {
+                text.push_str(&format!("TAMPERED  {id}  {why}\n"));
             }
+            for id in &summary.missing {
+                text.push_str(&format!("missing   {id}  its run dir or report is gone\n"));
+            }
+            for (path, why) in &summary.unreadable {
+                text.push_str(&format!("skipped   {path}  {why}\n"));
+            }
+            tool::print_out(&text);
         }
+    }
+    if summary.tampered.is_empty() && summary.missing.is_empty() {
+        return 0;
+    }
+    let d = Diagnostic::new(
+        ErrorCode::ArchiveTampered,
+        "archive.rebuild",
+        format!(
+            "{} tampered and {} missing report(s)",
+            summary.tampered.len(),
+            summary.missing.len()
+        ),
+        "the archive and the log keep the original digests; see the lines above",
+    );
+    tool::fail(&[d], tool::Format::Text)
+}
+
+fn prove(args: ProveArgs) -> u8 {
+    let result = args.location.open_existing().and_then(|mut db| {
+        let run = db.resolve(&args.run)?;
+        // Only load (or create) the key when no stored checkpoint covers the tree.
+        let covered = db
+            .latest_checkpoint()?
+            .is_some_and(|cp| db.tree_size().is_ok_and(|n| n == cp.tree_size));
+        let key = if covered {
+            None
+        } else {
+            Some(load_signing_key(args.signing.key.as_deref()))
+        };
+        match key {
+            Some(Err(d)) => Ok(Err(d)),
+            Some(Ok(k)) => sr_archive::prove(&mut db, &run, Some(&k)).map(Ok),
+            None => sr_archive::prove(&mut db, &run, None).map(Ok),
+        }
+    });
+    let proof = match result {
+        Ok(Ok(p)) => p,
+        Ok(Err(d)) => return fail(&[d], Format::Text),
+        Err(e) => return fail(&[e.to_diagnostic()], Format::Text),
+    };
+    let text = serde_json::to_string_pretty(&proof).unwrap_or_default() + "\n";
+    match args.out {
+        None => print_stdout(&text),
+        Some(path) => match std::fs::write(&path, text) {
+            Ok(()) => {
+                eprintln!(
+                    "wrote {}: leaf {} of {}; check it with `safe-run report verify REPORT --proof {}`",
+                    path.display(),
+                    proof.leaf_index,
+                    proof.tree_size,
+                    path.display()
+                );
+                0
+            }
+            Err(e) => {
+                let d = Diagnostic::new(
+                    ErrorCode::ArchiveProof,
+                    "log.prove",
+                    format!("cannot write {}: {e}", path.display()),
+                    "choose a writable --out path",
+                );
+                fail(&[d], Format::Text)
+            }
+        },
     }
 }
 
@@ -329,12 +444,13 @@ mod tests {
     }
 
     fn verify_cmd(report: Option<&Path>, events: Option<&Path>, key: Option<&Path>) -> u8 {
-        execute(ReportCommand::Verify {
+        execute(ReportCommand::Verify(tool::VerifyArgs {
             report: report.map(Path::to_owned),
             events: events.map(Path::to_owned),
             key: key.map(Path::to_owned),
-            format: Format::Json,
-        })
+            proof: None,
+            format: tool::Format::Json,
+        }))
     }
 
     #[test]

@@ -231,6 +231,10 @@ pub fn execute(args: RunArgs) -> u8 {
             None
         }
     };
+    if report_path.is_some() {
+        // The report is synced: index it and append its leaf (a failure only warns).
+        super::report::archive_finished_run(&dir.path, signer.as_ref(), args.quiet);
+    }
     clock.lap("cli.finish");
     summarize(&args, &outcome, report_path.as_deref(), &clock);
     if let RunStatus::LaunchFailed { diagnostic } | RunStatus::Stopped { diagnostic } =

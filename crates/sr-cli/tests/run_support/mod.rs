@@ -80,6 +80,7 @@ impl Env {
         let mut c = Command::new(bin());
         c.env("SAFE_RUN_WORKDIR_BASE", &self.base)
             .env("SAFE_RUN_CONFIG", &self.config)
+            .env("SAFE_RUN_ARCHIVE", self.dir.path().join("archive.db"))
             .env_remove("RUST_LOG");
         c
     }
