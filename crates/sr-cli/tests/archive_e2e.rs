@@ -186,15 +186,20 @@ fn twenty_runs_finishing_at_once_are_all_archived() {
     }
     let env = Env::new();
     let key = env.dir.path().join("keys/signing.key");
-    // Each run waits for the same file, so they finish together (bounded: 20 s).
+    // Each run waits for the same file, so they finish together. Starting 20 sandboxes can
+    // take tens of seconds on a loaded 2-core machine, so the wait and the runs' timeout are
+    // generous, and both bounded (at most 30,000 polls; 300 s).
     let go = env.share().join("go");
-    let script = "i=0; while [ ! -e /data/go ] && [ $i -lt 2000 ]; do i=$((i+1)); sleep 0.01; done; echo done";
+    let script = "i=0; while [ ! -e /data/go ] && [ $i -lt 30000 ]; do i=$((i+1)); sleep 0.01; done; echo done";
     let p = env.policy(
         "together",
         &policy(
             "/bin/sh",
             &["-c", script],
-            json!({"mounts": [{"source": env.share(), "target": "/data", "readOnly": true}]}),
+            json!({
+                "runtime": {"timeout": "300s"},
+                "mounts": [{"source": env.share(), "target": "/data", "readOnly": true}]
+            }),
         ),
     );
     let children: Vec<_> = (0..20)
@@ -207,7 +212,7 @@ fn twenty_runs_finishing_at_once_are_all_archived() {
         })
         .collect();
     // Bounded wait until every run is inside its sandbox (its events.jsonl exists), then go.
-    let all_started = wait_for(60, || {
+    let all_started = wait_for(240, || {
         env.run_dirs()
             .iter()
             .filter(|d| d.join("events.jsonl").exists())
