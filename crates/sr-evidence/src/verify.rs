@@ -394,7 +394,12 @@ fn check_signature(v: &mut Verification, report: &RunReport, key: Option<&Verify
         v.push(
             "signature",
             Status::Fail,
-            format!("keyid is {:?} but the key's id is {id}", integrity.keyid),
+            match integrity.keyid.as_deref() {
+                Some(signer) => format!(
+                    "the report was signed by key {signer}, not by the key given (keyid {id})"
+                ),
+                None => format!("the report names no signing key; the key given is {id}"),
+            },
         );
         return;
     }
