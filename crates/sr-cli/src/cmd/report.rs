@@ -19,8 +19,9 @@ pub enum ReportCommand {
     /// Verify a run report, its event chain and the files it names, offline. With only
     /// --events, verify an event log alone (reports an incomplete prefix after a crash).
     Verify {
-        /// The run_report.json to verify.
-        #[arg(value_name = "REPORT", required_unless_present = "events")]
+        /// The run to verify: its run_report.json, its run directory, or its run id (looked
+        /// up under the operator's run directory).
+        #[arg(value_name = "REPORT|RUN_DIR|RUN_ID", required_unless_present = "events")]
         report: Option<PathBuf>,
         /// The event log (default: events.jsonl beside the report).
         #[arg(long, value_name = "FILE")]
@@ -101,10 +102,32 @@ fn run_verify(
     key: Option<PathBuf>,
     format: Format,
 ) -> u8 {
+    // Usage errors (a path that is not there, a file of the wrong kind) exit 2 and never read
+    // as tampering: nothing has been checked yet.
     let key = match key.as_deref().map(keys::read_public_key).transpose() {
         Ok(k) => k,
-        Err(e) => return fail(&[e.to_diagnostic()], format),
+        Err(e) => {
+            return verify_usage(
+                &format!("cannot use --key: {e}"),
+                "give the signer's public key: the PEM from `safe-run key export-public`, or its base64",
+            );
+        }
     };
+    let report = match report.map(|r| super::report_target::resolve(&r)).transpose() {
+        Ok(r) => r,
+        Err(message) => {
+            return verify_usage(
+                &message,
+                "give a run_report.json, a run directory, or a run id (see `ls` of the run directory base)",
+            );
+        }
+    };
+    if let Some(e) = events.as_deref().filter(|e| !e.is_file()) {
+        return verify_usage(
+            &format!("the event log {} does not exist or is not a file", e.display()),
+            "give the events.jsonl of a run directory",
+        );
+    }
     let v = match (&report, &events) {
         (Some(r), e) => verify::verify(r, e.as_deref(), key.as_ref()),
         (None, Some(e)) => verify::verify_events(e),
@@ -116,7 +139,7 @@ fn run_verify(
     let ok = v.ok();
     match format {
         Format::Text => {
-            print!("{}", v.render_text());
+            crate::output::print_stdout(&v.render_text());
             if ok {
                 let skipped = v
                     .checks
@@ -129,7 +152,9 @@ fn run_verify(
                     "event log"
                 };
                 let completeness = if v.complete { "complete" } else { "INCOMPLETE" };
-                println!("verified: {what} is intact ({completeness}; {skipped} check(s) skipped)");
+                crate::output::print_stdout(&format!(
+                    "verified: {what} is intact ({completeness}; {skipped} check(s) skipped)\n"
+                ));
                 0
             } else {
                 fail(&[verification_failed(&v)], format)
@@ -144,7 +169,7 @@ fn run_verify(
             let doc = serde_json::json!({
                 "ok": ok, "complete": v.complete, "checks": v.checks, "errors": errors,
             });
-            println!("{doc:#}");
+            crate::output::print_stdout(&format!("{doc:#}\n"));
             if ok {
                 0
             } else {
@@ -152,6 +177,15 @@ fn run_verify(
             }
         }
     }
+}
+
+fn verify_usage(message: &str, hint: &str) -> u8 {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "error: {message}\n  hint: {hint}\n(usage error: nothing was verified)"
+    );
+    2
 }
 
 fn run_export(report_path: PathBuf, out: Option<PathBuf>, signing: KeyLocation) -> u8 {
@@ -185,10 +219,7 @@ fn run_export(report_path: PathBuf, out: Option<PathBuf>, signing: KeyLocation) 
         }
     };
     match out {
-        None => {
-            print!("{text}");
-            0
-        }
+        None => crate::output::print_stdout(&text),
         Some(path) => match std::fs::write(&path, text) {
             Ok(()) => 0,
             Err(e) => {
@@ -215,7 +246,8 @@ fn run_verify_envelope(envelope: PathBuf, key: PathBuf) -> u8 {
         .and_then(|env| export::verify_envelope(&env, &key));
     match result {
         Ok(statement) => {
-            println!("{statement:#}");
+            // `verify-envelope ... | head` closes the pipe early; that is not an error.
+            crate::output::print_stdout(&format!("{statement:#}\n"));
             eprintln!("PASS  envelope  ed25519 keyid={}", keys::keyid(&key));
             0
         }
@@ -349,8 +381,8 @@ mod tests {
         write_pub(&bad, &SigningKey::from_bytes(&[4; 32]));
         assert_eq!(verify_cmd(Some(&report), None, Some(&good)), 0);
         assert_eq!(verify_cmd(Some(&report), None, Some(&bad)), 7);
-        // A key file that is not a key is SR-EVD-002 too.
-        assert_eq!(verify_cmd(Some(&report), None, Some(&report)), 7);
+        // A key file that is not a key is a usage error, not a failed verification.
+        assert_eq!(verify_cmd(Some(&report), None, Some(&report)), 2);
 
         let events = tmp.path().join("events.jsonl");
         let mut bytes = std::fs::read(&events).unwrap();
