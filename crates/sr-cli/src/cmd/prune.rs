@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 pub struct RunEntry {
     /// `<base>/<runId>`.
     pub path: PathBuf,
-    /// When it last changed (the newest of the dir, its report and its event log).
+    /// When it last changed (its report or event log; the directory itself when it has
+    /// neither).
     pub modified: SystemTime,
     /// Whether a runner holds its lock.
     pub live: bool,
@@ -88,11 +89,18 @@ pub fn scan(base: &Path) -> Vec<RunEntry> {
         {
             continue;
         }
-        let modified = ["", "run_report.json", "events.jsonl"]
-            .iter()
-            .filter_map(|f| std::fs::symlink_metadata(path.join(f)).ok())
-            .filter_map(|m| m.modified().ok())
+        // The evidence files date a run; the directory's own mtime changes whenever gc tidies
+        // it, so it only counts for a run that has neither.
+        let stamp = |f: &str| {
+            std::fs::symlink_metadata(path.join(f))
+                .and_then(|m| m.modified())
+                .ok()
+        };
+        let modified = stamp("run_report.json")
+            .into_iter()
+            .chain(stamp("events.jsonl"))
             .max()
+            .or_else(|| stamp(""))
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let live = sr_runner::rundir::is_locked(&path);
         runs.push(RunEntry {
