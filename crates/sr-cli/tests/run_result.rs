@@ -312,3 +312,35 @@ fn the_read_inputs_write_results_example_works_from_another_directory() {
         "gamma\nbeta\nalpha\n"
     );
 }
+
+#[test]
+fn the_result_file_is_written_when_safe_run_is_interrupted() {
+    if !require_root("the_result_file_is_written_when_safe_run_is_interrupted") {
+        return;
+    }
+    let env = Env::new();
+    let m = marker("result-term");
+    let p = env.policy("term", &sh(&format!("sleep {m}")));
+    let result = env.dir.path().join("r.json");
+    let child = env
+        .run_cmd(&p)
+        .arg("--result")
+        .arg(&result)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(10, || env
+        .run_dirs()
+        .iter()
+        .any(|d| has_event(d, "process.started"))));
+    signal(child.id(), "TERM");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(143), "{}", err(&o));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    assert_eq!(r["status"], "interrupted");
+    assert_eq!(r["signal"], 15);
+    assert_eq!(r["exitCode"], 143);
+    assert!(r["reportPath"].is_string());
+    assert!(pids_with_cmdline(&format!("sleep {m}")).is_empty());
+}
