@@ -31,7 +31,11 @@ fn a_missing_or_unreadable_policy_file_is_sr_pol_004_with_path_and_os_error() {
         assert_eq!(o.status.code(), Some(3), "{args:?}: {}", err(&o));
         assert!(err(&o).contains("SR-POL-004"), "{args:?}: {}", err(&o));
         assert!(!err(&o).contains("SR-POL-002"), "{}", err(&o));
-        assert!(err(&o).contains(&missing.display().to_string()), "{}", err(&o));
+        assert!(
+            err(&o).contains(&missing.display().to_string()),
+            "{}",
+            err(&o)
+        );
         assert!(err(&o).contains("No such file or directory"), "{}", err(&o));
     }
     // A directory is not a policy file either.
@@ -59,7 +63,11 @@ fn a_relative_command_is_refused_before_any_run_dir_exists() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", err(&o));
-    assert!(err(&o).contains("SR-POL-002 at runtime.command"), "{}", err(&o));
+    assert!(
+        err(&o).contains("SR-POL-002 at runtime.command"),
+        "{}",
+        err(&o)
+    );
     assert!(err(&o).contains("/usr/bin/python3"), "{}", err(&o));
     assert!(!env.base.exists() || env.run_dirs().is_empty());
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
@@ -120,7 +128,13 @@ fn init_writes_a_starter_policy_that_validates_and_never_clobbers() {
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
     assert!(err(&o).contains("--force"), "{}", err(&o));
     assert_eq!(std::fs::read_to_string(&f).unwrap(), "mine");
-    let o = env.cmd().arg("init").arg(&f).arg("--force").output().unwrap();
+    let o = env
+        .cmd()
+        .arg("init")
+        .arg(&f)
+        .arg("--force")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert_eq!(std::fs::read_to_string(&f).unwrap(), text);
 }
@@ -162,7 +176,10 @@ fn a_writable_mount_the_workload_cannot_write_gets_a_precise_warning() {
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let e = err(&o);
     assert!(e.contains("warning: SR-POL-003 at mounts[0].source"), "{e}");
-    assert!(e.contains("not writable by the workload's host uid 65534"), "{e}");
+    assert!(
+        e.contains("not writable by the workload's host uid 65534"),
+        "{e}"
+    );
     assert!(e.contains("chown 65534:65534"), "{e}");
     let o = env
         .cmd()
@@ -195,7 +212,10 @@ fn etc_and_home_sources_get_hints_that_say_what_to_do() {
     assert_eq!(o.status.code(), Some(3), "{}", err(&o));
     let e = err(&o);
     assert!(e.contains("already visible read-only"), "{e}");
-    assert!(e.contains("home directories are not mountable by default"), "{e}");
+    assert!(
+        e.contains("home directories are not mountable by default"),
+        "{e}"
+    );
     assert!(e.contains("allowedMountPrefixes"), "{e}");
 }
 
@@ -214,7 +234,13 @@ fn report_verify_usage_errors_exit_2_and_do_not_read_as_tampering() {
             .arg(target)
             .output()
             .unwrap();
-        assert_eq!(o.status.code(), Some(2), "{}: {}", target.display(), err(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{}: {}",
+            target.display(),
+            err(&o)
+        );
         let all = format!("{}{}", out(&o), err(&o));
         assert!(!all.contains("verification failed"), "{all}");
         assert!(!all.contains("was changed"), "{all}");
@@ -230,7 +256,11 @@ fn report_verify_usage_errors_exit_2_and_do_not_read_as_tampering() {
     assert!(err(&o).contains("no run with that id"), "{}", err(&o));
     // A --key that is not a key.
     std::fs::create_dir_all(empty.join("r")).unwrap();
-    std::fs::write(empty.join("r/run_report.json"), r#"{"schemaVersion":"1","run":{}}"#).unwrap();
+    std::fs::write(
+        empty.join("r/run_report.json"),
+        r#"{"schemaVersion":"1","run":{}}"#,
+    )
+    .unwrap();
     let o = env
         .cmd()
         .args(["report", "verify"])

@@ -47,11 +47,22 @@ fn the_result_file_is_written_on_success_failure_timeout_and_launch_failure() {
     let p = env.policy("fail", &sh("exit 7"));
     let (o, r) = run_with_result(&env, &p, &[]);
     assert_eq!(o.status.code(), Some(7));
-    assert_eq!((r["status"].as_str(), r["exitCode"].as_i64(), r["ok"].as_bool()), (Some("exited"), Some(7), Some(false)));
+    assert_eq!(
+        (
+            r["status"].as_str(),
+            r["exitCode"].as_i64(),
+            r["ok"].as_bool()
+        ),
+        (Some("exited"), Some(7), Some(false))
+    );
 
     let p = env.policy(
         "to",
-        &policy("/bin/sleep", &["30"], json!({"runtime": {"timeout": "300ms"}})),
+        &policy(
+            "/bin/sleep",
+            &["30"],
+            json!({"runtime": {"timeout": "300ms"}}),
+        ),
     );
     let (o, r) = run_with_result(&env, &p, &[]);
     assert_eq!(o.status.code(), Some(6), "{}", err(&o));
@@ -74,11 +85,7 @@ fn json_format_puts_the_result_on_stderr_and_leaves_stdout_to_the_workload() {
     }
     let env = Env::new();
     let p = env.policy("j", &sh("echo only-this"));
-    let o = env
-        .run_cmd(&p)
-        .args(["--format", "json"])
-        .output()
-        .unwrap();
+    let o = env.run_cmd(&p).args(["--format", "json"]).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert_eq!(out(&o), "only-this\n");
     let last = err(&o).lines().last().unwrap().to_owned();
@@ -98,7 +105,12 @@ fn run_without_a_policy_uses_the_builtin_strict_policy_and_names_it() {
         .cmd()
         .args(["run", "--result"])
         .arg(&result)
-        .args(["--", "/bin/sh", "-c", "echo hi; touch /x 2>/dev/null || echo ro"])
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo hi; touch /x 2>/dev/null || echo ro",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
@@ -109,7 +121,12 @@ fn run_without_a_policy_uses_the_builtin_strict_policy_and_names_it() {
     assert_eq!(report["enforcement"]["network"]["mode"], "none");
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
     assert_eq!(r["policy"]["digest"], report["policy"]["digest"]);
-    assert!(report["policy"]["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(
+        report["policy"]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
 }
 
 #[test]
@@ -132,7 +149,11 @@ fn hitting_the_pids_limit_is_recorded_as_a_fact() {
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .find(|e| e["type"] == "process.exited")
         .unwrap();
-    assert_eq!(exited["payload"]["limitsHit"], json!(["pids"]), "{exited:#}");
+    assert_eq!(
+        exited["payload"]["limitsHit"],
+        json!(["pids"]),
+        "{exited:#}"
+    );
     assert!(exited["payload"]["pidsLimitHits"].as_u64().unwrap() > 0);
 }
 
@@ -157,9 +178,25 @@ fn report_verify_takes_a_run_dir_or_a_run_id_and_words_a_key_mismatch_plainly() 
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let dir = env.run_dirs()[0].clone();
     for target in [dir.clone(), PathBuf::from(run_id(&dir))] {
-        let o = env.cmd().args(["report", "verify"]).arg(&target).output().unwrap();
-        assert_eq!(o.status.code(), Some(0), "{}: {}{}", target.display(), out(&o), err(&o));
-        assert!(out(&o).contains("verified: report is intact"), "{}", out(&o));
+        let o = env
+            .cmd()
+            .args(["report", "verify"])
+            .arg(&target)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}: {}{}",
+            target.display(),
+            out(&o),
+            err(&o)
+        );
+        assert!(
+            out(&o).contains("verified: report is intact"),
+            "{}",
+            out(&o)
+        );
     }
     // Another key: a plain sentence, no Rust debug text.
     let other = tempfile::tempdir().unwrap();
@@ -255,21 +292,41 @@ fn gc_keep_prunes_finished_run_dirs_and_never_a_live_one() {
     // SAFETY: flock on a file descriptor this test owns.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400 * 30);
-    std::fs::File::open(&live).unwrap().set_modified(old).unwrap();
+    std::fs::File::open(&live)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
     lock.set_modified(old).unwrap();
-    let newest = env.run_dirs().into_iter().filter(|d| *d != live).max_by_key(|d| {
-        std::fs::metadata(d.join("run_report.json")).unwrap().modified().unwrap()
-    }).unwrap();
+    let newest = env
+        .run_dirs()
+        .into_iter()
+        .filter(|d| *d != live)
+        .max_by_key(|d| {
+            std::fs::metadata(d.join("run_report.json"))
+                .unwrap()
+                .modified()
+                .unwrap()
+        })
+        .unwrap();
 
     let o = env.cmd().args(["gc", "--keep", "1"]).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
     let left = env.run_dirs();
-    assert_eq!(left, {
-        let mut v = vec![live.clone(), newest];
-        v.sort();
-        v
-    }, "{}", out(&o));
-    let o = env.cmd().args(["gc", "--keep", "0", "--older-than", "1d"]).output().unwrap();
+    assert_eq!(
+        left,
+        {
+            let mut v = vec![live.clone(), newest];
+            v.sort();
+            v
+        },
+        "{}",
+        out(&o)
+    );
+    let o = env
+        .cmd()
+        .args(["gc", "--keep", "0", "--older-than", "1d"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert!(live.is_dir(), "a live run is never pruned");
     drop(lock);
@@ -285,14 +342,21 @@ fn the_read_inputs_write_results_example_works_from_another_directory() {
     std::fs::create_dir_all(root.join("inputs")).unwrap();
     std::fs::create_dir_all(root.join("results")).unwrap();
     std::fs::write(root.join("inputs/words.txt"), "alpha\nbeta\ngamma\n").unwrap();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/read_inputs_write_results.yaml");
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/read_inputs_write_results.yaml");
     let text = std::fs::read_to_string(&example)
         .unwrap()
         .replace("/srv/safe-run-example", &root.display().to_string());
     let p = env.dir.path().join("example.yaml");
     std::fs::write(&p, text).unwrap();
     // Before the chown, validate says what will go wrong and how to fix it.
-    let o = env.cmd().current_dir("/").arg("validate").arg(&p).output().unwrap();
+    let o = env
+        .cmd()
+        .current_dir("/")
+        .arg("validate")
+        .arg(&p)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert!(err(&o).contains("chown 65534:65534"), "{}", err(&o));
     let st = std::process::Command::new("chown")
@@ -301,12 +365,27 @@ fn the_read_inputs_write_results_example_works_from_another_directory() {
         .status()
         .unwrap();
     assert!(st.success());
-    let o = env.cmd().current_dir("/").arg("validate").arg(&p).output().unwrap();
+    let o = env
+        .cmd()
+        .current_dir("/")
+        .arg("validate")
+        .arg(&p)
+        .output()
+        .unwrap();
     assert!(!err(&o).contains("warning"), "{}", err(&o));
-    let o = env.cmd().current_dir("/").arg("run").arg(&p).output().unwrap();
+    let o = env
+        .cmd()
+        .current_dir("/")
+        .arg("run")
+        .arg(&p)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
     assert!(out(&o).contains("inputs are read-only"), "{}", out(&o));
-    assert_eq!(std::fs::read_to_string(root.join("results/summary.txt")).unwrap(), "3\n");
+    assert_eq!(
+        std::fs::read_to_string(root.join("results/summary.txt")).unwrap(),
+        "3\n"
+    );
     assert_eq!(
         std::fs::read_to_string(root.join("results/sorted.txt")).unwrap(),
         "gamma\nbeta\nalpha\n"

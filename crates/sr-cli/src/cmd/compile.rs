@@ -50,16 +50,15 @@ pub fn execute(args: CompileArgs) -> u8 {
         );
         return fail(&[d], args.format);
     }
-    let policy_path = match super::policy_arg::choose(args.policy_file, args.policy, "compile --dry-run") {
-        Ok(Some(p)) => p,
-        Ok(None) => {
-            eprintln!(
-                "error: give the policy file\n  hint: safe-run compile --dry-run POLICY"
-            );
-            return 2;
-        }
-        Err(code) => return code,
-    };
+    let policy_path =
+        match super::policy_arg::choose(args.policy_file, args.policy, "compile --dry-run") {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                eprintln!("error: give the policy file\n  hint: safe-run compile --dry-run POLICY");
+                return 2;
+            }
+            Err(code) => return code,
+        };
     let policy_path = &policy_path;
     let config = match OperatorConfig::load() {
         Ok(c) => c,

@@ -92,7 +92,11 @@ pub fn execute(args: GcArgs) -> u8 {
             }
         }
     }
-    let verb = if args.dry_run { "would delete" } else { "deleted" };
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
     match args.format {
         Format::Json => println!(
             "{}",

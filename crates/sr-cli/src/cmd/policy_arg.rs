@@ -86,8 +86,14 @@ mod tests {
     #[test]
     fn both_spellings_must_agree() {
         let a = PathBuf::from("a.yaml");
-        assert_eq!(choose(Some(a.clone()), None, "validate"), Ok(Some(a.clone())));
-        assert_eq!(choose(None, Some(a.clone()), "validate"), Ok(Some(a.clone())));
+        assert_eq!(
+            choose(Some(a.clone()), None, "validate"),
+            Ok(Some(a.clone()))
+        );
+        assert_eq!(
+            choose(None, Some(a.clone()), "validate"),
+            Ok(Some(a.clone()))
+        );
         assert_eq!(
             choose(Some(a.clone()), Some(a.clone()), "validate"),
             Ok(Some(a.clone()))

@@ -137,7 +137,10 @@ mod tests {
             keep: Some(1),
             older_than: None,
         };
-        assert_eq!(select(runs.clone(), keep1, now), ["c", "d"].map(PathBuf::from));
+        assert_eq!(
+            select(runs.clone(), keep1, now),
+            ["c", "d"].map(PathBuf::from)
+        );
         let old = Retention {
             keep: None,
             older_than: Some(Duration::from_secs(3600)),

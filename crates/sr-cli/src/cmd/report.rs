@@ -21,7 +21,10 @@ pub enum ReportCommand {
     Verify {
         /// The run to verify: its run_report.json, its run directory, or its run id (looked
         /// up under the operator's run directory).
-        #[arg(value_name = "REPORT|RUN_DIR|RUN_ID", required_unless_present = "events")]
+        #[arg(
+            value_name = "REPORT|RUN_DIR|RUN_ID",
+            required_unless_present = "events"
+        )]
         report: Option<PathBuf>,
         /// The event log (default: events.jsonl beside the report).
         #[arg(long, value_name = "FILE")]
@@ -113,7 +116,10 @@ fn run_verify(
             );
         }
     };
-    let report = match report.map(|r| super::report_target::resolve(&r)).transpose() {
+    let report = match report
+        .map(|r| super::report_target::resolve(&r))
+        .transpose()
+    {
         Ok(r) => r,
         Err(message) => {
             return verify_usage(
@@ -124,7 +130,10 @@ fn run_verify(
     };
     if let Some(e) = events.as_deref().filter(|e| !e.is_file()) {
         return verify_usage(
-            &format!("the event log {} does not exist or is not a file", e.display()),
+            &format!(
+                "the event log {} does not exist or is not a file",
+                e.display()
+            ),
             "give the events.jsonl of a run directory",
         );
     }

@@ -34,7 +34,12 @@ pub fn resolve(target: &Path) -> Result<PathBuf, String> {
     if is_bare {
         let base = OperatorConfig::load()
             .map(|c| PathBuf::from(c.run_dir))
-            .map_err(|d| format!("cannot read the operator config to find run {}: {d}", target.display()))?;
+            .map_err(|d| {
+                format!(
+                    "cannot read the operator config to find run {}: {d}",
+                    target.display()
+                )
+            })?;
         let dir = base.join(target);
         if dir.is_dir() {
             return in_run_dir(&dir);
@@ -84,11 +89,16 @@ fn check_kind(path: &Path) -> Result<(), String> {
             path.display()
         )),
         Err(_) if named_report => Ok(()),
-        _ if bytes.first() == Some(&b'{') && bytes.contains(&b'\n') && path.extension().is_some_and(|e| e == "jsonl") => Err(format!(
-            "{} is an event log, not a run report; verify it with --events {}",
-            path.display(),
-            path.display()
-        )),
+        _ if bytes.first() == Some(&b'{')
+            && bytes.contains(&b'\n')
+            && path.extension().is_some_and(|e| e == "jsonl") =>
+        {
+            Err(format!(
+                "{} is an event log, not a run report; verify it with --events {}",
+                path.display(),
+                path.display()
+            ))
+        }
         _ if named_report => Ok(()),
         _ => Err(format!(
             "{} is not a run report (expected the run_report.json written by `safe-run run`)",
@@ -111,14 +121,28 @@ mod tests {
         assert!(resolve(&run).unwrap_err().contains("--events"));
         std::fs::write(run.join(REPORT_FILE), r#"{"schemaVersion":"1","run":{}}"#).unwrap();
         assert_eq!(resolve(&run).unwrap(), run.join(REPORT_FILE));
-        assert_eq!(resolve(&run.join(REPORT_FILE)).unwrap(), run.join(REPORT_FILE));
-        assert!(resolve(&run.join("events.jsonl")).unwrap_err().contains("event log"));
+        assert_eq!(
+            resolve(&run.join(REPORT_FILE)).unwrap(),
+            run.join(REPORT_FILE)
+        );
+        assert!(
+            resolve(&run.join("events.jsonl"))
+                .unwrap_err()
+                .contains("event log")
+        );
         let other = tmp.path().join("notes.txt");
         std::fs::write(&other, "hello").unwrap();
         assert!(resolve(&other).unwrap_err().contains("not a run report"));
-        assert!(resolve(&tmp.path().join("nope")).unwrap_err().contains("does not exist"));
+        assert!(
+            resolve(&tmp.path().join("nope"))
+                .unwrap_err()
+                .contains("does not exist")
+        );
         // A damaged report goes on to verification (and fails there as tampering).
         std::fs::write(run.join(REPORT_FILE), "{ broken").unwrap();
-        assert_eq!(resolve(&run.join(REPORT_FILE)).unwrap(), run.join(REPORT_FILE));
+        assert_eq!(
+            resolve(&run.join(REPORT_FILE)).unwrap(),
+            run.join(REPORT_FILE)
+        );
     }
 }

@@ -108,10 +108,7 @@ fn fail_with(result: &mut RunResult, format: Format, diagnostics: &[Diagnostic])
 }
 
 fn usage(result: &mut RunResult, message: &str, hint: &str) -> u8 {
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "error: {message}\n  hint: {hint}"
-    );
+    let _ = writeln!(std::io::stderr().lock(), "error: {message}\n  hint: {hint}");
     result.status = "usage".into();
     result.diagnostics.push(Diagnostic::new(
         ErrorCode::CompileIllegalRequest,
@@ -125,19 +122,23 @@ fn usage(result: &mut RunResult, message: &str, hint: &str) -> u8 {
 fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
     let format = args.format;
     let mut clock = PhaseClock::new();
-    let chosen = match super::policy_arg::choose(args.policy_file.clone(), args.policy.clone(), "run") {
-        Ok(p) => p,
-        Err(code) => {
-            result.status = "usage".into();
-            return code;
-        }
-    };
+    let chosen =
+        match super::policy_arg::choose(args.policy_file.clone(), args.policy.clone(), "run") {
+            Ok(p) => p,
+            Err(code) => {
+                result.status = "usage".into();
+                return code;
+            }
+        };
     if let (Some(p), None) = (&args.policy_file, &args.policy)
         && !super::policy_arg::looks_like_policy(p)
     {
         return usage(
             result,
-            &format!("{} is not a policy file (.yaml, .yml or .json)", p.display()),
+            &format!(
+                "{} is not a policy file (.yaml, .yml or .json)",
+                p.display()
+            ),
             "put the command after `--`: safe-run run [POLICY] -- /absolute/path ARGS",
         );
     }

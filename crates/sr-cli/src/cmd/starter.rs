@@ -61,10 +61,7 @@ pub fn execute(args: StarterArgs) -> u8 {
         .and_then(|mut f| f.write_all(STARTER_POLICY.as_bytes()));
     match written {
         Ok(()) => {
-            eprintln!(
-                "wrote {}; next: safe-run validate {0}",
-                args.file.display()
-            );
+            eprintln!("wrote {}; next: safe-run validate {0}", args.file.display());
             0
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

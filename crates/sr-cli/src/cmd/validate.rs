@@ -50,8 +50,7 @@ pub fn execute(args: ValidateArgs) -> u8 {
         diagnostics: vec![d],
         warnings: Vec::new(),
     });
-    let report = match loaded.and_then(|config| sr_policy::load_policy_file(&path, &config))
-    {
+    let report = match loaded.and_then(|config| sr_policy::load_policy_file(&path, &config)) {
         Ok(policy) => {
             match args.format {
                 Format::Json => print_json(&ValidationReport {
