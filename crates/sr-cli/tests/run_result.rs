@@ -222,6 +222,8 @@ fn report_verify_takes_a_run_dir_or_a_run_id_and_words_a_key_mismatch_plainly() 
     assert_eq!(o.status.code(), Some(7), "{}{}", out(&o), err(&o));
     let all = format!("{}{}", out(&o), err(&o));
     assert!(all.contains("the report was signed by key"), "{all}");
+    assert!(all.contains("wrong key"), "{all}");
+    assert!(!all.contains("was changed"), "{all}");
     assert!(!all.contains("Some(\""), "{all}");
 }
 

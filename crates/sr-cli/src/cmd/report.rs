@@ -91,6 +91,18 @@ pub fn execute(command: ReportCommand) -> u8 {
 
 fn verification_failed(v: &Verification) -> Diagnostic {
     let names: Vec<&str> = v.failures().map(|c| c.name.as_str()).collect();
+    // Only the signer differs: say that plainly instead of suggesting tampering.
+    if let [only] = v.failures().collect::<Vec<_>>().as_slice()
+        && only.name == "signature"
+        && only.detail.starts_with("the report was signed by key")
+    {
+        return Diagnostic::new(
+            ErrorCode::EvidenceReport,
+            "evidence.verify",
+            format!("wrong key: {}", only.detail),
+            "every other check passed; verify with the signer's public key (`safe-run key export-public --out FILE` on the host that ran it)",
+        );
+    }
     Diagnostic::new(
         ErrorCode::EvidenceReport,
         "evidence.verify",
