@@ -17,8 +17,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "safe-run", version, about, long_about = None, propagate_version = true)]
 #[command(
-    after_help = "Start with `safe-run validate examples/m1_network_none.yaml`, then \
-`safe-run run --policy examples/m1_network_none.yaml`.\nDocs: docs/policy.md, docs/run.md, docs/evidence.md, docs/errors.md."
+    after_help = "Start with `safe-run run -- /bin/echo hello` (the built-in strict policy), or \
+`safe-run init policy.yaml`, `safe-run validate policy.yaml`, `safe-run run policy.yaml`.\nDocs: docs/policy.md, docs/run.md, docs/evidence.md, docs/errors.md."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,6 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a commented starter policy that validates.
+    Init(cmd::starter::StarterArgs),
     /// Check a policy and report every problem at once.
     Validate(cmd::validate::ValidateArgs),
     /// Show the plan a policy compiles to (only with --dry-run).
@@ -44,11 +46,11 @@ enum Command {
     Key(cmd::key::KeyCommand),
     /// Print the JSON Schema of PolicySpec v1.
     Schema(cmd::schema::SchemaArgs),
-    /// Remove what runs killed with SIGKILL left behind (cgroups, nftables tables, links).
+    /// Remove what SIGKILLed runs left behind; with --keep / --older-than, prune finished run dirs.
     Gc(cmd::gc::GcArgs),
     /// Internal: the sandbox's init process. Not for direct use.
     #[command(name = "__init", hide = true)]
-    Init(cmd::init::InitArgs),
+    SandboxInit(cmd::init::InitArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let code = match cli.command {
+        Command::Init(args) => cmd::starter::execute(args),
         Command::Validate(args) => cmd::validate::execute(args),
         Command::Compile(args) => cmd::compile::execute(args),
         Command::Run(args) => cmd::run::execute(args),
@@ -66,7 +69,7 @@ fn main() -> ExitCode {
         Command::Key(c) => cmd::key::execute(c),
         Command::Schema(args) => cmd::schema::execute(args),
         Command::Gc(args) => cmd::gc::execute(args),
-        Command::Init(_) => cmd::init::execute_early(),
+        Command::SandboxInit(_) => cmd::init::execute_early(),
     };
     ExitCode::from(code)
 }

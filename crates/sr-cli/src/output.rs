@@ -9,7 +9,7 @@ pub enum Format {
     /// Human-readable text.
     #[default]
     Text,
-    /// JSON on stdout.
+    /// JSON (on stdout; for `run`, on stderr: stdout is the workload's).
     Json,
 }
 

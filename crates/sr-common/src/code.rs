@@ -17,6 +17,9 @@ pub enum ErrorCode {
     /// Policy fields are individually valid but conflict, or the operator config forbids them.
     #[serde(rename = "SR-POL-003")]
     PolicySemanticConflict,
+    /// The policy file cannot be read (missing, a directory, no permission).
+    #[serde(rename = "SR-POL-004")]
+    PolicyUnreadable,
     /// An invalid network egress rule.
     #[serde(rename = "SR-POL-201")]
     PolicyInvalidNetworkRule,
@@ -69,10 +72,11 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::PolicyMissingField,
         ErrorCode::PolicyBadFormat,
         ErrorCode::PolicySemanticConflict,
+        ErrorCode::PolicyUnreadable,
         ErrorCode::PolicyInvalidNetworkRule,
         ErrorCode::CompileTemplateMapping,
         ErrorCode::CompileIllegalRequest,
@@ -97,6 +101,7 @@ impl ErrorCode {
             ErrorCode::PolicyMissingField => "SR-POL-001",
             ErrorCode::PolicyBadFormat => "SR-POL-002",
             ErrorCode::PolicySemanticConflict => "SR-POL-003",
+            ErrorCode::PolicyUnreadable => "SR-POL-004",
             ErrorCode::PolicyInvalidNetworkRule => "SR-POL-201",
             ErrorCode::CompileTemplateMapping => "SR-CMP-001",
             ErrorCode::CompileIllegalRequest => "SR-CMP-002",
@@ -131,6 +136,7 @@ impl ErrorCode {
             ErrorCode::PolicyMissingField
             | ErrorCode::PolicyBadFormat
             | ErrorCode::PolicySemanticConflict
+            | ErrorCode::PolicyUnreadable
             | ErrorCode::PolicyInvalidNetworkRule => 3,
             ErrorCode::CompileTemplateMapping
             | ErrorCode::CompileIllegalRequest

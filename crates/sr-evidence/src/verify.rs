@@ -93,6 +93,33 @@ impl Verification {
         self.checks.iter().filter(|c| c.status == Status::Fail)
     }
 
+    /// The error that names what failed (`None` when nothing did). When the signer is the only
+    /// thing wrong, it says so plainly rather than suggesting tampering.
+    pub fn failure_diagnostic(&self) -> Option<sr_common::Diagnostic> {
+        use sr_common::{Diagnostic, ErrorCode};
+        let failed: Vec<&Check> = self.failures().collect();
+        if let [only] = failed.as_slice()
+            && only.name == "signature"
+            && only.detail.starts_with("the report was signed by key")
+        {
+            return Some(Diagnostic::new(
+                ErrorCode::EvidenceReport,
+                "evidence.verify",
+                format!("wrong key: {}", only.detail),
+                "every other check passed; verify with the signer's public key (`safe-run key export-public --out FILE` on the host that ran it)",
+            ));
+        }
+        let names: Vec<&str> = failed.iter().map(|c| c.name.as_str()).collect();
+        (!failed.is_empty()).then(|| {
+            Diagnostic::new(
+                ErrorCode::EvidenceReport,
+                "evidence.verify",
+                format!("verification failed: {}", names.join(", ")),
+                "the report, its event log or a file it names was changed, or the key is not the signer's; see the FAIL lines",
+            )
+        })
+    }
+
     fn push(&mut self, name: impl Into<String>, status: Status, detail: impl Into<String>) {
         self.checks.push(Check {
             name: name.into(),
@@ -394,7 +421,12 @@ fn check_signature(v: &mut Verification, report: &RunReport, key: Option<&Verify
         v.push(
             "signature",
             Status::Fail,
-            format!("keyid is {:?} but the key's id is {id}", integrity.keyid),
+            match integrity.keyid.as_deref() {
+                Some(signer) => format!(
+                    "the report was signed by key {signer}, not by the key given (keyid {id})"
+                ),
+                None => format!("the report names no signing key; the key given is {id}"),
+            },
         );
         return;
     }

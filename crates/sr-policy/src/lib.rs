@@ -47,6 +47,9 @@ pub struct ValidatedPolicy {
     pub rootfs_dir: Option<PathBuf>,
     /// The file the policy was read from, when it came from a file.
     pub source_path: Option<PathBuf>,
+    /// Problems that do not make the policy invalid but will likely make the run fail
+    /// (e.g. a writable mount the workload's host uid cannot write).
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// Every problem found in a policy. Serializes to the ValidationResult JSON:
@@ -57,6 +60,8 @@ pub struct ValidationReport {
     pub policy: Option<String>,
     /// The problems, sorted by location, then path, then code.
     pub diagnostics: Vec<Diagnostic>,
+    /// Warnings (shown as `warnings`, left out when empty): see [`ValidatedPolicy::warnings`].
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl ValidationReport {
@@ -84,10 +89,14 @@ impl ValidationReport {
 
 impl Serialize for ValidationReport {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("ValidationResult", 3)?;
+        let fields = if self.warnings.is_empty() { 3 } else { 4 };
+        let mut s = serializer.serialize_struct("ValidationResult", fields)?;
         s.serialize_field("valid", &self.is_valid())?;
         s.serialize_field("policy", &self.policy)?;
         s.serialize_field("errors", &self.diagnostics)?;
+        if !self.warnings.is_empty() {
+            s.serialize_field("warnings", &self.warnings)?;
+        }
         s.end()
     }
 }
@@ -106,6 +115,7 @@ pub fn load_policy_file(
             return Err(ValidationReport {
                 policy: Some(shown),
                 diagnostics: vec![d],
+                warnings: Vec::new(),
             });
         }
     };
@@ -135,25 +145,35 @@ pub fn load_policy_file(
 fn read_policy_text(path: &Path) -> Result<String, Diagnostic> {
     use std::io::Read;
     let root = PolicyPath::root().to_string();
-    let file = std::fs::File::open(path).map_err(|e| {
+    let unreadable = |e: std::io::Error| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "check the path (relative paths are resolved against the current directory); `safe-run init FILE` writes a starter policy"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "make the file readable by the user running safe-run"
+            }
+            _ => "give the path of a policy file (.yaml, .yml or .json)",
+        };
         Diagnostic::new(
-            ErrorCode::PolicyBadFormat,
+            ErrorCode::PolicyUnreadable,
             &root,
-            format!("cannot read {}: {e}", path.display()),
-            "check the path; a policy is a .yaml or .json file",
+            format!("cannot read the policy file {}: {e}", path.display()),
+            hint,
         )
-    })?;
+    };
+    if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Err(unreadable(std::io::Error::from(
+            std::io::ErrorKind::IsADirectory,
+        )));
+    }
+    let file = std::fs::File::open(path).map_err(unreadable)?;
     let mut bytes = Vec::new();
     // Read one byte past the limit, so an oversized file is reported without reading it all.
     let limit = u64::try_from(MAX_INPUT_BYTES).unwrap_or(u64::MAX) + 1;
-    file.take(limit).read_to_end(&mut bytes).map_err(|e| {
-        Diagnostic::new(
-            ErrorCode::PolicyBadFormat,
-            &root,
-            format!("cannot read {}: {e}", path.display()),
-            "check the file's permissions",
-        )
-    })?;
+    file.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
     if bytes.len() > MAX_INPUT_BYTES {
         return Err(Diagnostic::new(
             ErrorCode::PolicyBadFormat,
@@ -203,6 +223,7 @@ pub fn validate_with(
     let mut report = ValidationReport {
         policy: None,
         diagnostics: parsed.diagnostics,
+        warnings: Vec::new(),
     };
     let Some(root) = parsed.root else {
         report.sort();
@@ -274,6 +295,7 @@ pub fn validate_with(
                 let mut ctx = Ctx::new(&root, config, base_dir, fs);
                 let resolved = rules::check(&spec, &mut ctx);
                 let rule_diags = ctx.diagnostics;
+                report.warnings = ctx.warnings;
                 report
                     .diagnostics
                     .extend(rule_diags.into_iter().filter(|d| {
@@ -308,6 +330,7 @@ pub fn validate_with(
         Some((spec, resolved)) if report.is_valid() => {
             let canonical = serde_json::to_value(&spec).map_err(|e| ValidationReport {
                 policy: None,
+                warnings: Vec::new(),
                 diagnostics: vec![Diagnostic::new(
                     ErrorCode::PolicyBadFormat,
                     PolicyPath::root().to_string(),
@@ -321,6 +344,7 @@ pub fn validate_with(
                 mount_sources: resolved.mount_sources.into_iter().flatten().collect(),
                 rootfs_dir: resolved.rootfs_dir,
                 source_path: None,
+                warnings: report.warnings,
             })
         }
         _ => Err(report),

@@ -42,10 +42,10 @@ pub struct OperatorConfig {
     pub workload_host_gid: u32,
     /// Fail closed when the kernel lacks Landlock (true), or record its absence (false).
     pub require_landlock: bool,
-    /// Give read-only host directories to the sandbox through a private read-only overlayfs
-    /// (true), so file locks taken inside (`flock`, POSIX, OFD) live on the overlay's own
-    /// inodes and never reach host processes or other runs; false binds the host's inodes
-    /// directly and shares their lock state (see docs/sandbox.md, "File locks").
+    /// Give the read-only system directories (`hostRootfsPaths`) to the sandbox as private
+    /// read-only overlayfs mounts (true), so file locks taken inside (`flock`, POSIX, OFD) live
+    /// on the overlay's own inodes and never reach host processes or other runs; false binds
+    /// the host's inodes and shares their lock state (see docs/sandbox.md, "File locks").
     pub isolate_file_locks: bool,
     /// Base of the per-run directories (`<runDir>/<runId>/`).
     pub run_dir: String,

@@ -57,6 +57,8 @@ pub trait HostFs {
     fn kind(&self, path: &Path) -> Option<(bool, bool, bool)>;
     /// The canonical form of an existing path.
     fn canonicalize(&self, path: &Path) -> Option<PathBuf>;
+    /// Owner uid, owner gid and permission bits of an existing path (`None` if unknown).
+    fn owner_mode(&self, path: &Path) -> Option<(u32, u32, u32)>;
 }
 
 /// The real filesystem.
@@ -71,6 +73,27 @@ impl HostFs for RealFs {
     fn canonicalize(&self, path: &Path) -> Option<PathBuf> {
         std::fs::canonicalize(path).ok()
     }
+    fn owner_mode(&self, path: &Path) -> Option<(u32, u32, u32)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some((m.uid(), m.gid(), m.mode() & 0o7777))
+    }
+}
+
+/// Whether `uid`/`gid` (with no supplementary groups, as the workload runs) may write `path`
+/// by its permission bits: a directory needs write and search, a file write. ACLs are not
+/// read, which is why a failure here is a warning, not an error.
+pub fn writable_by(owner: u32, group: u32, mode: u32, is_dir: bool, uid: u32, gid: u32) -> bool {
+    let shift = if uid == owner {
+        6
+    } else if gid == group {
+        3
+    } else {
+        0
+    };
+    let bits = (mode >> shift) & 0o7;
+    let need = if is_dir { 0o3 } else { 0o2 };
+    bits & need == need
 }
 
 /// Facts the rules resolved and the compiler needs.
@@ -90,6 +113,8 @@ pub struct Ctx<'a> {
     fs: &'a dyn HostFs,
     /// Everything reported so far.
     pub diagnostics: Vec<Diagnostic>,
+    /// Warnings: the policy stays valid.
+    pub warnings: Vec<Diagnostic>,
 }
 
 fn p(text: &str) -> PolicyPath {
@@ -114,7 +139,21 @@ impl<'a> Ctx<'a> {
             base_dir,
             fs,
             diagnostics: Vec::new(),
+            warnings: Vec::new(),
         }
+    }
+
+    /// Records a warning at `path`.
+    pub fn warn(
+        &mut self,
+        code: ErrorCode,
+        path: &PolicyPath,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        let loc = self.root.locate(path);
+        self.warnings
+            .push(Diagnostic::new(code, path.to_string(), message, hint).at(Some(loc)));
     }
 
     /// Records a problem at `path`.
@@ -182,14 +221,34 @@ fn check_header(spec: &PolicySpec, ctx: &mut Ctx<'_>) {
     }
 }
 
+/// What is wrong with `command` as `runtime.command` (or the command after `safe-run run --`):
+/// the message and the hint; `None` when it is an absolute, normalized path.
+pub fn command_problem(command: &str) -> Option<(String, String)> {
+    if is_normalized_absolute(command) && command != "/" {
+        return None;
+    }
+    let hint = if !command.starts_with('/') && !command.is_empty() && !command.contains('/') {
+        format!(
+            "no PATH lookup is done: give the absolute path inside the sandbox, e.g. /usr/bin/{} (find it with `command -v {}`)",
+            clip(command),
+            clip(command)
+        )
+    } else {
+        "write the program's full path inside the sandbox, e.g. /usr/bin/python3 (no PATH lookup is done)".to_owned()
+    };
+    Some((
+        format!(
+            "command {:?} is not an absolute, normalized path",
+            clip(command)
+        ),
+        hint,
+    ))
+}
+
 fn check_runtime(spec: &PolicySpec, ctx: &mut Ctx<'_>) {
     let rt = &spec.runtime;
-    if !is_normalized_absolute(&rt.command) || rt.command == "/" {
-        ctx.bad(
-            &p("runtime.command"),
-            format!("command {:?} is not an absolute, normalized path", clip(&rt.command)),
-            "write the program's full path inside the sandbox, e.g. /usr/bin/python3 (no PATH lookup is done)",
-        );
+    if let Some((message, hint)) = command_problem(&rt.command) {
+        ctx.bad(&p("runtime.command"), message, hint);
     }
     for (i, arg) in rt.args.iter().enumerate() {
         if arg.contains('\0') {
@@ -358,20 +417,36 @@ fn check_host_path(
         .iter()
         .any(|prefix| canonical.starts_with(canonical_or_lexical(ctx, Path::new(prefix))));
     if !allowed {
+        let prefixes = ctx.config.allowed_mount_prefixes.join(", ");
+        let hint = outside_prefix_hint(&canonical, &prefixes);
         ctx.conflict(
             path,
             format!(
                 "source {} is outside the operator's allowed mount prefixes",
                 canonical.display()
             ),
-            format!(
-                "move the data under one of: {}",
-                ctx.config.allowed_mount_prefixes.join(", ")
-            ),
+            hint,
         );
         return None;
     }
     Some(canonical)
+}
+
+/// The hint for a mount source outside the allowed prefixes: the usual mistakes get their
+/// own advice.
+fn outside_prefix_hint(source: &Path, prefixes: &str) -> String {
+    let config = "the operator config's allowedMountPrefixes ($SAFE_RUN_CONFIG, else /etc/safe-run/config.yaml)";
+    if source.starts_with("/etc") {
+        format!(
+            "with `rootfs: {{source: host}}` (the default) /etc is already visible read-only at /etc inside the sandbox: no mount is needed; to mount it elsewhere anyway, the operator must add it to {config}"
+        )
+    } else if source.starts_with("/root") || source.starts_with("/home") {
+        format!(
+            "home directories are not mountable by default: copy the data under one of: {prefixes}; or the operator adds the directory to {config}"
+        )
+    } else {
+        format!("move the data under one of: {prefixes}; or the operator adds it to {config}")
+    }
 }
 
 fn check_rootfs(spec: &PolicySpec, ctx: &mut Ctx<'_>, resolved: &mut Resolved) {
@@ -450,6 +525,11 @@ fn check_mounts(spec: &PolicySpec, ctx: &mut Ctx<'_>, resolved: &mut Resolved) {
         } else {
             targets.insert(t, i);
         }
+        if !m.read_only
+            && let Some(Some(src)) = resolved.mount_sources.last()
+        {
+            check_workload_can_write(ctx, &base.key("source"), src);
+        }
         if !m.read_only && !ctx.config.allow_writable_mounts {
             ctx.conflict(
                 &base.key("readOnly"),
@@ -458,6 +538,32 @@ fn check_mounts(spec: &PolicySpec, ctx: &mut Ctx<'_>, resolved: &mut Resolved) {
             );
         }
     }
+}
+
+/// A writable mount is written by the workload's host identity (the operator's
+/// `workloadHostUid`/`workloadHostGid`, 65534 by default), not by whoever runs safe-run: a
+/// source that identity cannot write fails at run time with EACCES, so say so now.
+fn check_workload_can_write(ctx: &mut Ctx<'_>, path: &PolicyPath, src: &Path) {
+    let (uid, gid) = (ctx.config.workload_host_uid, ctx.config.workload_host_gid);
+    let Some((owner, group, mode)) = ctx.fs.owner_mode(src) else {
+        return;
+    };
+    let is_dir = ctx.fs.kind(src).is_some_and(|(_, d, _)| d);
+    if writable_by(owner, group, mode, is_dir, uid, gid) {
+        return;
+    }
+    ctx.warn(
+        ErrorCode::PolicySemanticConflict,
+        path,
+        format!(
+            "writable mount source {} (owner {owner}:{group}, mode {mode:o}) is not writable by the workload's host uid {uid} / gid {gid}: writes will fail with EACCES (permission denied)",
+            src.display()
+        ),
+        format!(
+            "chown {uid}:{gid} {} (results then belong to {uid}), or make it group-writable for gid {gid}; the ids are the operator config's workloadHostUid/workloadHostGid",
+            src.display()
+        ),
+    );
 }
 
 fn check_network(spec: &PolicySpec, ctx: &mut Ctx<'_>) {

@@ -210,6 +210,9 @@ pub struct Totals {
     pub pids_peak: u64,
     /// OOM kills in the run's cgroup.
     pub oom_kills: u64,
+    /// Forks and clones the pids limit refused (`max` in `pids.events`): the pids limit was
+    /// hit when this is above 0.
+    pub pids_limit_hits: u64,
 }
 
 fn err(path: &Path, e: io::Error) -> io::Error {
@@ -446,11 +449,17 @@ impl RunCgroup {
             .unwrap_or(0)
             .max(pids_seen)
             .max(s.pids);
+        // `pids.events` has the same `max N` line on v1 and v2.
+        let pids_limit_hits = self
+            .read_file(fs, "pids.events")
+            .map(|s| keyed(&s, "max"))
+            .unwrap_or(0);
         Totals {
             memory_peak_bytes,
             cpu_usec: s.cpu_usec,
             pids_peak,
             oom_kills,
+            pids_limit_hits,
         }
     }
 
@@ -739,6 +748,10 @@ mod tests {
             "usage_usec 777\nuser_usec 700\n",
         );
         let t = cg.totals(&fs, 5);
+        assert_eq!(t.pids_limit_hits, 0);
+        fs.file("/cg/safe-run/safe-run-abc123/pids.events", "max 7\n");
+        let t = cg.totals(&fs, 5);
+        assert_eq!(t.pids_limit_hits, 7);
         assert_eq!(t.oom_kills, 1);
         assert_eq!(t.memory_peak_bytes, 1234);
         assert_eq!(t.cpu_usec, 777);
@@ -802,7 +815,9 @@ mod tests {
             "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
         );
         fs.file("/cg/cpuacct/safe-run/safe-run-r1/cpuacct.usage", "5000000");
+        fs.file("/cg/pids/safe-run/safe-run-r1/pids.events", "max 4\n");
         let t = cg.totals(&fs, 3);
+        assert_eq!(t.pids_limit_hits, 4);
         assert_eq!(t.oom_kills, 2);
         assert_eq!(t.cpu_usec, 5000);
         assert_eq!(run_dirs(&fs, &layout, "r1").len(), 4);

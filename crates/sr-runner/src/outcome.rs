@@ -169,7 +169,46 @@ pub struct RunOutcome {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// The limits a run reached, as facts: `timeout`, `memory` (OOM kills), `pids` (forks the
+/// pids limit refused, from `pids.events`), `output.stdout` / `output.stderr` (a stream cut
+/// or killed at its limit). Recorded in the `process.exited` event and in `--result`.
+pub fn limits_hit(
+    status: &RunStatus,
+    resources: &crate::cgroup::Totals,
+    streams: [(&str, bool); 2],
+) -> Vec<String> {
+    let mut hit = Vec::new();
+    if matches!(status, RunStatus::Timeout { .. }) {
+        hit.push("timeout".to_owned());
+    }
+    if resources.oom_kills > 0 || matches!(status, RunStatus::Oom { .. }) {
+        hit.push("memory".to_owned());
+    }
+    if resources.pids_limit_hits > 0 {
+        hit.push("pids".to_owned());
+    }
+    for (name, truncated) in streams {
+        let killed = matches!(status, RunStatus::OutputLimit { stream, .. } if stream == name);
+        if truncated || killed {
+            hit.push(format!("output.{name}"));
+        }
+    }
+    hit
+}
+
 impl RunOutcome {
+    /// See [`limits_hit`].
+    pub fn limits_hit(&self) -> Vec<String> {
+        limits_hit(
+            &self.status,
+            &self.resources,
+            [
+                ("stdout", self.stdout.truncated),
+                ("stderr", self.stderr.truncated),
+            ],
+        )
+    }
+
     /// The exit code `safe-run run` returns: the workload's own code when it exited; 128+N when
     /// a signal killed it (137 for an OOM kill); 6 for a timeout (SR-RUN-003); 5 when the
     /// launch failed (SR-RUN-001/002); 8 when an output stream passed its limit under

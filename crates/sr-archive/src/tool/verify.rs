@@ -73,23 +73,18 @@ pub fn verify(args: VerifyArgs) -> u8 {
     }
     let ok = v.ok();
     let failed: Vec<&str> = v.failures().map(|c| c.name.as_str()).collect();
-    let diagnostic = (!ok).then(|| {
-        let code = if evidence_ok {
-            ErrorCode::ArchiveProof
-        } else {
-            ErrorCode::EvidenceReport
-        };
-        Diagnostic::new(
-            code,
-            if evidence_ok { "log.proof" } else { "evidence.verify" },
-            format!("verification failed: {}", failed.join(", ")),
-            if evidence_ok {
-                "the proof is not for this report, was changed, or its checkpoint was signed by another key; see the FAIL lines"
-            } else {
-                "the report, its event log or a file it names was changed, or the key is not the signer's; see the FAIL lines"
-            },
-        )
-    });
+    let diagnostic = if evidence_ok {
+        (!ok).then(|| {
+            Diagnostic::new(
+                ErrorCode::ArchiveProof,
+                "log.proof",
+                format!("verification failed: {}", failed.join(", ")),
+                "the proof is not for this report, was changed, or its checkpoint was signed by another key; see the FAIL lines",
+            )
+        })
+    } else {
+        v.failure_diagnostic()
+    };
     match args.format {
         Format::Text => {
             print_out(&v.render_text());

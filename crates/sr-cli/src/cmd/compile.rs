@@ -14,6 +14,7 @@ use crate::output::{Format, fail};
 /// Arguments of `safe-run compile`.
 #[derive(Args)]
 #[command(after_help = "Examples:
+  safe-run compile --dry-run tests/policy_valid_cases/minimal.yaml
   safe-run compile --dry-run --policy tests/policy_valid_cases/minimal.yaml
   safe-run compile --dry-run --policy policy.yaml --out bundle.json
 
@@ -25,6 +26,9 @@ pub struct CompileArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// The policy file (.yaml, .yml or .json).
+    #[arg(value_name = "POLICY")]
+    pub policy_file: Option<PathBuf>,
+    /// The policy file, as an option (the same as the positional POLICY).
     #[arg(long, value_name = "POLICY")]
     pub policy: Option<PathBuf>,
     /// Write the bundle to this file instead of stdout.
@@ -46,12 +50,16 @@ pub fn execute(args: CompileArgs) -> u8 {
         );
         return fail(&[d], args.format);
     }
-    let Some(policy_path) = &args.policy else {
-        eprintln!(
-            "error: --policy POLICY is required\n  hint: safe-run compile --dry-run --policy policy.yaml"
-        );
-        return 2;
-    };
+    let policy_path =
+        match super::policy_arg::choose(args.policy_file, args.policy, "compile --dry-run") {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                eprintln!("error: give the policy file\n  hint: safe-run compile --dry-run POLICY");
+                return 2;
+            }
+            Err(code) => return code,
+        };
+    let policy_path = &policy_path;
     let config = match OperatorConfig::load() {
         Ok(c) => c,
         Err(d) => return fail(&[d], args.format),

@@ -1,7 +1,8 @@
 //! `safe-run gc`: removes what runs killed with SIGKILL left behind (cgroups, network links and
 //! nftables tables), never touching a live run (one whose `run.lock` is held). Evidence is
 //! kept; each recovered run dir gets a `recovered.json`. `safe-run run` does the same quietly
-//! before every run.
+//! before every run. With `--keep N` and/or `--older-than DURATION` it then deletes finished
+//! run directories (evidence included) by retention; see [`super::prune`].
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,24 @@ use crate::output::{Format, fail};
 
 /// Arguments of `safe-run gc`.
 #[derive(Args)]
+#[command(after_help = "Examples:
+  safe-run gc                          # recover what SIGKILLed runs left; delete nothing else
+  safe-run gc --keep 20                # also delete all but the 20 newest finished run dirs
+  safe-run gc --older-than 7d          # also delete finished run dirs older than 7 days
+  safe-run gc --keep 5 --older-than 1d # delete only runs that are both beyond the 5 newest and older than a day
+
+A live run (its run.lock held) is never deleted. Deleting a run dir deletes its evidence
+(report, event log, outputs): export or copy what you must keep first. See docs/run.md.")]
 pub struct GcArgs {
+    /// Keep the N newest finished run dirs; delete older ones.
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+    /// Delete finished run dirs not changed for this long (e.g. 30m, 12h, 7d).
+    #[arg(long, value_name = "DURATION", value_parser = super::prune::parse_age)]
+    pub older_than: Option<std::time::Duration>,
+    /// Only list what --keep / --older-than would delete.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -46,14 +64,50 @@ pub fn execute(args: GcArgs) -> u8 {
             eprintln!("error: {d}");
         }
     }
+    let rule = super::prune::Retention {
+        keep: args.keep,
+        older_than: args.older_than,
+    };
+    let doomed = super::prune::select(
+        super::prune::scan(&base),
+        rule,
+        std::time::SystemTime::now(),
+    );
+    let mut pruned = Vec::new();
+    for dir in doomed {
+        // The lock is tried again right before deleting: a run may have started meanwhile
+        // only under a fresh id, but this keeps "never a live run" true by construction.
+        if sr_runner::rundir::is_locked(&dir) {
+            continue;
+        }
+        if args.dry_run {
+            pruned.push(dir);
+            continue;
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => pruned.push(dir),
+            Err(e) => {
+                failed = true;
+                eprintln!("error: cannot delete run dir {}: {e}", dir.display());
+            }
+        }
+    }
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
     match args.format {
         Format::Json => println!(
             "{}",
-            serde_json::json!({"ok": !failed, "recovered": recovered})
+            serde_json::json!({"ok": !failed, "recovered": recovered, "pruned": pruned, "dryRun": args.dry_run})
         ),
         Format::Text => {
-            if recovered.is_empty() {
+            if recovered.is_empty() && pruned.is_empty() {
                 println!("gc: nothing to remove under {}", base.display());
+            }
+            for p in &pruned {
+                println!("gc: {verb} run dir {}", p.display());
             }
             for r in &recovered {
                 println!("gc: run {} ({})", r.run_id, r.run_dir.display());

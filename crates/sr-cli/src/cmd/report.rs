@@ -115,7 +115,39 @@ pub enum ExportFormat {
 /// Runs the subcommand; returns the process exit code.
 pub fn execute(command: ReportCommand) -> u8 {
     match command {
-        ReportCommand::Verify(args) => tool::verify(args),
+        ReportCommand::Verify(mut args) => {
+            // A run dir or a run id names its report; a target that names none is a usage
+            // error (exit 2), never a failed verification.
+            if let Some(target) = args.report.take() {
+                match super::report_target::resolve(&target) {
+                    Ok(report) => args.report = Some(report),
+                    Err(message) => {
+                        return verify_usage(
+                            &message,
+                            "give a run_report.json, a run directory, or a run id (see `ls` of the run directory base)",
+                        );
+                    }
+                }
+            }
+            if let Some(e) = args.events.as_deref().filter(|e| !e.is_file()) {
+                return verify_usage(
+                    &format!(
+                        "the event log {} does not exist or is not a file",
+                        e.display()
+                    ),
+                    "give the events.jsonl of a run directory",
+                );
+            }
+            if let Some(k) = args.key.as_deref()
+                && let Err(e) = keys::read_public_key(k)
+            {
+                return verify_usage(
+                    &format!("cannot use --key: {e}"),
+                    "give the signer's public key: the PEM from `safe-run key export-public`, or its base64",
+                );
+            }
+            tool::verify(args)
+        }
         ReportCommand::List(args) => tool::list(args),
         ReportCommand::Show(args) => tool::show(args),
         ReportCommand::RebuildIndex(args) => rebuild_index(args),
@@ -131,13 +163,14 @@ pub fn execute(command: ReportCommand) -> u8 {
 }
 
 fn verification_failed(v: &Verification) -> Diagnostic {
-    let names: Vec<&str> = v.failures().map(|c| c.name.as_str()).collect();
-    Diagnostic::new(
-        ErrorCode::EvidenceReport,
-        "evidence.verify",
-        format!("verification failed: {}", names.join(", ")),
-        "the report, its event log or a file it names was changed, or the key is not the signer's; see the FAIL lines",
-    )
+    v.failure_diagnostic().unwrap_or_else(|| {
+        Diagnostic::new(
+            ErrorCode::EvidenceReport,
+            "evidence.verify",
+            "verification failed".to_owned(),
+            "see the FAIL lines",
+        )
+    })
 }
 
 /// Indexes a finished run whose report is durable and appends its leaf (with `signer`, also a
@@ -269,6 +302,15 @@ fn prove(args: ProveArgs) -> u8 {
     }
 }
 
+fn verify_usage(message: &str, hint: &str) -> u8 {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "error: {message}\n  hint: {hint}\n(usage error: nothing was verified)"
+    );
+    2
+}
+
 fn run_export(report_path: PathBuf, out: Option<PathBuf>, signing: KeyLocation) -> u8 {
     let v = verify::verify(&report_path, None, None);
     if !v.ok() {
@@ -300,10 +342,7 @@ fn run_export(report_path: PathBuf, out: Option<PathBuf>, signing: KeyLocation) 
         }
     };
     match out {
-        None => {
-            print!("{text}");
-            0
-        }
+        None => crate::output::print_stdout(&text),
         Some(path) => match std::fs::write(&path, text) {
             Ok(()) => 0,
             Err(e) => {
@@ -330,7 +369,8 @@ fn run_verify_envelope(envelope: PathBuf, key: PathBuf) -> u8 {
         .and_then(|env| export::verify_envelope(&env, &key));
     match result {
         Ok(statement) => {
-            println!("{statement:#}");
+            // `verify-envelope ... | head` closes the pipe early; that is not an error.
+            crate::output::print_stdout(&format!("{statement:#}\n"));
             eprintln!("PASS  envelope  ed25519 keyid={}", keys::keyid(&key));
             0
         }
@@ -465,8 +505,8 @@ mod tests {
         write_pub(&bad, &SigningKey::from_bytes(&[4; 32]));
         assert_eq!(verify_cmd(Some(&report), None, Some(&good)), 0);
         assert_eq!(verify_cmd(Some(&report), None, Some(&bad)), 7);
-        // A key file that is not a key is SR-EVD-002 too.
-        assert_eq!(verify_cmd(Some(&report), None, Some(&report)), 7);
+        // A key file that is not a key is a usage error, not a failed verification.
+        assert_eq!(verify_cmd(Some(&report), None, Some(&report)), 2);
 
         let events = tmp.path().join("events.jsonl");
         let mut bytes = std::fs::read(&events).unwrap();

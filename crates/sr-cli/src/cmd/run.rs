@@ -20,24 +20,39 @@ use sr_policy::OperatorConfig;
 use sr_runner::preflight::{self, Needs, RealProbes};
 use sr_runner::{NetworkHook, NoNetwork, RunDir, RunOptions, RunOutcome, RunStatus, Runner};
 
+use super::result::{PolicyRef, RunResult};
 use crate::output::{Format, exit_code, fail};
 
 /// Arguments of `safe-run run`.
 #[derive(Args)]
 #[command(after_help = "Examples:
-  safe-run run --policy examples/m1_network_none.yaml
+  safe-run run -- /bin/echo hello          # the built-in strict policy (no network, read-only root)
+  safe-run run examples/m1_network_none.yaml
   safe-run run --policy examples/readonly_root.yaml -- /bin/sh -c 'touch /x; touch /tmp/y && echo ok'
+  safe-run run policy.yaml --result result.json -- /usr/bin/python3 job.py
 
+A positional POLICY must end in .yaml, .yml or .json (so a command is never mistaken for one);
+the command always comes after `--` and must be an absolute path inside the sandbox.
 The run directory is <runDir>/<runId>/ (SAFE_RUN_WORKDIR_BASE, default /tmp/safe-run/runs):
 events.jsonl, stdout.log, stderr.log, bundle.json, run_report.json.
+--result FILE writes a JSON result on every path (never on stdout, which is the workload's).
 Exit status: the workload's code; 128+N if killed by signal N (137: OOM); 6 timeout (SR-RUN-003);
-5 the sandbox could not start (SR-RUN-001/002); 3 invalid policy; 8 output limit with onLimit: kill
-(SR-RUN-004); 130/143 interrupted. See docs/run.md.")]
+5 the sandbox could not start (SR-RUN-001/002); 3 invalid policy; 2 usage; 8 output limit with
+onLimit: kill (SR-RUN-004); 130/143 interrupted. See docs/run.md.")]
 pub struct RunArgs {
-    /// The policy file.
-    #[arg(long)]
-    pub policy: PathBuf,
-    /// Output format of failures (the workload's own output always streams as is).
+    /// The policy file (.yaml, .yml or .json); without one, `-- CMD` runs under the built-in
+    /// strict policy.
+    #[arg(value_name = "POLICY")]
+    pub policy_file: Option<PathBuf>,
+    /// The policy file, as an option (the same as the positional POLICY).
+    #[arg(long, value_name = "POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Write a machine-readable JSON result (run id, report path, status, exit code, limits
+    /// hit, diagnostics) to FILE, whatever happens.
+    #[arg(long, value_name = "FILE")]
+    pub result: Option<PathBuf>,
+    /// Format of safe-run's own messages, always on stderr (`json`: the result document as one
+    /// line instead of text). The workload's output always streams as is.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Print where the time went (per launch phase) on stderr after the run.
@@ -52,31 +67,127 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-/// Runs the subcommand; returns the process exit code.
+/// Runs the subcommand; returns the process exit code. Whatever happens, the result goes to
+/// `--result FILE` (and, with `--format json`, to stderr).
 pub fn execute(args: RunArgs) -> u8 {
+    let mut result = RunResult::default();
+    let code = run(&args, &mut result);
+    result.exit_code = i32::from(code);
+    result.ok = code == 0 && result.status == "exited";
+    if args.format == Format::Json {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "{}",
+            serde_json::to_string(&result).unwrap_or_default()
+        );
+    }
+    if let Some(path) = &args.result
+        && let Err(e) = result.write(path)
+    {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "error: cannot write the result file {}: {e}\n  hint: choose a writable --result path",
+            path.display()
+        );
+    }
+    code
+}
+
+/// Prints diagnostics as text on stderr (unless the result is printed as JSON), records them in
+/// the result, and returns the exit code of the first one's family.
+fn fail_with(result: &mut RunResult, format: Format, diagnostics: &[Diagnostic]) -> u8 {
+    if format == Format::Text {
+        fail(diagnostics, Format::Text);
+    }
+    result.failed(diagnostics);
+    diagnostics
+        .first()
+        .map(|d| exit_code(d.code.exit_code()))
+        .unwrap_or(1)
+}
+
+fn usage(result: &mut RunResult, message: &str, hint: &str) -> u8 {
+    let _ = writeln!(std::io::stderr().lock(), "error: {message}\n  hint: {hint}");
+    result.status = "usage".into();
+    result.diagnostics.push(Diagnostic::new(
+        ErrorCode::CompileIllegalRequest,
+        "run",
+        message,
+        hint,
+    ));
+    2
+}
+
+fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
+    let format = args.format;
     let mut clock = PhaseClock::new();
+    let chosen =
+        match super::policy_arg::choose(args.policy_file.clone(), args.policy.clone(), "run") {
+            Ok(p) => p,
+            Err(code) => {
+                result.status = "usage".into();
+                return code;
+            }
+        };
+    if let (Some(p), None) = (&args.policy_file, &args.policy)
+        && !super::policy_arg::looks_like_policy(p)
+    {
+        return usage(
+            result,
+            &format!(
+                "{} is not a policy file (.yaml, .yml or .json)",
+                p.display()
+            ),
+            "put the command after `--`: safe-run run [POLICY] -- /absolute/path ARGS",
+        );
+    }
+    if chosen.is_none() && args.command.is_empty() {
+        return usage(
+            result,
+            "give a policy, a command, or both",
+            "safe-run run POLICY, or safe-run run -- /usr/bin/python3 -c 'print(1)' (the built-in strict policy)",
+        );
+    }
+    // A command given after `--` is checked like runtime.command, before anything exists.
+    if let Some(cmd) = args.command.first()
+        && let Some((message, hint)) = sr_policy::rules::command_problem(cmd)
+    {
+        let d = Diagnostic::new(ErrorCode::PolicyBadFormat, "runtime.command", message, hint);
+        return fail_with(result, format, &[d]);
+    }
     let config = match OperatorConfig::load() {
         Ok(c) => c,
-        Err(d) => return fail(&[d], args.format),
+        Err(d) => return fail_with(result, format, &[d]),
     };
-    let policy = match sr_policy::load_policy_file(&args.policy, &config) {
+    let loaded = match &chosen {
+        Some(path) => sr_policy::load_policy_file(path, &config),
+        None => super::policy_arg::load_builtin(&config),
+    };
+    let policy = match loaded {
         Ok(p) => p,
-        Err(report) => return fail(&report.diagnostics, args.format),
+        Err(report) => return fail_with(result, format, &report.diagnostics),
     };
+    if format == Format::Text {
+        for w in &policy.warnings {
+            let _ = writeln!(std::io::stderr().lock(), "warning: {w}");
+        }
+    }
+    result.diagnostics.extend(policy.warnings.iter().cloned());
     let mut bundle = match sr_compiler::compile(&policy, &config) {
         Ok(b) => b,
-        Err(d) => return fail(&[d], args.format),
+        Err(d) => return fail_with(result, format, &[d]),
     };
+    result.policy = Some(PolicyRef {
+        path: policy
+            .source_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        name: bundle.policy_name.clone(),
+        digest: bundle.policy_digest.clone(),
+    });
     if let Some((cmd, rest)) = args.command.split_first() {
-        if !cmd.starts_with('/') {
-            let d = Diagnostic::new(
-                ErrorCode::RunLaunch,
-                "run.command",
-                format!("the command {cmd:?} is not an absolute path"),
-                "give the absolute path inside the sandbox, e.g. -- /usr/bin/python3 -c ...",
-            );
-            return fail(&[d], args.format);
-        }
         bundle.process.command = cmd.clone();
         bundle.process.args = rest.to_vec();
     }
@@ -87,7 +198,7 @@ pub fn execute(args: RunArgs) -> u8 {
             format!("backend {} cannot run on this build yet", bundle.backend),
             "use backend: sandbox",
         );
-        return fail(&[d], args.format);
+        return fail_with(result, format, &[d]);
     }
 
     clock.lap("cli.policy");
@@ -102,7 +213,7 @@ pub fn execute(args: RunArgs) -> u8 {
                 format!("cannot locate the safe-run binary: {e}"),
                 "run safe-run from a path that exists",
             );
-            return fail(&[d], args.format);
+            return fail_with(result, format, &[d]);
         }
     };
     let probes = RealProbes {
@@ -119,7 +230,7 @@ pub fn execute(args: RunArgs) -> u8 {
         Ok(h) => h,
         Err(errs) => {
             let ds: Vec<Diagnostic> = errs.iter().map(|e| e.to_diagnostic()).collect();
-            return fail(&ds, args.format);
+            return fail_with(result, format, &ds);
         }
     };
 
@@ -130,9 +241,21 @@ pub fn execute(args: RunArgs) -> u8 {
 
     let dir = match RunDir::create(&base) {
         Ok(d) => d,
-        Err(e) => return fail(&[e.to_diagnostic()], args.format),
+        Err(e) => return fail_with(result, format, &[e.to_diagnostic()]),
     };
-    let _ = std::fs::copy(&args.policy, dir.path.join(policy_copy_name(&args.policy)));
+    result.run_id = Some(dir.run_id.clone());
+    result.run_dir = Some(dir.path.clone());
+    match &chosen {
+        Some(path) => {
+            let _ = std::fs::copy(path, dir.path.join(policy_copy_name(path)));
+        }
+        None => {
+            let _ = std::fs::write(
+                dir.path.join("policy.yaml"),
+                super::policy_arg::BUILTIN_POLICY,
+            );
+        }
+    }
     let _ = std::fs::write(
         dir.path.join("bundle.json"),
         sr_compiler::to_canonical_json(&bundle),
@@ -150,7 +273,7 @@ pub fn execute(args: RunArgs) -> u8 {
                 e.to_string(),
                 "check that the run directory is writable",
             );
-            return fail(&[d], args.format);
+            return fail_with(result, format, &[d]);
         }
     };
     let _ = chain.emit(
@@ -162,12 +285,12 @@ pub fn execute(args: RunArgs) -> u8 {
     // signing key, so that a run whose report could not be signed never starts.
     let inputs = match crate::evidence_report::hash_inputs(&policy, &bundle, &mut chain) {
         Ok(i) => i,
-        Err(d) => return fail(&[d], args.format),
+        Err(d) => return fail_with(result, format, &[d]),
     };
     let signer = if bundle.evidence_plan.sign {
         match super::key::load_signing_key(None) {
             Ok(k) => Some(k),
-            Err(d) => return fail(&[d], args.format),
+            Err(d) => return fail_with(result, format, &[d]),
         }
     } else {
         None
@@ -181,7 +304,7 @@ pub fn execute(args: RunArgs) -> u8 {
         Some(plan) => {
             match sr_runner::network::AllowlistNetwork::new(plan, &dir.run_id, &config.network) {
                 Ok(h) => Box::new(h),
-                Err(d) => return fail(&[d], args.format),
+                Err(d) => return fail_with(result, format, &[d]),
             }
         }
     };
@@ -207,6 +330,7 @@ pub fn execute(args: RunArgs) -> u8 {
         h.close();
     }
     clock.lap("cli.run");
+    result.outcome(&outcome);
     let samples = counting.samples;
     let mut evidence_errors = Vec::new();
     let report_path = match chain.finish() {
@@ -231,19 +355,22 @@ pub fn execute(args: RunArgs) -> u8 {
             None
         }
     };
+    result.report_path = report_path.clone();
     if report_path.is_some() {
         // The report is synced: index it and append its leaf (a failure only warns).
         super::report::archive_finished_run(&dir.path, signer.as_ref(), args.quiet);
     }
     clock.lap("cli.finish");
-    summarize(&args, &outcome, report_path.as_deref(), &clock);
+    if format == Format::Text {
+        summarize(args, &outcome, report_path.as_deref(), &clock);
+    }
     if let RunStatus::LaunchFailed { diagnostic } | RunStatus::Stopped { diagnostic } =
         &outcome.status
     {
-        return fail(std::slice::from_ref(diagnostic), args.format);
+        return fail_with(result, format, std::slice::from_ref(diagnostic));
     }
     if !evidence_errors.is_empty() {
-        return fail(&evidence_errors, args.format);
+        return fail_with(result, format, &evidence_errors);
     }
     exit_code(outcome.exit_code())
 }

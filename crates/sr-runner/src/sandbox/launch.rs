@@ -340,9 +340,14 @@ impl Runner {
             }
         }
         if !matches!(status, RunStatus::LaunchFailed { .. }) || live.started {
+            let limits = crate::outcome::limits_hit(
+                &status,
+                &resources,
+                [("stdout", stdout.truncated), ("stderr", stderr.truncated)],
+            );
             ctx.emit(
                 events::PROCESS_EXITED,
-                json!({"status": status, "durationMs": phases.get("workload")}),
+                json!({"status": status, "durationMs": phases.get("workload"), "limitsHit": limits, "pidsLimitHits": resources.pids_limit_hits}),
             );
         }
         if let Some(cg) = &live.cgroup {

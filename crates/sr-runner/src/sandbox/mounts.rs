@@ -14,11 +14,14 @@
 //!
 //! File locks (M8): a bind shares the host's inodes, and locks live on inodes, so a `flock`
 //! or POSIX lock taken inside on a read-only host file would be seen by host processes (and
-//! by other runs) locking the same file. With [`FileLocks::Isolated`] a read-only directory is
-//! therefore not bound but mounted as a private read-only overlayfs whose lower layers are the
-//! verified source (through its fd, like a bind) and an empty directory: the files are the
-//! same bytes, but the inodes, and so the locks, belong to this overlay alone. Read-only
-//! single files, device nodes and writable mounts stay binds (see docs/sandbox.md).
+//! by other runs) locking the same file. With [`FileLocks::Isolated`] a read-only system
+//! directory (`/usr`, `/etc`, ...) is therefore not bound but mounted as a private read-only
+//! overlayfs whose lower layers are the source (through its fd, like a bind) and an empty
+//! directory: the files are the same bytes, but the inodes, and so the locks, belong to this
+//! overlay alone. Policy mounts, single files and device nodes stay binds: overlayfs leaves
+//! undefined what a change to a lower layer looks like while it is mounted (a file the host
+//! adds may never appear), and a policy's input directory is exactly what the host may change
+//! during a run (see docs/sandbox.md).
 //!
 //! Mount targets are created inside the new root only; a target whose path inside the root
 //! crosses a symlink is refused (a rootfs directory could otherwise point a mount point at a
@@ -509,9 +512,13 @@ impl HostMounter {
                 }
             }
         }
+        // System directories only: a policy mount stays a live bind, because overlayfs leaves
+        // undefined what a lower layer's changes during the mount look like, and input
+        // directories are changed by the host while runs read them (see the module docs).
         if read_only
             && meta.is_dir()
             && !allow_dev
+            && verify.is_none()
             && target != self.root
             && self.file_locks == FileLocks::Isolated
         {
