@@ -575,6 +575,40 @@ fn check_input(v: &mut Verification, input: &report::Input) {
     }
 }
 
+/// Whether `report` is sealed and signed by `key`: its digest recomputes, its `keyid` is the
+/// key's id, and the Ed25519 signature over the digest verifies. What `report export` demands
+/// before it puts its own name on a report.
+pub fn report_signed_by(report: &RunReport, key: &VerifyingKey) -> Result<(), String> {
+    let id = keys::keyid(key);
+    let Some(integrity) = &report.integrity else {
+        return Err("the report is not sealed (no integrity block)".into());
+    };
+    let Some(sig_b64) = &integrity.signature else {
+        return Err("the report is unsigned (evidence.sign: false)".into());
+    };
+    let value = serde_json::to_value(report).map_err(|e| e.to_string())?;
+    let digest = digest_of_value(&value)?;
+    if digest != integrity.digest {
+        return Err(format!(
+            "integrity.digest is {} but the report hashes to {digest}",
+            integrity.digest
+        ));
+    }
+    if integrity.keyid.as_deref() != Some(id.as_str()) {
+        return Err(format!(
+            "the report was sealed by key {}, not by key {id}",
+            integrity.keyid.as_deref().unwrap_or("(none)")
+        ));
+    }
+    let sig = B64
+        .decode(sig_b64)
+        .ok()
+        .and_then(|b| Signature::from_slice(&b).ok())
+        .ok_or("integrity.signature is not a base64 Ed25519 signature")?;
+    key.verify_strict(integrity.digest.as_bytes(), &sig)
+        .map_err(|_| format!("the report's signature does not verify with key {id}"))
+}
+
 /// `Ok(None)` when the file does not exist.
 fn hash_file(path: &Path) -> Result<Option<(String, u64)>, String> {
     let mut file = match File::open(path) {
