@@ -15,10 +15,14 @@
 //! | `events.head` | the chain's last hash and count equal `timeline.head`, `integrity.eventsHead` and `timeline.count` |
 //! | `timeline.complete` | informational: whether the run reached cleanup (skip when not) |
 //! | `output:<name>` | the output's numbers agree (kept ≤ limit, kept ≤ seen, `truncated` iff seen > kept), and the file, when present, has the recorded size and digest (skip when absent) |
-//! | `input:<role>:<name>` | a file input, when present, has the recorded digest (skip when absent) |
+//! | `input:<role>:<name>` | only with [`VerifyOptions::check_host_files`]: a file input, when present, has the recorded digest (skip when absent); otherwise `not requested` |
 //!
 //! A skip never counts as a pass: [`Verification::ok`] is true when nothing failed, and the
-//! output names every skip.
+//! output names every skip. Host files (the inputs' absolute paths: the binary, a rootfs, a
+//! kernel) are re-hashed only on request: on another machine the same path names another
+//! file, so checking it by default made a report fail everywhere but on the host that ran it.
+//! A report verifies anywhere with only the report, its event log, its outputs and the public
+//! key.
 
 use std::fs::File;
 use std::io::Read;
@@ -48,6 +52,9 @@ pub enum Status {
     Fail,
     /// Could not be checked (and says why); never a pass.
     Skip,
+    /// Not checked because the verifier did not ask for it (host files); never a pass.
+    #[serde(rename = "not_requested")]
+    NotRequested,
 }
 
 impl Status {
@@ -57,6 +64,7 @@ impl Status {
             Status::Pass => "PASS",
             Status::Fail => "FAIL",
             Status::Skip => "SKIP",
+            Status::NotRequested => "OFF ",
         }
     }
 }
@@ -125,12 +133,31 @@ pub fn default_events_path(report_path: &Path) -> PathBuf {
         .join(EVENTS_FILE)
 }
 
-/// Verifies a report, its event chain and the files it names. `events_path` defaults to
-/// `events.jsonl` beside the report; `key` is the verifier's trusted public key.
+/// What a verification checks beyond the report, its chain and its outputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Re-hash the inputs' host files (binary, rootfs, kernel) at their recorded absolute
+    /// paths. Meaningful only on the host that ran the workload (or one built the same way).
+    pub check_host_files: bool,
+}
+
+/// Verifies a report, its event chain and its outputs, with default options (host files are
+/// not re-hashed). `events_path` defaults to `events.jsonl` beside the report; `key` is the
+/// verifier's trusted public key.
 pub fn verify(
     report_path: &Path,
     events_path: Option<&Path>,
     key: Option<&VerifyingKey>,
+) -> Verification {
+    verify_with(report_path, events_path, key, VerifyOptions::default())
+}
+
+/// [`verify`] with options.
+pub fn verify_with(
+    report_path: &Path,
+    events_path: Option<&Path>,
+    key: Option<&VerifyingKey>,
+    options: VerifyOptions,
 ) -> Verification {
     let mut v = Verification {
         checks: Vec::new(),
@@ -235,7 +262,7 @@ pub fn verify(
         check_output(&mut v, run_dir, out);
     }
     for input in &parsed.inputs {
-        check_input(&mut v, input);
+        check_input(&mut v, input, options.check_host_files);
     }
     v
 }
@@ -541,7 +568,7 @@ pub fn stream_facts_problem(out: &report::Output) -> Option<String> {
     }
 }
 
-fn check_input(v: &mut Verification, input: &report::Input) {
+fn check_input(v: &mut Verification, input: &report::Input, check_host_files: bool) {
     // Policy, bundle and command digests are over canonical JSON, not a file; they are covered
     // by the signed digest. File inputs are re-hashed when still on disk.
     if !matches!(
@@ -556,6 +583,14 @@ fn check_input(v: &mut Verification, input: &report::Input) {
         .and_then(|r| r.as_str().map(str::to_owned))
         .unwrap_or_default();
     let name = format!("input:{role}:{}", input.name);
+    if !check_host_files {
+        v.push(
+            name,
+            Status::NotRequested,
+            format!("not requested: host file {path} not re-hashed (--check-host-files, on the host that ran it)"),
+        );
+        return;
+    }
     match hash_file(Path::new(path)) {
         Ok(None) => v.push(
             name,

@@ -228,7 +228,10 @@ fn make_run(n: usize, signer: Option<&SigningKey>) -> Run {
 
 fn verify_run(run: &Run, key: Option<&SigningKey>) -> Verification {
     let vk = key.map(|k| k.verifying_key());
-    verify::verify(&run.report, Some(&run.events), vk.as_ref())
+    let options = verify::VerifyOptions {
+        check_host_files: true,
+    };
+    verify::verify_with(&run.report, Some(&run.events), vk.as_ref(), options)
 }
 
 fn status_of(v: &Verification, name: &str) -> Status {
@@ -483,6 +486,30 @@ fn missing_event_log_fails_and_missing_output_is_skipped_not_passed() {
     fs::remove_file(&run.events).unwrap();
     let v = verify_run(&run, Some(&key()));
     assert_eq!(status_of(&v, "events.chain"), Status::Fail);
+}
+
+/// Issue 14 item 2: by default the verifier's own files are not re-hashed, so a report from
+/// another host (whose binary path names a different file here) verifies; the check is listed
+/// as not requested, never as a pass.
+#[test]
+fn host_files_are_checked_only_on_request() {
+    let run = make_run(3, Some(&key()));
+    fs::write(run.dir.join("tool.bin"), b"\x7fELF another host's build").unwrap();
+    let vk = key().verifying_key();
+    let v = verify::verify(&run.report, Some(&run.events), Some(&vk));
+    assert!(v.ok(), "{}", v.render_text());
+    assert_eq!(status_of(&v, "input:binary:tool.bin"), Status::NotRequested);
+    assert!(v.render_text().contains("not requested"));
+    let json = serde_json::to_value(&v.checks).unwrap();
+    assert!(
+        json.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["status"] == "not_requested")
+    );
+    fs::remove_file(run.dir.join("tool.bin")).unwrap();
+    let v = verify::verify(&run.report, Some(&run.events), Some(&vk));
+    assert_eq!(status_of(&v, "input:binary:tool.bin"), Status::NotRequested);
 }
 
 #[test]

@@ -29,6 +29,10 @@ pub enum ReportCommand {
         /// it the report's embedded key is used, which proves integrity but not who signed.
         #[arg(long, value_name = "PUBKEY")]
         key: Option<PathBuf>,
+        /// Also re-hash the inputs' host files (binary, rootfs, kernel) at their recorded
+        /// paths. Only meaningful on the host that ran the workload; off by default.
+        #[arg(long)]
+        check_host_files: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
@@ -80,8 +84,15 @@ pub fn execute(command: ReportCommand) -> u8 {
             report,
             events,
             key,
+            check_host_files,
             format,
-        } => run_verify(report, events, key, format),
+        } => run_verify(
+            report,
+            events,
+            key,
+            verify::VerifyOptions { check_host_files },
+            format,
+        ),
         ReportCommand::Export {
             format: ExportFormat::Intoto,
             report,
@@ -111,6 +122,7 @@ fn run_verify(
     report: Option<PathBuf>,
     events: Option<PathBuf>,
     key: Option<PathBuf>,
+    options: verify::VerifyOptions,
     format: Format,
 ) -> u8 {
     let key = match key.as_deref().map(keys::read_public_key).transpose() {
@@ -118,7 +130,7 @@ fn run_verify(
         Err(e) => return fail(&[e.to_diagnostic()], format),
     };
     let v = match (&report, &events) {
-        (Some(r), e) => verify::verify(r, e.as_deref(), key.as_ref()),
+        (Some(r), e) => verify::verify_with(r, e.as_deref(), key.as_ref(), options),
         (None, Some(e)) => verify::verify_events(e),
         (None, None) => {
             eprintln!("error: give REPORT or --events FILE");
@@ -135,13 +147,20 @@ fn run_verify(
                     .iter()
                     .filter(|c| c.status == verify::Status::Skip)
                     .count();
+                let not_requested = v
+                    .checks
+                    .iter()
+                    .filter(|c| c.status == verify::Status::NotRequested)
+                    .count();
                 let what = if report.is_some() {
                     "report"
                 } else {
                     "event log"
                 };
                 let completeness = if v.complete { "complete" } else { "INCOMPLETE" };
-                println!("verified: {what} is intact ({completeness}; {skipped} check(s) skipped)");
+                println!(
+                    "verified: {what} is intact ({completeness}; {skipped} check(s) skipped, {not_requested} not requested)"
+                );
                 0
             } else {
                 fail(&[verification_failed(&v)], format)
@@ -371,6 +390,7 @@ mod tests {
             report: report.map(Path::to_owned),
             events: events.map(Path::to_owned),
             key: key.map(Path::to_owned),
+            check_host_files: false,
             format: Format::Json,
         })
     }
