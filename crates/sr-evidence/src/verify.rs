@@ -15,6 +15,7 @@
 //! | `events.head` | the chain's last hash and count equal `timeline.head`, `integrity.eventsHead` and `timeline.count` |
 //! | `timeline.complete` | informational: whether the run reached cleanup (skip when not) |
 //! | `output:<name>` | the output's numbers agree (kept ≤ limit, kept ≤ seen, `truncated` iff seen > kept), and the file, when present, has the recorded size and digest (skip when absent) |
+//! | `mount:<target>` | a mount manifest's `manifestDigest` recomputes over its entries, and `files`, `bytes` and `complete` agree with them |
 //! | `input:<role>:<name>` | only with [`VerifyOptions::check_host_files`]: a file input, when present, has the recorded digest (skip when absent); otherwise `not requested` |
 //!
 //! A skip never counts as a pass: [`Verification::ok`] is true when nothing failed, and the
@@ -264,7 +265,65 @@ pub fn verify_with(
     for input in &parsed.inputs {
         check_input(&mut v, input, options.check_host_files);
     }
+    for manifest in parsed.mounts.iter().flat_map(|m| &m.manifests) {
+        check_manifest(&mut v, manifest);
+    }
     v
+}
+
+/// A mount manifest's own numbers and its digest over the listed entries. The files
+/// themselves are host files: not re-read here.
+fn check_manifest(v: &mut Verification, m: &crate::mounts::MountManifest) {
+    let name = format!("mount:{}", m.target);
+    let mut problems = Vec::new();
+    match crate::mounts::manifest_digest(&m.entries) {
+        Ok(d) if d == m.manifest_digest => {}
+        Ok(d) => problems.push(format!(
+            "entries hash to {d}, manifestDigest is {}",
+            m.manifest_digest
+        )),
+        Err(e) => problems.push(e),
+    }
+    if m.files != m.entries.len() as u64 {
+        problems.push(format!(
+            "files is {} but {} entries are listed",
+            m.files,
+            m.entries.len()
+        ));
+    }
+    let hashed: u64 = m.entries.iter().filter_map(|e| e.bytes).sum();
+    if hashed != m.bytes {
+        problems.push(format!(
+            "bytes is {} but the entries sum to {hashed}",
+            m.bytes
+        ));
+    }
+    if m.complete && (m.limit_reached.is_some() || !m.errors.is_empty()) {
+        problems.push("complete, yet a bound was reached or an entry was unreadable".into());
+    }
+    if !problems.is_empty() {
+        v.push(name, Status::Fail, problems.join("; "));
+        return;
+    }
+    let extent = match (m.complete, m.limit_reached) {
+        (true, _) => String::new(),
+        (false, Some(limit)) => format!(
+            " (incomplete: {} reached)",
+            serde_json::to_value(limit)
+                .ok()
+                .and_then(|l| l.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        ),
+        (false, None) => format!(" (incomplete: {} unreadable)", m.errors.len()),
+    };
+    v.push(
+        name,
+        Status::Pass,
+        format!(
+            "{} entries, {} bytes, manifest {}{extent}",
+            m.files, m.bytes, m.manifest_digest
+        ),
+    );
 }
 
 /// Verifies an event log alone (no report): the chain, and whether it is complete (ends with

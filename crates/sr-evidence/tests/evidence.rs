@@ -156,6 +156,8 @@ fn sample_report() -> RunReport {
             removed: vec!["cgroup:/sys/fs/cgroup/memory/safe-run/r1".into()],
             errors: vec![],
         },
+        mounts: None,
+        warnings: vec![],
         integrity: None,
     }
 }

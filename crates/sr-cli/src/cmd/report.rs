@@ -375,6 +375,8 @@ mod tests {
                 removed: vec![],
                 errors: vec![],
             },
+            mounts: None,
+            warnings: vec![],
             integrity: None,
         };
         let sealed = seal(r, &summary.head, Some(key)).unwrap();

@@ -132,11 +132,28 @@ pub fn execute(args: RunArgs) -> u8 {
         Ok(d) => d,
         Err(e) => return fail(&[e.to_diagnostic()], args.format),
     };
-    let _ = std::fs::copy(&args.policy, dir.path.join(policy_copy_name(&args.policy)));
-    let _ = std::fs::write(
-        dir.path.join("bundle.json"),
-        sr_compiler::to_canonical_json(&bundle),
-    );
+    // The run directory's copies of the policy and the bundle are part of its evidence: a run
+    // that cannot keep them does not start.
+    let policy_copy = dir.path.join(policy_copy_name(&args.policy));
+    let bundle_copy = dir.path.join("bundle.json");
+    if let Err(d) = std::fs::copy(&args.policy, &policy_copy)
+        .map(drop)
+        .map_err(|e| (policy_copy, e))
+        .and_then(|()| {
+            std::fs::write(&bundle_copy, sr_compiler::to_canonical_json(&bundle))
+                .map_err(|e| (bundle_copy, e))
+        })
+        .map_err(|(path, e)| {
+            Diagnostic::new(
+                ErrorCode::EvidenceEventWrite,
+                "evidence.rundir",
+                format!("cannot write {}: {e}", path.display()),
+                "check free space and permissions of the run directory",
+            )
+        })
+    {
+        return fail(&[d], args.format);
+    }
     let mut chain = match ChainWriter::create(
         &dir.path,
         &bundle.evidence_plan.events,
@@ -186,6 +203,14 @@ pub fn execute(args: RunArgs) -> u8 {
         }
     };
 
+    let _ = chain.emit(
+        events::NETWORK_PLAN_GENERATED,
+        crate::evidence_report::network_plan_payload(&bundle),
+    );
+    // Read-only mounts as they were before the workload could read them.
+    let mut mount_digests = crate::evidence_report::MountDigests::new(&config.mount_digests);
+    mount_digests.take(&bundle, sr_evidence::mounts::Taken::Start);
+
     clock.lap("cli.prepare");
     let runner = Runner::new();
     let signals = sr_runner::forward_signals(runner.canceller()).ok();
@@ -208,6 +233,8 @@ pub fn execute(args: RunArgs) -> u8 {
     }
     clock.lap("cli.run");
     let samples = counting.samples;
+    // Writable mounts as the workload left them.
+    mount_digests.take(&bundle, sr_evidence::mounts::Taken::End);
     let mut evidence_errors = Vec::new();
     let report_path = match chain.finish() {
         Ok(summary) => {
@@ -217,6 +244,7 @@ pub fn execute(args: RunArgs) -> u8 {
                 inputs,
                 chain: summary,
                 samples,
+                mounts: mount_digests.evidence(),
             };
             match crate::evidence_report::write_signed_report(&outcome, ctx, signer.as_ref()) {
                 Ok(p) => Some(p),
@@ -233,8 +261,9 @@ pub fn execute(args: RunArgs) -> u8 {
     };
     clock.lap("cli.finish");
     summarize(&args, &outcome, report_path.as_deref(), &clock);
-    if let RunStatus::LaunchFailed { diagnostic } | RunStatus::Stopped { diagnostic } =
-        &outcome.status
+    if let RunStatus::LaunchFailed { diagnostic }
+    | RunStatus::Stopped { diagnostic }
+    | RunStatus::Lost { diagnostic } = &outcome.status
     {
         return fail(std::slice::from_ref(diagnostic), args.format);
     }
@@ -310,6 +339,10 @@ fn summarize(args: &RunArgs, o: &RunOutcome, report: Option<&Path>, clock: &Phas
             RunStatus::Interrupted { signal } => {
                 format!("interrupted by signal {signal}; the sandbox was killed")
             }
+            RunStatus::Lost { diagnostic } => format!(
+                "ended in an unknown way ({}): {}",
+                diagnostic.code, diagnostic.message
+            ),
         };
         let _ = writeln!(
             err,
