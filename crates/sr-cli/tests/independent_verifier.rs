@@ -136,7 +136,10 @@ fn a_copied_report_verifies_with_only_the_public_key_in_rust_and_python() {
     assert!(text.contains("PASS  output:stdout"), "{text}");
     // The writable mount's manifest (what the workload wrote), recomputed independently.
     assert!(text.contains("PASS  mount:/work"), "{text}");
-    assert_eq!(r["mounts"]["manifests"][0]["entries"][0]["path"], "result.txt");
+    assert_eq!(
+        r["mounts"]["manifests"][0]["entries"][0]["path"],
+        "result.txt"
+    );
     assert!(text.trim_end().ends_with("VERIFIED"), "{text}");
 
     // The independent verifier can fail: another key, and one changed byte of the log.
