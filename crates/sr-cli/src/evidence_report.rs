@@ -550,6 +550,16 @@ mod tests {
         assert_eq!(info.signal, Some(15));
     }
 
+    /// Issue 14 item 4: a lost run has neither code nor signal (it used to read as signal 9).
+    #[test]
+    fn lost_runs_invent_no_signal() {
+        let info = exit_info(&RunStatus::Lost {
+            diagnostic: Diagnostic::new(ErrorCode::RunLaunch, "monitor.exit", "gone", ""),
+        });
+        assert_eq!(info.status, ExitStatus::Lost);
+        assert_eq!((info.code, info.signal), (None, None));
+    }
+
     #[test]
     fn allowlist_audit_maps_rules_and_default_drop() {
         let audit = json!({
