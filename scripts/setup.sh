@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what safe-run needs on a Debian host, once: nft (allowlist networking), ip
-# (iproute2), python3 (used by examples and tests), bwrap and hyperfine (benchmarks only).
-# Idempotent: installs only what is missing. Needs root.
+# (iproute2), python3 (used by examples and tests), bwrap and hyperfine (benchmarks only), and a
+# Python venv at .venv/ with the pinned `cryptography` package, for the independent report
+# verifier (tests/independent_verifier). Idempotent: installs only what is missing. Needs root
+# for the Debian packages.
 set -euo pipefail
 
 need=()
@@ -9,6 +11,8 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+# Debian splits `python3 -m venv` (ensurepip) into python3-venv.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [[ "${SAFE_RUN_SETUP_BENCH:-0}" == 1 ]]; then
   command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
   command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
@@ -28,4 +32,15 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2
   exit 1
+fi
+
+# The independent verifier's venv: Ed25519 from `cryptography`, pinned. Recreated only when the
+# pinned version is not what it holds.
+CRYPTOGRAPHY_VERSION=48.0.0
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv="$root/.venv"
+if ! "$venv/bin/python" -c "import cryptography, sys; sys.exit(cryptography.__version__ != '$CRYPTOGRAPHY_VERSION')" >/dev/null 2>&1; then
+  echo "setup: creating $venv with cryptography==$CRYPTOGRAPHY_VERSION" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "cryptography==$CRYPTOGRAPHY_VERSION"
 fi

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sr_common::{Diagnostic, ErrorCode};
 use sr_compiler::CompileBundle;
 use sr_compiler::bundle::MountStep;
+use sr_evidence::mounts::{self, Budget, MountEvidence, MountManifest, Taken};
 use sr_evidence::report::{
     self, AbsentFeature, BlockedSummary, Cgroup, Cleanup, Enforcement, ExitInfo, ExitStatus,
     HostInfo, Input, InputRole, Landlock, LandlockRule, NetworkAudit, NetworkFacts, Output,
@@ -21,6 +22,7 @@ use sr_evidence::report::{
 };
 use sr_evidence::{ChainSummary, EmitError, EventSink, SigningKey, events};
 use sr_policy::ValidatedPolicy;
+use sr_policy::operator::MountDigestConfig;
 use sr_runner::cgroup::Layout;
 use sr_runner::{RunOutcome, RunStatus};
 
@@ -137,6 +139,21 @@ fn resolve_command_on_host(bundle: &CompileBundle) -> Option<PathBuf> {
     std::fs::canonicalize(candidate).ok()
 }
 
+/// The `network.plan.generated` payload: the mode and, for an allowlist, the digest of the
+/// bundle's network plan (JCS) and its size.
+pub fn network_plan_payload(bundle: &CompileBundle) -> Value {
+    match &bundle.network_plan {
+        None => json!({"mode": "none"}),
+        Some(plan) => json!({
+            "mode": plan.mode,
+            "planDigest": sr_evidence::canonical::jcs(plan)
+                .map(|b| sr_evidence::canonical::sha256_tagged(&b))
+                .ok(),
+            "dnsNames": plan.dns.allowed_names.len(),
+        }),
+    }
+}
+
 /// Everything besides the outcome that the report states.
 pub struct ReportContext<'a> {
     /// The validated policy.
@@ -149,6 +166,80 @@ pub struct ReportContext<'a> {
     pub chain: ChainSummary,
     /// Resource samples taken.
     pub samples: u64,
+    /// Mount manifests taken before and after the run ([`MountDigests`]).
+    pub mounts: Option<MountEvidence>,
+}
+
+/// The run's mount digests, taken in two steps within one per-run budget: read-only mounts
+/// before the workload starts, writable ones after it ended (as the operator config says).
+pub struct MountDigests {
+    config: MountDigestConfig,
+    budget: Budget,
+    manifests: Vec<MountManifest>,
+}
+
+impl MountDigests {
+    /// Nothing taken yet.
+    pub fn new(config: &MountDigestConfig) -> MountDigests {
+        // Report integers stay within 2^53 (docs/evidence.md, section 1).
+        let cap = sr_evidence::canonical::MAX_SAFE_INTEGER;
+        let config = MountDigestConfig {
+            max_files: config.max_files.min(cap),
+            max_bytes: sr_common::ByteSize(config.max_bytes.bytes().min(cap)),
+            ..config.clone()
+        };
+        MountDigests {
+            budget: Budget::new(config.max_files, config.max_bytes.bytes()),
+            config,
+            manifests: Vec::new(),
+        }
+    }
+
+    /// Digests the policy mounts that `taken` concerns: read-only ones at the start,
+    /// writable ones at the end, each when the config asks for it.
+    pub fn take(&mut self, bundle: &CompileBundle, taken: Taken) {
+        let Some(plan) = &bundle.sandbox_plan else {
+            return;
+        };
+        for step in &plan.mounts {
+            let MountStep::Bind {
+                source,
+                target,
+                read_only,
+                origin,
+            } = step
+            else {
+                continue;
+            };
+            let wanted = match taken {
+                Taken::Start => *read_only && self.config.read_only,
+                Taken::End => !*read_only && self.config.writable,
+            };
+            if origin == "policy" && wanted {
+                self.manifests.push(mounts::digest_tree(
+                    Path::new(source),
+                    target,
+                    *read_only,
+                    taken,
+                    &mut self.budget,
+                ));
+            }
+        }
+    }
+
+    /// The report's `mounts` section; absent when no mount was digested.
+    pub fn evidence(self) -> Option<MountEvidence> {
+        if self.manifests.is_empty() {
+            return None;
+        }
+        let mut manifests = self.manifests;
+        manifests.sort_by_key(|m| m.taken == Taken::End);
+        Some(MountEvidence {
+            max_files: self.config.max_files,
+            max_bytes: self.config.max_bytes.bytes(),
+            manifests,
+        })
+    }
 }
 
 /// Assembles the report, seals it (signing with `signer` when the evidence plan asks) and
@@ -233,6 +324,12 @@ pub fn assemble(outcome: &RunOutcome, ctx: ReportContext<'_>) -> RunReport {
                 .map(|d| format!("{} at {}: {}", d.code, d.path, d.message))
                 .collect(),
         },
+        mounts: ctx.mounts,
+        warnings: outcome
+            .warnings
+            .iter()
+            .map(|d| format!("{} at {}: {}", d.code, d.path, d.message))
+            .collect(),
         integrity: None,
     }
 }
@@ -412,6 +509,7 @@ fn exit_info(status: &RunStatus) -> ExitInfo {
         RunStatus::Stopped { .. } => (ExitStatus::Stopped, None, Some(libc::SIGKILL)),
         RunStatus::OutputLimit { .. } => (ExitStatus::OutputLimit, None, Some(libc::SIGKILL)),
         RunStatus::Interrupted { signal } => (ExitStatus::Interrupted, None, Some(*signal)),
+        RunStatus::Lost { .. } => (ExitStatus::Lost, None, None),
     };
     ExitInfo {
         status,
@@ -450,6 +548,16 @@ mod tests {
         let info = exit_info(&RunStatus::Interrupted { signal: 15 });
         assert_eq!(info.status, ExitStatus::Interrupted);
         assert_eq!(info.signal, Some(15));
+    }
+
+    /// Issue 14 item 4: a lost run has neither code nor signal (it used to read as signal 9).
+    #[test]
+    fn lost_runs_invent_no_signal() {
+        let info = exit_info(&RunStatus::Lost {
+            diagnostic: Diagnostic::new(ErrorCode::RunLaunch, "monitor.exit", "gone", ""),
+        });
+        assert_eq!(info.status, ExitStatus::Lost);
+        assert_eq!((info.code, info.signal), (None, None));
     }
 
     #[test]

@@ -103,6 +103,8 @@ fn base_report() -> RunReport {
             removed: vec![],
             errors: vec![],
         },
+        mounts: None,
+        warnings: vec![],
         integrity: None,
     }
 }

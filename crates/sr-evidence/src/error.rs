@@ -98,6 +98,13 @@ pub enum EvidenceError {
         #[source]
         source: io::Error,
     },
+    /// The report may not be exported: it is unsigned, or its signature does not verify with
+    /// the exporting key (or the public key given for the report).
+    #[error("refusing to export the report: {reason}")]
+    ExportRefused {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl EvidenceError {
@@ -124,6 +131,7 @@ impl EvidenceError {
             EvidenceError::Write { .. } => "evidence.write",
             EvidenceError::Read { .. } | EvidenceError::Parse { .. } => "evidence.read",
             EvidenceError::KeyInsecure { .. } | EvidenceError::KeyCreate { .. } => "evidence.key",
+            EvidenceError::ExportRefused { .. } => "evidence.export",
         }
     }
 
@@ -156,6 +164,9 @@ impl EvidenceError {
             }
             EvidenceError::KeyCreate { .. } => {
                 "the key directory must be writable; set SAFE_RUN_KEY or --key to a writable path"
+            }
+            EvidenceError::ExportRefused { .. } => {
+                "export with the key that sealed the report, or pass that signer's public key with --report-key to export it under your own key"
             }
         }
     }

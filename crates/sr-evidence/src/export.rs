@@ -13,7 +13,14 @@
 //!   digest, path), `internalParameters` = the enforcement facts, `resolvedDependencies` = the
 //!   inputs as ResourceDescriptors; `runDetails.builder.id` names safe-run and its version,
 //!   `metadata` = {invocationId: run id, startedOn, finishedOn}, `byproducts` = the run report
-//!   itself (its digest) and the event chain head.
+//!   itself (its digest, and `annotations.sealedBy`: the keyid and public key that signed the
+//!   report) and the event chain head.
+//! * Signers: [`export_intoto`] refuses a report unless its own signature verifies with the
+//!   exporting key, or with a public key the caller names for the report. The DSSE keyid is
+//!   the exporter's; the report's signer travels in the statement, and [`verify_envelope`]
+//!   accepts the envelope only when the two are the same key or the verifier names the
+//!   report's signer too. So an envelope never vouches, under one key, for a report that
+//!   another key sealed without saying so.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -72,6 +79,9 @@ fn sha256_map(digest: &str) -> Value {
     json!({ "sha256": digest.strip_prefix(SHA256_PREFIX).unwrap_or(digest) })
 }
 
+/// The name of the run report's byproduct in the statement.
+const REPORT_BYPRODUCT: &str = report::REPORT_FILE;
+
 /// The in-toto Statement v1 (SLSA provenance v1 predicate) describing a sealed report.
 pub fn statement(report: &RunReport) -> Result<Value, EvidenceError> {
     let subject: Vec<Value> = report
@@ -98,10 +108,22 @@ pub fn statement(report: &RunReport) -> Result<Value, EvidenceError> {
         serde_json::to_value(&report.enforcement).map_err(|e| EvidenceError::ReportEncode {
             reason: e.to_string(),
         })?;
-    let mut byproducts = vec![json!({
-        "name": report::REPORT_FILE,
+    let mut report_entry = json!({
+        "name": REPORT_BYPRODUCT,
         "digest": { "sha256": sha256_hex(&report_bytes) },
-    })];
+    });
+    if let Some(i) = &report.integrity {
+        let mut annotations = Map::new();
+        annotations.insert("integrityDigest".into(), json!(i.digest));
+        if let (Some(keyid), Some(public_key)) = (&i.keyid, &i.public_key) {
+            annotations.insert(
+                "sealedBy".into(),
+                json!({ "keyid": keyid, "publicKey": public_key }),
+            );
+        }
+        report_entry["annotations"] = Value::Object(annotations);
+    }
+    let mut byproducts = vec![report_entry];
     byproducts.push(json!({
         "name": crate::chain::EVENTS_FILE,
         "annotations": { "head": report.timeline.head, "count": report.timeline.count },
@@ -130,8 +152,24 @@ pub fn statement(report: &RunReport) -> Result<Value, EvidenceError> {
     }))
 }
 
-/// Exports a report as a signed DSSE envelope.
-pub fn export_intoto(report: &RunReport, signer: &SigningKey) -> Result<Envelope, EvidenceError> {
+/// Exports a report as a DSSE envelope signed by `signer`. The report's own signature must
+/// verify with `report_key` when given (the report's signer is someone else, and the caller
+/// vouches for that key), else with `signer`'s public key; otherwise it is refused.
+pub fn export_intoto(
+    report: &RunReport,
+    signer: &SigningKey,
+    report_key: Option<&VerifyingKey>,
+) -> Result<Envelope, EvidenceError> {
+    let own = signer.verifying_key();
+    let sealer = report_key.unwrap_or(&own);
+    crate::verify::report_signed_by(report, sealer).map_err(|reason| {
+        EvidenceError::ExportRefused {
+            reason: match report_key {
+                Some(_) => format!("{reason} (the key given for the report)"),
+                None => format!("{reason} (the exporting key)"),
+            },
+        }
+    })?;
     let statement = statement(report)?;
     let payload = serde_json::to_vec(&statement).map_err(|e| EvidenceError::ReportEncode {
         reason: e.to_string(),
@@ -147,8 +185,51 @@ pub fn export_intoto(report: &RunReport, signer: &SigningKey) -> Result<Envelope
     })
 }
 
-/// Verifies an envelope's signature by `key` and returns the statement it carries.
-pub fn verify_envelope(envelope: &Envelope, key: &VerifyingKey) -> Result<Value, String> {
+/// What a verified envelope says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedEnvelope {
+    /// The in-toto statement.
+    pub statement: Value,
+    /// The key id that signed the envelope (the verifier's key).
+    pub envelope_keyid: String,
+    /// The key id that sealed the report inside (`sealedBy` of the report byproduct).
+    pub report_keyid: String,
+}
+
+/// The `sealedBy` public key the statement names for its report.
+fn report_sealer(statement: &Value) -> Result<VerifyingKey, String> {
+    let sealed_by = statement
+        .pointer("/predicate/runDetails/byproducts")
+        .and_then(Value::as_array)
+        .and_then(|b| {
+            b.iter()
+                .find(|p| p.get("name").and_then(Value::as_str) == Some(REPORT_BYPRODUCT))
+        })
+        .and_then(|p| p.pointer("/annotations/sealedBy"))
+        .ok_or("the statement does not name the report's signer (no sealedBy annotation on the run_report.json byproduct; exported by an older safe-run?)")?;
+    let key = sealed_by
+        .get("publicKey")
+        .and_then(Value::as_str)
+        .ok_or("sealedBy has no publicKey")
+        .and_then(|k| keys::parse_public_key(k).map_err(|_| "sealedBy.publicKey is not a key"))?;
+    let keyid = sealed_by.get("keyid").and_then(Value::as_str);
+    if keyid != Some(keys::keyid(&key).as_str()) {
+        return Err(format!(
+            "sealedBy.keyid {keyid:?} is not the id of sealedBy.publicKey ({})",
+            keys::keyid(&key)
+        ));
+    }
+    Ok(key)
+}
+
+/// Verifies an envelope's signature by `key` and returns the statement it carries. The report
+/// inside must have been sealed by `key` too, or by `report_key` when the verifier names the
+/// report's signer; otherwise the error says which key signed what.
+pub fn verify_envelope(
+    envelope: &Envelope,
+    key: &VerifyingKey,
+    report_key: Option<&VerifyingKey>,
+) -> Result<VerifiedEnvelope, String> {
     let payload = B64
         .decode(&envelope.payload)
         .map_err(|e| format!("payload is not base64: {e}"))?;
@@ -173,7 +254,30 @@ pub fn verify_envelope(envelope: &Envelope, key: &VerifyingKey) -> Result<Value,
             envelope.payload_type
         ));
     }
-    serde_json::from_slice(&payload).map_err(|e| format!("payload is not JSON: {e}"))
+    let statement: Value =
+        serde_json::from_slice(&payload).map_err(|e| format!("payload is not JSON: {e}"))?;
+    let sealer = report_sealer(&statement)?;
+    let report_keyid = keys::keyid(&sealer);
+    let accepted = sealer == *key || report_key == Some(&sealer);
+    if !accepted {
+        let hint = match report_key {
+            Some(k) => format!(
+                "; the key given for the report is {}, not that one",
+                keys::keyid(k)
+            ),
+            None => {
+                format!("; pass key {report_keyid}'s public key with --report-key if you trust it")
+            }
+        };
+        return Err(format!(
+            "the envelope is signed by key {id}, but the report it carries was sealed by key {report_keyid}{hint}"
+        ));
+    }
+    Ok(VerifiedEnvelope {
+        statement,
+        envelope_keyid: id,
+        report_keyid,
+    })
 }
 
 #[cfg(test)]

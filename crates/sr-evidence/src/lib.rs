@@ -35,6 +35,7 @@
 //! * [`canonical`]: RFC 8785 canonical JSON and `sha256:` digests;
 //! * [`report`]: the v1 report types, [`report::seal`], [`report::write_report`];
 //! * [`keys`]: the Ed25519 signing key file;
+//! * [`mounts`]: bounded digests of the files in the run's mounts (the report's `mounts`);
 //! * [`verify`]: offline verification;
 //! * [`export`]: in-toto Statement v1 in a DSSE envelope.
 #![forbid(unsafe_code)]
@@ -45,6 +46,7 @@ mod error;
 pub mod events;
 pub mod export;
 pub mod keys;
+pub mod mounts;
 pub mod report;
 pub mod sink;
 pub mod verify;

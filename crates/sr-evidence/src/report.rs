@@ -72,6 +72,15 @@ pub struct RunReport {
     pub outputs: Vec<Output>,
     /// What cleanup removed, and any error.
     pub cleanup: Cleanup,
+    /// Digests of the files in the run's mounts (writable ones after the run, read-only ones
+    /// before it, as configured); absent when none was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mounts: Option<crate::mounts::MountEvidence>,
+    /// Evidence the run could not record, or recorded only in part, each as `CODE at path:
+    /// message` (a failed or panicked output tee, an event or sample that could not be
+    /// taken). Absent when there was none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Digest and signature over everything above; absent only before [`seal`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integrity: Option<Integrity>,
@@ -415,6 +424,9 @@ pub enum ExitStatus {
     /// safe-run itself was stopped (SIGINT/SIGTERM) and killed the sandbox (`signal`: the
     /// signal safe-run received).
     Interrupted,
+    /// How the workload ended was not observed: the sandbox init vanished (killed from
+    /// outside) without reporting it. No `code`, no `signal`: none is invented.
+    Lost,
 }
 
 impl ExitStatus {
@@ -429,6 +441,7 @@ impl ExitStatus {
             ExitStatus::Stopped => "stopped",
             ExitStatus::OutputLimit => "outputLimit",
             ExitStatus::Interrupted => "interrupted",
+            ExitStatus::Lost => "lost",
         }
     }
 }

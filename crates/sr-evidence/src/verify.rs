@@ -15,10 +15,15 @@
 //! | `events.head` | the chain's last hash and count equal `timeline.head`, `integrity.eventsHead` and `timeline.count` |
 //! | `timeline.complete` | informational: whether the run reached cleanup (skip when not) |
 //! | `output:<name>` | the output's numbers agree (kept ≤ limit, kept ≤ seen, `truncated` iff seen > kept), and the file, when present, has the recorded size and digest (skip when absent) |
-//! | `input:<role>:<name>` | a file input, when present, has the recorded digest (skip when absent) |
+//! | `mount:<target>` | a mount manifest's `manifestDigest` recomputes over its entries, and `files`, `bytes` and `complete` agree with them |
+//! | `input:<role>:<name>` | only with [`VerifyOptions::check_host_files`]: a file input, when present, has the recorded digest (skip when absent); otherwise `not requested` |
 //!
 //! A skip never counts as a pass: [`Verification::ok`] is true when nothing failed, and the
-//! output names every skip.
+//! output names every skip. Host files (the inputs' absolute paths: the binary, a rootfs, a
+//! kernel) are re-hashed only on request: on another machine the same path names another
+//! file, so checking it by default made a report fail everywhere but on the host that ran it.
+//! A report verifies anywhere with only the report, its event log, its outputs and the public
+//! key.
 
 use std::fs::File;
 use std::io::Read;
@@ -48,6 +53,9 @@ pub enum Status {
     Fail,
     /// Could not be checked (and says why); never a pass.
     Skip,
+    /// Not checked because the verifier did not ask for it (host files); never a pass.
+    #[serde(rename = "not_requested")]
+    NotRequested,
 }
 
 impl Status {
@@ -57,6 +65,7 @@ impl Status {
             Status::Pass => "PASS",
             Status::Fail => "FAIL",
             Status::Skip => "SKIP",
+            Status::NotRequested => "OFF ",
         }
     }
 }
@@ -152,12 +161,31 @@ pub fn default_events_path(report_path: &Path) -> PathBuf {
         .join(EVENTS_FILE)
 }
 
-/// Verifies a report, its event chain and the files it names. `events_path` defaults to
-/// `events.jsonl` beside the report; `key` is the verifier's trusted public key.
+/// What a verification checks beyond the report, its chain and its outputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Re-hash the inputs' host files (binary, rootfs, kernel) at their recorded absolute
+    /// paths. Meaningful only on the host that ran the workload (or one built the same way).
+    pub check_host_files: bool,
+}
+
+/// Verifies a report, its event chain and its outputs, with default options (host files are
+/// not re-hashed). `events_path` defaults to `events.jsonl` beside the report; `key` is the
+/// verifier's trusted public key.
 pub fn verify(
     report_path: &Path,
     events_path: Option<&Path>,
     key: Option<&VerifyingKey>,
+) -> Verification {
+    verify_with(report_path, events_path, key, VerifyOptions::default())
+}
+
+/// [`verify`] with options.
+pub fn verify_with(
+    report_path: &Path,
+    events_path: Option<&Path>,
+    key: Option<&VerifyingKey>,
+    options: VerifyOptions,
 ) -> Verification {
     let mut v = Verification {
         checks: Vec::new(),
@@ -262,9 +290,67 @@ pub fn verify(
         check_output(&mut v, run_dir, out);
     }
     for input in &parsed.inputs {
-        check_input(&mut v, input);
+        check_input(&mut v, input, options.check_host_files);
+    }
+    for manifest in parsed.mounts.iter().flat_map(|m| &m.manifests) {
+        check_manifest(&mut v, manifest);
     }
     v
+}
+
+/// A mount manifest's own numbers and its digest over the listed entries. The files
+/// themselves are host files: not re-read here.
+fn check_manifest(v: &mut Verification, m: &crate::mounts::MountManifest) {
+    let name = format!("mount:{}", m.target);
+    let mut problems = Vec::new();
+    match crate::mounts::manifest_digest(&m.entries) {
+        Ok(d) if d == m.manifest_digest => {}
+        Ok(d) => problems.push(format!(
+            "entries hash to {d}, manifestDigest is {}",
+            m.manifest_digest
+        )),
+        Err(e) => problems.push(e),
+    }
+    if m.files != m.entries.len() as u64 {
+        problems.push(format!(
+            "files is {} but {} entries are listed",
+            m.files,
+            m.entries.len()
+        ));
+    }
+    let hashed: u64 = m.entries.iter().filter_map(|e| e.bytes).sum();
+    if hashed != m.bytes {
+        problems.push(format!(
+            "bytes is {} but the entries sum to {hashed}",
+            m.bytes
+        ));
+    }
+    if m.complete && (m.limit_reached.is_some() || !m.errors.is_empty()) {
+        problems.push("complete, yet a bound was reached or an entry was unreadable".into());
+    }
+    if !problems.is_empty() {
+        v.push(name, Status::Fail, problems.join("; "));
+        return;
+    }
+    let extent = match (m.complete, m.limit_reached) {
+        (true, _) => String::new(),
+        (false, Some(limit)) => format!(
+            " (incomplete: {} reached)",
+            serde_json::to_value(limit)
+                .ok()
+                .and_then(|l| l.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        ),
+        (false, None) => format!(" (incomplete: {} unreadable)", m.errors.len()),
+    };
+    v.push(
+        name,
+        Status::Pass,
+        format!(
+            "{} entries, {} bytes, manifest {}{extent}",
+            m.files, m.bytes, m.manifest_digest
+        ),
+    );
 }
 
 /// Verifies an event log alone (no report): the chain, and whether it is complete (ends with
@@ -573,7 +659,7 @@ pub fn stream_facts_problem(out: &report::Output) -> Option<String> {
     }
 }
 
-fn check_input(v: &mut Verification, input: &report::Input) {
+fn check_input(v: &mut Verification, input: &report::Input, check_host_files: bool) {
     // Policy, bundle and command digests are over canonical JSON, not a file; they are covered
     // by the signed digest. File inputs are re-hashed when still on disk.
     if !matches!(
@@ -588,6 +674,14 @@ fn check_input(v: &mut Verification, input: &report::Input) {
         .and_then(|r| r.as_str().map(str::to_owned))
         .unwrap_or_default();
     let name = format!("input:{role}:{}", input.name);
+    if !check_host_files {
+        v.push(
+            name,
+            Status::NotRequested,
+            format!("not requested: host file {path} not re-hashed (--check-host-files, on the host that ran it)"),
+        );
+        return;
+    }
     match hash_file(Path::new(path)) {
         Ok(None) => v.push(
             name,
@@ -605,6 +699,40 @@ fn check_input(v: &mut Verification, input: &report::Input) {
         ),
         Err(e) => v.push(name, Status::Fail, e),
     }
+}
+
+/// Whether `report` is sealed and signed by `key`: its digest recomputes, its `keyid` is the
+/// key's id, and the Ed25519 signature over the digest verifies. What `report export` demands
+/// before it puts its own name on a report.
+pub fn report_signed_by(report: &RunReport, key: &VerifyingKey) -> Result<(), String> {
+    let id = keys::keyid(key);
+    let Some(integrity) = &report.integrity else {
+        return Err("the report is not sealed (no integrity block)".into());
+    };
+    let Some(sig_b64) = &integrity.signature else {
+        return Err("the report is unsigned (evidence.sign: false)".into());
+    };
+    let value = serde_json::to_value(report).map_err(|e| e.to_string())?;
+    let digest = digest_of_value(&value)?;
+    if digest != integrity.digest {
+        return Err(format!(
+            "integrity.digest is {} but the report hashes to {digest}",
+            integrity.digest
+        ));
+    }
+    if integrity.keyid.as_deref() != Some(id.as_str()) {
+        return Err(format!(
+            "the report was sealed by key {}, not by key {id}",
+            integrity.keyid.as_deref().unwrap_or("(none)")
+        ));
+    }
+    let sig = B64
+        .decode(sig_b64)
+        .ok()
+        .and_then(|b| Signature::from_slice(&b).ok())
+        .ok_or("integrity.signature is not a base64 Ed25519 signature")?;
+    key.verify_strict(integrity.digest.as_bytes(), &sig)
+        .map_err(|_| format!("the report's signature does not verify with key {id}"))
 }
 
 /// `Ok(None)` when the file does not exist.

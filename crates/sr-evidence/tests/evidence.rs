@@ -156,6 +156,8 @@ fn sample_report() -> RunReport {
             removed: vec!["cgroup:/sys/fs/cgroup/memory/safe-run/r1".into()],
             errors: vec![],
         },
+        mounts: None,
+        warnings: vec![],
         integrity: None,
     }
 }
@@ -228,7 +230,10 @@ fn make_run(n: usize, signer: Option<&SigningKey>) -> Run {
 
 fn verify_run(run: &Run, key: Option<&SigningKey>) -> Verification {
     let vk = key.map(|k| k.verifying_key());
-    verify::verify(&run.report, Some(&run.events), vk.as_ref())
+    let options = verify::VerifyOptions {
+        check_host_files: true,
+    };
+    verify::verify_with(&run.report, Some(&run.events), vk.as_ref(), options)
 }
 
 fn status_of(v: &Verification, name: &str) -> Status {
@@ -485,6 +490,30 @@ fn missing_event_log_fails_and_missing_output_is_skipped_not_passed() {
     assert_eq!(status_of(&v, "events.chain"), Status::Fail);
 }
 
+/// Issue 14 item 2: by default the verifier's own files are not re-hashed, so a report from
+/// another host (whose binary path names a different file here) verifies; the check is listed
+/// as not requested, never as a pass.
+#[test]
+fn host_files_are_checked_only_on_request() {
+    let run = make_run(3, Some(&key()));
+    fs::write(run.dir.join("tool.bin"), b"\x7fELF another host's build").unwrap();
+    let vk = key().verifying_key();
+    let v = verify::verify(&run.report, Some(&run.events), Some(&vk));
+    assert!(v.ok(), "{}", v.render_text());
+    assert_eq!(status_of(&v, "input:binary:tool.bin"), Status::NotRequested);
+    assert!(v.render_text().contains("not requested"));
+    let json = serde_json::to_value(&v.checks).unwrap();
+    assert!(
+        json.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["status"] == "not_requested")
+    );
+    fs::remove_file(run.dir.join("tool.bin")).unwrap();
+    let v = verify::verify(&run.report, Some(&run.events), Some(&vk));
+    assert_eq!(status_of(&v, "input:binary:tool.bin"), Status::NotRequested);
+}
+
 #[test]
 fn changed_input_file_fails() {
     let run = make_run(3, Some(&key()));
@@ -693,9 +722,17 @@ fn insecure_key_files_are_refused() {
 fn intoto_export_verifies_and_tampering_fails() {
     let run = make_run(5, Some(&key()));
     let r = report::read_report(&run.report).unwrap();
-    let env = export::export_intoto(&r, &key()).unwrap();
+    let env = export::export_intoto(&r, &key(), None).unwrap();
     assert_eq!(env.payload_type, export::PAYLOAD_TYPE);
-    let statement = export::verify_envelope(&env, &key().verifying_key()).unwrap();
+    let verified = export::verify_envelope(&env, &key().verifying_key(), None).unwrap();
+    let statement = verified.statement;
+    let own_id = keys::keyid(&key().verifying_key());
+    assert_eq!(env.signatures[0].keyid, own_id);
+    assert_eq!(verified.report_keyid, own_id);
+    assert_eq!(
+        statement["predicate"]["runDetails"]["byproducts"][0]["annotations"]["sealedBy"]["keyid"],
+        own_id
+    );
     assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
     assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
     assert_eq!(statement["subject"][0]["name"], "stdout");
@@ -725,15 +762,54 @@ fn intoto_export_verifies_and_tampering_fails() {
         r.inputs.len()
     );
 
-    assert!(export::verify_envelope(&env, &other_key().verifying_key()).is_err());
+    assert!(export::verify_envelope(&env, &other_key().verifying_key(), None).is_err());
     let mut tampered = env.clone();
     let mut payload = base64_decode(&tampered.payload);
     payload[10] ^= 1;
     tampered.payload = base64_encode(&payload);
-    assert!(export::verify_envelope(&tampered, &key().verifying_key()).is_err());
+    assert!(export::verify_envelope(&tampered, &key().verifying_key(), None).is_err());
     let mut tampered = env.clone();
     tampered.payload_type = "application/json".into();
-    assert!(export::verify_envelope(&tampered, &key().verifying_key()).is_err());
+    assert!(export::verify_envelope(&tampered, &key().verifying_key(), None).is_err());
+}
+
+/// Issue 14 item 1: a report sealed by one key is not exported under another key unless the
+/// exporter names the report's signer, and the envelope then says who sealed the report.
+#[test]
+fn intoto_export_refuses_a_report_sealed_by_another_key() {
+    let run = make_run(2, Some(&key()));
+    let r = report::read_report(&run.report).unwrap();
+    let err = export::export_intoto(&r, &other_key(), None).unwrap_err();
+    assert!(
+        matches!(err, EvidenceError::ExportRefused { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&keys::keyid(&key().verifying_key())),
+        "{err}"
+    );
+    // The wrong key named for the report: refused too.
+    let wrong = other_key().verifying_key();
+    assert!(export::export_intoto(&r, &other_key(), Some(&wrong)).is_err());
+    // An unsigned report cannot be exported at all.
+    let unsigned = make_run(2, None);
+    let ur = report::read_report(&unsigned.report).unwrap();
+    assert!(export::export_intoto(&ur, &key(), None).is_err());
+
+    // Named explicitly: exported, and the envelope carries the report's signer.
+    let sealer = key().verifying_key();
+    let env = export::export_intoto(&r, &other_key(), Some(&sealer)).unwrap();
+    assert_eq!(
+        env.signatures[0].keyid,
+        keys::keyid(&other_key().verifying_key())
+    );
+    // The exporter's key alone does not accept it: it says which key sealed the report.
+    let e = export::verify_envelope(&env, &other_key().verifying_key(), None).unwrap_err();
+    assert!(e.contains(&keys::keyid(&sealer)), "{e}");
+    let ok = export::verify_envelope(&env, &other_key().verifying_key(), Some(&sealer)).unwrap();
+    assert_eq!(ok.report_keyid, keys::keyid(&sealer));
+    assert_ne!(ok.envelope_keyid, ok.report_keyid);
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
@@ -871,6 +947,7 @@ fn exit_status_names_match_the_json() {
         ExitStatus::Stopped,
         ExitStatus::OutputLimit,
         ExitStatus::Interrupted,
+        ExitStatus::Lost,
     ] {
         assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
     }

@@ -59,6 +59,33 @@ pub struct OperatorConfig {
     pub network: NetworkConfig,
     /// Where the firecracker backend finds its binaries and builds its jails.
     pub firecracker: FirecrackerConfig,
+    /// Which mounts' files are digested into the report, and the per-run bounds.
+    pub mount_digests: MountDigestConfig,
+}
+
+/// Digests of the files in policy mounts (the report's `mounts` section; docs/evidence.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct MountDigestConfig {
+    /// Digest writable mounts after the workload ended (what it wrote).
+    pub writable: bool,
+    /// Digest read-only mounts before the workload started (what there was to read).
+    pub read_only: bool,
+    /// At most this many entries listed per run, over all mounts.
+    pub max_files: u64,
+    /// At most this many bytes hashed per run, over all mounts.
+    pub max_bytes: ByteSize,
+}
+
+impl Default for MountDigestConfig {
+    fn default() -> Self {
+        MountDigestConfig {
+            writable: true,
+            read_only: false,
+            max_files: 10_000,
+            max_bytes: ByteSize::mib(1024),
+        }
+    }
 }
 
 /// Locations used by the firecracker backend.
@@ -171,6 +198,7 @@ impl Default for OperatorConfig {
             },
             network: NetworkConfig::default(),
             firecracker: FirecrackerConfig::default(),
+            mount_digests: MountDigestConfig::default(),
         }
     }
 }

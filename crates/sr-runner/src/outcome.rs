@@ -65,6 +65,12 @@ pub enum RunStatus {
         /// The signal safe-run received.
         signal: i32,
     },
+    /// How the workload ended is unknown: the sandbox init vanished (killed from outside) or
+    /// could no longer wait for it, without reporting an exit. Nothing is invented in its place.
+    Lost {
+        /// What was observed.
+        diagnostic: Diagnostic,
+    },
 }
 
 /// One output stream as saved.
@@ -212,7 +218,8 @@ impl RunOutcome {
     /// The exit code `safe-run run` returns: the workload's own code when it exited; 128+N when
     /// a signal killed it (137 for an OOM kill); 6 for a timeout (SR-RUN-003); 5 when the
     /// launch failed (SR-RUN-001/002); 8 when an output stream passed its limit under
-    /// `onLimit: kill` (SR-RUN-004); 130/143 when safe-run itself was interrupted.
+    /// `onLimit: kill` (SR-RUN-004); 130/143 when safe-run itself was interrupted; 5
+    /// (SR-RUN-002) when how the workload ended was lost.
     pub fn exit_code(&self) -> i32 {
         match &self.status {
             RunStatus::Exited { code } => *code,
@@ -223,16 +230,16 @@ impl RunOutcome {
                 (None, Some(s)) => 128 + s,
                 (None, None) => 137,
             },
-            RunStatus::LaunchFailed { diagnostic } | RunStatus::Stopped { diagnostic } => {
-                diagnostic.code.exit_code()
-            }
+            RunStatus::LaunchFailed { diagnostic }
+            | RunStatus::Stopped { diagnostic }
+            | RunStatus::Lost { diagnostic } => diagnostic.code.exit_code(),
             RunStatus::OutputLimit { .. } => ErrorCode::RunOutputLimit.exit_code(),
             RunStatus::Interrupted { signal } => 128 + signal,
         }
     }
 
     /// The status as a short word: exited, signaled, timeout, oom, launch_failed, stopped,
-    /// output_limit, interrupted.
+    /// output_limit, interrupted, lost.
     pub fn status_word(&self) -> &'static str {
         match self.status {
             RunStatus::Exited { .. } => "exited",
@@ -243,6 +250,7 @@ impl RunOutcome {
             RunStatus::Stopped { .. } => "stopped",
             RunStatus::OutputLimit { .. } => "output_limit",
             RunStatus::Interrupted { .. } => "interrupted",
+            RunStatus::Lost { .. } => "lost",
         }
     }
 }

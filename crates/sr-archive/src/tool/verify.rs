@@ -35,6 +35,11 @@ pub struct VerifyArgs {
     /// An inclusion proof from `safe-run report prove`.
     #[arg(long, value_name = "FILE", requires = "report")]
     pub proof: Option<PathBuf>,
+    /// Also re-hash the inputs' host files (binary, rootfs, kernel) at their recorded paths.
+    /// Only meaningful on the host that ran the workload; off by default, so a report verifies
+    /// anywhere with only the public key.
+    #[arg(long)]
+    pub check_host_files: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -47,7 +52,14 @@ pub fn verify(args: VerifyArgs) -> u8 {
         Err(d) => return fail(&[d], args.format),
     };
     let mut v = match (&args.report, &args.events) {
-        (Some(r), e) => verify::verify(r, e.as_deref(), key.as_ref()),
+        (Some(r), e) => verify::verify_with(
+            r,
+            e.as_deref(),
+            key.as_ref(),
+            verify::VerifyOptions {
+                check_host_files: args.check_host_files,
+            },
+        ),
         (None, Some(e)) => verify::verify_events(e),
         (None, None) => return usage("give REPORT or --events FILE".into()),
     };
@@ -91,6 +103,11 @@ pub fn verify(args: VerifyArgs) -> u8 {
             match diagnostic {
                 None => {
                     let skipped = v.checks.iter().filter(|c| c.status == Status::Skip).count();
+                    let not_requested = v
+                        .checks
+                        .iter()
+                        .filter(|c| c.status == Status::NotRequested)
+                        .count();
                     let what = if args.report.is_some() {
                         "report"
                     } else {
@@ -103,7 +120,7 @@ pub fn verify(args: VerifyArgs) -> u8 {
                         ""
                     };
                     print_out(&format!(
-                        "verified: {what} is intact ({completeness}{logged}; {skipped} check(s) skipped)\n"
+                        "verified: {what} is intact ({completeness}{logged}; {skipped} check(s) skipped, {not_requested} not requested)\n"
                     ));
                     0
                 }

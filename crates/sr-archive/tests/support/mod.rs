@@ -116,6 +116,8 @@ pub fn make_run(base: &Path, run: &Run<'_>, key: &SigningKey) -> PathBuf {
             removed: vec![],
             errors: vec![],
         },
+        mounts: None,
+        warnings: Vec::new(),
         integrity: None,
     };
     let sealed = seal(r, &summary.head, Some(key)).unwrap();

@@ -49,6 +49,10 @@ pub enum ReportCommand {
         /// Signing key file for the envelope.
         #[command(flatten)]
         signing: KeyLocation,
+        /// The public key that sealed the report, when it is not the exporting key (PEM or
+        /// base64). Without it the report must have been signed by the exporting key.
+        #[arg(long, value_name = "PUBKEY")]
+        report_key: Option<PathBuf>,
     },
     /// Verify a DSSE envelope written by `report export` and print its statement.
     VerifyEnvelope {
@@ -58,6 +62,9 @@ pub enum ReportCommand {
         /// The trusted public key (PEM or base64).
         #[arg(long, value_name = "PUBKEY")]
         key: PathBuf,
+        /// The trusted public key of the report's signer, when it is not the envelope's.
+        #[arg(long, value_name = "PUBKEY")]
+        report_key: Option<PathBuf>,
     },
 }
 
@@ -157,8 +164,13 @@ pub fn execute(command: ReportCommand) -> u8 {
             report,
             out,
             signing,
-        } => run_export(report, out, signing),
-        ReportCommand::VerifyEnvelope { envelope, key } => run_verify_envelope(envelope, key),
+            report_key,
+        } => run_export(report, out, signing, report_key),
+        ReportCommand::VerifyEnvelope {
+            envelope,
+            key,
+            report_key,
+        } => run_verify_envelope(envelope, key, report_key),
     }
 }
 
@@ -311,7 +323,16 @@ fn verify_usage(message: &str, hint: &str) -> u8 {
     2
 }
 
-fn run_export(report_path: PathBuf, out: Option<PathBuf>, signing: KeyLocation) -> u8 {
+fn run_export(
+    report_path: PathBuf,
+    out: Option<PathBuf>,
+    signing: KeyLocation,
+    report_key: Option<PathBuf>,
+) -> u8 {
+    let report_key = match report_key.as_deref().map(keys::read_public_key).transpose() {
+        Ok(k) => k,
+        Err(e) => return fail(&[e.to_diagnostic()], Format::Text),
+    };
     let v = verify::verify(&report_path, None, None);
     if !v.ok() {
         eprint!("{}", v.render_text());
@@ -323,7 +344,9 @@ fn run_export(report_path: PathBuf, out: Option<PathBuf>, signing: KeyLocation) 
     let loaded = report::read_report(&report_path).map_err(|e| e.to_diagnostic());
     let key = load_signing_key(signing.key.as_deref());
     let envelope = loaded.and_then(|r| {
-        key.and_then(|k| export::export_intoto(&r, &k).map_err(|e| e.to_diagnostic()))
+        key.and_then(|k| {
+            export::export_intoto(&r, &k, report_key.as_ref()).map_err(|e| e.to_diagnostic())
+        })
     });
     let envelope = match envelope {
         Ok(e) => e,
@@ -358,20 +381,35 @@ fn run_export(report_path: PathBuf, out: Option<PathBuf>, signing: KeyLocation) 
     }
 }
 
-fn run_verify_envelope(envelope: PathBuf, key: PathBuf) -> u8 {
+fn run_verify_envelope(envelope: PathBuf, key: PathBuf, report_key: Option<PathBuf>) -> u8 {
     let key = match keys::read_public_key(&key) {
+        Ok(k) => k,
+        Err(e) => return fail(&[e.to_diagnostic()], Format::Text),
+    };
+    let report_key = match report_key.as_deref().map(keys::read_public_key).transpose() {
         Ok(k) => k,
         Err(e) => return fail(&[e.to_diagnostic()], Format::Text),
     };
     let result = std::fs::read(&envelope)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice::<export::Envelope>(&b).map_err(|e| e.to_string()))
-        .and_then(|env| export::verify_envelope(&env, &key));
+        .and_then(|env| export::verify_envelope(&env, &key, report_key.as_ref()));
     match result {
-        Ok(statement) => {
+        Ok(verified) => {
             // `verify-envelope ... | head` closes the pipe early; that is not an error.
-            crate::output::print_stdout(&format!("{statement:#}\n"));
-            eprintln!("PASS  envelope  ed25519 keyid={}", keys::keyid(&key));
+            crate::output::print_stdout(&format!("{:#}\n", verified.statement));
+            eprintln!("PASS  envelope  ed25519 keyid={}", verified.envelope_keyid);
+            if verified.report_keyid == verified.envelope_keyid {
+                eprintln!(
+                    "PASS  report    sealed by the same key ({})",
+                    verified.report_keyid
+                );
+            } else {
+                eprintln!(
+                    "PASS  report    sealed by key {} (given with --report-key), exported by key {}",
+                    verified.report_keyid, verified.envelope_keyid
+                );
+            }
             0
         }
         Err(e) => {
@@ -379,7 +417,7 @@ fn run_verify_envelope(envelope: PathBuf, key: PathBuf) -> u8 {
                 ErrorCode::EvidenceReport,
                 "evidence.envelope",
                 format!("{}: {e}", envelope.display()),
-                "the envelope was changed, or the key is not the signer's",
+                "the envelope was changed, or the key is not the signer's (of the envelope, or of the report it carries)",
             );
             fail(&[d], Format::Text)
         }
@@ -473,6 +511,8 @@ mod tests {
                 removed: vec![],
                 errors: vec![],
             },
+            mounts: None,
+            warnings: vec![],
             integrity: None,
         };
         let sealed = seal(r, &summary.head, Some(key)).unwrap();
@@ -489,6 +529,7 @@ mod tests {
             events: events.map(Path::to_owned),
             key: key.map(Path::to_owned),
             proof: None,
+            check_host_files: false,
             format: tool::Format::Json,
         }))
     }
@@ -532,10 +573,9 @@ mod tests {
     #[test]
     fn export_writes_an_envelope_that_verifies_and_tampering_fails() {
         let tmp = tempfile::tempdir().unwrap();
-        let key = SigningKey::from_bytes(&[3; 32]);
-        make_run(tmp.path(), 2, false, &key);
         let key_file = tmp.path().join("keys/signing.key");
         let (signer, _) = keys::load_or_create(&key_file).unwrap();
+        make_run(tmp.path(), 2, false, &signer);
         let envelope = tmp.path().join("envelope.json");
         let code = execute(ReportCommand::Export {
             format: ExportFormat::Intoto,
@@ -544,6 +584,7 @@ mod tests {
             signing: KeyLocation {
                 key: Some(key_file),
             },
+            report_key: None,
         });
         assert_eq!(code, 0);
         let public = tmp.path().join("signer.pub");
@@ -552,17 +593,61 @@ mod tests {
             execute(ReportCommand::VerifyEnvelope {
                 envelope: envelope.clone(),
                 key: key.to_owned(),
+                report_key: None,
             })
         };
         assert_eq!(verify_env(&public), 0);
         let other = tmp.path().join("other.pub");
-        write_pub(&other, &key);
+        write_pub(&other, &SigningKey::from_bytes(&[4; 32]));
         assert_eq!(verify_env(&other), 7);
         let text = std::fs::read_to_string(&envelope).unwrap();
         let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
         doc["payloadType"] = json!("application/json");
         std::fs::write(&envelope, doc.to_string()).unwrap();
         assert_eq!(verify_env(&public), 7);
+    }
+
+    /// Issue 14 item 1: the report was sealed by key A; exporting it with key B used to
+    /// succeed, and the envelope then verified under B alone.
+    #[test]
+    fn export_refuses_a_report_sealed_by_another_key_unless_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sealer = SigningKey::from_bytes(&[3; 32]);
+        make_run(tmp.path(), 2, false, &sealer);
+        let key_file = tmp.path().join("keys/exporter.key");
+        let (exporter, _) = keys::load_or_create(&key_file).unwrap();
+        let envelope = tmp.path().join("envelope.json");
+        let export = |report_key: Option<PathBuf>| {
+            execute(ReportCommand::Export {
+                format: ExportFormat::Intoto,
+                report: tmp.path().join(REPORT_FILE),
+                out: Some(envelope.clone()),
+                signing: KeyLocation {
+                    key: Some(key_file.clone()),
+                },
+                report_key,
+            })
+        };
+        assert_eq!(export(None), 7);
+        assert!(!envelope.exists());
+
+        let sealer_pub = tmp.path().join("sealer.pub");
+        write_pub(&sealer_pub, &sealer);
+        let exporter_pub = tmp.path().join("exporter.pub");
+        write_pub(&exporter_pub, &exporter);
+        assert_eq!(export(Some(exporter_pub.clone())), 7);
+        assert_eq!(export(Some(sealer_pub.clone())), 0);
+        let verify_env = |key: &Path, report_key: Option<&Path>| {
+            execute(ReportCommand::VerifyEnvelope {
+                envelope: envelope.clone(),
+                key: key.to_owned(),
+                report_key: report_key.map(Path::to_owned),
+            })
+        };
+        // The exporter's key alone no longer vouches for a report someone else sealed.
+        assert_eq!(verify_env(&exporter_pub, None), 7);
+        assert_eq!(verify_env(&exporter_pub, Some(&exporter_pub)), 7);
+        assert_eq!(verify_env(&exporter_pub, Some(&sealer_pub)), 0);
     }
 
     #[test]
@@ -577,6 +662,7 @@ mod tests {
             signing: KeyLocation {
                 key: Some(tmp.path().join("k")),
             },
+            report_key: None,
         });
         assert_eq!(code, 7);
         assert!(!tmp.path().join("envelope.json").exists());

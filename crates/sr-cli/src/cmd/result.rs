@@ -104,6 +104,7 @@ impl RunResult {
             RunStatus::Stopped { .. } => ("stopped", None, None),
             RunStatus::OutputLimit { .. } => ("outputLimit", None, None),
             RunStatus::Interrupted { signal } => ("interrupted", None, Some(*signal)),
+            RunStatus::Lost { .. } => ("lost", None, None),
         };
         self.status = status.to_owned();
         self.workload_exit_code = code;

@@ -245,21 +245,32 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
     };
     result.run_id = Some(dir.run_id.clone());
     result.run_dir = Some(dir.path.clone());
-    match &chosen {
+    // The run directory's copies of the policy and the bundle are part of its evidence: a run
+    // that cannot keep them does not start.
+    let bundle_copy = dir.path.join("bundle.json");
+    let copied = match &chosen {
         Some(path) => {
-            let _ = std::fs::copy(path, dir.path.join(policy_copy_name(path)));
+            let copy = dir.path.join(policy_copy_name(path));
+            std::fs::copy(path, &copy).map(drop).map_err(|e| (copy, e))
         }
         None => {
-            let _ = std::fs::write(
-                dir.path.join("policy.yaml"),
-                super::policy_arg::BUILTIN_POLICY,
-            );
+            let copy = dir.path.join("policy.yaml");
+            std::fs::write(&copy, super::policy_arg::BUILTIN_POLICY).map_err(|e| (copy, e))
         }
     }
-    let _ = std::fs::write(
-        dir.path.join("bundle.json"),
-        sr_compiler::to_canonical_json(&bundle),
-    );
+    .and_then(|()| {
+        std::fs::write(&bundle_copy, sr_compiler::to_canonical_json(&bundle))
+            .map_err(|e| (bundle_copy, e))
+    });
+    if let Err((path, e)) = copied {
+        let d = Diagnostic::new(
+            ErrorCode::EvidenceEventWrite,
+            "evidence.rundir",
+            format!("cannot write {}: {e}", path.display()),
+            "check free space and permissions of the run directory",
+        );
+        return fail_with(result, format, &[d]);
+    }
     let mut chain = match ChainWriter::create(
         &dir.path,
         &bundle.evidence_plan.events,
@@ -309,6 +320,14 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
         }
     };
 
+    let _ = chain.emit(
+        events::NETWORK_PLAN_GENERATED,
+        crate::evidence_report::network_plan_payload(&bundle),
+    );
+    // Read-only mounts as they were before the workload could read them.
+    let mut mount_digests = crate::evidence_report::MountDigests::new(&config.mount_digests);
+    mount_digests.take(&bundle, sr_evidence::mounts::Taken::Start);
+
     clock.lap("cli.prepare");
     let runner = Runner::new();
     let signals = sr_runner::forward_signals(runner.canceller()).ok();
@@ -332,6 +351,8 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
     clock.lap("cli.run");
     result.outcome(&outcome);
     let samples = counting.samples;
+    // Writable mounts as the workload left them.
+    mount_digests.take(&bundle, sr_evidence::mounts::Taken::End);
     let mut evidence_errors = Vec::new();
     let report_path = match chain.finish() {
         Ok(summary) => {
@@ -341,6 +362,7 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
                 inputs,
                 chain: summary,
                 samples,
+                mounts: mount_digests.evidence(),
             };
             match crate::evidence_report::write_signed_report(&outcome, ctx, signer.as_ref()) {
                 Ok(p) => Some(p),
@@ -364,8 +386,9 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
     if format == Format::Text {
         summarize(args, &outcome, report_path.as_deref(), &clock);
     }
-    if let RunStatus::LaunchFailed { diagnostic } | RunStatus::Stopped { diagnostic } =
-        &outcome.status
+    if let RunStatus::LaunchFailed { diagnostic }
+    | RunStatus::Stopped { diagnostic }
+    | RunStatus::Lost { diagnostic } = &outcome.status
     {
         return fail_with(result, format, std::slice::from_ref(diagnostic));
     }
@@ -441,6 +464,10 @@ fn summarize(args: &RunArgs, o: &RunOutcome, report: Option<&Path>, clock: &Phas
             RunStatus::Interrupted { signal } => {
                 format!("interrupted by signal {signal}; the sandbox was killed")
             }
+            RunStatus::Lost { diagnostic } => format!(
+                "ended in an unknown way ({}): {}",
+                diagnostic.code, diagnostic.message
+            ),
         };
         let _ = writeln!(
             err,

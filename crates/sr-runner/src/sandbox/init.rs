@@ -342,38 +342,41 @@ fn pid1(
         ForkResult::Parent { child } => {
             drop(wr);
             let mut text = String::new();
-            let _ = fs::File::from(rd).read_to_string(&mut text);
-            let mut facts = None;
-            let mut failure = None;
-            for line in text.lines() {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                    continue;
-                };
-                if let Some(f) = v.get("facts") {
-                    facts = serde_json::from_value::<WorkloadFacts>(f.clone()).ok();
-                } else if let Some(f) = v.get("fail") {
-                    failure = Some(f.clone());
+            let report = match fs::File::from(rd).read_to_string(&mut text) {
+                Ok(_) => parse_child_report(&text),
+                Err(e) => ChildReport::NoFacts(format!(
+                    "cannot read the workload's report before exec: {e}"
+                )),
+            };
+            match report {
+                ChildReport::Failed(f) => {
+                    let _ = waitpid(child, None);
+                    send(
+                        writer,
+                        &InitMsg::Failed {
+                            phase: f["phase"].as_str().unwrap_or("launch.exec").to_owned(),
+                            errno: f["errno"].as_i64().map(|e| e as i32),
+                            message: f["message"].as_str().unwrap_or("").to_owned(),
+                        },
+                    );
+                    return Ok(1);
                 }
-            }
-            if let Some(f) = failure {
-                let _ = waitpid(child, None);
-                send(
-                    writer,
-                    &InitMsg::Failed {
-                        phase: f["phase"].as_str().unwrap_or("launch.exec").to_owned(),
-                        errno: f["errno"].as_i64().map(|e| e as i32),
-                        message: f["message"].as_str().unwrap_or("").to_owned(),
-                    },
-                );
-                return Ok(1);
-            }
-            if let Some(facts) = facts {
-                send(
-                    writer,
-                    &InitMsg::Enforced {
-                        facts: Box::new(facts),
-                    },
-                );
+                ChildReport::NoFacts(reason) => {
+                    // The workload may already run, but nothing says what confines it: a run
+                    // without its enforcement facts is not reported as started.
+                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                    let _ = waitpid(child, None);
+                    send(
+                        writer,
+                        &InitMsg::Failed {
+                            phase: "launch.facts".to_owned(),
+                            errno: None,
+                            message: reason,
+                        },
+                    );
+                    return Ok(1);
+                }
+                ChildReport::Facts(facts) => send(writer, &InitMsg::Enforced { facts }),
             }
             send(
                 writer,
@@ -512,7 +515,12 @@ fn workload_setup(
     // One write: pid 1 reads until exec closes the pipe.
     let mut line = serde_json::json!({ "facts": facts }).to_string();
     line.push('\n');
-    let _ = report.write_all(line.as_bytes());
+    // Unrecorded facts are a failed launch, not a workload started without them.
+    report.write_all(line.as_bytes()).map_err(|e| Failure {
+        phase: "launch.facts",
+        errno: e.raw_os_error(),
+        message: format!("cannot report the enforcement facts before exec: {e}"),
+    })?;
     let e = match execve(&path, &argv, &env) {
         Err(e) => e,
         Ok(never) => match never {},
@@ -522,6 +530,48 @@ fn workload_setup(
         errno: Some(e as i32),
         message: format!("cannot execute {}: {}", pr.command, e.desc()),
     })
+}
+
+/// What the workload process told pid 1 before exec, or instead of it.
+#[derive(Debug)]
+enum ChildReport {
+    /// The enforcement facts, right before exec.
+    Facts(Box<WorkloadFacts>),
+    /// A setup failure (`{phase, errno, message}`).
+    Failed(serde_json::Value),
+    /// Neither: why no usable facts arrived.
+    NoFacts(String),
+}
+
+/// Reads the lines the workload wrote before exec: a failure wins; facts must parse.
+fn parse_child_report(text: &str) -> ChildReport {
+    let mut facts = None;
+    let mut problem = None;
+    for line in text.lines() {
+        let v = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => v,
+            Err(e) => {
+                problem = Some(format!("unreadable line from the workload: {e}"));
+                continue;
+            }
+        };
+        if let Some(f) = v.get("fail") {
+            return ChildReport::Failed(f.clone());
+        }
+        if let Some(f) = v.get("facts") {
+            match serde_json::from_value::<WorkloadFacts>(f.clone()) {
+                Ok(parsed) => facts = Some(parsed),
+                Err(e) => problem = Some(format!("the enforcement facts do not parse: {e}")),
+            }
+        }
+    }
+    match (facts, problem) {
+        (Some(f), None) => ChildReport::Facts(Box::new(f)),
+        (_, Some(p)) => ChildReport::NoFacts(p),
+        (None, None) => {
+            ChildReport::NoFacts("the workload sent no enforcement facts before exec".to_owned())
+        }
+    }
 }
 
 /// Maps an rlimit name (`nofile`, `RLIMIT_NOFILE`, `openFiles`) to the resource.
@@ -545,4 +595,35 @@ pub fn rlimit_resource(name: &str) -> Option<Resource> {
         "locks" => Resource::RLIMIT_LOCKS,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14 item 4: facts that do not parse, or none at all, used to become a run
+    /// reported as started without its Landlock and seccomp facts.
+    #[test]
+    fn the_workload_report_needs_facts_that_parse() {
+        let good = serde_json::json!({ "facts": WorkloadFacts::default() }).to_string();
+        assert!(matches!(parse_child_report(&good), ChildReport::Facts(_)));
+        for (text, expect) in [
+            ("", "no enforcement facts"),
+            ("{\"facts\": {\"landlock\": 7}}\n", "do not parse"),
+            ("{\"facts\": {}\n", "unreadable line"),
+        ] {
+            match parse_child_report(text) {
+                ChildReport::NoFacts(reason) => assert!(reason.contains(expect), "{reason}"),
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        let failed = format!(
+            "{good}\n{}\n",
+            serde_json::json!({"fail": {"phase": "launch.exec", "errno": 2, "message": "m"}})
+        );
+        assert!(matches!(
+            parse_child_report(&failed),
+            ChildReport::Failed(f) if f["errno"] == 2
+        ));
+    }
 }

@@ -282,15 +282,9 @@ impl Runner {
             (live.err_tee.take(), &mut stderr),
         ] {
             if let Some(h) = h {
-                match h.join() {
-                    Ok(Ok(f)) => *out = f,
-                    Ok(Err(e)) => ctx.warnings.push(Diagnostic::new(
-                        ErrorCode::EvidenceEventWrite,
-                        "monitor.output",
-                        e,
-                        "check that the run directory is writable and not full",
-                    )),
-                    Err(_) => {}
+                match tee_result(h.join()) {
+                    Ok(f) => *out = f,
+                    Err(d) => ctx.warnings.push(d),
                 }
             }
         }
@@ -665,6 +659,16 @@ impl Runner {
                     enforcement.workload = Some(*facts);
                 }
                 Ok(Event::Msg(InitMsg::Started { pid })) => {
+                    if enforcement.workload.is_none() {
+                        // The init checks this too; a run is never reported as started
+                        // without what confines it.
+                        kill_init(live);
+                        return Err(RunnerError::launch(
+                            "launch.facts",
+                            "the workload started but its enforcement facts (Landlock, seccomp, identity) never arrived",
+                            "this is a bug in the sandbox init; the workload was killed",
+                        ));
+                    }
                     live.started = true;
                     ctx.emit(
                         events::PROCESS_STARTED,
@@ -706,13 +710,18 @@ impl Runner {
                     break match (code, signal) {
                         (Some(c), _) => RunStatus::Exited { code: c },
                         (None, Some(s)) => RunStatus::Signaled { signal: s },
-                        (None, None) => RunStatus::Signaled { signal: 9 },
+                        (None, None) => lost(
+                            "the sandbox init could no longer wait for the workload; how it ended is unknown",
+                        ),
                     };
                 }
                 Ok(Event::Msg(_)) => continue,
                 Ok(Event::ControlClosed) => {
-                    // The init died without reporting (killed from outside).
-                    break RunStatus::Signaled { signal: 9 };
+                    // The init died without reporting (killed from outside): what the
+                    // workload did last is unknown, and is reported so.
+                    break lost(
+                        "the sandbox init exited without reporting how the workload ended (killed from outside?)",
+                    );
                 }
                 Ok(Event::Cancel(sig)) => {
                     kill_init(live);
@@ -723,7 +732,11 @@ impl Runner {
                         break st;
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => break RunStatus::Signaled { signal: 9 },
+                Err(RecvTimeoutError::Disconnected) => {
+                    break lost(
+                        "the runner lost its channel to the sandbox init; how the workload ended is unknown",
+                    );
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     let now = Instant::now();
                     if now >= deadline {
@@ -824,6 +837,43 @@ impl Runner {
     }
 }
 
+/// A run whose end was not observed (SR-RUN-002).
+fn lost(message: &str) -> RunStatus {
+    RunStatus::Lost {
+        diagnostic: Diagnostic::new(
+            ErrorCode::RunLaunch,
+            "monitor.exit",
+            message,
+            "the workload's exit status was not observed; the sandbox was killed and cleaned up; check whether something on the host kills processes (OOM killer of the host, an operator)",
+        ),
+    }
+}
+
+/// The facts of an output tee as it ended: a tee that failed or panicked loses its stream's
+/// facts, and that loss is recorded (SR-EVD-001), never dropped.
+fn tee_result(
+    joined: std::thread::Result<Result<StreamFacts, String>>,
+) -> Result<StreamFacts, Diagnostic> {
+    let message = match joined {
+        Ok(Ok(f)) => return Ok(f),
+        Ok(Err(e)) => e,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            format!("the output tee panicked ({what}); the stream's size and digest are lost")
+        }
+    };
+    Err(Diagnostic::new(
+        ErrorCode::EvidenceEventWrite,
+        "monitor.output",
+        message,
+        "check that the run directory is writable and not full",
+    ))
+}
+
 fn enforced_payload(facts: &WorkloadFacts, e: &EnforcementFacts) -> Value {
     json!({
         "kernel": e.kernel,
@@ -903,4 +953,29 @@ struct Live {
     stderr: Option<Terminal>,
     /// Streams whose cut was recorded (`output.truncated`).
     cuts: Vec<&'static str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14 item 4: a panicked tee used to be dropped without a word.
+    #[test]
+    fn a_failed_or_panicked_tee_is_recorded() {
+        let facts = StreamFacts {
+            size: 3,
+            ..StreamFacts::default()
+        };
+        assert_eq!(tee_result(Ok(Ok(facts.clone()))), Ok(facts));
+        let failed = tee_result(Ok(Err("disk full".into()))).unwrap_err();
+        assert_eq!(failed.code, ErrorCode::EvidenceEventWrite);
+        assert!(failed.message.contains("disk full"));
+        let panicked = std::thread::spawn(|| -> Result<StreamFacts, String> {
+            panic!("tee exploded");
+        })
+        .join();
+        let d = tee_result(panicked).unwrap_err();
+        assert!(d.message.contains("panicked (tee exploded)"), "{d:?}");
+        assert_eq!(d.path, "monitor.output");
+    }
 }
