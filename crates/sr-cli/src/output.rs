@@ -1,40 +1,9 @@
 //! How failures reach the terminal: text for people, JSON for programs.
 
-use clap::ValueEnum;
-use sr_common::Diagnostic;
-
-/// Output format of diagnostics and results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum Format {
-    /// Human-readable text.
-    #[default]
-    Text,
-    /// JSON (on stdout; for `run`, on stderr: stdout is the workload's).
-    Json,
-}
-
-/// Prints diagnostics to stderr (text) or as a JSON array on stdout, and returns the exit code
-/// of the first one's family.
-pub fn fail(diagnostics: &[Diagnostic], format: Format) -> u8 {
-    match format {
-        Format::Text => {
-            use std::io::Write;
-            // A closed stderr must not turn a clean failure into a panic.
-            let mut err = std::io::stderr().lock();
-            for d in diagnostics {
-                let _ = writeln!(err, "error: {d}");
-            }
-        }
-        Format::Json => {
-            let doc = serde_json::json!({ "ok": false, "errors": diagnostics });
-            print_stdout(&format!("{doc:#}\n"));
-        }
-    }
-    diagnostics
-        .first()
-        .map(|d| exit_code(d.code.exit_code()))
-        .unwrap_or(1)
-}
+// One output format and one failure printer for both binaries (`safe-run` and the evidence
+// tools' `safe-run-verify`), so `--format json` means the same everywhere. For `run`, JSON goes
+// to stderr instead: stdout is the workload's (see cmd/run.rs).
+pub use sr_archive::tool::{Format, fail};
 
 /// Converts an exit code to the u8 `ExitCode` takes, saturating.
 pub fn exit_code(code: i32) -> u8 {

@@ -71,3 +71,16 @@ impl fmt::Display for Diagnostic {
         Ok(())
     }
 }
+
+/// An error's message followed by each of its causes (`cannot open x: permission denied`), as a
+/// diagnostic's message wants it.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}

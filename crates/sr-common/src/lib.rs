@@ -16,7 +16,7 @@ mod duration;
 mod size;
 
 pub use code::ErrorCode;
-pub use diagnostic::{Diagnostic, Location};
+pub use diagnostic::{Diagnostic, Location, error_chain};
 pub use duration::DurationSpec;
 pub use size::ByteSize;
 

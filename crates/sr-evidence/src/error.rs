@@ -173,13 +173,11 @@ impl EvidenceError {
 
     /// The error as a user-facing diagnostic; the message includes the whole cause chain.
     pub fn to_diagnostic(&self) -> Diagnostic {
-        let mut message = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        Diagnostic::new(self.code(), self.phase(), message, self.hint())
+        Diagnostic::new(
+            self.code(),
+            self.phase(),
+            sr_common::error_chain(self),
+            self.hint(),
+        )
     }
 }
