@@ -521,7 +521,9 @@ impl AllowlistNetwork {
         let mut removed = Vec::new();
         let mut errors = Vec::new();
         if let Some(mut server) = self.dns.take() {
-            server.stop();
+            if let Err(e) = server.stop() {
+                self.dns_errors.push(e);
+            }
             let (evs, tally, errs) = server.resolver().drain();
             self.tally = tally;
             self.dns_errors.extend(errs);

@@ -1012,7 +1012,7 @@ fn resolver_ignores_datagrams_from_other_sources() {
     };
     assert_eq!(ask(Ipv4Addr::LOCALHOST), None, "answered a stranger");
     assert!(ask(Ipv4Addr::new(127, 0, 0, 2)).is_some());
-    server.stop();
+    server.stop().unwrap();
     let (evs, tally, _) = r.drain();
     assert_eq!(tally.ignored, 1);
     assert_eq!(tally.refused, 1);
@@ -1030,7 +1030,7 @@ fn resolver_thread_stops_promptly() {
     let mut server = dns::DnsServer::start(Arc::new(r), Ipv4Addr::LOCALHOST, 0, access).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(50));
     let t = std::time::Instant::now();
-    server.stop();
+    server.stop().unwrap();
     assert!(
         t.elapsed() < std::time::Duration::from_millis(100),
         "{:?}",
@@ -1159,4 +1159,56 @@ fn forwarding_is_given_back_only_when_no_other_run_is_active() {
     second.release().unwrap();
     assert_eq!(writes(&exec), 1);
     assert!(!dir.path().join("forwarding.json").exists());
+}
+
+/// Issue 14 item 7: stopping the resolver while queries arrive never panics its thread (std's
+/// `recv_from` asserted on the empty peer address a receive returns after shutdown).
+#[test]
+fn resolver_stops_without_panicking_while_queries_arrive() {
+    let exec = Arc::new(RecordingExecutor::new(|_| Ok(String::new())));
+    let (r, _) = test_resolver(exec);
+    let r = Arc::new(r);
+    for round in 0..100 {
+        let access = dns::ResolverAccess {
+            device: None,
+            client: Ipv4Addr::LOCALHOST,
+        };
+        let mut server = dns::DnsServer::start(r.clone(), Ipv4Addr::LOCALHOST, 0, access).unwrap();
+        let target = server.local;
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done2 = done.clone();
+        let sender = std::thread::spawn(move || {
+            let c = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let q = query_bytes("allowed.test.", RecordType::A);
+            // Bounded: at most 2000 datagrams per round.
+            for _ in 0..2000 {
+                if done2.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let _ = c.send_to(&q, target);
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let stopped = server.stop();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        sender.join().unwrap();
+        assert!(stopped.is_ok(), "round {round}: {stopped:?}");
+    }
+}
+
+/// Issue 14 item 7: a receive on a shut-down socket is "nothing", not a panic.
+#[test]
+fn a_receive_after_shutdown_is_nothing() {
+    use std::os::fd::{AsFd, AsRawFd};
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let (rx, _tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let _ = nix::sys::socket::shutdown(socket.as_raw_fd(), nix::sys::socket::Shutdown::Read);
+    let mut buf = [0u8; 512];
+    for _ in 0..3 {
+        assert_eq!(
+            dns::receive(&socket, rx.as_fd(), &mut buf),
+            dns::Received::Nothing
+        );
+    }
 }
