@@ -531,3 +531,76 @@ fn concurrent_runs_cannot_reach_each_other() {
     assert_eq!(leftovers(&env_a), Vec::<String>::new());
     assert_eq!(leftovers(&env_b), Vec::<String>::new());
 }
+
+/// The uplink the host routes `dest` through, and its forwarding flag.
+fn uplink_flag(dest: Ipv4Addr) -> (String, String) {
+    let o = sh(&["ip", "-j", "route", "get", &dest.to_string()]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let dev = v[0]["dev"].as_str().unwrap().to_owned();
+    let flag = std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    (dev, flag)
+}
+
+/// Issue 14 item 5: after SIGKILL of an allowlist run, `safe-run gc` gives the uplink's
+/// forwarding flag back (the uplink is this test's own veth to its allowed host, so no other
+/// run holds it), and removes the run's table, link and ledger entry.
+#[test]
+fn gc_after_sigkill_restores_the_uplink_forwarding_flag() {
+    if !privileged("gc_after_sigkill_restores_the_uplink_forwarding_flag") {
+        return;
+    }
+    let topo = Topology::new();
+    let (uplink, _) = uplink_flag(topo.allowed);
+    // The test's own link: start from a known 0.
+    std::fs::write(format!("/proc/sys/net/ipv4/conf/{uplink}/forwarding"), "0").unwrap();
+    let env = topo.env();
+    let p = env.policy("killed", &topo.policy("/bin/sleep", &["30"], "30s"));
+    let mut child = Running(Some(
+        env.run_cmd(&p)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    // The run has attached once the workload started (forwarding is set before that).
+    let started = wait_for(20, || {
+        env.run_dirs()
+            .first()
+            .is_some_and(|d| events_of(d).iter().any(|e| e["type"] == "process.started"))
+    });
+    assert!(started, "the run never started its workload");
+    assert_eq!(
+        uplink_flag(topo.allowed).1,
+        "1",
+        "the run did not enable {uplink}"
+    );
+    let mut killed = child.0.take().unwrap();
+    signal(killed.id(), "KILL");
+    killed.wait().unwrap();
+    let id = env.run_dirs()[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    // Without gc nothing gives the flag back.
+    assert_eq!(uplink_flag(topo.allowed).1, "1");
+    let o = env.cmd().arg("gc").output().unwrap();
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    assert_eq!(
+        uplink_flag(topo.allowed).1,
+        "0",
+        "gc left forwarding on {uplink}: {}",
+        out(&o)
+    );
+    assert!(
+        out(&o).contains(&format!("forwarding on {uplink} (restored)")),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(leftovers(&env), Vec::<String>::new());
+    let ledger = std::fs::read_to_string("/run/safe-run/network/subnets.json").unwrap_or_default();
+    assert!(!ledger.contains(&id), "ledger keeps the dead run: {ledger}");
+}
