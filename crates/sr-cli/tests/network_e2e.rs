@@ -175,6 +175,16 @@ fn find_key(v: &Value, key: &str) -> Option<Value> {
     }
 }
 
+/// The first object anywhere in `v` that has `key`.
+fn facts_with(v: &Value, key: &str) -> Option<Value> {
+    match v {
+        Value::Object(m) if m.contains_key(key) => Some(v.clone()),
+        Value::Object(m) => m.values().find_map(|x| facts_with(x, key)),
+        Value::Array(a) => a.iter().find_map(|x| facts_with(x, key)),
+        _ => None,
+    }
+}
+
 fn rule<'a>(audit: &'a Value, id: &str) -> &'a Value {
     audit["rules"]
         .as_array()
@@ -603,4 +613,58 @@ fn gc_after_sigkill_restores_the_uplink_forwarding_flag() {
     assert_eq!(leftovers(&env), Vec::<String>::new());
     let ledger = std::fs::read_to_string("/run/safe-run/network/subnets.json").unwrap_or_default();
     assert!(!ledger.contains(&id), "ledger keeps the dead run: {ledger}");
+}
+
+/// A TCP connect to `argv[1]:7` with a timeout of `argv[2]` seconds: what happened.
+const CONNECT: &str = r#"
+import errno, json, socket, sys
+try:
+    socket.create_connection((sys.argv[1], 7), timeout=float(sys.argv[2])).close(); r = "connected"
+except socket.timeout:
+    r = "timeout"
+except OSError as e:
+    r = errno.errorcode.get(e.errno, str(e.errno))
+print(json.dumps({"tcp": r}))
+"#;
+
+/// Issue 14 item 16: a blocked TCP connect is refused at once by default (ECONNREFUSED long
+/// before the client's own 20 s timeout), and counted as a drop was; the operator's
+/// `network.blocked: drop` keeps the silent drop (the client's 1 s timeout runs out).
+#[test]
+fn blocked_tcp_is_refused_by_default_and_dropped_when_configured() {
+    if !privileged("blocked_tcp_is_refused_by_default_and_dropped_when_configured") {
+        return;
+    }
+    let topo = Topology::new();
+    let b = topo.blocked.to_string();
+    for (network, timeout, expected, verdict) in [
+        (json!({}), "20", "ECONNREFUSED", "reject"),
+        (json!({"blocked": "drop"}), "1", "timeout", "drop"),
+    ] {
+        let env = topo.env_with(network);
+        let p = env.policy(
+            "refuse",
+            &topo.policy("/usr/bin/python3", &["-c", CONNECT, &b, timeout], "60s"),
+        );
+        let o = env.run(&p, &[]);
+        assert_eq!(o.status.code(), Some(0), "stderr {}", err(&o));
+        let r: Value = serde_json::from_str(out(&o).lines().last().unwrap()).unwrap();
+        assert_eq!(r["tcp"], expected, "{verdict}: {r}");
+        let report = env.report();
+        let audit = &report["networkAudit"];
+        assert!(
+            audit["blocked"]["packets"].as_u64().unwrap() >= 1,
+            "{verdict}: {audit:#}"
+        );
+        let dests = audit["details"]["blockedDestinations"].as_array().unwrap();
+        assert!(
+            dests
+                .iter()
+                .any(|d| d["address"] == b.as_str() && d["protocol"] == "tcp" && d["port"] == 7),
+            "{verdict}: {dests:?}"
+        );
+        let facts = facts_with(&report, "hostInterface").unwrap_or(Value::Null);
+        assert_eq!(facts["blocked"]["verdict"], verdict, "{report:#}");
+        assert_eq!(leftovers(&env), Vec::<String>::new());
+    }
 }

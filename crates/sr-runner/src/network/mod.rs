@@ -44,7 +44,7 @@ use serde_json::{Value, json};
 use sr_common::Diagnostic;
 use sr_compiler::bundle::NetworkPlan;
 use sr_evidence::events;
-use sr_policy::operator::NetworkConfig;
+use sr_policy::operator::{BlockedVerdict, NetworkConfig};
 
 use crate::network_hook::{AttachedNetwork, NetworkHook, NetworkSample};
 use audit::{Counters, DnsTally};
@@ -113,6 +113,7 @@ pub struct AllowlistNetwork {
     run_id: String,
     pool: Ipv4Net,
     max_connections: u32,
+    blocked: BlockedVerdict,
     upstream_addr: Option<SocketAddr>,
     opts: Options,
     binding: Option<RunBinding>,
@@ -170,13 +171,14 @@ impl AllowlistNetwork {
     ) -> Result<Self, Diagnostic> {
         let pool = addressing::parse_pool(&config.subnet_pool)?;
         // Render once against a placeholder /30 so a plan we cannot apply fails before any change.
-        let probe = RunBinding::new(
+        let mut probe = RunBinding::new(
             plan,
             run_id,
             Ipv4Net::new(pool.network(), 30).map_err(|e| NetworkError::Config(e.to_string()))?,
             pool,
             config.max_connections,
         )?;
+        probe.reject_blocked = config.blocked == BlockedVerdict::Reject;
         ruleset::render(plan, &probe)?;
         let upstream_addr = if opts.upstream.is_some() {
             None
@@ -188,6 +190,7 @@ impl AllowlistNetwork {
             run_id: run_id.to_owned(),
             pool,
             max_connections: config.max_connections,
+            blocked: config.blocked,
             upstream_addr,
             opts,
             binding: None,
@@ -262,13 +265,14 @@ impl AllowlistNetwork {
                 &ledger::holder_alive,
             )?
         };
-        let b = RunBinding::new(
+        let mut b = RunBinding::new(
             &self.plan,
             &self.run_id,
             subnet,
             self.pool,
             self.max_connections,
         )?;
+        b.reject_blocked = self.blocked == BlockedVerdict::Reject;
         let doc = ruleset::render(&self.plan, &b)?;
         self.binding = Some(b.clone());
         let (h, g) = (b.host_if.clone(), b.guest_if.clone());
@@ -476,6 +480,15 @@ impl AllowlistNetwork {
                 ),
             },
             "poolDrop": self.pool.to_string(),
+            "blocked": {
+                "verdict": self.blocked.as_str(),
+                "rule": if b.reject_blocked {
+                    "default-drop and host-drop count, then reject: tcp reset for tcp, \
+                     icmpx admin-prohibited for the rest"
+                } else {
+                    "default-drop and host-drop count and drop silently"
+                },
+            },
             "upstreamDns": self.upstream_addr.map(|a| a.to_string()),
             "nftRulesetDigest": digest,
             "nftRulesetDigestMethod": DIGEST_METHOD,

@@ -293,8 +293,31 @@ fn snapshot_whole_table() {
             "egress-0/blocked",
             "egress-1/blocked",
             "blocked-summary",
-            "default-drop"
+            "default-drop",
+            "default-drop/reset",
+            "default-drop/reject"
         ]
+    );
+    // Issue 14 item 16: the default drop keeps its counter and refuses; the operator's
+    // `blocked: drop` renders today's silent drop.
+    let drop_rule = rules_for_exact(&doc, "default-drop")[0]["expr"].clone();
+    assert_eq!(
+        drop_rule.as_array().unwrap().last().unwrap(),
+        &json!({"counter": null})
+    );
+    assert_eq!(
+        rules_for_exact(&doc, "default-drop/reset")[0]["expr"][2],
+        json!({"reject": {"type": "tcp reset"}})
+    );
+    let mut silent_binding = binding(&plan);
+    silent_binding.reject_blocked = false;
+    let silent = ruleset::render(&plan, &silent_binding).unwrap();
+    assert!(rules_for_exact(&silent, "default-drop/reset").is_empty());
+    assert!(rules_for_exact(&silent, "host-drop/reject").is_empty());
+    let silent_drop = rules_for_exact(&silent, "default-drop")[0]["expr"].clone();
+    assert_eq!(
+        silent_drop.as_array().unwrap().last().unwrap(),
+        &json!({"drop": null})
     );
     // Issue 8 item 5: the DNS accept names the run's own host-side address.
     let b = binding(&plan);
@@ -321,7 +344,17 @@ fn snapshot_whole_table() {
         .filter(|r| r["chain"] == "input")
         .map(|r| r["comment"].as_str().unwrap())
         .collect();
-    assert_eq!(input, ["antispoof", "dns/bound", "dns", "host-drop"]);
+    assert_eq!(
+        input,
+        [
+            "antispoof",
+            "dns/bound",
+            "dns",
+            "host-drop",
+            "host-drop/reset",
+            "host-drop/reject"
+        ]
+    );
     let jump = rules_for_exact(&doc, "egress-1/bound")[0]["expr"].clone();
     let accept = rules_for_exact(&doc, "egress-1")[0]["expr"].clone();
     let (jump, accept) = (jump.as_array().unwrap(), accept.as_array().unwrap());
