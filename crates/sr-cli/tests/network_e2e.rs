@@ -668,3 +668,66 @@ fn blocked_tcp_is_refused_by_default_and_dropped_when_configured() {
         assert_eq!(leftovers(&env), Vec::<String>::new());
     }
 }
+
+/// A child subreaper (so whatever a `safe-run` leaves behind is re-parented here, not to the
+/// host's pid 1) that runs `argv[2:]` `argv[1]` times, then lists its children that remain
+/// (zombies included) and reaps them.
+const SUBREAPER: &str = r#"
+import ctypes, json, os, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+codes = [subprocess.run(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode
+         for _ in range(int(sys.argv[1]))]
+left = []
+for p in os.listdir("/proc"):
+    if not p.isdigit():
+        continue
+    try:
+        stat = open(f"/proc/{p}/stat").read()
+    except OSError:
+        continue
+    comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+    if int(rest[1]) == os.getpid():
+        left.append({"pid": int(p), "comm": comm, "state": rest[0]})
+for c in left:
+    try:
+        os.waitpid(c["pid"], 0)
+    except OSError:
+        pass
+print(json.dumps({"codes": codes, "left": left}))
+"#;
+
+/// Issue 14 item 6: after many allowlist runs no process of theirs is left un-reaped (the
+/// sandbox's pid 1, a `safe-run` fork, was re-parented to the host's pid 1 as a zombie when
+/// safe-run killed the init before the init had reaped it). The runs execute under a
+/// subreaper, so a leftover is re-parented to it and counted.
+#[test]
+fn allowlist_runs_leave_no_unreaped_child() {
+    if !privileged("allowlist_runs_leave_no_unreaped_child") {
+        return;
+    }
+    let topo = Topology::new();
+    let env = topo.env();
+    let p = env.policy("reap", &topo.policy("/bin/true", &[], "20s"));
+    let base = env.cmd();
+    let mut c = Command::new("/usr/bin/python3");
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let o = c
+        .args(["-c", SUBREAPER, "24"])
+        .arg(base.get_program())
+        .arg("run")
+        .arg("--policy")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let r: Value = serde_json::from_str(out(&o).trim()).unwrap();
+    assert!(r["codes"].as_array().unwrap().iter().all(|c| c == 0), "{r}");
+    assert_eq!(r["left"], json!([]), "children left un-reaped: {r}");
+    assert_eq!(leftovers(&env), Vec::<String>::new());
+}
