@@ -561,9 +561,12 @@ const POLL_MS: u16 = 200;
 pub(crate) enum Received {
     /// A datagram of this length from this IPv4 peer.
     Datagram(usize, std::net::SocketAddrV4),
-    /// Nothing usable: a timeout, a spurious wake-up, an empty read after shutdown, a
-    /// datagram without a source address, or a receive error. Never a panic.
+    /// Nothing arrived within the poll timeout (or the poll was interrupted).
     Nothing,
+    /// The socket woke the poll but gave nothing usable: an empty read (as after shutdown), a
+    /// datagram without a source address, or a receive error. Never a panic; the caller
+    /// pauses briefly, so a socket stuck in that state cannot spin the thread.
+    Unusable,
     /// The stop pipe fired.
     Stop,
 }
@@ -598,7 +601,9 @@ pub(crate) fn receive(
         Ok((n, Some(peer))) if n > 0 => {
             Received::Datagram(n, std::net::SocketAddrV4::new(peer.ip(), peer.port()))
         }
-        _ => Received::Nothing,
+        // Another wake-up raced us to the datagram.
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => Received::Nothing,
+        _ => Received::Unusable,
     }
 }
 
@@ -626,6 +631,7 @@ impl DnsServer {
                     match receive(&socket, wake_rx.as_fd(), &mut buf) {
                         Received::Stop => break,
                         Received::Nothing => {}
+                        Received::Unusable => std::thread::sleep(Duration::from_millis(5)),
                         Received::Datagram(n, peer) => {
                             if stop2.load(Ordering::Relaxed) {
                                 break;

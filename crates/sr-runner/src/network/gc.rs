@@ -118,6 +118,11 @@ pub fn release_shared(
     state_dir: &Path,
     run_id: &str,
 ) -> Result<Vec<String>, String> {
+    // No state dir: no allowlist run ever recorded anything here (gc of a run without
+    // network objects must not create it).
+    if !state_dir.exists() {
+        return Ok(Vec::new());
+    }
     let lock = StateLock::acquire(state_dir)?;
     let tables: OnceCell<Result<Vec<String>, String>> = OnceCell::new();
     let is_live = |other: &str| -> Result<bool, String> {
