@@ -143,6 +143,32 @@ pub struct NetworkConfig {
     /// Most conntrack entries one run's sandbox may hold at once (flows it opened, forwarded
     /// or to its resolver); new flows beyond it are dropped and counted.
     pub max_connections: u32,
+    /// What the plan's default drops do with what the policy does not allow: `reject`
+    /// (default: a TCP reset for TCP, ICMP administratively prohibited for everything else,
+    /// so a client fails at once) or `drop` (silently; the client waits for its own timeout).
+    /// Counted in the network audit the same way either way.
+    pub blocked: BlockedVerdict,
+}
+
+/// [`NetworkConfig::blocked`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockedVerdict {
+    /// TCP reset / ICMP administratively prohibited.
+    #[default]
+    Reject,
+    /// Silent drop.
+    Drop,
+}
+
+impl BlockedVerdict {
+    /// The name used in the config and the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockedVerdict::Reject => "reject",
+            BlockedVerdict::Drop => "drop",
+        }
+    }
 }
 
 /// Default of [`NetworkConfig::max_connections`].
@@ -157,6 +183,7 @@ impl Default for NetworkConfig {
             subnet_pool: "10.213.0.0/16".to_owned(),
             upstream_dns: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            blocked: BlockedVerdict::Reject,
         }
     }
 }

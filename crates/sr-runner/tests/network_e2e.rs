@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::sync::Arc;
@@ -958,4 +959,65 @@ fn blocked_flows_do_not_use_up_the_connection_bound() {
         "{audit}"
     );
     net.release().unwrap();
+}
+
+/// Issue 14 item 8 on the real host: four runs attach at the same instant (one barrier) into
+/// a pool of four /30 blocks, ten times; they never share a block, every attach succeeds, and
+/// release leaves no table, link or ledger entry of theirs.
+#[test]
+fn simultaneous_attaches_get_distinct_subnets() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let mut topo = TestHosts::new("", (std::process::id() % 50) * 4);
+    let stub = Stub::start(topo.allowed, topo.blocked);
+    let pids: Vec<u32> = (0..4).map(|i| topo.sandbox(&format!("p{i}")).1).collect();
+    // A /28 of the default pool, chosen per test process so parallel test binaries differ.
+    let third = 200 + std::process::id() % 50;
+    let cfg = NetworkConfig {
+        subnet_pool: format!("10.213.{third}.0/28"),
+        ..config(&stub)
+    };
+    let plan = plan(topo.allowed);
+    for round in 0..10 {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(pids.len()));
+        let threads: Vec<_> = pids
+            .iter()
+            .map(|&pid| {
+                let (barrier, cfg, plan) = (barrier.clone(), cfg.clone(), plan.clone());
+                std::thread::spawn(move || {
+                    let id = run_id();
+                    let dir = tempfile::tempdir().unwrap();
+                    let mut net = AllowlistNetwork::new(&plan, &id, &cfg).unwrap();
+                    barrier.wait();
+                    let facts = net.attach(pid, dir.path()).map(|a| a.facts);
+                    (id, net, facts, dir)
+                })
+            })
+            .collect();
+        let mut runs: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let mut subnets = BTreeSet::new();
+        for (id, _, facts, _) in &runs {
+            let facts = facts
+                .as_ref()
+                .unwrap_or_else(|d| panic!("round {round}: {d}"));
+            assert!(table_exists(id));
+            subnets.insert(facts["subnet"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(subnets.len(), pids.len(), "round {round}: {subnets:?}");
+        for (id, net, _, _) in &mut runs {
+            net.release().unwrap();
+            assert!(!table_exists(id));
+            assert!(!link_exists(&format!("sr{id}h")));
+        }
+        let ledger =
+            std::fs::read_to_string("/run/safe-run/network/subnets.json").unwrap_or_default();
+        for (id, ..) in &runs {
+            assert!(
+                !ledger.contains(id.as_str()),
+                "{id} still in the ledger: {ledger}"
+            );
+        }
+    }
 }

@@ -537,8 +537,8 @@ fn bind_socket(addr: Ipv4Addr, port: u16, device: Option<&str>) -> std::io::Resu
 /// The running server thread.
 pub struct DnsServer {
     stop: Arc<AtomicBool>,
-    /// The same socket as the thread's (a dup), to wake it.
-    waker: UdpSocket,
+    /// Write end of the thread's wake-up pipe; closing or writing it ends the thread's poll.
+    waker: Option<std::os::fd::OwnedFd>,
     thread: Option<JoinHandle<()>>,
     resolver: Arc<Resolver>,
     /// The address it listens on.
@@ -553,6 +553,60 @@ impl std::fmt::Debug for DnsServer {
     }
 }
 
+/// How long the thread waits for a datagram before it looks at due refreshes.
+const POLL_MS: u16 = 200;
+
+/// What one wake-up of the server thread found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// A datagram of this length from this IPv4 peer.
+    Datagram(usize, std::net::SocketAddrV4),
+    /// Nothing arrived within the poll timeout (or the poll was interrupted).
+    Nothing,
+    /// The socket woke the poll but gave nothing usable: an empty read (as after shutdown), a
+    /// datagram without a source address, or a receive error. Never a panic; the caller
+    /// pauses briefly, so a socket stuck in that state cannot spin the thread.
+    Unusable,
+    /// The stop pipe fired.
+    Stop,
+}
+
+/// Waits for a datagram on `socket` (non-blocking) or a wake-up on `stop`.
+///
+/// The receive is `recvfrom(2)` through nix, whose peer address is an `Option`: a receive
+/// that returns no address (after `shutdown`, or when the link is gone) is `Nothing`. std's
+/// `UdpSocket::recv_from` asserts on that case instead (issue 14 item 7).
+pub(crate) fn receive(
+    socket: &UdpSocket,
+    stop: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> Received {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::socket::{SockaddrIn, recvfrom};
+    use std::os::fd::AsFd;
+    let mut fds = [
+        PollFd::new(socket.as_fd(), PollFlags::POLLIN),
+        PollFd::new(stop, PollFlags::POLLIN),
+    ];
+    if poll(&mut fds, PollTimeout::from(POLL_MS)).is_err() {
+        return Received::Nothing;
+    }
+    if fds[1].any().unwrap_or(false) {
+        return Received::Stop;
+    }
+    if !fds[0].any().unwrap_or(false) {
+        return Received::Nothing;
+    }
+    match recvfrom::<SockaddrIn>(socket.as_raw_fd(), buf) {
+        Ok((n, Some(peer))) if n > 0 => {
+            Received::Datagram(n, std::net::SocketAddrV4::new(peer.ip(), peer.port()))
+        }
+        // Another wake-up raced us to the datagram.
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => Received::Nothing,
+        _ => Received::Unusable,
+    }
+}
+
 impl DnsServer {
     /// Binds `addr:port` (on `access.device`) and serves `access.client` on a new thread.
     pub fn start(
@@ -562,27 +616,31 @@ impl DnsServer {
         access: ResolverAccess,
     ) -> std::io::Result<Self> {
         let socket = bind_socket(addr, port, access.device.as_deref())?;
-        let client = IpAddr::V4(access.client);
-        socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+        socket.set_nonblocking(true)?;
+        let client = access.client;
         let local = socket.local_addr()?;
-        let waker = socket.try_clone()?;
+        let (wake_rx, wake_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (stop2, resolver2) = (stop.clone(), resolver.clone());
         let thread = std::thread::Builder::new()
             .name("sr-dns".into())
             .spawn(move || {
+                use std::os::fd::AsFd;
                 let mut buf = [0u8; 4096];
                 while !stop2.load(Ordering::Relaxed) {
-                    if let Ok((n, peer)) = socket.recv_from(&mut buf) {
-                        if n == 0 || stop2.load(Ordering::Relaxed) {
-                            continue;
-                        }
-                        if peer.ip() != client {
-                            resolver2.ignored();
-                            continue;
-                        }
-                        if let Some(reply) = resolver2.answer(&buf[..n]) {
-                            let _ = socket.send_to(&reply, peer);
+                    match receive(&socket, wake_rx.as_fd(), &mut buf) {
+                        Received::Stop => break,
+                        Received::Nothing => {}
+                        Received::Unusable => std::thread::sleep(Duration::from_millis(5)),
+                        Received::Datagram(n, peer) => {
+                            if stop2.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            if *peer.ip() != client {
+                                resolver2.ignored();
+                            } else if let Some(reply) = resolver2.answer(&buf[..n]) {
+                                let _ = socket.send_to(&reply, peer);
+                            }
                         }
                     }
                     resolver2.refresh_due();
@@ -590,7 +648,7 @@ impl DnsServer {
             })?;
         Ok(DnsServer {
             stop,
-            waker,
+            waker: Some(wake_tx),
             thread: Some(thread),
             resolver,
             local,
@@ -602,22 +660,29 @@ impl DnsServer {
         &self.resolver
     }
 
-    /// Stops the thread and waits for it. `shutdown(SHUT_RD)` on the socket wakes a blocked
-    /// receive at once, even on an unbound UDP socket and even when the run's address is
-    /// already gone (the host veth dies with the sandbox's namespace); the call itself reports
-    /// ENOTCONN, which is expected. Without it the thread notices within one receive timeout.
-    pub fn stop(&mut self) {
+    /// Stops the thread and waits for it: closing the pipe's write end wakes its poll at once
+    /// (POLLHUP), whatever state the socket or the run's link is in.
+    ///
+    /// Returns an error when the thread had panicked (the run records it as a resolver error).
+    pub fn stop(&mut self) -> Result<(), String> {
         self.stop.store(true, Ordering::Relaxed);
-        let _ =
-            nix::sys::socket::shutdown(self.waker.as_raw_fd(), nix::sys::socket::Shutdown::Read);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        drop(self.waker.take());
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Err(panic)) => {
+                let text = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(format!("resolver thread panicked: {text}"))
+            }
+            _ => Ok(()),
         }
     }
 }
 
 impl Drop for DnsServer {
     fn drop(&mut self) {
-        self.stop();
+        let _ = self.stop();
     }
 }

@@ -1,17 +1,23 @@
 //! Recovery of leftovers from runs that died without releasing (SIGKILL, power loss).
 //!
 //! Two entry points: [`release_run`] (and [`NetworkLeftovers`], the runner gc's hook) removes
-//! the table and link of one run the caller knows to be dead; [`release_leftovers`] sweeps
+//! the table and link of one run the caller knows to be dead, drops its uplink forwarding
+//! holds (restoring a flag no live run needs any more) and its subnet ledger entry; [`release_leftovers`] sweeps
 //! every `safe_run_<id>` table whose run the caller reports dead *and* whose host link is gone. A live run's objects are never touched: liveness comes
 //! from the caller (the runner holds an flock on `<run dir>/run.lock` for a run's whole life).
 //! A dead run's host veth usually vanished with its sandbox's namespace; its table stays until
 //! this runs.
+
+use std::cell::OnceCell;
+use std::path::Path;
 
 use serde_json::Value;
 use sr_common::Diagnostic;
 
 use super::error::NetworkError;
 use super::exec::{NetCommand, NetCommandExecutor, SystemExecutor};
+use super::forwarding::{self, StateLock};
+use super::ledger;
 
 /// Table name prefix of a run's table.
 pub const TABLE_PREFIX: &str = "safe_run_";
@@ -103,9 +109,56 @@ pub fn release_leftovers_with(
     }
 }
 
-/// Removes the table and host link of one dead run (`run_id`); "not found" is success.
+/// Gives back what `run_id` holds in the shared state under `state_dir`: its forwarding holds
+/// (restoring each uplink flag no live run holds any more; a holder is live while its
+/// `safe_run_<id>` table exists) and its subnet ledger entry. Returns what it gave back
+/// (`forwarding on <if> (restored)`, `subnet <cidr>`... as text).
+pub fn release_shared(
+    exec: &dyn NetCommandExecutor,
+    state_dir: &Path,
+    run_id: &str,
+) -> Result<Vec<String>, String> {
+    // No state dir: no allowlist run ever recorded anything here (gc of a run without
+    // network objects must not create it).
+    if !state_dir.exists() {
+        return Ok(Vec::new());
+    }
+    let lock = StateLock::acquire(state_dir)?;
+    let tables: OnceCell<Result<Vec<String>, String>> = OnceCell::new();
+    let is_live = |other: &str| -> Result<bool, String> {
+        tables
+            .get_or_init(|| {
+                run_tables(exec)
+                    .map(|t| t.into_iter().map(|(_, _, id)| id).collect())
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map(|ids| ids.iter().any(|id| id == other))
+            .map_err(Clone::clone)
+    };
+    let mut released = Vec::new();
+    let mut errors = Vec::new();
+    match forwarding::release(exec, &lock, run_id, &is_live) {
+        Ok(devs) => released.extend(devs.iter().map(|d| format!("forwarding on {d} (restored)"))),
+        Err(e) => errors.push(format!("restoring forwarding: {e}")),
+    }
+    match ledger::release(&lock, run_id) {
+        Ok(true) => released.push("subnet ledger entry".to_owned()),
+        Ok(false) => {}
+        Err(e) => errors.push(format!("releasing the subnet: {e}")),
+    }
+    if errors.is_empty() {
+        Ok(released)
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// Removes the table and host link of one dead run (`run_id`), then gives back its shared
+/// state under `state_dir` ([`release_shared`]); "not found" is success.
 pub fn release_run(
     exec: &dyn NetCommandExecutor,
+    state_dir: &Path,
     run_id: &str,
 ) -> Result<Vec<String>, NetworkError> {
     if !is_run_id(run_id) {
@@ -131,6 +184,10 @@ pub fn release_run(
             Err(e) => errors.push(e.to_string()),
         }
     }
+    match release_shared(exec, state_dir, run_id) {
+        Ok(r) => removed.extend(r),
+        Err(e) => errors.push(e),
+    }
     if errors.is_empty() {
         Ok(removed)
     } else {
@@ -139,13 +196,19 @@ pub fn release_run(
 }
 
 /// The runner's gc hook ([`crate::gc::LeftoverCleaner`]): removes one dead run's network
-/// objects on this host.
+/// objects on this host and gives back its shared state under
+/// [`forwarding::DEFAULT_STATE_DIR`].
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NetworkLeftovers;
 
 impl crate::gc::LeftoverCleaner for NetworkLeftovers {
     fn release_leftovers(&self, run_id: &str) -> Result<Vec<String>, String> {
-        release_run(&SystemExecutor, run_id).map_err(|e| e.to_diagnostic().to_string())
+        release_run(
+            &SystemExecutor,
+            Path::new(forwarding::DEFAULT_STATE_DIR),
+            run_id,
+        )
+        .map_err(|e| e.to_diagnostic().to_string())
     }
 }
 
@@ -190,6 +253,8 @@ mod tests {
 
     #[test]
     fn one_dead_run() {
+        let state = tempfile::tempdir().unwrap();
+        let state = state.path();
         let exec = RecordingExecutor::new(|cmd| match cmd {
             NetCommand::Ip { .. } => {
                 Err(RecordingExecutor::failure(cmd, "Cannot find device \"x\""))
@@ -197,17 +262,76 @@ mod tests {
             _ => Ok(String::new()),
         });
         assert_eq!(
-            release_run(&exec, "aaaaaaaaaaaa").unwrap(),
+            release_run(&exec, state, "aaaaaaaaaaaa").unwrap(),
             vec!["table inet safe_run_aaaaaaaaaaaa"]
         );
-        assert!(release_run(&exec, "../etc").is_err());
+        assert!(release_run(&exec, state, "../etc").is_err());
         let failing = RecordingExecutor::new(|cmd| {
             Err(RecordingExecutor::failure(cmd, "Operation not permitted"))
         });
-        let err = release_run(&failing, "aaaaaaaaaaaa").unwrap_err();
+        let err = release_run(&failing, state, "aaaaaaaaaaaa").unwrap_err();
         assert_eq!(err.code(), sr_common::ErrorCode::RunNetworkRelease);
         // Both steps were attempted.
         assert_eq!(failing.commands().len(), 2);
+    }
+
+    /// Issue 14 item 5: gc of a SIGKILLed run gives back the uplink flags only it held; a flag
+    /// a live run (its table exists) also holds stays on.
+    #[test]
+    fn a_dead_runs_forwarding_is_restored_unless_a_live_run_holds_it() {
+        let state = tempfile::tempdir().unwrap();
+        let (dead, live) = ("aaaaaaaaaaaa", "bbbbbbbbbbbb");
+        {
+            let lock = StateLock::acquire(state.path()).unwrap();
+            let on = RecordingExecutor::new(|cmd| match cmd {
+                NetCommand::SysctlRead { .. } => Ok("0".into()),
+                _ => Ok(String::new()),
+            });
+            forwarding::ensure(&on, &lock, dead, &["eth0".into(), "eth1".into()]).unwrap();
+            forwarding::ensure(&on, &lock, live, &["eth0".into()]).unwrap();
+            let pool = "10.213.0.0/16".parse().unwrap();
+            let me = ledger::Holder::this_process(dead);
+            ledger::claim(&lock, &pool, &[], me, &|_| true).unwrap();
+        }
+        let exec = RecordingExecutor::new(|cmd| match cmd {
+            NetCommand::Nft { args } if args == &["list", "tables"] => Ok(
+                r#"{"nftables":[{"table":{"family":"inet","name":"safe_run_bbbbbbbbbbbb"}}]}"#
+                    .into(),
+            ),
+            NetCommand::Ip { .. } => Err(RecordingExecutor::failure(cmd, "Cannot find device")),
+            _ => Ok(String::new()),
+        });
+        let removed = release_run(&exec, state.path(), dead).unwrap();
+        assert_eq!(
+            removed,
+            [
+                "table inet safe_run_aaaaaaaaaaaa",
+                "forwarding on eth1 (restored)",
+                "subnet ledger entry"
+            ]
+        );
+        let writes: Vec<String> = exec
+            .commands()
+            .iter()
+            .map(ToString::to_string)
+            .filter(|c| c.starts_with("sysctl -w"))
+            .collect();
+        assert_eq!(writes, ["sysctl -w net.ipv4.conf.eth1.forwarding=0"]);
+        let lock = StateLock::acquire(state.path()).unwrap();
+        let record = lock.read();
+        assert_eq!(record.len(), 1);
+        assert_eq!(record["eth0"].runs.iter().collect::<Vec<_>>(), [live]);
+        drop(lock);
+        // The live run ends without releasing (SIGKILL too): the next gc gives eth0 back.
+        let gone = RecordingExecutor::new(|cmd| match cmd {
+            NetCommand::Nft { args } if args == &["list", "tables"] => {
+                Ok(r#"{"nftables":[]}"#.into())
+            }
+            _ => Ok(String::new()),
+        });
+        let removed = release_run(&gone, state.path(), live).unwrap();
+        assert!(removed.contains(&"forwarding on eth0 (restored)".to_owned()));
+        assert!(!state.path().join(forwarding::FORWARDING_FILE).exists());
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! [`AllowlistNetwork`] implements [`NetworkHook`] for `network.mode: allowlist`. The order of
 //! [`NetworkHook::attach`] is the order of dependencies:
 //!
-//! 1. pick the run's /30 (needs the host's addresses) and render the whole ruleset (pure;
-//!    a plan the runner cannot render faithfully fails here, before any host change);
+//! 1. pick the run's /30 (needs the host's addresses; claimed in the subnet ledger under the
+//!    state lock, see [`ledger`]) and render the whole ruleset (pure; a plan the runner cannot
+//!    render faithfully fails here, before any host change);
 //! 2. create the veth pair with its peer directly in the sandbox's namespace, address and raise
 //!    the host side, and set that interface's own forwarding flag (vanishes with the link);
 //! 3. configure the sandbox side from one child, `nsenter -t <pid> -n ip -batch -` (never
@@ -28,6 +29,7 @@ pub mod error;
 pub mod exec;
 pub mod forwarding;
 pub mod gc;
+pub mod ledger;
 pub mod ruleset;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,7 +44,7 @@ use serde_json::{Value, json};
 use sr_common::Diagnostic;
 use sr_compiler::bundle::NetworkPlan;
 use sr_evidence::events;
-use sr_policy::operator::NetworkConfig;
+use sr_policy::operator::{BlockedVerdict, NetworkConfig};
 
 use crate::network_hook::{AttachedNetwork, NetworkHook, NetworkSample};
 use audit::{Counters, DnsTally};
@@ -102,6 +104,7 @@ struct Created {
     link: Option<String>,
     table: Option<(String, String)>,
     forwarding_touched: bool,
+    subnet_claimed: bool,
 }
 
 /// `network.mode: allowlist` for one run.
@@ -110,6 +113,7 @@ pub struct AllowlistNetwork {
     run_id: String,
     pool: Ipv4Net,
     max_connections: u32,
+    blocked: BlockedVerdict,
     upstream_addr: Option<SocketAddr>,
     opts: Options,
     binding: Option<RunBinding>,
@@ -167,13 +171,14 @@ impl AllowlistNetwork {
     ) -> Result<Self, Diagnostic> {
         let pool = addressing::parse_pool(&config.subnet_pool)?;
         // Render once against a placeholder /30 so a plan we cannot apply fails before any change.
-        let probe = RunBinding::new(
+        let mut probe = RunBinding::new(
             plan,
             run_id,
             Ipv4Net::new(pool.network(), 30).map_err(|e| NetworkError::Config(e.to_string()))?,
             pool,
             config.max_connections,
         )?;
+        probe.reject_blocked = config.blocked == BlockedVerdict::Reject;
         ruleset::render(plan, &probe)?;
         let upstream_addr = if opts.upstream.is_some() {
             None
@@ -185,6 +190,7 @@ impl AllowlistNetwork {
             run_id: run_id.to_owned(),
             pool,
             max_connections: config.max_connections,
+            blocked: config.blocked,
             upstream_addr,
             opts,
             binding: None,
@@ -245,18 +251,28 @@ impl AllowlistNetwork {
             "listing host addresses",
             NetCommand::ip(&["-j", "-4", "addr", "show"]),
         )?;
-        let subnet = addressing::pick_subnet(
-            &self.pool,
-            &self.run_id,
-            &addressing::networks_in_use(&addrs),
-        )?;
-        let b = RunBinding::new(
+        // Picked and recorded under the state lock: a run attaching at the same instant sees
+        // this claim before the address exists on the host.
+        let subnet = {
+            let lock = forwarding::StateLock::acquire(&self.opts.state_dir)
+                .map_err(NetworkError::Config)?;
+            self.created.subnet_claimed = true;
+            ledger::claim(
+                &lock,
+                &self.pool,
+                &addressing::networks_in_use(&addrs),
+                ledger::Holder::this_process(&self.run_id),
+                &ledger::holder_alive,
+            )?
+        };
+        let mut b = RunBinding::new(
             &self.plan,
             &self.run_id,
             subnet,
             self.pool,
             self.max_connections,
         )?;
+        b.reject_blocked = self.blocked == BlockedVerdict::Reject;
         let doc = ruleset::render(&self.plan, &b)?;
         self.binding = Some(b.clone());
         let (h, g) = (b.host_if.clone(), b.guest_if.clone());
@@ -437,7 +453,7 @@ impl AllowlistNetwork {
         self.created.forwarding_touched = true;
         let lock =
             forwarding::StateLock::acquire(&self.opts.state_dir).map_err(NetworkError::Config)?;
-        let enabled = forwarding::ensure(self.opts.exec.as_ref(), &lock, &uplinks)
+        let enabled = forwarding::ensure(self.opts.exec.as_ref(), &lock, &self.run_id, &uplinks)
             .map_err(NetworkError::Config)?;
         drop(lock);
         let resolv = write(
@@ -464,6 +480,15 @@ impl AllowlistNetwork {
                 ),
             },
             "poolDrop": self.pool.to_string(),
+            "blocked": {
+                "verdict": self.blocked.as_str(),
+                "rule": if b.reject_blocked {
+                    "default-drop and host-drop count, then reject: tcp reset for tcp, \
+                     icmpx admin-prohibited for the rest"
+                } else {
+                    "default-drop and host-drop count and drop silently"
+                },
+            },
             "upstreamDns": self.upstream_addr.map(|a| a.to_string()),
             "nftRulesetDigest": digest,
             "nftRulesetDigestMethod": DIGEST_METHOD,
@@ -521,7 +546,9 @@ impl AllowlistNetwork {
         let mut removed = Vec::new();
         let mut errors = Vec::new();
         if let Some(mut server) = self.dns.take() {
-            server.stop();
+            if let Err(e) = server.stop() {
+                self.dns_errors.push(e);
+            }
             let (evs, tally, errs) = server.resolver().drain();
             self.tally = tally;
             self.dns_errors.extend(errs);
@@ -562,27 +589,14 @@ impl AllowlistNetwork {
                 Err(e) => errors.push(e.to_string()),
             }
         }
-        if self.created.forwarding_touched {
-            let exec = self.opts.exec.clone();
-            let run_id = self.run_id.clone();
-            let others = move || {
-                gc::run_tables(exec.as_ref())
-                    .map(|tables| tables.iter().any(|(_, _, id)| *id != run_id))
-                    .map_err(|e| e.to_string())
-            };
-            let result = forwarding::StateLock::acquire(&self.opts.state_dir).and_then(|lock| {
-                forwarding::restore_if_idle(self.opts.exec.as_ref(), &lock, &others)
-            });
-            match result {
-                Ok(restored) => {
-                    removed.extend(
-                        restored
-                            .iter()
-                            .map(|d| format!("forwarding on {d} (restored)")),
-                    );
+        if self.created.forwarding_touched || self.created.subnet_claimed {
+            match gc::release_shared(self.opts.exec.as_ref(), &self.opts.state_dir, &self.run_id) {
+                Ok(given_back) => {
+                    removed.extend(given_back);
                     self.created.forwarding_touched = false;
+                    self.created.subnet_claimed = false;
                 }
-                Err(e) => errors.push(format!("restoring forwarding: {e}")),
+                Err(e) => errors.push(e),
             }
         }
         self.released_objects.extend(removed);
@@ -651,6 +665,7 @@ impl NetworkHook for AllowlistNetwork {
             && self.created.link.is_none()
             && self.created.table.is_none()
             && !self.created.forwarding_touched
+            && !self.created.subnet_claimed
         {
             return Ok(());
         }

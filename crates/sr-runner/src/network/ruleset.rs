@@ -32,6 +32,11 @@
 //!   (same destination, no protocol or port match, no verdict) to count what was sent to an
 //!   allowed destination but not allowed, and `blocked-summary`, which records each dropped
 //!   tcp/udp destination in the dynamic set `blocked_v4` with a per-element counter;
+//! * the plan's default drops (`default-drop` in forward, `host-drop` in input) refuse unless
+//!   the operator set `network.blocked: drop`: the rule keeps its id and counter without a
+//!   verdict, then `<id>/reset` (`meta l4proto tcp reject with tcp reset`) and `<id>/reject`
+//!   (`reject with icmpx admin-prohibited`) follow, so a blocked client fails at once instead
+//!   of waiting for its own timeout, and the audit counts exactly what it counted before;
 //! * host-name sets get `flags timeout` (elements expire with their DNS TTL);
 //! * a `nat` chain on hook `postrouting` gets `ip saddr <run /30> oifname != <host if>
 //!   masquerade` (the plan cannot know the run's subnet).
@@ -78,6 +83,10 @@ pub const CONNLIMIT_CHAIN: &str = "connlimit";
 pub const CONNLIMIT_ID: &str = "conn-limit";
 /// Suffix of the jump to [`CONNLIMIT_CHAIN`] before an accept rule (`egress-0/bound`).
 pub const BOUND_SUFFIX: &str = "/bound";
+/// Suffix of a default drop's TCP reset rule (`default-drop/reset`).
+pub const RESET_SUFFIX: &str = "/reset";
+/// Suffix of a default drop's ICMP administratively-prohibited rule (`default-drop/reject`).
+pub const REJECT_SUFFIX: &str = "/reject";
 
 /// The run-time values the plan's placeholders and the runner-derived rules need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +111,9 @@ pub struct RunBinding {
     pub pool: Ipv4Net,
     /// Most conntrack entries the run's sandbox may hold (`network.maxConnections`).
     pub max_connections: u32,
+    /// Whether the plan's default drops refuse (TCP reset / ICMP administratively prohibited)
+    /// instead of dropping silently (`network.blocked`; true unless the operator chose `drop`).
+    pub reject_blocked: bool,
 }
 
 impl RunBinding {
@@ -175,6 +187,7 @@ impl RunBinding {
             guest_addr,
             pool,
             max_connections,
+            reject_blocked: true,
         })
     }
 }
@@ -411,6 +424,8 @@ pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkErro
         if !ids.insert(rule.id.as_str())
             || rule.id.contains(BLOCKED_SUFFIX)
             || rule.id.contains(BOUND_SUFFIX)
+            || rule.id.contains(RESET_SUFFIX)
+            || rule.id.contains(REJECT_SUFFIX)
         {
             return Err(NetworkError::Plan(format!(
                 "rule id {} is repeated or reserved",
@@ -622,6 +637,26 @@ pub fn render(plan: &NetworkPlan, run: &RunBinding) -> Result<Value, NetworkErro
         }
         if rule.counter {
             expr.push(json!({"counter": null}));
+        }
+        let refuse = run.reject_blocked
+            && matches!(kind, ChainKind::Forward | ChainKind::Input)
+            && is_default_drop(rule);
+        if refuse {
+            // The plan's rule keeps its id and counter (the audit reads it as before); the
+            // refusal follows in two counter-less rules, so a client fails at once.
+            let base = expr.clone();
+            if rule.counter {
+                r.rule(&rule.chain, &rule.id, expr);
+            }
+            let mut reset = base.clone();
+            reset.retain(|e| e.get("counter").is_none());
+            let mut other = reset.clone();
+            reset.push(matches("==", meta("l4proto"), json!("tcp")));
+            reset.push(json!({"reject": {"type": "tcp reset"}}));
+            r.rule(&rule.chain, &format!("{}{RESET_SUFFIX}", rule.id), reset);
+            other.push(json!({"reject": {"type": "icmpx", "expr": "admin-prohibited"}}));
+            r.rule(&rule.chain, &format!("{}{REJECT_SUFFIX}", rule.id), other);
+            continue;
         }
         expr.push(verdict);
         r.rule(&rule.chain, &rule.id, expr);

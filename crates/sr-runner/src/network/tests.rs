@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +22,7 @@ use super::dns::{self, NameTargets, Resolver, Upstream};
 use super::exec::{NetCommand, NetCommandExecutor, RecordingExecutor};
 use super::ruleset::{self, RunBinding};
 use super::{AllowlistNetwork, Options};
+use super::{forwarding, ledger};
 use crate::network_hook::NetworkHook;
 
 const RUN: &str = "0123456789ab";
@@ -292,8 +293,31 @@ fn snapshot_whole_table() {
             "egress-0/blocked",
             "egress-1/blocked",
             "blocked-summary",
-            "default-drop"
+            "default-drop",
+            "default-drop/reset",
+            "default-drop/reject"
         ]
+    );
+    // Issue 14 item 16: the default drop keeps its counter and refuses; the operator's
+    // `blocked: drop` renders today's silent drop.
+    let drop_rule = rules_for_exact(&doc, "default-drop")[0]["expr"].clone();
+    assert_eq!(
+        drop_rule.as_array().unwrap().last().unwrap(),
+        &json!({"counter": null})
+    );
+    assert_eq!(
+        rules_for_exact(&doc, "default-drop/reset")[0]["expr"][2],
+        json!({"reject": {"type": "tcp reset"}})
+    );
+    let mut silent_binding = binding(&plan);
+    silent_binding.reject_blocked = false;
+    let silent = ruleset::render(&plan, &silent_binding).unwrap();
+    assert!(rules_for_exact(&silent, "default-drop/reset").is_empty());
+    assert!(rules_for_exact(&silent, "host-drop/reject").is_empty());
+    let silent_drop = rules_for_exact(&silent, "default-drop")[0]["expr"].clone();
+    assert_eq!(
+        silent_drop.as_array().unwrap().last().unwrap(),
+        &json!({"drop": null})
     );
     // Issue 8 item 5: the DNS accept names the run's own host-side address.
     let b = binding(&plan);
@@ -320,7 +344,17 @@ fn snapshot_whole_table() {
         .filter(|r| r["chain"] == "input")
         .map(|r| r["comment"].as_str().unwrap())
         .collect();
-    assert_eq!(input, ["antispoof", "dns/bound", "dns", "host-drop"]);
+    assert_eq!(
+        input,
+        [
+            "antispoof",
+            "dns/bound",
+            "dns",
+            "host-drop",
+            "host-drop/reset",
+            "host-drop/reject"
+        ]
+    );
     let jump = rules_for_exact(&doc, "egress-1/bound")[0]["expr"].clone();
     let accept = rules_for_exact(&doc, "egress-1")[0]["expr"].clone();
     let (jump, accept) = (jump.as_array().unwrap(), accept.as_array().unwrap());
@@ -720,6 +754,14 @@ fn scripted(fail: Option<&'static str>) -> Arc<RecordingExecutor> {
 }
 
 fn network(exec: Arc<RecordingExecutor>, state: &std::path::Path) -> AllowlistNetwork {
+    network_with_id(exec, state, RUN)
+}
+
+fn network_with_id(
+    exec: Arc<RecordingExecutor>,
+    state: &std::path::Path,
+    run_id: &str,
+) -> AllowlistNetwork {
     let asked = Arc::new(Mutex::new(Vec::new()));
     let upstream = FakeUpstream {
         answers: BTreeMap::from([(
@@ -735,7 +777,8 @@ fn network(exec: Arc<RecordingExecutor>, state: &std::path::Path) -> AllowlistNe
         state_dir: state.to_path_buf(),
         resolver_bind: Some(Ipv4Addr::LOCALHOST),
     };
-    AllowlistNetwork::with_options(&two_rule_plan(), RUN, &NetworkConfig::default(), opts).unwrap()
+    AllowlistNetwork::with_options(&two_rule_plan(), run_id, &NetworkConfig::default(), opts)
+        .unwrap()
 }
 
 #[test]
@@ -821,10 +864,11 @@ fn lifecycle_command_sequence_and_release() {
             format!("nft -j list table inet safe_run_{RUN}"),
             format!("nft -j delete table inet safe_run_{RUN}"),
             format!("ip link del sr{RUN}h"),
-            "nft -j list tables".to_string(),
-            "sysctl -w net.ipv4.conf.eth0.forwarding=0".into(),
+            // No other run holds eth0: no need to ask which runs are live.
+            "sysctl -w net.ipv4.conf.eth0.forwarding=0".to_string(),
         ]
     );
+    assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
     assert!(!dir.path().join("forwarding.json").exists());
     // Idempotent.
     let count = exec.commands().len();
@@ -837,6 +881,7 @@ fn lifecycle_command_sequence_and_release() {
             format!("table inet safe_run_{RUN}"),
             format!("link sr{RUN}h"),
             "forwarding on eth0 (restored)".to_owned(),
+            "subnet ledger entry".to_owned(),
         ]
     );
 }
@@ -1012,7 +1057,7 @@ fn resolver_ignores_datagrams_from_other_sources() {
     };
     assert_eq!(ask(Ipv4Addr::LOCALHOST), None, "answered a stranger");
     assert!(ask(Ipv4Addr::new(127, 0, 0, 2)).is_some());
-    server.stop();
+    server.stop().unwrap();
     let (evs, tally, _) = r.drain();
     assert_eq!(tally.ignored, 1);
     assert_eq!(tally.refused, 1);
@@ -1030,7 +1075,7 @@ fn resolver_thread_stops_promptly() {
     let mut server = dns::DnsServer::start(Arc::new(r), Ipv4Addr::LOCALHOST, 0, access).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(50));
     let t = std::time::Instant::now();
-    server.stop();
+    server.stop().unwrap();
     assert!(
         t.elapsed() < std::time::Duration::from_millis(100),
         "{:?}",
@@ -1127,8 +1172,10 @@ fn a_failed_sample_is_sr_run_201_at_monitor_and_keeps_events() {
 #[test]
 fn forwarding_is_given_back_only_when_no_other_run_is_active() {
     let dir = tempfile::tempdir().unwrap();
-    let other = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let flag = other.clone();
+    // The tables that exist: the second run's, while it is live.
+    let second_live = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = second_live.clone();
+    let eth0_on = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let exec = Arc::new(RecordingExecutor::new(move |cmd| match cmd {
         NetCommand::Nft { args } if args == &["list", "tables"] => {
             Ok(if flag.load(std::sync::atomic::Ordering::SeqCst) {
@@ -1138,25 +1185,142 @@ fn forwarding_is_given_back_only_when_no_other_run_is_active() {
                 r#"{"nftables":[]}"#.into()
             })
         }
+        // eth0 reads 0 until the first run turns it on.
+        NetCommand::SysctlRead { key } if key.contains("eth0") => {
+            Ok(if eth0_on.load(std::sync::atomic::Ordering::SeqCst) {
+                "1".into()
+            } else {
+                "0".into()
+            })
+        }
+        NetCommand::SysctlWrite { key, value } if key.contains("eth0") => {
+            eth0_on.store(value == "1", std::sync::atomic::Ordering::SeqCst);
+            Ok(String::new())
+        }
         _ => scripted(None).run(cmd),
     }));
-    let mut net = network(exec.clone(), dir.path());
-    net.attach(4242, dir.path()).unwrap();
-    net.release().unwrap();
     let writes = |exec: &RecordingExecutor| {
         exec.commands()
             .iter()
             .filter(|c| c.to_string() == "sysctl -w net.ipv4.conf.eth0.forwarding=0")
             .count()
     };
-    // Another run is active: eth0 stays on, and the record stays for whoever ends last.
+    let mut first = network(exec.clone(), dir.path());
+    first.attach(4242, dir.path()).unwrap();
+    let mut second = network_with_id(exec.clone(), dir.path(), "ffffffffffff");
+    second.attach(4243, dir.path()).unwrap();
+    let record: forwarding::Record = forwarding::StateLock::acquire(dir.path()).unwrap().read();
+    assert_eq!(record["eth0"].original, "0");
+    assert_eq!(record["eth0"].runs.len(), 2, "{record:?}");
+    // The second run still holds eth0: it stays on, and the record stays for it.
+    first.release().unwrap();
     assert_eq!(writes(&exec), 0);
     assert!(dir.path().join("forwarding.json").exists());
-    // The other run ends; the next release gives eth0 back.
-    other.store(false, std::sync::atomic::Ordering::SeqCst);
-    let mut second = network(exec.clone(), dir.path());
-    second.attach(4243, dir.path()).unwrap();
+    // The second run ends; its release gives eth0 back.
+    second_live.store(false, std::sync::atomic::Ordering::SeqCst);
     second.release().unwrap();
     assert_eq!(writes(&exec), 1);
     assert!(!dir.path().join("forwarding.json").exists());
+}
+
+/// Issue 14 item 7: stopping the resolver while queries arrive never panics its thread (std's
+/// `recv_from` asserted on the empty peer address a receive returns after shutdown).
+#[test]
+fn resolver_stops_without_panicking_while_queries_arrive() {
+    let exec = Arc::new(RecordingExecutor::new(|_| Ok(String::new())));
+    let (r, _) = test_resolver(exec);
+    let r = Arc::new(r);
+    for round in 0..100 {
+        let access = dns::ResolverAccess {
+            device: None,
+            client: Ipv4Addr::LOCALHOST,
+        };
+        let mut server = dns::DnsServer::start(r.clone(), Ipv4Addr::LOCALHOST, 0, access).unwrap();
+        let target = server.local;
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done2 = done.clone();
+        let sender = std::thread::spawn(move || {
+            let c = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let q = query_bytes("allowed.test.", RecordType::A);
+            // Bounded: at most 2000 datagrams per round.
+            for _ in 0..2000 {
+                if done2.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let _ = c.send_to(&q, target);
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let stopped = server.stop();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        sender.join().unwrap();
+        assert!(stopped.is_ok(), "round {round}: {stopped:?}");
+    }
+}
+
+/// Issue 14 item 7: a receive on a shut-down socket is "nothing", not a panic.
+#[test]
+fn a_receive_after_shutdown_is_nothing() {
+    use std::os::fd::{AsFd, AsRawFd};
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let (rx, _tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let _ = nix::sys::socket::shutdown(socket.as_raw_fd(), nix::sys::socket::Shutdown::Read);
+    let mut buf = [0u8; 512];
+    for _ in 0..3 {
+        let got = dns::receive(&socket, rx.as_fd(), &mut buf);
+        assert!(
+            matches!(got, dns::Received::Nothing | dns::Received::Unusable),
+            "{got:?}"
+        );
+    }
+}
+
+/// Issue 14 item 8: runs attaching at the same instant never share a /30. The pool holds four
+/// blocks and four runs attach together (each thread waits on one barrier, then attaches), so
+/// independent id-derived picks would collide in most rounds.
+#[test]
+fn concurrent_attaches_never_share_a_subnet() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = NetworkConfig {
+        subnet_pool: "10.213.0.0/28".into(),
+        ..NetworkConfig::default()
+    };
+    for round in 0..20u32 {
+        let barrier = Arc::new(std::sync::Barrier::new(4));
+        let threads: Vec<_> = (0..4u32)
+            .map(|i| {
+                let (barrier, state, config) =
+                    (barrier.clone(), dir.path().to_path_buf(), config.clone());
+                std::thread::spawn(move || {
+                    let run_id = format!("{:06x}{:06x}", round, i);
+                    let opts = Options {
+                        exec: scripted(None),
+                        upstream: Some(Arc::new(FakeUpstream {
+                            answers: BTreeMap::new(),
+                            asked: Arc::default(),
+                        })),
+                        dns_port: 0,
+                        state_dir: state.clone(),
+                        resolver_bind: Some(Ipv4Addr::LOCALHOST),
+                    };
+                    let mut net =
+                        AllowlistNetwork::with_options(&two_rule_plan(), &run_id, &config, opts)
+                            .unwrap();
+                    barrier.wait();
+                    net.attach(4242, &state.join(&run_id)).unwrap();
+                    net
+                })
+            })
+            .collect();
+        let mut nets: Vec<AllowlistNetwork> =
+            threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let subnets: BTreeSet<_> = nets.iter().map(|n| n.binding().unwrap().subnet).collect();
+        assert_eq!(subnets.len(), 4, "round {round}: {subnets:?}");
+        for net in &mut nets {
+            net.release().unwrap();
+        }
+    }
+    // Every finished run gave its block back.
+    assert!(!dir.path().join("subnets.json").exists());
 }

@@ -224,6 +224,15 @@ impl Runner {
         };
         let mut command = vec![bundle.process.command.clone()];
         command.extend(bundle.process.args.iter().cloned());
+        // Before the init exists: its orphaned pid 1 must come to us, not the host's pid 1.
+        if !super::reap::become_subreaper() {
+            ctx.warnings.push(Diagnostic::new(
+                ErrorCode::RunLaunch,
+                "launch.reaper",
+                "PR_SET_CHILD_SUBREAPER was refused",
+                "the sandbox's pid 1 may be left to the host's pid 1 to reap",
+            ));
+        }
         ctx.emit(
             events::RUN_PREPARE,
             json!({"runId": dir.run_id, "runDir": dir.path, "backend": bundle.backend}),
@@ -271,6 +280,17 @@ impl Runner {
             // std's Child never signals a reaped pid, so this cannot hit a recycled one.
             let _ = child.kill();
             let _ = child.wait();
+            // The sandbox's pid 1, if the init died before reaping it, is ours now (we are
+            // its subreaper): reap it, so no zombie outlives the run (see reap.rs).
+            let (_, stuck) = super::reap::reap_orphans(Duration::from_secs(5));
+            if !stuck.is_empty() {
+                cleanup.errors.push(Diagnostic::new(
+                    ErrorCode::RunLaunch,
+                    "cleanup.processes",
+                    format!("sandbox processes {stuck:?} did not end within 5 s of the init"),
+                    "they are in the run's cgroup, which cleanup kills; see docs/run.md",
+                ));
+            }
         }
         // The init is dead, so every process of the sandbox is dying with its pid namespace and
         // the pipes reach EOF. The tees end before the status is final: a stream may have

@@ -5,6 +5,7 @@
 //! * [`init`]: the `safe-run __init` side (single-threaded): namespaces, the new root, pid 1,
 //!   the workload's identity and confinement, exec.
 //! * [`mounts`], [`landlock_rules`], [`seccomp`]: the plans for each layer, pure where possible.
+//! * [`reap`]: the runner as child subreaper, and the reaping of the sandbox's orphaned pid 1.
 //! * [`sys`]: the only module with `unsafe`.
 
 pub mod init;
@@ -12,6 +13,7 @@ pub mod landlock_rules;
 pub mod launch;
 pub mod mounts;
 pub mod protocol;
+pub mod reap;
 pub mod seccomp;
 pub mod socket_filter;
 pub mod sys;
