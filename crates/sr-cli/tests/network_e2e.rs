@@ -336,24 +336,6 @@ fn timeout_and_sigterm_leave_no_network_objects() {
     assert_eq!(leftovers(&env2), Vec::<String>::new(), "after SIGTERM");
 }
 
-const MANY_FLOWS: &str = r#"
-import json, select, socket, sys, time
-host, n = sys.argv[1], int(sys.argv[2])
-socks = []
-for _ in range(n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)
-    s.sendto(b"ping", (host, 7)); socks.append(s)
-got, end = set(), time.time() + 2.0
-while len(got) < n and time.time() < end:
-    ready, _, _ = select.select([s for s in socks if s not in got], [], [], max(0.0, end - time.time()))
-    for s in ready:
-        try:
-            if s.recv(10) == b"ping": got.add(s)
-        except OSError:
-            pass
-print(json.dumps({"sent": n, "echoed": len(got)}))
-"#;
-
 fn events_of(dir: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(dir.join("events.jsonl"))
         .unwrap()
@@ -376,7 +358,11 @@ fn allowlist_run_is_bounded_in_connections() {
     let flows = (3 * BOUND).to_string();
     let p = env.policy(
         "flows",
-        &topo.policy("/usr/bin/python3", &["-c", MANY_FLOWS, &a, &flows], "30s"),
+        &topo.policy(
+            "/usr/bin/python3",
+            &["-c", sr_testhosts::MANY_UDP_FLOWS, &a, &flows],
+            "30s",
+        ),
     );
     let o = env.run(&p, &[]);
     let report = env.report();

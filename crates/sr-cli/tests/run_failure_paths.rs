@@ -71,9 +71,7 @@ fn pids_limit_stops_forking() {
         return;
     }
     let env = Env::new();
-    let mut p = py(
-        "import os, time\nn = 0\nfor i in range(200):\n    try:\n        pid = os.fork()\n    except OSError:\n        break\n    if pid == 0:\n        time.sleep(3)\n        os._exit(0)\n    n += 1\nprint('forked', n)\n",
-    );
+    let mut p = py(FORK_UNTIL_REFUSED);
     merge(&mut p, json!({"resources": {"pids": 16}}));
     let p = env.policy("pids", &p);
     let o = env.run(&p, &[]);

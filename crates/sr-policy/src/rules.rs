@@ -151,9 +151,8 @@ impl<'a> Ctx<'a> {
         message: impl Into<String>,
         hint: impl Into<String>,
     ) {
-        let loc = self.root.locate(path);
-        self.warnings
-            .push(Diagnostic::new(code, path.to_string(), message, hint).at(Some(loc)));
+        let d = self.located(code, path, message, hint);
+        self.warnings.push(d);
     }
 
     /// Records a problem at `path`.
@@ -164,9 +163,19 @@ impl<'a> Ctx<'a> {
         message: impl Into<String>,
         hint: impl Into<String>,
     ) {
-        let loc = self.root.locate(path);
-        self.diagnostics
-            .push(Diagnostic::new(code, path.to_string(), message, hint).at(Some(loc)));
+        let d = self.located(code, path, message, hint);
+        self.diagnostics.push(d);
+    }
+
+    /// A diagnostic at `path`, with the line and column the policy text gives it.
+    fn located(
+        &self,
+        code: ErrorCode,
+        path: &PolicyPath,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Diagnostic {
+        Diagnostic::new(code, path.to_string(), message, hint).at(Some(self.root.locate(path)))
     }
 
     fn bad(&mut self, path: &PolicyPath, message: impl Into<String>, hint: impl Into<String>) {

@@ -146,25 +146,11 @@ fn plan_for(egress: &[String]) -> NetworkPlan {
 /// The compiler's plan for: egress-0 tcp/7 to the allowed host's address, egress-1 udp/7 to
 /// `allowed.test`, egress-2 icmp echo to the allowed host's address. What the runner applies is this plan, rendered.
 fn plan(allowed: Ipv4Addr) -> NetworkPlan {
-    let policy = format!(
-        "version: 1\nname: e2e\nruntime: {{ command: /bin/true, args: [] }}\nmounts: []\n\
-         network:\n  mode: allowlist\n  egress:\n\
-         \x20   - {{ cidr: {allowed}/32, protocol: tcp, ports: [7] }}\n\
-         \x20   - {{ host: allowed.test, protocol: udp, ports: [7] }}\n\
-         \x20   - {{ cidr: {allowed}/32, protocol: icmp }}\n"
-    );
-    let config = sr_policy::OperatorConfig::default();
-    let validated = sr_policy::validate_str(
-        &policy,
-        sr_policy::SourceFormat::Yaml,
-        std::path::Path::new("/"),
-        &config,
-    )
-    .unwrap_or_else(|r| panic!("{:?}", r.diagnostics));
-    sr_compiler::compile(&validated, &config)
-        .unwrap()
-        .network_plan
-        .unwrap()
+    plan_for(&[
+        format!("{{ cidr: {allowed}/32, protocol: tcp, ports: [7] }}"),
+        "{ host: allowed.test, protocol: udp, ports: [7] }".to_owned(),
+        format!("{{ cidr: {allowed}/32, protocol: icmp }}"),
+    ])
 }
 
 fn run_id() -> String {
@@ -796,24 +782,6 @@ fn a_run_reaches_neither_another_runs_resolver_nor_its_addresses() {
     assert!(!table_exists(&id_a) && !table_exists(&id_b));
 }
 
-const MANY_FLOWS: &str = r#"
-import json, select, socket, sys, time
-host, n = sys.argv[1], int(sys.argv[2])
-socks = []
-for _ in range(n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)
-    s.sendto(b"ping", (host, 7)); socks.append(s)
-got, end = set(), time.time() + 2.0
-while len(got) < n and time.time() < end:
-    ready, _, _ = select.select([s for s in socks if s not in got], [], [], max(0.0, end - time.time()))
-    for s in ready:
-        try:
-            if s.recv(10) == b"ping": got.add(s)
-        except OSError:
-            pass
-print(json.dumps({"sent": n, "echoed": len(got)}))
-"#;
-
 /// Entries of the host's conntrack table: all of them, and those the sandbox `guest` opened.
 fn conntrack(guest: &str) -> (Option<u64>, Option<usize>) {
     let total = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
@@ -851,7 +819,7 @@ fn the_connection_bound_drops_and_counts_flows_beyond_it() {
 
     let r = run_client(
         &sb,
-        MANY_FLOWS,
+        sr_testhosts::MANY_UDP_FLOWS,
         &[&topo.allowed.to_string(), &FLOWS.to_string()],
     );
     let (after, ours) = conntrack(&guest);

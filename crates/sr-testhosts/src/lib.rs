@@ -44,6 +44,26 @@ def udp(host, port):
         return False
 "#;
 
+/// Python: opens `n` UDP flows to `host` port 7 (argv: host, n), waits up to 2 s for the
+/// echoes, and prints `{"sent": n, "echoed": m}`.
+pub const MANY_UDP_FLOWS: &str = r#"
+import json, select, socket, sys, time
+host, n = sys.argv[1], int(sys.argv[2])
+socks = []
+for _ in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)
+    s.sendto(b"ping", (host, 7)); socks.append(s)
+got, end = set(), time.time() + 2.0
+while len(got) < n and time.time() < end:
+    ready, _, _ = select.select([s for s in socks if s not in got], [], [], max(0.0, end - time.time()))
+    for s in ready:
+        try:
+            if s.recv(10) == b"ping": got.add(s)
+        except OSError:
+            pass
+print(json.dumps({"sent": n, "echoed": len(got)}))
+"#;
+
 /// `ECHO_PROBES` followed by `client`: a script for `python3 -c`.
 pub fn probe_script(client: &str) -> String {
     format!("{ECHO_PROBES}{client}")

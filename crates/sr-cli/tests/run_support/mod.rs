@@ -147,6 +147,10 @@ pub fn sh(script: &str) -> Value {
     policy("/bin/sh", &["-c", script], json!({}))
 }
 
+/// Python that forks (children sleep 3 s) until a fork is refused, at most 200 times, and
+/// prints `forked N`: for the pids limit.
+pub const FORK_UNTIL_REFUSED: &str = "import os, time\nn = 0\nfor i in range(200):\n    try:\n        pid = os.fork()\n    except OSError:\n        break\n    if pid == 0:\n        time.sleep(3)\n        os._exit(0)\n    n += 1\nprint('forked', n)\n";
+
 /// `/usr/bin/python3 -c code`.
 pub fn py(code: &str) -> Value {
     policy("/usr/bin/python3", &["-c", code], json!({}))
