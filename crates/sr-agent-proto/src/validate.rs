@@ -214,6 +214,9 @@ impl Check<'_> {
         self.count(|| "mounts".into(), m.mounts.len(), self.limits.max_items)?;
         for (i, mount) in m.mounts.iter().enumerate() {
             self.path(|| format!("mounts[{i}].target"), &mount.target)?;
+            if let Some(source) = &mount.source {
+                self.path(|| format!("mounts[{i}].source"), source)?;
+            }
         }
         Ok(())
     }
@@ -305,6 +308,23 @@ impl Check<'_> {
         if let Some(sc) = &m.seccomp {
             self.short(|| "confinement.seccomp.profile".into(), &sc.profile)?;
             self.short(|| "confinement.seccomp.digest".into(), &sc.digest)?;
+            if let Some(sockets) = &sc.sockets {
+                for (name, list) in [
+                    ("families", &sockets.families),
+                    ("netlinkProtocols", &sockets.netlink_protocols),
+                    ("inetSocketTypes", &sockets.inet_socket_types),
+                    ("ipProtocols", &sockets.ip_protocols),
+                ] {
+                    self.count(
+                        || format!("confinement.seccomp.sockets.{name}"),
+                        list.len(),
+                        l.max_items,
+                    )?;
+                    for (i, s) in list.iter().enumerate() {
+                        self.short(|| format!("confinement.seccomp.sockets.{name}[{i}]"), s)?;
+                    }
+                }
+            }
         }
         self.count(
             || "confinement.rlimits".into(),

@@ -141,6 +141,23 @@ pub struct SeccompFacts {
     pub digest: String,
     /// Total BPF instructions.
     pub instructions: u64,
+    /// What `socket`/`socketpair` may create under the filter (absent: not restricted by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<SocketAllowList>,
+}
+
+/// The socket allow lists a seccomp filter enforces (names as in the kernel's headers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SocketAllowList {
+    /// Address families (`AF_UNIX`, ...).
+    pub families: Vec<String>,
+    /// Netlink protocols under `AF_NETLINK`.
+    pub netlink_protocols: Vec<String>,
+    /// Socket types under `AF_INET`/`AF_INET6`.
+    pub inet_socket_types: Vec<String>,
+    /// Protocols under `AF_INET`/`AF_INET6`.
+    pub ip_protocols: Vec<String>,
 }
 
 /// One resource limit.

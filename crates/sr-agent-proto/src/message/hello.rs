@@ -94,6 +94,13 @@ pub struct MountFact {
     pub target: String,
     /// Mounted read-only.
     pub read_only: bool,
+    /// Where it comes from on the host, for a bind the policy asked for (absent: a system
+    /// mount, or a boundary whose host paths mean nothing to the host, as in a microVM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// A private read-only overlay, so that file locks taken on it stay inside.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lock_isolated: bool,
 }
 
 /// Who the agent says it is, to answer a [`Hello`] with.

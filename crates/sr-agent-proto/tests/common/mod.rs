@@ -111,6 +111,8 @@ pub fn samples() -> Vec<Message> {
             mounts: vec![MountFact {
                 target: "/work".into(),
                 read_only: false,
+                source: Some("/srv/work".into()),
+                lock_isolated: false,
             }],
         }),
         Message::Started(Started {
@@ -133,6 +135,10 @@ pub fn samples() -> Vec<Message> {
                     profile: "default".into(),
                     digest: "sha256:00".into(),
                     instructions: 120,
+                    sockets: Some(SocketAllowList {
+                        families: vec!["AF_UNIX".into()],
+                        ..SocketAllowList::default()
+                    }),
                 }),
                 rlimits: vec![Rlimit {
                     name: "RLIMIT_NOFILE".into(),

@@ -123,6 +123,7 @@ fn confinement() -> impl Strategy<Value = Confinement> {
             profile,
             digest,
             instructions,
+            sockets: None,
         });
     (
         any::<bool>(),
@@ -256,8 +257,14 @@ pub fn message() -> impl Strategy<Value = Message> {
         (
             proptest::option::of(short()),
             vec(
-                (path(), any::<bool>())
-                    .prop_map(|(target, read_only)| MountFact { target, read_only }),
+                (path(), any::<bool>(), proptest::option::of(path())).prop_map(
+                    |(target, read_only, source)| MountFact {
+                        target,
+                        read_only,
+                        lock_isolated: source.is_none(),
+                        source,
+                    },
+                ),
                 0..3,
             ),
         )
