@@ -67,7 +67,13 @@ pub fn validate(message: &Message, limits: &Limits) -> Result<(), ProtoError> {
                 .try_for_each(|(i, e)| c.dir_entry(i, e))
         }
         Message::StatResult(m) => c.file_info(|| "info".into(), &m.info),
-        Message::Error(m) => c.text(|| "message".into(), &m.message),
+        Message::Error(m) => {
+            c.text(|| "message".into(), &m.message)?;
+            match &m.phase {
+                Some(phase) => c.short(|| "phase".into(), phase),
+                None => Ok(()),
+            }
+        }
         Message::StdinClose(_)
         | Message::PutEnd(_)
         | Message::PutDone(_)

@@ -439,6 +439,8 @@ fn free_text_is_bounded() {
         id: None,
         code: ErrorCode::Internal,
         message: "x".repeat(4097),
+        phase: None,
+        errno: None,
     });
     refused(
         m,

@@ -12,6 +12,13 @@ pub struct ErrorReply {
     pub code: ErrorCode,
     /// For a person: what failed and why (no secrets, at most `max_text` bytes).
     pub message: String,
+    /// Where inside the boundary it failed (`launch.exec`, `launch.cwd`, ...), when the agent
+    /// knows: the host turns it into the run phase of its diagnostic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// The errno of the failed system call, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<i32>,
 }
 
 /// Stable failure codes. New codes come only with a new minor version.

@@ -221,6 +221,8 @@ pub fn samples() -> Vec<Message> {
             id: Some(5),
             code: ErrorCode::OutsideRoot,
             message: "/work/out resolves outside the root".into(),
+            phase: Some("files.put".into()),
+            errno: Some(18),
         }),
     ]
 }

@@ -406,7 +406,13 @@ pub fn message() -> impl Strategy<Value = Message> {
         id_only().prop_map(Message::Shutdown).boxed(),
         id_only().prop_map(Message::ShutdownAck).boxed(),
         (proptest::option::of(any::<u64>()), error_code(), text())
-            .prop_map(|(id, code, message)| Message::Error(ErrorReply { id, code, message }))
+            .prop_map(|(id, code, message)| Message::Error(ErrorReply {
+                id,
+                code,
+                message,
+                phase: None,
+                errno: None,
+            }))
             .boxed(),
     ];
     Union::new(arms)
