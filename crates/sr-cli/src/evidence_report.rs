@@ -28,20 +28,21 @@ use sr_runner::{RunOutcome, RunStatus};
 
 /// An event sink that forwards to another and counts resource samples, which the report's
 /// `resources.samples` states.
-pub struct CountingSink<'a> {
-    inner: &'a mut dyn EventSink,
+pub struct CountingSink<S> {
+    /// The sink every event goes to.
+    pub inner: S,
     /// `resource.sample` events emitted (whether or not the plan kept them).
     pub samples: u64,
 }
 
-impl<'a> CountingSink<'a> {
+impl<S: EventSink> CountingSink<S> {
     /// Wraps `inner`.
-    pub fn new(inner: &'a mut dyn EventSink) -> Self {
+    pub fn new(inner: S) -> Self {
         CountingSink { inner, samples: 0 }
     }
 }
 
-impl EventSink for CountingSink<'_> {
+impl<S: EventSink> EventSink for CountingSink<S> {
     fn emit(&mut self, event_type: &str, payload: Value) -> Result<(), EmitError> {
         if event_type == events::RESOURCE_SAMPLE {
             self.samples += 1;

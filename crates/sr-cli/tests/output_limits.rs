@@ -23,17 +23,6 @@ fn operator_config(env: &Env, extra: Value) {
     std::fs::write(&env.config, cfg.to_string()).unwrap();
 }
 
-/// `sha256:<hex>` of a file, by coreutils (an independent implementation).
-fn sha256_file(path: &Path) -> String {
-    let o = std::process::Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let hex = out(&o).split_whitespace().next().unwrap().to_owned();
-    format!("sha256:{hex}")
-}
-
 fn output<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["outputs"]
         .as_array()
@@ -41,15 +30,6 @@ fn output<'a>(report: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|o| o["name"] == name)
         .unwrap_or_else(|| panic!("no output {name}: {report}"))
-}
-
-fn events_of(dir: &Path, ty: &str) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("events.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|e| e["type"] == ty)
-        .collect()
 }
 
 fn verify(env: &Env, dir: &Path) -> std::process::Output {

@@ -37,10 +37,26 @@ pub const NETWORK_RELEASED: &str = "network.released";
 /// Cleanup finished (payload: what was removed, any cleanup error).
 pub const CLEANUP_DONE: &str = "cleanup.done";
 
+/// An exec started in the sandbox (payload: `execId`, `argv`, `argvDigest`, `cwd`, `tty`,
+/// `stdin`, `pid`).
+pub const EXEC_STARTED: &str = "exec.started";
+/// An exec ended (payload: `execId`, `status`, `durationMs`, the `stdout`/`stderr` sizes and
+/// digests, `stdin` when it had one).
+pub const EXEC_EXITED: &str = "exec.exited";
+/// A file or tar stream moved in or out (payload: `transferId`, `direction`, `path`, `kind`,
+/// `bytes`, `sha256`).
+pub const FILE_TRANSFERRED: &str = "file.transferred";
+/// A path was removed inside the sandbox (payload: `path`).
+pub const FILE_REMOVED: &str = "file.removed";
+
 /// Every event type, sorted.
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 20] = [
     ARTIFACT_HASHED,
     CLEANUP_DONE,
+    EXEC_EXITED,
+    EXEC_STARTED,
+    FILE_REMOVED,
+    FILE_TRANSFERRED,
     NETWORK_APPLIED,
     NETWORK_DNS_QUERY,
     NETWORK_PLAN_GENERATED,

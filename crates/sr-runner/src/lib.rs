@@ -3,7 +3,8 @@
 //! * [`preflight`]: host preconditions (SR-RUN-001), behind probes.
 //! * [`rundir`]: the run directory, its id and its lock.
 //! * [`cgroup`]: limits, samples, OOM detection, removal (v1 and v2).
-//! * [`sandbox`]: the process-sandbox backend (launch on the runner side, init inside).
+//! * [`life`]: a sandbox's life (create, exec, destroy) over a [`life::Backend`].
+//! * [`sandbox`]: the process-sandbox backend (launch on the runner side, init and agent inside).
 //! * [`gc`]: recovery of what a killed runner left behind.
 //! * [`outcome`]: the [`RunOutcome`] a run returns.
 //! * [`output`]: the output tees and their limit.
@@ -14,6 +15,7 @@
 pub mod cgroup;
 pub mod error;
 pub mod gc;
+pub mod life;
 pub mod network;
 pub mod network_hook;
 pub mod outcome;
@@ -21,9 +23,11 @@ pub mod output;
 pub mod preflight;
 pub mod rundir;
 pub mod sandbox;
+pub mod signals;
 
 pub use error::RunnerError;
+pub use life::{Canceller, RunOptions, Runner};
 pub use network_hook::{AttachedNetwork, NetworkHook, NetworkSample, NoNetwork};
 pub use outcome::{RunOutcome, RunStatus};
 pub use rundir::RunDir;
-pub use sandbox::launch::{Canceller, RunOptions, Runner, forward_signals};
+pub use signals::forward_signals;

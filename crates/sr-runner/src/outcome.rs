@@ -8,7 +8,7 @@ use serde_json::Value;
 use sr_common::{Diagnostic, ErrorCode};
 
 use crate::cgroup::{Layout, Totals};
-use crate::sandbox::protocol::WorkloadFacts;
+use crate::sandbox::facts::WorkloadFacts;
 
 /// How the run ended.
 #[derive(Debug, Clone, PartialEq, Serialize)]

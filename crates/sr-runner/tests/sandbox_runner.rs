@@ -7,139 +7,15 @@
 //! compiler. Without root they FAIL under CI=true and print SKIPPED otherwise.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 
 use sr_compiler::bundle::*;
+
+mod support;
 use sr_evidence::RecordingSink;
 use sr_runner::{NoNetwork, RunDir, RunOptions, RunStatus, Runner};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-fn bundle(cmd: &str, args: &[&str]) -> CompileBundle {
-    let mut mounts = vec![MountStep::Root {
-        source: "host".into(),
-    }];
-    for d in [
-        "/bin", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/sbin", "/usr",
-    ] {
-        mounts.push(MountStep::Bind {
-            source: d.into(),
-            target: d.into(),
-            read_only: true,
-            origin: "rootfs".into(),
-        });
-    }
-    mounts.push(MountStep::Tmpfs {
-        target: "/tmp".into(),
-        size_bytes: 16 << 20,
-        mode: 0o1777,
-    });
-    mounts.push(MountStep::Proc {
-        target: "/proc".into(),
-    });
-    mounts.push(MountStep::Dev {
-        target: "/dev".into(),
-        devices: ["full", "null", "random", "tty", "urandom", "zero"]
-            .map(String::from)
-            .to_vec(),
-    });
-    let rules = ["/bin", "/etc", "/lib", "/lib64", "/proc", "/sbin", "/usr"]
-        .iter()
-        .map(|p| LandlockRule {
-            path: (*p).into(),
-            access: "ro".into(),
-        })
-        .chain([LandlockRule {
-            path: "/tmp".into(),
-            access: "rw".into(),
-        }])
-        .collect();
-    CompileBundle {
-        bundle_version: 1,
-        policy_digest: "sha256:00".into(),
-        policy_name: "runner-test".into(),
-        backend: "sandbox".into(),
-        process: ProcessPlan {
-            command: cmd.into(),
-            args: args.iter().map(|s| s.to_string()).collect(),
-            env: BTreeMap::from([("PATH".into(), "/usr/bin:/bin".into())]),
-            cwd: "/".into(),
-            uid: 1000,
-            gid: 1000,
-            timeout_ms: 20_000,
-            output: OutputPlan {
-                max_bytes: 64 << 20,
-                on_limit: OutputAction::Truncate,
-            },
-        },
-        sandbox_plan: Some(SandboxPlan {
-            namespaces: ["cgroup", "ipc", "mount", "net", "pid", "user", "uts"]
-                .map(String::from)
-                .to_vec(),
-            host_uid: 65534,
-            host_gid: 65534,
-            hostname: "safe-run".into(),
-            mounts,
-            landlock: LandlockPlan {
-                required: true,
-                min_abi: 1,
-                rules,
-            },
-            seccomp: SeccompPlan {
-                profile_id: "sr-default-v2".into(),
-                deny_action: "errno:EPERM".into(),
-                denied_syscalls: ["bpf", "keyctl", "mount", "ptrace", "setns", "unshare"]
-                    .map(String::from)
-                    .to_vec(),
-                denied_clone_flags: ["CLONE_NEWNS", "CLONE_NEWUSER"].map(String::from).to_vec(),
-                enosys_syscalls: vec!["clone3".into()],
-                allowed_socket_families: owned(&sr_compiler::seccomp::ALLOWED_SOCKET_FAMILIES),
-                allowed_netlink_protocols: owned(&sr_compiler::seccomp::ALLOWED_NETLINK_PROTOCOLS),
-                allowed_inet_socket_types: owned(&sr_compiler::seccomp::ALLOWED_INET_SOCKET_TYPES),
-                allowed_ip_protocols: owned(&sr_compiler::seccomp::ALLOWED_IP_PROTOCOLS),
-            },
-            file_locks: Default::default(),
-            rlimits: BTreeMap::from([("nofile".into(), 256)]),
-            no_new_privs: true,
-            capabilities: vec![],
-        }),
-        firecracker_plan: None,
-        cgroup_plan: CgroupPlan {
-            name: "safe-run-<runId>".into(),
-            memory_max_bytes: 256 << 20,
-            pids_max: 64,
-            cpu_quota_us: 100_000,
-            cpu_period_us: 100_000,
-        },
-        network_plan: None,
-        evidence_plan: EvidencePlan {
-            events: vec![],
-            sign: false,
-            sample_interval_ms: 100,
-        },
-    }
-}
+use support::{Captured, bundle};
 
 struct Ran {
     outcome: sr_runner::RunOutcome,
@@ -197,24 +73,26 @@ fn run_failing_on(b: &CompileBundle, fail_on: Option<&'static str>) -> Ran {
     let dir = RunDir::create(base.path()).unwrap();
     let out = Captured::default();
     let err = Captured::default();
-    let mut sink = FailingSink {
+    let sink = FailingSink {
         inner: RecordingSink::default(),
         fail_on,
         failed: false,
     };
-    let outcome = Runner::new().run(
+    let (outcome, sink) = Runner::new().run(
         &dir,
         b,
-        &mut NoNetwork,
-        &mut sink,
+        Box::new(NoNetwork),
+        sink,
         RunOptions {
             init_exe: std::env::current_exe().unwrap(),
             cgroup_layout: facts.cgroup,
             allowed_mount_prefixes: vec!["/tmp".into(), "/srv".into()],
             stdout: Box::new(out.clone()),
             stderr: Box::new(err.clone()),
+            stdin: None,
         },
     );
+    let sink = sink.expect("the sink comes back");
     Ran {
         outcome,
         stdout: out.text(),
@@ -397,17 +275,6 @@ fn isolation_basics() {
 }
 
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("__init") {
-        return ExitCode::from(u8::try_from(sr_runner::sandbox::init::main()).unwrap_or(1));
-    }
-    if !nix::unistd::geteuid().is_root() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            eprintln!("FAILED: the sandbox runner tests need root (CI=true)");
-            return ExitCode::FAILURE;
-        }
-        eprintln!("SKIPPED: the sandbox runner tests need root");
-        return ExitCode::SUCCESS;
-    }
     let tests: &[(&str, fn())] = &[
         ("echo_and_exit_code", echo_and_exit_code),
         ("identity_inside", identity_inside),
@@ -431,26 +298,5 @@ fn main() -> ExitCode {
             evidence_failure_while_running_stops_the_run,
         ),
     ];
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let mut failed = 0;
-    for (name, f) in tests {
-        if !filters.is_empty() && !filters.iter().any(|x| name.contains(x.as_str())) {
-            continue;
-        }
-        let ok = std::panic::catch_unwind(f).is_ok();
-        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
-        failed += usize::from(!ok);
-    }
-    if failed > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-fn owned(names: &[&str]) -> Vec<String> {
-    names.iter().map(|n| (*n).to_owned()).collect()
+    support::main(tests)
 }

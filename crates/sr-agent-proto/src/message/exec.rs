@@ -78,7 +78,7 @@ pub struct Started {
     /// Bytes of stdin the host may send before the next `stdinCredit` (0 without a stdin pipe).
     pub stdin_window: u32,
     /// What confines the process, as the agent applied it.
-    pub confinement: Option<Confinement>,
+    pub confinement: Option<Box<Confinement>>,
 }
 
 /// Confinement applied to an exec's process, for the report.

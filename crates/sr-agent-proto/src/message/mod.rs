@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 pub use exec::{
     Confinement, EnvVar, Exec, ExecUser, Exit, ExitStatus, IdOnly, LandlockFacts, LandlockStatus,
-    Resize, Rlimit, SeccompFacts, Signal, SocketAllowList, Started, StdinCredit, StdinMode, TtySize,
+    Resize, Rlimit, SeccompFacts, Signal, SocketAllowList, Started, StdinCredit, StdinMode,
+    TtySize,
 };
 pub use files::{
     DirEntry, FileInfo, FileKind, Get, GetBegin, GetEnd, Listing, PathRequest, PutBegin, PutDone,

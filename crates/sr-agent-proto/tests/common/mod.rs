@@ -119,7 +119,7 @@ pub fn samples() -> Vec<Message> {
             id: 3,
             pid: 2,
             stdin_window: 262_144,
-            confinement: Some(Confinement {
+            confinement: Some(Box::new(Confinement {
                 no_new_privs: true,
                 capabilities_dropped: 41,
                 uid_map: "1000 100000 1".into(),
@@ -144,7 +144,7 @@ pub fn samples() -> Vec<Message> {
                     name: "RLIMIT_NOFILE".into(),
                     value: 1024,
                 }],
-            }),
+            })),
         }),
         Message::StdinCredit(StdinCredit {
             id: 3,

@@ -280,7 +280,7 @@ pub fn message() -> impl Strategy<Value = Message> {
             id(),
             1..=i32::MAX as u32,
             any::<u32>(),
-            proptest::option::of(confinement()),
+            proptest::option::of(confinement().prop_map(Box::new)),
         )
             .prop_map(|(id, pid, stdin_window, confinement)| {
                 Message::Started(Started {
@@ -406,13 +406,15 @@ pub fn message() -> impl Strategy<Value = Message> {
         id_only().prop_map(Message::Shutdown).boxed(),
         id_only().prop_map(Message::ShutdownAck).boxed(),
         (proptest::option::of(any::<u64>()), error_code(), text())
-            .prop_map(|(id, code, message)| Message::Error(ErrorReply {
-                id,
-                code,
-                message,
-                phase: None,
-                errno: None,
-            }))
+            .prop_map(|(id, code, message)| {
+                Message::Error(ErrorReply {
+                    id,
+                    code,
+                    message,
+                    phase: None,
+                    errno: None,
+                })
+            })
             .boxed(),
     ];
     Union::new(arms)

@@ -8,7 +8,7 @@
 //! was interrupted by SIGINT/SIGTERM (the sandbox is killed and cleaned up first). See
 //! docs/run.md.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// Suppress safe-run's own summary line on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Pass safe-run's stdin to the workload even when it is a terminal (without -i it is
+    /// passed only when it is not: a pipe or a file).
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
     /// Command and arguments replacing the policy's runtime.command and runtime.args
     /// (the command must be an absolute path inside the sandbox).
     #[arg(last = true)]
@@ -310,7 +314,7 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
     // ---- network hook ----
     // mode none: NoNetwork (a private network namespace with loopback only).
     // mode allowlist: the network module's AllowlistNetwork.
-    let mut hook: Box<dyn NetworkHook> = match &bundle.network_plan {
+    let hook: Box<dyn NetworkHook + Send> = match &bundle.network_plan {
         None => Box::new(NoNetwork),
         Some(plan) => {
             match sr_runner::network::AllowlistNetwork::new(plan, &dir.run_id, &config.network) {
@@ -331,18 +335,22 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
     clock.lap("cli.prepare");
     let runner = Runner::new();
     let signals = sr_runner::forward_signals(runner.canceller()).ok();
-    let mut counting = crate::evidence_report::CountingSink::new(&mut chain);
-    let outcome = runner.run(
+    // Stdin goes to the workload when it is not a terminal (piped or redirected), or with -i.
+    let stdin: Option<Box<dyn std::io::Read + Send>> = (args.interactive
+        || !std::io::stdin().is_terminal())
+    .then(|| Box::new(std::io::stdin()) as Box<dyn std::io::Read + Send>);
+    let (outcome, sink) = runner.run(
         &dir,
         &bundle,
-        hook.as_mut(),
-        &mut counting,
+        hook,
+        crate::evidence_report::CountingSink::new(chain),
         RunOptions {
             init_exe,
             cgroup_layout: host.cgroup,
             allowed_mount_prefixes: config.allowed_mount_prefixes.clone(),
             stdout: Box::new(std::io::stdout()),
             stderr: Box::new(std::io::stderr()),
+            stdin,
         },
     );
     if let Some(h) = signals {
@@ -350,10 +358,20 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
     }
     clock.lap("cli.run");
     result.outcome(&outcome);
-    let samples = counting.samples;
     // Writable mounts as the workload left them.
     mount_digests.take(&bundle, sr_evidence::mounts::Taken::End);
     let mut evidence_errors = Vec::new();
+    let Some(counting) = sink else {
+        let d = Diagnostic::new(
+            ErrorCode::EvidenceEventWrite,
+            "evidence.events",
+            "the event chain was lost before the report could be written",
+            "this is a bug; the run directory keeps events.jsonl as far as it was written",
+        );
+        return fail_with(result, format, &[d]);
+    };
+    let samples = counting.samples;
+    let chain = counting.inner;
     let report_path = match chain.finish() {
         Ok(summary) => {
             let ctx = crate::evidence_report::ReportContext {

@@ -270,3 +270,35 @@ pub fn has_event(dir: &Path, ty: &str) -> bool {
     std::fs::read_to_string(dir.join("events.jsonl"))
         .is_ok_and(|t| t.contains(&format!("\"type\":\"{ty}\"")))
 }
+
+/// `sha256:<hex>` of a file, by coreutils (an independent implementation).
+pub fn sha256_file(path: &Path) -> String {
+    let o = Command::new("sha256sum").arg(path).output().unwrap();
+    assert!(o.status.success());
+    let hex = out(&o).split_whitespace().next().unwrap().to_owned();
+    format!("sha256:{hex}")
+}
+
+/// `sha256:<hex>` of `bytes`, by coreutils.
+pub fn sha256_of(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut c = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(bytes).unwrap();
+    let o = c.wait_with_output().unwrap();
+    let hex = out(&o).split_whitespace().next().unwrap().to_owned();
+    format!("sha256:{hex}")
+}
+
+/// The events of type `ty` in a run dir's chain, in order.
+pub fn events_of(dir: &Path, ty: &str) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] == ty)
+        .collect()
+}

@@ -8,12 +8,15 @@
 //! * [`reap`]: the runner as child subreaper, and the reaping of the sandbox's orphaned pid 1.
 //! * [`sys`]: the only module with `unsafe`.
 
+pub mod agent;
+pub mod bootstrap;
+pub mod facts;
 pub mod init;
 pub mod landlock_rules;
 pub mod launch;
 pub mod mounts;
-pub mod protocol;
 pub mod reap;
 pub mod seccomp;
 pub mod socket_filter;
+pub mod spawner;
 pub mod sys;

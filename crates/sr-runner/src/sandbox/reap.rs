@@ -7,12 +7,13 @@
 //! stays a zombie under whoever adopts it: the host's pid 1, which in a container often never
 //! reaps (issue 14 item 6). So the runner makes itself a child subreaper
 //! (`PR_SET_CHILD_SUBREAPER`, [`become_subreaper`]) before it spawns the init: the orphan
-//! comes to the runner, and cleanup reaps it ([`reap_orphans`]).
+//! comes to the runner, and cleanup reaps it.
 //!
-//! Only children in a deeper pid namespace than the runner's are waited for, by pid: those
-//! are sandbox processes, never one of the runner's own `Command`s (ip, nft) that another
-//! thread waits for, so no exit status is ever stolen. An unreaped child's pid cannot be
-//! reused, so the wait never hits another process.
+//! The init reports pid 1's host pid (`Forked`), so cleanup waits for that one pid
+//! ([`reap_pid`]), not for every child: another sandbox's init, alive in the same process, is
+//! never touched. Before each wait the pid is checked to be in a deeper pid namespace than the
+//! runner's, so a pid the init already reaped and the kernel gave to one of the runner's own
+//! children (another init, an `ip`, an `nft`) is never waited for.
 
 use std::time::{Duration, Instant};
 
@@ -24,13 +25,6 @@ pub fn become_subreaper() -> bool {
     nix::sys::prctl::set_child_subreaper(true).is_ok()
 }
 
-/// The parent pid in a `/proc/<pid>/stat` line.
-pub fn ppid_of_stat(stat: &str) -> Option<u32> {
-    // The command name may hold spaces and parentheses: fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// How many pid namespaces deep a process is, from its `/proc/<pid>/status` (`NSpid:` has one
 /// pid per level).
 pub fn nspid_depth(status: &str) -> Option<usize> {
@@ -40,63 +34,37 @@ pub fn nspid_depth(status: &str) -> Option<usize> {
         .map(|pids| pids.split_whitespace().count())
 }
 
-/// This process's children that live in a deeper pid namespace than this process.
-pub fn sandbox_orphans() -> Vec<u32> {
-    let me = std::process::id();
-    let Some(my_depth) = std::fs::read_to_string("/proc/self/status")
+fn depth(pid: &str) -> Option<usize> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .as_deref()
         .and_then(nspid_depth)
-    else {
-        return Vec::new();
-    };
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out: Vec<u32> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
-            stat.as_deref().and_then(ppid_of_stat) == Some(me)
-                && status
-                    .as_deref()
-                    .and_then(nspid_depth)
-                    .is_some_and(|d| d > my_depth)
-        })
-        .collect();
-    out.sort_unstable();
-    out
 }
 
-/// Waits for every [`sandbox_orphans`] process to end (they are dying: PDEATHSIG), at most
-/// `bound` in all; returns the pids reaped and those still running at the bound.
-pub fn reap_orphans(bound: Duration) -> (Vec<u32>, Vec<u32>) {
+/// Waits, at most `bound`, for the sandbox process `pid` (dying: PDEATHSIG) if it became this
+/// process's child. Ok when it was reaped or is not ours to reap; Err when it still runs.
+pub fn reap_pid(pid: u32, bound: Duration) -> Result<(), String> {
+    let Ok(raw) = i32::try_from(pid) else {
+        return Ok(());
+    };
+    let Some(my_depth) = depth("self") else {
+        return Ok(());
+    };
     let end = Instant::now() + bound;
-    let mut pending = sandbox_orphans();
-    let mut reaped = Vec::new();
-    while !pending.is_empty() {
-        pending.retain(|pid| {
-            let Ok(raw) = i32::try_from(*pid) else {
-                return false;
-            };
-            match waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => true,
-                Ok(_) => {
-                    reaped.push(*pid);
-                    false
-                }
-                // Not (or no longer) our child.
-                Err(_) => false,
-            }
-        });
-        if pending.is_empty() || Instant::now() >= end {
-            break;
+    loop {
+        if depth(&pid.to_string()).is_none_or(|d| d <= my_depth) {
+            return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(5));
+        match waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            // Reaped, or not (or no longer) our child.
+            Ok(_) | Err(_) => return Ok(()),
+        }
+        if Instant::now() >= end {
+            return Err("still running".into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
-    (reaped, pending)
 }
 
 #[cfg(test)]
@@ -104,18 +72,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_stat_and_status() {
-        assert_eq!(ppid_of_stat("42 (safe-run) Z 1 42 42 0"), Some(1));
-        assert_eq!(ppid_of_stat("42 (a) b) (c) S 77 42 42 0"), Some(77));
-        assert_eq!(ppid_of_stat("garbage"), None);
+    fn parses_status() {
         assert_eq!(nspid_depth("Name:\tx\nNSpid:\t4242\t1\n"), Some(2));
         assert_eq!(nspid_depth("NSpid:\t4242\n"), Some(1));
         assert_eq!(nspid_depth("Name:\tx\n"), None);
     }
 
     #[test]
-    fn this_process_has_no_sandbox_orphans() {
-        // The test process's children are all in its own pid namespace.
-        assert!(sandbox_orphans().is_empty());
+    fn a_process_of_our_own_namespace_is_never_waited_for() {
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert_eq!(reap_pid(child.id(), Duration::from_millis(50)), Ok(()));
+        // Still ours to wait for: reap_pid did not steal its status.
+        child.kill().unwrap();
+        assert!(child.wait().is_ok());
     }
 }

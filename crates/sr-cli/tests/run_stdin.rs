@@ -1,0 +1,78 @@
+//! `safe-run run` passes its stdin to the workload when it is not a terminal: a pipe or a
+//! file reaches the workload byte for byte, and the report's chain records its digest.
+//! Real sandbox, as root.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod run_support;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use run_support::*;
+use serde_json::json;
+
+#[test]
+fn piped_stdin_reaches_the_workload() {
+    if !require_root("piped_stdin_reaches_the_workload") {
+        return;
+    }
+    let env = Env::new();
+    let p = env.policy("cat", &policy("/bin/cat", &[], json!({})));
+    // `echo hi | safe-run run --policy P -- /bin/cat`
+    let mut child = env
+        .run_cmd(&p)
+        .args(["--", "/bin/cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hi\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(out(&o), "hi\n");
+    let dir = &env.run_dirs()[0];
+    let exited = events_of(dir, "exec.exited");
+    assert_eq!(exited.len(), 1);
+    let want = sha256_of(b"hi\n");
+    assert_eq!(exited[0]["payload"]["stdin"]["sha256"], want.as_str());
+    assert_eq!(exited[0]["payload"]["stdin"]["bytes"], 3);
+}
+
+#[test]
+fn eight_mib_from_a_file_come_through_whole() {
+    if !require_root("eight_mib_from_a_file_come_through_whole") {
+        return;
+    }
+    let env = Env::new();
+    let p = env.policy("sum", &sh("sha256sum"));
+    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 253) as u8).collect();
+    let file = env.share().join("input.bin");
+    std::fs::create_dir_all(env.share()).unwrap();
+    std::fs::write(&file, &data).unwrap();
+    let o = env
+        .run_cmd(&p)
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let want = sha256_of(&data);
+    assert!(
+        out(&o).starts_with(want.trim_start_matches("sha256:")),
+        "{}",
+        out(&o)
+    );
+}
+
+#[test]
+fn without_a_pipe_the_workload_reads_nothing() {
+    if !require_root("without_a_pipe_the_workload_reads_nothing") {
+        return;
+    }
+    let env = Env::new();
+    let p = env.policy("cat", &policy("/bin/cat", &[], json!({})));
+    // stdin is /dev/null (Command::output's default): cat sees EOF at once.
+    let o = env.run(&p, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(out(&o), "");
+}

@@ -1,0 +1,67 @@
+//! The seam between a sandbox's life (shared: run dir, evidence, cgroups, network attach,
+//! timeouts, monitoring, cleanup, the outcome) and the boundary that isolates it (the process
+//! sandbox today; a microVM next). A backend starts its boundary in two steps around the
+//! network attach, hands over a connection to the agent inside, and stops everything it
+//! started.
+
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sr_compiler::bundle::CompileBundle;
+
+use crate::cgroup::RunCgroup;
+use crate::network_hook::AttachedNetwork;
+use crate::outcome::{CleanupReport, EnforcementFacts, RunStatus};
+
+/// Kills a boundary from any thread (a timeout, a signal, an output limit).
+pub type Killer = Arc<dyn Fn() + Send + Sync>;
+
+/// Phase timings, by name.
+pub type Phases = std::collections::BTreeMap<String, f64>;
+
+/// What a backend gets to start its boundary.
+pub struct StartContext<'a> {
+    /// The run id.
+    pub run_id: &'a str,
+    /// The run directory.
+    pub run_dir: &'a Path,
+    /// The compiled policy.
+    pub bundle: &'a CompileBundle,
+    /// The run's cgroup, created already; the boundary's processes must be born in it.
+    pub cgroup: Option<&'a RunCgroup>,
+    /// The sandbox's own deadline (its timeout).
+    pub deadline: Instant,
+    /// Facts the backend enforces, for the report.
+    pub enforcement: &'a mut EnforcementFacts,
+    /// Where the backend records its phase timings.
+    pub phases: &'a mut Phases,
+}
+
+/// What varies between isolation boundaries.
+pub trait Backend: Send {
+    /// The backend's name as the report says it (`sandbox`, `microvm`).
+    fn name(&self) -> &'static str;
+
+    /// Starts the boundary up to where its network can be attached. Returns the pid whose
+    /// network namespace the network hook attaches to. A failure is how the run ends.
+    fn start(&mut self, cx: StartContext<'_>) -> Result<u32, RunStatus>;
+
+    /// Finishes the start once the network is attached; returns the stream on which the
+    /// agent inside speaks the agent protocol.
+    fn connect(
+        &mut self,
+        network: &AttachedNetwork,
+        deadline: Instant,
+    ) -> Result<UnixStream, RunStatus>;
+
+    /// A handle that kills the boundary.
+    fn killer(&self) -> Killer;
+
+    /// Kills the boundary (if still alive) and waits until nothing it ran is left.
+    fn stop(&mut self, cleanup: &mut CleanupReport);
+
+    /// Removes what the backend made in the run directory.
+    fn remove_files(&mut self, run_dir: &Path, cleanup: &mut CleanupReport);
+}

@@ -1,0 +1,632 @@
+//! The sandbox's pid 1 as the agent: after the root is built it stays up, speaks the agent
+//! protocol (sr-agent-proto) over the control socket and runs each exec with the policy's
+//! confinement ([`spawn`]).
+//!
+//! One thread, one `poll` loop (pid 1 forks, so it must stay single-threaded): the socket,
+//! a signalfd for SIGCHLD, each exec's output fds and, while stdin is pending, its stdin fd.
+//! Writes to the socket block: the host's reader always drains it. Writes to an exec's stdin
+//! never block: each exec has a bounded buffer (its stdin window), and the host may send only
+//! what the agent credited. When an exec's process is reaped, what it left in its pipes is
+//! drained and its `exit` is sent; processes it left behind keep running (a later exec may use
+//! them) but lose their output pipes. When the socket closes, or on `shutdown`, every exec is
+//! killed and pid 1 returns, which ends the pid namespace.
+
+pub mod spawn;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use sr_agent_proto::message::{
+    AgentIdentity, ErrorCode, ErrorReply, Exec, Exit, ExitStatus, IdOnly, Ready, Started,
+    StdinCredit,
+};
+use sr_agent_proto::{Data, Decoder, Encoder, Frame, Message, PROTOCOL_VERSION, Role, Stream};
+
+use spawn::{ExecContext, Spawned};
+
+/// The bytes of stdin an exec may have in flight: the host's credit window.
+pub const STDIN_WINDOW: u32 = 256 * 1024;
+
+/// Read size for output fds and the socket.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A setup failure: run phase, errno, message.
+#[derive(Debug)]
+pub struct Failure {
+    /// Run phase, e.g. `launch.mounts`.
+    pub phase: &'static str,
+    /// errno when the failure is a syscall's.
+    pub errno: Option<i32>,
+    /// What failed.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failed system call.
+    pub fn errno(phase: &'static str, e: Errno) -> Self {
+        Failure {
+            phase,
+            errno: Some(e as i32),
+            message: e.desc().to_owned(),
+        }
+    }
+    /// A failure with a message only.
+    pub fn msg(phase: &'static str, message: impl std::fmt::Display) -> Self {
+        Failure {
+            phase,
+            errno: None,
+            message: message.to_string(),
+        }
+    }
+    /// A failed I/O call.
+    pub fn io(phase: &'static str, e: &std::io::Error) -> Self {
+        Failure {
+            phase,
+            errno: e.raw_os_error(),
+            message: e.to_string(),
+        }
+    }
+
+    fn reply(&self, id: Option<u64>) -> Message {
+        let code = match self.errno {
+            Some(libc::ENOENT) => ErrorCode::NotFound,
+            Some(libc::EACCES | libc::EPERM) => ErrorCode::PermissionDenied,
+            _ if self.phase == "exec.tty" => ErrorCode::Unsupported,
+            _ => ErrorCode::Internal,
+        };
+        Message::Error(ErrorReply {
+            id,
+            code,
+            message: truncate(&self.message, 1024),
+            phase: Some(self.phase.to_owned()),
+            errno: self.errno,
+        })
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+const FEATURES: &[&str] = &["exec", "stdin", "tty", "signal"];
+
+/// An exec pid 1 is running.
+struct Running {
+    pid: Pid,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    stdin: Option<OwnedFd>,
+    /// Stdin bytes received and not yet written into the exec.
+    pending: Vec<u8>,
+    /// The host closed stdin: close it once `pending` is written.
+    stdin_closing: bool,
+    tty: Option<OwnedFd>,
+    started: Instant,
+    deadline: Option<Instant>,
+    timed_out: bool,
+    status: Option<ExitStatus>,
+    bytes: [u64; 3],
+}
+
+/// The agent's state: the connection and the execs.
+struct Agent<'a> {
+    sock: UnixStream,
+    decoder: Decoder,
+    encoder: Encoder,
+    ctx: ExecContext<'a>,
+    ready: Ready,
+    hello_done: bool,
+    execs: BTreeMap<u64, Running>,
+    started: Instant,
+    out: Vec<u8>,
+}
+
+/// Why the loop ended.
+enum End {
+    /// The host closed the connection (or it broke).
+    Closed,
+    /// The host asked for a shutdown.
+    Shutdown(u64),
+}
+
+/// Serves the agent protocol on `sock` until the host closes it or asks for a shutdown.
+/// Returns pid 1's exit code.
+pub fn serve(sock: UnixStream, ctx: ExecContext<'_>, ready: Ready) -> Result<i32, Failure> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+        .map_err(|e| Failure::errno("agent.signals", e))?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| Failure::errno("agent.signals", e))?;
+    let mut agent = Agent {
+        sock,
+        decoder: Decoder::new(Role::Agent),
+        encoder: Encoder::new(Role::Agent),
+        ctx,
+        ready,
+        hello_done: false,
+        execs: BTreeMap::new(),
+        started: Instant::now(),
+        out: Vec::new(),
+    };
+    let end = agent.run(&sigfd);
+    agent.kill_all();
+    if let End::Shutdown(id) = end {
+        agent.reap_all_blocking();
+        agent.send(&Message::ShutdownAck(IdOnly { id }));
+    }
+    Ok(0)
+}
+
+/// What one poll entry stands for.
+#[derive(Clone, Copy)]
+enum Slot {
+    Socket,
+    Signals,
+    Out(u64, Stream),
+    In(u64),
+}
+
+impl Agent<'_> {
+    fn send(&mut self, m: &Message) -> bool {
+        self.out.clear();
+        if self.encoder.message(m, &mut self.out).is_err() {
+            return false;
+        }
+        self.sock.write_all(&self.out).is_ok()
+    }
+
+    fn send_data(&mut self, stream: Stream, id: u64, bytes: &[u8]) -> bool {
+        self.out.clear();
+        if self.encoder.data(stream, id, bytes, &mut self.out).is_err() {
+            return false;
+        }
+        self.sock.write_all(&self.out).is_ok()
+    }
+
+    fn run(&mut self, sigfd: &SignalFd) -> End {
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let mut slots = vec![Slot::Socket, Slot::Signals];
+            for (id, r) in &self.execs {
+                if r.stdout.is_some() {
+                    slots.push(Slot::Out(*id, Stream::Stdout));
+                }
+                if r.stderr.is_some() {
+                    slots.push(Slot::Out(*id, Stream::Stderr));
+                }
+                if r.stdin.is_some() && !r.pending.is_empty() {
+                    slots.push(Slot::In(*id));
+                }
+            }
+            let timeout = self.next_deadline().map_or(PollTimeout::NONE, |d| {
+                let ms = d.saturating_duration_since(Instant::now()).as_millis() + 1;
+                PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::MAX)
+            });
+            let revents: Vec<PollFlags> = {
+                let mut fds: Vec<PollFd<'_>> = slots
+                    .iter()
+                    .map(|s| match s {
+                        Slot::Socket => PollFd::new(self.sock.as_fd(), PollFlags::POLLIN),
+                        Slot::Signals => PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+                        Slot::Out(id, stream) => {
+                            let r = &self.execs[id];
+                            let fd = match stream {
+                                Stream::Stdout => r.stdout.as_ref(),
+                                _ => r.stderr.as_ref(),
+                            };
+                            // Present: the slot was only added when it was.
+                            PollFd::new(
+                                fd.map_or(self.sock.as_fd(), |f| f.as_fd()),
+                                PollFlags::POLLIN,
+                            )
+                        }
+                        Slot::In(id) => PollFd::new(
+                            self.execs[id]
+                                .stdin
+                                .as_ref()
+                                .map_or(self.sock.as_fd(), |f| f.as_fd()),
+                            PollFlags::POLLOUT,
+                        ),
+                    })
+                    .collect();
+                match poll(&mut fds, timeout) {
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(_) => return End::Closed,
+                }
+                fds.iter()
+                    .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                    .collect()
+            };
+            for (slot, ev) in slots.iter().zip(revents) {
+                if ev.is_empty() {
+                    continue;
+                }
+                match *slot {
+                    Slot::Socket => {
+                        let n = match self.sock.read(&mut buf) {
+                            Ok(0) | Err(_) => return End::Closed,
+                            Ok(n) => n,
+                        };
+                        self.decoder.feed(&buf[..n]);
+                        loop {
+                            match self.decoder.next_frame() {
+                                Ok(Some(frame)) => {
+                                    if let Some(end) = self.on_frame(frame) {
+                                        return end;
+                                    }
+                                }
+                                Ok(None) => break,
+                                Err(e) => {
+                                    let _ = self.send(&Message::Error(ErrorReply {
+                                        id: None,
+                                        code: ErrorCode::Protocol,
+                                        message: truncate(&e.to_string(), 1024),
+                                        phase: None,
+                                        errno: None,
+                                    }));
+                                    return End::Closed;
+                                }
+                            }
+                        }
+                    }
+                    Slot::Signals => {
+                        while let Ok(Some(_)) = sigfd.read_signal() {}
+                        self.reap();
+                    }
+                    Slot::Out(id, stream) => {
+                        if !self.pump(id, stream, &mut buf, false) {
+                            return End::Closed;
+                        }
+                    }
+                    Slot::In(id) => {
+                        if !self.feed_stdin(id) {
+                            return End::Closed;
+                        }
+                    }
+                }
+            }
+            self.enforce_deadlines();
+            if !self.finish_exited() {
+                return End::Closed;
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.execs
+            .values()
+            .filter(|r| r.status.is_none() && !r.timed_out)
+            .filter_map(|r| r.deadline)
+            .min()
+    }
+
+    fn enforce_deadlines(&mut self) {
+        let now = Instant::now();
+        for r in self.execs.values_mut() {
+            if r.status.is_none() && !r.timed_out && r.deadline.is_some_and(|d| d <= now) {
+                // Its session is its process group (setsid): the whole tree it did not move.
+                let _ = kill(Pid::from_raw(-r.pid.as_raw()), Signal::SIGKILL);
+                let _ = kill(r.pid, Signal::SIGKILL);
+                r.timed_out = true;
+            }
+        }
+    }
+
+    /// Reads what one output fd has; at EOF (or EIO, a PTY whose slave is closed) drops it.
+    /// With `drain`, reads until nothing is left. Returns false when the socket broke.
+    fn pump(&mut self, id: u64, stream: Stream, buf: &mut [u8], drain: bool) -> bool {
+        loop {
+            let Some(r) = self.execs.get_mut(&id) else {
+                return true;
+            };
+            let fd = match stream {
+                Stream::Stdout => &mut r.stdout,
+                _ => &mut r.stderr,
+            };
+            let Some(f) = fd.as_ref() else {
+                return true;
+            };
+            match nix::unistd::read(f, buf) {
+                Ok(0) | Err(Errno::EIO) => {
+                    *fd = None;
+                    return true;
+                }
+                Ok(n) => {
+                    r.bytes[stream as usize] += n as u64;
+                    if !self.send_data(stream, id, &buf[..n]) {
+                        return false;
+                    }
+                    if !drain {
+                        return true;
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return true,
+                Err(_) => {
+                    *fd = None;
+                    return true;
+                }
+            }
+        }
+    }
+
+    fn feed_stdin(&mut self, id: u64) -> bool {
+        let Some(r) = self.execs.get_mut(&id) else {
+            return true;
+        };
+        let Some(fd) = r.stdin.as_ref() else {
+            r.pending.clear();
+            return true;
+        };
+        let n = match nix::unistd::write(fd, &r.pending) {
+            Ok(n) => n,
+            Err(Errno::EAGAIN | Errno::EINTR) => return true,
+            Err(_) => {
+                // The exec closed its stdin (EPIPE): what is left is dropped, credit returned
+                // so the host's writer does not wait forever.
+                let n = r.pending.len();
+                r.pending.clear();
+                r.stdin = None;
+                n
+            }
+        };
+        r.pending.drain(..n.min(r.pending.len()));
+        r.bytes[Stream::Stdin as usize] += n as u64;
+        if r.pending.is_empty() && r.stdin_closing {
+            r.stdin = None;
+        }
+        let credit = u32::try_from(n).unwrap_or(u32::MAX);
+        credit == 0 || self.send(&Message::StdinCredit(StdinCredit { id, bytes: credit }))
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.exited(pid, ExitStatus::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    self.exited(pid, ExitStatus::Signal(sig as i32))
+                }
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn exited(&mut self, pid: Pid, status: ExitStatus) {
+        // Orphans re-parented to pid 1 are reaped too; only an exec's own process counts.
+        if let Some(r) = self.execs.values_mut().find(|r| r.pid == pid) {
+            r.status = Some(status);
+        }
+    }
+
+    /// Sends `exit` for every exec whose process was reaped, after draining its output.
+    fn finish_exited(&mut self) -> bool {
+        let done: Vec<u64> = self
+            .execs
+            .iter()
+            .filter(|(_, r)| r.status.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        let mut buf = vec![0u8; READ_CHUNK];
+        for id in done {
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                if !self.pump(id, stream, &mut buf, true) {
+                    return false;
+                }
+            }
+            let Some(r) = self.execs.remove(&id) else {
+                continue;
+            };
+            let Some(status) = r.status else { continue };
+            let exit = Exit {
+                id,
+                status,
+                timed_out: r.timed_out,
+                duration_ms: u64::try_from(r.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                stdout_bytes: r.bytes[Stream::Stdout as usize],
+                stderr_bytes: r.bytes[Stream::Stderr as usize],
+                stdin_bytes: r.bytes[Stream::Stdin as usize],
+            };
+            if !self.send(&Message::Exit(exit)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn kill_all(&mut self) {
+        for r in self.execs.values() {
+            if r.status.is_none() {
+                let _ = kill(Pid::from_raw(-r.pid.as_raw()), Signal::SIGKILL);
+                let _ = kill(r.pid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    fn reap_all_blocking(&mut self) {
+        let ids: Vec<u64> = self.execs.keys().copied().collect();
+        for id in ids {
+            if let Some(r) = self.execs.get(&id)
+                && r.status.is_none()
+            {
+                let _ = waitpid(r.pid, None);
+            }
+        }
+        self.execs.clear();
+    }
+
+    fn refuse(&mut self, id: Option<u64>, code: ErrorCode, message: &str) -> bool {
+        self.send(&Message::Error(ErrorReply {
+            id,
+            code,
+            message: message.to_owned(),
+            phase: None,
+            errno: None,
+        }))
+    }
+
+    /// Handles one frame; `Some` ends the loop.
+    fn on_frame(&mut self, frame: Frame) -> Option<End> {
+        let ok = match frame {
+            Frame::Control(Message::Hello(hello)) if !self.hello_done => {
+                let me = AgentIdentity {
+                    version: PROTOCOL_VERSION,
+                    name: "safe-run sandbox pid 1",
+                    software_version: env!("CARGO_PKG_VERSION"),
+                    features: FEATURES,
+                };
+                match hello.answer(&me) {
+                    Ok(ack) => {
+                        self.hello_done = true;
+                        let ready = self.ready.clone();
+                        self.send(&Message::HelloAck(ack)) && self.send(&Message::Ready(ready))
+                    }
+                    Err(mismatch) => {
+                        let _ = self.send(&Message::VersionMismatch(mismatch));
+                        return Some(End::Closed);
+                    }
+                }
+            }
+            _ if !self.hello_done => {
+                let _ = self.refuse(None, ErrorCode::Protocol, "the first frame must be hello");
+                return Some(End::Closed);
+            }
+            Frame::Control(Message::Exec(req)) => self.exec(req),
+            Frame::Control(Message::StdinClose(IdOnly { id })) => {
+                if let Some(r) = self.execs.get_mut(&id) {
+                    r.stdin_closing = true;
+                    if r.pending.is_empty() {
+                        r.stdin = None;
+                    }
+                }
+                true
+            }
+            Frame::Control(Message::Signal(s)) => {
+                if let Some(r) = self.execs.get(&s.id)
+                    && r.status.is_none()
+                    && let Ok(sig) = Signal::try_from(s.signal)
+                {
+                    let _ = kill(Pid::from_raw(-r.pid.as_raw()), sig);
+                }
+                true
+            }
+            Frame::Control(Message::Resize(rs)) => {
+                let _ = self.execs.get(&rs.id).and_then(|r| r.tty.as_ref());
+                true
+            }
+            Frame::Control(Message::StatsRequest(IdOnly { id })) => {
+                let stats = sr_agent_proto::message::Stats {
+                    id,
+                    memory_current_bytes: 0,
+                    memory_peak_bytes: 0,
+                    cpu_usec: 0,
+                    pids: self.execs.len() as u64,
+                    uptime_ms: u64::try_from(self.started.elapsed().as_millis())
+                        .unwrap_or(u64::MAX),
+                };
+                self.send(&Message::Stats(stats))
+            }
+            Frame::Control(Message::Shutdown(IdOnly { id })) => return Some(End::Shutdown(id)),
+            Frame::Data(Data {
+                stream: Stream::Stdin,
+                id,
+                bytes,
+            }) => match self.execs.get_mut(&id) {
+                Some(r) if r.stdin.is_some() && !r.stdin_closing => {
+                    if r.pending.len() + bytes.len() > STDIN_WINDOW as usize {
+                        let _ = self.refuse(
+                            Some(id),
+                            ErrorCode::Protocol,
+                            "stdin past the credited window",
+                        );
+                        return Some(End::Closed);
+                    }
+                    r.pending.extend_from_slice(&bytes);
+                    true
+                }
+                // An exec that ended or closed its stdin: the bytes are dropped, credit
+                // returned so the host's writer moves on.
+                _ => self.send(&Message::StdinCredit(StdinCredit {
+                    id,
+                    bytes: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+                })),
+            },
+            Frame::Control(m) => self.refuse(
+                m.id(),
+                ErrorCode::Unsupported,
+                &format!("{} is not supported by this agent", m.type_name()),
+            ),
+            Frame::Data(d) => self.refuse(
+                Some(d.id),
+                ErrorCode::Unsupported,
+                "file data is not supported by this agent",
+            ),
+        };
+        if ok { None } else { Some(End::Closed) }
+    }
+
+    fn exec(&mut self, req: Exec) -> bool {
+        if self.execs.contains_key(&req.id) {
+            return self.refuse(Some(req.id), ErrorCode::Busy, "an exec with this id runs");
+        }
+        if req.user.uid.is_some() || req.user.gid.is_some() {
+            return self.refuse(
+                Some(req.id),
+                ErrorCode::Unsupported,
+                "the process sandbox runs every exec as the policy's user",
+            );
+        }
+        match spawn::spawn(&self.ctx, &req) {
+            Ok(Spawned {
+                pid,
+                stdout,
+                stderr,
+                stdin,
+                tty,
+                facts,
+            }) => {
+                let started = Message::Started(Started {
+                    id: req.id,
+                    pid: u32::try_from(pid.as_raw()).unwrap_or(0),
+                    stdin_window: STDIN_WINDOW,
+                    confinement: Some(Box::new(facts.confinement())),
+                });
+                let now = Instant::now();
+                self.execs.insert(
+                    req.id,
+                    Running {
+                        pid,
+                        stdout: Some(stdout),
+                        stderr,
+                        stdin,
+                        pending: Vec::new(),
+                        stdin_closing: false,
+                        tty,
+                        started: now,
+                        deadline: req.timeout_ms.map(|ms| now + Duration::from_millis(ms)),
+                        timed_out: false,
+                        status: None,
+                        bytes: [0; 3],
+                    },
+                );
+                self.send(&started)
+            }
+            Err(f) => self.send(&f.reply(Some(req.id))),
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! SIGINT and SIGTERM of the whole process, turned into a cancel of one run (the CLI's).
+
+use crate::life::Canceller;
+
+/// Forwards SIGINT and SIGTERM to `canceller` from a background thread (signal-hook's
+/// self-pipe; nothing but a write happens in the handler).
+pub fn forward_signals(canceller: Canceller) -> std::io::Result<signal_hook::iterator::Handle> {
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    let handle = signals.handle();
+    std::thread::Builder::new()
+        .name("sr-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                canceller.cancel(sig);
+            }
+        })?;
+    Ok(handle)
+}

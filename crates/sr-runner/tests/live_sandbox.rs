@@ -1,0 +1,455 @@
+//! A sandbox's life through the library, for real as root: many execs in one sandbox, stdin,
+//! exec and sandbox timeouts, signals, 50 sandboxes alive in one process, and the recovery of
+//! a sandbox whose owning process was SIGKILLed.
+//!
+//! Like sandbox_runner, this binary is its own sandbox init (`harness = false`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sr_compiler::bundle::CompileBundle;
+use sr_evidence::RecordingSink;
+use sr_runner::cgroup::Layout;
+use sr_runner::life::{ExecEnd, ExecEvent, ExecRequest, Sandbox, SandboxSpec};
+use sr_runner::sandbox::launch::ProcessSandbox;
+use sr_runner::{NoNetwork, RunDir, RunStatus};
+
+mod support;
+use support::bundle;
+
+struct Host {
+    base: tempfile::TempDir,
+    layout: Layout,
+}
+
+fn host() -> Host {
+    let base = tempfile::tempdir().unwrap();
+    let probes = sr_runner::preflight::RealProbes {
+        cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        init_exe: std::env::current_exe().unwrap(),
+        run_base: base.path().to_path_buf(),
+    };
+    let facts = sr_runner::preflight::check(
+        &probes,
+        sr_runner::preflight::Needs {
+            landlock_required: true,
+            landlock_min_abi: 1,
+        },
+    )
+    .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())
+    .unwrap();
+    Host {
+        base,
+        layout: facts.cgroup,
+    }
+}
+
+fn create(h: &Host, b: CompileBundle) -> (RunDir, Sandbox<RecordingSink>) {
+    let dir = RunDir::create(h.base.path()).unwrap();
+    let sb = Sandbox::create(
+        &dir,
+        SandboxSpec {
+            bundle: b,
+            network: Box::new(NoNetwork),
+            sink: RecordingSink::default(),
+            cgroup_layout: h.layout.clone(),
+        },
+        Box::new(ProcessSandbox::new(
+            std::env::current_exe().unwrap(),
+            vec!["/tmp".into()],
+        )),
+        Arc::default(),
+    );
+    assert!(sb.start_failure().is_none(), "{:?}", sb.start_failure());
+    (dir, sb)
+}
+
+fn sh(script: &str) -> ExecRequest {
+    ExecRequest {
+        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        ..ExecRequest::default()
+    }
+}
+
+/// Runs `req` to its end; returns (end, stdout, stderr).
+fn run(sb: &Sandbox<RecordingSink>, req: &ExecRequest) -> (ExecEnd, String, String) {
+    let mut h = sb.exec(req).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    loop {
+        match h.next_event() {
+            Some(ExecEvent::Stdout(b)) => out.extend(b),
+            Some(ExecEvent::Stderr(b)) => err.extend(b),
+            Some(ExecEvent::Exit(r)) => {
+                return (
+                    r.end,
+                    String::from_utf8_lossy(&out).into_owned(),
+                    String::from_utf8_lossy(&err).into_owned(),
+                );
+            }
+            Some(_) => {}
+            None => panic!("no exit"),
+        }
+    }
+}
+
+fn idle() -> CompileBundle {
+    bundle("/bin/true", &[])
+}
+
+// ---------------------------------------------------------------- tests
+
+fn hundred_sequential_then_ten_concurrent_execs() {
+    let h = host();
+    let (_dir, sb) = create(&h, idle());
+    // State persists between execs: the sandbox's /tmp is the same tmpfs.
+    assert_eq!(
+        run(&sb, &sh("echo kept > /tmp/state")).0,
+        ExecEnd::Exited(0)
+    );
+    for i in 0..100 {
+        let (end, out, _) = run(&sb, &sh(&format!("cat /tmp/state; exit {}", i % 7)));
+        assert_eq!(end, ExecEnd::Exited(i % 7), "exec {i}");
+        assert_eq!(out, "kept\n", "exec {i}");
+    }
+    let handles: Vec<_> = (0..10)
+        .map(|i| sb.exec(&sh(&format!("sleep 0.2; echo {i}"))).unwrap())
+        .collect();
+    std::thread::scope(|s| {
+        let joins: Vec<_> = handles
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut h)| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    loop {
+                        match h.next_event() {
+                            Some(ExecEvent::Stdout(b)) => out.extend(b),
+                            Some(ExecEvent::Exit(r)) => {
+                                assert_eq!(r.end, ExecEnd::Exited(0));
+                                assert_eq!(String::from_utf8(out).unwrap(), format!("{i}\n"));
+                                return;
+                            }
+                            Some(_) => {}
+                            None => panic!("no exit"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for j in joins {
+            j.join().unwrap();
+        }
+    });
+    let (outcome, sink) = sb.destroy(RunStatus::Exited { code: 0 }, None);
+    assert_eq!(outcome.status, RunStatus::Exited { code: 0 });
+    let sink = sink.unwrap();
+    let started = sink
+        .types()
+        .iter()
+        .filter(|t| **t == "exec.started")
+        .count();
+    let exited = sink.types().iter().filter(|t| **t == "exec.exited").count();
+    assert_eq!((started, exited), (111, 111));
+}
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn hundred_mib_through_stdin_with_bounded_memory() {
+    let h = host();
+    let (_dir, sb) = create(&h, idle());
+    let mut req = sh("wc -c");
+    req.stdin = true;
+    let mut exec = sb.exec(&req).unwrap();
+    let mut stdin = exec.stdin().unwrap();
+    let before = vm_hwm_kib();
+    let writer = std::thread::spawn(move || {
+        let chunk: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        let mut hasher = Sha256::new();
+        for _ in 0..100 {
+            stdin.write_all(&chunk).unwrap();
+            hasher.update(&chunk);
+        }
+        stdin.close().unwrap();
+        format!("sha256:{}", hex::encode(hasher.finalize()))
+    });
+    let mut out = Vec::new();
+    let result = loop {
+        match exec.next_event() {
+            Some(ExecEvent::Stdout(b)) => out.extend(b),
+            Some(ExecEvent::Exit(r)) => break r,
+            Some(_) => {}
+            None => panic!("no exit"),
+        }
+    };
+    let digest = writer.join().unwrap();
+    assert_eq!(result.end, ExecEnd::Exited(0));
+    assert_eq!(String::from_utf8(out).unwrap().trim(), "104857600");
+    assert_eq!(result.stdin, Some((100 << 20, digest)));
+    let grew_kib = vm_hwm_kib().saturating_sub(before);
+    // Credit-based flow control: far less than the 100 MiB that went through.
+    assert!(grew_kib < 32 * 1024, "peak RSS grew by {grew_kib} KiB");
+    sb.destroy(RunStatus::Exited { code: 0 }, None);
+}
+
+fn exec_timeout_kills_the_exec_but_not_the_sandbox() {
+    let h = host();
+    let (_dir, sb) = create(&h, idle());
+    let mut req = sh("sleep 30 & sleep 30; echo never");
+    req.timeout = Some(Duration::from_millis(300));
+    let (end, out, _) = run(&sb, &req);
+    assert_eq!(end, ExecEnd::TimedOut);
+    assert_eq!(out, "");
+    // The background sleep was in the exec's tree: gone too.
+    assert_eq!(
+        run(&sb, &sh("ls /proc | grep -c '^[0-9]'")).1.trim(),
+        // pid 1 and the ls/grep pipeline's own processes (sh, ls, grep)
+        "4"
+    );
+    assert_eq!(run(&sb, &sh("echo alive")).1, "alive\n");
+    sb.destroy(RunStatus::Exited { code: 0 }, None);
+}
+
+fn sandbox_timeout_ends_everything() {
+    let h = host();
+    let mut b = idle();
+    b.process.timeout_ms = 1500;
+    let (_dir, sb) = create(&h, b);
+    let (end, _, _) = run(&sb, &sh("sleep 30"));
+    assert_eq!(end, ExecEnd::Lost);
+    assert!(sb.exec(&sh("true")).is_err());
+    let (outcome, sink) = sb.destroy(RunStatus::Exited { code: 0 }, None);
+    assert_eq!(outcome.status, RunStatus::Timeout { limit_ms: 1500 });
+    assert!(sink.unwrap().types().contains(&"run.timeout"));
+}
+
+fn signal_and_failed_exec() {
+    let h = host();
+    let (_dir, sb) = create(&h, idle());
+    let mut exec = sb.exec(&sh("echo up; sleep 30")).unwrap();
+    loop {
+        match exec.next_event() {
+            Some(ExecEvent::Stdout(_)) => break,
+            Some(_) => {}
+            None => panic!("no output"),
+        }
+    }
+    exec.signal(libc::SIGKILL).unwrap();
+    assert_eq!(exec.wait().end, ExecEnd::Signaled(libc::SIGKILL));
+    let missing = ExecRequest {
+        argv: vec!["/no/such/program".into()],
+        ..ExecRequest::default()
+    };
+    match run(&sb, &missing).0 {
+        ExecEnd::Failed(d) => {
+            assert_eq!(d.path, "launch.exec");
+            assert!(d.message.contains("/no/such/program"), "{d:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let bad_cwd = ExecRequest {
+        cwd: Some("/nope".into()),
+        ..sh("true")
+    };
+    assert!(matches!(run(&sb, &bad_cwd).0, ExecEnd::Failed(d) if d.path == "launch.cwd"));
+    // The sandbox still works after failures.
+    assert_eq!(run(&sb, &sh("echo ok")).1, "ok\n");
+    sb.destroy(RunStatus::Exited { code: 0 }, None);
+}
+
+/// What a process holds that a sandbox could leak.
+#[derive(Debug, PartialEq)]
+struct Footprint {
+    fds: usize,
+    threads: usize,
+    children: usize,
+    mounts: usize,
+    cgroups: usize,
+}
+
+fn count_dir(p: &Path) -> usize {
+    std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Run cgroups under every hierarchy's `safe-run` parent (v2, or each v1 controller).
+fn run_cgroups() -> usize {
+    let mut parents = vec![PathBuf::from("/sys/fs/cgroup/safe-run")];
+    if let Ok(d) = std::fs::read_dir("/sys/fs/cgroup") {
+        parents.extend(d.filter_map(Result::ok).map(|e| e.path().join("safe-run")));
+    }
+    parents
+        .iter()
+        .filter_map(|p| std::fs::read_dir(p).ok())
+        .flat_map(|d| d.filter_map(Result::ok))
+        .filter(|e| e.path().is_dir())
+        .count()
+}
+
+fn footprint() -> Footprint {
+    let me = std::process::id().to_string();
+    let children = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit_once(')')?.1.to_owned();
+                    rest.split_whitespace().nth(1).map(|p| p == me)
+                })
+                .unwrap_or(false)
+        })
+        .count();
+    Footprint {
+        fds: count_dir(Path::new("/proc/self/fd")),
+        threads: count_dir(Path::new("/proc/self/task")),
+        children,
+        mounts: std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .count(),
+        cgroups: run_cgroups(),
+    }
+}
+
+fn fifty_sandboxes_alive_in_one_process_leave_nothing() {
+    let h = host();
+    // The spawner and the signal machinery start once per process; warm them up.
+    let (_d, sb) = create(&h, idle());
+    sb.destroy(RunStatus::Exited { code: 0 }, None);
+    let before = footprint();
+    let live: Vec<_> = (0..50).map(|_| create(&h, idle())).collect();
+    assert!(run_cgroups() >= before.cgroups + 50);
+    for (_, sb) in &live {
+        assert_eq!(run(sb, &sh("echo $$")).1, "2\n");
+    }
+    for (_, sb) in live {
+        let (o, _) = sb.destroy(RunStatus::Exited { code: 0 }, None);
+        assert!(o.cleanup.errors.is_empty(), "{:?}", o.cleanup.errors);
+    }
+    let after = footprint();
+    assert_eq!(after, before);
+}
+
+/// The child half of `sigkill_of_the_owner_then_gc_recovers`: creates a sandbox, says so,
+/// and waits to be killed.
+fn hold(base: &str) -> ExitCode {
+    let h = Host {
+        base: tempfile::tempdir().unwrap(),
+        layout: host().layout,
+    };
+    let dir = RunDir::create(Path::new(base)).unwrap();
+    let sb = Sandbox::create(
+        &dir,
+        SandboxSpec {
+            bundle: idle(),
+            network: Box::new(NoNetwork),
+            sink: RecordingSink::default(),
+            cgroup_layout: h.layout.clone(),
+        },
+        Box::new(ProcessSandbox::new(
+            std::env::current_exe().unwrap(),
+            vec!["/tmp".into()],
+        )),
+        Arc::default(),
+    );
+    let _bg = sb.exec(&sh("sleep 300")).unwrap();
+    println!("ready {}", dir.run_id);
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    ExitCode::FAILURE
+}
+
+fn sigkill_of_the_owner_then_gc_recovers() {
+    use std::io::BufRead;
+    let base = tempfile::tempdir().unwrap();
+    let before = run_cgroups();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("__hold")
+        .arg(base.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let run_id = line.trim().strip_prefix("ready ").unwrap().to_owned();
+    assert!(run_cgroups() > before);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // PDEATHSIG took the sandbox's processes with the owner.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let alive = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| {
+                std::fs::read_to_string(e.path().join("cmdline"))
+                    .is_ok_and(|c| c.contains("sleep\u{0}300"))
+            })
+    };
+    while alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(), "the sandbox's processes outlived their owner");
+    let layout = host().layout;
+    let recovered = sr_runner::gc::collect(
+        base.path(),
+        Some(&layout),
+        &sr_runner::cgroup::HostFs,
+        &sr_runner::network::gc::NetworkLeftovers,
+        true,
+    );
+    assert!(
+        recovered.iter().any(|r| r.run_id == run_id),
+        "{recovered:?}"
+    );
+    assert_eq!(run_cgroups(), before);
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__hold") {
+        return hold(args.get(2).map_or("/tmp", String::as_str));
+    }
+    let tests: &[(&str, fn())] = &[
+        (
+            "hundred_sequential_then_ten_concurrent_execs",
+            hundred_sequential_then_ten_concurrent_execs,
+        ),
+        (
+            "hundred_mib_through_stdin_with_bounded_memory",
+            hundred_mib_through_stdin_with_bounded_memory,
+        ),
+        (
+            "exec_timeout_kills_the_exec_but_not_the_sandbox",
+            exec_timeout_kills_the_exec_but_not_the_sandbox,
+        ),
+        (
+            "sandbox_timeout_ends_everything",
+            sandbox_timeout_ends_everything,
+        ),
+        ("signal_and_failed_exec", signal_and_failed_exec),
+        (
+            "fifty_sandboxes_alive_in_one_process_leave_nothing",
+            fifty_sandboxes_alive_in_one_process_leave_nothing,
+        ),
+        (
+            "sigkill_of_the_owner_then_gc_recovers",
+            sigkill_of_the_owner_then_gc_recovers,
+        ),
+    ];
+    support::main(tests)
+}
