@@ -80,7 +80,7 @@ pub fn hash_inputs(
             inputs.push(input);
         }
     }
-    if let Some(fc) = &bundle.firecracker_plan {
+    if let Some(fc) = bundle.backend.firecracker() {
         for artifact in &fc.artifacts {
             let role = if artifact.role == "kernel" {
                 InputRole::Kernel
@@ -113,7 +113,7 @@ pub fn hash_inputs(
 /// mapped to its source; or the rootfs directory joined with it.
 fn resolve_command_on_host(bundle: &CompileBundle) -> Option<PathBuf> {
     let command = Path::new(&bundle.process.command);
-    let plan = bundle.sandbox_plan.as_ref()?;
+    let plan = bundle.backend.sandbox()?;
     let mut best: Option<(usize, PathBuf)> = None;
     let mut rootfs_dir = None;
     for step in &plan.mounts {
@@ -199,7 +199,7 @@ impl MountDigests {
     /// Digests the policy mounts that `taken` concerns: read-only ones at the start,
     /// writable ones at the end, each when the config asks for it.
     pub fn take(&mut self, bundle: &CompileBundle, taken: Taken) {
-        let Some(plan) = &bundle.sandbox_plan else {
+        let Some(plan) = bundle.backend.sandbox() else {
             return;
         };
         for step in &plan.mounts {
@@ -373,8 +373,8 @@ fn enforcement(outcome: &RunOutcome, bundle: &CompileBundle) -> Enforcement {
         profile_id: w.seccomp_profile.clone(),
         filter_digest: tagged(&w.seccomp_digest),
         denied_syscalls: bundle
-            .sandbox_plan
-            .as_ref()
+            .backend
+            .sandbox()
             .map_or(0, |p| p.seccomp.denied_syscalls.len() as u64),
         instructions: Some(w.seccomp_instructions as u64),
         sockets: Some(w.seccomp_sockets.clone()),

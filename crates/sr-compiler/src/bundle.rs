@@ -13,24 +13,56 @@ use serde::{Deserialize, Serialize};
 /// Placeholder substituted by the runner with the run id.
 pub const RUN_ID_PLACEHOLDER: &str = "<runId>";
 
+/// The boundary a bundle runs behind, with the one plan that boundary needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum BackendPlan {
+    /// The process sandbox.
+    Sandbox(SandboxPlan),
+    /// A Firecracker microVM.
+    Firecracker(FirecrackerPlan),
+}
+
+impl BackendPlan {
+    /// The backend's name, as policies and reports spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BackendPlan::Sandbox(_) => "sandbox",
+            BackendPlan::Firecracker(_) => "firecracker",
+        }
+    }
+
+    /// The process-sandbox plan, for that backend.
+    pub fn sandbox(&self) -> Option<&SandboxPlan> {
+        match self {
+            BackendPlan::Sandbox(p) => Some(p),
+            BackendPlan::Firecracker(_) => None,
+        }
+    }
+
+    /// The Firecracker plan, for that backend.
+    pub fn firecracker(&self) -> Option<&FirecrackerPlan> {
+        match self {
+            BackendPlan::Firecracker(p) => Some(p),
+            BackendPlan::Sandbox(_) => None,
+        }
+    }
+}
+
 /// The compiled plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CompileBundle {
-    /// Bundle format version (1).
+    /// Bundle format version (2: the backend is one typed plan).
     pub bundle_version: u32,
     /// `sha256:<hex>` of the RFC 8785 canonical JSON of the policy as parsed.
     pub policy_digest: String,
     /// The policy's name.
     pub policy_name: String,
-    /// `sandbox` or `firecracker`.
-    pub backend: String,
+    /// The isolation boundary and its plan (`kind`: `sandbox` or `firecracker`).
+    pub backend: BackendPlan,
     /// What to execute.
     pub process: ProcessPlan,
-    /// Process-sandbox plan (backend sandbox), else null.
-    pub sandbox_plan: Option<SandboxPlan>,
-    /// Firecracker plan (backend firecracker), else null.
-    pub firecracker_plan: Option<FirecrackerPlan>,
     /// cgroup limits.
     pub cgroup_plan: CgroupPlan,
     /// `null` for `network.mode: none`.

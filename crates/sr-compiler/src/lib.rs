@@ -34,13 +34,13 @@ use sr_policy::model::{Backend, NetworkMode, OnLimit, PolicySpec, Protocol};
 
 pub use bundle::CompileBundle;
 use bundle::{
-    ArtifactCheck, CgroupPlan, DnsPlan, EvidencePlan, FileLocks, FirecrackerPlan, LandlockPlan,
-    LandlockRule, MountStep, NetworkPlan, NftChain, NftPlan, NftRule, NftSet, OutputAction,
-    OutputPlan, ProcessPlan, RUN_ID_PLACEHOLDER, SandboxPlan, SeccompPlan,
+    ArtifactCheck, BackendPlan, CgroupPlan, DnsPlan, EvidencePlan, FileLocks, FirecrackerPlan,
+    LandlockPlan, LandlockRule, MountStep, NetworkPlan, NftChain, NftPlan, NftRule, NftSet,
+    OutputAction, OutputPlan, ProcessPlan, RUN_ID_PLACEHOLDER, SandboxPlan, SeccompPlan,
 };
 
 /// Bundle format version.
-pub const BUNDLE_VERSION: u32 = 1;
+pub const BUNDLE_VERSION: u32 = 2;
 /// Default identity inside the sandbox.
 pub const DEFAULT_ID: u32 = 1000;
 /// cgroup `cpu.max` period, in microseconds (the kernel's default).
@@ -171,30 +171,21 @@ fn compile_inner(
         NetworkMode::None => None,
         NetworkMode::Allowlist => Some(network_plan(spec, backend)?),
     };
-    let (sandbox_plan, firecracker_plan) = match backend {
-        Backend::Sandbox => (Some(sandbox_plan(policy, config, &limits)), None),
-        Backend::Firecracker => (
-            None,
-            Some(firecracker_plan(
-                spec,
-                config,
-                &limits,
-                network_plan.as_ref(),
-            )?),
-        ),
+    let backend = match backend {
+        Backend::Sandbox => BackendPlan::Sandbox(sandbox_plan(policy, config, &limits)),
+        Backend::Firecracker => BackendPlan::Firecracker(firecracker_plan(
+            spec,
+            config,
+            &limits,
+            network_plan.as_ref(),
+        )?),
     };
     Ok(CompileBundle {
         bundle_version: BUNDLE_VERSION,
         policy_digest: policy_digest(&policy.canonical),
         policy_name: spec.name.clone(),
-        backend: match backend {
-            Backend::Sandbox => "sandbox",
-            Backend::Firecracker => "firecracker",
-        }
-        .to_owned(),
+        backend,
         process,
-        sandbox_plan,
-        firecracker_plan,
         cgroup_plan: CgroupPlan {
             name: format!("safe-run-{RUN_ID_PLACEHOLDER}"),
             memory_max_bytes: limits.memory,

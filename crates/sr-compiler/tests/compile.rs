@@ -168,7 +168,7 @@ fn interface_names_fit_the_kernel_limit() {
 #[test]
 fn sandbox_plan_orders_mounts_and_mirrors_them_in_landlock() {
     let b = compile(&load("sandbox_mounts.yaml"), &config()).unwrap();
-    let plan = b.sandbox_plan.unwrap();
+    let plan = b.backend.sandbox().cloned().unwrap();
     assert_eq!(
         plan.namespaces,
         ["cgroup", "ipc", "mount", "net", "pid", "user", "uts"]
@@ -256,7 +256,7 @@ fn defaults_come_from_the_operator_config() {
     assert_eq!(b.evidence_plan.events.len(), sr_evidence::events::ALL.len());
     assert!(b.evidence_plan.sign);
     assert_eq!(
-        b.sandbox_plan.unwrap().rlimits["RLIMIT_NOFILE"],
+        b.backend.sandbox().cloned().unwrap().rlimits["RLIMIT_NOFILE"],
         d.open_files
     );
 }
@@ -264,8 +264,8 @@ fn defaults_come_from_the_operator_config() {
 #[test]
 fn firecracker_plan_uses_firecrackers_own_config_format() {
     let b = compile(&load("firecracker_none.yaml"), &config()).unwrap();
-    assert!(b.sandbox_plan.is_none());
-    let fc = b.firecracker_plan.unwrap();
+    assert!(b.backend.sandbox().is_none());
+    let fc = b.backend.firecracker().cloned().unwrap();
     let vm = &fc.vm_config;
     assert_eq!(vm["machine-config"]["vcpu_count"], 2);
     assert_eq!(vm["machine-config"]["mem_size_mib"], 512);
@@ -288,7 +288,9 @@ fn firecracker_plan_uses_firecrackers_own_config_format() {
     );
     let allow = compile(&load("firecracker_allowlist.yaml"), &config())
         .unwrap()
-        .firecracker_plan
+        .backend
+        .firecracker()
+        .cloned()
         .unwrap();
     assert_eq!(
         allow.vm_config["network-interfaces"][0]["host_dev_name"],

@@ -229,7 +229,7 @@ fn runner_refuses_unsafe_mount_sources() {
     ];
     for (source, why) in cases {
         let mut b = sh("cat /data/passwd && echo ESCAPED");
-        if let Some(sp) = b.sandbox_plan.as_mut() {
+        if let BackendPlan::Sandbox(sp) = &mut b.backend {
             sp.mounts.push(MountStep::Bind {
                 source: source.display().to_string(),
                 target: "/data".into(),

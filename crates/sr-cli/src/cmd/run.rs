@@ -195,11 +195,14 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
         bundle.process.command = cmd.clone();
         bundle.process.args = rest.to_vec();
     }
-    if bundle.backend != "sandbox" {
+    if bundle.backend.sandbox().is_none() {
         let d = Diagnostic::new(
             ErrorCode::RunLaunch,
             "runtime.backend",
-            format!("backend {} cannot run on this build yet", bundle.backend),
+            format!(
+                "backend {} cannot run on this build yet",
+                bundle.backend.name()
+            ),
             "use backend: sandbox",
         );
         return fail_with(result, format, &[d]);
@@ -225,7 +228,7 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
         init_exe: init_exe.clone(),
         run_base: base.clone(),
     };
-    let landlock = bundle.sandbox_plan.as_ref().map(|s| &s.landlock);
+    let landlock = bundle.backend.sandbox().map(|s| &s.landlock);
     let needs = Needs {
         landlock_required: landlock.is_some_and(|l| l.required),
         landlock_min_abi: landlock.map_or(1, |l| l.min_abi),
@@ -293,7 +296,7 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
     };
     let _ = chain.emit(
         events::POLICY_COMPILED,
-        json!({"policyDigest": bundle.policy_digest, "policyName": bundle.policy_name, "backend": bundle.backend}),
+        json!({"policyDigest": bundle.policy_digest, "policyName": bundle.policy_name, "backend": bundle.backend.name()}),
     );
 
     // Before anything runs: the digests of every input, as events and for the report; and the

@@ -127,6 +127,9 @@ impl Credit {
 
 struct Route {
     tx: SyncSender<Routed>,
+    /// The agent said `started`: an error for it now is not its end (a signal or resize
+    /// that raced its exit); only `exit` or the connection's end is.
+    started: bool,
     tallies: [Tally; 2],
     credit: Arc<Credit>,
 }
@@ -219,6 +222,7 @@ impl AgentConn {
             id,
             Route {
                 tx,
+                started: false,
                 tallies: [Tally::empty(limit), Tally::empty(limit)],
                 credit: credit.clone(),
             },
@@ -323,6 +327,7 @@ impl AgentConn {
                 self.deliver(
                     id,
                     |route| {
+                        route.started = true;
                         route.credit.add(u64::from(s.stdin_window));
                         Some(Routed::Started(s))
                     },
@@ -349,16 +354,17 @@ impl AgentConn {
             }
             Frame::Control(Message::Error(err)) if err.id.is_some() => {
                 let id = err.id.unwrap_or_default();
-                let known = self
+                let pending = self
                     .routes
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .execs
-                    .contains_key(&id);
-                if known {
+                    .get(&id)
+                    .is_some_and(|r| !r.started);
+                // An error for a started or ended exec (a signal that raced its exit) changes
+                // nothing the host waits for: dropped.
+                if pending {
                     self.deliver(id, |_| Some(Routed::Failed(err)), true);
-                } else {
-                    let _ = control.send(Message::Error(err));
                 }
             }
             Frame::Control(m) => {

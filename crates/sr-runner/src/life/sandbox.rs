@@ -208,7 +208,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
         }
         sb.evidence.emit(
             events::RUN_PREPARE,
-            json!({"runId": sb.run_id, "runDir": sb.run_dir, "backend": sb.bundle.backend}),
+            json!({"runId": sb.run_id, "runDir": sb.run_dir, "backend": sb.bundle.backend.name()}),
         );
         if let Err(st) = sb.start(&cgroup_layout) {
             sb.start_failure = Some(st);
@@ -594,7 +594,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
         let outcome = RunOutcome {
             run_id,
             run_dir,
-            backend: bundle.backend.clone(),
+            backend: bundle.backend.name().to_owned(),
             policy_name: bundle.policy_name.clone(),
             policy_digest: bundle.policy_digest.clone(),
             command,

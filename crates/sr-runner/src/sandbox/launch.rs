@@ -200,7 +200,7 @@ impl Backend for ProcessSandbox {
     }
 
     fn start(&mut self, cx: StartContext<'_>) -> Result<u32, RunStatus> {
-        let Some(sandbox) = cx.bundle.sandbox_plan.as_ref() else {
+        let Some(sandbox) = cx.bundle.backend.sandbox() else {
             return Err(failed(
                 "launch.backend",
                 format!(

@@ -68,10 +68,9 @@ pub fn bundle(cmd: &str, args: &[&str]) -> CompileBundle {
         }])
         .collect();
     CompileBundle {
-        bundle_version: 1,
+        bundle_version: 2,
         policy_digest: "sha256:00".into(),
         policy_name: "runner-test".into(),
-        backend: "sandbox".into(),
         process: ProcessPlan {
             command: cmd.into(),
             args: args.iter().map(|s| s.to_string()).collect(),
@@ -85,7 +84,7 @@ pub fn bundle(cmd: &str, args: &[&str]) -> CompileBundle {
                 on_limit: OutputAction::Truncate,
             },
         },
-        sandbox_plan: Some(SandboxPlan {
+        backend: BackendPlan::Sandbox(SandboxPlan {
             namespaces: ["cgroup", "ipc", "mount", "net", "pid", "user", "uts"]
                 .map(String::from)
                 .to_vec(),
@@ -116,7 +115,6 @@ pub fn bundle(cmd: &str, args: &[&str]) -> CompileBundle {
             no_new_privs: true,
             capabilities: vec![],
         }),
-        firecracker_plan: None,
         cgroup_plan: CgroupPlan {
             name: "safe-run-<runId>".into(),
             memory_max_bytes: 256 << 20,

@@ -507,28 +507,39 @@ impl Agent<'_> {
                 return Some(End::Closed);
             }
             Frame::Control(Message::Exec(req)) => self.exec(req),
-            Frame::Control(Message::StdinClose(IdOnly { id })) => {
-                if let Some(r) = self.execs.get_mut(&id) {
+            // For an exec that has ended these are a race the host tolerates: `notFound`.
+            Frame::Control(Message::StdinClose(IdOnly { id })) => match self.execs.get_mut(&id) {
+                Some(r) => {
                     r.stdin_closing = true;
                     if r.pending.is_empty() {
                         r.stdin = None;
                     }
+                    true
                 }
-                true
-            }
-            Frame::Control(Message::Signal(s)) => {
-                if let Some(r) = self.execs.get(&s.id)
-                    && r.status.is_none()
-                    && let Ok(sig) = Signal::try_from(s.signal)
-                {
-                    let _ = kill(Pid::from_raw(-r.pid.as_raw()), sig);
+                None => self.refuse(Some(id), ErrorCode::NotFound, "no such exec"),
+            },
+            Frame::Control(Message::Signal(s)) => match self.execs.get(&s.id) {
+                Some(r) => {
+                    match Signal::try_from(s.signal) {
+                        Ok(sig) if r.status.is_none() => {
+                            // Its session is its process group (setsid).
+                            let _ = kill(Pid::from_raw(-r.pid.as_raw()), sig);
+                            true
+                        }
+                        Ok(_) => true,
+                        Err(_) => self.refuse(Some(s.id), ErrorCode::Invalid, "no such signal"),
+                    }
                 }
-                true
-            }
-            Frame::Control(Message::Resize(rs)) => {
-                let _ = self.execs.get(&rs.id).and_then(|r| r.tty.as_ref());
-                true
-            }
+                None => self.refuse(Some(s.id), ErrorCode::NotFound, "no such exec"),
+            },
+            Frame::Control(Message::Resize(rs)) => match self.execs.get(&rs.id) {
+                Some(r) => {
+                    // Terminals are refused at exec until the PTY lands; nothing to resize.
+                    let _ = r.tty.as_ref();
+                    true
+                }
+                None => self.refuse(Some(rs.id), ErrorCode::NotFound, "no such exec"),
+            },
             Frame::Control(Message::StatsRequest(IdOnly { id })) => {
                 let stats = sr_agent_proto::message::Stats {
                     id,
@@ -549,12 +560,18 @@ impl Agent<'_> {
             }) => match self.execs.get_mut(&id) {
                 Some(r) if r.stdin.is_some() && !r.stdin_closing => {
                     if r.pending.len() + bytes.len() > STDIN_WINDOW as usize {
-                        let _ = self.refuse(
+                        // Past the credit: the exec's stdin is closed (documented).
+                        r.pending.clear();
+                        r.stdin = None;
+                        return if self.refuse(
                             Some(id),
-                            ErrorCode::Protocol,
-                            "stdin past the credited window",
-                        );
-                        return Some(End::Closed);
+                            ErrorCode::TooLarge,
+                            "stdin past the credited window; the exec's stdin was closed",
+                        ) {
+                            None
+                        } else {
+                            Some(End::Closed)
+                        };
                     }
                     r.pending.extend_from_slice(&bytes);
                     true
