@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${N:-300}
 RUNS=${RUNS:-60}
-cargo build --release -q -p sr-cli -p sr-runner --example live_exec_bench
+cargo build --release -q -p sr-cli
+cargo build --release -q -p sr-runner --example live_exec_bench
 BIN=target/release/safe-run
 LIVE=target/release/examples/live_exec_bench
 export SAFE_RUN_WORKDIR_BASE=${SAFE_RUN_WORKDIR_BASE:-$(mktemp -d /tmp/sr-bench.XXXXXX)}

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sr_common::{Diagnostic, ErrorCode};
 use sr_compiler::CompileBundle;
 use sr_compiler::bundle::MountStep;
+use sr_evidence::activity::{ExecRecord, FileTransferred, Ledger};
 use sr_evidence::mounts::{self, Budget, MountEvidence, MountManifest, Taken};
 use sr_evidence::report::{
     self, AbsentFeature, BlockedSummary, Cgroup, Cleanup, Enforcement, ExitInfo, ExitStatus,
@@ -31,6 +32,8 @@ use sr_runner::{RunOutcome, RunStatus};
 pub struct CountingSink<S> {
     /// The sink every event goes to.
     pub inner: S,
+    /// The execs and transfers, from the events as they were written.
+    pub ledger: Ledger,
     /// `resource.sample` events emitted (whether or not the plan kept them).
     pub samples: u64,
 }
@@ -38,7 +41,11 @@ pub struct CountingSink<S> {
 impl<S: EventSink> CountingSink<S> {
     /// Wraps `inner`.
     pub fn new(inner: S) -> Self {
-        CountingSink { inner, samples: 0 }
+        CountingSink {
+            inner,
+            samples: 0,
+            ledger: Ledger::default(),
+        }
     }
 }
 
@@ -47,6 +54,7 @@ impl<S: EventSink> EventSink for CountingSink<S> {
         if event_type == events::RESOURCE_SAMPLE {
             self.samples += 1;
         }
+        self.ledger.feed(event_type, &payload);
         self.inner.emit(event_type, payload)
     }
 }
@@ -169,6 +177,8 @@ pub struct ReportContext<'a> {
     pub samples: u64,
     /// Mount manifests taken before and after the run ([`MountDigests`]).
     pub mounts: Option<MountEvidence>,
+    /// The execs and transfers the chain recorded.
+    pub activity: (Vec<ExecRecord>, Vec<FileTransferred>),
 }
 
 /// The run's mount digests, taken in two steps within one per-run budget: read-only mounts
@@ -326,6 +336,8 @@ pub fn assemble(outcome: &RunOutcome, ctx: ReportContext<'_>) -> RunReport {
                 .collect(),
         },
         mounts: ctx.mounts,
+        execs: ctx.activity.0,
+        transfers: ctx.activity.1,
         warnings: outcome
             .warnings
             .iter()

@@ -76,3 +76,41 @@ fn without_a_pipe_the_workload_reads_nothing() {
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert_eq!(out(&o), "");
 }
+
+#[test]
+fn the_reports_execs_are_checked_against_the_chain() {
+    if !require_root("the_reports_execs_are_checked_against_the_chain") {
+        return;
+    }
+    let env = Env::new();
+    let p = env.policy("exit3", &sh("echo out; exit 3"));
+    let o = env.run(&p, &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    let dir = &env.run_dirs()[0];
+    let report_path = dir.join("run_report.json");
+    let report = env.report();
+    let execs = report["execs"].as_array().unwrap();
+    assert_eq!(execs.len(), 1);
+    assert_eq!(execs[0]["status"], json!({"kind": "exited", "code": 3}));
+    assert_eq!(execs[0]["argv"], json!(["/bin/sh", "-c", "echo out; exit 3"]));
+    assert_eq!(execs[0]["stdout"]["sha256"], sha256_of(b"out\n").as_str());
+    let verify = |path: &std::path::Path| {
+        env.cmd()
+            .arg("report")
+            .arg("verify")
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&report_path);
+    assert_eq!(ok.status.code(), Some(0), "{}{}", out(&ok), err(&ok));
+    assert!(out(&ok).contains("PASS  activity"), "{}", out(&ok));
+    // An edited exit code no longer matches the chain.
+    let mut edited = report.clone();
+    edited["execs"][0]["status"]["code"] = json!(0);
+    std::fs::write(&report_path, serde_json::to_string_pretty(&edited).unwrap()).unwrap();
+    let bad = verify(&report_path);
+    assert_ne!(bad.status.code(), Some(0));
+    let text = format!("{}{}", out(&bad), err(&bad));
+    assert!(text.contains("FAIL  activity") && text.contains("exec 1"), "{text}");
+}

@@ -104,6 +104,8 @@ fn base_report() -> RunReport {
             errors: vec![],
         },
         mounts: None,
+        execs: Vec::new(),
+        transfers: Vec::new(),
         warnings: vec![],
         integrity: None,
     }

@@ -40,6 +40,7 @@
 //! * [`export`]: in-toto Statement v1 in a DSSE envelope.
 #![forbid(unsafe_code)]
 
+pub mod activity;
 pub mod canonical;
 pub mod chain;
 mod error;

@@ -76,6 +76,13 @@ pub struct RunReport {
     /// before it, as configured); absent when none was taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mounts: Option<crate::mounts::MountEvidence>,
+    /// Every exec in the sandbox, by id, as its chain records it (absent in reports of
+    /// versions that had none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub execs: Vec<crate::activity::ExecRecord>,
+    /// Every file moved in or out, by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfers: Vec<crate::activity::FileTransferred>,
     /// Evidence the run could not record, or recorded only in part, each as `CODE at path:
     /// message` (a failed or panicked output tee, an event or sample that could not be
     /// taken). Absent when there was none.

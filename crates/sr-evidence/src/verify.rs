@@ -273,6 +273,7 @@ pub fn verify_with(
         .map(Path::to_owned)
         .unwrap_or_else(|| default_events_path(report_path));
     check_events_against_report(&mut v, &parsed, &events_path);
+    check_activity(&mut v, &parsed, &events_path);
 
     v.complete = parsed.timeline.complete;
     if parsed.timeline.complete {
@@ -589,6 +590,76 @@ fn check_events_against_report(v: &mut Verification, report: &RunReport, events_
         );
     } else {
         v.push("events.head", Status::Fail, problems.join("; "));
+    }
+}
+
+/// The report's `execs` and `transfers` are exactly what its chain records.
+fn check_activity(v: &mut Verification, report: &RunReport, events_path: &Path) {
+    let Ok(text) = std::fs::read_to_string(events_path) else {
+        v.push(
+            "activity",
+            Status::Fail,
+            "no event log to rebuild the execs from",
+        );
+        return;
+    };
+    let mut ledger = crate::activity::Ledger::default();
+    for line in text.lines() {
+        let Ok(event) = serde_json::from_str::<Value>(line) else {
+            v.push("activity", Status::Fail, "an event line does not parse");
+            return;
+        };
+        let ty = event
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        ledger.feed(ty, event.get("payload").unwrap_or(&Value::Null));
+    }
+    let (execs, transfers) = match ledger.finish() {
+        Ok(lists) => lists,
+        Err(e) => {
+            v.push(
+                "activity",
+                Status::Fail,
+                format!("the chain's execs are inconsistent: {e}"),
+            );
+            return;
+        }
+    };
+    let mut problems = Vec::new();
+    if execs != report.execs {
+        let ids = |l: &[crate::activity::ExecRecord]| l.iter().map(|e| e.id).collect::<Vec<_>>();
+        match execs.iter().zip(&report.execs).find(|(a, b)| a != b) {
+            Some((chain, rep)) => problems.push(format!(
+                "exec {}: the report says {:?}, the chain {:?}",
+                chain.id, rep, chain
+            )),
+            None => problems.push(format!(
+                "the chain has execs {:?}, the report {:?}",
+                ids(&execs),
+                ids(&report.execs)
+            )),
+        }
+    }
+    if transfers != report.transfers {
+        problems.push(format!(
+            "the chain has {} transfers, the report lists {} that differ",
+            transfers.len(),
+            report.transfers.len()
+        ));
+    }
+    if problems.is_empty() {
+        v.push(
+            "activity",
+            Status::Pass,
+            format!(
+                "{} execs and {} transfers match the chain",
+                execs.len(),
+                transfers.len()
+            ),
+        );
+    } else {
+        v.push("activity", Status::Fail, problems.join("; "));
     }
 }
 

@@ -157,6 +157,8 @@ fn sample_report() -> RunReport {
             errors: vec![],
         },
         mounts: None,
+        execs: Vec::new(),
+        transfers: Vec::new(),
         warnings: vec![],
         integrity: None,
     }

@@ -268,6 +268,143 @@ fn signal_and_failed_exec() {
     sb.destroy(RunStatus::Exited { code: 0 }, None);
 }
 
+fn files_round_trip_and_stay_inside_their_mounts() {
+    let h = host();
+    let shared = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::write(shared.path().join("given.txt"), "from the host\n").unwrap();
+    let mut b = idle();
+    if let sr_compiler::bundle::BackendPlan::Sandbox(sp) = &mut b.backend {
+        sp.mounts.push(sr_compiler::bundle::MountStep::Bind {
+            source: shared.path().display().to_string(),
+            target: "/in".into(),
+            read_only: true,
+            origin: "policy".into(),
+        });
+        sp.landlock.rules.push(sr_compiler::bundle::LandlockRule {
+            path: "/in".into(),
+            access: "ro".into(),
+        });
+    }
+    let (_dir, sb) = create(&h, b);
+    // Round trip through the sandbox's /tmp, 3 MiB (several frames).
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 241) as u8).collect();
+    let put = sb
+        .put_file(
+            "/tmp/data.bin",
+            0o640,
+            data.len() as u64,
+            &mut data.as_slice(),
+        )
+        .unwrap();
+    assert_eq!(put.size, data.len() as u64);
+    let mut back = Vec::new();
+    let got = sb.get_file("/tmp/data.bin", &mut back).unwrap();
+    assert_eq!(back, data);
+    assert_eq!(got.sha256, put.sha256);
+    // The workload sees it, owned by its own uid (1000 inside), with the mode asked for.
+    assert_eq!(
+        run(&sb, &sh("stat -c '%u %a %s' /tmp/data.bin")).1,
+        format!("1000 640 {}\n", data.len())
+    );
+    let info = sb.stat("/tmp/data.bin").unwrap();
+    assert_eq!((info.size, info.mode), (data.len() as u64, 0o640));
+    let names: Vec<String> = sb
+        .list("/tmp")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(names.contains(&"data.bin".to_string()), "{names:?}");
+    // A read-only mount can be read, not written.
+    let mut given = Vec::new();
+    sb.get_file("/in/given.txt", &mut given).unwrap();
+    assert_eq!(given, b"from the host\n");
+    let ro = sb
+        .put_file("/in/new.txt", 0o644, 1, &mut &b"x"[..])
+        .unwrap_err();
+    assert!(ro.message.contains("PermissionDenied"), "{ro:?}");
+    assert!(!shared.path().join("new.txt").exists());
+    // Outside every mount of the policy: refused.
+    for outside in ["/etc/passwd", "/proc/self/environ", "/"] {
+        let e = sb.get_file(outside, &mut Vec::new()).unwrap_err();
+        assert!(e.message.contains("OutsideRoot"), "{outside}: {e:?}");
+    }
+    // Symlinks planted inside that point out are refused, for every operation.
+    assert_eq!(
+        run(
+            &sb,
+            &sh("ln -s /etc/passwd /tmp/abs && ln -s ../../etc /tmp/rel && mkdir /tmp/d && ln -s /etc /tmp/d/up")
+        )
+        .0,
+        ExecEnd::Exited(0)
+    );
+    for link in ["/tmp/abs", "/tmp/rel/passwd", "/tmp/d/up/passwd"] {
+        let e = sb.get_file(link, &mut Vec::new()).unwrap_err();
+        assert!(
+            e.message.contains("OutsideRoot") || e.message.contains("Invalid"),
+            "{link}: {e:?}"
+        );
+        let e = sb
+            .put_file(&format!("{link}/x"), 0o644, 1, &mut &b"x"[..])
+            .unwrap_err();
+        assert!(
+            e.message.contains("OutsideRoot") || e.message.contains("NotFound"),
+            "{link}: {e:?}"
+        );
+    }
+    assert!(
+        sb.list("/tmp/rel")
+            .unwrap_err()
+            .message
+            .contains("OutsideRoot")
+    );
+    // A put over a symlink replaces the link; it never writes through it.
+    sb.put_file("/tmp/abs", 0o600, 3, &mut &b"new"[..]).unwrap();
+    assert_eq!(
+        run(
+            &sb,
+            &sh("cat /tmp/abs; test -L /tmp/abs || echo ' not a link'")
+        )
+        .1,
+        "new not a link\n"
+    );
+    // The workload's own permissions hold: a file it cannot read cannot be fetched either.
+    assert_eq!(
+        run(&sb, &sh("echo s > /tmp/secret && chmod 000 /tmp/secret")).0,
+        ExecEnd::Exited(0)
+    );
+    assert!(
+        sb.get_file("/tmp/secret", &mut Vec::new())
+            .unwrap_err()
+            .message
+            .contains("PermissionDenied")
+    );
+    // Remove: a file, then a tree.
+    sb.remove("/tmp/data.bin", false).unwrap();
+    assert!(
+        sb.stat("/tmp/data.bin")
+            .unwrap_err()
+            .message
+            .contains("NotFound")
+    );
+    assert!(sb.remove("/tmp/d", false).is_err());
+    sb.remove("/tmp/d", true).unwrap();
+    // A wrong size is refused and leaves nothing.
+    assert!(
+        sb.put_file("/tmp/short", 0o644, 10, &mut &b"abc"[..])
+            .is_err()
+    );
+    assert!(sb.stat("/tmp/short").is_err());
+    let (_, sink) = sb.destroy(RunStatus::Exited { code: 0 }, None);
+    let sink = sink.unwrap();
+    let types = sink.types();
+    assert_eq!(
+        types.iter().filter(|t| **t == "file.transferred").count(),
+        4
+    );
+    assert_eq!(types.iter().filter(|t| **t == "file.removed").count(), 2);
+}
+
 /// What a process holds that a sandbox could leak.
 #[derive(Debug, PartialEq)]
 struct Footprint {
@@ -442,6 +579,10 @@ fn main() -> ExitCode {
             sandbox_timeout_ends_everything,
         ),
         ("signal_and_failed_exec", signal_and_failed_exec),
+        (
+            "files_round_trip_and_stay_inside_their_mounts",
+            files_round_trip_and_stay_inside_their_mounts,
+        ),
         (
             "fifty_sandboxes_alive_in_one_process_leave_nothing",
             fifty_sandboxes_alive_in_one_process_leave_nothing,

@@ -117,6 +117,8 @@ pub fn make_run(base: &Path, run: &Run<'_>, key: &SigningKey) -> PathBuf {
             errors: vec![],
         },
         mounts: None,
+        execs: Vec::new(),
+        transfers: Vec::new(),
         warnings: Vec::new(),
         integrity: None,
     };

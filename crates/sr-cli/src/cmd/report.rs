@@ -512,6 +512,8 @@ mod tests {
                 errors: vec![],
             },
             mounts: None,
+            execs: Vec::new(),
+            transfers: Vec::new(),
             warnings: vec![],
             integrity: None,
         };

@@ -374,6 +374,15 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
         return fail_with(result, format, &[d]);
     };
     let samples = counting.samples;
+    let activity = counting.ledger.finish().unwrap_or_else(|e| {
+        evidence_errors.push(Diagnostic::new(
+            ErrorCode::EvidenceEventWrite,
+            "evidence.activity",
+            format!("the run's exec events are inconsistent: {e}"),
+            "this is a bug in safe-run; the chain in events.jsonl is kept as written",
+        ));
+        Default::default()
+    });
     let chain = counting.inner;
     let report_path = match chain.finish() {
         Ok(summary) => {
@@ -384,6 +393,7 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
                 chain: summary,
                 samples,
                 mounts: mount_digests.evidence(),
+                activity,
             };
             match crate::evidence_report::write_signed_report(&outcome, ctx, signer.as_ref()) {
                 Ok(p) => Some(p),

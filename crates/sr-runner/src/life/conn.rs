@@ -140,7 +140,30 @@ pub type Control = Receiver<Message>;
 #[derive(Default)]
 struct Routes {
     execs: HashMap<u64, Route>,
+    /// File requests: every frame for the id, raw, until its last answer.
+    requests: HashMap<u64, Sender<Frame>>,
     closed: bool,
+}
+
+/// Whether `frame` is the last a file request gets.
+fn ends_request(frame: &Frame) -> bool {
+    matches!(
+        frame,
+        Frame::Control(
+            Message::PutDone(_)
+                | Message::GetEnd(_)
+                | Message::StatResult(_)
+                | Message::Removed(_)
+                | Message::Error(_)
+        )
+    ) || matches!(frame, Frame::Control(Message::Listing(l)) if l.done)
+}
+
+fn frame_id(frame: &Frame) -> Option<u64> {
+    match frame {
+        Frame::Data(d) => Some(d.id),
+        Frame::Control(m) => m.id(),
+    }
 }
 
 /// The shared writer and the routes.
@@ -230,6 +253,33 @@ impl AgentConn {
         Some(ExecRoute { events: rx, credit })
     }
 
+    /// Registers file request `id` before it is sent; every frame for it comes through.
+    pub fn request(&self, id: u64) -> Option<Receiver<Frame>> {
+        let (tx, rx) = channel();
+        let mut routes = self
+            .routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if routes.closed {
+            return None;
+        }
+        routes.requests.insert(id, tx);
+        Some(rx)
+    }
+
+    /// Sends file data for request `id`.
+    pub fn send_file_data(&self, id: u64, bytes: &[u8]) -> std::io::Result<()> {
+        let mut w = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (stream, enc, buf) = &mut *w;
+        buf.clear();
+        enc.data(Stream::File, id, bytes, buf)
+            .map_err(std::io::Error::other)?;
+        stream.write_all(buf)
+    }
+
     /// Shuts the socket down both ways: the reader ends, the agent sees EOF.
     pub fn close(&self) {
         let w = self
@@ -293,6 +343,8 @@ impl AgentConn {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             r.closed = true;
+            // Waiting file requests see their channel close.
+            r.requests.clear();
             r.execs.drain().map(|(_, v)| v).collect()
         };
         for r in routes {
@@ -302,6 +354,20 @@ impl AgentConn {
     }
 
     fn on_frame(&self, frame: Frame, control: &Sender<Message>) {
+        if let Some(id) = frame_id(&frame) {
+            let mut routes = self
+                .routes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(tx) = routes.requests.get(&id) {
+                let last = ends_request(&frame);
+                let _ = tx.send(frame);
+                if last {
+                    routes.requests.remove(&id);
+                }
+                return;
+            }
+        }
         match frame {
             Frame::Data(Data { stream, id, bytes }) => {
                 let idx = usize::from(stream == Stream::Stderr);

@@ -7,13 +7,13 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use sr_agent_proto::message::{
     EnvVar, Exec, ExecUser, ExitStatus, IdOnly, Resize, Signal, StdinMode, TtySize,
 };
 use sr_agent_proto::{Message, Stream};
 use sr_common::{Diagnostic, ErrorCode};
+use sr_evidence::activity::{ExecExited, ExecStarted, ExecStatus, StreamDigest};
 use sr_evidence::events;
 
 use super::conn::{AgentConn, Credit, ExecRoute, Routed, Tally};
@@ -105,7 +105,7 @@ pub struct ExecHandle {
     /// Confinement reported when it started.
     started: Option<sr_agent_proto::message::Started>,
     /// The `exec.started` payload, completed with the pid when the agent says it started.
-    announce: serde_json::Value,
+    announce: ExecStarted,
     /// An event to return before reading the next one.
     queued: Option<ExecEvent>,
 }
@@ -119,6 +119,11 @@ fn facts(t: &Tally, limit: u64) -> StreamFacts {
         truncated: t.truncated(),
         limit_bytes: limit,
     }
+}
+
+/// A typed payload as the sink takes it.
+pub(crate) fn to_payload<T: serde::Serialize>(p: &T) -> serde_json::Value {
+    serde_json::to_value(p).unwrap_or(serde_json::Value::Null)
 }
 
 /// `sha256:` over the RFC 8785 canonical JSON of `argv`.
@@ -172,9 +177,20 @@ impl ExecHandle {
         });
         conn.send(&msg)
             .map_err(|e| lost(format!("sending the exec: {e}")))?;
-        let announce = json!({"execId": id, "argv": req.argv, "argvDigest": argv_digest(&req.argv),
-               "cwd": req.cwd, "tty": req.tty.is_some(),
-               "stdin": if req.stdin || req.tty.is_some() { "pipe" } else { "none" }});
+        let announce = ExecStarted {
+            exec_id: id,
+            argv: req.argv.clone(),
+            argv_digest: argv_digest(&req.argv),
+            cwd: req.cwd.clone(),
+            tty: req.tty.is_some(),
+            stdin: if req.stdin || req.tty.is_some() {
+                "pipe"
+            } else {
+                "none"
+            }
+            .to_owned(),
+            pid: 0,
+        };
         Ok(ExecHandle {
             id,
             route,
@@ -244,9 +260,9 @@ impl ExecHandle {
             });
         let event = match routed {
             Routed::Started(s) => {
-                let mut payload = std::mem::take(&mut self.announce);
-                payload["pid"] = json!(s.pid);
-                self.evidence.emit(events::EXEC_STARTED, payload);
+                self.announce.pid = s.pid;
+                self.evidence
+                    .emit(events::EXEC_STARTED, to_payload(&self.announce));
                 self.started = Some(s.clone());
                 ExecEvent::Started(s)
             }
@@ -317,19 +333,33 @@ impl ExecHandle {
             stdin,
         };
         let status = match &result.end {
-            ExecEnd::Exited(c) => json!({"kind": "exited", "code": c}),
-            ExecEnd::Signaled(s) => json!({"kind": "signaled", "signal": s}),
-            ExecEnd::TimedOut => json!({"kind": "timedOut"}),
-            ExecEnd::Failed(d) => json!({"kind": "failed", "code": d.code, "phase": d.path}),
-            ExecEnd::Lost => json!({"kind": "lost"}),
+            ExecEnd::Exited(code) => ExecStatus::Exited { code: *code },
+            ExecEnd::Signaled(signal) => ExecStatus::Signaled { signal: *signal },
+            ExecEnd::TimedOut => ExecStatus::TimedOut,
+            ExecEnd::Failed(d) => ExecStatus::Failed {
+                code: d.code.to_string(),
+                phase: d.path.clone(),
+            },
+            ExecEnd::Lost => ExecStatus::Lost,
         };
-        let stream = |f: &StreamFacts| json!({"bytes": f.size, "sha256": f.sha256, "truncated": f.truncated});
-        self.evidence.emit(
-            events::EXEC_EXITED,
-            json!({"execId": self.id, "status": status, "durationMs": duration_ms,
-                   "stdout": stream(&result.stdout), "stderr": stream(&result.stderr),
-                   "stdin": result.stdin.as_ref().map(|(b, d)| json!({"bytes": b, "sha256": d}))}),
-        );
+        let stream = |f: &StreamFacts| StreamDigest {
+            bytes: f.size,
+            sha256: f.sha256.clone(),
+            truncated: f.truncated,
+        };
+        let exited = ExecExited {
+            exec_id: self.id,
+            status,
+            duration_ms,
+            stdout: stream(&result.stdout),
+            stderr: stream(&result.stderr),
+            stdin: result.stdin.as_ref().map(|(bytes, sha256)| StreamDigest {
+                bytes: *bytes,
+                sha256: sha256.clone(),
+                truncated: false,
+            }),
+        };
+        self.evidence.emit(events::EXEC_EXITED, to_payload(&exited));
         result
     }
 

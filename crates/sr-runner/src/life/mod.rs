@@ -3,6 +3,7 @@
 //!
 //! * [`sandbox`]: [`Sandbox`], the life itself, and its monitor.
 //! * [`exec`]: one exec's request, handle, stdin and evidence.
+//! * [`files`]: put, get, list, stat, remove.
 //! * [`conn`]: the host's end of the agent protocol.
 //! * [`backend`]: the seam to the isolation boundary.
 //! * [`evidence`]: the sandbox's shared event sink.
@@ -12,10 +13,12 @@ pub mod backend;
 pub mod conn;
 pub mod evidence;
 pub mod exec;
+pub mod files;
 pub mod run;
 pub mod sandbox;
 
 pub use backend::Backend;
 pub use exec::{ExecEnd, ExecEvent, ExecHandle, ExecRequest, ExecResult, StdinWriter};
+pub use files::Transferred;
 pub use run::{RunOptions, Runner, Terminal};
 pub use sandbox::{Canceller, Ending, Primary, Sandbox, SandboxSpec};

@@ -616,6 +616,19 @@ impl<S: EventSink + 'static> Sandbox<S> {
         (outcome, sink)
     }
 
+    /// The agent connection, while the sandbox runs.
+    pub(crate) fn agent(&self) -> Option<std::sync::Arc<AgentConn>> {
+        if self.start_failure.is_some() || self.ending.cause().is_some() {
+            return None;
+        }
+        self.conn.clone()
+    }
+
+    /// A fresh id for an exec or a file request (one id space per sandbox).
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Adds a phase timing.
     pub fn record_phase(&mut self, name: &str, took: Duration) {
         self.phases.insert(name.to_owned(), ms(took));

@@ -140,6 +140,38 @@ pub fn cloexec_from_3() -> io::Result<()> {
     })
 }
 
+/// Makes `fds` the only descriptors above stderr, as 3, 4, ... in order, closing every other
+/// one: a forked worker must not hold what it inherited by accident (the control socket, other
+/// transfers' pipes, an exec's stdin), or those would not see EOF while it lives.
+pub fn keep_only_fds(fds: Vec<std::os::fd::OwnedFd>) -> io::Result<Vec<std::os::fd::OwnedFd>> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // First above every target, so no dup2 below overwrites one still to be moved.
+    let mut high = Vec::with_capacity(fds.len());
+    for fd in &fds {
+        let raw = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(1024))
+            .map_err(io::Error::from)?;
+        // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor; nothing else owns it.
+        high.push(unsafe { OwnedFd::from_raw_fd(raw) });
+    }
+    drop(fds);
+    let mut placed = Vec::with_capacity(high.len());
+    for (i, fd) in high.iter().enumerate() {
+        let target = 3 + i as i32;
+        // SAFETY: `target` is below every descriptor in `high` and was just freed (or never
+        // owned by a live Rust object: the originals were dropped above and everything else
+        // there is closed below); dup2 gives the returned OwnedFd sole ownership of it.
+        placed.push(unsafe { nix::unistd::dup2_raw(fd, target) }.map_err(io::Error::from)?);
+    }
+    drop(high);
+    let first_free = 3 + placed.len() as u32;
+    // SAFETY: integer arguments only; no live Rust object owns a descriptor from
+    // `first_free` up (the copies in `high` were dropped).
+    check(unsafe {
+        libc::syscall(libc::SYS_close_range, first_free, u32::MAX, 0u32) as libc::c_int
+    })?;
+    Ok(placed)
+}
+
 /// Brings the loopback interface of the current network namespace up (SIOCSIFFLAGS), so a
 /// `network: none` sandbox still has a working 127.0.0.1.
 pub fn loopback_up() -> io::Result<()> {

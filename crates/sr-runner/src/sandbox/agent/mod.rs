@@ -11,7 +11,9 @@
 //! them) but lose their output pipes. When the socket closes, or on `shutdown`, every exec is
 //! killed and pid 1 returns, which ends the pid namespace.
 
+pub mod files;
 pub mod spawn;
+pub mod transfer;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -32,6 +34,7 @@ use sr_agent_proto::message::{
 use sr_agent_proto::{Data, Decoder, Encoder, Frame, Message, PROTOCOL_VERSION, Role, Stream};
 
 use spawn::{ExecContext, Spawned};
+use transfer::{Put, WorkerResult};
 
 /// The bytes of stdin an exec may have in flight: the host's credit window.
 pub const STDIN_WINDOW: u32 = 256 * 1024;
@@ -101,7 +104,7 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
-const FEATURES: &[&str] = &["exec", "stdin", "tty", "signal"];
+const FEATURES: &[&str] = &["exec", "files", "signal", "stdin", "tty"];
 
 /// An exec pid 1 is running.
 struct Running {
@@ -130,6 +133,9 @@ struct Agent<'a> {
     ready: Ready,
     hello_done: bool,
     execs: BTreeMap<u64, Running>,
+    puts: BTreeMap<u64, Put>,
+    roots: files::FileRoots,
+    who: transfer::Identity,
     started: Instant,
     out: Vec<u8>,
 }
@@ -151,11 +157,19 @@ pub fn serve(sock: UnixStream, ctx: ExecContext<'_>, ready: Ready) -> Result<i32
         .map_err(|e| Failure::errno("agent.signals", e))?;
     let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| Failure::errno("agent.signals", e))?;
+    let roots = files::FileRoots::from_plan(&ctx.plan.sandbox.mounts);
+    let who = transfer::Identity {
+        uid: ctx.plan.sandbox.host_uid,
+        gid: ctx.plan.sandbox.host_gid,
+    };
     let mut agent = Agent {
         sock,
         decoder: Decoder::new(Role::Agent),
         encoder: Encoder::new(Role::Agent),
         ctx,
+        puts: BTreeMap::new(),
+        roots,
+        who,
         ready,
         hello_done: false,
         execs: BTreeMap::new(),
@@ -583,6 +597,50 @@ impl Agent<'_> {
                     bytes: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
                 })),
             },
+            Frame::Control(Message::PutBegin(m)) => self.put_begin(m),
+            Frame::Data(Data {
+                stream: Stream::File,
+                id,
+                bytes,
+            }) => {
+                // Data for a put that failed is ignored until its putEnd (documented).
+                if let Some(p) = self.puts.get_mut(&id) {
+                    p.data(&bytes);
+                }
+                true
+            }
+            Frame::Control(Message::PutEnd(m)) => self.put_end(m.id, &m.sha256.to_string()),
+            Frame::Control(Message::Get(m)) => self.get(m),
+            Frame::Control(Message::List(m)) => self.list(m.id, &m.path),
+            Frame::Control(Message::Stat(m)) => {
+                let r = transfer::meta(&self.roots, self.who, |roots| {
+                    match files::stat(roots, &m.path) {
+                        Ok(i) => WorkerResult::Info(i),
+                        Err(e) => WorkerResult::Failed(e),
+                    }
+                });
+                match transfer::stat_result(r) {
+                    Ok(info) => {
+                        self.send(&Message::StatResult(sr_agent_proto::message::StatResult {
+                            id: m.id,
+                            info,
+                        }))
+                    }
+                    Err(e) => self.send(&Message::Error(transfer::error_reply(m.id, e))),
+                }
+            }
+            Frame::Control(Message::Remove(m)) => {
+                let r = transfer::meta(&self.roots, self.who, |roots| {
+                    match files::remove(roots, &m.path, m.recursive) {
+                        Ok(()) => WorkerResult::Removed,
+                        Err(e) => WorkerResult::Failed(e),
+                    }
+                });
+                match transfer::removed_result(r) {
+                    Ok(()) => self.send(&Message::Removed(IdOnly { id: m.id })),
+                    Err(e) => self.send(&Message::Error(transfer::error_reply(m.id, e))),
+                }
+            }
             Frame::Control(m) => self.refuse(
                 m.id(),
                 ErrorCode::Unsupported,
@@ -590,11 +648,125 @@ impl Agent<'_> {
             ),
             Frame::Data(d) => self.refuse(
                 Some(d.id),
-                ErrorCode::Unsupported,
-                "file data is not supported by this agent",
+                ErrorCode::Protocol,
+                &format!("{} data is not accepted by this agent", d.stream.name()),
             ),
         };
         if ok { None } else { Some(End::Closed) }
+    }
+
+    fn put_begin(&mut self, m: sr_agent_proto::message::PutBegin) -> bool {
+        use sr_agent_proto::message::TransferFormat;
+        if m.format == TransferFormat::Tar {
+            return self.refuse(
+                Some(m.id),
+                ErrorCode::Unsupported,
+                "tar streams are not supported by the process sandbox's agent yet; put files one by one",
+            );
+        }
+        if self.puts.contains_key(&m.id) {
+            return self.refuse(Some(m.id), ErrorCode::Busy, "a put with this id runs");
+        }
+        match transfer::begin_put(&self.roots, self.who, m.id, &m.path, m.mode, m.size) {
+            Ok(p) => {
+                self.puts.insert(m.id, p);
+                true
+            }
+            Err(e) => self.send(&Message::Error(transfer::error_reply(m.id, e))),
+        }
+    }
+
+    fn put_end(&mut self, id: u64, sha256: &str) -> bool {
+        let Some(p) = self.puts.remove(&id) else {
+            return self.refuse(Some(id), ErrorCode::NotFound, "no such put");
+        };
+        match p.end(sha256) {
+            Ok(moved) => match moved.sha256.parse() {
+                Ok(sha256) => self.send(&Message::PutDone(sr_agent_proto::message::PutDone {
+                    id,
+                    size: moved.size,
+                    sha256,
+                })),
+                Err(_) => self.refuse(Some(id), ErrorCode::Internal, "a malformed digest"),
+            },
+            Err(e) => self.send(&Message::Error(transfer::error_reply(id, e))),
+        }
+    }
+
+    fn get(&mut self, m: sr_agent_proto::message::Get) -> bool {
+        use sr_agent_proto::message::{GetBegin, GetEnd, TransferFormat};
+        if m.format == TransferFormat::Tar {
+            return self.refuse(
+                Some(m.id),
+                ErrorCode::Unsupported,
+                "tar streams are not supported by the process sandbox's agent yet; get files one by one",
+            );
+        }
+        let roots = self.roots.clone();
+        let who = self.who;
+        let id = m.id;
+        let max = self.encoder.limits().max_data_chunk();
+        let cell = std::cell::RefCell::new(&mut *self);
+        let r = transfer::get(
+            &roots,
+            who,
+            &m.path,
+            &mut |size, mode| {
+                cell.borrow_mut().send(&Message::GetBegin(GetBegin {
+                    id,
+                    size: Some(size),
+                    mode,
+                    format: TransferFormat::File,
+                }))
+            },
+            &mut |bytes| {
+                bytes
+                    .chunks(max.max(1))
+                    .all(|c| cell.borrow_mut().send_data(Stream::File, id, c))
+            },
+        );
+        match r {
+            Ok(moved) => match moved.sha256.parse() {
+                Ok(sha256) => self.send(&Message::GetEnd(GetEnd {
+                    id,
+                    size: moved.size,
+                    sha256,
+                })),
+                Err(_) => self.refuse(Some(id), ErrorCode::Internal, "a malformed digest"),
+            },
+            Err(e) => self.send(&Message::Error(transfer::error_reply(id, e))),
+        }
+    }
+
+    fn list(&mut self, id: u64, path: &str) -> bool {
+        use sr_agent_proto::message::Listing;
+        let r = transfer::meta(&self.roots, self.who, |roots| {
+            match files::list(roots, path) {
+                Ok(e) => WorkerResult::Entries(e),
+                Err(e) => WorkerResult::Failed(e),
+            }
+        });
+        let entries = match transfer::list_result(r) {
+            Ok(e) => e,
+            Err(e) => return self.send(&Message::Error(transfer::error_reply(id, e))),
+        };
+        let per = self.encoder.limits().max_list_entries.max(1);
+        let chunks: Vec<&[sr_agent_proto::message::DirEntry]> = entries.chunks(per).collect();
+        if chunks.is_empty() {
+            return self.send(&Message::Listing(Listing {
+                id,
+                entries: Vec::new(),
+                done: true,
+            }));
+        }
+        let last = chunks.len() - 1;
+        chunks.iter().enumerate().all(|(i, c)| {
+            self.send(&Message::Listing(Listing {
+                id,
+                entries: c.to_vec(),
+                done: i == last,
+            }))
+        })
     }
 
     fn exec(&mut self, req: Exec) -> bool {

@@ -1,0 +1,337 @@
+//! Moving files in and out of a live sandbox: put, get, list, stat, remove over the agent
+//! protocol, each transfer in the chain (`file.transferred` with path, size, sha256 and
+//! direction; `file.removed`).
+
+use std::io::{Read, Write};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sr_agent_proto::message::{
+    DirEntry, FileInfo, Get, PathRequest, PutBegin, PutEnd, Remove, TransferFormat,
+};
+use sr_agent_proto::{Data, Frame, Message, Stream};
+use sr_common::{Diagnostic, ErrorCode};
+use sr_evidence::activity::{Direction, FileRemoved, FileTransferred};
+use sr_evidence::events;
+use sr_evidence::sink::EventSink;
+
+use super::exec::to_payload;
+use super::sandbox::Sandbox;
+
+/// How long a file request may wait for its next answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a put or get moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transferred {
+    /// Bytes.
+    pub size: u64,
+    /// `sha256:<hex>`, computed on this side and confirmed by the agent.
+    pub sha256: String,
+}
+
+fn refused(path: &str, message: impl Into<String>, hint: &str) -> Diagnostic {
+    Diagnostic::new(
+        ErrorCode::RunLaunch,
+        format!("files:{path}"),
+        message.into(),
+        hint,
+    )
+}
+
+fn hint_for(code: sr_agent_proto::ErrorCode) -> &'static str {
+    use sr_agent_proto::ErrorCode as C;
+    match code {
+        C::OutsideRoot => {
+            "transfers reach only the policy's mounts and tmpfs, and never through a symlink that leaves them"
+        }
+        C::PermissionDenied => {
+            "the path must be writable by the sandbox's user and lie on a writable mount (tmpfs or a rw mount)"
+        }
+        C::NotFound => "check the path inside the sandbox",
+        C::TooLarge => "transfers are limited to 1 GiB per file",
+        C::Unsupported => "see docs/sandbox.md (files)",
+        _ => "see docs/agent-protocol.md",
+    }
+}
+
+impl<S: EventSink + 'static> Sandbox<S> {
+    fn record(&self, id: u64, direction: Direction, path: &str, bytes: u64, sha256: &str) {
+        let t = FileTransferred {
+            transfer_id: id,
+            direction,
+            path: path.to_owned(),
+            kind: "file".into(),
+            bytes,
+            sha256: sha256.to_owned(),
+        };
+        self.evidence()
+            .emit(events::FILE_TRANSFERRED, to_payload(&t));
+    }
+
+    fn file_request(&self, path: &str) -> Result<(u64, Receiver<Frame>), Diagnostic> {
+        let conn = self
+            .agent()
+            .ok_or_else(|| refused(path, "the sandbox is not running", "create a new sandbox"))?;
+        let id = self.next_request_id();
+        let rx = conn.request(id).ok_or_else(|| {
+            refused(
+                path,
+                "the sandbox's agent connection is closed",
+                "create a new sandbox",
+            )
+        })?;
+        Ok((id, rx))
+    }
+
+    fn answer(&self, rx: &Receiver<Frame>, path: &str) -> Result<Frame, Diagnostic> {
+        match rx.recv_timeout(ANSWER_TIMEOUT) {
+            Ok(Frame::Control(Message::Error(e))) => Err(refused(
+                path,
+                format!("{:?}: {}", e.code, e.message),
+                hint_for(e.code),
+            )),
+            Ok(f) => Ok(f),
+            Err(_) => Err(refused(
+                path,
+                "the sandbox's agent did not answer",
+                "the sandbox may have ended (timeout, kill); create a new one",
+            )),
+        }
+    }
+
+    fn send(&self, path: &str, m: &Message) -> Result<(), Diagnostic> {
+        let conn = self
+            .agent()
+            .ok_or_else(|| refused(path, "the sandbox is not running", "create a new sandbox"))?;
+        conn.send(m).map_err(|e| {
+            refused(
+                path,
+                format!("sending the request: {e}"),
+                "create a new sandbox",
+            )
+        })
+    }
+
+    /// Writes `size` bytes from `content` to `path` inside the sandbox, with `mode`.
+    pub fn put_file(
+        &self,
+        path: &str,
+        mode: u32,
+        size: u64,
+        content: &mut dyn Read,
+    ) -> Result<Transferred, Diagnostic> {
+        let (id, rx) = self.file_request(path)?;
+        self.send(
+            path,
+            &Message::PutBegin(PutBegin {
+                id,
+                path: path.to_owned(),
+                mode,
+                size,
+                format: TransferFormat::File,
+            }),
+        )?;
+        let conn = self
+            .agent()
+            .ok_or_else(|| refused(path, "the sandbox is not running", "create a new sandbox"))?;
+        let mut h = Sha256::new();
+        let mut n = 0u64;
+        let mut buf = vec![0u8; conn.max_chunk().clamp(1, 256 * 1024)];
+        loop {
+            // An early refusal (outside the root, read-only) stops the upload.
+            if let Ok(Frame::Control(Message::Error(e))) = rx.try_recv() {
+                return Err(refused(
+                    path,
+                    format!("{:?}: {}", e.code, e.message),
+                    hint_for(e.code),
+                ));
+            }
+            let r = match content.read(&mut buf) {
+                Ok(0) => break,
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(refused(
+                        path,
+                        format!("reading the content: {e}"),
+                        "check the source",
+                    ));
+                }
+            };
+            h.update(&buf[..r]);
+            n += r as u64;
+            conn.send_file_data(id, &buf[..r]).map_err(|e| {
+                refused(
+                    path,
+                    format!("sending the content: {e}"),
+                    "create a new sandbox",
+                )
+            })?;
+        }
+        let sha256 = format!("sha256:{}", hex::encode(h.finalize()));
+        let digest = sha256
+            .parse()
+            .map_err(|_| refused(path, "a malformed digest", "this is a bug"))?;
+        self.send(path, &Message::PutEnd(PutEnd { id, sha256: digest }))?;
+        match self.answer(&rx, path)? {
+            Frame::Control(Message::PutDone(d))
+                if d.size == n && d.sha256.to_string() == sha256 =>
+            {
+                self.record(id, Direction::In, path, n, &sha256);
+                Ok(Transferred { size: n, sha256 })
+            }
+            other => Err(refused(
+                path,
+                format!("an unexpected answer to a put: {other:?}"),
+                "this is a bug",
+            )),
+        }
+    }
+
+    /// Reads `path` inside the sandbox into `out`.
+    pub fn get_file(&self, path: &str, out: &mut dyn Write) -> Result<Transferred, Diagnostic> {
+        let (id, rx) = self.file_request(path)?;
+        self.send(
+            path,
+            &Message::Get(Get {
+                id,
+                path: path.to_owned(),
+                format: TransferFormat::File,
+            }),
+        )?;
+        match self.answer(&rx, path)? {
+            Frame::Control(Message::GetBegin(_)) => {}
+            other => {
+                return Err(refused(
+                    path,
+                    format!("an unexpected answer to a get: {other:?}"),
+                    "this is a bug",
+                ));
+            }
+        }
+        let mut h = Sha256::new();
+        let mut n = 0u64;
+        loop {
+            match self.answer(&rx, path)? {
+                Frame::Data(Data {
+                    stream: Stream::File,
+                    bytes,
+                    ..
+                }) => {
+                    h.update(&bytes);
+                    n += bytes.len() as u64;
+                    out.write_all(&bytes).map_err(|e| {
+                        refused(
+                            path,
+                            format!("writing the content: {e}"),
+                            "check the destination",
+                        )
+                    })?;
+                }
+                Frame::Control(Message::GetEnd(end)) => {
+                    let sha256 = format!("sha256:{}", hex::encode(h.finalize()));
+                    if end.size != n || end.sha256.to_string() != sha256 {
+                        return Err(refused(
+                            path,
+                            format!(
+                                "the content ({n} bytes, {sha256}) is not what the agent sent ({} bytes, {})",
+                                end.size, end.sha256
+                            ),
+                            "the transfer was damaged; retry it",
+                        ));
+                    }
+                    self.record(id, Direction::Out, path, n, &sha256);
+                    return Ok(Transferred { size: n, sha256 });
+                }
+                other => {
+                    return Err(refused(
+                        path,
+                        format!("an unexpected frame in a get: {other:?}"),
+                        "this is a bug",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The entries of directory `path`, sorted by name.
+    pub fn list(&self, path: &str) -> Result<Vec<DirEntry>, Diagnostic> {
+        let (id, rx) = self.file_request(path)?;
+        self.send(
+            path,
+            &Message::List(PathRequest {
+                id,
+                path: path.to_owned(),
+            }),
+        )?;
+        let mut entries = Vec::new();
+        loop {
+            match self.answer(&rx, path)? {
+                Frame::Control(Message::Listing(l)) => {
+                    entries.extend(l.entries);
+                    if l.done {
+                        return Ok(entries);
+                    }
+                }
+                other => {
+                    return Err(refused(
+                        path,
+                        format!("an unexpected answer to a list: {other:?}"),
+                        "this is a bug",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The metadata of `path` itself.
+    pub fn stat(&self, path: &str) -> Result<FileInfo, Diagnostic> {
+        let (id, rx) = self.file_request(path)?;
+        self.send(
+            path,
+            &Message::Stat(PathRequest {
+                id,
+                path: path.to_owned(),
+            }),
+        )?;
+        match self.answer(&rx, path)? {
+            Frame::Control(Message::StatResult(r)) => Ok(r.info),
+            other => Err(refused(
+                path,
+                format!("an unexpected answer to a stat: {other:?}"),
+                "this is a bug",
+            )),
+        }
+    }
+
+    /// Removes `path` (a non-empty directory only with `recursive`).
+    pub fn remove(&self, path: &str, recursive: bool) -> Result<(), Diagnostic> {
+        let (id, rx) = self.file_request(path)?;
+        self.send(
+            path,
+            &Message::Remove(Remove {
+                id,
+                path: path.to_owned(),
+                recursive,
+            }),
+        )?;
+        match self.answer(&rx, path)? {
+            Frame::Control(Message::Removed(_)) => {
+                let removed = FileRemoved {
+                    transfer_id: id,
+                    path: path.to_owned(),
+                };
+                self.evidence()
+                    .emit(events::FILE_REMOVED, to_payload(&removed));
+                Ok(())
+            }
+            other => Err(refused(
+                path,
+                format!("an unexpected answer to a remove: {other:?}"),
+                "this is a bug",
+            )),
+        }
+    }
+}
