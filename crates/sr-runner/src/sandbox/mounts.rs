@@ -42,6 +42,10 @@ use sr_compiler::bundle::{FileLocks, MountStep};
 const DEV_TMPFS_BYTES: u64 = 64 * 1024;
 /// Size of /dev/shm.
 const DEV_SHM_BYTES: u64 = 16 * 1024 * 1024;
+/// Options of the sandbox's devpts: a private instance (`newinstance`), so the workload sees
+/// and can open only the terminals allocated inside this sandbox, never the host's; its `ptmx`
+/// opens for anyone (the workload is unprivileged); new slaves are `0620` like a login's.
+pub const DEVPTS_OPTIONS: &str = "newinstance,ptmxmode=0666,mode=0620";
 
 /// A primitive mount-namespace operation. Paths are absolute host paths (the new root is a
 /// directory of the run dir until pivot_root).
@@ -85,6 +89,12 @@ pub enum MountOp {
         path: PathBuf,
         /// What it points to.
         points_to: String,
+    },
+    /// Mount a private devpts instance ([`DEVPTS_OPTIONS`], `nosuid,noexec`) on an existing
+    /// directory.
+    Devpts {
+        /// Mount point.
+        target: PathBuf,
     },
     /// Remount an existing mount read-only (per-mount flags only).
     RemountReadOnly {
@@ -246,6 +256,15 @@ pub fn plan_ops(
                     size_bytes: DEV_SHM_BYTES,
                     mode: 0o1777,
                     noexec: true,
+                });
+                // The terminals of execs with a tty come from this instance (see pty.rs); it
+                // must exist before /dev turns read-only, and `ptmx` is the path programs open.
+                let pts = dev.join("pts");
+                ops.push(MountOp::Mkdir { path: pts.clone() });
+                ops.push(MountOp::Devpts { target: pts });
+                ops.push(MountOp::Symlink {
+                    path: dev.join("ptmx"),
+                    points_to: "pts/ptmx".into(),
                 });
                 ops.push(MountOp::RemountReadOnly {
                     target: dev,
@@ -611,6 +630,17 @@ impl Mounter for HostMounter {
                 }
                 std::os::unix::fs::symlink(points_to, path).map_err(io_sys("symlink", path))
             }
+            MountOp::Devpts { target } => {
+                self.check_no_symlink(target)?;
+                mount(
+                    Some("devpts"),
+                    target,
+                    Some("devpts"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                    Some(DEVPTS_OPTIONS),
+                )
+                .map_err(sys("mount devpts", target))
+            }
             MountOp::RemountReadOnly { target, noexec } => {
                 let mut flags = MsFlags::MS_REMOUNT
                     | MsFlags::MS_BIND
@@ -693,13 +723,29 @@ mod tests {
         assert!(
             matches!(&rec.ops[4], MountOp::Mkdir { path } if path == Path::new("/run/x/root/proc"))
         );
-        // /dev: tmpfs, two device binds, 4 symlinks, shm, read-only remount.
+        // /dev: tmpfs, two device binds, 4 symlinks, shm, pts (mkdir, devpts, ptmx link),
+        // read-only remount.
         assert!(matches!(&rec.ops[5], MountOp::Tmpfs { noexec: true, .. }));
         assert!(
             matches!(&rec.ops[6], MountOp::Bind { source, allow_dev: true, .. } if source == Path::new("/dev/null"))
         );
         assert!(
-            matches!(&rec.ops[13], MountOp::RemountReadOnly { target, .. } if target == Path::new("/run/x/root/dev"))
+            matches!(&rec.ops[12], MountOp::Tmpfs { target, .. } if target == Path::new("/run/x/root/dev/shm"))
+        );
+        assert!(
+            matches!(&rec.ops[13], MountOp::Mkdir { path } if path == Path::new("/run/x/root/dev/pts"))
+        );
+        assert_eq!(
+            rec.ops[14],
+            MountOp::Devpts {
+                target: "/run/x/root/dev/pts".into()
+            }
+        );
+        assert!(
+            matches!(&rec.ops[15], MountOp::Symlink { path, points_to } if path == Path::new("/run/x/root/dev/ptmx") && points_to == "pts/ptmx")
+        );
+        assert!(
+            matches!(&rec.ops[16], MountOp::RemountReadOnly { target, .. } if target == Path::new("/run/x/root/dev"))
         );
         let last = rec.ops.last().unwrap();
         assert!(
