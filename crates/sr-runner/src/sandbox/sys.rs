@@ -2,8 +2,8 @@
 //!
 //! The rest of the sandbox uses safe wrappers (nix, landlock, seccompiler). What is left here are
 //! the calls those crates do not wrap: `fork` (unsafe by nature), `_exit`, the capability
-//! prctls and `capset`, the Landlock ABI probe, `close_range`, the loopback ioctl, and the
-//! signal-disposition reset before exec.
+//! prctls and `capset`, the Landlock ABI probe, `close_range`, the loopback ioctl, the
+//! signal-disposition reset before exec, and the terminal ioctls of [`super::pty`].
 #![allow(unsafe_code)]
 
 use std::io;
@@ -261,4 +261,77 @@ fn reset_reserved_signal(sig: libc::c_int) -> io::Result<()> {
             8usize,
         ) as libc::c_int
     })
+}
+
+/// `ioctl(fd, TIOCSPTLCK, &0)`: unlocks the slave of a pty master (what `unlockpt(3)` does).
+pub fn pty_unlock(master: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int through the pointer, which points at a live local.
+    check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) })
+}
+
+/// `ioctl(fd, TIOCGPTN)`: the index of a pty master's slave in its devpts instance.
+pub fn pty_number(master: std::os::fd::BorrowedFd<'_>) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes one unsigned int through the pointer, which points at a live local.
+    check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut n) })?;
+    Ok(n)
+}
+
+/// `ioctl(fd, TIOCGPTPEER, flags)` (Linux 4.13+): opens a pty master's slave without a path
+/// lookup, so no other devpts instance or swapped path can answer instead.
+pub fn pty_peer(
+    master: std::os::fd::BorrowedFd<'_>,
+    flags: libc::c_int,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: TIOCGPTPEER takes the open flags as an integer argument; no memory is passed.
+    let fd = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    check(fd)?;
+    // SAFETY: on success the ioctl returned a new file descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// `ioctl(fd, TIOCSWINSZ)`: sets a terminal's window size (the kernel sends SIGWINCH to its
+/// foreground process group when it changes).
+pub fn set_winsize(fd: std::os::fd::BorrowedFd<'_>, size: &libc::winsize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: TIOCSWINSZ reads one winsize through the pointer, which points at a live value.
+    check(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TIOCSWINSZ,
+            size as *const libc::winsize,
+        )
+    })
+}
+
+/// `ioctl(fd, TIOCGWINSZ)`: a terminal's window size.
+pub fn get_winsize(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<libc::winsize> {
+    use std::os::fd::AsRawFd;
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize through the pointer, which points at a live local.
+    check(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TIOCGWINSZ,
+            &mut size as *mut libc::winsize,
+        )
+    })?;
+    Ok(size)
+}
+
+/// `ioctl(fd, TIOCSCTTY, 0)`: makes the terminal the calling session leader's controlling
+/// terminal, without stealing it from another session.
+pub fn set_controlling_terminal(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal); no memory is passed.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0 as libc::c_int) })
 }
