@@ -7,6 +7,7 @@
 mod cmd;
 mod evidence_report;
 mod output;
+mod terminal;
 
 use std::process::ExitCode;
 

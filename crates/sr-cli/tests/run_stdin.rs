@@ -92,7 +92,10 @@ fn the_reports_execs_are_checked_against_the_chain() {
     let execs = report["execs"].as_array().unwrap();
     assert_eq!(execs.len(), 1);
     assert_eq!(execs[0]["status"], json!({"kind": "exited", "code": 3}));
-    assert_eq!(execs[0]["argv"], json!(["/bin/sh", "-c", "echo out; exit 3"]));
+    assert_eq!(
+        execs[0]["argv"],
+        json!(["/bin/sh", "-c", "echo out; exit 3"])
+    );
     assert_eq!(execs[0]["stdout"]["sha256"], sha256_of(b"out\n").as_str());
     let verify = |path: &std::path::Path| {
         env.cmd()
@@ -112,5 +115,8 @@ fn the_reports_execs_are_checked_against_the_chain() {
     let bad = verify(&report_path);
     assert_ne!(bad.status.code(), Some(0));
     let text = format!("{}{}", out(&bad), err(&bad));
-    assert!(text.contains("FAIL  activity") && text.contains("exec 1"), "{text}");
+    assert!(
+        text.contains("FAIL  activity") && text.contains("exec 1"),
+        "{text}"
+    );
 }

@@ -405,6 +405,41 @@ fn files_round_trip_and_stay_inside_their_mounts() {
     assert_eq!(types.iter().filter(|t| **t == "file.removed").count(), 2);
 }
 
+fn a_terminal_exec_gets_a_pty_of_its_size() {
+    let h = host();
+    let (_dir, sb) = create(&h, idle());
+    let req = ExecRequest {
+        tty: Some((24, 80)),
+        ..sh("test -t 0 && test -t 1 && stty size; read line; echo got:$line; stty size")
+    };
+    let mut exec = sb.exec(&req).unwrap();
+    let mut stdin = exec.stdin().unwrap();
+    let mut out = Vec::new();
+    let mut resized = false;
+    let result = loop {
+        match exec.next_event() {
+            Some(ExecEvent::Stdout(b)) => {
+                out.extend(b);
+                if !resized && String::from_utf8_lossy(&out).contains("24 80") {
+                    resized = true;
+                    exec.resize(40, 100).unwrap();
+                    stdin.write_all(b"hello\n").unwrap();
+                }
+            }
+            Some(ExecEvent::Exit(r)) => break r,
+            Some(_) => {}
+            None => panic!("no exit"),
+        }
+    };
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert_eq!(result.end, ExecEnd::Exited(0), "{text}");
+    // The terminal echoes what was typed and turns \n into \r\n.
+    assert!(text.contains("24 80\r\n"), "{text:?}");
+    assert!(text.contains("got:hello\r\n"), "{text:?}");
+    assert!(text.contains("40 100\r\n"), "{text:?}");
+    sb.destroy(RunStatus::Exited { code: 0 }, None);
+}
+
 /// What a process holds that a sandbox could leak.
 #[derive(Debug, PartialEq)]
 struct Footprint {
@@ -579,6 +614,10 @@ fn main() -> ExitCode {
             sandbox_timeout_ends_everything,
         ),
         ("signal_and_failed_exec", signal_and_failed_exec),
+        (
+            "a_terminal_exec_gets_a_pty_of_its_size",
+            a_terminal_exec_gets_a_pty_of_its_size,
+        ),
         (
             "files_round_trip_and_stay_inside_their_mounts",
             files_round_trip_and_stay_inside_their_mounts,

@@ -90,6 +90,7 @@ fn run_failing_on(b: &CompileBundle, fail_on: Option<&'static str>) -> Ran {
             stdout: Box::new(out.clone()),
             stderr: Box::new(err.clone()),
             stdin: None,
+            tty: None,
         },
     );
     let sink = sink.expect("the sink comes back");

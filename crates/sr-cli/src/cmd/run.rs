@@ -65,6 +65,12 @@ pub struct RunArgs {
     /// passed only when it is not: a pipe or a file).
     #[arg(long, short = 'i')]
     pub interactive: bool,
+    /// Give the workload a terminal (a pty inside the sandbox, from its own devpts): this
+    /// terminal goes into raw mode while the workload runs (every key, Ctrl-C included, is the
+    /// workload's), window size changes follow, and it is restored however the run ends.
+    /// Needs stdin to be a terminal; the workload's stdout and stderr arrive together.
+    #[arg(long, short = 't')]
+    pub tty: bool,
     /// Command and arguments replacing the policy's runtime.command and runtime.args
     /// (the command must be an absolute path inside the sandbox).
     #[arg(last = true)]
@@ -144,6 +150,13 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
                 p.display()
             ),
             "put the command after `--`: safe-run run [POLICY] -- /absolute/path ARGS",
+        );
+    }
+    if args.tty && !crate::terminal::stdin_is_terminal() {
+        return usage(
+            result,
+            "-t needs stdin to be a terminal",
+            "run it from an interactive terminal, or drop -t (a piped stdin reaches the workload without it)",
         );
     }
     if chosen.is_none() && args.command.is_empty() {
@@ -338,10 +351,36 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
     clock.lap("cli.prepare");
     let runner = Runner::new();
     let signals = sr_runner::forward_signals(runner.canceller()).ok();
-    // Stdin goes to the workload when it is not a terminal (piped or redirected), or with -i.
-    let stdin: Option<Box<dyn std::io::Read + Send>> = (args.interactive
-        || !std::io::stdin().is_terminal())
-    .then(|| Box::new(std::io::stdin()) as Box<dyn std::io::Read + Send>);
+    // Stdin goes to the workload when it is not a terminal (piped or redirected), or with -i
+    // or -t.
+    let stdin: Option<Box<dyn std::io::Read + Send>> =
+        (args.interactive || args.tty || !std::io::stdin().is_terminal())
+            .then(|| Box::new(std::io::stdin()) as Box<dyn std::io::Read + Send>);
+    let mut tty_session = None;
+    let tty = if args.tty {
+        let size = crate::terminal::window_size(std::io::stdin()).unwrap_or((24, 80));
+        let (tx, resizes) = std::sync::mpsc::channel();
+        let watcher = crate::terminal::WindowWatcher::start(std::io::stdin(), move |r, c| {
+            let _ = tx.send((r, c));
+        })
+        .ok();
+        let raw = match crate::terminal::RawMode::enable(std::io::stdin()) {
+            Ok(r) => r,
+            Err(e) => {
+                let d = Diagnostic::new(
+                    ErrorCode::RunPreflight,
+                    "run.tty",
+                    format!("cannot put the terminal into raw mode: {e}"),
+                    "run -t from an interactive terminal",
+                );
+                return fail_with(result, format, &[d]);
+            }
+        };
+        tty_session = Some((raw, watcher));
+        Some(sr_runner::life::TtyOptions { size, resizes })
+    } else {
+        None
+    };
     let (outcome, sink) = runner.run(
         &dir,
         &bundle,
@@ -354,8 +393,16 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
             stdout: Box::new(std::io::stdout()),
             stderr: Box::new(std::io::stderr()),
             stdin,
+            tty,
         },
     );
+    // The terminal as it was, before anything of safe-run's own is printed.
+    if let Some((raw, watcher)) = tty_session {
+        if let Some(w) = watcher {
+            w.close();
+        }
+        drop(raw);
+    }
     if let Some(h) = signals {
         h.close();
     }

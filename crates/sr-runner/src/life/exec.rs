@@ -229,6 +229,14 @@ impl ExecHandle {
         })
     }
 
+    /// A handle that signals and resizes the exec from another thread.
+    pub fn control(&self) -> ExecControl {
+        ExecControl {
+            id: self.id,
+            conn: self.conn.clone(),
+        }
+    }
+
     /// Sends `signal` to the exec's process group.
     pub fn signal(&self, signal: i32) -> std::io::Result<()> {
         self.conn.send(&Message::Signal(Signal {
@@ -375,6 +383,32 @@ impl ExecHandle {
                 }
             }
         }
+    }
+}
+
+/// Signals and resizes an exec from any thread.
+#[derive(Clone)]
+pub struct ExecControl {
+    id: u64,
+    conn: Arc<AgentConn>,
+}
+
+impl ExecControl {
+    /// Sends `signal` to the exec's process group.
+    pub fn signal(&self, signal: i32) -> std::io::Result<()> {
+        self.conn.send(&Message::Signal(Signal {
+            id: self.id,
+            signal,
+        }))
+    }
+
+    /// Tells the exec's terminal its new size.
+    pub fn resize(&self, rows: u16, cols: u16) -> std::io::Result<()> {
+        self.conn.send(&Message::Resize(Resize {
+            id: self.id,
+            rows,
+            cols,
+        }))
     }
 }
 

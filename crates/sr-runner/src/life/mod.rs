@@ -18,7 +18,7 @@ pub mod run;
 pub mod sandbox;
 
 pub use backend::Backend;
-pub use exec::{ExecEnd, ExecEvent, ExecHandle, ExecRequest, ExecResult, StdinWriter};
+pub use exec::{ExecControl, ExecEnd, ExecEvent, ExecHandle, ExecRequest, ExecResult, StdinWriter};
 pub use files::Transferred;
-pub use run::{RunOptions, Runner, Terminal};
+pub use run::{RunOptions, Runner, Terminal, TtyOptions};
 pub use sandbox::{Canceller, Ending, Primary, Sandbox, SandboxSpec};

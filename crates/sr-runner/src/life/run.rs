@@ -40,6 +40,17 @@ pub struct RunOptions {
     pub stderr: Terminal,
     /// The workload's stdin (`None`: /dev/null).
     pub stdin: Option<Box<dyn Read + Send>>,
+    /// A terminal for the workload (a pty inside the sandbox): its stdout carries both
+    /// streams and `stdin` is what is typed.
+    pub tty: Option<TtyOptions>,
+}
+
+/// The workload's terminal.
+pub struct TtyOptions {
+    /// Its size at the start: (rows, cols).
+    pub size: (u16, u16),
+    /// Later sizes, as the host terminal changes (the channel closing ends the watch).
+    pub resizes: std::sync::mpsc::Receiver<(u16, u16)>,
 }
 
 /// One run.
@@ -168,6 +179,7 @@ impl Runner {
             stdout,
             stderr,
             stdin,
+            tty,
         } = opts;
         let mut command = vec![bundle.process.command.clone()];
         command.extend(bundle.process.args.iter().cloned());
@@ -186,7 +198,7 @@ impl Runner {
         );
         let (status, result, started) = match sb.start_failure().cloned() {
             Some(st) => (st, None, false),
-            None => self.one_exec(&mut sb, bundle, &command, stdin, &mut out, &mut err),
+            None => self.one_exec(&mut sb, bundle, &command, (stdin, tty), &mut out, &mut err),
         };
         let mut warnings = Vec::new();
         let (stdout, stderr) = match &result {
@@ -227,7 +239,7 @@ impl Runner {
         sb: &mut Sandbox<S>,
         bundle: &CompileBundle,
         command: &[String],
-        stdin: Option<Box<dyn Read + Send>>,
+        (stdin, tty): (Option<Box<dyn Read + Send>>, Option<TtyOptions>),
         out: &mut Saved,
         err: &mut Saved,
     ) -> (RunStatus, Option<ExecResult>, bool) {
@@ -235,6 +247,7 @@ impl Runner {
         let req = ExecRequest {
             argv: command.to_vec(),
             stdin: stdin.is_some(),
+            tty: tty.as_ref().map(|t| t.size),
             ..ExecRequest::default()
         };
         let mut exec = match sb.exec(&req) {
@@ -245,6 +258,18 @@ impl Runner {
             && let Some(to) = exec.stdin()
         {
             stdin_pump(from, to);
+        }
+        if let Some(t) = tty {
+            let control = exec.control();
+            let _ = std::thread::Builder::new()
+                .name("sr-resize".into())
+                .spawn(move || {
+                    for (rows, cols) in t.resizes {
+                        if control.resize(rows, cols).is_err() {
+                            return;
+                        }
+                    }
+                });
         }
         let evidence = sb.evidence();
         let plan = bundle.process.output;

@@ -548,8 +548,9 @@ impl Agent<'_> {
             },
             Frame::Control(Message::Resize(rs)) => match self.execs.get(&rs.id) {
                 Some(r) => {
-                    // Terminals are refused at exec until the PTY lands; nothing to resize.
-                    let _ = r.tty.as_ref();
+                    if let Some(tty) = r.tty.as_ref() {
+                        let _ = super::pty::set_window_size(tty, rs.rows, rs.cols);
+                    }
                     true
                 }
                 None => self.refuse(Some(rs.id), ErrorCode::NotFound, "no such exec"),

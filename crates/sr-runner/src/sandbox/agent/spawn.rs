@@ -28,7 +28,7 @@ use super::super::bootstrap::InitPlan;
 use super::super::facts::WorkloadFacts;
 use super::super::init::rlimit_resource;
 use super::super::seccomp::CompiledSeccomp;
-use super::super::{landlock_rules, seccomp, sys};
+use super::super::{landlock_rules, pty, seccomp, sys};
 use super::Failure;
 
 /// What every exec shares: the plan and what pid 1 prepared once.
@@ -93,9 +93,27 @@ fn set_nonblocking(fd: &OwnedFd) -> Result<(), Failure> {
     Ok(())
 }
 
-fn stdio(req: &Exec) -> Result<Stdio, Failure> {
-    if req.tty.is_some() {
-        return Err(Failure::msg("exec.tty", "terminals are not wired yet"));
+/// `owner`: the host uid/gid the terminal is given to.
+fn stdio(req: &Exec, owner: (u32, u32)) -> Result<Stdio, Failure> {
+    if let Some(size) = req.tty {
+        let p = pty::open_pty(std::path::Path::new("/dev/pts/ptmx"))
+            .map_err(|e| Failure::io("exec.tty", &e))?;
+        pty::set_window_size(&p.master, size.rows, size.cols)
+            .map_err(|e| Failure::io("exec.tty", &e))?;
+        pty::give_to(&p.slave, owner.0, owner.1).map_err(|e| Failure::io("exec.tty", &e))?;
+        set_nonblocking(&p.master)?;
+        let clone = |fd: &OwnedFd| fd.try_clone().map_err(|e| Failure::io("exec.tty", &e));
+        let out = clone(&p.master)?;
+        let input = clone(&p.master)?;
+        let child_in = clone(&p.slave)?;
+        let child_out = clone(&p.slave)?;
+        return Ok(Stdio {
+            child_in,
+            child_out,
+            child_err: p.slave,
+            kept: (out, None, Some(input), Some(p.master)),
+            child_closes: Vec::new(),
+        });
     }
     let (out_r, out_w) = nonblocking_pipe()?;
     let (err_r, err_w) = nonblocking_pipe()?;
@@ -128,7 +146,8 @@ fn stdio(req: &Exec) -> Result<Stdio, Failure> {
 
 /// Starts `req`. On success the exec runs; on failure nothing of it is left.
 pub fn spawn(ctx: &ExecContext<'_>, req: &Exec) -> Result<Spawned, Failure> {
-    let io = stdio(req)?;
+    let sb = &ctx.plan.sandbox;
+    let io = stdio(req, (sb.host_uid, sb.host_gid))?;
     let (rd, wr) = pipe2(OFlag::O_CLOEXEC).map_err(fail("launch.pipe"))?;
     let tty = req.tty.is_some();
     match sys::fork().map_err(|e| Failure::msg("launch.fork", e))? {
@@ -201,7 +220,9 @@ fn child(
     let pr = &ctx.plan.process;
     nix::unistd::setsid().map_err(fail("launch.session"))?;
     sys::reset_signals().map_err(|e| Failure::msg("launch.signals", e))?;
-    let _ = tty;
+    if tty {
+        pty::make_controlling_terminal(stdio[0]).map_err(|e| Failure::io("exec.tty", &e))?;
+    }
     nix::unistd::dup2_stdin(stdio[0]).map_err(fail("launch.stdio"))?;
     nix::unistd::dup2_stdout(stdio[1]).map_err(fail("launch.stdio"))?;
     nix::unistd::dup2_stderr(stdio[2]).map_err(fail("launch.stdio"))?;
