@@ -29,35 +29,25 @@ struct Host {
 
 fn host() -> Host {
     let base = tempfile::tempdir().unwrap();
-    let probes = sr_runner::preflight::RealProbes {
-        cgroup_root: PathBuf::from("/sys/fs/cgroup"),
-        init_exe: std::env::current_exe().unwrap(),
-        run_base: base.path().to_path_buf(),
-    };
-    let facts = sr_runner::preflight::check(
-        &probes,
-        sr_runner::preflight::Needs {
-            landlock_required: true,
-            landlock_min_abi: 1,
-        },
-    )
-    .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())
-    .unwrap();
-    Host {
-        base,
-        layout: facts.cgroup,
-    }
+    let layout = support::preflight_layout(base.path());
+    Host { base, layout }
 }
 
 fn create(h: &Host, b: CompileBundle) -> (RunDir, Sandbox<RecordingSink>) {
-    let dir = RunDir::create(h.base.path()).unwrap();
+    let (dir, sb) = create_in(h.base.path(), &h.layout, b);
+    assert!(sb.start_failure().is_none(), "{:?}", sb.start_failure());
+    (dir, sb)
+}
+
+fn create_in(base: &Path, layout: &Layout, b: CompileBundle) -> (RunDir, Sandbox<RecordingSink>) {
+    let dir = RunDir::create(base).unwrap();
     let sb = Sandbox::create(
         &dir,
         SandboxSpec {
             bundle: b,
             network: Box::new(NoNetwork),
             sink: RecordingSink::default(),
-            cgroup_layout: h.layout.clone(),
+            cgroup_layout: layout.clone(),
         },
         Box::new(ProcessSandbox::new(
             std::env::current_exe().unwrap(),
@@ -65,7 +55,6 @@ fn create(h: &Host, b: CompileBundle) -> (RunDir, Sandbox<RecordingSink>) {
         )),
         Arc::default(),
     );
-    assert!(sb.start_failure().is_none(), "{:?}", sb.start_failure());
     (dir, sb)
 }
 
@@ -517,25 +506,8 @@ fn fifty_sandboxes_alive_in_one_process_leave_nothing() {
 /// The child half of `sigkill_of_the_owner_then_gc_recovers`: creates a sandbox, says so,
 /// and waits to be killed.
 fn hold(base: &str) -> ExitCode {
-    let h = Host {
-        base: tempfile::tempdir().unwrap(),
-        layout: host().layout,
-    };
-    let dir = RunDir::create(Path::new(base)).unwrap();
-    let sb = Sandbox::create(
-        &dir,
-        SandboxSpec {
-            bundle: idle(),
-            network: Box::new(NoNetwork),
-            sink: RecordingSink::default(),
-            cgroup_layout: h.layout.clone(),
-        },
-        Box::new(ProcessSandbox::new(
-            std::env::current_exe().unwrap(),
-            vec!["/tmp".into()],
-        )),
-        Arc::default(),
-    );
+    let layout = support::preflight_layout(Path::new(base));
+    let (dir, sb) = create_in(Path::new(base), &layout, idle());
     let _bg = sb.exec(&sh("sleep 300")).unwrap();
     println!("ready {}", dir.run_id);
     std::io::stdout().flush().unwrap();

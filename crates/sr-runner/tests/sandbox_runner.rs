@@ -56,20 +56,7 @@ fn run(b: &CompileBundle) -> Ran {
 
 fn run_failing_on(b: &CompileBundle, fail_on: Option<&'static str>) -> Ran {
     let base = tempfile::tempdir().unwrap();
-    let probes = sr_runner::preflight::RealProbes {
-        cgroup_root: PathBuf::from("/sys/fs/cgroup"),
-        init_exe: std::env::current_exe().unwrap(),
-        run_base: base.path().to_path_buf(),
-    };
-    let facts = sr_runner::preflight::check(
-        &probes,
-        sr_runner::preflight::Needs {
-            landlock_required: true,
-            landlock_min_abi: 1,
-        },
-    )
-    .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())
-    .unwrap();
+    let layout = support::preflight_layout(base.path());
     let dir = RunDir::create(base.path()).unwrap();
     let out = Captured::default();
     let err = Captured::default();
@@ -85,7 +72,7 @@ fn run_failing_on(b: &CompileBundle, fail_on: Option<&'static str>) -> Ran {
         sink,
         RunOptions {
             init_exe: std::env::current_exe().unwrap(),
-            cgroup_layout: facts.cgroup,
+            cgroup_layout: layout,
             allowed_mount_prefixes: vec!["/tmp".into(), "/srv".into()],
             stdout: Box::new(out.clone()),
             stderr: Box::new(err.clone()),

@@ -207,26 +207,32 @@ impl AgentConn {
 
     /// Sends a control message.
     pub fn send(&self, m: &Message) -> std::io::Result<()> {
-        let mut w = self
-            .writer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (stream, enc, buf) = &mut *w;
-        buf.clear();
-        enc.message(m, buf).map_err(std::io::Error::other)?;
-        stream.write_all(buf)
+        self.write(|enc, buf| enc.message(m, buf))
     }
 
     /// Sends stdin bytes for exec `id` (the caller holds the credit for them).
     pub fn send_stdin(&self, id: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.write(|enc, buf| enc.data(Stream::Stdin, id, bytes, buf))
+    }
+
+    /// Sends file data for request `id`.
+    pub fn send_file_data(&self, id: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.write(|enc, buf| enc.data(Stream::File, id, bytes, buf))
+    }
+
+    /// Encodes one frame and writes it whole, under the writer's lock (frames of concurrent
+    /// execs never interleave).
+    fn write(
+        &self,
+        encode: impl FnOnce(&Encoder, &mut Vec<u8>) -> Result<(), sr_agent_proto::ProtoError>,
+    ) -> std::io::Result<()> {
         let mut w = self
             .writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (stream, enc, buf) = &mut *w;
         buf.clear();
-        enc.data(Stream::Stdin, id, bytes, buf)
-            .map_err(std::io::Error::other)?;
+        encode(enc, buf).map_err(std::io::Error::other)?;
         stream.write_all(buf)
     }
 
@@ -265,19 +271,6 @@ impl AgentConn {
         }
         routes.requests.insert(id, tx);
         Some(rx)
-    }
-
-    /// Sends file data for request `id`.
-    pub fn send_file_data(&self, id: u64, bytes: &[u8]) -> std::io::Result<()> {
-        let mut w = self
-            .writer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (stream, enc, buf) = &mut *w;
-        buf.clear();
-        enc.data(Stream::File, id, bytes, buf)
-            .map_err(std::io::Error::other)?;
-        stream.write_all(buf)
     }
 
     /// Shuts the socket down both ways: the reader ends, the agent sees EOF.

@@ -239,19 +239,12 @@ impl ExecHandle {
 
     /// Sends `signal` to the exec's process group.
     pub fn signal(&self, signal: i32) -> std::io::Result<()> {
-        self.conn.send(&Message::Signal(Signal {
-            id: self.id,
-            signal,
-        }))
+        self.control().signal(signal)
     }
 
     /// Tells the exec's terminal its new size.
     pub fn resize(&self, rows: u16, cols: u16) -> std::io::Result<()> {
-        self.conn.send(&Message::Resize(Resize {
-            id: self.id,
-            rows,
-            cols,
-        }))
+        self.control().resize(rows, cols)
     }
 
     /// The next event, waiting for it; `None` once the exit was returned.

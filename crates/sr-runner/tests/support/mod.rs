@@ -135,6 +135,25 @@ pub fn owned(names: &[&str]) -> Vec<String> {
     names.iter().map(|n| (*n).to_owned()).collect()
 }
 
+/// The host's cgroup layout, by a real preflight (root, Landlock) for runs under `base`.
+pub fn preflight_layout(base: &std::path::Path) -> sr_runner::cgroup::Layout {
+    let probes = sr_runner::preflight::RealProbes {
+        cgroup_root: std::path::PathBuf::from("/sys/fs/cgroup"),
+        init_exe: std::env::current_exe().unwrap(),
+        run_base: base.to_path_buf(),
+    };
+    sr_runner::preflight::check(
+        &probes,
+        sr_runner::preflight::Needs {
+            landlock_required: true,
+            landlock_min_abi: 1,
+        },
+    )
+    .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())
+    .unwrap()
+    .cgroup
+}
+
 /// The harness: `__init` dispatches to the sandbox init (the runner re-executes this
 /// binary); without root the tests FAIL under CI=true and are SKIPPED otherwise; arguments
 /// filter tests by name.
