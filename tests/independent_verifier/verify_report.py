@@ -75,7 +75,7 @@ def _jcs_string(s):
         elif ch == "\\":
             out.append("\\\\")
         elif c < 0x20:
-            out.append({8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r"}.get(c, "\\u%04x" % c))
+            out.append({8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r"}.get(c, f"\\u{c:04x}"))
         else:
             out.append(ch)
     out.append('"')
@@ -129,7 +129,8 @@ def load_public_key(path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    text = open(path, "rb").read().strip()
+    with open(path, "rb") as f:
+        text = f.read().strip()
     if text.startswith(b"-----BEGIN PUBLIC KEY-----"):
         key = serialization.load_pem_public_key(text)
         if not isinstance(key, Ed25519PublicKey):
@@ -160,7 +161,8 @@ def check_signature(res, report, key_path):
 
 def check_events(res, events_path, timeline):
     try:
-        data = open(events_path, "rb").read()
+        with open(events_path, "rb") as f:
+            data = f.read()
     except OSError as e:
         return res.check("events.chain", False, str(e))
     if data and not data.endswith(b"\n"):
@@ -182,6 +184,44 @@ def check_events(res, events_path, timeline):
         prev == timeline.get("head") and count == timeline.get("count"),
         f"chain {count} events head {prev}; report {timeline.get('count')} events head {timeline.get('head')}",
     )
+
+
+def check_activity(res, events_path, report):
+    """The report's execs and transfers, rebuilt from the chain; argv digests recomputed."""
+    try:
+        with open(events_path, "rb") as f:
+            lines = f.read().split(b"\n")
+    except OSError as e:
+        return res.check("activity", False, str(e))
+    execs, transfers, problems = {}, [], []
+    for line in lines:
+        if not line:
+            continue
+        event = json.loads(line)
+        kind, p = event.get("type"), event.get("payload") or {}
+        if kind == "exec.started":
+            if sha256_tagged(jcs(p.get("argv"))) != p.get("argvDigest"):
+                problems.append(f"exec {p.get('execId')}: argvDigest does not recompute")
+            execs[p["execId"]] = {
+                "id": p["execId"], "argv": p["argv"], "argvDigest": p["argvDigest"],
+                "status": {"kind": "lost"}, "durationMs": 0, "stdout": None, "stderr": None,
+            }
+        elif kind == "exec.exited" and p.get("execId") in execs:
+            e = execs[p["execId"]]
+            e.update(status=p["status"], durationMs=p["durationMs"], stdout=p["stdout"],
+                     stderr=p["stderr"])
+            if p.get("stdin") is not None:
+                e["stdin"] = p["stdin"]
+        elif kind == "file.transferred":
+            transfers.append(p)
+    want_execs = [execs[k] for k in sorted(execs)]
+    want_transfers = sorted(transfers, key=lambda t: t["transferId"])
+    if want_execs != report.get("execs", []):
+        problems.append("the report's execs differ from the chain's")
+    if want_transfers != report.get("transfers", []):
+        problems.append("the report's transfers differ from the chain's")
+    return res.check("activity", not problems,
+                     "; ".join(problems) or f"{len(want_execs)} execs, {len(want_transfers)} transfers")
 
 
 def file_digest(path):
@@ -224,7 +264,8 @@ def main(argv):
     args = ap.parse_args(argv)
 
     res = Result()
-    raw = open(args.report, "rb").read()
+    with open(args.report, "rb") as f:
+        raw = f.read()
     report = json.loads(raw)
     integrity = report.get("integrity") or {}
     unsealed = {k: v for k, v in report.items() if k != "integrity"}
@@ -239,6 +280,7 @@ def main(argv):
     run_dir = os.path.dirname(os.path.abspath(args.report))
     check_events(res, args.events or os.path.join(run_dir, "events.jsonl"),
                  report.get("timeline", {}))
+    check_activity(res, args.events or os.path.join(run_dir, "events.jsonl"), report)
     check_outputs(res, report, run_dir)
     check_mount_manifests(res, report)
     print("\n".join(res.lines))
