@@ -134,7 +134,10 @@ fn a_copied_report_verifies_with_only_the_public_key_in_rust_and_python() {
     assert!(text.contains("PASS  signature"), "{text}");
     assert!(text.contains("PASS  events.head"), "{text}");
     assert!(text.contains("PASS  output:stdout"), "{text}");
-    assert!(text.contains("PASS  activity  1 execs, 0 transfers"), "{text}");
+    assert!(
+        text.contains("PASS  activity  1 execs, 0 transfers"),
+        "{text}"
+    );
     // The writable mount's manifest (what the workload wrote), recomputed independently.
     assert!(text.contains("PASS  mount:/work"), "{text}");
     assert_eq!(
