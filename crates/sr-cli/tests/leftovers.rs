@@ -92,8 +92,26 @@ fn every_kind_of_run_leaves_nothing() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(143), "{}", err(&o));
 
+    // SIGHUP (the terminal went away): the same orderly stop.
+    let child = env
+        .run_cmd(&term)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(wait_for(10, || env.run_dirs().iter().any(|d| has_event(
+        d,
+        "process.started"
+    ) && !d
+        .join("run_report.json")
+        .exists())));
+    signal(pid, "HUP");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(129), "{}", err(&o));
+
     let dirs = env.run_dirs();
-    assert_eq!(dirs.len(), 6);
+    assert_eq!(dirs.len(), 7);
     let ids: Vec<String> = dirs.iter().map(|d| run_id(d)).collect();
     let statuses: BTreeSet<String> = dirs
         .iter()

@@ -4,8 +4,8 @@
 //! (137 for an OOM kill, reported as such); 6 on timeout (SR-RUN-003); 5 when the sandbox
 //! could not start (SR-RUN-001 preflight, SR-RUN-002 launch, SR-RUN-201 network); 3 for an
 //! invalid policy; 4 for a compile failure; 7 for an evidence failure; 8 when an output stream
-//! passed its limit under `runtime.output.onLimit: kill` (SR-RUN-004); 130/143 when safe-run
-//! was interrupted by SIGINT/SIGTERM (the sandbox is killed and cleaned up first). See
+//! passed its limit under `runtime.output.onLimit: kill` (SR-RUN-004); 130/143/129 when safe-run
+//! was interrupted by SIGINT/SIGTERM/SIGHUP (the sandbox is killed and cleaned up first). See
 //! docs/run.md.
 
 use std::io::{IsTerminal, Write};
@@ -38,7 +38,7 @@ events.jsonl, stdout.log, stderr.log, bundle.json, run_report.json.
 --result FILE writes a JSON result on every path (never on stdout, which is the workload's).
 Exit status: the workload's code; 128+N if killed by signal N (137: OOM); 6 timeout (SR-RUN-003);
 5 the sandbox could not start (SR-RUN-001/002); 3 invalid policy; 2 usage; 8 output limit with
-onLimit: kill (SR-RUN-004); 130/143 interrupted. See docs/run.md.")]
+onLimit: kill (SR-RUN-004); 130/143/129 interrupted (SIGINT/SIGTERM/SIGHUP). See docs/run.md.")]
 pub struct RunArgs {
     /// The policy file (.yaml, .yml or .json); without one, `-- CMD` runs under the built-in
     /// strict policy.
