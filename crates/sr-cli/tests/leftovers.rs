@@ -73,41 +73,28 @@ fn every_kind_of_run_leaves_nothing() {
     assert_eq!(env.run(&timeout, &[]).status.code(), Some(6));
     assert_eq!(env.run(&oom, &[]).status.code(), Some(137));
 
-    // SIGTERM to safe-run mid-run.
+    // SIGTERM to safe-run mid-run, then SIGHUP (the terminal went away): the same orderly stop.
     let term = env.policy("term", &sh(&format!("sleep {m}")));
-    let child = env
-        .run_cmd(&term)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    assert!(wait_for(10, || env.run_dirs().iter().any(|d| has_event(
-        d,
-        "process.started"
-    ) && !d
-        .join("run_report.json")
-        .exists())));
-    signal(pid, "TERM");
-    let o = child.wait_with_output().unwrap();
+    let interrupt = |sig: &str| {
+        let child = env
+            .run_cmd(&term)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(wait_for(10, || env.run_dirs().iter().any(|d| has_event(
+            d,
+            "process.started"
+        ) && !d
+            .join("run_report.json")
+            .exists())));
+        signal(pid, sig);
+        child.wait_with_output().unwrap()
+    };
+    let o = interrupt("TERM");
     assert_eq!(o.status.code(), Some(143), "{}", err(&o));
-
-    // SIGHUP (the terminal went away): the same orderly stop.
-    let child = env
-        .run_cmd(&term)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    assert!(wait_for(10, || env.run_dirs().iter().any(|d| has_event(
-        d,
-        "process.started"
-    ) && !d
-        .join("run_report.json")
-        .exists())));
-    signal(pid, "HUP");
-    let o = child.wait_with_output().unwrap();
+    let o = interrupt("HUP");
     assert_eq!(o.status.code(), Some(129), "{}", err(&o));
 
     let dirs = env.run_dirs();

@@ -236,18 +236,22 @@ impl AgentConn {
         stream.write_all(buf)
     }
 
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The routes, while the connection is open (a closed one takes no new route).
+    fn open_routes(&self) -> Option<std::sync::MutexGuard<'_, Routes>> {
+        Some(self.routes()).filter(|r| !r.closed)
+    }
+
     /// Registers exec `id` before its request is sent; `limit` cuts each output stream.
     pub fn route(&self, id: u64, limit: u64) -> Option<ExecRoute> {
         let (tx, rx) = sync_channel(EXEC_QUEUE);
         let credit = Arc::new(Credit::default());
-        let mut routes = self
-            .routes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if routes.closed {
-            return None;
-        }
-        routes.execs.insert(
+        self.open_routes()?.execs.insert(
             id,
             Route {
                 tx,
@@ -262,14 +266,7 @@ impl AgentConn {
     /// Registers file request `id` before it is sent; every frame for it comes through.
     pub fn request(&self, id: u64) -> Option<Receiver<Frame>> {
         let (tx, rx) = channel();
-        let mut routes = self
-            .routes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if routes.closed {
-            return None;
-        }
-        routes.requests.insert(id, tx);
+        self.open_routes()?.requests.insert(id, tx);
         Some(rx)
     }
 
@@ -284,10 +281,7 @@ impl AgentConn {
 
     fn deliver(&self, id: u64, f: impl FnOnce(&mut Route) -> Option<Routed>, last: bool) {
         let (tx, msg) = {
-            let mut routes = self
-                .routes
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut routes = self.routes();
             let Some(route) = routes.execs.get_mut(&id) else {
                 return;
             };
@@ -331,10 +325,7 @@ impl AgentConn {
             }
         }
         let routes: Vec<Route> = {
-            let mut r = self
-                .routes
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut r = self.routes();
             r.closed = true;
             // Waiting file requests see their channel close.
             r.requests.clear();
@@ -348,10 +339,7 @@ impl AgentConn {
 
     fn on_frame(&self, frame: Frame, control: &Sender<Message>) {
         if let Some(id) = frame_id(&frame) {
-            let mut routes = self
-                .routes
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut routes = self.routes();
             if let Some(tx) = routes.requests.get(&id) {
                 let last = ends_request(&frame);
                 let _ = tx.send(frame);
@@ -413,13 +401,7 @@ impl AgentConn {
             }
             Frame::Control(Message::Error(err)) if err.id.is_some() => {
                 let id = err.id.unwrap_or_default();
-                let pending = self
-                    .routes
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .execs
-                    .get(&id)
-                    .is_some_and(|r| !r.started);
+                let pending = self.routes().execs.get(&id).is_some_and(|r| !r.started);
                 // An error for a started or ended exec (a signal that raced its exit) changes
                 // nothing the host waits for: dropped.
                 if pending {

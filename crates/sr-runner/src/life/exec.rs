@@ -38,6 +38,13 @@ pub struct ExecRequest {
     pub tty: Option<(u16, u16)>,
 }
 
+impl ExecRequest {
+    /// Whether the exec reads what the caller writes (asked for, or typed on its terminal).
+    pub fn reads_stdin(&self) -> bool {
+        self.stdin || self.tty.is_some()
+    }
+}
+
 /// How an exec ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExecEnd {
@@ -102,8 +109,6 @@ pub struct ExecHandle {
     limit: u64,
     stdin: Option<Arc<Mutex<StdinTally>>>,
     ended: bool,
-    /// Confinement reported when it started.
-    started: Option<sr_agent_proto::message::Started>,
     /// The `exec.started` payload, completed with the pid when the agent says it started.
     announce: ExecStarted,
     /// An event to return before reading the next one.
@@ -167,7 +172,7 @@ impl ExecHandle {
             timeout_ms: req
                 .timeout
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-            stdin: if req.stdin || req.tty.is_some() {
+            stdin: if req.reads_stdin() {
                 StdinMode::Pipe
             } else {
                 StdinMode::None
@@ -183,12 +188,7 @@ impl ExecHandle {
             argv_digest: argv_digest(&req.argv),
             cwd: req.cwd.clone(),
             tty: req.tty.is_some(),
-            stdin: if req.stdin || req.tty.is_some() {
-                "pipe"
-            } else {
-                "none"
-            }
-            .to_owned(),
+            stdin: if req.reads_stdin() { "pipe" } else { "none" }.to_owned(),
             pid: 0,
         };
         Ok(ExecHandle {
@@ -197,10 +197,10 @@ impl ExecHandle {
             conn,
             evidence,
             limit,
-            stdin: (req.stdin || req.tty.is_some())
+            stdin: req
+                .reads_stdin()
                 .then(|| Arc::new(Mutex::new(StdinTally::default()))),
             ended: false,
-            started: None,
             announce,
             queued: None,
         })
@@ -209,11 +209,6 @@ impl ExecHandle {
     /// The exec's id in its sandbox.
     pub fn id(&self) -> u64 {
         self.id
-    }
-
-    /// What the agent said when the exec started (pid, confinement), once it has.
-    pub fn started(&self) -> Option<&sr_agent_proto::message::Started> {
-        self.started.as_ref()
     }
 
     /// A writer into the exec's stdin (`None` when it was not asked for). Writes wait for the
@@ -264,7 +259,6 @@ impl ExecHandle {
                 self.announce.pid = s.pid;
                 self.evidence
                     .emit(events::EXEC_STARTED, to_payload(&self.announce));
-                self.started = Some(s.clone());
                 ExecEvent::Started(s)
             }
             Routed::Output {

@@ -40,6 +40,15 @@ fn refused(path: &str, message: impl Into<String>, hint: &str) -> Diagnostic {
     )
 }
 
+/// An answer the protocol does not allow here: a bug on one side.
+fn unexpected(path: &str, what: &str, frame: &Frame) -> Diagnostic {
+    refused(
+        path,
+        format!("an unexpected {what}: {frame:?}"),
+        "this is a bug",
+    )
+}
+
 fn hint_for(code: sr_agent_proto::ErrorCode) -> &'static str {
     use sr_agent_proto::ErrorCode as C;
     match code {
@@ -70,10 +79,14 @@ impl<S: EventSink + 'static> Sandbox<S> {
             .emit(events::FILE_TRANSFERRED, to_payload(&t));
     }
 
+    /// The agent connection, or why a file request cannot be made now.
+    fn running(&self, path: &str) -> Result<std::sync::Arc<super::conn::AgentConn>, Diagnostic> {
+        self.agent()
+            .ok_or_else(|| refused(path, "the sandbox is not running", "create a new sandbox"))
+    }
+
     fn file_request(&self, path: &str) -> Result<(u64, Receiver<Frame>), Diagnostic> {
-        let conn = self
-            .agent()
-            .ok_or_else(|| refused(path, "the sandbox is not running", "create a new sandbox"))?;
+        let conn = self.running(path)?;
         let id = self.next_request_id();
         let rx = conn.request(id).ok_or_else(|| {
             refused(
@@ -102,9 +115,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
     }
 
     fn send(&self, path: &str, m: &Message) -> Result<(), Diagnostic> {
-        let conn = self
-            .agent()
-            .ok_or_else(|| refused(path, "the sandbox is not running", "create a new sandbox"))?;
+        let conn = self.running(path)?;
         conn.send(m).map_err(|e| {
             refused(
                 path,
@@ -133,9 +144,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
                 format: TransferFormat::File,
             }),
         )?;
-        let conn = self
-            .agent()
-            .ok_or_else(|| refused(path, "the sandbox is not running", "create a new sandbox"))?;
+        let conn = self.running(path)?;
         let mut h = Sha256::new();
         let mut n = 0u64;
         let mut buf = vec![0u8; conn.max_chunk().clamp(1, 256 * 1024)];
@@ -182,11 +191,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
                 self.record(id, Direction::In, path, n, &sha256);
                 Ok(Transferred { size: n, sha256 })
             }
-            other => Err(refused(
-                path,
-                format!("an unexpected answer to a put: {other:?}"),
-                "this is a bug",
-            )),
+            other => Err(unexpected(path, "answer to a put", &other)),
         }
     }
 
@@ -204,11 +209,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
         match self.answer(&rx, path)? {
             Frame::Control(Message::GetBegin(_)) => {}
             other => {
-                return Err(refused(
-                    path,
-                    format!("an unexpected answer to a get: {other:?}"),
-                    "this is a bug",
-                ));
+                return Err(unexpected(path, "answer to a get", &other));
             }
         }
         let mut h = Sha256::new();
@@ -246,11 +247,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
                     return Ok(Transferred { size: n, sha256 });
                 }
                 other => {
-                    return Err(refused(
-                        path,
-                        format!("an unexpected frame in a get: {other:?}"),
-                        "this is a bug",
-                    ));
+                    return Err(unexpected(path, "frame in a get", &other));
                 }
             }
         }
@@ -276,11 +273,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
                     }
                 }
                 other => {
-                    return Err(refused(
-                        path,
-                        format!("an unexpected answer to a list: {other:?}"),
-                        "this is a bug",
-                    ));
+                    return Err(unexpected(path, "answer to a list", &other));
                 }
             }
         }
@@ -298,11 +291,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
         )?;
         match self.answer(&rx, path)? {
             Frame::Control(Message::StatResult(r)) => Ok(r.info),
-            other => Err(refused(
-                path,
-                format!("an unexpected answer to a stat: {other:?}"),
-                "this is a bug",
-            )),
+            other => Err(unexpected(path, "answer to a stat", &other)),
         }
     }
 
@@ -327,11 +316,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
                     .emit(events::FILE_REMOVED, to_payload(&removed));
                 Ok(())
             }
-            other => Err(refused(
-                path,
-                format!("an unexpected answer to a remove: {other:?}"),
-                "this is a bug",
-            )),
+            other => Err(unexpected(path, "answer to a remove", &other)),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -100,9 +100,25 @@ impl Saved {
         }
     }
 
+    /// A notice for the terminal only (not the saved copy).
+    fn terminal_notice(&mut self, text: &str) {
+        let _ = self
+            .terminal
+            .write_all(text.as_bytes())
+            .and_then(|()| self.terminal.flush());
+    }
+
+    /// `facts` with the saved copy's path.
+    fn with_path(&self, facts: StreamFacts) -> StreamFacts {
+        StreamFacts {
+            path: self.path.clone(),
+            ..facts
+        }
+    }
+
     /// The stream's facts with the saved copy's path; a failed copy is recorded.
-    fn facts(&self, mut facts: StreamFacts, warn: &mut Vec<Diagnostic>) -> StreamFacts {
-        facts.path = self.path.clone();
+    fn facts(&self, facts: StreamFacts, warn: &mut Vec<Diagnostic>) -> StreamFacts {
+        let facts = self.with_path(facts);
         if let Some(e) = &self.error {
             warn.push(Diagnostic::new(
                 ErrorCode::EvidenceEventWrite,
@@ -208,12 +224,11 @@ impl Runner {
             ),
             None => {
                 let empty = |s: &Saved| {
-                    StreamFacts {
+                    s.with_path(StreamFacts {
                         sha256: super::conn::Tally::empty(bundle.process.output.max_bytes).digest(),
                         limit_bytes: bundle.process.output.max_bytes,
                         ..StreamFacts::default()
-                    }
-                    .with_path(&s.path)
+                    })
                 };
                 (empty(&out), empty(&err))
             }
@@ -356,25 +371,5 @@ impl Runner {
             status = st;
         }
         (status, Some(result), started)
-    }
-}
-
-impl Saved {
-    fn terminal_notice(&mut self, text: &str) {
-        let _ = self
-            .terminal
-            .write_all(text.as_bytes())
-            .and_then(|()| self.terminal.flush());
-    }
-}
-
-trait WithPath {
-    fn with_path(self, p: &Path) -> Self;
-}
-
-impl WithPath for StreamFacts {
-    fn with_path(mut self, p: &Path) -> Self {
-        self.path = p.to_path_buf();
-        self
     }
 }

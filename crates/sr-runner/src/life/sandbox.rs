@@ -68,12 +68,17 @@ impl Ending {
                 *c = Some(status);
             }
         }
-        if let Some(k) = self
+        self.kill();
+    }
+
+    /// Runs the killer, once the boundary has one.
+    fn kill(&self) {
+        let killer = self
             .killer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-        {
+            .clone();
+        if let Some(k) = killer {
             k();
         }
     }
@@ -92,14 +97,8 @@ impl Ending {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(killer);
         // A cause that came before the boundary existed (a signal during start) still kills.
-        if self.cause().is_some()
-            && let Some(k) = self
-                .killer
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone()
-        {
-            k();
+        if self.cause().is_some() {
+            self.kill();
         }
     }
 }

@@ -122,6 +122,35 @@ pub struct FileError {
     pub message: String,
 }
 
+impl FileError {
+    /// A failure of the agent itself, not of the request.
+    pub fn internal(message: impl Into<String>) -> Self {
+        FileError {
+            code: ErrorCode::Internal,
+            errno: None,
+            message: message.into(),
+        }
+    }
+
+    /// A failed system call of the agent's own (pipes, fork, identity).
+    pub fn internal_sys(what: &str, e: Errno) -> Self {
+        FileError {
+            code: ErrorCode::Internal,
+            errno: Some(e as i32),
+            message: format!("{what}: {}", e.desc()),
+        }
+    }
+
+    /// A failed I/O call of the agent's own.
+    pub fn internal_io(what: impl std::fmt::Display, e: &std::io::Error) -> Self {
+        FileError {
+            code: ErrorCode::Internal,
+            errno: e.raw_os_error(),
+            message: format!("{what}: {e}"),
+        }
+    }
+}
+
 fn sys(what: &str, path: &str) -> impl Fn(Errno) -> FileError {
     let what = what.to_owned();
     let path = path.to_owned();
@@ -301,11 +330,7 @@ pub fn put(
 fn io_err(what: &str, path: &str, e: &std::io::Error) -> FileError {
     match e.raw_os_error() {
         Some(n) => sys(what, path)(Errno::from_raw(n)),
-        None => FileError {
-            code: ErrorCode::Internal,
-            errno: None,
-            message: format!("{what} {path}: {e}"),
-        },
+        None => FileError::internal(format!("{what} {path}: {e}")),
     }
 }
 

@@ -314,7 +314,7 @@ impl Agent<'_> {
                 }
             }
             self.enforce_deadlines();
-            if !self.finish_exited() {
+            if !self.finish_exited(&mut buf) {
                 return End::Closed;
             }
         }
@@ -429,17 +429,16 @@ impl Agent<'_> {
     }
 
     /// Sends `exit` for every exec whose process was reaped, after draining its output.
-    fn finish_exited(&mut self) -> bool {
+    fn finish_exited(&mut self, buf: &mut [u8]) -> bool {
         let done: Vec<u64> = self
             .execs
             .iter()
             .filter(|(_, r)| r.status.is_some())
             .map(|(id, _)| *id)
             .collect();
-        let mut buf = vec![0u8; READ_CHUNK];
         for id in done {
             for stream in [Stream::Stdout, Stream::Stderr] {
-                if !self.pump(id, stream, &mut buf, true) {
+                if !self.pump(id, stream, buf, true) {
                     return false;
                 }
             }

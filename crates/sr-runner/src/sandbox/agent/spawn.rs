@@ -78,11 +78,9 @@ struct Stdio {
     child_err: OwnedFd,
     /// Kept: stdout (or master), stderr, stdin writer, tty master.
     kept: (OwnedFd, Option<OwnedFd>, Option<OwnedFd>, Option<OwnedFd>),
-    /// Dropped by the child before exec, by pid 1 after fork.
-    child_closes: Vec<OwnedFd>,
 }
 
-fn nonblocking_pipe() -> Result<(OwnedFd, OwnedFd), Failure> {
+fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), Failure> {
     pipe2(OFlag::O_CLOEXEC).map_err(fail("exec.pipe"))
 }
 
@@ -112,11 +110,10 @@ fn stdio(req: &Exec, owner: (u32, u32)) -> Result<Stdio, Failure> {
             child_out,
             child_err: p.slave,
             kept: (out, None, Some(input), Some(p.master)),
-            child_closes: Vec::new(),
         });
     }
-    let (out_r, out_w) = nonblocking_pipe()?;
-    let (err_r, err_w) = nonblocking_pipe()?;
+    let (out_r, out_w) = cloexec_pipe()?;
+    let (err_r, err_w) = cloexec_pipe()?;
     set_nonblocking(&out_r)?;
     set_nonblocking(&err_r)?;
     let (child_in, stdin_w) = match req.stdin {
@@ -130,7 +127,7 @@ fn stdio(req: &Exec, owner: (u32, u32)) -> Result<Stdio, Failure> {
             None,
         ),
         StdinMode::Pipe => {
-            let (r, w) = nonblocking_pipe()?;
+            let (r, w) = cloexec_pipe()?;
             set_nonblocking(&w)?;
             (r, Some(w))
         }
@@ -140,7 +137,6 @@ fn stdio(req: &Exec, owner: (u32, u32)) -> Result<Stdio, Failure> {
         child_out: out_w,
         child_err: err_w,
         kept: (out_r, Some(err_r), stdin_w, None),
-        child_closes: Vec::new(),
     })
 }
 
@@ -158,10 +154,8 @@ pub fn spawn(ctx: &ExecContext<'_>, req: &Exec) -> Result<Spawned, Failure> {
                 child_out,
                 child_err,
                 kept,
-                child_closes,
             } = io;
             drop(kept);
-            drop(child_closes);
             let mut wr = fs::File::from(wr);
             let err = match child(ctx, req, [&child_in, &child_out, &child_err], tty, &mut wr) {
                 Ok(never) => match never {},

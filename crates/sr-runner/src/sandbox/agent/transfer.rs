@@ -18,7 +18,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Gid, Pid, Uid, pipe2};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sr_agent_proto::message::{DirEntry, ErrorCode, ErrorReply, FileInfo};
+use sr_agent_proto::message::{DirEntry, ErrorReply, FileInfo};
 
 use super::super::sys;
 use super::files::{self, FileError, FileRoots, Moved};
@@ -56,17 +56,11 @@ pub struct Identity {
 }
 
 fn become_workload(who: Identity) -> Result<(), FileError> {
-    let fail = |e: nix::Error| FileError {
-        code: ErrorCode::Internal,
-        errno: Some(e as i32),
-        message: format!("taking the workload's identity: {}", e.desc()),
-    };
+    let fail = |e: nix::Error| FileError::internal_sys("taking the workload's identity", e);
     if who.uid == 0 || who.gid == 0 {
-        return Err(FileError {
-            code: ErrorCode::Internal,
-            errno: None,
-            message: "the workload's host uid/gid must not be 0".into(),
-        });
+        return Err(FileError::internal(
+            "the workload's host uid/gid must not be 0",
+        ));
     }
     nix::unistd::setgroups(&[]).map_err(fail)?;
     let (g, u) = (Gid::from_raw(who.gid), Uid::from_raw(who.uid));
@@ -87,17 +81,11 @@ fn keep_only(result: OwnedFd, fds: Vec<OwnedFd>) -> Result<(File, Vec<OwnedFd>),
     let mut all = vec![result];
     all.extend(fds);
     let mut kept = sys::keep_only_fds(all)
-        .map_err(|e| FileError {
-            code: ErrorCode::Internal,
-            errno: e.raw_os_error(),
-            message: format!("preparing the file worker: {e}"),
-        })?
+        .map_err(|e| FileError::internal_io("preparing the file worker", &e))?
         .into_iter();
-    let result = kept.next().ok_or_else(|| FileError {
-        code: ErrorCode::Internal,
-        errno: None,
-        message: "the result pipe is missing".into(),
-    })?;
+    let result = kept
+        .next()
+        .ok_or_else(|| FileError::internal("the result pipe is missing"))?;
     Ok((File::from(result), kept.collect()))
 }
 
@@ -109,17 +97,9 @@ fn fork_worker(
     child_fds: Vec<OwnedFd>,
     body: impl FnOnce(&mut File, Vec<OwnedFd>) -> WorkerResult,
 ) -> Result<(Pid, BufReader<File>), FileError> {
-    let io = |e: nix::Error| FileError {
-        code: ErrorCode::Internal,
-        errno: Some(e as i32),
-        message: format!("starting a file worker: {}", e.desc()),
-    };
+    let io = |e: nix::Error| FileError::internal_sys("starting a file worker", e);
     let (rd, wr) = pipe2(OFlag::O_CLOEXEC).map_err(io)?;
-    match sys::fork().map_err(|e| FileError {
-        code: ErrorCode::Internal,
-        errno: e.raw_os_error(),
-        message: format!("starting a file worker: {e}"),
-    })? {
+    match sys::fork().map_err(|e| FileError::internal_io("starting a file worker", &e))? {
         ForkResult::Child => {
             drop(rd);
             let result = match keep_only(wr, child_fds) {
@@ -147,17 +127,13 @@ fn read_result(from: &mut BufReader<File>) -> WorkerResult {
     let mut line = String::new();
     match from.read_line(&mut line) {
         Ok(n) if n > 0 => serde_json::from_str(&line).unwrap_or_else(|e| {
-            WorkerResult::Failed(FileError {
-                code: ErrorCode::Internal,
-                errno: None,
-                message: format!("an unreadable answer from the file worker: {e}"),
-            })
+            WorkerResult::Failed(FileError::internal(format!(
+                "an unreadable answer from the file worker: {e}"
+            )))
         }),
-        _ => WorkerResult::Failed(FileError {
-            code: ErrorCode::Internal,
-            errno: None,
-            message: "the file worker ended without an answer".into(),
-        }),
+        _ => WorkerResult::Failed(FileError::internal(
+            "the file worker ended without an answer",
+        )),
     }
 }
 
@@ -178,11 +154,7 @@ pub fn begin_put(
     mode: u32,
     size: u64,
 ) -> Result<Put, FileError> {
-    let io = |e: nix::Error| FileError {
-        code: ErrorCode::Internal,
-        errno: Some(e as i32),
-        message: format!("starting a put: {}", e.desc()),
-    };
+    let io = |e: nix::Error| FileError::internal_sys("starting a put", e);
     let (content_r, content_w) = pipe2(OFlag::O_CLOEXEC).map_err(io)?;
     let (commit_r, commit_w) = pipe2(OFlag::O_CLOEXEC).map_err(io)?;
     let roots = roots.clone();
@@ -191,11 +163,7 @@ pub fn begin_put(
         let commit_r = fds.pop();
         let content_r = fds.pop();
         let (Some(content_r), Some(commit_r)) = (content_r, commit_r) else {
-            return WorkerResult::Failed(FileError {
-                code: ErrorCode::Internal,
-                errno: None,
-                message: "the put's pipes are missing".into(),
-            });
+            return WorkerResult::Failed(FileError::internal("the put's pipes are missing"));
         };
         let mut content = File::from(content_r);
         let mut commit = BufReader::new(File::from(commit_r));
@@ -246,11 +214,7 @@ impl Put {
 }
 
 fn unexpected(r: &WorkerResult) -> FileError {
-    FileError {
-        code: ErrorCode::Internal,
-        errno: None,
-        message: format!("the file worker answered {r:?}"),
-    }
+    FileError::internal(format!("the file worker answered {r:?}"))
 }
 
 /// Runs a get: `begin(size, mode)` before the content, `chunk` for each piece of it.
@@ -261,17 +225,13 @@ pub fn get(
     begin: &mut dyn FnMut(u64, u32) -> bool,
     chunk: &mut dyn FnMut(&[u8]) -> bool,
 ) -> Result<Moved, FileError> {
-    let io = |e: nix::Error| FileError {
-        code: ErrorCode::Internal,
-        errno: Some(e as i32),
-        message: format!("starting a get: {}", e.desc()),
-    };
+    let io = |e: nix::Error| FileError::internal_sys("starting a get", e);
     let (content_r, content_w) = pipe2(OFlag::O_CLOEXEC).map_err(io)?;
     let roots = roots.clone();
     let p = path.to_owned();
     let (pid, mut result) = fork_worker(who, vec![content_w], move |out, mut fds| {
         let Some(content_w) = fds.pop() else {
-            return WorkerResult::Failed(unexpected(&WorkerResult::Removed));
+            return WorkerResult::Failed(FileError::internal("the get's pipe is missing"));
         };
         let (mut file, size, mode) = match files::open_for_get(&roots, &p) {
             Ok(f) => f,
@@ -285,11 +245,7 @@ pub fn get(
                 sha256: String::new(),
                 mode,
             }),
-            Err(e) => WorkerResult::Failed(FileError {
-                code: ErrorCode::Internal,
-                errno: e.raw_os_error(),
-                message: format!("reading {p}: {e}"),
-            }),
+            Err(e) => WorkerResult::Failed(FileError::internal_io(format!("reading {p}"), &e)),
         }
     })?;
     let outcome = (|| {
@@ -333,11 +289,7 @@ pub fn get(
 }
 
 fn broken() -> FileError {
-    FileError {
-        code: ErrorCode::Internal,
-        errno: None,
-        message: "the connection to the host broke during the transfer".into(),
-    }
+    FileError::internal("the connection to the host broke during the transfer")
 }
 
 /// Runs a stat, list or remove in a worker.
