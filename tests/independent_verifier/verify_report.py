@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 from decimal import Decimal
 
@@ -186,6 +187,69 @@ def check_events(res, events_path, timeline):
     )
 
 
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _is_digest(s):
+    return isinstance(s, str) and DIGEST.fullmatch(s) is not None
+
+
+def _streams_ok(p):
+    streams = [p.get("stdout"), p.get("stderr"), p.get("stdin")]
+    return all(_is_digest(x.get("sha256")) for x in streams if isinstance(x, dict))
+
+
+def _rebuild_activity(lines):
+    """The report's execs and transfers as the chain states them, and what contradicts itself."""
+    execs, modes, ended, transfer_ids, transfers, problems = {}, {}, set(), set(), [], []
+    for line in lines:
+        if not line:
+            continue
+        event = json.loads(line)
+        kind, p = event.get("type"), event.get("payload") or {}
+        eid = p.get("execId")
+        if kind == "exec.started":
+            if eid in execs or eid in ended:
+                problems.append(f"exec {eid} started twice or after its end")
+            if sha256_tagged(jcs(p.get("argv"))) != p.get("argvDigest"):
+                problems.append(f"exec {eid}: argvDigest does not recompute")
+            execs[eid] = {"id": eid, "argv": p.get("argv"), "argvDigest": p.get("argvDigest"),
+                          "status": {"kind": "lost"}}
+            modes[eid] = p.get("stdin")
+        elif kind == "exec.exited":
+            if eid in ended:
+                problems.append(f"exec {eid} ended twice")
+            ended.add(eid)
+            if not _streams_ok(p):
+                problems.append(f"exec {eid}: a malformed stream digest")
+            status = p.get("status") or {}
+            end = {"status": status, "durationMs": p.get("durationMs"),
+                   "stdout": p.get("stdout"), "stderr": p.get("stderr")}
+            if p.get("stdin") is not None:
+                end["stdin"] = p["stdin"]
+            if eid in execs:
+                if "argv" in p:
+                    problems.append(f"exec {eid} restates its argv at its end")
+                if (p.get("stdin") is not None) != (modes.get(eid) == "pipe"):
+                    problems.append(f"exec {eid}: a stdin digest its start contradicts")
+                execs[eid].update(end)
+            elif "argv" in p and status.get("kind") in ("failed", "lost"):
+                execs[eid] = {"id": eid, "argv": p["argv"],
+                              "argvDigest": sha256_tagged(jcs(p["argv"])), **end}
+            else:
+                problems.append(f"exec {eid} ended without having started")
+        elif kind in ("file.transferred", "file.removed"):
+            tid = p.get("transferId")
+            if tid in transfer_ids:
+                problems.append(f"transfer {tid} uses an id already used")
+            transfer_ids.add(tid)
+            if kind == "file.transferred":
+                if not _is_digest(p.get("sha256")):
+                    problems.append(f"transfer {tid}: a malformed digest")
+                transfers.append(p)
+    return [execs[k] for k in sorted(execs)], sorted(transfers, key=lambda t: t["transferId"]), problems
+
+
 def check_activity(res, events_path, report):
     """The report's execs and transfers, rebuilt from the chain; argv digests recomputed."""
     try:
@@ -193,32 +257,11 @@ def check_activity(res, events_path, report):
             lines = f.read().split(b"\n")
     except OSError as e:
         return res.check("activity", False, str(e))
-    execs, transfers, problems = {}, [], []
-    for line in lines:
-        if not line:
-            continue
-        event = json.loads(line)
-        kind, p = event.get("type"), event.get("payload") or {}
-        if kind == "exec.started":
-            if sha256_tagged(jcs(p.get("argv"))) != p.get("argvDigest"):
-                problems.append(f"exec {p.get('execId')}: argvDigest does not recompute")
-            execs[p["execId"]] = {
-                "id": p["execId"], "argv": p["argv"], "argvDigest": p["argvDigest"],
-                "status": {"kind": "lost"}, "durationMs": 0, "stdout": None, "stderr": None,
-            }
-        elif kind == "exec.exited" and p.get("execId") in execs:
-            e = execs[p["execId"]]
-            e.update(status=p["status"], durationMs=p["durationMs"], stdout=p["stdout"],
-                     stderr=p["stderr"])
-            if p.get("stdin") is not None:
-                e["stdin"] = p["stdin"]
-        elif kind == "file.transferred":
-            transfers.append(p)
-    want_execs = [execs[k] for k in sorted(execs)]
-    want_transfers = sorted(transfers, key=lambda t: t["transferId"])
-    if want_execs != report.get("execs", []):
+    want_execs, want_transfers, problems = _rebuild_activity(lines)
+    # Compared as canonical JSON, so `true` and `1` (equal in Python) differ as they do on disk.
+    if jcs(want_execs) != jcs(report.get("execs", [])):
         problems.append("the report's execs differ from the chain's")
-    if want_transfers != report.get("transfers", []):
+    if jcs(want_transfers) != jcs(report.get("transfers", [])):
         problems.append("the report's transfers differ from the chain's")
     return res.check("activity", not problems,
                      "; ".join(problems) or f"{len(want_execs)} execs, {len(want_transfers)} transfers")

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sr_common::{Diagnostic, ErrorCode};
 use sr_compiler::CompileBundle;
 use sr_compiler::bundle::MountStep;
-use sr_evidence::activity::{ExecRecord, FileTransferred, Ledger};
+use sr_evidence::activity::{ExecRecord, FileTransferred};
 use sr_evidence::mounts::{self, Budget, MountEvidence, MountManifest, Taken};
 use sr_evidence::report::{
     self, AbsentFeature, BlockedSummary, Cgroup, Cleanup, Enforcement, ExitInfo, ExitStatus,
@@ -32,8 +32,6 @@ use sr_runner::{RunOutcome, RunStatus};
 pub struct CountingSink<S> {
     /// The sink every event goes to.
     pub inner: S,
-    /// The execs and transfers, from the events as they were written.
-    pub ledger: Ledger,
     /// `resource.sample` events emitted (whether or not the plan kept them).
     pub samples: u64,
 }
@@ -41,20 +39,15 @@ pub struct CountingSink<S> {
 impl<S: EventSink> CountingSink<S> {
     /// Wraps `inner`.
     pub fn new(inner: S) -> Self {
-        CountingSink {
-            inner,
-            samples: 0,
-            ledger: Ledger::default(),
-        }
+        CountingSink { inner, samples: 0 }
     }
 }
 
 impl<S: EventSink> EventSink for CountingSink<S> {
-    fn emit(&mut self, event_type: &str, payload: Value) -> Result<(), EmitError> {
+    fn emit(&mut self, event_type: events::EventType, payload: Value) -> Result<(), EmitError> {
         if event_type == events::RESOURCE_SAMPLE {
             self.samples += 1;
         }
-        self.ledger.feed(event_type, &payload);
         self.inner.emit(event_type, payload)
     }
 }

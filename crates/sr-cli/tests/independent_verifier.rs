@@ -172,3 +172,22 @@ fn a_copied_report_verifies_with_only_the_public_key_in_rust_and_python() {
         Some(1)
     );
 }
+
+/// The Python verifier's own unit tests (tests/independent_verifier/test_*.py).
+#[test]
+fn the_python_verifiers_unit_tests_pass() {
+    let Some(python) = venv_python("the_python_verifiers_unit_tests_pass") else {
+        return;
+    };
+    let o = Command::new(python)
+        .args(["-m", "unittest", "discover", "-s"])
+        .arg(repo_root().join("tests/independent_verifier"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -120,3 +120,76 @@ fn the_reports_execs_are_checked_against_the_chain() {
         "{text}"
     );
 }
+
+/// A policy that keeps only a few event types still records what ran: the activity events are
+/// always written, so the report's exec carries its exit and verifies (before, the exec was
+/// listed from a ledger that had seen events the chain dropped, and verify failed).
+#[test]
+fn a_narrow_event_list_still_records_and_verifies_the_exec() {
+    if !require_root("a_narrow_event_list_still_records_and_verifies_the_exec") {
+        return;
+    }
+    let env = Env::new();
+    let narrow = policy(
+        "/bin/sh",
+        &["-c", "exit 4"],
+        json!({"evidence": {"events": ["run.prepare", "cleanup.done"]}}),
+    );
+    let p = env.policy("narrow", &narrow);
+    let o = env.run(&p, &[]);
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    let report = env.report();
+    assert_eq!(
+        report["execs"][0]["status"],
+        json!({"kind": "exited", "code": 4}),
+        "{report}"
+    );
+    let dir = &env.run_dirs()[0];
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    assert!(!events.contains("\"process.started\""), "{events}");
+    let ok = env
+        .cmd()
+        .args(["report", "verify"])
+        .arg(dir.join("run_report.json"))
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}{}", out(&ok), err(&ok));
+    let text = out(&ok);
+    assert!(
+        text.contains("PASS  activity") && text.contains("1 execs and 0 transfers match"),
+        "{text}"
+    );
+}
+
+/// A command that cannot start is still listed, from its `exec.exited`, with its argv.
+#[test]
+fn an_exec_that_never_started_is_listed_and_verifies() {
+    if !require_root("an_exec_that_never_started_is_listed_and_verifies") {
+        return;
+    }
+    let env = Env::new();
+    let p = env.policy(
+        "missing",
+        &policy("/bin/no-such-program", &["x"], json!({})),
+    );
+    let o = env.run(&p, &[]);
+    assert_ne!(o.status.code(), Some(0), "{}", err(&o));
+    let report = env.report();
+    let execs = report["execs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(execs.len(), 1, "{report}");
+    assert_eq!(execs[0]["argv"], json!(["/bin/no-such-program", "x"]));
+    assert_eq!(execs[0]["status"]["kind"], "failed", "{report}");
+    let dir = &env.run_dirs()[0];
+    let ok = env
+        .cmd()
+        .args(["report", "verify"])
+        .arg(dir.join("run_report.json"))
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}{}", out(&ok), err(&ok));
+    assert!(
+        out(&ok).contains("1 execs and 0 transfers match"),
+        "{}",
+        out(&ok)
+    );
+}

@@ -13,6 +13,7 @@
 mod code;
 mod diagnostic;
 mod duration;
+pub mod events;
 mod size;
 
 pub use code::ErrorCode;

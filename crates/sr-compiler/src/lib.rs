@@ -27,7 +27,7 @@ pub mod seccomp;
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
-use sr_common::{Diagnostic, ErrorCode};
+use sr_common::{Diagnostic, ErrorCode, events};
 use sr_policy::OperatorConfig;
 use sr_policy::ValidatedPolicy;
 use sr_policy::model::{Backend, NetworkMode, OnLimit, PolicySpec, Protocol};
@@ -616,11 +616,13 @@ fn firecracker_plan(
 fn evidence_plan(spec: &PolicySpec) -> EvidencePlan {
     let evidence = spec.evidence.as_ref();
     let mut events: Vec<String> = match evidence.and_then(|e| e.events.as_ref()) {
-        Some(list) => list.clone(),
-        None => sr_evidence::events::ALL
+        // What ran and what moved is always recorded (see `events::ACTIVITY`).
+        Some(list) => list
             .iter()
-            .map(|e| (*e).to_owned())
+            .cloned()
+            .chain(events::ACTIVITY.iter().map(|e| e.as_str().to_owned()))
             .collect(),
+        None => events::all_names(),
     };
     events.sort();
     events.dedup();

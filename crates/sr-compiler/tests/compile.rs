@@ -253,7 +253,10 @@ fn defaults_come_from_the_operator_config() {
         (b.process.uid, b.process.gid, b.process.cwd.as_str()),
         (1000, 1000, "/")
     );
-    assert_eq!(b.evidence_plan.events.len(), sr_evidence::events::ALL.len());
+    assert_eq!(
+        b.evidence_plan.events.len(),
+        sr_common::events::EventType::ALL.len()
+    );
     assert!(b.evidence_plan.sign);
     assert_eq!(
         b.backend.sandbox().cloned().unwrap().rlimits["RLIMIT_NOFILE"],
@@ -382,7 +385,13 @@ fn policy_strategy() -> impl Strategy<Value = String> {
         prop::option::of(1u64..8),
         prop::option::of(1u64..4096),
         prop::option::of(egress),
-        prop::option::of(prop::sample::subsequence(sr_evidence::events::ALL.to_vec(), 0..6)),
+        prop::option::of(prop::sample::subsequence(
+            sr_common::events::EventType::ALL
+                .iter()
+                .map(|e| e.as_str())
+                .collect::<Vec<_>>(),
+            0..6,
+        )),
     )
         .prop_map(|(name, args, env, firecracker, cpus, mem_mib, egress, events)| {
             let mut policy = serde_json::json!({

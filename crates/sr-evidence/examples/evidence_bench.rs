@@ -17,7 +17,7 @@ use sr_evidence::{ChainWriter, EmitError, EventSink, SystemClock, events, keys, 
 
 struct NullSink;
 impl EventSink for NullSink {
-    fn emit(&mut self, _: &str, _: Value) -> Result<(), EmitError> {
+    fn emit(&mut self, _: sr_evidence::events::EventType, _: Value) -> Result<(), EmitError> {
         Ok(())
     }
 }
@@ -112,7 +112,7 @@ fn base_report() -> RunReport {
 }
 
 fn all() -> Vec<String> {
-    events::ALL.iter().map(|s| s.to_string()).collect()
+    events::all_names()
 }
 
 fn gen_run(dir: &Path, n: usize, key: &sr_evidence::SigningKey) {

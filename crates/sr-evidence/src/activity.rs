@@ -1,17 +1,37 @@
 //! What ran in a sandbox and what moved in and out of it: the typed payloads of `exec.started`,
 //! `exec.exited`, `file.transferred` and `file.removed`, and the [`Ledger`] that turns a chain's
-//! events into the report's `execs` and `transfers`. The report is built with the ledger from
-//! the events as they are written; `report verify` rebuilds it from events.jsonl and compares,
-//! so a report whose list differs from its own chain (an exit code edited, an exec dropped, a
-//! digest changed) fails.
+//! events into the report's `execs` and `transfers`. The chain writer feeds the ledger each event
+//! it writes (so the report lists exactly what the chain holds); `report verify` rebuilds it from
+//! events.jsonl and compares, so a report whose list differs from its own chain (an exit code
+//! edited, an exec dropped, a digest changed) fails. The ledger also refuses a chain that
+//! contradicts itself: an argv digest that does not recompute, an exec that ends twice or without
+//! a start, a stdin digest on an exec that had no stdin, a malformed digest, a transfer id used
+//! twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::events;
+use crate::canonical::{is_digest, jcs, sha256_tagged};
+use crate::events::{self, EventType};
+
+/// `sha256:` of the RFC 8785 canonical JSON of `argv`: what `exec.started` states.
+pub fn argv_digest(argv: &[String]) -> String {
+    // A list of strings always encodes; the fallback is never reached.
+    sha256_tagged(&jcs(&argv).unwrap_or_default())
+}
+
+/// What an exec's stdin was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum StdinMode {
+    /// `/dev/null`.
+    None,
+    /// A pipe the client writes into (or the terminal, for a tty exec).
+    Pipe,
+}
 
 /// `exec.started`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -21,14 +41,14 @@ pub struct ExecStarted {
     pub exec_id: u64,
     /// Program and arguments.
     pub argv: Vec<String>,
-    /// `sha256:` of the RFC 8785 canonical JSON of `argv`.
+    /// [`argv_digest`] of `argv`.
     pub argv_digest: String,
     /// Working directory asked for (`null`: the policy's).
     pub cwd: Option<String>,
     /// Whether it got a terminal.
     pub tty: bool,
-    /// `none` or `pipe`.
-    pub stdin: String,
+    /// Its stdin.
+    pub stdin: StdinMode,
     /// Its pid inside the sandbox.
     pub pid: u32,
 }
@@ -79,6 +99,10 @@ pub struct StreamDigest {
 pub struct ExecExited {
     /// The exec's id.
     pub exec_id: u64,
+    /// Program and arguments, only for an exec that never started (it has no `exec.started`
+    /// to say them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
     /// How it ended.
     pub status: ExecStatus,
     /// How long it ran.
@@ -101,6 +125,16 @@ pub enum Direction {
     Out,
 }
 
+/// What a transfer moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TransferKind {
+    /// One regular file's bytes.
+    File,
+    /// A directory as a tar stream (`bytes` and `sha256` are the stream's).
+    Tar,
+}
+
 /// `file.transferred`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -111,8 +145,8 @@ pub struct FileTransferred {
     pub direction: Direction,
     /// The path inside the sandbox.
     pub path: String,
-    /// `file` (a tar stream would be `tar`).
-    pub kind: String,
+    /// A file or a tar stream.
+    pub kind: TransferKind,
     /// Bytes moved.
     pub bytes: u64,
     /// `sha256:` of them.
@@ -141,13 +175,16 @@ pub struct ExecRecord {
     pub argv_digest: String,
     /// How it ended (`lost` when the chain has no end for it).
     pub status: ExecStatus,
-    /// How long it ran.
-    pub duration_ms: u64,
-    /// Its stdout.
+    /// How long it ran (absent when the chain has no end for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Its stdout (absent when the chain has no end for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdout: Option<StreamDigest>,
-    /// Its stderr.
+    /// Its stderr (absent when the chain has no end for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr: Option<StreamDigest>,
-    /// Its stdin.
+    /// Its stdin, when it had one and the chain has its end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<StreamDigest>,
 }
@@ -165,33 +202,33 @@ pub enum LedgerError {
         /// Why.
         reason: String,
     },
-    /// The same exec started twice, or ended without starting, or ended twice.
-    #[error("event {seq}: exec {id} {what}")]
+    /// The events contradict each other or themselves.
+    #[error("event {seq}: {what} {id} {problem}")]
     Inconsistent {
         /// Position in the chain.
         seq: u64,
-        /// The exec.
+        /// `exec` or `transfer`.
+        what: &'static str,
+        /// The exec's or transfer's id.
         id: u64,
         /// What is wrong.
-        what: &'static str,
+        problem: &'static str,
     },
 }
 
 /// Builds the report's lists from the chain's events, in order.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    execs: BTreeMap<u64, ExecRecord>,
-    ended: BTreeMap<u64, bool>,
+    execs: BTreeMap<u64, (ExecRecord, Option<StdinMode>)>,
+    ended: BTreeSet<u64>,
+    transfer_ids: BTreeSet<u64>,
     transfers: Vec<FileTransferred>,
-    seq: u64,
     problem: Option<LedgerError>,
 }
 
 impl Ledger {
-    /// Takes one event.
-    pub fn feed(&mut self, ty: &str, payload: &Value) {
-        let seq = self.seq;
-        self.seq += 1;
+    /// Takes the event at position `seq` of the chain.
+    pub fn feed(&mut self, seq: u64, ty: &str, payload: &Value) {
         if self.problem.is_some() {
             return;
         }
@@ -201,76 +238,119 @@ impl Ledger {
     }
 
     fn take(&mut self, seq: u64, ty: &str, payload: &Value) -> Result<(), LedgerError> {
-        fn parse<T: serde::de::DeserializeOwned>(
-            seq: u64,
-            ty: &str,
-            payload: &Value,
-        ) -> Result<T, LedgerError> {
-            serde_json::from_value(payload.clone()).map_err(|e| LedgerError::Malformed {
-                seq,
-                ty: ty.to_owned(),
-                reason: e.to_string(),
-            })
-        }
-        match ty {
-            events::EXEC_STARTED => {
+        let exec_problem = |id: u64, problem: &'static str| LedgerError::Inconsistent {
+            seq,
+            what: "exec",
+            id,
+            problem,
+        };
+        let digests_well_formed = |id: u64, streams: &[Option<&StreamDigest>]| match streams
+            .iter()
+            .flatten()
+            .all(|s| is_digest(&s.sha256))
+        {
+            true => Ok(()),
+            false => Err(exec_problem(id, "has a malformed stream digest")),
+        };
+        match EventType::parse(ty) {
+            Some(events::EXEC_STARTED) => {
                 let s: ExecStarted = parse(seq, ty, payload)?;
-                if self.execs.contains_key(&s.exec_id) {
-                    return Err(LedgerError::Inconsistent {
-                        seq,
-                        id: s.exec_id,
-                        what: "started twice",
-                    });
+                if self.execs.contains_key(&s.exec_id) || self.ended.contains(&s.exec_id) {
+                    return Err(exec_problem(s.exec_id, "started twice or after its end"));
                 }
-                self.execs.insert(
-                    s.exec_id,
-                    ExecRecord {
-                        id: s.exec_id,
-                        argv: s.argv,
-                        argv_digest: s.argv_digest,
-                        status: ExecStatus::Lost,
-                        duration_ms: 0,
-                        stdout: None,
-                        stderr: None,
-                        stdin: None,
-                    },
-                );
+                if s.argv_digest != argv_digest(&s.argv) {
+                    return Err(exec_problem(
+                        s.exec_id,
+                        "has an argv digest that does not recompute",
+                    ));
+                }
+                let record = ExecRecord {
+                    id: s.exec_id,
+                    argv: s.argv,
+                    argv_digest: s.argv_digest,
+                    status: ExecStatus::Lost,
+                    duration_ms: None,
+                    stdout: None,
+                    stderr: None,
+                    stdin: None,
+                };
+                self.execs.insert(s.exec_id, (record, Some(s.stdin)));
             }
-            events::EXEC_EXITED => {
+            Some(events::EXEC_EXITED) => {
                 let x: ExecExited = parse(seq, ty, payload)?;
-                // An exec that never started (a missing program) ends without a start.
-                if self.ended.insert(x.exec_id, true).is_some() {
-                    return Err(LedgerError::Inconsistent {
-                        seq,
-                        id: x.exec_id,
-                        what: "ended twice",
-                    });
+                let id = x.exec_id;
+                if !self.ended.insert(id) {
+                    return Err(exec_problem(id, "ended twice"));
                 }
-                match self.execs.get_mut(&x.exec_id) {
-                    Some(r) => {
+                digests_well_formed(id, &[Some(&x.stdout), Some(&x.stderr), x.stdin.as_ref()])?;
+                let never_ran = matches!(x.status, ExecStatus::Failed { .. } | ExecStatus::Lost);
+                match (self.execs.get_mut(&id), x.argv) {
+                    (Some(_), Some(_)) => {
+                        return Err(exec_problem(id, "restates its argv at its end"));
+                    }
+                    (Some((r, mode)), None) => {
+                        if x.stdin.is_some() != (*mode == Some(StdinMode::Pipe)) {
+                            return Err(exec_problem(
+                                id,
+                                "has a stdin digest that its start contradicts",
+                            ));
+                        }
                         r.status = x.status;
-                        r.duration_ms = x.duration_ms;
+                        r.duration_ms = Some(x.duration_ms);
                         r.stdout = Some(x.stdout);
                         r.stderr = Some(x.stderr);
                         r.stdin = x.stdin;
                     }
-                    None if matches!(x.status, ExecStatus::Failed { .. }) => {}
-                    None => {
-                        return Err(LedgerError::Inconsistent {
-                            seq,
-                            id: x.exec_id,
-                            what: "ended without having started",
-                        });
+                    // An exec that never started (a missing program, a sandbox gone before it
+                    // began) ends without a start and says its argv there.
+                    (None, Some(argv)) if never_ran => {
+                        let record = ExecRecord {
+                            id,
+                            argv_digest: argv_digest(&argv),
+                            argv,
+                            status: x.status,
+                            duration_ms: Some(x.duration_ms),
+                            stdout: Some(x.stdout),
+                            stderr: Some(x.stderr),
+                            stdin: x.stdin,
+                        };
+                        self.execs.insert(id, (record, None));
                     }
+                    (None, _) => return Err(exec_problem(id, "ended without having started")),
                 }
             }
-            events::FILE_TRANSFERRED => self.transfers.push(parse(seq, ty, payload)?),
-            events::FILE_REMOVED => {
-                let _: FileRemoved = parse(seq, ty, payload)?;
+            Some(events::FILE_TRANSFERRED) => {
+                let t: FileTransferred = parse(seq, ty, payload)?;
+                self.claim_transfer(seq, t.transfer_id)?;
+                if !is_digest(&t.sha256) {
+                    return Err(LedgerError::Inconsistent {
+                        seq,
+                        what: "transfer",
+                        id: t.transfer_id,
+                        problem: "has a malformed digest",
+                    });
+                }
+                self.transfers.push(t);
+            }
+            Some(events::FILE_REMOVED) => {
+                let r: FileRemoved = parse(seq, ty, payload)?;
+                self.claim_transfer(seq, r.transfer_id)?;
             }
             _ => {}
         }
         Ok(())
+    }
+
+    fn claim_transfer(&mut self, seq: u64, id: u64) -> Result<(), LedgerError> {
+        match self.transfer_ids.insert(id) {
+            true => Ok(()),
+            false => Err(LedgerError::Inconsistent {
+                seq,
+                what: "transfer",
+                id,
+                problem: "uses an id already used",
+            }),
+        }
     }
 
     /// The lists, sorted by id; an exec with no end in the chain is `lost`.
@@ -280,8 +360,23 @@ impl Ledger {
         }
         let mut transfers = self.transfers;
         transfers.sort_by_key(|t| t.transfer_id);
-        Ok((self.execs.into_values().collect(), transfers))
+        Ok((
+            self.execs.into_values().map(|(r, _)| r).collect(),
+            transfers,
+        ))
     }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    seq: u64,
+    ty: &str,
+    payload: &Value,
+) -> Result<T, LedgerError> {
+    T::deserialize(payload).map_err(|e| LedgerError::Malformed {
+        seq,
+        ty: ty.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -290,57 +385,169 @@ mod tests {
 
     use super::*;
 
+    const EMPTY: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
     fn started(id: u64) -> Value {
-        json!({"execId": id, "argv": ["/bin/true"], "argvDigest": "sha256:aa", "cwd": null, "tty": false, "stdin": "none", "pid": 2})
+        let argv = vec!["/bin/true".to_owned()];
+        json!({"execId": id, "argv": argv, "argvDigest": argv_digest(&argv), "cwd": null, "tty": false, "stdin": "none", "pid": 2})
     }
 
     fn exited(id: u64, code: i32) -> Value {
         json!({"execId": id, "status": {"kind": "exited", "code": code}, "durationMs": 3,
-               "stdout": {"bytes": 0, "sha256": "sha256:e3"}, "stderr": {"bytes": 0, "sha256": "sha256:e3"}, "stdin": null})
+               "stdout": {"bytes": 0, "sha256": EMPTY}, "stderr": {"bytes": 0, "sha256": EMPTY}, "stdin": null})
+    }
+
+    fn transfer(id: u64, sha256: &str) -> Value {
+        json!({"transferId": id, "direction": "in", "path": "/tmp/x", "kind": "file", "bytes": 0, "sha256": sha256})
+    }
+
+    fn ledger(
+        events_in: &[(EventType, Value)],
+    ) -> Result<(Vec<ExecRecord>, Vec<FileTransferred>), LedgerError> {
+        let mut l = Ledger::default();
+        for (seq, (ty, p)) in events_in.iter().enumerate() {
+            l.feed(seq as u64 + 10, ty.as_str(), p);
+        }
+        l.finish()
     }
 
     #[test]
     fn execs_and_transfers_come_out_sorted_and_a_missing_end_is_lost() {
-        let mut l = Ledger::default();
-        l.feed(events::EXEC_STARTED, &started(2));
-        l.feed(events::EXEC_STARTED, &started(1));
-        l.feed(events::RESOURCE_SAMPLE, &json!({}));
-        l.feed(events::EXEC_EXITED, &exited(1, 7));
-        l.feed(
-            events::FILE_TRANSFERRED,
-            &json!({"transferId": 3, "direction": "in", "path": "/tmp/x", "kind": "file", "bytes": 1, "sha256": "sha256:bb"}),
+        let failed = json!({"execId": 4, "argv": ["/nope"], "status": {"kind": "failed", "code": "SR-RUN-002", "phase": "launch.exec"},
+                            "durationMs": 0, "stdout": {"bytes": 0, "sha256": EMPTY}, "stderr": {"bytes": 0, "sha256": EMPTY}, "stdin": null});
+        let (execs, transfers) = ledger(&[
+            (events::EXEC_STARTED, started(2)),
+            (events::EXEC_STARTED, started(1)),
+            (events::RESOURCE_SAMPLE, json!({})),
+            (events::EXEC_EXITED, exited(1, 7)),
+            (events::FILE_TRANSFERRED, transfer(3, EMPTY)),
+            (events::EXEC_EXITED, failed),
+        ])
+        .unwrap();
+        assert_eq!(
+            execs.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![1, 2, 4]
         );
-        let failed = json!({"execId": 4, "status": {"kind": "failed", "code": "SR-RUN-002", "phase": "launch.exec"},
-                            "durationMs": 0, "stdout": {"bytes": 0, "sha256": "sha256:e3"}, "stderr": {"bytes": 0, "sha256": "sha256:e3"}, "stdin": null});
-        l.feed(events::EXEC_EXITED, &failed);
-        let (execs, transfers) = l.finish().unwrap();
-        assert_eq!(execs.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(execs[0].status, ExecStatus::Exited { code: 7 });
         assert_eq!(execs[1].status, ExecStatus::Lost);
+        // A lost exec states nothing the chain does not have.
+        let lost = serde_json::to_value(&execs[1]).unwrap();
+        assert!(
+            lost.get("durationMs").is_none() && lost.get("stdout").is_none(),
+            "{lost}"
+        );
+        assert_eq!(execs[2].argv_digest, argv_digest(&["/nope".to_owned()]));
+        assert!(matches!(execs[2].status, ExecStatus::Failed { .. }));
         assert_eq!(transfers.len(), 1);
         assert_eq!(transfers[0].direction, Direction::In);
     }
 
     #[test]
     fn an_inconsistent_chain_is_refused() {
-        for events_in in [
-            vec![
-                (events::EXEC_STARTED, started(1)),
-                (events::EXEC_STARTED, started(1)),
-            ],
-            vec![(events::EXEC_EXITED, exited(9, 0))],
-            vec![
-                (events::EXEC_STARTED, started(1)),
-                (events::EXEC_EXITED, exited(1, 0)),
-                (events::EXEC_EXITED, exited(1, 0)),
-            ],
-            vec![(events::EXEC_STARTED, json!({"execId": "one"}))],
-        ] {
-            let mut l = Ledger::default();
-            for (ty, p) in &events_in {
-                l.feed(ty, p);
-            }
-            assert!(l.finish().is_err(), "{events_in:?}");
+        let mut forged = started(1);
+        forged["argv"] = json!(["/bin/sh"]);
+        let mut piped = started(1);
+        piped["stdin"] = json!("pipe");
+        let mut with_stdin = exited(1, 0);
+        with_stdin["stdin"] = json!({"bytes": 1, "sha256": EMPTY});
+        let mut bad_digest = exited(1, 0);
+        bad_digest["stdout"]["sha256"] = json!("sha256:e3");
+        let mut restated = exited(1, 0);
+        restated["argv"] = json!(["/bin/true"]);
+        let cases: Vec<(&str, Vec<(EventType, Value)>)> = vec![
+            (
+                "started twice",
+                vec![
+                    (events::EXEC_STARTED, started(1)),
+                    (events::EXEC_STARTED, started(1)),
+                ],
+            ),
+            (
+                "end without start",
+                vec![(events::EXEC_EXITED, exited(9, 0))],
+            ),
+            (
+                "ended twice",
+                vec![
+                    (events::EXEC_STARTED, started(1)),
+                    (events::EXEC_EXITED, exited(1, 0)),
+                    (events::EXEC_EXITED, exited(1, 0)),
+                ],
+            ),
+            (
+                "malformed",
+                vec![(events::EXEC_STARTED, json!({"execId": "one"}))],
+            ),
+            ("forged argv", vec![(events::EXEC_STARTED, forged)]),
+            (
+                "stdin digest without stdin",
+                vec![
+                    (events::EXEC_STARTED, started(1)),
+                    (events::EXEC_EXITED, with_stdin),
+                ],
+            ),
+            (
+                "pipe without stdin digest",
+                vec![
+                    (events::EXEC_STARTED, piped),
+                    (events::EXEC_EXITED, exited(1, 0)),
+                ],
+            ),
+            (
+                "bad stream digest",
+                vec![
+                    (events::EXEC_STARTED, started(1)),
+                    (events::EXEC_EXITED, bad_digest),
+                ],
+            ),
+            (
+                "argv restated",
+                vec![
+                    (events::EXEC_STARTED, started(1)),
+                    (events::EXEC_EXITED, restated),
+                ],
+            ),
+            (
+                "bad transfer digest",
+                vec![(events::FILE_TRANSFERRED, transfer(1, "sha256:00"))],
+            ),
+            (
+                "transfer id twice",
+                vec![
+                    (events::FILE_TRANSFERRED, transfer(1, EMPTY)),
+                    (
+                        events::FILE_REMOVED,
+                        json!({"transferId": 1, "path": "/tmp/x"}),
+                    ),
+                ],
+            ),
+            (
+                "bool exit code",
+                vec![
+                    (events::EXEC_STARTED, started(1)),
+                    (
+                        events::EXEC_EXITED,
+                        json!({"execId": 1, "status": {"kind": "exited", "code": true}, "durationMs": 3,
+                    "stdout": {"bytes": 0, "sha256": EMPTY}, "stderr": {"bytes": 0, "sha256": EMPTY}, "stdin": null}),
+                    ),
+                ],
+            ),
+        ];
+        for (name, events_in) in cases {
+            assert!(ledger(&events_in).is_err(), "{name}: {events_in:?}");
         }
+    }
+
+    #[test]
+    fn a_problem_names_the_chain_position() {
+        let err = ledger(&[
+            (events::RUN_PREPARE, json!({})),
+            (events::EXEC_EXITED, exited(9, 0)),
+        ])
+        .unwrap_err();
+        assert!(
+            matches!(err, LedgerError::Inconsistent { seq: 11, id: 9, .. }),
+            "{err:?}"
+        );
     }
 }

@@ -46,9 +46,10 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::activity::{ExecRecord, FileTransferred, Ledger, LedgerError};
 use crate::canonical::{check_numbers, jcs, jcs_value_into, sha256_tagged};
 use crate::error::EvidenceError;
-use crate::events;
+use crate::events::{self, EventType};
 use crate::sink::{EmitError, EventSink};
 
 /// The `prev` of the first event: `sha256:` and 64 zeros.
@@ -181,12 +182,13 @@ pub struct ChainSummary {
 pub struct ChainWriter<W: Write + Send = File> {
     out: W,
     path: Option<PathBuf>,
-    allowed: BTreeSet<String>,
+    allowed: BTreeSet<EventType>,
     clock: Box<dyn Clock>,
     count: u64,
     head: String,
     dropped: u64,
     poisoned: Option<String>,
+    ledger: Ledger,
 }
 
 impl<W: Write + Send> std::fmt::Debug for ChainWriter<W> {
@@ -203,7 +205,7 @@ impl<W: Write + Send> std::fmt::Debug for ChainWriter<W> {
 
 impl ChainWriter<File> {
     /// Creates `<run_dir>/events.jsonl` (it must not exist; mode 0600) and writes into it the
-    /// event types in `plan_events` (the evidence plan's list).
+    /// event types in `plan_events` (the evidence plan's list) and the activity types, always.
     pub fn create(
         run_dir: &Path,
         plan_events: &[String],
@@ -250,12 +252,18 @@ impl<W: Write + Send> ChainWriter<W> {
         ChainWriter {
             out,
             path: None,
-            allowed: plan_events.iter().cloned().collect(),
+            // Names the catalogue does not know are never written; the activity types always are.
+            allowed: plan_events
+                .iter()
+                .filter_map(|name| EventType::parse(name))
+                .chain(events::ACTIVITY)
+                .collect(),
             clock,
             count: 0,
             head: GENESIS.to_owned(),
             dropped: 0,
             poisoned: None,
+            ledger: Ledger::default(),
         }
     }
 
@@ -266,6 +274,14 @@ impl<W: Write + Send> ChainWriter<W> {
             count: self.count,
             dropped: self.dropped,
         }
+    }
+
+    /// The report's `execs` and `transfers`: what the events written so far say (each written
+    /// event was fed to a [`Ledger`] at its own position), leaving an empty ledger behind.
+    pub fn take_activity(
+        &mut self,
+    ) -> Result<(Vec<ExecRecord>, Vec<FileTransferred>), LedgerError> {
+        std::mem::take(&mut self.ledger).finish()
     }
 
     /// Whether an earlier failure stopped the log.
@@ -287,20 +303,20 @@ impl<W: Write + Send> ChainWriter<W> {
     /// Records one event. Returns its `seq`, or `None` when the plan gates it out.
     pub fn record(
         &mut self,
-        event_type: &str,
+        event_type: EventType,
         payload: &Value,
     ) -> Result<Option<u64>, EvidenceError> {
         if let Some(first) = &self.poisoned {
             return Err(EvidenceError::Poisoned {
-                event_type: event_type.to_owned(),
+                event_type: event_type.to_string(),
                 first: first.clone(),
             });
         }
-        if !events::is_known(event_type) || !self.allowed.contains(event_type) {
+        if !self.allowed.contains(&event_type) {
             self.dropped += 1;
             return Ok(None);
         }
-        let result = self.write_event(event_type, payload);
+        let result = self.write_event(event_type.as_str(), payload);
         if let Err(e) = &result {
             self.poisoned = Some(e.to_diagnostic().message);
         }
@@ -325,16 +341,17 @@ impl<W: Write + Send> ChainWriter<W> {
         self.out.flush().map_err(io)?;
         self.head = hash;
         self.count += 1;
+        self.ledger.feed(seq, event_type, payload);
         Ok(seq)
     }
 }
 
 impl<W: Write + Send> EventSink for ChainWriter<W> {
-    fn emit(&mut self, event_type: &str, payload: Value) -> Result<(), EmitError> {
+    fn emit(&mut self, event_type: EventType, payload: Value) -> Result<(), EmitError> {
         self.record(event_type, &payload)
             .map(|_| ())
             .map_err(|e| EmitError {
-                event_type: event_type.to_owned(),
+                event_type,
                 reason: e.to_diagnostic().message,
             })
     }
@@ -355,7 +372,7 @@ impl CheckedChain {
     /// Whether the log ends with the terminal event ([`events::CLEANUP_DONE`]). A valid chain
     /// without it is an incomplete prefix: the run stopped (or is still running) before cleanup.
     pub fn ends_with_cleanup(&self) -> bool {
-        self.last_type.as_deref() == Some(events::CLEANUP_DONE)
+        self.last_type.as_deref() == Some(events::CLEANUP_DONE.as_str())
     }
 }
 
@@ -526,7 +543,7 @@ mod tests {
     }
 
     fn all() -> Vec<String> {
-        events::ALL.iter().map(|s| s.to_string()).collect()
+        events::all_names()
     }
 
     #[test]

@@ -5,41 +5,42 @@
 //! use [`RecordingSink`].
 
 use serde_json::Value;
+use sr_common::events::EventType;
 
 /// Error from recording an event. Carries SR-EVD-001 when shown.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write event {event_type}: {reason}")]
 pub struct EmitError {
     /// The event type that could not be written.
-    pub event_type: String,
+    pub event_type: EventType,
     /// Why.
     pub reason: String,
 }
 
 /// Something that records run events.
 pub trait EventSink: Send {
-    /// Records one event of `event_type` (one of [`crate::events`]) with `payload`.
+    /// Records one event of `event_type`  with `payload`.
     /// An event type the evidence plan does not list is accepted and dropped.
-    fn emit(&mut self, event_type: &str, payload: Value) -> Result<(), EmitError>;
+    fn emit(&mut self, event_type: EventType, payload: Value) -> Result<(), EmitError>;
 }
 
 /// A sink that keeps every event in memory, for tests.
 #[derive(Debug, Default, Clone)]
 pub struct RecordingSink {
     /// Events in order: (type, payload).
-    pub events: Vec<(String, Value)>,
+    pub events: Vec<(EventType, Value)>,
 }
 
 impl EventSink for RecordingSink {
-    fn emit(&mut self, event_type: &str, payload: Value) -> Result<(), EmitError> {
-        self.events.push((event_type.to_owned(), payload));
+    fn emit(&mut self, event_type: EventType, payload: Value) -> Result<(), EmitError> {
+        self.events.push((event_type, payload));
         Ok(())
     }
 }
 
 impl RecordingSink {
     /// The types recorded, in order.
-    pub fn types(&self) -> Vec<&str> {
+    pub fn types(&self) -> Vec<&'static str> {
         self.events.iter().map(|(t, _)| t.as_str()).collect()
     }
 }

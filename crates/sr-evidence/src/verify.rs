@@ -613,7 +613,8 @@ fn check_activity(v: &mut Verification, report: &RunReport, events_path: &Path) 
             .get("type")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        ledger.feed(ty, event.get("payload").unwrap_or(&Value::Null));
+        let seq = event.get("seq").and_then(Value::as_u64).unwrap_or_default();
+        ledger.feed(seq, ty, event.get("payload").unwrap_or(&Value::Null));
     }
     let (execs, transfers) = match ledger.finish() {
         Ok(lists) => lists,

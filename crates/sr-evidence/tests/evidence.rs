@@ -24,7 +24,7 @@ fn clock() -> Box<dyn Clock> {
 }
 
 fn all_events() -> Vec<String> {
-    events::ALL.iter().map(|s| s.to_string()).collect()
+    events::all_names()
 }
 
 fn key() -> SigningKey {
@@ -458,7 +458,7 @@ fn removing_reordering_duplicating_or_appending_events_fails() {
     let (_, extra) = sr_evidence::chain::encode_event(
         checked.count,
         "2026-11-23T11:30:00Z",
-        events::PROCESS_STARTED,
+        events::PROCESS_STARTED.as_str(),
         &json!({}),
         &checked.head,
     )
@@ -551,21 +551,28 @@ proptest! {
 }
 
 #[test]
-fn gating_writes_only_planned_events_and_counts_the_rest() {
+fn gating_writes_planned_and_activity_events_and_counts_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let plan = vec![
-        events::CLEANUP_DONE.to_owned(),
-        events::RUN_PREPARE.to_owned(),
+        events::CLEANUP_DONE.to_string(),
+        events::RUN_PREPARE.to_string(),
+        "not.a.known.type".to_owned(),
     ];
     let mut chain = ChainWriter::create(dir.path(), &plan, clock()).unwrap();
     chain.emit(events::RUN_PREPARE, json!({})).unwrap();
     chain
         .emit(events::RESOURCE_SAMPLE, json!({"x": 1}))
         .unwrap();
-    chain.emit("not.a.known.type", json!({})).unwrap();
+    // Not in the plan, but what ran and what moved is always recorded.
+    chain
+        .emit(
+            events::FILE_REMOVED,
+            json!({"transferId": 1, "path": "/tmp/x"}),
+        )
+        .unwrap();
     chain.emit(events::CLEANUP_DONE, json!({})).unwrap();
     let summary = chain.finish().unwrap();
-    assert_eq!((summary.count, summary.dropped), (2, 2));
+    assert_eq!((summary.count, summary.dropped), (3, 1));
     let text = fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
     let types: Vec<String> = text
         .lines()
@@ -576,7 +583,7 @@ fn gating_writes_only_planned_events_and_counts_the_rest() {
                 .to_owned()
         })
         .collect();
-    assert_eq!(types, ["run.prepare", "cleanup.done"]);
+    assert_eq!(types, ["run.prepare", "file.removed", "cleanup.done"]);
     let v = verify::verify_events(&dir.path().join("events.jsonl"));
     assert!(v.ok() && v.complete, "{}", v.render_text());
 }

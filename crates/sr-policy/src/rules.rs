@@ -908,11 +908,11 @@ fn check_evidence(spec: &PolicySpec, ctx: &mut Ctx<'_>) {
     let mut seen = BTreeSet::new();
     for (i, event) in events.iter().enumerate() {
         let path = p("evidence.events").index(i);
-        if !sr_evidence::events::is_known(event) {
+        if !sr_common::events::is_known(event) {
             ctx.bad(
                 &path,
                 format!("unknown event type {:?}", clip(event)),
-                format!("use one of: {}", sr_evidence::events::ALL.join(", ")),
+                format!("use one of: {}", sr_common::events::names()),
             );
         } else if !seen.insert(event.as_str()) {
             ctx.bad(

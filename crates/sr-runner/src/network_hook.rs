@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use sr_common::Diagnostic;
+use sr_common::events::EventType;
 
 /// What attaching the network produced, for the sandbox and for the report.
 #[derive(Debug, Clone, Default)]
@@ -22,8 +23,8 @@ pub struct AttachedNetwork {
 /// One sampling of the network's counters.
 #[derive(Debug, Clone, Default)]
 pub struct NetworkSample {
-    /// Events to record now, in order: (event type from `sr_evidence::events`, payload).
-    pub events: Vec<(String, Value)>,
+    /// Events to record now, in order: (event type, payload).
+    pub events: Vec<(EventType, Value)>,
     /// The report's `networkAudit` block as of this sample (`Value::Null` for mode none).
     pub audit: Value,
 }

@@ -341,7 +341,7 @@ fn allowlist_enforces_counts_and_cleans_up() {
         !first
             .events
             .iter()
-            .any(|(t, _)| t == events::NETWORK_RULE_HIT)
+            .any(|(t, _)| *t == events::NETWORK_RULE_HIT)
     );
 
     let r = probe(&sb, &resolver, &topo);
@@ -404,10 +404,10 @@ fn allowlist_enforces_counts_and_cleans_up() {
     );
     assert_eq!(audit["dns"]["refused"], 1);
     let kinds: Vec<&str> = s.events.iter().map(|(t, _)| t.as_str()).collect();
-    assert!(kinds.contains(&events::NETWORK_RULE_HIT));
-    assert!(kinds.contains(&events::NETWORK_DNS_QUERY));
+    assert!(kinds.contains(&events::NETWORK_RULE_HIT.as_str()));
+    assert!(kinds.contains(&events::NETWORK_DNS_QUERY.as_str()));
     for (t, p) in &s.events {
-        if t == events::NETWORK_RULE_HIT {
+        if *t == events::NETWORK_RULE_HIT {
             assert!(p["allowedHits"].as_u64().unwrap() + p["blockedHits"].as_u64().unwrap() > 0);
         }
     }
@@ -747,7 +747,7 @@ fn a_run_reaches_neither_another_runs_resolver_nor_its_addresses() {
     let queries: Vec<&Value> = sb
         .events
         .iter()
-        .filter(|(t, _)| t == events::NETWORK_DNS_QUERY)
+        .filter(|(t, _)| *t == events::NETWORK_DNS_QUERY)
         .map(|(_, p)| p)
         .collect();
     // B's only query is its own.
@@ -856,7 +856,7 @@ fn the_connection_bound_drops_and_counts_flows_beyond_it() {
     let hit = s
         .events
         .iter()
-        .find(|(t, p)| t == events::NETWORK_RULE_HIT && p["ruleId"] == "conn-limit");
+        .find(|(t, p)| *t == events::NETWORK_RULE_HIT && p["ruleId"] == "conn-limit");
     assert_eq!(
         hit.map(|(_, p)| p["blockedHits"].clone()),
         Some(dropped.into()),

@@ -36,13 +36,13 @@ struct FailingSink {
 impl sr_evidence::EventSink for FailingSink {
     fn emit(
         &mut self,
-        event_type: &str,
+        event_type: sr_evidence::events::EventType,
         payload: serde_json::Value,
     ) -> Result<(), sr_evidence::EmitError> {
-        if self.failed || self.fail_on == Some(event_type) {
+        if self.failed || self.fail_on == Some(event_type.as_str()) {
             self.failed = true;
             return Err(sr_evidence::EmitError {
-                event_type: event_type.to_owned(),
+                event_type,
                 reason: "No space left on device (test)".into(),
             });
         }

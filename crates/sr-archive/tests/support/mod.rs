@@ -41,7 +41,7 @@ impl Default for Run<'_> {
 pub fn make_run(base: &Path, run: &Run<'_>, key: &SigningKey) -> PathBuf {
     let dir = base.join(run.id);
     std::fs::create_dir_all(&dir).unwrap();
-    let plan: Vec<String> = events::ALL.iter().map(|s| s.to_string()).collect();
+    let plan: Vec<String> = events::all_names();
     let mut chain = ChainWriter::create(&dir, &plan, Box::new(SystemClock)).unwrap();
     chain
         .emit(events::RUN_PREPARE, json!({"runId": run.id}))

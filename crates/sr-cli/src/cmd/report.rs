@@ -437,7 +437,7 @@ mod tests {
     /// A run directory with `n` events (ending in cleanup.done unless `crashed`) and, unless
     /// crashed, a signed report.
     fn make_run(dir: &Path, n: usize, crashed: bool, key: &SigningKey) {
-        let plan: Vec<String> = events::ALL.iter().map(|s| s.to_string()).collect();
+        let plan: Vec<String> = events::all_names();
         let mut chain = ChainWriter::create(dir, &plan, Box::new(SystemClock)).unwrap();
         chain
             .emit(events::RUN_PREPARE, json!({"runId": "t"}))

@@ -421,7 +421,8 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
         return fail_with(result, format, &[d]);
     };
     let samples = counting.samples;
-    let activity = counting.ledger.finish().unwrap_or_else(|e| {
+    let mut chain = counting.inner;
+    let activity = chain.take_activity().unwrap_or_else(|e| {
         evidence_errors.push(Diagnostic::new(
             ErrorCode::EvidenceEventWrite,
             "evidence.activity",
@@ -430,7 +431,6 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
         ));
         Default::default()
     });
-    let chain = counting.inner;
     let report_path = match chain.finish() {
         Ok(summary) => {
             let ctx = crate::evidence_report::ReportContext {

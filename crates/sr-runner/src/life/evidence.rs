@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
+use sr_common::events::EventType;
 use sr_common::{Diagnostic, ErrorCode};
 use sr_evidence::sink::EventSink;
 
@@ -22,7 +23,7 @@ pub struct Recorded<S> {
 /// Emits events from any thread.
 pub trait Emit: Send + Sync {
     /// Records one event; a failure is kept (see [`Recorded::failure`]).
-    fn emit(&self, ty: &str, payload: Value);
+    fn emit(&self, ty: EventType, payload: Value);
     /// Adds a warning for the report.
     fn warn(&self, d: Diagnostic);
     /// Whether an event could not be written (and takes that failure).
@@ -57,7 +58,7 @@ impl<S: EventSink> Evidence<S> {
 }
 
 impl<S: EventSink> Emit for Evidence<S> {
-    fn emit(&self, ty: &str, payload: Value) {
+    fn emit(&self, ty: EventType, payload: Value) {
         let mut r = self.lock();
         let Some(sink) = r.sink.as_mut() else {
             return;

@@ -13,7 +13,9 @@ use sr_agent_proto::message::{
 };
 use sr_agent_proto::{Message, Stream};
 use sr_common::{Diagnostic, ErrorCode};
-use sr_evidence::activity::{ExecExited, ExecStarted, ExecStatus, StreamDigest};
+use sr_evidence::activity::{
+    ExecExited, ExecStarted, ExecStatus, StdinMode as StdinSource, StreamDigest, argv_digest,
+};
 use sr_evidence::events;
 
 use super::conn::{AgentConn, Credit, ExecRoute, Routed, Tally};
@@ -131,12 +133,6 @@ pub(crate) fn to_payload<T: serde::Serialize>(p: &T) -> serde_json::Value {
     serde_json::to_value(p).unwrap_or(serde_json::Value::Null)
 }
 
-/// `sha256:` over the RFC 8785 canonical JSON of `argv`.
-pub fn argv_digest(argv: &[String]) -> String {
-    let canonical = serde_json_canonicalizer::to_vec(&argv).unwrap_or_default();
-    format!("sha256:{}", hex::encode(Sha256::digest(canonical)))
-}
-
 impl ExecHandle {
     /// Sends `req` as exec `id` (the route was registered first, so no frame is missed).
     pub(crate) fn start(
@@ -188,7 +184,11 @@ impl ExecHandle {
             argv_digest: argv_digest(&req.argv),
             cwd: req.cwd.clone(),
             tty: req.tty.is_some(),
-            stdin: if req.reads_stdin() { "pipe" } else { "none" }.to_owned(),
+            stdin: if req.reads_stdin() {
+                StdinSource::Pipe
+            } else {
+                StdinSource::None
+            },
             pid: 0,
         };
         Ok(ExecHandle {
@@ -342,8 +342,11 @@ impl ExecHandle {
             sha256: f.sha256.clone(),
             truncated: f.truncated,
         };
+        // An exec with no `exec.started` says its argv at its end, so the report still lists it.
+        let announced = self.announce.pid != 0;
         let exited = ExecExited {
             exec_id: self.id,
+            argv: (!announced).then(|| self.announce.argv.clone()),
             status,
             duration_ms,
             stdout: stream(&result.stdout),

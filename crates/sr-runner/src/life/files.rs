@@ -12,7 +12,7 @@ use sr_agent_proto::message::{
 };
 use sr_agent_proto::{Data, Frame, Message, Stream};
 use sr_common::{Diagnostic, ErrorCode};
-use sr_evidence::activity::{Direction, FileRemoved, FileTransferred};
+use sr_evidence::activity::{Direction, FileRemoved, FileTransferred, TransferKind};
 use sr_evidence::events;
 use sr_evidence::sink::EventSink;
 
@@ -71,7 +71,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
             transfer_id: id,
             direction,
             path: path.to_owned(),
-            kind: "file".into(),
+            kind: TransferKind::File,
             bytes,
             sha256: sha256.to_owned(),
         };

@@ -514,7 +514,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
             match sampled {
                 Ok(s) => {
                     for (ty, payload) in s.events {
-                        self.evidence.emit(&ty, payload);
+                        self.evidence.emit(ty, payload);
                     }
                     network_audit = s.audit;
                 }
@@ -720,7 +720,7 @@ impl<S: EventSink + 'static> Monitor<S> {
             match sampled {
                 Ok(s) => {
                     for (ty, payload) in s.events {
-                        self.evidence.emit(&ty, payload);
+                        self.evidence.emit(ty, payload);
                     }
                 }
                 Err(d) => self.evidence.warn(d),

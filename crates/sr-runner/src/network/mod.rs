@@ -120,7 +120,7 @@ pub struct AllowlistNetwork {
     created: Created,
     dns: Option<DnsServer>,
     last_hits: BTreeMap<String, (u64, u64)>,
-    pending: Vec<(String, Value)>,
+    pending: Vec<(sr_common::events::EventType, Value)>,
     last_counters: Counters,
     tally: DnsTally,
     dns_errors: Vec<String>,
@@ -517,7 +517,7 @@ impl AllowlistNetwork {
         Ok(audit::parse_counters(&listing))
     }
 
-    fn drain_dns(&mut self) -> Vec<(String, Value)> {
+    fn drain_dns(&mut self) -> Vec<(sr_common::events::EventType, Value)> {
         let Some(server) = &self.dns else {
             return Vec::new();
         };
@@ -525,7 +525,7 @@ impl AllowlistNetwork {
         self.tally = tally;
         self.dns_errors.extend(errors);
         evs.into_iter()
-            .map(|e| (events::NETWORK_DNS_QUERY.to_owned(), e))
+            .map(|e| (events::NETWORK_DNS_QUERY, e))
             .collect()
     }
 
@@ -552,10 +552,8 @@ impl AllowlistNetwork {
             let (evs, tally, errs) = server.resolver().drain();
             self.tally = tally;
             self.dns_errors.extend(errs);
-            self.pending.extend(
-                evs.into_iter()
-                    .map(|e| (events::NETWORK_DNS_QUERY.to_owned(), e)),
-            );
+            self.pending
+                .extend(evs.into_iter().map(|e| (events::NETWORK_DNS_QUERY, e)));
             removed.push("resolver".to_owned());
         }
         if let Some((family, table)) = self.created.table.clone() {
@@ -652,7 +650,7 @@ impl NetworkHook for AllowlistNetwork {
             &mut self.last_hits,
             final_sample,
         ) {
-            out.push((events::NETWORK_RULE_HIT.to_owned(), payload));
+            out.push((events::NETWORK_RULE_HIT, payload));
         }
         Ok(NetworkSample {
             events: out,

@@ -848,7 +848,7 @@ fn lifecycle_command_sequence_and_release() {
         sample
             .events
             .iter()
-            .any(|(t, _)| t == events::NETWORK_RULE_HIT)
+            .any(|(t, _)| *t == events::NETWORK_RULE_HIT)
     );
     assert_eq!(sample.audit["mode"], "allowlist");
 
@@ -1164,7 +1164,7 @@ fn a_failed_sample_is_sr_run_201_at_monitor_and_keeps_events() {
     assert!(
         s.events
             .iter()
-            .any(|(t, p)| t == events::NETWORK_DNS_QUERY && p["verdict"] == "refused")
+            .any(|(t, p)| *t == events::NETWORK_DNS_QUERY && p["verdict"] == "refused")
     );
     net.release().unwrap();
 }
