@@ -394,6 +394,216 @@ fn files_round_trip_and_stay_inside_their_mounts() {
     assert_eq!(types.iter().filter(|t| **t == "file.removed").count(), 2);
 }
 
+/// One entry of [`raw_tar`]: name, kind, link target, content.
+type RawEntry<'a> = (&'a [u8], tar::EntryType, &'a [u8], &'a [u8]);
+
+/// A tar stream of `entries`, their names and link targets written into the headers' raw bytes
+/// (so names the `tar` crate itself refuses to write can be tested).
+fn raw_tar(entries: &[RawEntry]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, link, data) in entries {
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
+        h.set_entry_type(*kind);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// An entry read back: name, kind, link target, content, mode.
+type ReadEntry = (String, tar::EntryType, String, Vec<u8>, u32);
+
+fn tar_entries(bytes: &[u8]) -> Vec<ReadEntry> {
+    let mut a = tar::Archive::new(bytes);
+    let mut out = Vec::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let link = e
+            .link_name_bytes()
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .unwrap_or_default();
+        let kind = e.header().entry_type();
+        let mode = e.header().mode().unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        out.push((name, kind, link, data, mode));
+    }
+    out
+}
+
+fn tar_streams_round_trip_and_never_follow_links() {
+    let h = host();
+    let shared = tempfile::tempdir_in("/tmp").unwrap();
+    let mut b = idle();
+    if let sr_compiler::bundle::BackendPlan::Sandbox(sp) = &mut b.backend {
+        sp.mounts.push(sr_compiler::bundle::MountStep::Bind {
+            source: shared.path().display().to_string(),
+            target: "/in".into(),
+            read_only: true,
+            origin: "policy".into(),
+        });
+    }
+    let (_dir, sb) = create(&h, b);
+    let made = run(
+        &sb,
+        &sh(
+            "mkdir -p /tmp/src/sub /tmp/victim && cd /tmp/src && printf A > a.txt && : > empty \
+             && head -c 100000 /dev/zero > sub/b.bin && chmod 750 sub && ln -s /etc/passwd out \
+             && ln -s a.txt rel && mkfifo pipe",
+        ),
+    );
+    assert_eq!(made.0, ExecEnd::Exited(0), "{made:?}");
+    // Get: symlinks as symlinks (never their targets' content), the fifo left out, sorted.
+    let mut stream = Vec::new();
+    let got = sb.get_tar("/tmp/src", &mut stream).unwrap();
+    assert_eq!(got.size, stream.len() as u64);
+    let entries = tar_entries(&stream);
+    let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names, ["a.txt", "empty", "out", "rel", "sub", "sub/b.bin"]);
+    let out = &entries[2];
+    assert_eq!(
+        (out.1, out.2.as_str(), out.3.len()),
+        (tar::EntryType::Symlink, "/etc/passwd", 0)
+    );
+    assert_eq!(entries[4].4, 0o750);
+    assert_eq!(entries[5].3.len(), 100_000);
+    // Put it back elsewhere: the same tree.
+    sb.put_tar(
+        "/tmp/dst",
+        0o700,
+        stream.len() as u64,
+        &mut stream.as_slice(),
+    )
+    .unwrap();
+    assert_eq!(
+        run(
+            &sb,
+            &sh("cd /tmp/dst && find . | sort | tr '\\n' ' '; cat a.txt; echo; readlink out; stat -c %a sub; stat -c '%a %s' sub/b.bin; test -p pipe || echo no-fifo")
+        )
+        .1,
+        ". ./a.txt ./empty ./out ./rel ./sub ./sub/b.bin A\n/etc/passwd\n750\n644 100000\nno-fifo\n"
+    );
+    // Hostile streams: refused, and nothing lands outside the destination.
+    let put =
+        |dest: &str, bytes: &[u8]| sb.put_tar(dest, 0o755, bytes.len() as u64, &mut &bytes[..]);
+    let file = tar::EntryType::Regular;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "dot-dot",
+            raw_tar(&[(b"../escaped", file, b"", b"x")]),
+            "Invalid",
+        ),
+        (
+            "absolute",
+            raw_tar(&[(b"/tmp/escaped", file, b"", b"x")]),
+            "Invalid",
+        ),
+        (
+            "through an absolute link it unpacked",
+            raw_tar(&[
+                (b"l", tar::EntryType::Symlink, b"/tmp/victim", b""),
+                (b"l/escaped", file, b"", b"x"),
+            ]),
+            "OutsideRoot",
+        ),
+        (
+            "through a relative link it unpacked",
+            raw_tar(&[
+                (b"r", tar::EntryType::Symlink, b"../victim", b""),
+                (b"r/escaped", file, b"", b"x"),
+            ]),
+            "OutsideRoot",
+        ),
+        (
+            "a hard link",
+            raw_tar(&[(b"h", tar::EntryType::Link, b"/etc/passwd", b"")]),
+            "Unsupported",
+        ),
+        (
+            "a device",
+            raw_tar(&[(b"d", tar::EntryType::Char, b"", b"")]),
+            "Unsupported",
+        ),
+        (
+            "not a tar stream",
+            b"this is not a tar stream at all, not even close".repeat(20),
+            "Invalid",
+        ),
+    ];
+    for (name, bytes, code) in &cases {
+        let e = put(&format!("/tmp/hostile-{}", name.len()), bytes).unwrap_err();
+        assert!(e.message.contains(code), "{name}: {e:?}");
+    }
+    // A link already planted in the destination is not followed either, and an entry of its
+    // name replaces the link.
+    assert_eq!(
+        run(
+            &sb,
+            &sh("mkdir /tmp/planted && ln -s /tmp/victim /tmp/planted/pre")
+        )
+        .0,
+        ExecEnd::Exited(0)
+    );
+    let e = put(
+        "/tmp/planted",
+        &raw_tar(&[(b"pre/escaped", file, b"", b"x")]),
+    )
+    .unwrap_err();
+    assert!(e.message.contains("OutsideRoot"), "{e:?}");
+    put("/tmp/planted", &raw_tar(&[(b"pre", file, b"", b"mine")])).unwrap();
+    assert_eq!(
+        run(&sb, &sh("ls -A /tmp/victim /tmp | grep -c escaped; cat /tmp/planted/pre; test -L /tmp/planted/pre || echo ' file'")).1,
+        "0\nmine file\n"
+    );
+    // A stream shorter than announced is not unpacked at all.
+    let good = raw_tar(&[(b"kept", file, b"", b"x")]);
+    assert!(
+        sb.put_tar(
+            "/tmp/short",
+            0o755,
+            good.len() as u64 + 512,
+            &mut good.as_slice()
+        )
+        .is_err()
+    );
+    assert!(sb.stat("/tmp/short/kept").is_err());
+    // Read-only mounts, paths outside the policy's mounts, a file instead of a directory.
+    assert!(
+        put("/in/x", &good)
+            .unwrap_err()
+            .message
+            .contains("PermissionDenied")
+    );
+    assert!(
+        sb.get_tar("/etc", &mut Vec::new())
+            .unwrap_err()
+            .message
+            .contains("OutsideRoot")
+    );
+    assert!(
+        sb.get_tar("/tmp/src/a.txt", &mut Vec::new())
+            .unwrap_err()
+            .message
+            .contains("Invalid")
+    );
+    let (_, sink) = sb.destroy(RunStatus::Exited { code: 0 }, None);
+    let sink = sink.unwrap();
+    let tars: Vec<&serde_json::Value> = sink
+        .events
+        .iter()
+        .filter(|(t, p)| t.as_str() == "file.transferred" && p["kind"] == "tar")
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(tars.len(), 3, "{tars:?}");
+    assert_eq!(tars[0]["direction"], "out");
+    assert_eq!(tars[0]["sha256"], got.sha256.as_str());
+}
+
 fn a_terminal_exec_gets_a_pty_of_its_size() {
     let h = host();
     let (_dir, sb) = create(&h, idle());
@@ -593,6 +803,10 @@ fn main() -> ExitCode {
         (
             "files_round_trip_and_stay_inside_their_mounts",
             files_round_trip_and_stay_inside_their_mounts,
+        ),
+        (
+            "tar_streams_round_trip_and_never_follow_links",
+            tar_streams_round_trip_and_never_follow_links,
         ),
         (
             "fifty_sandboxes_alive_in_one_process_leave_nothing",

@@ -1,5 +1,5 @@
-//! Moving files in and out of a live sandbox: put, get, list, stat, remove over the agent
-//! protocol, each transfer in the chain (`file.transferred` with path, size, sha256 and
+//! Moving files in and out of a live sandbox: put, get (of a file, or of a directory as a tar
+//! stream), list, stat, remove over the agent protocol, each transfer in the chain (`file.transferred` with path, size, sha256 and
 //! direction; `file.removed`).
 
 use std::io::{Read, Write};
@@ -59,21 +59,33 @@ fn hint_for(code: sr_agent_proto::ErrorCode) -> &'static str {
             "the path must be writable by the sandbox's user and lie on a writable mount (tmpfs or a rw mount)"
         }
         C::NotFound => "check the path inside the sandbox",
-        C::TooLarge => "transfers are limited to 1 GiB per file",
+        C::TooLarge => {
+            "transfers are limited to 1 GiB per file or tar stream (and 100000 entries per tar stream)"
+        }
         C::Unsupported => "see docs/sandbox.md (files)",
         _ => "see docs/agent-protocol.md",
     }
 }
 
 impl<S: EventSink + 'static> Sandbox<S> {
-    fn record(&self, id: u64, direction: Direction, path: &str, bytes: u64, sha256: &str) {
+    fn record(
+        &self,
+        id: u64,
+        direction: Direction,
+        format: TransferFormat,
+        path: &str,
+        got: &Transferred,
+    ) {
         let t = FileTransferred {
             transfer_id: id,
             direction,
             path: path.to_owned(),
-            kind: TransferKind::File,
-            bytes,
-            sha256: sha256.to_owned(),
+            kind: match format {
+                TransferFormat::File => TransferKind::File,
+                TransferFormat::Tar => TransferKind::Tar,
+            },
+            bytes: got.size,
+            sha256: got.sha256.clone(),
         };
         self.evidence()
             .emit(events::FILE_TRANSFERRED, to_payload(&t));
@@ -133,6 +145,42 @@ impl<S: EventSink + 'static> Sandbox<S> {
         size: u64,
         content: &mut dyn Read,
     ) -> Result<Transferred, Diagnostic> {
+        self.put(path, mode, size, content, TransferFormat::File)
+    }
+
+    /// Unpacks a tar stream of `size` bytes from `content` into directory `path` inside the
+    /// sandbox (created with `mode` when missing). Only regular files, directories and symlinks
+    /// are unpacked, never through a symlink, and nothing is unpacked from a stream whose digest
+    /// is not the one sent.
+    pub fn put_tar(
+        &self,
+        path: &str,
+        mode: u32,
+        size: u64,
+        content: &mut dyn Read,
+    ) -> Result<Transferred, Diagnostic> {
+        self.put(path, mode, size, content, TransferFormat::Tar)
+    }
+
+    /// Writes directory `path` inside the sandbox into `out` as a tar stream (symlinks as
+    /// symlinks, mounts inside it not crossed, devices and fifos left out).
+    pub fn get_tar(&self, path: &str, out: &mut dyn Write) -> Result<Transferred, Diagnostic> {
+        self.get(path, out, TransferFormat::Tar)
+    }
+
+    /// Reads `path` inside the sandbox into `out`.
+    pub fn get_file(&self, path: &str, out: &mut dyn Write) -> Result<Transferred, Diagnostic> {
+        self.get(path, out, TransferFormat::File)
+    }
+
+    fn put(
+        &self,
+        path: &str,
+        mode: u32,
+        size: u64,
+        content: &mut dyn Read,
+        format: TransferFormat,
+    ) -> Result<Transferred, Diagnostic> {
         let (id, rx) = self.file_request(path)?;
         self.send(
             path,
@@ -141,7 +189,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
                 path: path.to_owned(),
                 mode,
                 size,
-                format: TransferFormat::File,
+                format,
             }),
         )?;
         let conn = self.running(path)?;
@@ -188,22 +236,27 @@ impl<S: EventSink + 'static> Sandbox<S> {
             Frame::Control(Message::PutDone(d))
                 if d.size == n && d.sha256.to_string() == sha256 =>
             {
-                self.record(id, Direction::In, path, n, &sha256);
-                Ok(Transferred { size: n, sha256 })
+                let got = Transferred { size: n, sha256 };
+                self.record(id, Direction::In, format, path, &got);
+                Ok(got)
             }
             other => Err(unexpected(path, "answer to a put", &other)),
         }
     }
 
-    /// Reads `path` inside the sandbox into `out`.
-    pub fn get_file(&self, path: &str, out: &mut dyn Write) -> Result<Transferred, Diagnostic> {
+    fn get(
+        &self,
+        path: &str,
+        out: &mut dyn Write,
+        format: TransferFormat,
+    ) -> Result<Transferred, Diagnostic> {
         let (id, rx) = self.file_request(path)?;
         self.send(
             path,
             &Message::Get(Get {
                 id,
                 path: path.to_owned(),
-                format: TransferFormat::File,
+                format,
             }),
         )?;
         match self.answer(&rx, path)? {
@@ -243,8 +296,9 @@ impl<S: EventSink + 'static> Sandbox<S> {
                             "the transfer was damaged; retry it",
                         ));
                     }
-                    self.record(id, Direction::Out, path, n, &sha256);
-                    return Ok(Transferred { size: n, sha256 });
+                    let got = Transferred { size: n, sha256 };
+                    self.record(id, Direction::Out, format, path, &got);
+                    return Ok(got);
                 }
                 other => {
                     return Err(unexpected(path, "frame in a get", &other));

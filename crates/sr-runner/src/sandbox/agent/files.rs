@@ -132,6 +132,15 @@ impl FileError {
         }
     }
 
+    /// A tar stream asked of something that is not a directory.
+    pub fn not_a_directory(path: &str) -> Self {
+        FileError {
+            code: ErrorCode::Invalid,
+            errno: None,
+            message: format!("{path} is not a directory (a tar stream is of a directory)"),
+        }
+    }
+
     /// A failed system call of the agent's own (pipes, fork, identity).
     pub fn internal_sys(what: &str, e: Errno) -> Self {
         FileError {
@@ -151,7 +160,8 @@ impl FileError {
     }
 }
 
-fn sys(what: &str, path: &str) -> impl Fn(Errno) -> FileError {
+/// Maps a failed call on `path` to the protocol's code and a message naming it.
+pub(super) fn sys_error(what: &str, path: &str) -> impl Fn(Errno) -> FileError {
     let what = what.to_owned();
     let path = path.to_owned();
     move |e| FileError {
@@ -195,13 +205,13 @@ fn open_beneath(root: &Path, rest: &Path, flags: OFlag, shown: &str) -> Result<O
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(sys("opening the mount of", shown))?;
+    .map_err(sys_error("opening the mount of", shown))?;
     let rel: &Path = if rest.as_os_str().is_empty() {
         Path::new(".")
     } else {
         rest
     };
-    openat2(&root_fd, rel, how(flags)).map_err(sys("opening", shown))
+    openat2(&root_fd, rel, how(flags)).map_err(sys_error("opening", shown))
 }
 
 /// The parent directory's fd and the last component, for a path that names an entry.
@@ -269,67 +279,140 @@ pub fn put(
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::from_bits_truncate(mode & 0o777),
     )
-    .map_err(sys("creating a temporary file beside", path))?;
+    .map_err(sys_error("creating a temporary file beside", path))?;
     let mut file = std::fs::File::from(tmp);
+    let done = receive(content, &mut file, size, path).and_then(|(n, sha256)| {
+        check_digest(path, &sha256, expected)?;
+        Ok((n, sha256))
+    });
+    let done = done.and_then(|moved| {
+        renameat(&dir, tmp_name, &dir, name.as_str())
+            .map_err(sys_error("renaming into", path))
+            .map(|()| moved)
+    });
+    match done {
+        Ok((size, sha256)) => Ok(Moved {
+            size,
+            sha256,
+            mode: mode & 0o7777,
+        }),
+        Err(e) => {
+            let _ = nix::unistd::unlinkat(&dir, tmp_name, UnlinkatFlags::NoRemoveDir);
+            Err(e)
+        }
+    }
+}
+
+/// Copies exactly `size` bytes from `content` into `to`; returns their count and digest.
+pub(super) fn receive(
+    content: &mut dyn Read,
+    to: &mut std::fs::File,
+    size: u64,
+    path: &str,
+) -> Result<(u64, String), FileError> {
     let mut h = Sha256::new();
     let mut n = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
-    let copied: Result<(), FileError> = loop {
+    loop {
         let r = match content.read(&mut buf) {
-            Ok(0) => break Ok(()),
+            Ok(0) => break,
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => break Err(io_err("receiving", path, &e)),
+            Err(e) => return Err(io_error("receiving", path, &e)),
         };
         n += r as u64;
         if n > size {
-            break Err(FileError {
+            return Err(FileError {
                 code: ErrorCode::Invalid,
                 errno: None,
                 message: format!("more bytes than the {size} announced for {path}"),
             });
         }
         h.update(&buf[..r]);
-        if let Err(e) = file.write_all(&buf[..r]) {
-            break Err(io_err("writing", path, &e));
-        }
-    };
-    let sha256 = digest(h);
-    let done = copied.and_then(|()| {
-        if n != size {
-            return Err(FileError {
-                code: ErrorCode::Invalid,
-                errno: None,
-                message: format!("{n} bytes arrived for {path}, {size} were announced"),
-            });
-        }
-        let want = expected();
-        if want.as_deref() != Some(sha256.as_str()) {
-            return Err(FileError {
-                code: ErrorCode::DigestMismatch,
-                errno: None,
-                message: format!(
-                    "{path}: the content's digest {sha256} is not the announced {}",
-                    want.unwrap_or_else(|| "(none)".into())
-                ),
-            });
-        }
-        renameat(&dir, tmp_name, &dir, name.as_str()).map_err(sys("renaming into", path))
-    });
-    if let Err(e) = done {
-        let _ = nix::unistd::unlinkat(&dir, tmp_name, UnlinkatFlags::NoRemoveDir);
-        return Err(e);
+        to.write_all(&buf[..r])
+            .map_err(|e| io_error("writing", path, &e))?;
     }
-    Ok(Moved {
-        size: n,
-        sha256,
-        mode: mode & 0o7777,
+    if n != size {
+        return Err(FileError {
+            code: ErrorCode::Invalid,
+            errno: None,
+            message: format!("{n} bytes arrived for {path}, {size} were announced"),
+        });
+    }
+    Ok((n, digest(h)))
+}
+
+/// Whether the digest the host announced (`expected`, asked once the content has ended) is
+/// `sha256`, the content's.
+pub(super) fn check_digest(
+    path: &str,
+    sha256: &str,
+    expected: &mut dyn FnMut() -> Option<String>,
+) -> Result<(), FileError> {
+    let want = expected();
+    if want.as_deref() == Some(sha256) {
+        return Ok(());
+    }
+    Err(FileError {
+        code: ErrorCode::DigestMismatch,
+        errno: None,
+        message: format!(
+            "{path}: the content's digest {sha256} is not the announced {}",
+            want.unwrap_or_else(|| "(none)".into())
+        ),
     })
 }
 
-fn io_err(what: &str, path: &str, e: &std::io::Error) -> FileError {
+/// Opens directory `path` (a root or an entry under one) with `flags`.
+pub(super) fn open_dir(roots: &FileRoots, path: &str, flags: OFlag) -> Result<OwnedFd, FileError> {
+    let (root, _, rest) = roots.locate(path)?;
+    open_beneath(root, &rest, flags | OFlag::O_DIRECTORY, path)
+}
+
+/// Directory `path` to unpack into, created with `mode` when missing; it must be writable.
+pub(super) fn dir_for_put(roots: &FileRoots, path: &str, mode: u32) -> Result<OwnedFd, FileError> {
+    let (_, writable, rest) = roots.locate(path)?;
+    if !writable {
+        return Err(FileError {
+            code: ErrorCode::PermissionDenied,
+            errno: None,
+            message: format!("{path} lies on a read-only mount of the policy"),
+        });
+    }
+    if !rest.as_os_str().is_empty() {
+        let (parent, name) = parent_of(roots, path, true)?;
+        match nix::sys::stat::mkdirat(
+            &parent,
+            name.as_str(),
+            Mode::from_bits_truncate(mode & 0o777),
+        ) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(sys_error("creating", path)(e)),
+        }
+    }
+    open_dir(roots, path, OFlag::O_RDONLY)
+}
+
+/// The names in `dir` (not `.` and `..`), sorted.
+pub(super) fn names_in(dir: &OwnedFd, shown: &str) -> Result<Vec<String>, FileError> {
+    let dup = dir
+        .try_clone()
+        .map_err(|e| io_error("listing", shown, &e))?;
+    let mut d = nix::dir::Dir::from_fd(dup).map_err(sys_error("listing", shown))?;
+    let mut names: Vec<String> = d
+        .iter()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// [`sys_error`] for an I/O error.
+pub(super) fn io_error(what: &str, path: &str, e: &std::io::Error) -> FileError {
     match e.raw_os_error() {
-        Some(n) => sys(what, path)(Errno::from_raw(n)),
+        Some(n) => sys_error(what, path)(Errno::from_raw(n)),
         None => FileError::internal(format!("{what} {path}: {e}")),
     }
 }
@@ -338,7 +421,7 @@ fn io_err(what: &str, path: &str, e: &std::io::Error) -> FileError {
 pub fn open_for_get(roots: &FileRoots, path: &str) -> Result<(std::fs::File, u64, u32), FileError> {
     let (root, _, rest) = roots.locate(path)?;
     let fd = open_beneath(root, &rest, OFlag::O_RDONLY | OFlag::O_NOFOLLOW, path)?;
-    let st = fstat(&fd).map_err(sys("reading the metadata of", path))?;
+    let st = fstat(&fd).map_err(sys_error("reading the metadata of", path))?;
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
         return Err(FileError {
             code: ErrorCode::Invalid,
@@ -391,7 +474,7 @@ pub fn stat(roots: &FileRoots, path: &str) -> Result<FileInfo, FileError> {
     let (root, _, rest) = roots.locate(path)?;
     if rest.as_os_str().is_empty() {
         let fd = open_beneath(root, &rest, OFlag::O_PATH | OFlag::O_DIRECTORY, path)?;
-        let st = fstat(&fd).map_err(sys("reading the metadata of", path))?;
+        let st = fstat(&fd).map_err(sys_error("reading the metadata of", path))?;
         return Ok(info_of(&st, None));
     }
     let (dir, name) = parent_of(roots, path, false)?;
@@ -400,7 +483,7 @@ pub fn stat(roots: &FileRoots, path: &str) -> Result<FileInfo, FileError> {
         name.as_str(),
         nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
     )
-    .map_err(sys("reading the metadata of", path))?;
+    .map_err(sys_error("reading the metadata of", path))?;
     Ok(info_of(&st, link_text(&dir, &name)))
 }
 
@@ -408,11 +491,11 @@ pub fn stat(roots: &FileRoots, path: &str) -> Result<FileInfo, FileError> {
 pub fn list(roots: &FileRoots, path: &str) -> Result<Vec<DirEntry>, FileError> {
     let (root, _, rest) = roots.locate(path)?;
     let fd = open_beneath(root, &rest, OFlag::O_RDONLY | OFlag::O_DIRECTORY, path)?;
-    let dup = fd.try_clone().map_err(|e| io_err("listing", path, &e))?;
-    let mut dir = nix::dir::Dir::from_fd(dup).map_err(sys("listing", path))?;
+    let dup = fd.try_clone().map_err(|e| io_error("listing", path, &e))?;
+    let mut dir = nix::dir::Dir::from_fd(dup).map_err(sys_error("listing", path))?;
     let mut out = Vec::new();
     for entry in dir.iter() {
-        let entry = entry.map_err(sys("listing", path))?;
+        let entry = entry.map_err(sys_error("listing", path))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name == "." || name == ".." {
             continue;
@@ -442,11 +525,11 @@ pub fn remove(roots: &FileRoots, path: &str, recursive: bool) -> Result<(), File
 
 fn remove_at(dir: &OwnedFd, name: &str, recursive: bool, shown: &str) -> Result<(), FileError> {
     let st = fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-        .map_err(sys("removing", shown))?;
+        .map_err(sys_error("removing", shown))?;
     let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
     if !is_dir {
         return nix::unistd::unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)
-            .map_err(sys("removing", shown));
+            .map_err(sys_error("removing", shown));
     }
     if recursive {
         let sub = nix::fcntl::openat(
@@ -455,21 +538,12 @@ fn remove_at(dir: &OwnedFd, name: &str, recursive: bool, shown: &str) -> Result<
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(sys("removing", shown))?;
-        let names: Vec<String> = {
-            let dup = sub.try_clone().map_err(|e| io_err("removing", shown, &e))?;
-            let mut d = nix::dir::Dir::from_fd(dup).map_err(sys("removing", shown))?;
-            d.iter()
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != "." && n != "..")
-                .collect()
-        };
-        for n in names {
+        .map_err(sys_error("removing", shown))?;
+        for n in names_in(&sub, shown)? {
             remove_at(&sub, &n, true, shown)?;
         }
     }
-    nix::unistd::unlinkat(dir, name, UnlinkatFlags::RemoveDir).map_err(sys("removing", shown))
+    nix::unistd::unlinkat(dir, name, UnlinkatFlags::RemoveDir).map_err(sys_error("removing", shown))
 }
 
 #[cfg(test)]

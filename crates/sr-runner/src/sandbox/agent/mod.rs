@@ -13,6 +13,7 @@
 
 pub mod files;
 pub mod spawn;
+pub mod tarball;
 pub mod transfer;
 
 use std::collections::BTreeMap;
@@ -656,18 +657,18 @@ impl Agent<'_> {
     }
 
     fn put_begin(&mut self, m: sr_agent_proto::message::PutBegin) -> bool {
-        use sr_agent_proto::message::TransferFormat;
-        if m.format == TransferFormat::Tar {
-            return self.refuse(
-                Some(m.id),
-                ErrorCode::Unsupported,
-                "tar streams are not supported by the process sandbox's agent yet; put files one by one",
-            );
-        }
         if self.puts.contains_key(&m.id) {
             return self.refuse(Some(m.id), ErrorCode::Busy, "a put with this id runs");
         }
-        match transfer::begin_put(&self.roots, self.who, m.id, &m.path, m.mode, m.size) {
+        match transfer::begin_put(
+            &self.roots,
+            self.who,
+            m.id,
+            &m.path,
+            m.mode,
+            m.size,
+            m.format,
+        ) {
             Ok(p) => {
                 self.puts.insert(m.id, p);
                 true
@@ -694,14 +695,7 @@ impl Agent<'_> {
     }
 
     fn get(&mut self, m: sr_agent_proto::message::Get) -> bool {
-        use sr_agent_proto::message::{GetBegin, GetEnd, TransferFormat};
-        if m.format == TransferFormat::Tar {
-            return self.refuse(
-                Some(m.id),
-                ErrorCode::Unsupported,
-                "tar streams are not supported by the process sandbox's agent yet; get files one by one",
-            );
-        }
+        use sr_agent_proto::message::{GetBegin, GetEnd};
         let roots = self.roots.clone();
         let who = self.who;
         let id = m.id;
@@ -711,12 +705,13 @@ impl Agent<'_> {
             &roots,
             who,
             &m.path,
+            m.format,
             &mut |size, mode| {
                 cell.borrow_mut().send(&Message::GetBegin(GetBegin {
                     id,
-                    size: Some(size),
+                    size,
                     mode,
-                    format: TransferFormat::File,
+                    format: m.format,
                 }))
             },
             &mut |bytes| {

@@ -18,10 +18,11 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Gid, Pid, Uid, pipe2};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sr_agent_proto::message::{DirEntry, ErrorReply, FileInfo};
+use sr_agent_proto::message::{DirEntry, ErrorReply, FileInfo, FileKind, TransferFormat};
 
 use super::super::sys;
 use super::files::{self, FileError, FileRoots, Moved};
+use super::tarball;
 
 /// What a worker answers.
 #[derive(Debug, Serialize, Deserialize)]
@@ -31,8 +32,8 @@ pub enum WorkerResult {
     Moved(Moved),
     /// A get is about to send this much.
     Begin {
-        /// Bytes.
-        size: u64,
+        /// Bytes (`None` for a tar stream, known only at its end).
+        size: Option<u64>,
         /// The file's mode.
         mode: u32,
     },
@@ -145,7 +146,8 @@ pub struct Put {
     result: BufReader<File>,
 }
 
-/// Starts a put of `size` bytes to `path`.
+/// Starts a put of `size` bytes to `path`: a file's content, or a tar stream to unpack into
+/// directory `path`.
 pub fn begin_put(
     roots: &FileRoots,
     who: Identity,
@@ -153,6 +155,7 @@ pub fn begin_put(
     path: &str,
     mode: u32,
     size: u64,
+    format: TransferFormat,
 ) -> Result<Put, FileError> {
     let io = |e: nix::Error| FileError::internal_sys("starting a put", e);
     let (content_r, content_w) = pipe2(OFlag::O_CLOEXEC).map_err(io)?;
@@ -174,7 +177,15 @@ pub fn begin_put(
             (!want.is_empty()).then(|| want.to_owned())
         };
         let tmp = format!(".safe-run-put-{id}");
-        match files::put(&roots, &path, mode, size, &mut content, &mut expected, &tmp) {
+        let moved = match format {
+            TransferFormat::File => {
+                files::put(&roots, &path, mode, size, &mut content, &mut expected, &tmp)
+            }
+            TransferFormat::Tar => {
+                tarball::put(&roots, &path, mode, size, &mut content, &mut expected)
+            }
+        };
+        match moved {
             Ok(m) => WorkerResult::Moved(m),
             Err(e) => WorkerResult::Failed(e),
         }
@@ -217,12 +228,14 @@ fn unexpected(r: &WorkerResult) -> FileError {
     FileError::internal(format!("the file worker answered {r:?}"))
 }
 
-/// Runs a get: `begin(size, mode)` before the content, `chunk` for each piece of it.
+/// Runs a get: `begin(size, mode)` before the content (no size for a tar stream), `chunk` for
+/// each piece of it.
 pub fn get(
     roots: &FileRoots,
     who: Identity,
     path: &str,
-    begin: &mut dyn FnMut(u64, u32) -> bool,
+    format: TransferFormat,
+    begin: &mut dyn FnMut(Option<u64>, u32) -> bool,
     chunk: &mut dyn FnMut(&[u8]) -> bool,
 ) -> Result<Moved, FileError> {
     let io = |e: nix::Error| FileError::internal_sys("starting a get", e);
@@ -233,19 +246,45 @@ pub fn get(
         let Some(content_w) = fds.pop() else {
             return WorkerResult::Failed(FileError::internal("the get's pipe is missing"));
         };
-        let (mut file, size, mode) = match files::open_for_get(&roots, &p) {
-            Ok(f) => f,
-            Err(e) => return WorkerResult::Failed(e),
+        let mut to = Counted {
+            inner: File::from(content_w),
+            n: 0,
         };
-        write_result(out, &WorkerResult::Begin { size, mode });
-        let mut to = File::from(content_w);
-        match std::io::copy(&mut (&mut file).take(size), &mut to) {
-            Ok(n) => WorkerResult::Moved(Moved {
-                size: n,
+        let sent = match format {
+            TransferFormat::File => {
+                let (mut file, size, mode) = match files::open_for_get(&roots, &p) {
+                    Ok(f) => f,
+                    Err(e) => return WorkerResult::Failed(e),
+                };
+                write_result(
+                    out,
+                    &WorkerResult::Begin {
+                        size: Some(size),
+                        mode,
+                    },
+                );
+                std::io::copy(&mut (&mut file).take(size), &mut to)
+                    .map(|_| mode)
+                    .map_err(|e| FileError::internal_io(format!("reading {p}"), &e))
+            }
+            TransferFormat::Tar => {
+                // The directory is checked before anything is announced.
+                let mode = match files::stat(&roots, &p) {
+                    Ok(i) if i.kind == FileKind::Dir => i.mode,
+                    Ok(_) => return WorkerResult::Failed(FileError::not_a_directory(&p)),
+                    Err(e) => return WorkerResult::Failed(e),
+                };
+                write_result(out, &WorkerResult::Begin { size: None, mode });
+                tarball::pack(&roots, &p, &mut to)
+            }
+        };
+        match sent {
+            Ok(mode) => WorkerResult::Moved(Moved {
+                size: to.n,
                 sha256: String::new(),
                 mode,
             }),
-            Err(e) => WorkerResult::Failed(FileError::internal_io(format!("reading {p}"), &e)),
+            Err(e) => WorkerResult::Failed(e),
         }
     })?;
     let outcome = (|| {
@@ -286,6 +325,23 @@ pub fn get(
     })();
     let _ = waitpid(pid, None);
     outcome
+}
+
+/// A writer that counts what went through.
+struct Counted<W> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn broken() -> FileError {
