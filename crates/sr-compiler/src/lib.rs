@@ -21,7 +21,7 @@
 
 #![forbid(unsafe_code)]
 
-pub mod bundle;
+pub use sr_bundle as bundle;
 pub mod seccomp;
 
 use std::collections::BTreeMap;

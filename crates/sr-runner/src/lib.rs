@@ -1,4 +1,4 @@
-//! The runner: prepare, launch, monitor and clean up a run of a [`sr_compiler::CompileBundle`].
+//! The runner: prepare, launch, monitor and clean up a run of a [`sr_bundle::CompileBundle`].
 //!
 //! * [`preflight`]: host preconditions (SR-RUN-001), behind probes.
 //! * [`rundir`]: the run directory, its id and its lock.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
-use sr_compiler::bundle::{OutputAction, OutputPlan};
+use sr_bundle::{OutputAction, OutputPlan};
 
 use crate::outcome::StreamFacts;
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use sr_compiler::bundle::CompileBundle;
+use sr_bundle::CompileBundle;
 use sr_evidence::RecordingSink;
 use sr_runner::cgroup::Layout;
 use sr_runner::life::{ExecEnd, ExecEvent, ExecRequest, Sandbox, SandboxSpec};
@@ -262,14 +262,14 @@ fn files_round_trip_and_stay_inside_their_mounts() {
     let shared = tempfile::tempdir_in("/tmp").unwrap();
     std::fs::write(shared.path().join("given.txt"), "from the host\n").unwrap();
     let mut b = idle();
-    if let sr_compiler::bundle::BackendPlan::Sandbox(sp) = &mut b.backend {
-        sp.mounts.push(sr_compiler::bundle::MountStep::Bind {
+    if let sr_bundle::BackendPlan::Sandbox(sp) = &mut b.backend {
+        sp.mounts.push(sr_bundle::MountStep::Bind {
             source: shared.path().display().to_string(),
             target: "/in".into(),
             read_only: true,
             origin: "policy".into(),
         });
-        sp.landlock.rules.push(sr_compiler::bundle::LandlockRule {
+        sp.landlock.rules.push(sr_bundle::LandlockRule {
             path: "/in".into(),
             access: "ro".into(),
         });
@@ -440,8 +440,8 @@ fn tar_streams_round_trip_and_never_follow_links() {
     let h = host();
     let shared = tempfile::tempdir_in("/tmp").unwrap();
     let mut b = idle();
-    if let sr_compiler::bundle::BackendPlan::Sandbox(sp) = &mut b.backend {
-        sp.mounts.push(sr_compiler::bundle::MountStep::Bind {
+    if let sr_bundle::BackendPlan::Sandbox(sp) = &mut b.backend {
+        sp.mounts.push(sr_bundle::MountStep::Bind {
             source: shared.path().display().to_string(),
             target: "/in".into(),
             read_only: true,

@@ -20,7 +20,7 @@ use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
 use serde_json::Value;
-use sr_compiler::bundle::NetworkPlan;
+use sr_bundle::NetworkPlan;
 use sr_evidence::events;
 use sr_policy::operator::NetworkConfig;
 use sr_runner::network::{AllowlistNetwork, gc};

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use sr_compiler::bundle::*;
+use sr_bundle::*;
 
 mod support;
 use sr_evidence::RecordingSink;

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sr_compiler::bundle::CompileBundle;
+use sr_bundle::CompileBundle;
 
 use crate::cgroup::RunCgroup;
 use crate::network_hook::AttachedNetwork;

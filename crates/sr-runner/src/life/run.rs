@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
+use sr_bundle::{CompileBundle, OutputAction};
 use sr_common::{Diagnostic, ErrorCode};
-use sr_compiler::bundle::{CompileBundle, OutputAction};
 use sr_evidence::events;
 use sr_evidence::sink::EventSink;
 

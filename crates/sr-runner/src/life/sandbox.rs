@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use sr_agent_proto::message::{Hello, MountFact, Ready};
 use sr_agent_proto::{Message, PROTOCOL_VERSION, Role};
+use sr_bundle::CompileBundle;
 use sr_common::{Diagnostic, ErrorCode};
-use sr_compiler::bundle::CompileBundle;
 use sr_evidence::events;
 use sr_evidence::sink::EventSink;
 

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sr_compiler::bundle::NetworkPlan;
+use sr_bundle::NetworkPlan;
 
 use super::ruleset::{BLOCKED_SET, BLOCKED_SUFFIX, CONNLIMIT_ID, POOL_DROP_ID};
 

@@ -41,8 +41,8 @@ use std::time::Duration;
 use hickory_proto::rr::RecordType;
 use ipnet::{IpNet, Ipv4Net};
 use serde_json::{Value, json};
+use sr_bundle::NetworkPlan;
 use sr_common::Diagnostic;
-use sr_compiler::bundle::NetworkPlan;
 use sr_evidence::events;
 use sr_policy::operator::{BlockedVerdict, NetworkConfig};
 

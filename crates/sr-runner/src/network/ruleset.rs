@@ -55,7 +55,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
 use serde_json::{Value, json};
-use sr_compiler::bundle::{NetworkPlan, NftRule, RUN_ID_PLACEHOLDER};
+use sr_bundle::{NetworkPlan, NftRule, RUN_ID_PLACEHOLDER};
 
 use super::error::NetworkError;
 

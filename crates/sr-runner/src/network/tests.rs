@@ -12,8 +12,8 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use serde_json::{Value, json};
+use sr_bundle::{DnsPlan, NetworkPlan, NftChain, NftPlan, NftRule, NftSet};
 use sr_common::ErrorCode;
-use sr_compiler::bundle::{DnsPlan, NetworkPlan, NftChain, NftPlan, NftRule, NftSet};
 use sr_evidence::events;
 use sr_policy::operator::NetworkConfig;
 

@@ -20,7 +20,7 @@
 //! `Forked`, so the two writers never interleave.
 
 use serde::{Deserialize, Serialize};
-use sr_compiler::bundle::{ProcessPlan, SandboxPlan};
+use sr_bundle::{ProcessPlan, SandboxPlan};
 
 /// Everything the init needs, sent as the first line.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use landlock::{
     RulesetCreatedAttr, RulesetStatus, Scope,
 };
 use serde::{Deserialize, Serialize};
-use sr_compiler::bundle::LandlockPlan;
+use sr_bundle::LandlockPlan;
 
 /// What Landlock enforcement achieved, for the report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,7 +151,7 @@ pub fn enforce(
 
 #[cfg(test)]
 mod tests {
-    use sr_compiler::bundle::LandlockRule;
+    use sr_bundle::LandlockRule;
 
     use super::*;
 

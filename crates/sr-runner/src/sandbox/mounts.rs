@@ -36,7 +36,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::fcntl::{OFlag, open};
 use nix::mount::{MsFlags, mount};
 use nix::sys::stat::Mode;
-use sr_compiler::bundle::{FileLocks, MountStep};
+use sr_bundle::{FileLocks, MountStep};
 
 /// Size of the /dev tmpfs (it holds only nodes and symlinks).
 const DEV_TMPFS_BYTES: u64 = 64 * 1024;

@@ -27,7 +27,7 @@ use seccompiler::{
     SeccompRule, TargetArch, sock_filter,
 };
 use sha2::{Digest, Sha256};
-use sr_compiler::bundle::SeccompPlan;
+use sr_bundle::SeccompPlan;
 
 use super::socket_filter;
 

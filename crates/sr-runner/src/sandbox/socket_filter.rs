@@ -20,7 +20,7 @@ use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
 };
-use sr_compiler::bundle::SeccompPlan;
+use sr_bundle::SeccompPlan;
 
 use super::seccomp::SeccompError;
 

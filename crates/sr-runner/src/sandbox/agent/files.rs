@@ -23,7 +23,7 @@ use nix::unistd::UnlinkatFlags;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sr_agent_proto::message::{DirEntry, ErrorCode, FileInfo, FileKind};
-use sr_compiler::bundle::MountStep;
+use sr_bundle::MountStep;
 
 /// The largest file a put or get moves.
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
