@@ -402,14 +402,12 @@ fn enforcement(outcome: &RunOutcome, bundle: &CompileBundle) -> Enforcement {
             host_gid,
         })
     });
-    let mut details: BTreeMap<String, Value> = match &outcome.network {
-        Value::Object(map) => map.clone().into_iter().collect(),
-        _ => BTreeMap::new(),
+    let (nft_ruleset_digest, details) = match &outcome.network {
+        sr_runner::network_facts::NetworkFacts::Allowlist(f) => {
+            (Some(f.nft_ruleset_digest.clone()), f.details())
+        }
+        sr_runner::network_facts::NetworkFacts::None => (None, BTreeMap::new()),
     };
-    let nft_ruleset_digest = details
-        .remove("nftRulesetDigest")
-        .and_then(|v| v.as_str().map(str::to_owned));
-    details.remove("mode");
     let mut backend = BTreeMap::new();
     backend.insert("hostname".to_owned(), json!(facts.hostname));
     backend.insert("cgroupPaths".to_owned(), json!(facts.cgroup_paths));
@@ -457,51 +455,28 @@ fn enforcement(outcome: &RunOutcome, bundle: &CompileBundle) -> Enforcement {
     }
 }
 
-fn network_audit(audit: &Value) -> Option<NetworkAudit> {
-    let map = audit.as_object()?;
-    let mut rules = Vec::new();
-    for rule in map
-        .get("rules")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let id = rule
-            .get("ruleId")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let allowed = rule.get("allowedHits").and_then(Value::as_u64).unwrap_or(0);
-        let blocked_hits = rule.get("blockedHits").and_then(Value::as_u64).unwrap_or(0);
-        if let Some(index) = rule.get("egressIndex").and_then(Value::as_u64) {
-            rules.push(RuleAudit {
-                rule_id: id.to_owned(),
-                egress_index: u32::try_from(index).unwrap_or(u32::MAX),
-                allowed_hits: allowed,
-                blocked_hits,
-            });
-        }
-    }
-    // The plan's default-drop counter, packets and bytes, as the network module reports it.
-    let default_drop = map.get("defaultDrop");
-    let counter = |key: &str| {
-        default_drop
-            .and_then(|d| d.get(key))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
-    let blocked = BlockedSummary {
-        packets: counter("packets"),
-        bytes: counter("bytes"),
-    };
-    let details = map
+fn network_audit(audit: &Option<sr_runner::network_facts::NetworkAudit>) -> Option<NetworkAudit> {
+    let audit = audit.as_ref()?;
+    // Rules the policy did not write (the plan's own) are in `details`, not `rules`.
+    let rules = audit
+        .rules
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "rules" | "mode" | "defaultDrop"))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .filter_map(|r| {
+            Some(RuleAudit {
+                rule_id: r.rule_id.clone(),
+                egress_index: r.egress_index?,
+                allowed_hits: r.allowed_hits,
+                blocked_hits: r.blocked_hits,
+            })
+        })
         .collect();
     Some(NetworkAudit {
         rules,
-        blocked,
-        details,
+        blocked: BlockedSummary {
+            packets: audit.default_drop.packets,
+            bytes: audit.default_drop.bytes,
+        },
+        details: audit.details(),
     })
 }
 
@@ -568,14 +543,36 @@ mod tests {
 
     #[test]
     fn allowlist_audit_maps_rules_and_default_drop() {
-        let audit = json!({
-            "mode": "allowlist",
-            "rules": [
-                {"ruleId": "egress-0", "egressIndex": 0, "allowedHits": 3, "blockedHits": 1},
-                {"ruleId": "default-drop", "egressIndex": null, "allowedHits": 0, "blockedHits": 7},
+        use sr_runner::network_facts as nf;
+        let rule = |id: &str, index: Option<u32>, allowed, blocked| nf::RuleHits {
+            rule_id: id.into(),
+            egress_index: index,
+            allowed_hits: allowed,
+            blocked_hits: blocked,
+        };
+        let audit = Some(nf::NetworkAudit {
+            rules: vec![
+                rule("egress-0", Some(0), 3, 1),
+                rule("default-drop", None, 0, 7),
             ],
-            "defaultDrop": {"packets": 7, "bytes": 420},
-            "dns": {"answered": 1, "refused": 2, "failed": 0},
+            default_drop: nf::Totals {
+                packets: 7,
+                bytes: 420,
+            },
+            host_drop: nf::Totals::default(),
+            pool_drop: nf::Totals::default(),
+            connection_limit: nf::ConnectionLimitAudit {
+                max_connections: 4096,
+                dropped: nf::Totals::default(),
+            },
+            blocked_destinations: Vec::new(),
+            blocked_destinations_total: 0,
+            dns: nf::DnsAudit {
+                answered: 1,
+                refused: 2,
+                ..Default::default()
+            },
+            dns_errors: Vec::new(),
         });
         let a = network_audit(&audit).unwrap();
         assert_eq!(a.rules.len(), 1);
@@ -583,6 +580,7 @@ mod tests {
         assert_eq!(a.blocked.packets, 7);
         assert_eq!(a.blocked.bytes, 420);
         assert!(a.details.contains_key("dns"));
-        assert!(network_audit(&Value::Null).is_none());
+        assert!(!a.details.contains_key("rules") && !a.details.contains_key("defaultDrop"));
+        assert!(network_audit(&None).is_none());
     }
 }

@@ -17,6 +17,7 @@ pub mod error;
 pub mod gc;
 pub mod life;
 pub mod network;
+pub mod network_facts;
 pub mod network_hook;
 pub mod outcome;
 pub mod output;

@@ -1,9 +1,10 @@
 //! The seam between the sandbox launcher and the network lifecycle.
 //!
 //! The launcher owns namespaces and processes; the network module owns links, addresses,
-//! nftables and DNS. The launcher calls [`NetworkHook::attach`] once the sandbox's network
-//! namespace exists and before the workload starts, and [`NetworkHook::release`] on every exit
-//! path. For `network.mode: none` it uses [`NoNetwork`].
+//! nftables and DNS. The launcher calls [`NetworkHook::attach`] once the boundary's network
+//! exists (a sandbox's namespace; a microVM's TAP device, see [`Boundary`]) and before the
+//! workload starts, and [`NetworkHook::release`] on every exit path. For `network.mode: none`
+//! it uses [`NoNetwork`].
 
 use std::path::{Path, PathBuf};
 
@@ -11,13 +12,15 @@ use serde_json::Value;
 use sr_common::Diagnostic;
 use sr_common::events::EventType;
 
+use crate::network_facts::{Boundary, NetworkAudit, NetworkFacts};
+
 /// What attaching the network produced, for the sandbox and for the report.
 #[derive(Debug, Clone, Default)]
 pub struct AttachedNetwork {
     /// A resolv.conf to bind over /etc/resolv.conf inside the sandbox, when DNS is served.
     pub resolv_conf: Option<PathBuf>,
     /// Enforcement facts for the report (interfaces, addresses, nftables ruleset digest, ...).
-    pub facts: Value,
+    pub facts: NetworkFacts,
 }
 
 /// One sampling of the network's counters.
@@ -25,15 +28,19 @@ pub struct AttachedNetwork {
 pub struct NetworkSample {
     /// Events to record now, in order: (event type, payload).
     pub events: Vec<(EventType, Value)>,
-    /// The report's `networkAudit` block as of this sample (`Value::Null` for mode none).
-    pub audit: Value,
+    /// The report's `networkAudit` block as of this sample (`None` for mode none).
+    pub audit: Option<NetworkAudit>,
 }
 
 /// Network lifecycle of one run.
 pub trait NetworkHook {
-    /// Connects the network namespace of process `ns_pid` (the sandbox init) to the host and
+    /// Connects `boundary` (the sandbox's namespace, or a microVM's TAP device) to the host and
     /// applies the run's rules. `run_dir` is the run directory. Failure is SR-RUN-201.
-    fn attach(&mut self, ns_pid: u32, run_dir: &Path) -> Result<AttachedNetwork, Diagnostic>;
+    fn attach(
+        &mut self,
+        boundary: &Boundary,
+        run_dir: &Path,
+    ) -> Result<AttachedNetwork, Diagnostic>;
 
     /// Samples rule counters; called periodically while the workload runs and once at its end
     /// (`final_sample`). Returns the events to record now and the current audit block.
@@ -49,7 +56,11 @@ pub trait NetworkHook {
 pub struct NoNetwork;
 
 impl NetworkHook for NoNetwork {
-    fn attach(&mut self, _ns_pid: u32, _run_dir: &Path) -> Result<AttachedNetwork, Diagnostic> {
+    fn attach(
+        &mut self,
+        _boundary: &Boundary,
+        _run_dir: &Path,
+    ) -> Result<AttachedNetwork, Diagnostic> {
         Ok(AttachedNetwork::default())
     }
     fn sample(&mut self, _final_sample: bool) -> Result<NetworkSample, Diagnostic> {

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
-use serde_json::Value;
 use sr_common::{Diagnostic, ErrorCode};
 
 use crate::cgroup::{Layout, Totals};
+use crate::network_facts::{NetworkAudit, NetworkFacts};
 use crate::sandbox::facts::WorkloadFacts;
 
 /// How the run ended.
@@ -166,9 +166,9 @@ pub struct RunOutcome {
     /// Saved stderr.
     pub stderr: StreamFacts,
     /// Network facts from the hook (`null` for mode none).
-    pub network: Value,
+    pub network: NetworkFacts,
     /// The network audit block (`null` for mode none).
-    pub network_audit: Value,
+    pub network_audit: Option<NetworkAudit>,
     /// Cleanup.
     pub cleanup: CleanupReport,
     /// Non-fatal problems during the run (an event that could not be written, ...).

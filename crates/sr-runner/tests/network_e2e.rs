@@ -24,6 +24,7 @@ use sr_bundle::NetworkPlan;
 use sr_evidence::events;
 use sr_policy::operator::NetworkConfig;
 use sr_runner::network::{AllowlistNetwork, gc};
+use sr_runner::network_facts::{Boundary, NetworkAudit, NetworkFacts};
 use sr_runner::network_hook::NetworkHook;
 use sr_testhosts::{TestHosts, probe_script, sh, wait_for_echo_servers};
 
@@ -32,6 +33,16 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 /// The tests of this binary run one at a time: the connection-bound test reads the host's
 /// conntrack count, which every other test's traffic would move.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The audit as the report's `networkAudit` block is built from it.
+fn audit_json(audit: &Option<NetworkAudit>) -> Value {
+    serde_json::to_value(audit).unwrap()
+}
+
+/// The facts as the `network.applied` event carries them.
+fn as_json(facts: &NetworkFacts) -> Value {
+    serde_json::to_value(facts).unwrap()
+}
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
@@ -317,9 +328,11 @@ fn allowlist_enforces_counts_and_cleans_up() {
     let run_dir = tempfile::tempdir().unwrap();
     let mut net = AllowlistNetwork::new(&plan(topo.allowed), &id, &config(&stub)).unwrap();
     let t0 = std::time::Instant::now();
-    let attached = net.attach(pid, run_dir.path()).unwrap();
+    let attached = net
+        .attach(&Boundary::Namespace { pid }, run_dir.path())
+        .unwrap();
     eprintln!("attach took {:?}", t0.elapsed());
-    let facts = attached.facts.clone();
+    let facts = as_json(&attached.facts);
     assert!(
         facts["nftRulesetDigest"]
             .as_str()
@@ -366,7 +379,7 @@ fn allowlist_enforces_counts_and_cleans_up() {
     assert_eq!(r["icmpBlocked"], false, "{r}");
 
     let s = net.sample(true).unwrap();
-    let audit = &s.audit;
+    let audit = &audit_json(&s.audit);
     // Two TCP connections; three UDP flows (each probe uses a fresh socket).
     assert_eq!(rule_audit(audit, "egress-0")["allowedHits"], 2, "{audit}");
     assert_eq!(rule_audit(audit, "egress-1")["allowedHits"], 3, "{audit}");
@@ -446,15 +459,23 @@ fn concurrent_runs_do_not_see_each_other_and_gc_spares_live_runs() {
     let dir2 = tempfile::tempdir().unwrap();
     let mut n1 = AllowlistNetwork::new(&plan(topo.allowed), &id1, &config(&stub)).unwrap();
     let mut n2 = AllowlistNetwork::new(&plan(topo.allowed), &id2, &config(&stub)).unwrap();
-    let f1 = n1.attach(pid1, dir1.path()).unwrap().facts;
-    let f2 = n2.attach(pid2, dir2.path()).unwrap().facts;
+    let f1 = as_json(
+        &n1.attach(&Boundary::Namespace { pid: pid1 }, dir1.path())
+            .unwrap()
+            .facts,
+    );
+    let f2 = as_json(
+        &n2.attach(&Boundary::Namespace { pid: pid2 }, dir2.path())
+            .unwrap()
+            .facts,
+    );
     assert_ne!(f1["subnet"], f2["subnet"]);
     wait_for_echo_servers(&[topo.allowed, topo.blocked]);
     // Only run 1 sends traffic.
     let r = probe(&sb1, f1["hostAddress"].as_str().unwrap(), &topo);
     assert_eq!(r["tcpAllowed"], serde_json::json!([true, true]), "{r}");
-    let a1 = n1.sample(true).unwrap().audit;
-    let a2 = n2.sample(true).unwrap().audit;
+    let a1 = audit_json(&n1.sample(true).unwrap().audit);
+    let a2 = audit_json(&n2.sample(true).unwrap().audit);
     assert_eq!(rule_audit(&a1, "egress-0")["allowedHits"], 2);
     assert_eq!(
         rule_audit(&a2, "egress-0")["allowedHits"],
@@ -591,7 +612,11 @@ fn dns_reaches_only_the_runs_own_resolver_address() {
     let id = run_id();
     let run_dir = tempfile::tempdir().unwrap();
     let mut net = AllowlistNetwork::new(&plan(topo.allowed), &id, &config(&stub)).unwrap();
-    let facts = net.attach(pid, run_dir.path()).unwrap().facts;
+    let facts = as_json(
+        &net.attach(&Boundary::Namespace { pid }, run_dir.path())
+            .unwrap()
+            .facts,
+    );
     let resolver = facts["hostAddress"].as_str().unwrap().to_owned();
     // Another address of this host, on the test's own link to the blocked test host.
     let other = topo.blocked_gateway;
@@ -618,7 +643,7 @@ fn dns_reaches_only_the_runs_own_resolver_address() {
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(listeners.arrived().0, 1);
 
-    let audit = net.sample(true).unwrap().audit;
+    let audit = audit_json(&net.sample(true).unwrap().audit);
     // The UDP query and the TCP SYN to the other address, dropped in the input chain.
     assert!(
         rule_audit(&audit, "host-drop")["blockedHits"]
@@ -678,8 +703,16 @@ fn a_run_reaches_neither_another_runs_resolver_nor_its_addresses() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut a = AllowlistNetwork::new(&p, &id_a, &config(&stub)).unwrap();
     let mut b = AllowlistNetwork::new(&p, &id_b, &config(&stub)).unwrap();
-    let fa = a.attach(pid_a, dir_a.path()).unwrap().facts;
-    let fb = b.attach(pid_b, dir_b.path()).unwrap().facts;
+    let fa = as_json(
+        &a.attach(&Boundary::Namespace { pid: pid_a }, dir_a.path())
+            .unwrap()
+            .facts,
+    );
+    let fb = as_json(
+        &b.attach(&Boundary::Namespace { pid: pid_b }, dir_b.path())
+            .unwrap()
+            .facts,
+    );
     let (b_host, b_guest) = (
         fb["hostAddress"].as_str().unwrap().to_owned(),
         fb["guestAddress"].as_str().unwrap().to_owned(),
@@ -752,30 +785,47 @@ fn a_run_reaches_neither_another_runs_resolver_nor_its_addresses() {
         .collect();
     // B's only query is its own.
     assert_eq!(queries.len(), 1, "B recorded A's queries: {queries:?}");
-    assert_eq!(sb.audit["dns"]["answered"], 1, "{}", sb.audit);
+    assert_eq!(
+        audit_json(&sb.audit)["dns"]["answered"],
+        1,
+        "{}",
+        audit_json(&sb.audit)
+    );
     let sa = a.sample(true).unwrap();
     // A's two clients each asked A's own resolver once.
-    assert_eq!(sa.audit["dns"]["answered"], 2, "{}", sa.audit);
+    assert_eq!(
+        audit_json(&sa.audit)["dns"]["answered"],
+        2,
+        "{}",
+        audit_json(&sa.audit)
+    );
     // The runs' own tables stopped it: nothing even reached B's resolver socket, and A's
     // datagram and SYN to B's sandbox were dropped by A's `pool-drop` or by B's
     // `ingress-drop` (both base chains sit on the forward hook at priority 0; which one the
     // kernel runs first is not defined, and either drop is final).
-    assert_eq!(sb.audit["dns"]["ignored"], 0, "{}", sb.audit);
-    let dropped =
-        sa.audit["poolDrop"]["packets"].as_u64().unwrap() + rule_packets(&id_b, "ingress-drop");
-    assert!(dropped >= 2, "{} {dropped}", sa.audit);
+    assert_eq!(
+        audit_json(&sb.audit)["dns"]["ignored"],
+        0,
+        "{}",
+        audit_json(&sb.audit)
+    );
+    let dropped = audit_json(&sa.audit)["poolDrop"]["packets"]
+        .as_u64()
+        .unwrap()
+        + rule_packets(&id_b, "ingress-drop");
+    assert!(dropped >= 2, "{} {dropped}", audit_json(&sa.audit));
     // Nothing from one run was forwarded to the other's link by the pool rules.
     assert_eq!(
-        rule_audit(&sa.audit, "egress-1")["allowedHits"],
+        rule_audit(&audit_json(&sa.audit), "egress-1")["allowedHits"],
         0,
         "{}",
-        sa.audit
+        audit_json(&sa.audit)
     );
     assert_eq!(
-        rule_audit(&sa.audit, "egress-2")["allowedHits"],
+        rule_audit(&audit_json(&sa.audit), "egress-2")["allowedHits"],
         0,
         "{}",
-        sa.audit
+        audit_json(&sa.audit)
     );
     a.release().unwrap();
     b.release().unwrap();
@@ -813,7 +863,11 @@ fn the_connection_bound_drops_and_counts_flows_beyond_it() {
         ..config(&stub)
     };
     let mut net = AllowlistNetwork::new(&plan(topo.allowed), &id, &cfg).unwrap();
-    let facts = net.attach(pid, run_dir.path()).unwrap().facts;
+    let facts = as_json(
+        &net.attach(&Boundary::Namespace { pid }, run_dir.path())
+            .unwrap()
+            .facts,
+    );
     let guest = facts["guestAddress"].as_str().unwrap().to_owned();
     let (before, _) = conntrack(&guest);
 
@@ -824,7 +878,7 @@ fn the_connection_bound_drops_and_counts_flows_beyond_it() {
     );
     let (after, ours) = conntrack(&guest);
     let s = net.sample(true).unwrap();
-    let audit = &s.audit;
+    let audit = &audit_json(&s.audit);
     let accepted = rule_audit(audit, "egress-1")["allowedHits"]
         .as_u64()
         .unwrap();
@@ -906,7 +960,8 @@ fn blocked_flows_do_not_use_up_the_connection_bound() {
         ..config(&stub)
     };
     let mut net = AllowlistNetwork::new(&plan(topo.allowed), &id, &cfg).unwrap();
-    net.attach(pid, run_dir.path()).unwrap();
+    net.attach(&Boundary::Namespace { pid }, run_dir.path())
+        .unwrap();
     let r = run_client(
         &sb,
         BLOCKED_THEN_ALLOWED,
@@ -917,7 +972,7 @@ fn blocked_flows_do_not_use_up_the_connection_bound() {
             "16",
         ],
     );
-    let audit = net.sample(true).unwrap().audit;
+    let audit = audit_json(&net.sample(true).unwrap().audit);
     eprintln!("{r} {}", audit["connectionLimit"]);
     assert_eq!(r["echoed"], 16, "{r} {audit}");
     assert_eq!(audit["connectionLimit"]["dropped"]["packets"], 0, "{audit}");
@@ -959,7 +1014,9 @@ fn simultaneous_attaches_get_distinct_subnets() {
                     let dir = tempfile::tempdir().unwrap();
                     let mut net = AllowlistNetwork::new(&plan, &id, &cfg).unwrap();
                     barrier.wait();
-                    let facts = net.attach(pid, dir.path()).map(|a| a.facts);
+                    let facts = net
+                        .attach(&Boundary::Namespace { pid }, dir.path())
+                        .map(|a| as_json(&a.facts));
                     (id, net, facts, dir)
                 })
             })

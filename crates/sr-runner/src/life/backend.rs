@@ -12,6 +12,7 @@ use std::time::Instant;
 use sr_bundle::CompileBundle;
 
 use crate::cgroup::RunCgroup;
+use crate::network_facts::Boundary;
 use crate::network_hook::AttachedNetwork;
 use crate::outcome::{CleanupReport, EnforcementFacts, RunStatus};
 
@@ -44,9 +45,9 @@ pub trait Backend: Send {
     /// The backend's name as the report says it (`sandbox`, `microvm`).
     fn name(&self) -> &'static str;
 
-    /// Starts the boundary up to where its network can be attached. Returns the pid whose
-    /// network namespace the network hook attaches to. A failure is how the run ends.
-    fn start(&mut self, cx: StartContext<'_>) -> Result<u32, RunStatus>;
+    /// Starts the boundary up to where its network can be attached. Returns where its network
+    /// lives (a namespace, a TAP device) for the network hook. A failure is how the run ends.
+    fn start(&mut self, cx: StartContext<'_>) -> Result<Boundary, RunStatus>;
 
     /// Finishes the start once the network is attached; returns the stream on which the
     /// agent inside speaks the agent protocol.

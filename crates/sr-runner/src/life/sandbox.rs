@@ -25,8 +25,9 @@ use sr_evidence::sink::EventSink;
 use super::backend::{Backend, Killer, Phases, StartContext};
 use super::conn::{AgentConn, Control};
 use super::evidence::{Emit, Evidence};
-use super::exec::{ExecHandle, ExecRequest};
+use super::exec::{ExecHandle, ExecRequest, to_payload};
 use crate::cgroup::{self, Layout, RunCgroup};
+use crate::network_facts::NetworkFacts;
 use crate::network_hook::{AttachedNetwork, NetworkHook};
 use crate::outcome::{
     CleanupReport, EnforcementFacts, RunOutcome, RunStatus, StreamFacts, Timings,
@@ -147,7 +148,7 @@ pub struct Sandbox<S: EventSink + 'static> {
     t0: Instant,
     started_at: u64,
     network_attached: bool,
-    network_facts: Value,
+    network_facts: NetworkFacts,
     start_failure: Option<RunStatus>,
 }
 
@@ -193,7 +194,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
             t0,
             started_at: unix_ms(),
             network_attached: false,
-            network_facts: Value::Null,
+            network_facts: NetworkFacts::None,
             start_failure: None,
         };
         // Before the boundary exists: its orphaned pid 1 must come to us, not the host's.
@@ -290,7 +291,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
         self.cgroup = Some(cg);
         self.phases.insert("cgroup".into(), ms(t.elapsed()));
 
-        let ns_pid = self.backend.start(StartContext {
+        let boundary = self.backend.start(StartContext {
             run_id: &self.run_id,
             run_dir: &self.run_dir,
             bundle: &self.bundle,
@@ -308,11 +309,11 @@ impl<S: EventSink + 'static> Sandbox<S> {
             .hook
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .attach(ns_pid, &self.run_dir)
+            .attach(&boundary, &self.run_dir)
             .map_err(|d| RunStatus::LaunchFailed { diagnostic: d })?;
-        if !attached.facts.is_null() {
+        if attached.facts != NetworkFacts::None {
             self.evidence
-                .emit(events::NETWORK_APPLIED, attached.facts.clone());
+                .emit(events::NETWORK_APPLIED, to_payload(&attached.facts));
         }
         self.network_facts = attached.facts.clone();
         self.phases.insert("attach".into(), ms(t.elapsed()));
@@ -504,7 +505,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
                 );
             }
         }
-        let mut network_audit = Value::Null;
+        let mut network_audit = None;
         if self.network_attached {
             let sampled = self
                 .hook
@@ -563,7 +564,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
             .release();
         match released {
             Ok(()) => {
-                if self.network_attached && !self.network_facts.is_null() {
+                if self.network_attached && self.network_facts != NetworkFacts::None {
                     cleanup.removed.push("network".into());
                     self.evidence
                         .emit(events::NETWORK_RELEASED, json!({"runId": self.run_id}));

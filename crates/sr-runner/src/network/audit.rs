@@ -23,6 +23,10 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sr_bundle::NetworkPlan;
 
+use crate::network_facts::{
+    Blocked, ConnectionLimitAudit, DnsAudit, NetworkAudit, RuleHits, Totals,
+};
+
 use super::ruleset::{BLOCKED_SET, BLOCKED_SUFFIX, CONNLIMIT_ID, POOL_DROP_ID};
 
 /// Rule id of the plan's forward default drop.
@@ -177,39 +181,57 @@ pub fn audit_block(
     counters: &Counters,
     dns: DnsTally,
     max_connections: u32,
-) -> Value {
-    let rules: Vec<Value> = rule_hits(plan, counters)
+) -> NetworkAudit {
+    let rules = rule_hits(plan, counters)
         .into_iter()
-        .map(|(id, idx, allowed, blocked)| {
-            json!({"ruleId": id, "egressIndex": idx, "allowedHits": allowed, "blockedHits": blocked})
-        })
+        .map(
+            |(rule_id, egress_index, allowed_hits, blocked_hits)| RuleHits {
+                rule_id,
+                egress_index: egress_index.map(|i| u32::try_from(i).unwrap_or(u32::MAX)),
+                allowed_hits,
+                blocked_hits,
+            },
+        )
         .collect();
-    let blocked: Vec<Value> = counters
+    let blocked_destinations = counters
         .blocked
         .iter()
         .take(MAX_BLOCKED_DESTINATIONS)
-        .map(|b| json!({"address": b.address, "protocol": b.protocol, "port": b.port, "packets": b.packets}))
+        .map(|b| Blocked {
+            address: b.address.clone(),
+            protocol: b.protocol.clone(),
+            port: b.port,
+            packets: b.packets,
+        })
         .collect();
     // Totals of the plan's drop rules by chain role, with bytes (the report's `blocked`
-    // summary reads `defaultDrop`).
+    // summary is the default drop).
     let totals = |hook_rule: &str| {
         let c = counters.rules.get(hook_rule).copied().unwrap_or_default();
-        json!({"packets": c.packets, "bytes": c.bytes})
+        Totals {
+            packets: c.packets,
+            bytes: c.bytes,
+        }
     };
-    json!({
-        "mode": "allowlist",
-        "rules": rules,
-        "defaultDrop": totals(DEFAULT_DROP_ID),
-        "hostDrop": totals(HOST_DROP_ID),
-        "poolDrop": totals(POOL_DROP_ID),
-        "connectionLimit": {"maxConnections": max_connections, "dropped": totals(CONNLIMIT_ID)},
-        "blockedDestinations": blocked,
-        "blockedDestinationsTotal": counters.blocked.len(),
-        "dns": {
-            "answered": dns.answered, "refused": dns.refused, "failed": dns.failed,
-            "ignored": dns.ignored,
+    NetworkAudit {
+        rules,
+        default_drop: totals(DEFAULT_DROP_ID),
+        host_drop: totals(HOST_DROP_ID),
+        pool_drop: totals(POOL_DROP_ID),
+        connection_limit: ConnectionLimitAudit {
+            max_connections,
+            dropped: totals(CONNLIMIT_ID),
         },
-    })
+        blocked_destinations,
+        blocked_destinations_total: counters.blocked.len(),
+        dns: DnsAudit {
+            answered: dns.answered,
+            refused: dns.refused,
+            failed: dns.failed,
+            ignored: dns.ignored,
+        },
+        dns_errors: Vec::new(),
+    }
 }
 
 /// `network.rule.hit` payloads for rules whose (allowed, blocked) changed since `last` and whose

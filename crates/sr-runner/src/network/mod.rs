@@ -40,12 +40,16 @@ use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 use ipnet::{IpNet, Ipv4Net};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sr_bundle::NetworkPlan;
 use sr_common::Diagnostic;
 use sr_evidence::events;
 use sr_policy::operator::{BlockedVerdict, NetworkConfig};
 
+use crate::network_facts::{
+    AllowlistFacts, BlockedVerdictFacts, Boundary, ConnectionLimit, Link, NetworkAudit,
+    NetworkFacts, ResolverAccess as ResolverAccessFacts,
+};
 use crate::network_hook::{AttachedNetwork, NetworkHook, NetworkSample};
 use audit::{Counters, DnsTally};
 use dns::{DnsServer, NameTargets, Resolver, ResolverAccess, UdpUpstream, Upstream};
@@ -243,9 +247,19 @@ impl AllowlistNetwork {
 
     fn attach_inner(
         &mut self,
-        ns_pid: u32,
+        boundary: &Boundary,
         run_dir: &Path,
     ) -> Result<AttachedNetwork, NetworkError> {
+        let ns_pid = match boundary {
+            Boundary::Namespace { pid } => *pid,
+            // The microVM backend brings its own TAP attach (same table, resolver and audit,
+            // another link); until then a TAP boundary is refused, never left unfiltered.
+            Boundary::Tap { name } => {
+                return Err(NetworkError::Config(format!(
+                    "an allowlist on TAP device {name} is not supported by this network module yet"
+                )));
+            }
+        };
         // 1. Address and render.
         let addrs = self.run(
             "listing host addresses",
@@ -393,7 +407,10 @@ impl AllowlistNetwork {
                 },
             ),
         };
-        let resolver_access = json!({"device": access.device, "source": access.client.to_string()});
+        let resolver_access = ResolverAccessFacts {
+            device: access.device.clone(),
+            source: access.client.to_string(),
+        };
         let server = DnsServer::start(resolver.clone(), bind, self.opts.dns_port, access).map_err(
             |source| NetworkError::Resolver {
                 addr: format!("{bind}:{}", self.opts.dns_port),
@@ -402,7 +419,7 @@ impl AllowlistNetwork {
         )?;
         let resolver_addr = server.local;
         self.dns = Some(server);
-        let mut initial = serde_json::Map::new();
+        let mut initial = BTreeMap::new();
         let mut destinations: BTreeSet<IpAddr> = BTreeSet::new();
         for (name, targets) in &names {
             let mut kinds = vec![RecordType::A];
@@ -419,7 +436,7 @@ impl AllowlistNetwork {
             destinations.extend(found.iter().copied());
             initial.insert(
                 name.clone(),
-                json!(found.iter().map(ToString::to_string).collect::<Vec<_>>()),
+                found.iter().map(ToString::to_string).collect::<Vec<_>>(),
             );
         }
 
@@ -461,46 +478,51 @@ impl AllowlistNetwork {
             format!("nameserver {}\noptions timeout:2 attempts:2\n", b.host_addr).into_bytes(),
         )?;
 
-        let facts = json!({
-            "mode": "allowlist",
-            "table": format!("{} {}", b.family, b.table),
-            "hostInterface": h,
-            "guestInterface": g,
-            "subnet": subnet.to_string(),
-            "hostAddress": b.host_addr.to_string(),
-            "guestAddress": b.guest_addr.to_string(),
-            "resolver": resolver_addr.to_string(),
-            "resolverAccess": resolver_access,
-            "connectionLimit": {
-                "maxConnections": b.max_connections,
-                "rule": format!(
+        let facts = AllowlistFacts {
+            table: format!("{} {}", b.family, b.table),
+            link: Link::Veth {
+                host_interface: h,
+                guest_interface: g,
+            },
+            subnet: subnet.to_string(),
+            host_address: b.host_addr.to_string(),
+            guest_address: b.guest_addr.to_string(),
+            resolver: resolver_addr.to_string(),
+            resolver_access,
+            connection_limit: ConnectionLimit {
+                max_connections: b.max_connections,
+                rule: format!(
                     "before each accept of chains forward and input: <its matches> ct state \
                      new jump {}; there: ct count over {} counter drop (rule {})",
-                    ruleset::CONNLIMIT_CHAIN, b.max_connections, ruleset::CONNLIMIT_ID
+                    ruleset::CONNLIMIT_CHAIN,
+                    b.max_connections,
+                    ruleset::CONNLIMIT_ID
                 ),
             },
-            "poolDrop": self.pool.to_string(),
-            "blocked": {
-                "verdict": self.blocked.as_str(),
-                "rule": if b.reject_blocked {
+            pool_drop: self.pool.to_string(),
+            blocked: BlockedVerdictFacts {
+                verdict: self.blocked.as_str().to_owned(),
+                rule: if b.reject_blocked {
                     "default-drop and host-drop count, then reject: tcp reset for tcp, \
                      icmpx admin-prohibited for the rest"
                 } else {
                     "default-drop and host-drop count and drop silently"
-                },
+                }
+                .to_owned(),
             },
-            "upstreamDns": self.upstream_addr.map(|a| a.to_string()),
-            "nftRulesetDigest": digest,
-            "nftRulesetDigestMethod": DIGEST_METHOD,
-            "uplinks": uplinks,
-            "unroutable": unroutable,
-            "ipv4ForwardingEnabled": enabled,
-            "ipv6": "not routed (host side disable_ipv6=1; IPv6 from the sandbox is dropped)",
-            "initialResolution": initial,
-        });
+            upstream_dns: self.upstream_addr.map(|a| a.to_string()),
+            nft_ruleset_digest: digest,
+            nft_ruleset_digest_method: DIGEST_METHOD.to_owned(),
+            uplinks,
+            unroutable,
+            ipv4_forwarding_enabled: enabled,
+            ipv6: "not routed (host side disable_ipv6=1; IPv6 from the sandbox is dropped)"
+                .to_owned(),
+            initial_resolution: initial,
+        };
         Ok(AttachedNetwork {
             resolv_conf: Some(resolv),
-            facts,
+            facts: NetworkFacts::Allowlist(Box::new(facts)),
         })
     }
 
@@ -529,16 +551,14 @@ impl AllowlistNetwork {
             .collect()
     }
 
-    fn audit(&self) -> Value {
+    fn audit(&self) -> NetworkAudit {
         let mut block = audit::audit_block(
             &self.plan,
             &self.last_counters,
             self.tally,
             self.max_connections,
         );
-        if !self.dns_errors.is_empty() {
-            block["dnsErrors"] = json!(self.dns_errors.iter().take(20).collect::<Vec<_>>());
-        }
+        block.dns_errors = self.dns_errors.iter().take(20).cloned().collect();
         block
     }
 
@@ -612,9 +632,13 @@ impl AllowlistNetwork {
 }
 
 impl NetworkHook for AllowlistNetwork {
-    fn attach(&mut self, ns_pid: u32, run_dir: &Path) -> Result<AttachedNetwork, Diagnostic> {
+    fn attach(
+        &mut self,
+        boundary: &Boundary,
+        run_dir: &Path,
+    ) -> Result<AttachedNetwork, Diagnostic> {
         self.released = false;
-        match self.attach_inner(ns_pid, run_dir) {
+        match self.attach_inner(boundary, run_dir) {
             Ok(a) => Ok(a),
             Err(e) => {
                 let mut d = e.to_diagnostic();
@@ -654,7 +678,7 @@ impl NetworkHook for AllowlistNetwork {
         }
         Ok(NetworkSample {
             events: out,
-            audit: self.audit(),
+            audit: Some(self.audit()),
         })
     }
 

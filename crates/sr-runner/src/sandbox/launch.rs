@@ -19,6 +19,7 @@ use sr_common::{Diagnostic, ErrorCode};
 use super::bootstrap::{Go, InitMsg, InitPlan};
 use crate::cgroup::{self, RunCgroup};
 use crate::life::backend::{Backend, Killer, StartContext};
+use crate::network_facts::Boundary;
 use crate::network_hook::AttachedNetwork;
 use crate::outcome::{CleanupReport, RunStatus};
 
@@ -199,7 +200,7 @@ impl Backend for ProcessSandbox {
         "sandbox"
     }
 
-    fn start(&mut self, cx: StartContext<'_>) -> Result<u32, RunStatus> {
+    fn start(&mut self, cx: StartContext<'_>) -> Result<Boundary, RunStatus> {
         let Some(sandbox) = cx.bundle.backend.sandbox() else {
             return Err(failed(
                 "launch.backend",
@@ -310,7 +311,7 @@ impl Backend for ProcessSandbox {
                 .insert("cgroup_attach_wait".into(), ms(t.elapsed()));
         }
         match ready? {
-            InitMsg::Ready => Ok(init_pid),
+            InitMsg::Ready => Ok(Boundary::Namespace { pid: init_pid }),
             other => Err(failed(
                 "launch.namespaces",
                 format!("the sandbox init said {other:?} instead of Ready"),
