@@ -12,13 +12,14 @@ use sr_agent_proto::message::{
     EnvVar, Exec, ExecUser, ExitStatus, IdOnly, Resize, Signal, StdinMode, TtySize,
 };
 use sr_agent_proto::{Message, Stream};
-use sr_common::{Diagnostic, ErrorCode};
+use sr_common::Diagnostic;
 use sr_evidence::activity::{
     ExecExited, ExecStarted, ExecStatus, StdinMode as StdinSource, StreamDigest, argv_digest,
 };
 use sr_evidence::events;
 
 use super::conn::{AgentConn, Credit, ExecRoute, Routed, Tally};
+use super::error::{Kind, SandboxError};
 use super::evidence::Emit;
 use crate::outcome::StreamFacts;
 
@@ -141,15 +142,8 @@ impl ExecHandle {
         conn: Arc<AgentConn>,
         evidence: Arc<dyn Emit>,
         limit: u64,
-    ) -> Result<Self, Diagnostic> {
-        let lost = |why: String| {
-            Diagnostic::new(
-                ErrorCode::RunLaunch,
-                "exec.start",
-                why,
-                "the sandbox is gone (destroyed, timed out or killed); create a new one",
-            )
-        };
+    ) -> Result<Self, SandboxError> {
+        let lost = |why: String| SandboxError::new(Kind::Gone, "exec.start", why);
         let route = conn
             .route(id, limit)
             .ok_or_else(|| lost("the sandbox's agent connection is closed".into()))?;

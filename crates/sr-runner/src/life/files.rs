@@ -11,11 +11,11 @@ use sr_agent_proto::message::{
     DirEntry, FileInfo, Get, PathRequest, PutBegin, PutEnd, Remove, TransferFormat,
 };
 use sr_agent_proto::{Data, Frame, Message, Stream};
-use sr_common::{Diagnostic, ErrorCode};
 use sr_evidence::activity::{Direction, FileRemoved, FileTransferred, TransferKind};
 use sr_evidence::events;
 use sr_evidence::sink::EventSink;
 
+use super::error::{Kind, SandboxError};
 use super::exec::to_payload;
 use super::sandbox::Sandbox;
 
@@ -31,40 +31,29 @@ pub struct Transferred {
     pub sha256: String,
 }
 
-fn refused(path: &str, message: impl Into<String>, hint: &str) -> Diagnostic {
-    Diagnostic::new(
-        ErrorCode::RunLaunch,
-        format!("files:{path}"),
-        message.into(),
-        hint,
-    )
+fn target(path: &str) -> String {
+    format!("files:{path}")
+}
+
+fn gone(path: &str, message: impl Into<String>) -> SandboxError {
+    SandboxError::new(Kind::Gone, target(path), message)
+}
+
+fn local_io(path: &str, what: &str, e: &std::io::Error) -> SandboxError {
+    SandboxError::new(Kind::LocalIo, target(path), format!("{what}: {e}"))
 }
 
 /// An answer the protocol does not allow here: a bug on one side.
-fn unexpected(path: &str, what: &str, frame: &Frame) -> Diagnostic {
-    refused(
-        path,
+fn unexpected(path: &str, what: &str, frame: &Frame) -> SandboxError {
+    SandboxError::new(
+        Kind::Protocol,
+        target(path),
         format!("an unexpected {what}: {frame:?}"),
-        "this is a bug",
     )
 }
 
-fn hint_for(code: sr_agent_proto::ErrorCode) -> &'static str {
-    use sr_agent_proto::ErrorCode as C;
-    match code {
-        C::OutsideRoot => {
-            "transfers reach only the policy's mounts and tmpfs, and never through a symlink that leaves them"
-        }
-        C::PermissionDenied => {
-            "the path must be writable by the sandbox's user and lie on a writable mount (tmpfs or a rw mount)"
-        }
-        C::NotFound => "check the path inside the sandbox",
-        C::TooLarge => {
-            "transfers are limited to 1 GiB per file or tar stream (and 100000 entries per tar stream)"
-        }
-        C::Unsupported => "see docs/sandbox.md (files)",
-        _ => "see docs/agent-protocol.md",
-    }
+fn agent_refusal(path: &str, e: &sr_agent_proto::message::ErrorReply) -> SandboxError {
+    SandboxError::refused(target(path), e.code, &e.message)
 }
 
 impl<S: EventSink + 'static> Sandbox<S> {
@@ -92,49 +81,35 @@ impl<S: EventSink + 'static> Sandbox<S> {
     }
 
     /// The agent connection, or why a file request cannot be made now.
-    fn running(&self, path: &str) -> Result<std::sync::Arc<super::conn::AgentConn>, Diagnostic> {
+    fn running(&self, path: &str) -> Result<std::sync::Arc<super::conn::AgentConn>, SandboxError> {
         self.agent()
-            .ok_or_else(|| refused(path, "the sandbox is not running", "create a new sandbox"))
+            .ok_or_else(|| gone(path, "the sandbox is not running"))
     }
 
-    fn file_request(&self, path: &str) -> Result<(u64, Receiver<Frame>), Diagnostic> {
+    fn file_request(&self, path: &str) -> Result<(u64, Receiver<Frame>), SandboxError> {
         let conn = self.running(path)?;
         let id = self.next_request_id();
-        let rx = conn.request(id).ok_or_else(|| {
-            refused(
-                path,
-                "the sandbox's agent connection is closed",
-                "create a new sandbox",
-            )
-        })?;
+        let rx = conn
+            .request(id)
+            .ok_or_else(|| gone(path, "the sandbox's agent connection is closed"))?;
         Ok((id, rx))
     }
 
-    fn answer(&self, rx: &Receiver<Frame>, path: &str) -> Result<Frame, Diagnostic> {
+    fn answer(&self, rx: &Receiver<Frame>, path: &str) -> Result<Frame, SandboxError> {
         match rx.recv_timeout(ANSWER_TIMEOUT) {
-            Ok(Frame::Control(Message::Error(e))) => Err(refused(
-                path,
-                format!("{:?}: {}", e.code, e.message),
-                hint_for(e.code),
-            )),
+            Ok(Frame::Control(Message::Error(e))) => Err(agent_refusal(path, &e)),
             Ok(f) => Ok(f),
-            Err(_) => Err(refused(
+            Err(_) => Err(gone(
                 path,
-                "the sandbox's agent did not answer",
-                "the sandbox may have ended (timeout, kill); create a new one",
+                "the sandbox's agent did not answer (it may have ended: timeout, kill)",
             )),
         }
     }
 
-    fn send(&self, path: &str, m: &Message) -> Result<(), Diagnostic> {
+    fn send(&self, path: &str, m: &Message) -> Result<(), SandboxError> {
         let conn = self.running(path)?;
-        conn.send(m).map_err(|e| {
-            refused(
-                path,
-                format!("sending the request: {e}"),
-                "create a new sandbox",
-            )
-        })
+        conn.send(m)
+            .map_err(|e| gone(path, format!("sending the request: {e}")))
     }
 
     /// Writes `size` bytes from `content` to `path` inside the sandbox, with `mode`.
@@ -144,7 +119,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
         mode: u32,
         size: u64,
         content: &mut dyn Read,
-    ) -> Result<Transferred, Diagnostic> {
+    ) -> Result<Transferred, SandboxError> {
         self.put(path, mode, size, content, TransferFormat::File)
     }
 
@@ -158,18 +133,18 @@ impl<S: EventSink + 'static> Sandbox<S> {
         mode: u32,
         size: u64,
         content: &mut dyn Read,
-    ) -> Result<Transferred, Diagnostic> {
+    ) -> Result<Transferred, SandboxError> {
         self.put(path, mode, size, content, TransferFormat::Tar)
     }
 
     /// Writes directory `path` inside the sandbox into `out` as a tar stream (symlinks as
     /// symlinks, mounts inside it not crossed, devices and fifos left out).
-    pub fn get_tar(&self, path: &str, out: &mut dyn Write) -> Result<Transferred, Diagnostic> {
+    pub fn get_tar(&self, path: &str, out: &mut dyn Write) -> Result<Transferred, SandboxError> {
         self.get(path, out, TransferFormat::Tar)
     }
 
     /// Reads `path` inside the sandbox into `out`.
-    pub fn get_file(&self, path: &str, out: &mut dyn Write) -> Result<Transferred, Diagnostic> {
+    pub fn get_file(&self, path: &str, out: &mut dyn Write) -> Result<Transferred, SandboxError> {
         self.get(path, out, TransferFormat::File)
     }
 
@@ -180,7 +155,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
         size: u64,
         content: &mut dyn Read,
         format: TransferFormat,
-    ) -> Result<Transferred, Diagnostic> {
+    ) -> Result<Transferred, SandboxError> {
         let (id, rx) = self.file_request(path)?;
         self.send(
             path,
@@ -199,38 +174,27 @@ impl<S: EventSink + 'static> Sandbox<S> {
         loop {
             // An early refusal (outside the root, read-only) stops the upload.
             if let Ok(Frame::Control(Message::Error(e))) = rx.try_recv() {
-                return Err(refused(
-                    path,
-                    format!("{:?}: {}", e.code, e.message),
-                    hint_for(e.code),
-                ));
+                return Err(agent_refusal(path, &e));
             }
             let r = match content.read(&mut buf) {
                 Ok(0) => break,
                 Ok(r) => r,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(refused(
-                        path,
-                        format!("reading the content: {e}"),
-                        "check the source",
-                    ));
-                }
+                Err(e) => return Err(local_io(path, "reading the content", &e)),
             };
             h.update(&buf[..r]);
             n += r as u64;
-            conn.send_file_data(id, &buf[..r]).map_err(|e| {
-                refused(
-                    path,
-                    format!("sending the content: {e}"),
-                    "create a new sandbox",
-                )
-            })?;
+            conn.send_file_data(id, &buf[..r])
+                .map_err(|e| gone(path, format!("sending the content: {e}")))?;
         }
         let sha256 = format!("sha256:{}", hex::encode(h.finalize()));
-        let digest = sha256
-            .parse()
-            .map_err(|_| refused(path, "a malformed digest", "this is a bug"))?;
+        let digest = sha256.parse().map_err(|_| {
+            SandboxError::new(
+                Kind::Protocol,
+                target(path),
+                "a malformed digest of our own",
+            )
+        })?;
         self.send(path, &Message::PutEnd(PutEnd { id, sha256: digest }))?;
         match self.answer(&rx, path)? {
             Frame::Control(Message::PutDone(d))
@@ -249,7 +213,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
         path: &str,
         out: &mut dyn Write,
         format: TransferFormat,
-    ) -> Result<Transferred, Diagnostic> {
+    ) -> Result<Transferred, SandboxError> {
         let (id, rx) = self.file_request(path)?;
         self.send(
             path,
@@ -276,24 +240,19 @@ impl<S: EventSink + 'static> Sandbox<S> {
                 }) => {
                     h.update(&bytes);
                     n += bytes.len() as u64;
-                    out.write_all(&bytes).map_err(|e| {
-                        refused(
-                            path,
-                            format!("writing the content: {e}"),
-                            "check the destination",
-                        )
-                    })?;
+                    out.write_all(&bytes)
+                        .map_err(|e| local_io(path, "writing the content", &e))?;
                 }
                 Frame::Control(Message::GetEnd(end)) => {
                     let sha256 = format!("sha256:{}", hex::encode(h.finalize()));
                     if end.size != n || end.sha256.to_string() != sha256 {
-                        return Err(refused(
-                            path,
+                        return Err(SandboxError::new(
+                            Kind::Damaged,
+                            target(path),
                             format!(
                                 "the content ({n} bytes, {sha256}) is not what the agent sent ({} bytes, {})",
                                 end.size, end.sha256
                             ),
-                            "the transfer was damaged; retry it",
                         ));
                     }
                     let got = Transferred { size: n, sha256 };
@@ -308,7 +267,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
     }
 
     /// The entries of directory `path`, sorted by name.
-    pub fn list(&self, path: &str) -> Result<Vec<DirEntry>, Diagnostic> {
+    pub fn list(&self, path: &str) -> Result<Vec<DirEntry>, SandboxError> {
         let (id, rx) = self.file_request(path)?;
         self.send(
             path,
@@ -334,7 +293,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
     }
 
     /// The metadata of `path` itself.
-    pub fn stat(&self, path: &str) -> Result<FileInfo, Diagnostic> {
+    pub fn stat(&self, path: &str) -> Result<FileInfo, SandboxError> {
         let (id, rx) = self.file_request(path)?;
         self.send(
             path,
@@ -350,7 +309,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
     }
 
     /// Removes `path` (a non-empty directory only with `recursive`).
-    pub fn remove(&self, path: &str, recursive: bool) -> Result<(), Diagnostic> {
+    pub fn remove(&self, path: &str, recursive: bool) -> Result<(), SandboxError> {
         let (id, rx) = self.file_request(path)?;
         self.send(
             path,

@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod conn;
+pub mod error;
 pub mod evidence;
 pub mod exec;
 pub mod files;
@@ -18,6 +19,7 @@ pub mod run;
 pub mod sandbox;
 
 pub use backend::Backend;
+pub use error::{Kind as SandboxErrorKind, SandboxError};
 pub use exec::{ExecControl, ExecEnd, ExecEvent, ExecHandle, ExecRequest, ExecResult, StdinWriter};
 pub use files::Transferred;
 pub use run::{RunOptions, Runner, Terminal, TtyOptions};

@@ -267,7 +267,15 @@ impl Runner {
         };
         let mut exec = match sb.exec(&req) {
             Ok(h) => h,
-            Err(d) => return (RunStatus::LaunchFailed { diagnostic: d }, None, false),
+            Err(e) => {
+                return (
+                    RunStatus::LaunchFailed {
+                        diagnostic: e.to_diagnostic(),
+                    },
+                    None,
+                    false,
+                );
+            }
         };
         if let Some(from) = stdin
             && let Some(to) = exec.stdin()

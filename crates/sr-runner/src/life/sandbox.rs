@@ -24,6 +24,7 @@ use sr_evidence::sink::EventSink;
 
 use super::backend::{Backend, Killer, Phases, StartContext};
 use super::conn::{AgentConn, Control};
+use super::error::{Kind as SandboxErrorKind, SandboxError};
 use super::evidence::{Emit, Evidence};
 use super::exec::{ExecHandle, ExecRequest, to_payload};
 use crate::cgroup::{self, Layout, RunCgroup};
@@ -418,30 +419,22 @@ impl<S: EventSink + 'static> Sandbox<S> {
     }
 
     /// Starts an exec. Its events come through the handle.
-    pub fn exec(&self, req: &ExecRequest) -> Result<ExecHandle, Diagnostic> {
-        let refuse = |why: &str| {
-            Diagnostic::new(
-                ErrorCode::RunLaunch,
-                "exec.start",
-                why,
-                "create a new sandbox",
-            )
-        };
+    pub fn exec(&self, req: &ExecRequest) -> Result<ExecHandle, SandboxError> {
+        let gone = |why: &str| SandboxError::new(SandboxErrorKind::Gone, "exec.start", why);
         if self.start_failure.is_some() {
-            return Err(refuse("the sandbox did not start"));
+            return Err(gone("the sandbox did not start"));
         }
         if self.ending.cause().is_some() {
-            return Err(refuse("the sandbox is ending"));
+            return Err(gone("the sandbox is ending"));
         }
         let Some(conn) = self.conn.clone() else {
-            return Err(refuse("the sandbox has no agent connection"));
+            return Err(gone("the sandbox has no agent connection"));
         };
         if req.argv.first().is_none_or(|c| !c.starts_with('/')) {
-            return Err(Diagnostic::new(
-                ErrorCode::RunLaunch,
+            return Err(SandboxError::new(
+                SandboxErrorKind::Invalid,
                 "exec.argv",
-                "argv[0] must be an absolute path inside the sandbox",
-                "give the program's full path, e.g. /usr/bin/python3",
+                "argv[0] must be an absolute path inside the sandbox (e.g. /usr/bin/python3)",
             ));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
