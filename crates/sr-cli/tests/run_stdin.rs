@@ -97,22 +97,14 @@ fn the_reports_execs_are_checked_against_the_chain() {
         json!(["/bin/sh", "-c", "echo out; exit 3"])
     );
     assert_eq!(execs[0]["stdout"]["sha256"], sha256_of(b"out\n").as_str());
-    let verify = |path: &std::path::Path| {
-        env.cmd()
-            .arg("report")
-            .arg("verify")
-            .arg(path)
-            .output()
-            .unwrap()
-    };
-    let ok = verify(&report_path);
+    let ok = verify(&env, &report_path);
     assert_eq!(ok.status.code(), Some(0), "{}{}", out(&ok), err(&ok));
     assert!(out(&ok).contains("PASS  activity"), "{}", out(&ok));
     // An edited exit code no longer matches the chain.
     let mut edited = report.clone();
     edited["execs"][0]["status"]["code"] = json!(0);
     std::fs::write(&report_path, serde_json::to_string_pretty(&edited).unwrap()).unwrap();
-    let bad = verify(&report_path);
+    let bad = verify(&env, &report_path);
     assert_ne!(bad.status.code(), Some(0));
     let text = format!("{}{}", out(&bad), err(&bad));
     assert!(
@@ -147,12 +139,7 @@ fn a_narrow_event_list_still_records_and_verifies_the_exec() {
     let dir = &env.run_dirs()[0];
     let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
     assert!(!events.contains("\"process.started\""), "{events}");
-    let ok = env
-        .cmd()
-        .args(["report", "verify"])
-        .arg(dir.join("run_report.json"))
-        .output()
-        .unwrap();
+    let ok = verify(&env, &dir.join("run_report.json"));
     assert_eq!(ok.status.code(), Some(0), "{}{}", out(&ok), err(&ok));
     let text = out(&ok);
     assert!(
@@ -179,17 +166,20 @@ fn an_exec_that_never_started_is_listed_and_verifies() {
     assert_eq!(execs.len(), 1, "{report}");
     assert_eq!(execs[0]["argv"], json!(["/bin/no-such-program", "x"]));
     assert_eq!(execs[0]["status"]["kind"], "failed", "{report}");
-    let dir = &env.run_dirs()[0];
-    let ok = env
-        .cmd()
-        .args(["report", "verify"])
-        .arg(dir.join("run_report.json"))
-        .output()
-        .unwrap();
+    let ok = verify(&env, &env.run_dirs()[0].join("run_report.json"));
     assert_eq!(ok.status.code(), Some(0), "{}{}", out(&ok), err(&ok));
     assert!(
         out(&ok).contains("1 execs and 0 transfers match"),
         "{}",
         out(&ok)
     );
+}
+
+/// `safe-run report verify REPORT`.
+fn verify(env: &Env, report: &std::path::Path) -> std::process::Output {
+    env.cmd()
+        .args(["report", "verify"])
+        .arg(report)
+        .output()
+        .unwrap()
 }

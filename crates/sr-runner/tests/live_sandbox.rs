@@ -92,6 +92,23 @@ fn idle() -> CompileBundle {
     bundle("/bin/true", &[])
 }
 
+/// `b` with the host directory `source` mounted read-only at `/in` (and readable by Landlock).
+fn with_read_only_in(mut b: CompileBundle, source: &Path) -> CompileBundle {
+    if let sr_bundle::BackendPlan::Sandbox(sp) = &mut b.backend {
+        sp.mounts.push(sr_bundle::MountStep::Bind {
+            source: source.display().to_string(),
+            target: "/in".into(),
+            read_only: true,
+            origin: "policy".into(),
+        });
+        sp.landlock.rules.push(sr_bundle::LandlockRule {
+            path: "/in".into(),
+            access: "ro".into(),
+        });
+    }
+    b
+}
+
 // ---------------------------------------------------------------- tests
 
 fn hundred_sequential_then_ten_concurrent_execs() {
@@ -263,20 +280,7 @@ fn files_round_trip_and_stay_inside_their_mounts() {
     let h = host();
     let shared = tempfile::tempdir_in("/tmp").unwrap();
     std::fs::write(shared.path().join("given.txt"), "from the host\n").unwrap();
-    let mut b = idle();
-    if let sr_bundle::BackendPlan::Sandbox(sp) = &mut b.backend {
-        sp.mounts.push(sr_bundle::MountStep::Bind {
-            source: shared.path().display().to_string(),
-            target: "/in".into(),
-            read_only: true,
-            origin: "policy".into(),
-        });
-        sp.landlock.rules.push(sr_bundle::LandlockRule {
-            path: "/in".into(),
-            access: "ro".into(),
-        });
-    }
-    let (_dir, sb) = create(&h, b);
+    let (_dir, sb) = create(&h, with_read_only_in(idle(), shared.path()));
     // Round trip through the sandbox's /tmp, 3 MiB (several frames).
     let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 241) as u8).collect();
     let put = sb
@@ -431,16 +435,7 @@ fn tar_entries(bytes: &[u8]) -> Vec<ReadEntry> {
 fn tar_streams_round_trip_and_never_follow_links() {
     let h = host();
     let shared = tempfile::tempdir_in("/tmp").unwrap();
-    let mut b = idle();
-    if let sr_bundle::BackendPlan::Sandbox(sp) = &mut b.backend {
-        sp.mounts.push(sr_bundle::MountStep::Bind {
-            source: shared.path().display().to_string(),
-            target: "/in".into(),
-            read_only: true,
-            origin: "policy".into(),
-        });
-    }
-    let (_dir, sb) = create(&h, b);
+    let (_dir, sb) = create(&h, with_read_only_in(idle(), shared.path()));
     let made = run(
         &sb,
         &sh(
