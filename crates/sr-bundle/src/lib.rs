@@ -429,3 +429,30 @@ pub struct EvidencePlan {
     /// Resource sampling interval in milliseconds.
     pub sample_interval_ms: u64,
 }
+
+/// The bytes `compile --dry-run` prints: pretty JSON, keys sorted, trailing newline.
+pub fn to_canonical_json(bundle: &CompileBundle) -> String {
+    let value = serde_json::to_value(bundle)
+        .map(sort_keys)
+        .unwrap_or(serde_json::Value::Null);
+    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// Rebuilds every object with its keys in sorted order (`serde_json` here preserves insertion
+/// order, so sorting must be explicit).
+/// `value` with every object's keys sorted (what a `BTreeMap` gives), recursively.
+pub fn sort_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let sorted: BTreeMap<String, serde_json::Value> =
+                map.into_iter().map(|(k, v)| (k, sort_keys(v))).collect();
+            serde_json::Value::Object(sorted.into_iter().collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sort_keys).collect())
+        }
+        other => other,
+    }
+}

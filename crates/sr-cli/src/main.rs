@@ -5,7 +5,6 @@
 //! See docs/errors.md.
 
 mod cmd;
-mod evidence_report;
 mod output;
 mod terminal;
 

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub use sr_bundle as bundle;
+pub use sr_bundle::{sort_keys, to_canonical_json};
 pub mod seccomp;
 
 use std::collections::BTreeMap;
@@ -123,32 +124,6 @@ pub fn policy_digest(value: &serde_json::Value) -> String {
     let bytes =
         serde_json_canonicalizer::to_vec(value).unwrap_or_else(|_| value.to_string().into_bytes());
     format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
-}
-
-/// The bytes `compile --dry-run` prints: pretty JSON, keys sorted, trailing newline.
-pub fn to_canonical_json(bundle: &CompileBundle) -> String {
-    let value = serde_json::to_value(bundle)
-        .map(sort_keys)
-        .unwrap_or(serde_json::Value::Null);
-    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
-    text.push('\n');
-    text
-}
-
-/// Rebuilds every object with its keys in sorted order (`serde_json` here preserves insertion
-/// order, so sorting must be explicit).
-fn sort_keys(value: serde_json::Value) -> serde_json::Value {
-    match value {
-        serde_json::Value::Object(map) => {
-            let sorted: BTreeMap<String, serde_json::Value> =
-                map.into_iter().map(|(k, v)| (k, sort_keys(v))).collect();
-            serde_json::Value::Object(sorted.into_iter().collect())
-        }
-        serde_json::Value::Array(items) => {
-            serde_json::Value::Array(items.into_iter().map(sort_keys).collect())
-        }
-        other => other,
-    }
 }
 
 /// Compiles a validated policy.

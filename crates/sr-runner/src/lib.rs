@@ -8,7 +8,10 @@
 //! * [`gc`]: recovery of what a killed runner left behind.
 //! * [`outcome`]: the [`RunOutcome`] a run returns.
 //! * [`output`]: the output tees and their limit.
-//! * [`network`] / [`network_hook`]: the network lifecycle and its seam.
+//! * [`network`] / [`network_hook`] / [`network_facts`]: the network lifecycle, its seam and
+//!   what it enforced.
+//! * [`recording`]: a run's evidence from its run directory to its signed report;
+//!   [`report`]: the report's assembly.
 //!
 //! Unsafe code is confined to [`sandbox::sys`], each block with a `// SAFETY:` comment.
 
@@ -22,6 +25,8 @@ pub mod network_hook;
 pub mod outcome;
 pub mod output;
 pub mod preflight;
+pub mod recording;
+pub mod report;
 pub mod rundir;
 pub mod sandbox;
 pub mod signals;

@@ -122,7 +122,9 @@ impl TestHosts {
             allowed_gateway: Ipv4Addr::UNSPECIFIED,
             blocked_gateway: Ipv4Addr::UNSPECIFIED,
         };
-        let block = first_block + n * 2;
+        // Wrapped so that a high first block and many hosts in one binary stay in 10.214.0-255
+        // (the pair is block, block + 1); hosts of one binary never share a block.
+        let block = (first_block + n * 2) % 254;
         (t.allowed, t.allowed_gateway) = t.add_host("a", block);
         (t.blocked, t.blocked_gateway) = t.add_host("b", block + 1);
         wait_for_echo_servers(&[t.allowed, t.blocked]);

@@ -13,12 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use serde_json::json;
 use sr_common::{Diagnostic, ErrorCode};
-use sr_evidence::{ChainWriter, EventSink, SystemClock, events};
 use sr_policy::OperatorConfig;
 use sr_runner::preflight::{self, Needs, RealProbes};
-use sr_runner::{NetworkHook, NoNetwork, RunDir, RunOptions, RunOutcome, RunStatus, Runner};
+use sr_runner::recording::{Finished, PolicySource, Recording, Started};
+use sr_runner::{RunDir, RunOptions, RunOutcome, RunStatus, Runner};
 
 use super::result::{PolicyRef, RunResult};
 use crate::output::{Format, exit_code, fail};
@@ -265,59 +264,8 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
     };
     result.run_id = Some(dir.run_id.clone());
     result.run_dir = Some(dir.path.clone());
-    // The run directory's copies of the policy and the bundle are part of its evidence: a run
-    // that cannot keep them does not start.
-    let bundle_copy = dir.path.join("bundle.json");
-    let copied = match &chosen {
-        Some(path) => {
-            let copy = dir.path.join(policy_copy_name(path));
-            std::fs::copy(path, &copy).map(drop).map_err(|e| (copy, e))
-        }
-        None => {
-            let copy = dir.path.join("policy.yaml");
-            std::fs::write(&copy, super::policy_arg::BUILTIN_POLICY).map_err(|e| (copy, e))
-        }
-    }
-    .and_then(|()| {
-        std::fs::write(&bundle_copy, sr_compiler::to_canonical_json(&bundle))
-            .map_err(|e| (bundle_copy, e))
-    });
-    if let Err((path, e)) = copied {
-        let d = Diagnostic::new(
-            ErrorCode::EvidenceEventWrite,
-            "evidence.rundir",
-            format!("cannot write {}: {e}", path.display()),
-            "check free space and permissions of the run directory",
-        );
-        return fail_with(result, format, &[d]);
-    }
-    let mut chain = match ChainWriter::create(
-        &dir.path,
-        &bundle.evidence_plan.events,
-        Box::new(SystemClock),
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            let d = Diagnostic::new(
-                ErrorCode::EvidenceEventWrite,
-                "evidence.events",
-                e.to_string(),
-                "check that the run directory is writable",
-            );
-            return fail_with(result, format, &[d]);
-        }
-    };
-    let _ = chain.emit(
-        events::POLICY_COMPILED,
-        json!({"policyDigest": bundle.policy_digest, "policyName": bundle.policy_name, "backend": bundle.backend.name()}),
-    );
-
-    // Before anything runs: the digests of every input, as events and for the report; and the
-    // signing key, so that a run whose report could not be signed never starts.
-    let inputs = match crate::evidence_report::hash_inputs(&policy, &bundle, &mut chain) {
-        Ok(i) => i,
-        Err(d) => return fail_with(result, format, &[d]),
-    };
+    // The signing key before anything runs, so that a run whose report could not be signed
+    // never starts.
     let signer = if bundle.evidence_plan.sign {
         match super::key::load_signing_key(None) {
             Ok(k) => Some(k),
@@ -326,27 +274,21 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
     } else {
         None
     };
-
-    // ---- network hook ----
-    // mode none: NoNetwork (a private network namespace with loopback only).
-    // mode allowlist: the network module's AllowlistNetwork.
-    let hook: Box<dyn NetworkHook + Send> = match &bundle.network_plan {
-        None => Box::new(NoNetwork),
-        Some(plan) => {
-            match sr_runner::network::AllowlistNetwork::new(plan, &dir.run_id, &config.network) {
-                Ok(h) => Box::new(h),
-                Err(d) => return fail_with(result, format, &[d]),
-            }
-        }
+    let source = match &chosen {
+        Some(path) => PolicySource::File(path),
+        None => PolicySource::Text {
+            name: "policy.yaml",
+            text: super::policy_arg::BUILTIN_POLICY,
+        },
     };
-
-    let _ = chain.emit(
-        events::NETWORK_PLAN_GENERATED,
-        crate::evidence_report::network_plan_payload(&bundle),
-    );
-    // Read-only mounts as they were before the workload could read them.
-    let mut mount_digests = crate::evidence_report::MountDigests::new(&config.mount_digests);
-    mount_digests.take(&bundle, sr_evidence::mounts::Taken::Start);
+    let Started {
+        recording,
+        hook,
+        sink,
+    } = match Recording::start(dir, &policy, &bundle, source, &config) {
+        Ok(s) => s,
+        Err(d) => return fail_with(result, format, &[d]),
+    };
 
     clock.lap("cli.prepare");
     let runner = Runner::new();
@@ -382,10 +324,10 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
         None
     };
     let (outcome, sink) = runner.run(
-        &dir,
+        &recording.dir,
         &bundle,
         hook,
-        crate::evidence_report::CountingSink::new(chain),
+        sink,
         RunOptions {
             init_exe,
             cgroup_layout: host.cgroup,
@@ -408,57 +350,15 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
     }
     clock.lap("cli.run");
     result.outcome(&outcome);
-    // Writable mounts as the workload left them.
-    mount_digests.take(&bundle, sr_evidence::mounts::Taken::End);
-    let mut evidence_errors = Vec::new();
-    let Some(counting) = sink else {
-        let d = Diagnostic::new(
-            ErrorCode::EvidenceEventWrite,
-            "evidence.events",
-            "the event chain was lost before the report could be written",
-            "this is a bug; the run directory keeps events.jsonl as far as it was written",
-        );
-        return fail_with(result, format, &[d]);
-    };
-    let samples = counting.samples;
-    let mut chain = counting.inner;
-    let activity = chain.take_activity().unwrap_or_else(|e| {
-        evidence_errors.push(Diagnostic::new(
-            ErrorCode::EvidenceEventWrite,
-            "evidence.activity",
-            format!("the run's exec events are inconsistent: {e}"),
-            "this is a bug in safe-run; the chain in events.jsonl is kept as written",
-        ));
-        Default::default()
-    });
-    let report_path = match chain.finish() {
-        Ok(summary) => {
-            let ctx = crate::evidence_report::ReportContext {
-                policy: &policy,
-                bundle: &bundle,
-                inputs,
-                chain: summary,
-                samples,
-                mounts: mount_digests.evidence(),
-                activity,
-            };
-            match crate::evidence_report::write_signed_report(&outcome, ctx, signer.as_ref()) {
-                Ok(p) => Some(p),
-                Err(d) => {
-                    evidence_errors.push(d);
-                    None
-                }
-            }
-        }
-        Err(e) => {
-            evidence_errors.push(e.to_diagnostic());
-            None
-        }
-    };
+    let run_dir = recording.dir.path.clone();
+    let Finished {
+        report_path,
+        errors: evidence_errors,
+    } = recording.finish(&outcome, sink, signer.as_ref());
     result.report_path = report_path.clone();
     if report_path.is_some() {
         // The report is synced: index it and append its leaf (a failure only warns).
-        super::report::archive_finished_run(&dir.path, signer.as_ref(), args.quiet);
+        super::report::archive_finished_run(&run_dir, signer.as_ref(), args.quiet);
     }
     clock.lap("cli.finish");
     if format == Format::Text {
@@ -476,14 +376,6 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
     exit_code(outcome.exit_code())
 }
 
-fn policy_copy_name(path: &Path) -> String {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => "policy.json".into(),
-        _ => "policy.yaml".into(),
-    }
-}
-
-/// Wall-clock laps of the CLI's own phases, for `--timings`.
 struct PhaseClock {
     last: Instant,
     laps: Vec<(&'static str, f64)>,

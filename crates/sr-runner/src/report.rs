@@ -1,4 +1,5 @@
-//! Turns what a run observed into the signed `run_report.json` v1.
+//! Turns what a run observed into the signed `run_report.json` v1 (the report's assembly; the
+//! order of a run's evidence, from the run directory to the report, is [`crate::recording`]).
 //!
 //! The runner knows processes, cgroups and namespaces; sr-evidence knows the report format,
 //! the chain and signatures. This module is the one place that maps the first onto the second:
@@ -9,10 +10,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::cgroup::Layout;
+use crate::{RunOutcome, RunStatus};
 use serde_json::{Value, json};
+use sr_bundle::{CompileBundle, MountStep};
 use sr_common::{Diagnostic, ErrorCode};
-use sr_compiler::CompileBundle;
-use sr_compiler::bundle::MountStep;
 use sr_evidence::activity::{ExecRecord, FileTransferred};
 use sr_evidence::mounts::{self, Budget, MountEvidence, MountManifest, Taken};
 use sr_evidence::report::{
@@ -24,8 +26,6 @@ use sr_evidence::report::{
 use sr_evidence::{ChainSummary, EmitError, EventSink, SigningKey, events};
 use sr_policy::ValidatedPolicy;
 use sr_policy::operator::MountDigestConfig;
-use sr_runner::cgroup::Layout;
-use sr_runner::{RunOutcome, RunStatus};
 
 /// An event sink that forwards to another and counts resource samples, which the report's
 /// `resources.samples` states.
@@ -403,10 +403,10 @@ fn enforcement(outcome: &RunOutcome, bundle: &CompileBundle) -> Enforcement {
         })
     });
     let (nft_ruleset_digest, details) = match &outcome.network {
-        sr_runner::network_facts::NetworkFacts::Allowlist(f) => {
+        crate::network_facts::NetworkFacts::Allowlist(f) => {
             (Some(f.nft_ruleset_digest.clone()), f.details())
         }
-        sr_runner::network_facts::NetworkFacts::None => (None, BTreeMap::new()),
+        crate::network_facts::NetworkFacts::None => (None, BTreeMap::new()),
     };
     let mut backend = BTreeMap::new();
     backend.insert("hostname".to_owned(), json!(facts.hostname));
@@ -455,7 +455,7 @@ fn enforcement(outcome: &RunOutcome, bundle: &CompileBundle) -> Enforcement {
     }
 }
 
-fn network_audit(audit: &Option<sr_runner::network_facts::NetworkAudit>) -> Option<NetworkAudit> {
+fn network_audit(audit: &Option<crate::network_facts::NetworkAudit>) -> Option<NetworkAudit> {
     let audit = audit.as_ref()?;
     // Rules the policy did not write (the plan's own) are in `details`, not `rules`.
     let rules = audit
@@ -543,7 +543,7 @@ mod tests {
 
     #[test]
     fn allowlist_audit_maps_rules_and_default_drop() {
-        use sr_runner::network_facts as nf;
+        use crate::network_facts as nf;
         let rule = |id: &str, index: Option<u32>, allowed, blocked| nf::RuleHits {
             rule_id: id.into(),
             egress_index: index,
