@@ -68,7 +68,10 @@ fn sh(script: &str) -> ExecRequest {
 }
 
 /// Runs `req` to its end; returns (end, stdout, stderr).
-fn run(sb: &Sandbox<RecordingSink>, req: &ExecRequest) -> (ExecEnd, String, String) {
+fn run<S: sr_evidence::EventSink + 'static>(
+    sb: &Sandbox<S>,
+    req: &ExecRequest,
+) -> (ExecEnd, String, String) {
     let mut h = sb.exec(req).unwrap();
     let (mut out, mut err) = (Vec::new(), Vec::new());
     loop {
@@ -581,6 +584,76 @@ fn tar_streams_round_trip_and_never_follow_links() {
     assert_eq!(tars[0]["sha256"], got.sha256.as_str());
 }
 
+/// The library's whole path, as the daemon will use it: a policy compiled, its evidence
+/// started, a sandbox with two execs and a file put, destroyed, and the evidence finished into
+/// a signed report that verifies with the public key and lists both execs and the transfer.
+fn a_recorded_sandbox_ends_in_a_signed_report_that_verifies() {
+    use sr_runner::recording::{PolicySource, Recording, Started};
+    let h = host();
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("recorded.yaml");
+    std::fs::write(
+        &path,
+        "version: 1\nname: recorded\nruntime:\n  command: /bin/true\n  args: []\nmounts: []\n",
+    )
+    .unwrap();
+    let config = sr_policy::OperatorConfig::default();
+    let policy = sr_policy::load_policy_file(&path, &config).unwrap();
+    let bundle = sr_compiler::compile(&policy, &config).unwrap();
+    let dir = RunDir::create(h.base.path()).unwrap();
+    let Started {
+        recording,
+        hook,
+        sink,
+    } = Recording::start(dir, &policy, &bundle, PolicySource::File(&path), &config).unwrap();
+    let sb = Sandbox::create(
+        &recording.dir,
+        SandboxSpec {
+            bundle: bundle.clone(),
+            network: hook,
+            sink,
+            cgroup_layout: h.layout.clone(),
+        },
+        Box::new(ProcessSandbox::new(
+            std::env::current_exe().unwrap(),
+            vec!["/tmp".into()],
+        )),
+        Arc::default(),
+    );
+    assert!(sb.start_failure().is_none(), "{:?}", sb.start_failure());
+    assert_eq!(run(&sb, &sh("echo one")).1, "one\n");
+    sb.put_file("/tmp/in.txt", 0o644, 3, &mut &b"abc"[..])
+        .unwrap();
+    assert_eq!(
+        run(&sb, &sh("cat /tmp/in.txt; exit 3")).0,
+        ExecEnd::Exited(3)
+    );
+    let (outcome, sink) = sb.destroy(RunStatus::Exited { code: 0 }, None);
+    let (key, _) = sr_evidence::keys::load_or_create(&scratch.path().join("key.pem")).unwrap();
+    let finished = recording.finish(&outcome, sink, Some(&key));
+    assert!(finished.errors.is_empty(), "{:?}", finished.errors);
+    let report_path = finished.report_path.unwrap();
+    let verification = sr_evidence::verify::verify(&report_path, None, Some(&key.verifying_key()));
+    assert!(verification.ok(), "{:?}", verification.checks);
+    let activity = verification
+        .checks
+        .iter()
+        .find(|c| c.name == "activity")
+        .unwrap();
+    assert!(
+        activity.detail.contains("2 execs and 1 transfers"),
+        "{activity:?}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(
+        report["execs"][1]["status"],
+        serde_json::json!({"kind": "exited", "code": 3})
+    );
+    assert_eq!(report["transfers"][0]["path"], "/tmp/in.txt");
+    assert!(report["integrity"]["signature"].is_string(), "{report}");
+}
+
 fn a_terminal_exec_gets_a_pty_of_its_size() {
     let h = host();
     let (_dir, sb) = create(&h, idle());
@@ -784,6 +857,10 @@ fn main() -> ExitCode {
         (
             "tar_streams_round_trip_and_never_follow_links",
             tar_streams_round_trip_and_never_follow_links,
+        ),
+        (
+            "a_recorded_sandbox_ends_in_a_signed_report_that_verifies",
+            a_recorded_sandbox_ends_in_a_signed_report_that_verifies,
         ),
         (
             "fifty_sandboxes_alive_in_one_process_leave_nothing",
