@@ -44,6 +44,11 @@ enum Command {
     /// Show the report-signing key.
     #[command(subcommand)]
     Key(cmd::key::KeyCommand),
+    /// Serve live sandboxes over an HTTP API (Unix socket, loopback): docs/serve.md.
+    Serve(cmd::serve::ServeArgs),
+    /// Bearer tokens for `safe-run serve`.
+    #[command(subcommand)]
+    Token(cmd::token::TokenCommand),
     /// Print the JSON Schema of PolicySpec v1.
     Schema(cmd::schema::SchemaArgs),
     /// Remove what SIGKILLed runs left behind; with --keep / --older-than, prune finished run dirs.
@@ -68,6 +73,8 @@ fn main() -> ExitCode {
         Command::Log(c) => cmd::log::execute(c),
         Command::Key(c) => cmd::key::execute(c),
         Command::Schema(args) => cmd::schema::execute(args),
+        Command::Serve(args) => cmd::serve::execute(args),
+        Command::Token(c) => cmd::token::execute(c),
         Command::Gc(args) => cmd::gc::execute(args),
         Command::SandboxInit(_) => cmd::init::execute_early(),
     };

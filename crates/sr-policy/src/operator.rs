@@ -61,6 +61,36 @@ pub struct OperatorConfig {
     pub firecracker: FirecrackerConfig,
     /// Which mounts' files are digested into the report, and the per-run bounds.
     pub mount_digests: MountDigestConfig,
+    /// `safe-run serve`: where it listens, its tokens, its limits.
+    pub serve: ServeConfig,
+}
+
+/// `safe-run serve` (docs/serve.md); each setting can be overridden by a flag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ServeConfig {
+    /// The Unix socket it listens on (created 0600; its directory 0700).
+    pub socket: String,
+    /// A TCP address to listen on as well, loopback only (none by default).
+    pub listen: Option<String>,
+    /// The file of token hashes `safe-run token create` writes (0600).
+    pub tokens_path: String,
+    /// Sandboxes alive at once, over all tokens.
+    pub max_sandboxes: u32,
+    /// The largest request body.
+    pub max_body: ByteSize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            socket: "/run/safe-run/serve.sock".into(),
+            listen: None,
+            tokens_path: "/var/lib/safe-run/tokens.json".into(),
+            max_sandboxes: 16,
+            max_body: ByteSize::mib(64),
+        }
+    }
 }
 
 /// Digests of the files in policy mounts (the report's `mounts` section; docs/evidence.md).
@@ -226,6 +256,7 @@ impl Default for OperatorConfig {
             network: NetworkConfig::default(),
             firecracker: FirecrackerConfig::default(),
             mount_digests: MountDigestConfig::default(),
+            serve: ServeConfig::default(),
         }
     }
 }

@@ -12,5 +12,7 @@ pub mod report_target;
 pub mod result;
 pub mod run;
 pub mod schema;
+pub mod serve;
 pub mod starter;
+pub mod token;
 pub mod validate;

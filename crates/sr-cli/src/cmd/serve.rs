@@ -1,0 +1,133 @@
+//! `safe-run serve`: the control plane for live sandboxes (docs/serve.md). The daemon itself is
+//! the sr-daemon library; this owns its flags, the host checks before it listens, and the
+//! runtime it runs on.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use sr_common::{Diagnostic, ErrorCode};
+use sr_daemon::{AppState, Daemon, Host, Listen};
+use sr_policy::OperatorConfig;
+use sr_runner::preflight::{self, Needs, RealProbes};
+
+use crate::output::{Format, fail};
+
+/// Arguments of `safe-run serve`.
+#[derive(Args)]
+#[command(after_help = "Examples:
+  safe-run token create --scopes admin       # prints a token once; keep it
+  safe-run serve                             # on serve.socket (/run/safe-run/serve.sock)
+  safe-run serve --listen 127.0.0.1:8470     # and on a loopback port
+  curl --unix-socket /run/safe-run/serve.sock -H \"Authorization: Bearer $TOKEN\" \\
+       -d '{\"policy\": \"version: 1\\nname: t\\nruntime: {command: /bin/true, args: []}\\nmounts: []\\n\"}' \\
+       http://safe-run/v1/sandboxes
+
+Every sandbox ends in a signed run report (GET /v1/sandboxes/ID/report after DELETE), as a
+`safe-run run` does. SIGTERM or SIGINT: stop accepting, destroy every sandbox, write every report.")]
+pub struct ServeArgs {
+    /// The Unix socket to listen on (default: serve.socket of the operator config).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// A loopback TCP address to listen on as well (default: serve.listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// The token file (default: serve.tokensPath).
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+}
+
+fn startup(what: &str, message: String, hint: &str) -> Diagnostic {
+    Diagnostic::new(ErrorCode::RunPreflight, what, message, hint)
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; returns the process exit code.
+pub fn execute(args: ServeArgs) -> u8 {
+    match serve(args) {
+        Ok(()) => 0,
+        Err(d) => fail(&[d], Format::Text),
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), Diagnostic> {
+    let config = OperatorConfig::load()?;
+    let init_exe = std::env::current_exe().map_err(|e| {
+        startup(
+            "preflight.init",
+            format!("cannot locate the safe-run binary: {e}"),
+            "run safe-run from a path that exists",
+        )
+    })?;
+    let base = PathBuf::from(&config.run_dir);
+    let probes = RealProbes {
+        cgroup_root: preflight::default_cgroup_root().to_path_buf(),
+        init_exe: init_exe.clone(),
+        run_base: base.clone(),
+    };
+    let needs = Needs {
+        landlock_required: config.require_landlock,
+        landlock_min_abi: 1,
+    };
+    let host = preflight::check(&probes, needs).map_err(|errs| {
+        errs.first().map(|e| e.to_diagnostic()).unwrap_or_else(|| {
+            startup(
+                "preflight",
+                "the host checks failed".into(),
+                "see docs/run.md",
+            )
+        })
+    })?;
+    // What a killed daemon (or run) left behind, before anything new exists.
+    super::gc::collect_quietly(&base, &host.cgroup);
+    let signer = Some(super::key::load_signing_key(None)?);
+    let listen = Listen {
+        socket: args
+            .socket
+            .unwrap_or_else(|| PathBuf::from(&config.serve.socket)),
+        tcp: match args.listen {
+            Some(a) => Some(a),
+            None => config
+                .serve
+                .listen
+                .as_deref()
+                .map(|a| {
+                    a.parse().map_err(|e| {
+                        startup(
+                            "serve.listen",
+                            format!("{a:?} is not an address: {e}"),
+                            "write it as 127.0.0.1:8470",
+                        )
+                    })
+                })
+                .transpose()?,
+        },
+    };
+    let tokens_path = args
+        .tokens
+        .unwrap_or_else(|| PathBuf::from(&config.serve.tokens_path));
+    let daemon = Arc::new(Daemon::new(Host {
+        config,
+        layout: host.cgroup,
+        init_exe,
+        signer,
+    }));
+    let state = Arc::new(AppState {
+        daemon,
+        tokens_path,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            startup(
+                "serve.runtime",
+                format!("cannot start the runtime: {e}"),
+                "this is a bug",
+            )
+        })?;
+    eprintln!("safe-run serve: listening on {}", listen.socket.display());
+    runtime
+        .block_on(sr_daemon::serve(state, listen))
+        .map_err(|e| startup("serve.listen", e.to_string(), "see docs/serve.md"))
+}

@@ -1,0 +1,281 @@
+//! `safe-run serve` for real, as root: a token made by `safe-run token create`, a sandbox made
+//! over the Unix socket, an exec that answers when it ends, sandboxes that cannot reach each
+//! other, a DELETE that writes the signed report (which `safe-run report verify` accepts), and
+//! a SIGTERM that ends the sandboxes still alive with their reports and leaves no socket, no
+//! process and no cgroup behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod run_support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use run_support::*;
+use serde_json::{Value, json};
+
+/// One HTTP/1.1 request over the socket; returns (status, body as JSON).
+fn http(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: safe-run\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(rest).unwrap_or(Value::Null))
+}
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(env: &Env, tokens: &Path) -> Daemon {
+    let socket = env.dir.path().join("serve/serve.sock");
+    let child = env
+        .cmd()
+        .arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--tokens")
+        .arg(tokens)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "safe-run serve did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Daemon { child, socket }
+}
+
+fn cgroups_of(id: &str) -> Vec<PathBuf> {
+    ["memory", "pids", "cpu", "cpuacct", "unified", ""]
+        .iter()
+        .map(|c| {
+            Path::new("/sys/fs/cgroup")
+                .join(c)
+                .join("safe-run")
+                .join(format!("safe-run-{id}"))
+        })
+        .filter(|p| p.exists())
+        .collect()
+}
+
+const POLICY: &str = "version: 1\nname: served\nruntime:\n  command: /bin/true\n  args: []\n  timeout: 60s\nmounts: []\n";
+
+#[test]
+fn a_served_sandbox_runs_execs_and_ends_in_a_verified_report() {
+    if !require_root("a_served_sandbox_runs_execs_and_ends_in_a_verified_report") {
+        return;
+    }
+    let env = Env::new();
+    let tokens = env.dir.path().join("state/tokens.json");
+    let made = env
+        .cmd()
+        .args(["token", "create", "--scopes", "admin", "--tokens"])
+        .arg(&tokens)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let admin = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let d = start(&env, &tokens);
+
+    let (s, a) = http(
+        &d.socket,
+        "POST",
+        "/v1/sandboxes",
+        &admin,
+        Some(&json!({"policy": POLICY})),
+    );
+    assert_eq!(s, 201, "{a}");
+    let (s, b) = http(
+        &d.socket,
+        "POST",
+        "/v1/sandboxes",
+        &admin,
+        Some(&json!({"policy": POLICY})),
+    );
+    assert_eq!(s, 201, "{b}");
+    let (a_id, a_token) = (a["id"].as_str().unwrap(), a["token"].as_str().unwrap());
+    let b_id = b["id"].as_str().unwrap();
+    assert_ne!(a_token, b["token"].as_str().unwrap());
+
+    // The sandbox's own token runs execs in it; state persists between them.
+    let exec = |token: &str, id: &str, argv: Value, stdin: Option<&str>| {
+        http(
+            &d.socket,
+            "POST",
+            &format!("/v1/sandboxes/{id}/execs?wait=true"),
+            token,
+            Some(&json!({"argv": argv, "stdin": stdin})),
+        )
+    };
+    let (s, r) = exec(
+        a_token,
+        a_id,
+        json!(["/bin/sh", "-c", "echo hi > /tmp/kept; cat; exit 3"]),
+        Some("from stdin\n"),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        (r["exitCode"].as_i64(), r["stdout"].as_str()),
+        (Some(3), Some("from stdin\n")),
+        "{r}"
+    );
+    let (_, r) = exec(a_token, a_id, json!(["/bin/cat", "/tmp/kept"]), None);
+    assert_eq!(r["stdout"], "hi\n", "{r}");
+    // A's token does not reach B (as if B did not exist), nor does a made-up one.
+    let (s, _) = exec(a_token, b_id, json!(["/bin/true"]), None);
+    assert_eq!(s, 404);
+    let (s, _) = exec("srt_made-up", a_id, json!(["/bin/true"]), None);
+    assert_eq!(s, 404);
+    // B's /tmp is its own.
+    let (_, r) = exec(
+        &admin,
+        b_id,
+        json!(["/bin/sh", "-c", "cat /tmp/kept || echo none"]),
+        None,
+    );
+    assert!(r["stdout"].as_str().unwrap().contains("none"), "{r}");
+
+    // DELETE writes the report; it verifies and lists both of A's execs.
+    let (s, ended) = http(
+        &d.socket,
+        "DELETE",
+        &format!("/v1/sandboxes/{a_id}"),
+        a_token,
+        None,
+    );
+    assert_eq!(
+        (s, ended["state"].as_str()),
+        (200, Some("ended")),
+        "{ended}"
+    );
+    let (s, report) = http(
+        &d.socket,
+        "GET",
+        &format!("/v1/sandboxes/{a_id}/report"),
+        a_token,
+        None,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(report["execs"].as_array().unwrap().len(), 2, "{report}");
+    let report_path = PathBuf::from(ended["reportPath"].as_str().unwrap());
+    let verified = env
+        .cmd()
+        .args(["report", "verify"])
+        .arg(&report_path)
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+    assert!(cgroups_of(a_id).is_empty());
+    // No token in any evidence.
+    let events = std::fs::read_to_string(report_path.with_file_name("events.jsonl")).unwrap();
+    for secret in [admin.as_str(), a_token] {
+        assert!(!events.contains(secret) && !report.to_string().contains(secret));
+    }
+
+    // SIGTERM: B, still alive, is ended with its report; nothing stays behind.
+    let b_dir = PathBuf::from(report_path.parent().unwrap().parent().unwrap()).join(b_id);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(d.child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut d = d;
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        b_dir.join("run_report.json").exists(),
+        "B's report after the drain"
+    );
+    assert!(!d.socket.exists(), "the socket is removed");
+    assert!(cgroups_of(b_id).is_empty(), "{:?}", cgroups_of(b_id));
+}
+
+/// The sandbox's own timeout ends it with no client asking: the daemon writes its report, and
+/// says it timed out.
+#[test]
+fn a_served_sandbox_that_times_out_is_ended_with_its_report_without_a_client() {
+    if !require_root("a_served_sandbox_that_times_out_is_ended_with_its_report_without_a_client") {
+        return;
+    }
+    let env = Env::new();
+    let tokens = env.dir.path().join("state/tokens.json");
+    let made = env
+        .cmd()
+        .args(["token", "create", "--scopes", "create,read", "--tokens"])
+        .arg(&tokens)
+        .output()
+        .unwrap();
+    let token = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let d = start(&env, &tokens);
+    let short = POLICY.replace("timeout: 60s", "timeout: 1s");
+    let (s, a) = http(
+        &d.socket,
+        "POST",
+        "/v1/sandboxes",
+        &token,
+        Some(&json!({"policy": short})),
+    );
+    assert_eq!(s, 201, "{a}");
+    let id = a["id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let view = loop {
+        let (_, v) = http(
+            &d.socket,
+            "GET",
+            &format!("/v1/sandboxes/{id}"),
+            &token,
+            None,
+        );
+        if v["state"] == "ended" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "still {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(view["ended"], "timeout", "{view}");
+    assert!(PathBuf::from(view["reportPath"].as_str().unwrap()).exists());
+    assert!(cgroups_of(id).is_empty());
+    // An exec on it now: the sandbox is gone (409), not an internal error.
+    let (s, p) = http(
+        &d.socket,
+        "POST",
+        &format!("/v1/sandboxes/{id}/execs?wait=true"),
+        a["token"].as_str().unwrap(),
+        Some(&json!({"argv": ["/bin/true"]})),
+    );
+    assert_eq!(s, 409, "{p}");
+}

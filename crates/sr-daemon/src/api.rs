@@ -1,0 +1,348 @@
+//! API v1's routes: sandboxes (create, list, get, delete), execs that answer when they end
+//! (`?wait=true`), reports, and `/healthz`. Every route but `/healthz` needs a bearer token:
+//! an operator token with a scope, or the sandbox's own token for that sandbox.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use sr_runner::life::{ExecEnd, ExecEvent, ExecRequest};
+
+use crate::problem::Problem;
+use crate::sandboxes::{CreateError, Daemon, Live, SandboxView};
+use crate::tokens::{Scope, TokenFile, TokenHash};
+
+/// What the routes share.
+pub struct AppState {
+    /// The sandboxes.
+    pub daemon: Arc<Daemon>,
+    /// The operator's tokens (re-read on each request, so `safe-run token create` takes
+    /// effect at once).
+    pub tokens_path: std::path::PathBuf,
+}
+
+/// The router of API v1 over `state`.
+pub fn app(state: Arc<AppState>) -> Router {
+    let max_body =
+        usize::try_from(state.daemon.host.config.serve.max_body.bytes()).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/sandboxes", post(create).get(list))
+        .route("/v1/sandboxes/{id}", get(show).delete(destroy))
+        .route("/v1/sandboxes/{id}/execs", post(exec))
+        .route("/v1/sandboxes/{id}/report", get(report))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"ok": true}))
+}
+
+/// Who is asking.
+enum Caller {
+    /// An operator token.
+    Operator(Vec<Scope>),
+    /// Some sandbox's own token (checked against the sandbox asked for).
+    Sandbox(TokenHash),
+}
+
+fn unauthorized(detail: &str) -> Problem {
+    Problem::new(StatusCode::UNAUTHORIZED, detail)
+        .hint("send Authorization: Bearer <token> (safe-run token create --scopes ...)")
+}
+
+fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, Problem> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| unauthorized("no bearer token"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| unauthorized("the Authorization header is not a bearer token"))?;
+    let hash = TokenHash::of(token.trim());
+    let file = TokenFile::load(&state.tokens_path).map_err(|e| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the token file: {e}"),
+        )
+    })?;
+    Ok(match file.scopes_of(&hash) {
+        Some(scopes) => Caller::Operator(scopes),
+        None => Caller::Sandbox(hash),
+    })
+}
+
+fn forbidden() -> Problem {
+    Problem::new(StatusCode::FORBIDDEN, "this token may not do that")
+}
+
+/// An operator token with `scope` (or admin).
+fn require(c: &Caller, scope: Scope) -> Result<(), Problem> {
+    match c {
+        Caller::Operator(s) if s.contains(&Scope::Admin) || s.contains(&scope) => Ok(()),
+        Caller::Operator(_) => Err(forbidden()),
+        Caller::Sandbox(_) => Err(unauthorized("the token is not valid")),
+    }
+}
+
+/// The sandbox `id`, if `c` may reach it: admin, `scope`, or its own token. An unknown id
+/// and a token that does not reach it answer alike (404), so ids cannot be probed.
+fn reach(state: &AppState, c: &Caller, id: &str, scope: Scope) -> Result<Arc<Live>, Problem> {
+    let not_found = || Problem::new(StatusCode::NOT_FOUND, format!("no sandbox {id}"));
+    let live = state.daemon.get(id);
+    let allowed = match (c, &live) {
+        (Caller::Operator(s), _) => s.contains(&Scope::Admin) || s.contains(&scope),
+        (Caller::Sandbox(h), Some(l)) => l.is_own_token(h),
+        (Caller::Sandbox(_), None) => false,
+    };
+    match (allowed, live) {
+        (true, Some(l)) => Ok(l),
+        (false, _) if matches!(c, Caller::Operator(_)) => Err(forbidden()),
+        _ => Err(not_found()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Problem> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("a worker failed: {e}"),
+        )
+    })
+}
+
+/// `POST /v1/sandboxes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    /// The policy, as YAML or JSON text.
+    policy: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Created {
+    #[serde(flatten)]
+    sandbox: SandboxView,
+    /// The sandbox's own token, shown once.
+    token: String,
+}
+
+async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<CreateBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    let c = caller(&state, &headers)?;
+    require(&c, Scope::Create)?;
+    let Json(body) = body.map_err(|e| Problem::new(e.status(), e.body_text()))?;
+    let daemon = state.daemon.clone();
+    let made = blocking(move || daemon.create(&body.policy)).await?;
+    match made {
+        Ok((live, token)) => Ok((
+            StatusCode::CREATED,
+            Json(Created {
+                sandbox: live.view(),
+                token,
+            }),
+        )
+            .into_response()),
+        Err(CreateError::Policy(ds)) => Err(Problem::from_diagnostics(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &ds,
+        )),
+        Err(CreateError::Full(max)) => Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{max} sandboxes are alive, the most serve.maxSandboxes allows"),
+        )
+        .hint("delete a sandbox, or raise serve.maxSandboxes in the operator config")),
+        Err(CreateError::Start(ds)) => Err(Problem::from_diagnostics(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &ds,
+        )),
+    }
+}
+
+async fn list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<SandboxView>>, Problem> {
+    let c = caller(&state, &headers)?;
+    require(&c, Scope::Read)?;
+    Ok(Json(state.daemon.list().iter().map(|l| l.view()).collect()))
+}
+
+async fn show(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxView>, Problem> {
+    let c = caller(&state, &headers)?;
+    Ok(Json(reach(&state, &c, &id, Scope::Read)?.view()))
+}
+
+async fn destroy(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxView>, Problem> {
+    let c = caller(&state, &headers)?;
+    let live = reach(&state, &c, &id, Scope::Create)?;
+    let daemon = state.daemon.clone();
+    let view = blocking(move || live.destroy(daemon.host.signer.as_ref())).await?;
+    Ok(Json(view))
+}
+
+async fn report(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let c = caller(&state, &headers)?;
+    let live = reach(&state, &c, &id, Scope::Read)?;
+    let Some(path) = live.report_path() else {
+        let errors = live.evidence_errors();
+        if !errors.is_empty() {
+            return Err(Problem::from_diagnostics(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &errors,
+            ));
+        }
+        return Err(
+            Problem::new(StatusCode::CONFLICT, "the sandbox is still running")
+                .hint("DELETE /v1/sandboxes/{id} ends it and writes its report"),
+        );
+    };
+    let bytes = tokio::fs::read(&path).await.map_err(|e| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reading the report: {e}"),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+/// `POST /v1/sandboxes/{id}/execs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ExecBody {
+    /// Program (absolute) and arguments.
+    argv: Vec<String>,
+    /// Variables added to the policy's.
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    /// Working directory.
+    cwd: Option<String>,
+    /// Text given on stdin (none: /dev/null).
+    stdin: Option<String>,
+    /// The exec's own timeout.
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ExecQuery {
+    #[serde(default)]
+    wait: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExecDone {
+    id: u64,
+    /// `exited`, `signaled`, `timedOut`, `failed`, `lost`.
+    status: &'static str,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    stdout: String,
+    stderr: String,
+    /// Whether output passed the policy's limit (the rest was dropped).
+    truncated: bool,
+    duration_ms: u64,
+}
+
+async fn exec(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<ExecQuery>,
+    body: Result<Json<ExecBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<ExecDone>, Problem> {
+    let c = caller(&state, &headers)?;
+    let live = reach(&state, &c, &id, Scope::Create)?;
+    let Json(body) = body.map_err(|e| Problem::new(e.status(), e.body_text()))?;
+    if !q.wait {
+        return Err(Problem::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "execs without ?wait=true (streamed events) are not served yet",
+        )
+        .hint("POST .../execs?wait=true answers with stdout, stderr and exitCode"));
+    }
+    let req = ExecRequest {
+        argv: body.argv,
+        env: body.env,
+        cwd: body.cwd,
+        timeout: body.timeout_ms.map(Duration::from_millis),
+        stdin: body.stdin.is_some(),
+        tty: None,
+    };
+    let stdin = body.stdin;
+    let done = blocking(move || -> Result<ExecDone, Problem> {
+        let mut handle = live.exec(&req)?;
+        if let (Some(text), Some(mut w)) = (stdin, handle.stdin()) {
+            // Written from its own thread: the exec's output must keep flowing meanwhile.
+            std::thread::spawn(move || {
+                let _ = std::io::Write::write_all(&mut w, text.as_bytes());
+                let _ = w.close();
+            });
+        }
+        let (mut out, mut err, mut truncated) = (Vec::new(), Vec::new(), false);
+        loop {
+            match handle.next_event() {
+                Some(ExecEvent::Stdout(b)) => out.extend(b),
+                Some(ExecEvent::Stderr(b)) => err.extend(b),
+                Some(ExecEvent::Cut(_)) => truncated = true,
+                Some(ExecEvent::Started(_)) => {}
+                Some(ExecEvent::Exit(r)) => {
+                    let (status, exit_code, signal) = match &r.end {
+                        ExecEnd::Exited(c) => ("exited", Some(*c), None),
+                        ExecEnd::Signaled(s) => ("signaled", None, Some(*s)),
+                        ExecEnd::TimedOut => ("timedOut", None, None),
+                        ExecEnd::Failed(d) => {
+                            return Err(Problem::from_diagnostics(
+                                StatusCode::UNPROCESSABLE_ENTITY,
+                                std::slice::from_ref(d),
+                            ));
+                        }
+                        ExecEnd::Lost => ("lost", None, None),
+                    };
+                    return Ok(ExecDone {
+                        id: r.id,
+                        status,
+                        exit_code,
+                        signal,
+                        stdout: String::from_utf8_lossy(&out).into_owned(),
+                        stderr: String::from_utf8_lossy(&err).into_owned(),
+                        truncated,
+                        duration_ms: r.duration_ms,
+                    });
+                }
+                None => {
+                    return Err(Problem::new(
+                        StatusCode::CONFLICT,
+                        "the sandbox ended during the exec",
+                    ));
+                }
+            }
+        }
+    })
+    .await??;
+    Ok(Json(done))
+}
