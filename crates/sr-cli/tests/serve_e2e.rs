@@ -279,3 +279,62 @@ fn a_served_sandbox_that_times_out_is_ended_with_its_report_without_a_client() {
     );
     assert_eq!(s, 409, "{p}");
 }
+
+/// SIGKILL of the daemon: its sandboxes' processes die with their init (nothing of theirs keeps
+/// running), and the next start recovers their cgroups before it listens.
+#[test]
+fn a_killed_daemons_sandboxes_die_and_the_next_start_recovers_them() {
+    if !require_root("a_killed_daemons_sandboxes_die_and_the_next_start_recovers_them") {
+        return;
+    }
+    let env = Env::new();
+    let tokens = env.dir.path().join("state/tokens.json");
+    let made = env
+        .cmd()
+        .args(["token", "create", "--scopes", "admin", "--tokens"])
+        .arg(&tokens)
+        .output()
+        .unwrap();
+    let admin = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let mut d = start(&env, &tokens);
+    let (s, a) = http(
+        &d.socket,
+        "POST",
+        "/v1/sandboxes",
+        &admin,
+        Some(&json!({"policy": POLICY})),
+    );
+    assert_eq!(s, 201, "{a}");
+    let id = a["id"].as_str().unwrap().to_owned();
+    let (_, r) = http(
+        &d.socket,
+        "POST",
+        &format!("/v1/sandboxes/{id}/execs?wait=true"),
+        &admin,
+        Some(&json!({"argv": ["/bin/sh", "-c", "echo $PPID"]})),
+    );
+    assert_eq!(r["exitCode"], 0, "{r}");
+    assert!(!cgroups_of(&id).is_empty());
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    // The sandbox's processes are gone once their init follows the daemon.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let procs = |dirs: &[PathBuf]| -> usize {
+        dirs.iter()
+            .map(|c| {
+                std::fs::read_to_string(c.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .count()
+            })
+            .sum()
+    };
+    while procs(&cgroups_of(&id)) > 0 {
+        assert!(Instant::now() < deadline, "processes outlive the daemon");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(d);
+    let again = start(&env, &tokens);
+    assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
+    drop(again);
+}
