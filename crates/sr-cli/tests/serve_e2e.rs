@@ -24,22 +24,29 @@ fn http(
     token: &str,
     body: Option<&Value>,
 ) -> (u16, Value) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let (status, raw) = http_raw(socket, method, path, token, body.as_bytes());
+    (status, serde_json::from_slice(&raw).unwrap_or(Value::Null))
+}
+
+/// One HTTP/1.1 request with a raw body; returns (status, raw body).
+fn http_raw(socket: &Path, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let mut s = UnixStream::connect(socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: safe-run\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .unwrap();
+    s.write_all(body).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(rest).unwrap_or(Value::Null))
+    (status, raw[split + 4..].to_vec())
 }
 
 struct Daemon {
@@ -168,7 +175,73 @@ fn a_served_sandbox_runs_execs_and_ends_in_a_verified_report() {
     );
     assert!(r["stdout"].as_str().unwrap().contains("none"), "{r}");
 
-    // DELETE writes the report; it verifies and lists both of A's execs.
+    // Files: put, read back, seen by an exec, listed, removed; never outside the mounts.
+    let files = format!("/v1/sandboxes/{a_id}/files");
+    let (s, put) = http_raw(
+        &d.socket,
+        "PUT",
+        &format!("{files}/tmp/up.bin?mode=0600"),
+        a_token,
+        b"\x00bytes\xff",
+    );
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&put));
+    let (s, got) = http_raw(
+        &d.socket,
+        "GET",
+        &format!("{files}/tmp/up.bin"),
+        a_token,
+        b"",
+    );
+    assert_eq!((s, got.as_slice()), (200, &b"\x00bytes\xff"[..]));
+    let (_, r) = exec(
+        a_token,
+        a_id,
+        json!(["/bin/sh", "-c", "stat -c %a /tmp/up.bin"]),
+        None,
+    );
+    assert_eq!(r["stdout"], "600\n", "{r}");
+    let (s, listing) = http(
+        &d.socket,
+        "GET",
+        &format!("{files}/tmp?list=true"),
+        a_token,
+        None,
+    );
+    assert_eq!(s, 200);
+    assert!(
+        listing
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "up.bin"),
+        "{listing}"
+    );
+    let (s, _) = http_raw(
+        &d.socket,
+        "PUT",
+        &format!("{files}/etc/evil"),
+        a_token,
+        b"x",
+    );
+    assert_eq!(s, 403, "outside the policy's mounts");
+    let (s, _) = http_raw(
+        &d.socket,
+        "DELETE",
+        &format!("{files}/tmp/up.bin"),
+        a_token,
+        b"",
+    );
+    assert_eq!(s, 204);
+    let (s, _) = http_raw(
+        &d.socket,
+        "GET",
+        &format!("{files}/tmp/up.bin"),
+        a_token,
+        b"",
+    );
+    assert_eq!(s, 404);
+
+    // DELETE writes the report; it verifies and lists A's execs and transfers.
     let (s, ended) = http(
         &d.socket,
         "DELETE",
@@ -189,7 +262,8 @@ fn a_served_sandbox_runs_execs_and_ends_in_a_verified_report() {
         None,
     );
     assert_eq!(s, 200);
-    assert_eq!(report["execs"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(report["execs"].as_array().unwrap().len(), 3, "{report}");
+    assert_eq!(report["transfers"].as_array().unwrap().len(), 2, "{report}");
     let report_path = PathBuf::from(ended["reportPath"].as_str().unwrap());
     let verified = env
         .cmd()

@@ -38,6 +38,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/sandboxes/{id}", get(show).delete(destroy))
         .route("/v1/sandboxes/{id}/execs", post(exec))
         .route("/v1/sandboxes/{id}/report", get(report))
+        .route(
+            "/v1/sandboxes/{id}/files/{*path}",
+            get(get_file).put(put_file).delete(remove_file),
+        )
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -228,6 +232,97 @@ async fn report(
         )
     })?;
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct FileQuery {
+    /// Permission bits of a put (default 0644).
+    mode: Option<String>,
+    /// A GET of a directory: its listing instead of its content.
+    #[serde(default)]
+    list: bool,
+    /// A DELETE of a non-empty directory.
+    #[serde(default)]
+    recursive: bool,
+}
+
+fn absolute(path: &str) -> String {
+    format!("/{path}")
+}
+
+/// `GET .../files/{path}`: the file's bytes, or with `?list=true` a directory's entries.
+async fn get_file(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, path)): Path<(String, String)>,
+    Query(q): Query<FileQuery>,
+) -> Result<Response, Problem> {
+    let c = caller(&state, &headers)?;
+    let live = reach(&state, &c, &id, Scope::Read)?;
+    let path = absolute(&path);
+    if q.list {
+        let entries = blocking(move || live.with_sandbox(|sb| sb.list(&path))).await??;
+        let names: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| serde_json::json!({"name": e.name, "kind": format!("{:?}", e.info.kind).to_lowercase(), "size": e.info.size, "mode": e.info.mode}))
+            .collect();
+        return Ok(Json(names).into_response());
+    }
+    let bytes = blocking(move || {
+        live.with_sandbox(|sb| {
+            let mut out = Vec::new();
+            sb.get_file(&path, &mut out).map(|_| out)
+        })
+    })
+    .await??;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// `PUT .../files/{path}`: the body becomes the file (`?mode=0600`).
+async fn put_file(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, path)): Path<(String, String)>,
+    Query(q): Query<FileQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let c = caller(&state, &headers)?;
+    let live = reach(&state, &c, &id, Scope::Create)?;
+    let mode = match q.mode.as_deref() {
+        None => 0o644,
+        Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .ok_or_else(|| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("mode {m:?} is not octal permission bits"),
+                )
+                .hint("e.g. ?mode=0644")
+            })?,
+    };
+    let path = absolute(&path);
+    let moved = blocking(move || {
+        live.with_sandbox(|sb| sb.put_file(&path, mode, body.len() as u64, &mut body.as_ref()))
+    })
+    .await??;
+    Ok(Json(
+        serde_json::json!({"size": moved.size, "sha256": moved.sha256}),
+    ))
+}
+
+/// `DELETE .../files/{path}` (`?recursive=true` for a non-empty directory).
+async fn remove_file(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, path)): Path<(String, String)>,
+    Query(q): Query<FileQuery>,
+) -> Result<StatusCode, Problem> {
+    let c = caller(&state, &headers)?;
+    let live = reach(&state, &c, &id, Scope::Create)?;
+    let path = absolute(&path);
+    blocking(move || live.with_sandbox(|sb| sb.remove(&path, q.recursive))).await??;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /v1/sandboxes/{id}/execs`.

@@ -119,6 +119,21 @@ impl Live {
         }
     }
 
+    /// Runs `f` on the running sandbox (a file operation), or says it has ended.
+    pub fn with_sandbox<T>(
+        &self,
+        f: impl FnOnce(&Sandbox<RunSink>) -> Result<T, SandboxError>,
+    ) -> Result<T, SandboxError> {
+        match &*self.lock() {
+            Life::Running { sandbox, .. } => f(sandbox),
+            _ => Err(SandboxError::new(
+                sr_runner::life::SandboxErrorKind::Gone,
+                "files",
+                "the sandbox has ended",
+            )),
+        }
+    }
+
     /// Whether something (its timeout, an evidence failure) ended it without a request.
     fn ended_by_itself(&self) -> bool {
         match &*self.lock() {
