@@ -412,3 +412,169 @@ fn a_killed_daemons_sandboxes_die_and_the_next_start_recovers_them() {
     assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
     drop(again);
 }
+
+/// A chunked HTTP body, de-chunked (SSE answers are chunked).
+fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+        rest = &rest[eol + 2 + size + 2..];
+    }
+    out
+}
+
+/// GET the events (with `Last-Event-ID` when given) until the stream ends: (id, name, data).
+fn events(socket: &Path, path: &str, token: &str, last: Option<u64>) -> Vec<(u64, String, Value)> {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let resume = last
+        .map(|l| format!("Last-Event-ID: {l}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: safe-run\r\nAuthorization: Bearer {token}\r\n{resume}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+    assert!(head.contains("text/event-stream"), "{head}");
+    let body = String::from_utf8(dechunk(&raw[split + 4..])).unwrap();
+    let mut out = Vec::new();
+    for block in body.split("\n\n") {
+        let (mut id, mut name, mut data) = (None, String::new(), Value::Null);
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("id: ") {
+                id = v.parse().ok();
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                name = v.to_owned();
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data = serde_json::from_str(v).unwrap();
+            }
+        }
+        if let Some(id) = id {
+            out.push((id, name, data));
+        }
+    }
+    out
+}
+
+/// An exec started without `?wait=true`: stdin written later, its output as Server-Sent Events
+/// with stream offsets as ids, a resume that sends only what came after, and a signal.
+#[test]
+fn a_streamed_exec_takes_stdin_sends_events_resumes_and_takes_signals() {
+    if !require_root("a_streamed_exec_takes_stdin_sends_events_resumes_and_takes_signals") {
+        return;
+    }
+    let env = Env::new();
+    let tokens = env.dir.path().join("state/tokens.json");
+    let made = env
+        .cmd()
+        .args(["token", "create", "--scopes", "admin", "--tokens"])
+        .arg(&tokens)
+        .output()
+        .unwrap();
+    let admin = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let d = start(&env, &tokens);
+    let (_, a) = http(
+        &d.socket,
+        "POST",
+        "/v1/sandboxes",
+        &admin,
+        Some(&json!({"policy": POLICY})),
+    );
+    let id = a["id"].as_str().unwrap().to_owned();
+    let execs = format!("/v1/sandboxes/{id}/execs");
+    let (s, e) = http(
+        &d.socket,
+        "POST",
+        &execs,
+        &admin,
+        Some(
+            &json!({"argv": ["/bin/sh", "-c", "read l; echo got $l; echo err >&2; exit 5"], "stdin": "", "keepStdinOpen": true}),
+        ),
+    );
+    assert_eq!(s, 202, "{e}");
+    let eid = e["id"].as_u64().unwrap();
+    let (s, _) = http_raw(
+        &d.socket,
+        "POST",
+        &format!("{execs}/{eid}/stdin?close=true"),
+        &admin,
+        b"hello\n",
+    );
+    assert_eq!(s, 204);
+    let all = events(&d.socket, &format!("{execs}/{eid}/events"), &admin, None);
+    let names: Vec<&str> = all.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(names.last(), Some(&"exit"), "{all:?}");
+    let out: String = all
+        .iter()
+        .filter(|e| e.1 == "stdout")
+        .map(|e| e.2["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(out, "got hello\n");
+    assert!(
+        all.iter()
+            .any(|e| e.1 == "stderr" && e.2["text"] == "err\n"),
+        "{all:?}"
+    );
+    let exit = &all.last().unwrap().2;
+    assert_eq!(
+        (exit["status"].as_str(), exit["exitCode"].as_i64()),
+        (Some("exited"), Some(5))
+    );
+    // Ids are stream offsets: the exit's is the bytes of both streams.
+    assert_eq!(
+        all.last().unwrap().0,
+        ("got hello\n".len() + "err\n".len()) as u64
+    );
+    // A resume after the first event sends only the rest, the exit included.
+    let first = all[0].0;
+    let rest = events(
+        &d.socket,
+        &format!("{execs}/{eid}/events"),
+        &admin,
+        Some(first),
+    );
+    assert_eq!(rest.len(), all.len() - 1, "{rest:?}");
+    assert_eq!(rest.last().unwrap().1, "exit");
+
+    let (_, e) = http(
+        &d.socket,
+        "POST",
+        &execs,
+        &admin,
+        Some(&json!({"argv": ["/bin/sleep", "30"]})),
+    );
+    let eid = e["id"].as_u64().unwrap();
+    let (s, _) = http(
+        &d.socket,
+        "POST",
+        &format!("{execs}/{eid}/signal"),
+        &admin,
+        Some(&json!({"signal": 15})),
+    );
+    assert_eq!(s, 204);
+    let ended = events(&d.socket, &format!("{execs}/{eid}/events"), &admin, None);
+    let exit = &ended.last().unwrap().2;
+    assert_eq!(
+        (exit["status"].as_str(), exit["signal"].as_i64()),
+        (Some("signaled"), Some(15)),
+        "{ended:?}"
+    );
+    let (s, _) = http(
+        &d.socket,
+        "GET",
+        &format!("{execs}/999/events"),
+        &admin,
+        None,
+    );
+    assert_eq!(s, 404);
+}

@@ -37,6 +37,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/sandboxes", post(create).get(list))
         .route("/v1/sandboxes/{id}", get(show).delete(destroy))
         .route("/v1/sandboxes/{id}/execs", post(exec))
+        .route("/v1/sandboxes/{id}/execs/{eid}/events", get(exec_events))
+        .route("/v1/sandboxes/{id}/execs/{eid}/stdin", post(exec_stdin))
+        .route("/v1/sandboxes/{id}/execs/{eid}/signal", post(exec_signal))
         .route("/v1/sandboxes/{id}/report", get(report))
         .route(
             "/v1/sandboxes/{id}/files/{*path}",
@@ -340,6 +343,9 @@ struct ExecBody {
     stdin: Option<String>,
     /// The exec's own timeout.
     timeout_ms: Option<u64>,
+    /// A streamed exec's stdin stays open after `stdin` for `.../stdin` writes.
+    #[serde(default)]
+    keep_stdin_open: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,17 +375,10 @@ async fn exec(
     Path(id): Path<String>,
     Query(q): Query<ExecQuery>,
     body: Result<Json<ExecBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<ExecDone>, Problem> {
+) -> Result<Response, Problem> {
     let c = caller(&state, &headers)?;
     let live = reach(&state, &c, &id, Scope::Create)?;
     let Json(body) = body.map_err(|e| Problem::new(e.status(), e.body_text()))?;
-    if !q.wait {
-        return Err(Problem::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "execs without ?wait=true (streamed events) are not served yet",
-        )
-        .hint("POST .../execs?wait=true answers with stdout, stderr and exitCode"));
-    }
     let req = ExecRequest {
         argv: body.argv,
         env: body.env,
@@ -389,6 +388,22 @@ async fn exec(
         tty: None,
     };
     let stdin = body.stdin;
+    if !q.wait {
+        let keep_open = body.keep_stdin_open;
+        let started = blocking(move || -> Result<serde_json::Value, Problem> {
+            let log = live.exec_streamed(&req)?;
+            if let Some(text) = stdin {
+                let log = log.clone();
+                // Written from its own thread: it waits for the agent's credit.
+                std::thread::spawn(move || {
+                    let _ = log.write_stdin(text.as_bytes(), !keep_open);
+                });
+            }
+            Ok(serde_json::json!({"id": log.id}))
+        })
+        .await??;
+        return Ok((StatusCode::ACCEPTED, Json(started)).into_response());
+    }
     let done = blocking(move || -> Result<ExecDone, Problem> {
         let mut handle = live.exec(&req)?;
         if let (Some(text), Some(mut w)) = (stdin, handle.stdin()) {
@@ -439,5 +454,136 @@ async fn exec(
         }
     })
     .await??;
-    Ok(Json(done))
+    Ok(Json(done).into_response())
+}
+
+fn streamed(live: &Live, eid: u64) -> Result<Arc<crate::streams::ExecLog>, Problem> {
+    live.streamed(eid).ok_or_else(|| {
+        Problem::new(StatusCode::NOT_FOUND, format!("no streamed exec {eid}"))
+            .hint("start it with POST .../execs (without ?wait=true)")
+    })
+}
+
+/// `GET .../execs/{eid}/events`: Server-Sent Events whose ids are stream offsets; resumes after
+/// `Last-Event-ID`; ends after `exit`.
+async fn exec_events(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, eid)): Path<(String, u64)>,
+) -> Result<Response, Problem> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let c = caller(&state, &headers)?;
+    let live = reach(&state, &c, &id, Scope::Read)?;
+    let log = streamed(&live, eid)?;
+    let resume = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "Last-Event-ID is not a stream offset",
+                    )
+                })?,
+        ),
+    };
+    if let Err(g) = log.after(resume) {
+        return Err(Problem::new(
+            StatusCode::GONE,
+            format!("output before offset {} is no longer kept", g.first_kept),
+        )
+        .hint("resume from a later offset, or read the exec's digest in the report"));
+    }
+    let rx = log.subscribe();
+    let stream = futures_util::stream::unfold(
+        (log, rx, resume, false),
+        |(log, mut rx, mut at, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let (events, ended) = match log.after(at) {
+                    Ok(x) => x,
+                    Err(_) => return None,
+                };
+                if !events.is_empty() {
+                    let mut out = Vec::new();
+                    let mut finished = false;
+                    for (off, e) in events {
+                        finished |= matches!(e, crate::streams::Sent::Exit { .. });
+                        let data = serde_json::to_string(&e).unwrap_or_default();
+                        out.push(Ok::<_, std::convert::Infallible>(
+                            Event::default()
+                                .id(off.to_string())
+                                .event(e.name())
+                                .data(data),
+                        ));
+                        at = Some(off);
+                    }
+                    let stream = futures_util::stream::iter(out);
+                    return Some((stream, (log, rx, at, finished)));
+                }
+                if ended || rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        },
+    );
+    use futures_util::StreamExt;
+    Ok(Sse::new(stream.flatten())
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct StdinQuery {
+    #[serde(default)]
+    close: bool,
+}
+
+/// `POST .../execs/{eid}/stdin?close=true` (raw body).
+async fn exec_stdin(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, eid)): Path<(String, u64)>,
+    Query(q): Query<StdinQuery>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, Problem> {
+    let c = caller(&state, &headers)?;
+    let live = reach(&state, &c, &id, Scope::Create)?;
+    let log = streamed(&live, eid)?;
+    blocking(move || log.write_stdin(&body, q.close))
+        .await?
+        .map_err(|e| Problem::new(StatusCode::CONFLICT, format!("stdin: {e}")))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignalBody {
+    signal: i32,
+}
+
+/// `POST .../execs/{eid}/signal` `{"signal": 15}`.
+async fn exec_signal(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, eid)): Path<(String, u64)>,
+    body: Result<Json<SignalBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, Problem> {
+    let c = caller(&state, &headers)?;
+    let live = reach(&state, &c, &id, Scope::Create)?;
+    let Json(body) = body.map_err(|e| Problem::new(e.status(), e.body_text()))?;
+    if !(1..=64).contains(&body.signal) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("{} is not a signal number", body.signal),
+        ));
+    }
+    let log = streamed(&live, eid)?;
+    log.signal(body.signal)
+        .map_err(|e| Problem::new(StatusCode::CONFLICT, format!("signal: {e}")))?;
+    Ok(StatusCode::NO_CONTENT)
 }

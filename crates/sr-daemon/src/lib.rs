@@ -4,6 +4,7 @@
 //!
 //! * [`api`]: API v1's routes and auth; [`app`] builds the router, so tests need no socket.
 //! * [`sandboxes`]: the live sandboxes and their life (create, exec, destroy, reap, shutdown).
+//! * [`streams`]: execs read as Server-Sent Events, resumable by stream offset.
 //! * [`tokens`]: bearer tokens, kept as hashes.
 //! * [`problem`]: errors as `application/problem+json`.
 //!
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod problem;
 pub mod sandboxes;
+pub mod streams;
 pub mod tokens;
 
 use std::net::SocketAddr;

@@ -20,6 +20,7 @@ use sr_runner::recording::{PolicySource, Recording, RunSink, Started};
 use sr_runner::sandbox::launch::ProcessSandbox;
 use sr_runner::{RunDir, RunStatus};
 
+use crate::streams::ExecLog;
 use crate::tokens::{self, TokenHash};
 
 /// Where a sandbox is in its life.
@@ -56,6 +57,7 @@ pub struct Live {
     pub created_at_ms: u64,
     token: TokenHash,
     life: Mutex<Life>,
+    streamed: Mutex<BTreeMap<u64, Arc<ExecLog>>>,
 }
 
 /// What the API says of a sandbox.
@@ -132,6 +134,25 @@ impl Live {
                 "the sandbox has ended",
             )),
         }
+    }
+
+    /// Starts an exec whose events are read as a stream ([`ExecLog`]).
+    pub fn exec_streamed(&self, req: &ExecRequest) -> Result<Arc<ExecLog>, SandboxError> {
+        let log = ExecLog::start(self.exec(req)?);
+        self.streamed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(log.id, log.clone());
+        Ok(log)
+    }
+
+    /// The streamed exec `id`.
+    pub fn streamed(&self, id: u64) -> Option<Arc<ExecLog>> {
+        self.streamed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .cloned()
     }
 
     /// Whether something (its timeout, an evidence failure) ended it without a request.
@@ -330,6 +351,7 @@ impl Daemon {
                 sandbox: Box::new(sandbox),
                 recording: Box::new(recording),
             }),
+            streamed: Mutex::new(BTreeMap::new()),
         });
         if let Some(status) = failed {
             // The start failed: its evidence is finished all the same.

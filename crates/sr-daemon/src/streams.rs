@@ -1,0 +1,236 @@
+//! An exec started without `?wait=true`: a thread pulls its events into an [`ExecLog`] that
+//! clients read as Server-Sent Events and can resume. Each output event's id is the stream
+//! offset after it (bytes of stdout and stderr so far), so `Last-Event-ID` says exactly what a
+//! client has; the log keeps the last [`REPLAY_BYTES`] of output for such resumes, and the
+//! exit for as long as the sandbox lives. The exec's stdin and signals go through the handles
+//! kept beside the log.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use sr_runner::life::{ExecControl, ExecEnd, ExecEvent, ExecHandle, StdinWriter};
+use tokio::sync::watch;
+
+/// Output kept for resumes, per exec.
+pub const REPLAY_BYTES: u64 = 4 << 20;
+
+/// One event of an exec as it is sent.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum Sent {
+    /// A chunk of stdout.
+    Stdout {
+        /// The text (lossy UTF-8).
+        text: String,
+    },
+    /// A chunk of stderr.
+    Stderr {
+        /// The text (lossy UTF-8).
+        text: String,
+    },
+    /// A stream passed the policy's output limit: the rest is dropped.
+    Cut {
+        /// `stdout` or `stderr`.
+        stream: &'static str,
+    },
+    /// The end.
+    #[serde(rename_all = "camelCase")]
+    Exit {
+        /// `exited`, `signaled`, `timedOut`, `failed`, `lost`.
+        status: &'static str,
+        /// Its exit code.
+        exit_code: Option<i32>,
+        /// The signal that killed it.
+        signal: Option<i32>,
+        /// Why it could not start.
+        error: Option<String>,
+        /// How long it ran.
+        duration_ms: u64,
+    },
+}
+
+impl Sent {
+    /// The SSE event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Sent::Stdout { .. } => "stdout",
+            Sent::Stderr { .. } => "stderr",
+            Sent::Cut { .. } => "cut",
+            Sent::Exit { .. } => "exit",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Log {
+    /// (offset after the event, the event), oldest first.
+    events: VecDeque<(u64, Sent)>,
+    /// Output bytes so far.
+    offset: u64,
+    /// Output bytes dropped from the front of `events`.
+    dropped_before: u64,
+    ended: bool,
+}
+
+/// A streamed exec: its events, stdin and control.
+pub struct ExecLog {
+    /// The exec's id.
+    pub id: u64,
+    log: Mutex<Log>,
+    changed: watch::Sender<u64>,
+    stdin: Mutex<Option<StdinWriter>>,
+    control: ExecControl,
+}
+
+/// What a reader asked for is no longer kept.
+#[derive(Debug)]
+pub struct Gone {
+    /// The first offset still kept.
+    pub first_kept: u64,
+}
+
+impl ExecLog {
+    fn lock(&self) -> MutexGuard<'_, Log> {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts pulling `handle`'s events on a thread of its own.
+    pub fn start(mut handle: ExecHandle) -> Arc<ExecLog> {
+        let (changed, _) = watch::channel(0);
+        let log = Arc::new(ExecLog {
+            id: handle.id(),
+            log: Mutex::new(Log::default()),
+            changed,
+            stdin: Mutex::new(handle.stdin()),
+            control: handle.control(),
+        });
+        let pump = log.clone();
+        std::thread::spawn(move || {
+            while let Some(e) = handle.next_event() {
+                let (sent, bytes) = match e {
+                    ExecEvent::Stdout(b) => (
+                        Sent::Stdout {
+                            text: String::from_utf8_lossy(&b).into_owned(),
+                        },
+                        b.len() as u64,
+                    ),
+                    ExecEvent::Stderr(b) => (
+                        Sent::Stderr {
+                            text: String::from_utf8_lossy(&b).into_owned(),
+                        },
+                        b.len() as u64,
+                    ),
+                    ExecEvent::Cut(stream) => (Sent::Cut { stream }, 0),
+                    ExecEvent::Started(_) => continue,
+                    ExecEvent::Exit(r) => {
+                        let (status, exit_code, signal, error) = match &r.end {
+                            ExecEnd::Exited(c) => ("exited", Some(*c), None, None),
+                            ExecEnd::Signaled(s) => ("signaled", None, Some(*s), None),
+                            ExecEnd::TimedOut => ("timedOut", None, None, None),
+                            ExecEnd::Failed(d) => ("failed", None, None, Some(d.message.clone())),
+                            ExecEnd::Lost => ("lost", None, None, None),
+                        };
+                        let exit = Sent::Exit {
+                            status,
+                            exit_code,
+                            signal,
+                            error,
+                            duration_ms: r.duration_ms,
+                        };
+                        pump.push(exit, 0, true);
+                        break;
+                    }
+                };
+                pump.push(sent, bytes, false);
+            }
+            if !pump.lock().ended {
+                let lost = Sent::Exit {
+                    status: "lost",
+                    exit_code: None,
+                    signal: None,
+                    error: None,
+                    duration_ms: 0,
+                };
+                pump.push(lost, 0, true);
+            }
+        });
+        log
+    }
+
+    fn push(&self, sent: Sent, bytes: u64, last: bool) {
+        let count = {
+            let mut l = self.lock();
+            l.offset += bytes;
+            let at = l.offset;
+            l.events.push_back((at, sent));
+            l.ended |= last;
+            // Output beyond the replay window goes; the exit always stays.
+            while l.offset - l.dropped_before > REPLAY_BYTES && l.events.len() > 1 {
+                if let Some((off, _)) = l.events.pop_front() {
+                    l.dropped_before = off;
+                }
+            }
+            l.events.len() as u64 + l.dropped_before
+        };
+        self.changed.send_replace(count);
+    }
+
+    /// The events after offset `after` (all with `None`), whether the exec has ended, or
+    /// [`Gone`] when they are no longer kept.
+    pub fn after(&self, after: Option<u64>) -> Result<(Vec<(u64, Sent)>, bool), Gone> {
+        let l = self.lock();
+        if let Some(a) = after
+            && a < l.dropped_before
+        {
+            return Err(Gone {
+                first_kept: l.dropped_before,
+            });
+        }
+        let events = l
+            .events
+            .iter()
+            .filter(|(off, e)| match after {
+                None => true,
+                // A cut and the exit carry no bytes, so they share the offset of the output
+                // before them: a resume at that offset sends them (again, at worst).
+                Some(a) => {
+                    *off > a || (matches!(e, Sent::Cut { .. } | Sent::Exit { .. }) && *off == a)
+                }
+            })
+            .cloned()
+            .collect();
+        Ok((events, l.ended))
+    }
+
+    /// Waits for a change after `seen` (a value of [`ExecLog::subscribe`]).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Writes to its stdin (`close`: then ends it).
+    pub fn write_stdin(&self, bytes: &[u8], close: bool) -> std::io::Result<()> {
+        let mut slot = self
+            .stdin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(w) = slot.as_mut() else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the exec has no stdin (start it with \"stdin\": \"\") or it was closed",
+            ));
+        };
+        std::io::Write::write_all(w, bytes)?;
+        if close && let Some(w) = slot.take() {
+            w.close()?;
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` to its process group.
+    pub fn signal(&self, signal: i32) -> std::io::Result<()> {
+        self.control.signal(signal)
+    }
+}
