@@ -34,6 +34,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         usize::try_from(state.daemon.host.config.serve.max_body.bytes()).unwrap_or(usize::MAX);
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/capabilities", get(capabilities))
         .route("/v1/sandboxes", post(create).get(list))
         .route("/v1/sandboxes/{id}", get(show).delete(destroy))
         .route("/v1/sandboxes/{id}/execs", post(exec))
@@ -46,7 +48,63 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(get_file).put(put_file).delete(remove_file),
         )
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(no_browsers))
         .with_state(state)
+}
+
+/// A request a browser sent (it carries `Origin`) is refused: the API is for programs, and a
+/// web page must not reach a loopback daemon through its visitor's browser.
+async fn no_browsers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.headers().contains_key(header::ORIGIN) {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "requests from browsers (with an Origin header) are refused",
+        )
+        .hint("call the API from a program, not a web page")
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// `GET /v1/capabilities`: what this daemon serves.
+async fn capabilities(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let c = caller(&state, &headers)?;
+    require(&c, Scope::Read).or_else(|_| require(&c, Scope::Create))?;
+    let serve = &state.daemon.host.config.serve;
+    Ok(Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "backends": ["sandbox"],
+        "features": {
+            "execWait": true, "execStream": true, "stdin": true, "signal": true, "files": true,
+            "tar": false, "pty": false, "pool": false, "mcp": false,
+        },
+        "limits": {"maxSandboxes": serve.max_sandboxes, "maxBodyBytes": serve.max_body.bytes()},
+    })))
+}
+
+/// `GET /metrics`: Prometheus text.
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = caller(&state, &headers)?;
+    require(&c, Scope::Read)?;
+    let d = &state.daemon;
+    let text = format!(
+        "# HELP safe_run_sandboxes_running Sandboxes alive now.\n# TYPE safe_run_sandboxes_running gauge\nsafe_run_sandboxes_running {}\n\
+         # HELP safe_run_sandboxes_created_total Sandboxes made.\n# TYPE safe_run_sandboxes_created_total counter\nsafe_run_sandboxes_created_total {}\n\
+         # HELP safe_run_sandbox_start_failures_total Sandboxes whose start failed.\n# TYPE safe_run_sandbox_start_failures_total counter\nsafe_run_sandbox_start_failures_total {}\n\
+         # HELP safe_run_execs_total Execs started.\n# TYPE safe_run_execs_total counter\nsafe_run_execs_total {}\n",
+        d.running(),
+        d.counters.created.load(Relaxed),
+        d.counters.failed_starts.load(Relaxed),
+        d.counters.execs.load(Relaxed),
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -388,6 +446,11 @@ async fn exec(
         tty: None,
     };
     let stdin = body.stdin;
+    state
+        .daemon
+        .counters
+        .execs
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if !q.wait {
         let keep_open = body.keep_stdin_open;
         let started = blocking(move || -> Result<serde_json::Value, Problem> {

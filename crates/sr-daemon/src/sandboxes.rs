@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -243,10 +244,23 @@ pub struct Host {
     pub signer: Option<SigningKey>,
 }
 
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Sandboxes made.
+    pub created: AtomicU64,
+    /// Sandboxes whose start failed.
+    pub failed_starts: AtomicU64,
+    /// Execs started.
+    pub execs: AtomicU64,
+}
+
 /// The daemon's sandboxes.
 pub struct Daemon {
     /// What it runs on.
     pub host: Host,
+    /// For `/metrics`.
+    pub counters: Counters,
     sandboxes: Mutex<BTreeMap<String, Arc<Live>>>,
 }
 
@@ -255,6 +269,7 @@ impl Daemon {
     pub fn new(host: Host) -> Daemon {
         Daemon {
             host,
+            counters: Counters::default(),
             sandboxes: Mutex::new(BTreeMap::new()),
         }
     }
@@ -275,7 +290,8 @@ impl Daemon {
         self.map().values().cloned().collect()
     }
 
-    fn running(&self) -> usize {
+    /// Sandboxes running now.
+    pub fn running(&self) -> usize {
         self.map()
             .values()
             .filter(|l| l.view().state == State::Running)
@@ -354,6 +370,7 @@ impl Daemon {
             streamed: Mutex::new(BTreeMap::new()),
         });
         if let Some(status) = failed {
+            self.counters.failed_starts.fetch_add(1, Ordering::Relaxed);
             // The start failed: its evidence is finished all the same.
             live.destroy(self.host.signer.as_ref());
             let ds = match status {
@@ -370,6 +387,7 @@ impl Daemon {
             return Err(CreateError::Start(ds));
         }
         self.map().insert(id, live.clone());
+        self.counters.created.fetch_add(1, Ordering::Relaxed);
         Ok((live, token))
     }
 

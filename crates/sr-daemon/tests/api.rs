@@ -159,3 +159,45 @@ async fn bad_bodies_and_bad_policies_get_precise_problems() {
     );
     assert_eq!(body["path"], "runtime.command", "{body}");
 }
+
+#[tokio::test]
+async fn browsers_are_refused_and_capabilities_and_metrics_answer() {
+    let f = fixture();
+    let resp = app(f.state.clone())
+        .oneshot(
+            Request::builder()
+                .uri("/healthz")
+                .header("origin", "https://evil.example")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let (s, _, caps) = call(&f, "GET", "/v1/capabilities", Some(&f.reader), "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(caps["features"]["execStream"], true);
+    let (s, _, _) = call(&f, "GET", "/metrics", None, "").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let resp = app(f.state.clone())
+        .oneshot(
+            Request::builder()
+                .uri("/metrics")
+                .header("authorization", format!("Bearer {}", f.reader))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(text.contains("safe_run_sandboxes_running 0"), "{text}");
+}
