@@ -283,6 +283,22 @@ fn a_served_sandbox_runs_execs_and_ends_in_a_verified_report() {
         assert!(!events.contains(secret) && !report.to_string().contains(secret));
     }
 
+    // Only B is still running.
+    let (_, running) = http(
+        &d.socket,
+        "GET",
+        "/v1/sandboxes?state=running",
+        &admin,
+        None,
+    );
+    let ids: Vec<&str> = running
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [b_id], "{running}");
+
     // SIGTERM: B, still alive, is ended with its report; nothing stays behind.
     let b_dir = PathBuf::from(report_path.parent().unwrap().parent().unwrap()).join(b_id);
     let pid = nix::unistd::Pid::from_raw(i32::try_from(d.child.id()).unwrap());
@@ -577,4 +593,45 @@ fn a_streamed_exec_takes_stdin_sends_events_resumes_and_takes_signals() {
         None,
     );
     assert_eq!(s, 404);
+}
+
+/// A create retried with the same `Idempotency-Key` gets the first answer, not a second sandbox.
+#[test]
+fn a_retried_create_with_an_idempotency_key_makes_one_sandbox() {
+    if !require_root("a_retried_create_with_an_idempotency_key_makes_one_sandbox") {
+        return;
+    }
+    let env = Env::new();
+    let tokens = env.dir.path().join("state/tokens.json");
+    let made = env
+        .cmd()
+        .args(["token", "create", "--scopes", "admin", "--tokens"])
+        .arg(&tokens)
+        .output()
+        .unwrap();
+    let admin = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let d = start(&env, &tokens);
+    let body = json!({"policy": POLICY}).to_string();
+    let create = || {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        write!(
+            s,
+            "POST /v1/sandboxes HTTP/1.1\r\nHost: safe-run\r\nAuthorization: Bearer {admin}\r\n\
+             Idempotency-Key: job-42\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, serde_json::from_str::<Value>(rest).unwrap())
+    };
+    let (s1, first) = create();
+    let (s2, again) = create();
+    assert_eq!((s1, s2), (201, 200));
+    assert_eq!(first["id"], again["id"]);
+    let (_, all) = http(&d.socket, "GET", "/v1/sandboxes", &admin, None);
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
 }

@@ -26,6 +26,51 @@ pub struct AppState {
     /// The operator's tokens (re-read on each request, so `safe-run token create` takes
     /// effect at once).
     pub tokens_path: std::path::PathBuf,
+    /// Answers of creates that carried an `Idempotency-Key`, by token and key.
+    pub idempotency: std::sync::Mutex<BTreeMap<String, serde_json::Value>>,
+}
+
+impl AppState {
+    /// State over `daemon` with operator tokens in `tokens_path`.
+    pub fn new(daemon: Arc<Daemon>, tokens_path: std::path::PathBuf) -> AppState {
+        AppState {
+            daemon,
+            tokens_path,
+            idempotency: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn idempotent(&self, key: &str) -> Option<serde_json::Value> {
+        self.idempotency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    fn remember(&self, key: String, answer: serde_json::Value) {
+        let mut m = self
+            .idempotency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Bounded: the oldest keys go first (BTreeMap order is by key; good enough to cap memory).
+        if m.len() >= 10_000
+            && let Some(first) = m.keys().next().cloned()
+        {
+            m.remove(&first);
+        }
+        m.insert(key, answer);
+    }
+}
+
+/// The presented token's hash, hex (never the token itself).
+fn bearer_hash(headers: &HeaderMap) -> String {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    TokenHash::of(token.trim()).to_hex()
 }
 
 /// The router of API v1 over `state`.
@@ -209,17 +254,42 @@ async fn create(
     let c = caller(&state, &headers)?;
     require(&c, Scope::Create)?;
     let Json(body) = body.map_err(|e| Problem::new(e.status(), e.body_text()))?;
+    // A retried create with the same key (from the same token) gets the first answer.
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 200)
+                .ok_or_else(|| {
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "Idempotency-Key must be 1 to 200 visible characters",
+                    )
+                })?;
+            Some(format!("{}:{k}", bearer_hash(&headers)))
+        }
+    };
+    if let Some(k) = &key
+        && let Some(first) = state.idempotent(k)
+    {
+        return Ok((StatusCode::OK, Json(first)).into_response());
+    }
     let daemon = state.daemon.clone();
     let made = blocking(move || daemon.create(&body.policy)).await?;
     match made {
-        Ok((live, token)) => Ok((
-            StatusCode::CREATED,
-            Json(Created {
+        Ok((live, token)) => {
+            let created = serde_json::to_value(Created {
                 sandbox: live.view(),
                 token,
-            }),
-        )
-            .into_response()),
+            })
+            .unwrap_or_default();
+            if let Some(k) = key {
+                state.remember(k, created.clone());
+            }
+            Ok((StatusCode::CREATED, Json(created)).into_response())
+        }
         Err(CreateError::Policy(ds)) => Err(Problem::from_diagnostics(
             StatusCode::UNPROCESSABLE_ENTITY,
             &ds,
@@ -236,13 +306,28 @@ async fn create(
     }
 }
 
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    /// Only sandboxes in this state.
+    state: Option<crate::sandboxes::State>,
+}
+
 async fn list(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<SandboxView>>, Problem> {
     let c = caller(&state, &headers)?;
     require(&c, Scope::Read)?;
-    Ok(Json(state.daemon.list().iter().map(|l| l.view()).collect()))
+    Ok(Json(
+        state
+            .daemon
+            .list()
+            .iter()
+            .map(|l| l.view())
+            .filter(|v| q.state.is_none_or(|s| v.state == s))
+            .collect(),
+    ))
 }
 
 async fn show(

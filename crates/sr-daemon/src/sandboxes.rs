@@ -25,7 +25,7 @@ use crate::streams::ExecLog;
 use crate::tokens::{self, TokenHash};
 
 /// Where a sandbox is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum State {
     /// Ready for execs.

@@ -40,10 +40,7 @@ fn fixture() -> Fixture {
     }));
     Fixture {
         _dir: dir,
-        state: Arc::new(AppState {
-            daemon,
-            tokens_path,
-        }),
+        state: Arc::new(AppState::new(daemon, tokens_path)),
         admin,
         reader,
     }

@@ -112,10 +112,7 @@ fn serve(args: ServeArgs) -> Result<(), Diagnostic> {
         init_exe,
         signer,
     }));
-    let state = Arc::new(AppState {
-        daemon,
-        tokens_path,
-    });
+    let state = Arc::new(AppState::new(daemon, tokens_path));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
