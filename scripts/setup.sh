@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what safe-run needs on a Debian host, once: nft (allowlist networking), ip
 # (iproute2), python3 (used by examples and tests), bwrap and hyperfine (benchmarks only), and a
-# Python venv at .venv/ with the pinned `cryptography` package, for the independent report
-# verifier (tests/independent_verifier). Idempotent: installs only what is missing. Needs root
+# Python venv at .venv/ with the pinned `cryptography` package (the independent report verifier,
+# tests/independent_verifier), and the Python SDK (sdk/python) with httpx, pytest and ruff.
+# Idempotent: installs only what is missing. Needs root
 # for the Debian packages.
 set -euo pipefail
 
@@ -45,4 +46,11 @@ if ! "$venv/bin/python" -c "import cryptography, sys; sys.exit(cryptography.__ve
   echo "setup: creating $venv with cryptography==$CRYPTOGRAPHY_VERSION" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "cryptography==$CRYPTOGRAPHY_VERSION"
+fi
+# The Python SDK (sdk/python, editable) and what its tests and lint need, pinned.
+PY_TOOLS=("httpx==0.28.1" "pytest==8.3.4" "ruff==0.17.6")
+if ! "$venv/bin/python" -c "import httpx, pytest, safe_run" >/dev/null 2>&1 || ! "$venv/bin/ruff" --version >/dev/null 2>&1; then
+  echo "setup: installing ${PY_TOOLS[*]} and sdk/python into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${PY_TOOLS[@]}"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -e "$root/sdk/python"
 fi

@@ -13,5 +13,12 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== ruff (Python)" >&2
+.venv/bin/ruff check sdk/python tests/independent_verifier
+
 echo "== cargo test" >&2
 cargo test --workspace --locked --no-fail-fast
+
+# The SDK's tests start the debug safe-run that cargo test has just built.
+echo "== pytest (Python SDK against a real safe-run serve)" >&2
+.venv/bin/python -m pytest -q sdk/python/tests
