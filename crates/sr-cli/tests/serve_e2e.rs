@@ -635,3 +635,89 @@ fn a_retried_create_with_an_idempotency_key_makes_one_sandbox() {
     let (_, all) = http(&d.socket, "GET", "/v1/sandboxes", &admin, None);
     assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
 }
+
+/// `serve --stdio`: the same operations as JSON-RPC lines; closing stdin ends every sandbox
+/// with its report and the process exits 0.
+#[test]
+fn serve_stdio_speaks_json_rpc_and_ends_its_sandboxes_on_eof() {
+    use std::io::BufRead;
+    if !require_root("serve_stdio_speaks_json_rpc_and_ends_its_sandboxes_on_eof") {
+        return;
+    }
+    let env = Env::new();
+    let mut child = env
+        .cmd()
+        .args(["serve", "--stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut n = 0;
+    let mut call = |method: &str, params: Value| -> Value {
+        n += 1;
+        writeln!(
+            stdin,
+            "{}",
+            json!({"jsonrpc": "2.0", "id": n, "method": method, "params": params})
+        )
+        .unwrap();
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["id"], n, "{v}");
+        v
+    };
+    let made = call("sandbox.create", json!({"policy": POLICY}));
+    let id = made["result"]["id"].as_str().unwrap().to_owned();
+    let r = call(
+        "sandbox.exec",
+        json!({"id": id, "argv": ["/bin/sh", "-c", "cat; exit 2"], "stdin": "in"}),
+    );
+    assert_eq!(
+        (
+            r["result"]["exitCode"].as_i64(),
+            r["result"]["stdout"].as_str()
+        ),
+        (Some(2), Some("in")),
+        "{r}"
+    );
+    let w = call(
+        "sandbox.writeFile",
+        json!({"id": id, "path": "/tmp/f", "text": "hello"}),
+    );
+    assert_eq!(w["result"]["size"], 5, "{w}");
+    let f = call("sandbox.readFile", json!({"id": id, "path": "/tmp/f"}));
+    assert_eq!(f["result"]["text"], "hello");
+    let e = call("sandbox.readFile", json!({"id": id, "path": "/etc/passwd"}));
+    assert!(
+        e["error"]["data"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("OutsideRoot"),
+        "{e}"
+    );
+    let second = call("sandbox.create", json!({"policy": POLICY}));
+    let second_id = second["result"]["id"].as_str().unwrap().to_owned();
+    let k = call("sandbox.kill", json!({"id": id}));
+    assert_eq!(k["result"]["state"], "ended");
+    let report = call("sandbox.report", json!({"id": id}));
+    assert_eq!(report["result"]["execs"].as_array().unwrap().len(), 1);
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let dir = PathBuf::from(k["result"]["reportPath"].as_str().unwrap());
+    let second_report = dir
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(&second_id)
+        .join("run_report.json");
+    assert!(
+        second_report.exists(),
+        "the sandbox left alive is ended at EOF with its report"
+    );
+    assert!(cgroups_of(&second_id).is_empty());
+}

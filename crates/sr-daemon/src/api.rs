@@ -13,11 +13,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use sr_runner::life::{ExecEnd, ExecEvent, ExecRequest};
+use sr_runner::life::ExecRequest;
 
 use crate::problem::Problem;
 use crate::sandboxes::{CreateError, Daemon, Live, SandboxView};
 use crate::tokens::{Scope, TokenFile, TokenHash};
+use crate::waiting::{WaitError, run_waiting};
 
 /// What the routes share.
 pub struct AppState {
@@ -497,21 +498,6 @@ struct ExecQuery {
     wait: bool,
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ExecDone {
-    id: u64,
-    /// `exited`, `signaled`, `timedOut`, `failed`, `lost`.
-    status: &'static str,
-    exit_code: Option<i32>,
-    signal: Option<i32>,
-    stdout: String,
-    stderr: String,
-    /// Whether output passed the policy's limit (the rest was dropped).
-    truncated: bool,
-    duration_ms: u64,
-}
-
 async fn exec(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -552,56 +538,18 @@ async fn exec(
         .await??;
         return Ok((StatusCode::ACCEPTED, Json(started)).into_response());
     }
-    let done = blocking(move || -> Result<ExecDone, Problem> {
-        let mut handle = live.exec(&req)?;
-        if let (Some(text), Some(mut w)) = (stdin, handle.stdin()) {
-            // Written from its own thread: the exec's output must keep flowing meanwhile.
-            std::thread::spawn(move || {
-                let _ = std::io::Write::write_all(&mut w, text.as_bytes());
-                let _ = w.close();
-            });
-        }
-        let (mut out, mut err, mut truncated) = (Vec::new(), Vec::new(), false);
-        loop {
-            match handle.next_event() {
-                Some(ExecEvent::Stdout(b)) => out.extend(b),
-                Some(ExecEvent::Stderr(b)) => err.extend(b),
-                Some(ExecEvent::Cut(_)) => truncated = true,
-                Some(ExecEvent::Started(_)) => {}
-                Some(ExecEvent::Exit(r)) => {
-                    let (status, exit_code, signal) = match &r.end {
-                        ExecEnd::Exited(c) => ("exited", Some(*c), None),
-                        ExecEnd::Signaled(s) => ("signaled", None, Some(*s)),
-                        ExecEnd::TimedOut => ("timedOut", None, None),
-                        ExecEnd::Failed(d) => {
-                            return Err(Problem::from_diagnostics(
-                                StatusCode::UNPROCESSABLE_ENTITY,
-                                std::slice::from_ref(d),
-                            ));
-                        }
-                        ExecEnd::Lost => ("lost", None, None),
-                    };
-                    return Ok(ExecDone {
-                        id: r.id,
-                        status,
-                        exit_code,
-                        signal,
-                        stdout: String::from_utf8_lossy(&out).into_owned(),
-                        stderr: String::from_utf8_lossy(&err).into_owned(),
-                        truncated,
-                        duration_ms: r.duration_ms,
-                    });
-                }
-                None => {
-                    return Err(Problem::new(
-                        StatusCode::CONFLICT,
-                        "the sandbox ended during the exec",
-                    ));
-                }
+    let done = blocking(move || run_waiting(&live, &req, stdin))
+        .await?
+        .map_err(|e| match e {
+            WaitError::Sandbox(e) => Problem::from(e),
+            WaitError::Failed(d) => Problem::from_diagnostics(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                std::slice::from_ref(&d),
+            ),
+            WaitError::Ended => {
+                Problem::new(StatusCode::CONFLICT, "the sandbox ended during the exec")
             }
-        }
-    })
-    .await??;
+        })?;
     Ok(Json(done).into_response())
 }
 

@@ -4,6 +4,7 @@
 //!
 //! * [`api`]: API v1's routes and auth; [`app`] builds the router, so tests need no socket.
 //! * [`sandboxes`]: the live sandboxes and their life (create, exec, destroy, reap, shutdown).
+//! * [`stdio`]: the same operations as JSON-RPC on stdin/stdout (`serve --stdio`).
 //! * [`streams`]: execs read as Server-Sent Events, resumable by stream offset.
 //! * [`tokens`]: bearer tokens, kept as hashes.
 //! * [`problem`]: errors as `application/problem+json`.
@@ -16,8 +17,10 @@
 pub mod api;
 pub mod problem;
 pub mod sandboxes;
+pub mod stdio;
 pub mod streams;
 pub mod tokens;
+pub mod waiting;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;

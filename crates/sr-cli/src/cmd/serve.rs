@@ -24,6 +24,8 @@ use crate::output::{Format, fail};
        -d '{\"policy\": \"version: 1\\nname: t\\nruntime: {command: /bin/true, args: []}\\nmounts: []\\n\"}' \\
        http://safe-run/v1/sandboxes
 
+  safe-run serve --stdio                     # JSON-RPC on stdin/stdout, one conversation
+
 Every sandbox ends in a signed run report (GET /v1/sandboxes/ID/report after DELETE), as a
 `safe-run run` does. SIGTERM or SIGINT: stop accepting, destroy every sandbox, write every report.")]
 pub struct ServeArgs {
@@ -36,6 +38,10 @@ pub struct ServeArgs {
     /// The token file (default: serve.tokensPath).
     #[arg(long, value_name = "FILE")]
     tokens: Option<PathBuf>,
+    /// Newline-delimited JSON-RPC 2.0 on stdin/stdout instead of HTTP (no tokens: the pipes'
+    /// owner is trusted); every sandbox ends with its report when stdin closes.
+    #[arg(long, conflicts_with_all = ["socket", "listen", "tokens"])]
+    stdio: bool,
 }
 
 fn startup(what: &str, message: String, hint: &str) -> Diagnostic {
@@ -81,6 +87,26 @@ fn serve(args: ServeArgs) -> Result<(), Diagnostic> {
     // What a killed daemon (or run) left behind, before anything new exists.
     super::gc::collect_quietly(&base, &host.cgroup);
     let signer = Some(super::key::load_signing_key(None)?);
+    if args.stdio {
+        let daemon = Daemon::new(Host {
+            config,
+            layout: host.cgroup,
+            init_exe,
+            signer,
+        });
+        return sr_daemon::stdio::serve_stdio(
+            &daemon,
+            std::io::stdin().lock(),
+            std::io::stdout().lock(),
+        )
+        .map_err(|e| {
+            startup(
+                "serve.stdio",
+                format!("stdin/stdout: {e}"),
+                "see docs/serve.md",
+            )
+        });
+    }
     let listen = Listen {
         socket: args
             .socket
