@@ -721,3 +721,89 @@ fn serve_stdio_speaks_json_rpc_and_ends_its_sandboxes_on_eof() {
     );
     assert!(cgroups_of(&second_id).is_empty());
 }
+
+/// A warm pool: PUT keeps N ready sandboxes of a template; a create naming it is served from the
+/// pool (`fromPool`), the pool refills, and a sandbox handed out is never handed out again.
+#[test]
+fn a_warm_pool_serves_ready_sandboxes_once_each_and_refills() {
+    if !require_root("a_warm_pool_serves_ready_sandboxes_once_each_and_refills") {
+        return;
+    }
+    let env = Env::new();
+    let template = env.dir.path().join("template.yaml");
+    std::fs::write(&template, POLICY).unwrap();
+    env.configure(json!({"serve": {"templates": {"small": template}}}));
+    let tokens = env.dir.path().join("state/tokens.json");
+    let made = env
+        .cmd()
+        .args(["token", "create", "--scopes", "admin", "--tokens"])
+        .arg(&tokens)
+        .output()
+        .unwrap();
+    let admin = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let d = start(&env, &tokens);
+    let (s, p) = http(
+        &d.socket,
+        "PUT",
+        "/v1/pools/nope",
+        &admin,
+        Some(&json!({"minReady": 1})),
+    );
+    assert_eq!(s, 404, "{p}");
+    let (s, p) = http(
+        &d.socket,
+        "PUT",
+        "/v1/pools/small",
+        &admin,
+        Some(&json!({"minReady": 2})),
+    );
+    assert_eq!((s, p["minReady"].as_u64()), (200, Some(2)), "{p}");
+    let ready = |want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, pools) = http(&d.socket, "GET", "/v1/pools", &admin, None);
+            if pools[0]["ready"].as_u64() == Some(want) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{pools}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    ready(2);
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let (s, a) = http(
+            &d.socket,
+            "POST",
+            "/v1/sandboxes",
+            &admin,
+            Some(&json!({"template": "small"})),
+        );
+        assert_eq!(s, 201, "{a}");
+        assert!(
+            ids.insert(a["id"].as_str().unwrap().to_owned()),
+            "a sandbox handed out twice"
+        );
+        let (_, r) = http(
+            &d.socket,
+            "POST",
+            &format!(
+                "/v1/sandboxes/{}/execs?wait=true",
+                a["id"].as_str().unwrap()
+            ),
+            a["token"].as_str().unwrap(),
+            Some(&json!({"argv": ["/bin/true"]})),
+        );
+        assert_eq!(r["exitCode"], 0, "{r}");
+    }
+    // The first came from the pool; the pool refills to 2.
+    let (_, all) = http(&d.socket, "GET", "/v1/sandboxes", &admin, None);
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["fromPool"] == true),
+        "{all}"
+    );
+    ready(2);
+}

@@ -83,6 +83,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/capabilities", get(capabilities))
         .route("/v1/sandboxes", post(create).get(list))
+        .route("/v1/pools", get(list_pools))
+        .route("/v1/pools/{template}", axum::routing::put(set_pool))
         .route("/v1/sandboxes/{id}", get(show).delete(destroy))
         .route("/v1/sandboxes/{id}/execs", post(exec))
         .route("/v1/sandboxes/{id}/execs/{eid}/events", get(exec_events))
@@ -230,12 +232,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     })
 }
 
-/// `POST /v1/sandboxes`.
+/// `POST /v1/sandboxes`: a policy, or a template's name.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     /// The policy, as YAML or JSON text.
-    policy: String,
+    policy: Option<String>,
+    /// A template of the operator config (served from its warm pool when one is ready).
+    template: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -278,7 +282,16 @@ async fn create(
         return Ok((StatusCode::OK, Json(first)).into_response());
     }
     let daemon = state.daemon.clone();
-    let made = blocking(move || daemon.create(&body.policy)).await?;
+    let made = match (body.policy, body.template) {
+        (Some(policy), None) => blocking(move || daemon.create(&policy)).await?,
+        (None, Some(template)) => blocking(move || daemon.create_from_template(&template)).await?,
+        _ => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of policy and template",
+            ));
+        }
+    };
     match made {
         Ok((live, token)) => {
             let created = serde_json::to_value(Created {
@@ -682,4 +695,50 @@ async fn exec_signal(
     log.signal(body.signal)
         .map_err(|e| Problem::new(StatusCode::CONFLICT, format!("signal: {e}")))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PoolBody {
+    min_ready: u32,
+}
+
+/// `PUT /v1/pools/{template}` `{"minReady": N}` (admin).
+async fn set_pool(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(template): Path<String>,
+    body: Result<Json<PoolBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<crate::pool::PoolView>, Problem> {
+    let c = caller(&state, &headers)?;
+    require(&c, Scope::Admin)?;
+    let Json(body) = body.map_err(|e| Problem::new(e.status(), e.body_text()))?;
+    let max = state.daemon.host.config.serve.max_sandboxes;
+    if body.min_ready > max {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "minReady {} is more than serve.maxSandboxes ({max})",
+                body.min_ready
+            ),
+        ));
+    }
+    match state.daemon.set_pool(&template, body.min_ready) {
+        Ok(v) => Ok(Json(v)),
+        Err(CreateError::Policy(ds)) => Err(Problem::from_diagnostics(StatusCode::NOT_FOUND, &ds)),
+        Err(_) => Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the pool could not be set",
+        )),
+    }
+}
+
+/// `GET /v1/pools`.
+async fn list_pools(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<crate::pool::PoolView>>, Problem> {
+    let c = caller(&state, &headers)?;
+    require(&c, Scope::Read)?;
+    Ok(Json(state.daemon.pools()))
 }

@@ -6,6 +6,7 @@
 //! * [`sandboxes`]: the live sandboxes and their life (create, exec, destroy, reap, shutdown).
 //! * [`stdio`]: the same operations as JSON-RPC on stdin/stdout (`serve --stdio`).
 //! * [`streams`]: execs read as Server-Sent Events, resumable by stream offset.
+//! * [`pool`]: warm pools of ready sandboxes per template.
 //! * [`tokens`]: bearer tokens, kept as hashes.
 //! * [`problem`]: errors as `application/problem+json`.
 //!
@@ -15,6 +16,7 @@
 //! reaper, whether or not a client is still there.
 
 pub mod api;
+pub mod pool;
 pub mod problem;
 pub mod sandboxes;
 pub mod stdio;
@@ -130,7 +132,11 @@ pub async fn serve(state: Arc<AppState>, listen: Listen) -> Result<(), ServeErro
             tokio::select! {
                 _ = tick.tick() => {
                     let d = reaper_daemon.clone();
-                    let _ = tokio::task::spawn_blocking(move || d.reap()).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        d.reap();
+                        d.replenish();
+                    })
+                    .await;
                 }
                 _ = reaper_stop.changed() => break,
             }

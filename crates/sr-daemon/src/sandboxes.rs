@@ -21,6 +21,7 @@ use sr_runner::recording::{PolicySource, Recording, RunSink, Started};
 use sr_runner::sandbox::launch::ProcessSandbox;
 use sr_runner::{RunDir, RunStatus};
 
+use crate::pool::{PoolView, Pools};
 use crate::streams::ExecLog;
 use crate::tokens::{self, TokenHash};
 
@@ -59,6 +60,10 @@ pub struct Live {
     token: TokenHash,
     life: Mutex<Life>,
     streamed: Mutex<BTreeMap<u64, Arc<ExecLog>>>,
+    template: Option<String>,
+    /// Made for the pool; set once it is handed out.
+    pooled: std::sync::atomic::AtomicBool,
+    handed_out_from_pool: std::sync::atomic::AtomicBool,
 }
 
 /// What the API says of a sandbox.
@@ -77,6 +82,12 @@ pub struct SandboxView {
     /// Its report, once written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report_path: Option<PathBuf>,
+    /// The template it was made from, when a create named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Whether it came ready from the warm pool (made before it was asked for).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub from_pool: bool,
 }
 
 impl Live {
@@ -107,6 +118,8 @@ impl Live {
             created_at_ms: self.created_at_ms,
             ended,
             report_path,
+            template: self.template.clone(),
+            from_pool: self.handed_out_from_pool.load(Ordering::Relaxed),
         }
     }
 
@@ -262,6 +275,7 @@ pub struct Daemon {
     /// For `/metrics`.
     pub counters: Counters,
     sandboxes: Mutex<BTreeMap<String, Arc<Live>>>,
+    pools: Pools,
 }
 
 impl Daemon {
@@ -271,6 +285,7 @@ impl Daemon {
             host,
             counters: Counters::default(),
             sandboxes: Mutex::new(BTreeMap::new()),
+            pools: Pools::default(),
         }
     }
 
@@ -301,6 +316,14 @@ impl Daemon {
     /// Makes a sandbox from `policy_text` (YAML, or JSON when it starts with `{`); returns it
     /// and its token (shown once).
     pub fn create(&self, policy_text: &str) -> Result<(Arc<Live>, String), CreateError> {
+        self.make(policy_text, None)
+    }
+
+    fn make(
+        &self,
+        policy_text: &str,
+        template: Option<&str>,
+    ) -> Result<(Arc<Live>, String), CreateError> {
         let max = self.host.config.serve.max_sandboxes;
         if self.running() >= max as usize {
             return Err(CreateError::Full(max));
@@ -368,6 +391,9 @@ impl Daemon {
                 recording: Box::new(recording),
             }),
             streamed: Mutex::new(BTreeMap::new()),
+            template: template.map(str::to_owned),
+            pooled: std::sync::atomic::AtomicBool::new(false),
+            handed_out_from_pool: std::sync::atomic::AtomicBool::new(false),
         });
         if let Some(status) = failed {
             self.counters.failed_starts.fetch_add(1, Ordering::Relaxed);
@@ -389,6 +415,80 @@ impl Daemon {
         self.map().insert(id, live.clone());
         self.counters.created.fetch_add(1, Ordering::Relaxed);
         Ok((live, token))
+    }
+
+    fn template_text(&self, name: &str) -> Result<String, CreateError> {
+        let unknown = || {
+            CreateError::Policy(vec![Diagnostic::new(
+                ErrorCode::PolicyUnreadable,
+                "template",
+                format!("no template {name:?}"),
+                "name one of serve.templates in the operator config",
+            )])
+        };
+        let path = self
+            .host
+            .config
+            .serve
+            .templates
+            .get(name)
+            .ok_or_else(unknown)?;
+        std::fs::read_to_string(path).map_err(|e| {
+            CreateError::Policy(vec![Diagnostic::new(
+                ErrorCode::PolicyUnreadable,
+                "template",
+                format!("template {name:?} ({path}): {e}"),
+                "check serve.templates in the operator config",
+            )])
+        })
+    }
+
+    /// A sandbox of template `name`: a ready one from its warm pool when there is one (it is
+    /// never handed out again), else one made now.
+    pub fn create_from_template(&self, name: &str) -> Result<(Arc<Live>, String), CreateError> {
+        if let Some((live, token)) = self.pools.take(name) {
+            live.handed_out_from_pool.store(true, Ordering::Relaxed);
+            return Ok((live, token));
+        }
+        let text = self.template_text(name)?;
+        self.make(&text, Some(name))
+    }
+
+    /// Sets the warm pool of template `name` to keep `min_ready` sandboxes ready.
+    pub fn set_pool(&self, name: &str, min_ready: u32) -> Result<PoolView, CreateError> {
+        self.template_text(name)?;
+        self.pools.set(name, min_ready);
+        Ok(self.pools.view(name))
+    }
+
+    /// Every pool.
+    pub fn pools(&self) -> Vec<PoolView> {
+        self.pools.views()
+    }
+
+    /// Makes sandboxes for the pools that are short, within `serve.maxSandboxes`; returns how
+    /// many it made.
+    pub fn replenish(&self) -> usize {
+        let mut made = 0;
+        for (name, short) in self.pools.shortfalls() {
+            for _ in 0..short {
+                if self.running() >= self.host.config.serve.max_sandboxes as usize {
+                    return made;
+                }
+                let Ok(text) = self.template_text(&name) else {
+                    break;
+                };
+                match self.make(&text, Some(&name)) {
+                    Ok((live, token)) => {
+                        live.pooled.store(true, Ordering::Relaxed);
+                        self.pools.put(&name, live, token);
+                        made += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        made
     }
 
     /// Writes the reports of sandboxes that ended by themselves (their timeout). Returns

@@ -3,7 +3,7 @@
 //! no tokens: whoever holds the pipes is the process's owner. Every sandbox the conversation
 //! made is ended with its report when stdin closes.
 //!
-//! Methods: `sandbox.create {policy}`, `sandbox.list`, `sandbox.get {id}`,
+//! Methods: `sandbox.create {policy | template}`, `sandbox.list`, `sandbox.get {id}`,
 //! `sandbox.exec {id, argv, env?, cwd?, stdin?, timeoutMs?}` (answers when it ends),
 //! `sandbox.writeFile {id, path, text | base64, mode?}`, `sandbox.readFile {id, path}`,
 //! `sandbox.listFiles {id, path}`, `sandbox.removeFile {id, path, recursive?}`,
@@ -108,10 +108,16 @@ fn call(daemon: &Daemon, method: &str, p: Value) -> Result<Value, RpcError> {
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
             struct Create {
-                policy: String,
+                policy: Option<String>,
+                template: Option<String>,
             }
             let c: Create = params(p)?;
-            match daemon.create(&c.policy) {
+            let made = match (c.policy, c.template) {
+                (Some(policy), None) => daemon.create(&policy),
+                (None, Some(template)) => daemon.create_from_template(&template),
+                _ => return Err(RpcError::params("give exactly one of policy and template")),
+            };
+            match made {
                 Ok((l, _token)) => ok(serde_json::to_value(l.view())),
                 Err(CreateError::Policy(ds)) => Err(RpcError::diagnostics(-32002, &ds)),
                 Err(CreateError::Full(max)) => Err(RpcError(

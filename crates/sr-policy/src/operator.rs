@@ -79,6 +79,9 @@ pub struct ServeConfig {
     pub max_sandboxes: u32,
     /// The largest request body.
     pub max_body: ByteSize,
+    /// Named policies a create may ask for by name (`{"template": NAME}`), and that warm pools
+    /// keep ready: name -> absolute path of a policy file.
+    pub templates: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ServeConfig {
@@ -89,6 +92,7 @@ impl Default for ServeConfig {
             tokens_path: "/var/lib/safe-run/tokens.json".into(),
             max_sandboxes: 16,
             max_body: ByteSize::mib(64),
+            templates: std::collections::BTreeMap::new(),
         }
     }
 }
