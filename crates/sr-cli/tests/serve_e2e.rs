@@ -81,6 +81,22 @@ fn start(env: &Env, tokens: &Path) -> Daemon {
     Daemon { child, socket }
 }
 
+/// A token with `scopes` made by `safe-run token create`, printed once.
+fn token(env: &Env, tokens: &Path, scopes: &str) -> String {
+    let made = env
+        .cmd()
+        .args(["token", "create", "--scopes", scopes, "--tokens"])
+        .arg(tokens)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    String::from_utf8(made.stdout).unwrap().trim().to_owned()
+}
+
 fn cgroups_of(id: &str) -> Vec<PathBuf> {
     ["memory", "pids", "cpu", "cpuacct", "unified", ""]
         .iter()
@@ -103,18 +119,7 @@ fn a_served_sandbox_runs_execs_and_ends_in_a_verified_report() {
     }
     let env = Env::new();
     let tokens = env.dir.path().join("state/tokens.json");
-    let made = env
-        .cmd()
-        .args(["token", "create", "--scopes", "admin", "--tokens"])
-        .arg(&tokens)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let admin = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let admin = token(&env, &tokens, "admin");
     let d = start(&env, &tokens);
 
     let (s, a) = http(
@@ -323,13 +328,7 @@ fn a_served_sandbox_that_times_out_is_ended_with_its_report_without_a_client() {
     }
     let env = Env::new();
     let tokens = env.dir.path().join("state/tokens.json");
-    let made = env
-        .cmd()
-        .args(["token", "create", "--scopes", "create,read", "--tokens"])
-        .arg(&tokens)
-        .output()
-        .unwrap();
-    let token = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let token = token(&env, &tokens, "create,read");
     let d = start(&env, &tokens);
     let short = POLICY.replace("timeout: 60s", "timeout: 1s");
     let (s, a) = http(
@@ -379,13 +378,7 @@ fn a_killed_daemons_sandboxes_die_and_the_next_start_recovers_them() {
     }
     let env = Env::new();
     let tokens = env.dir.path().join("state/tokens.json");
-    let made = env
-        .cmd()
-        .args(["token", "create", "--scopes", "admin", "--tokens"])
-        .arg(&tokens)
-        .output()
-        .unwrap();
-    let admin = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let admin = token(&env, &tokens, "admin");
     let mut d = start(&env, &tokens);
     let (s, a) = http(
         &d.socket,
@@ -491,13 +484,7 @@ fn a_streamed_exec_takes_stdin_sends_events_resumes_and_takes_signals() {
     }
     let env = Env::new();
     let tokens = env.dir.path().join("state/tokens.json");
-    let made = env
-        .cmd()
-        .args(["token", "create", "--scopes", "admin", "--tokens"])
-        .arg(&tokens)
-        .output()
-        .unwrap();
-    let admin = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let admin = token(&env, &tokens, "admin");
     let d = start(&env, &tokens);
     let (_, a) = http(
         &d.socket,
@@ -603,13 +590,7 @@ fn a_retried_create_with_an_idempotency_key_makes_one_sandbox() {
     }
     let env = Env::new();
     let tokens = env.dir.path().join("state/tokens.json");
-    let made = env
-        .cmd()
-        .args(["token", "create", "--scopes", "admin", "--tokens"])
-        .arg(&tokens)
-        .output()
-        .unwrap();
-    let admin = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let admin = token(&env, &tokens, "admin");
     let d = start(&env, &tokens);
     let body = json!({"policy": POLICY}).to_string();
     let create = || {
@@ -734,13 +715,7 @@ fn a_warm_pool_serves_ready_sandboxes_once_each_and_refills() {
     std::fs::write(&template, POLICY).unwrap();
     env.configure(json!({"serve": {"templates": {"small": template}}}));
     let tokens = env.dir.path().join("state/tokens.json");
-    let made = env
-        .cmd()
-        .args(["token", "create", "--scopes", "admin", "--tokens"])
-        .arg(&tokens)
-        .output()
-        .unwrap();
-    let admin = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let admin = token(&env, &tokens, "admin");
     let d = start(&env, &tokens);
     let (s, p) = http(
         &d.socket,

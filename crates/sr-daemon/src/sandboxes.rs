@@ -185,7 +185,7 @@ impl Live {
                 let (outcome, sink) = sandbox.destroy(RunStatus::Exited { code: 0 }, None);
                 let finished = recording.finish(&outcome, sink, signer);
                 Life::Ended {
-                    status: status_name(&outcome.status).into(),
+                    status: outcome.status_word().into(),
                     report_path: finished.report_path,
                     errors: finished.errors,
                 }
@@ -210,20 +210,6 @@ impl Live {
             Life::Ended { errors, .. } => errors.clone(),
             _ => Vec::new(),
         }
-    }
-}
-
-fn status_name(s: &RunStatus) -> &'static str {
-    match s {
-        RunStatus::Exited { .. } => "exited",
-        RunStatus::Signaled { .. } => "signaled",
-        RunStatus::Timeout { .. } => "timeout",
-        RunStatus::Oom { .. } => "oom",
-        RunStatus::LaunchFailed { .. } => "launchFailed",
-        RunStatus::Stopped { .. } => "stopped",
-        RunStatus::OutputLimit { .. } => "outputLimit",
-        RunStatus::Interrupted { .. } => "interrupted",
-        RunStatus::Lost { .. } => "lost",
     }
 }
 

@@ -41,6 +41,18 @@ class CommandResult:
     truncated: bool = False
 
 
+def _result(r: dict) -> CommandResult:
+    """A waited-for exec's answer as a CommandResult."""
+    return CommandResult(
+        exit_code=r.get("exitCode"),
+        stdout=r.get("stdout", ""),
+        stderr=r.get("stderr", ""),
+        status=r.get("status", "exited"),
+        signal=r.get("signal"),
+        truncated=r.get("truncated", False),
+    )
+
+
 def _argv(cmd: Command) -> list:
     # A string is a shell command line, as agents write them; a list is argv itself.
     if isinstance(cmd, str):
@@ -160,17 +172,8 @@ class _Commands:
         if stdin is not None:
             body["stdin"] = stdin.decode() if isinstance(stdin, bytes) else stdin
         if not background and not on_stdout and not on_stderr:
-            r = self._sbx._request(
-                "POST", f"/v1/sandboxes/{self._sbx.id}/execs?wait=true", json=body
-            ).json()
-            return CommandResult(
-                exit_code=r.get("exitCode"),
-                stdout=r.get("stdout", ""),
-                stderr=r.get("stderr", ""),
-                status=r.get("status", "exited"),
-                signal=r.get("signal"),
-                truncated=r.get("truncated", False),
-            )
+            url = f"/v1/sandboxes/{self._sbx.id}/execs?wait=true"
+            return _result(self._sbx._request("POST", url, json=body).json())
         if background and stdin is None:
             body["stdin"] = ""
             body["keepStdinOpen"] = True
@@ -311,17 +314,8 @@ class AsyncSandbox:
         body: dict = {"argv": _argv(cmd)}
         if stdin is not None:
             body["stdin"] = stdin
-        r = (
-            await self._request("POST", f"/v1/sandboxes/{self.id}/execs?wait=true", json=body)
-        ).json()
-        return CommandResult(
-            exit_code=r.get("exitCode"),
-            stdout=r.get("stdout", ""),
-            stderr=r.get("stderr", ""),
-            status=r.get("status", "exited"),
-            signal=r.get("signal"),
-            truncated=r.get("truncated", False),
-        )
+        url = f"/v1/sandboxes/{self.id}/execs?wait=true"
+        return _result((await self._request("POST", url, json=body)).json())
 
     async def read_file(self, path: str) -> bytes:
         return (await self._request("GET", f"/v1/sandboxes/{self.id}/files{path}")).content
