@@ -703,21 +703,29 @@ fn count_dir(p: &Path) -> usize {
     std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0)
 }
 
-/// Run cgroups under every hierarchy's `safe-run` parent (v2, or each v1 controller).
-fn run_cgroups() -> usize {
+/// The cgroups (under every hierarchy's `safe-run` parent: v2, or each v1 controller) of the
+/// runs whose directories are under `base`: only this test's own, so that runs of other
+/// processes on the host never change the count.
+fn run_cgroups(base: &Path) -> usize {
+    let ids: Vec<String> = std::fs::read_dir(base)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| format!("safe-run-{}", e.file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut parents = vec![PathBuf::from("/sys/fs/cgroup/safe-run")];
     if let Ok(d) = std::fs::read_dir("/sys/fs/cgroup") {
         parents.extend(d.filter_map(Result::ok).map(|e| e.path().join("safe-run")));
     }
     parents
         .iter()
-        .filter_map(|p| std::fs::read_dir(p).ok())
-        .flat_map(|d| d.filter_map(Result::ok))
-        .filter(|e| e.path().is_dir())
+        .flat_map(|p| ids.iter().map(move |id| p.join(id)))
+        .filter(|p| p.is_dir())
         .count()
 }
 
-fn footprint() -> Footprint {
+fn footprint(base: &Path) -> Footprint {
     let me = std::process::id().to_string();
     let children = std::fs::read_dir("/proc")
         .unwrap()
@@ -740,7 +748,7 @@ fn footprint() -> Footprint {
             .unwrap()
             .lines()
             .count(),
-        cgroups: run_cgroups(),
+        cgroups: run_cgroups(base),
     }
 }
 
@@ -749,9 +757,9 @@ fn fifty_sandboxes_alive_in_one_process_leave_nothing() {
     // The spawner and the signal machinery start once per process; warm them up.
     let (_d, sb) = create(&h, idle());
     sb.destroy(RunStatus::Exited { code: 0 }, None);
-    let before = footprint();
+    let before = footprint(h.base.path());
     let live: Vec<_> = (0..50).map(|_| create(&h, idle())).collect();
-    assert!(run_cgroups() >= before.cgroups + 50);
+    assert!(run_cgroups(h.base.path()) >= before.cgroups + 50);
     for (_, sb) in &live {
         assert_eq!(run(sb, &sh("echo $$")).1, "2\n");
     }
@@ -759,7 +767,7 @@ fn fifty_sandboxes_alive_in_one_process_leave_nothing() {
         let (o, _) = sb.destroy(RunStatus::Exited { code: 0 }, None);
         assert!(o.cleanup.errors.is_empty(), "{:?}", o.cleanup.errors);
     }
-    let after = footprint();
+    let after = footprint(h.base.path());
     assert_eq!(after, before);
 }
 
@@ -778,7 +786,7 @@ fn hold(base: &str) -> ExitCode {
 fn sigkill_of_the_owner_then_gc_recovers() {
     use std::io::BufRead;
     let base = tempfile::tempdir().unwrap();
-    let before = run_cgroups();
+    let before = run_cgroups(base.path());
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .arg("__hold")
         .arg(base.path())
@@ -790,7 +798,7 @@ fn sigkill_of_the_owner_then_gc_recovers() {
         .read_line(&mut line)
         .unwrap();
     let run_id = line.trim().strip_prefix("ready ").unwrap().to_owned();
-    assert!(run_cgroups() > before);
+    assert!(run_cgroups(base.path()) > before);
     child.kill().unwrap();
     child.wait().unwrap();
     // PDEATHSIG took the sandbox's processes with the owner.
@@ -820,7 +828,7 @@ fn sigkill_of_the_owner_then_gc_recovers() {
         recovered.iter().any(|r| r.run_id == run_id),
         "{recovered:?}"
     );
-    assert_eq!(run_cgroups(), before);
+    assert_eq!(run_cgroups(base.path()), before);
 }
 
 fn main() -> ExitCode {
