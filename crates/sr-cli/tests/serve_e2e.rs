@@ -55,7 +55,22 @@ struct Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM, as an operator stops it: the daemon ends its sandboxes (their cgroups
+    /// included) before it exits. A SIGKILL here left them for a recovery that never came, the
+    /// test's run directory being gone. SIGKILL only if the drain does not finish.
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
