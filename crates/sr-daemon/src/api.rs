@@ -54,7 +54,7 @@ impl AppState {
             .idempotency
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Bounded: the oldest keys go first (BTreeMap order is by key; good enough to cap memory).
+        // Bounded: past 10 000 keys the smallest key goes (not the oldest; this only caps memory).
         if m.len() >= 10_000
             && let Some(first) = m.keys().next().cloned()
         {
@@ -422,11 +422,7 @@ async fn get_file(
     let path = absolute(&path);
     if q.list {
         let entries = blocking(move || live.with_sandbox(|sb| sb.list(&path))).await??;
-        let names: Vec<serde_json::Value> = entries
-            .iter()
-            .map(|e| serde_json::json!({"name": e.name, "kind": format!("{:?}", e.info.kind).to_lowercase(), "size": e.info.size, "mode": e.info.mode}))
-            .collect();
-        return Ok(Json(names).into_response());
+        return Ok(Json(crate::sandboxes::listing(&entries)).into_response());
     }
     let bytes = blocking(move || {
         live.with_sandbox(|sb| {

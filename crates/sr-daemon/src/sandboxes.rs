@@ -213,6 +213,21 @@ impl Live {
     }
 }
 
+/// A directory's entries as the API and the stdio mode answer a listing.
+pub fn listing(entries: &[sr_agent_proto::message::DirEntry]) -> Vec<serde_json::Value> {
+    entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "name": e.name,
+                "kind": format!("{:?}", e.info.kind).to_lowercase(),
+                "size": e.info.size,
+                "mode": e.info.mode,
+            })
+        })
+        .collect()
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

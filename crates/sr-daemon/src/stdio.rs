@@ -187,12 +187,7 @@ fn call(daemon: &Daemon, method: &str, p: Value) -> Result<Value, RpcError> {
         "sandbox.listFiles" => {
             let f: FilePath = params(p)?;
             let entries = live(daemon, &f.id)?.with_sandbox(|sb| sb.list(&f.path))?;
-            Ok(Value::Array(
-                entries
-                    .iter()
-                    .map(|e| json!({"name": e.name, "kind": format!("{:?}", e.info.kind).to_lowercase(), "size": e.info.size, "mode": e.info.mode}))
-                    .collect(),
-            ))
+            Ok(Value::Array(crate::sandboxes::listing(&entries)))
         }
         "sandbox.removeFile" => {
             let f: FilePath = params(p)?;

@@ -37,11 +37,8 @@ fn main() {
     let policy = sr_policy::load_policy_file(&policy, &config).expect("policy");
     let bundle = sr_compiler::compile(&policy, &config).expect("compile");
     let base = tempfile_dir();
-    let probes = sr_runner::preflight::RealProbes {
-        cgroup_root: sr_runner::preflight::default_cgroup_root().to_path_buf(),
-        init_exe: std::env::current_exe().unwrap(),
-        run_base: base.clone(),
-    };
+    let probes =
+        sr_runner::preflight::RealProbes::of_host(std::env::current_exe().unwrap(), base.clone());
     let host = sr_runner::preflight::check(
         &probes,
         sr_runner::preflight::Needs {

@@ -41,6 +41,18 @@ pub struct RealProbes {
     pub run_base: PathBuf,
 }
 
+impl RealProbes {
+    /// Probes of this host: its cgroup root ([`default_cgroup_root`]), `init_exe` as the init,
+    /// runs under `run_base`.
+    pub fn of_host(init_exe: PathBuf, run_base: PathBuf) -> RealProbes {
+        RealProbes {
+            cgroup_root: default_cgroup_root().to_path_buf(),
+            init_exe,
+            run_base,
+        }
+    }
+}
+
 fn read_u64(p: &str) -> Option<u64> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }

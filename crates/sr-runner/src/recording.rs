@@ -75,7 +75,7 @@ fn evidence_error(path: &str, message: String, hint: &str) -> Diagnostic {
 }
 
 /// The file name the copy of policy file `path` gets in the run directory.
-pub fn policy_copy_name(path: &Path) -> String {
+fn policy_copy_name(path: &Path) -> String {
     match path.extension().and_then(|e| e.to_str()) {
         Some("json") => "policy.json".into(),
         _ => "policy.yaml".into(),

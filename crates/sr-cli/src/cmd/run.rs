@@ -235,11 +235,7 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
             return fail_with(result, format, &[d]);
         }
     };
-    let probes = RealProbes {
-        cgroup_root: preflight::default_cgroup_root().to_path_buf(),
-        init_exe: init_exe.clone(),
-        run_base: base.clone(),
-    };
+    let probes = RealProbes::of_host(init_exe.clone(), base.clone());
     let landlock = bundle.backend.sandbox().map(|s| &s.landlock);
     let needs = Needs {
         landlock_required: landlock.is_some_and(|l| l.required),

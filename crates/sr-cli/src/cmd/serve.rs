@@ -66,11 +66,7 @@ fn serve(args: ServeArgs) -> Result<(), Diagnostic> {
         )
     })?;
     let base = PathBuf::from(&config.run_dir);
-    let probes = RealProbes {
-        cgroup_root: preflight::default_cgroup_root().to_path_buf(),
-        init_exe: init_exe.clone(),
-        run_base: base.clone(),
-    };
+    let probes = RealProbes::of_host(init_exe.clone(), base.clone());
     let needs = Needs {
         landlock_required: config.require_landlock,
         landlock_min_abi: 1,
