@@ -66,6 +66,9 @@ const MIGRATIONS: &[&str] = &[
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// How long a statement waits for another process's lock before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// An open archive.
 pub struct Archive {
     conn: Connection,
@@ -224,6 +227,28 @@ fn row_to_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArchivedRun> {
     })
 }
 
+/// Switches the database to WAL (persistent, so later opens only read it). Switching a fresh
+/// file needs an exclusive lock, and SQLite answers `SQLITE_BUSY` to that without calling the
+/// busy handler when another process is opening the same file at the same moment: retry with a
+/// short backoff for as long as the busy timeout would have waited.
+fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl Archive {
     /// Opens (creating, 0700 directory) and migrates the archive at `path`.
     pub fn open(path: &Path) -> Result<Archive, ArchiveError> {
@@ -239,11 +264,9 @@ impl Archive {
                 })?;
         }
         let conn = Connection::open(path).map_err(store_err(path, "open"))?;
-        conn.busy_timeout(Duration::from_secs(10))
+        conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(store_err(path, "set busy_timeout"))?;
-        // journal_mode answers with a row; WAL is persistent, so later opens only read it.
-        conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
-            .map_err(store_err(path, "enable WAL"))?;
+        enable_wal(&conn).map_err(store_err(path, "enable WAL"))?;
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(store_err(path, "set pragmas"))?;
         let mut archive = Archive {
@@ -267,7 +290,7 @@ impl Archive {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | extra,
             )
             .map_err(store_err(path, "open read-only"))?;
-            conn.busy_timeout(Duration::from_secs(10))
+            conn.busy_timeout(BUSY_TIMEOUT)
                 .map_err(store_err(path, "set busy_timeout"))?;
             Ok::<_, ArchiveError>(Archive {
                 conn,

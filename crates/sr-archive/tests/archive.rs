@@ -589,7 +589,7 @@ fn twenty_processes_indexing_at_once_leave_twenty_rows_and_twenty_leaves() {
                 .env("SR_ARCHIVE_CHILD_DB", &db_path)
                 .env("SR_ARCHIVE_CHILD_DIR", &dir)
                 .env("SR_ARCHIVE_CHILD_GO", &go)
-                .stdout(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
@@ -597,8 +597,15 @@ fn twenty_processes_indexing_at_once_leave_twenty_rows_and_twenty_leaves() {
         .collect();
     std::fs::write(&go, b"").unwrap();
     for c in children {
+        // The child harness prints a failing test's panic on stdout: keep both.
         let o = c.wait_with_output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "child indexer failed ({}):\n{}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     let db = Archive::open(&db_path).unwrap();
     assert_eq!(db.count().unwrap(), 20);
