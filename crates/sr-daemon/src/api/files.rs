@@ -1,0 +1,102 @@
+//! `/v1/sandboxes/{id}/files/{path}`: a file's bytes (get, put, remove) and a directory's
+//! listing, only where the sandbox's policy mounts allow.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::auth::{caller, reach};
+use super::{AppState, blocking};
+use crate::problem::Problem;
+use crate::tokens::Scope;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct FileQuery {
+    /// Permission bits of a put (default 0644).
+    mode: Option<String>,
+    /// A GET of a directory: its listing instead of its content.
+    #[serde(default)]
+    list: bool,
+    /// A DELETE of a non-empty directory.
+    #[serde(default)]
+    recursive: bool,
+}
+
+pub(super) fn absolute(path: &str) -> String {
+    format!("/{path}")
+}
+
+/// `GET .../files/{path}`: the file's bytes, or with `?list=true` a directory's entries.
+pub(super) async fn get_file(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, path)): Path<(String, String)>,
+    Query(q): Query<FileQuery>,
+) -> Result<Response, Problem> {
+    let c = caller(&state, &headers)?;
+    let live = reach(&state, &c, &id, Scope::Read)?;
+    let path = absolute(&path);
+    if q.list {
+        let entries = blocking(move || live.with_sandbox(|sb| sb.list(&path))).await??;
+        return Ok(Json(crate::sandboxes::listing(&entries)).into_response());
+    }
+    let bytes = blocking(move || {
+        live.with_sandbox(|sb| {
+            let mut out = Vec::new();
+            sb.get_file(&path, &mut out).map(|_| out)
+        })
+    })
+    .await??;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// `PUT .../files/{path}`: the body becomes the file (`?mode=0600`).
+pub(super) async fn put_file(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, path)): Path<(String, String)>,
+    Query(q): Query<FileQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let c = caller(&state, &headers)?;
+    let live = reach(&state, &c, &id, Scope::Create)?;
+    let mode = match q.mode.as_deref() {
+        None => 0o644,
+        Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .ok_or_else(|| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("mode {m:?} is not octal permission bits"),
+                )
+                .hint("e.g. ?mode=0644")
+            })?,
+    };
+    let path = absolute(&path);
+    let moved = blocking(move || {
+        live.with_sandbox(|sb| sb.put_file(&path, mode, body.len() as u64, &mut body.as_ref()))
+    })
+    .await??;
+    Ok(Json(
+        serde_json::json!({"size": moved.size, "sha256": moved.sha256}),
+    ))
+}
+
+/// `DELETE .../files/{path}` (`?recursive=true` for a non-empty directory).
+pub(super) async fn remove_file(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, path)): Path<(String, String)>,
+    Query(q): Query<FileQuery>,
+) -> Result<StatusCode, Problem> {
+    let c = caller(&state, &headers)?;
+    let live = reach(&state, &c, &id, Scope::Create)?;
+    let path = absolute(&path);
+    blocking(move || live.with_sandbox(|sb| sb.remove(&path, q.recursive))).await??;
+    Ok(StatusCode::NO_CONTENT)
+}

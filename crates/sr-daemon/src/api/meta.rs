@@ -1,0 +1,58 @@
+//! `/healthz`, `/metrics` and `/v1/capabilities`: what the daemon is and how it is doing.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::auth::{caller, require};
+use crate::problem::Problem;
+use crate::tokens::Scope;
+
+/// `GET /v1/capabilities`: what this daemon serves.
+pub(super) async fn capabilities(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let c = caller(&state, &headers)?;
+    require(&c, Scope::Read).or_else(|_| require(&c, Scope::Create))?;
+    let serve = &state.daemon.host.config.serve;
+    Ok(Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "backends": ["sandbox"],
+        "features": {
+            "execWait": true, "execStream": true, "stdin": true, "signal": true, "files": true,
+            "tar": false, "pty": false, "pool": false, "mcp": false,
+        },
+        "limits": {"maxSandboxes": serve.max_sandboxes, "maxBodyBytes": serve.max_body.bytes()},
+    })))
+}
+
+/// `GET /metrics`: Prometheus text.
+pub(super) async fn metrics(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = caller(&state, &headers)?;
+    require(&c, Scope::Read)?;
+    let d = &state.daemon;
+    let text = format!(
+        "# HELP safe_run_sandboxes_running Sandboxes alive now.\n# TYPE safe_run_sandboxes_running gauge\nsafe_run_sandboxes_running {}\n\
+         # HELP safe_run_sandboxes_created_total Sandboxes made.\n# TYPE safe_run_sandboxes_created_total counter\nsafe_run_sandboxes_created_total {}\n\
+         # HELP safe_run_sandbox_start_failures_total Sandboxes whose start failed.\n# TYPE safe_run_sandbox_start_failures_total counter\nsafe_run_sandbox_start_failures_total {}\n\
+         # HELP safe_run_execs_total Execs started.\n# TYPE safe_run_execs_total counter\nsafe_run_execs_total {}\n",
+        d.running(),
+        d.counters.created.load(Relaxed),
+        d.counters.failed_starts.load(Relaxed),
+        d.counters.execs.load(Relaxed),
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+pub(super) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"ok": true}))
+}
