@@ -797,3 +797,128 @@ fn a_warm_pool_serves_ready_sandboxes_once_each_and_refills() {
     );
     ready(2);
 }
+
+/// Waits for `id` to end, by the listing (a GET of the sandbox itself is a use of it, which
+/// would keep it from being idle).
+fn wait_ended(d: &Daemon, token: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, all) = http(&d.socket, "GET", "/v1/sandboxes?state=ended", token, None);
+        if let Some(v) = all.as_array().unwrap().iter().find(|v| v["id"] == id) {
+            return v.clone();
+        }
+        assert!(Instant::now() < deadline, "{id} still running");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn report_exit(view: &Value) -> Value {
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(view["reportPath"].as_str().unwrap()).unwrap())
+            .unwrap();
+    report["exit"].clone()
+}
+
+/// A create's timeout, env and metadata; a later `timeout` request; the idle timeout; the
+/// per-token sandbox limit; and each end's reason in the signed report.
+#[test]
+fn deadlines_idleness_labels_and_per_token_limits_hold_and_reports_say_why_it_ended() {
+    if !require_root(
+        "deadlines_idleness_labels_and_per_token_limits_hold_and_reports_say_why_it_ended",
+    ) {
+        return;
+    }
+    let env = Env::new();
+    env.configure(json!({"serve": {"idleTimeout": "2s", "perToken": {"maxSandboxes": 2}}}));
+    let tokens = env.dir.path().join("state/tokens.json");
+    let token = token(&env, &tokens, "create,read");
+    let other = self::token(&env, &tokens, "create,read");
+    let d = start(&env, &tokens);
+    let create = |token: &str, body: Value| {
+        let mut body = body;
+        body["policy"] = json!(POLICY);
+        http(&d.socket, "POST", "/v1/sandboxes", token, Some(&body))
+    };
+    // A timeout past the policy's 60 s is refused, and nothing stays alive of it.
+    let (s, p) = create(&token, json!({"timeoutMs": 61_000}));
+    assert_eq!(s, 422, "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("limits.timeout"),
+        "{p}"
+    );
+    let (s, a) = create(
+        &token,
+        json!({"env": {"GREETING": "hi"}, "metadata": {"team": "a", "job": "1"}}),
+    );
+    assert_eq!(s, 201, "{a}");
+    let a_id = a["id"].as_str().unwrap().to_owned();
+    assert_eq!(a["metadata"]["team"], "a", "{a}");
+    let (s, b) = create(&token, json!({"metadata": {"team": "b"}}));
+    assert_eq!(s, 201, "{b}");
+    let b_id = b["id"].as_str().unwrap().to_owned();
+    // Two alive for this token: a third is refused with 429; another token is not held back.
+    let (s, p) = create(&token, json!({}));
+    assert_eq!(s, 429, "{p}");
+    assert_eq!(p["code"], "SR-SRV-002", "{p}");
+    let (s, c) = create(&other, json!({}));
+    assert_eq!(s, 201, "{c}");
+    let c_id = c["id"].as_str().unwrap().to_owned();
+    // The create's env reaches every exec, under the exec's own.
+    let (s, r) = http(
+        &d.socket,
+        "POST",
+        &format!("/v1/sandboxes/{a_id}/execs?wait=true"),
+        &token,
+        Some(&json!({"argv": ["/bin/sh", "-c", "echo $GREETING $OWN"], "env": {"OWN": "x"}})),
+    );
+    assert_eq!((s, r["stdout"].as_str()), (200, Some("hi x\n")), "{r}");
+    // Labels filter the listing.
+    let (_, listed) = http(
+        &d.socket,
+        "GET",
+        "/v1/sandboxes?metadata.team=a",
+        &token,
+        None,
+    );
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [a_id.as_str()], "{listed}");
+    // A timeout request ends b soon, whatever the idle timeout; its report says so.
+    let (s, v) = http(
+        &d.socket,
+        "POST",
+        &format!("/v1/sandboxes/{b_id}/timeout"),
+        &token,
+        Some(&json!({"timeoutMs": 300})),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(v["endsAtMs"].as_u64().unwrap() <= v["createdAtMs"].as_u64().unwrap() + 60_000);
+    let b_end = wait_ended(&d, &token, &b_id);
+    assert_eq!(b_end["ended"], "destroyed", "{b_end}");
+    assert_eq!(report_exit(&b_end)["reason"], "deadline", "{b_end}");
+    // a and c are left alone: after 2 s with no request they end as idle.
+    let a_end = wait_ended(&d, &token, &a_id);
+    assert_eq!(report_exit(&a_end)["reason"], "idle", "{a_end}");
+    let c_end = wait_ended(&d, &other, &c_id);
+    assert_eq!(report_exit(&c_end)["reason"], "idle", "{c_end}");
+    // A DELETE's report says request; the token may make sandboxes again.
+    let (s, e) = create(&token, json!({}));
+    assert_eq!(s, 201, "{e}");
+    let e_id = e["id"].as_str().unwrap();
+    let (s, e_end) = http(
+        &d.socket,
+        "DELETE",
+        &format!("/v1/sandboxes/{e_id}"),
+        &token,
+        None,
+    );
+    assert_eq!(s, 200, "{e_end}");
+    assert_eq!(report_exit(&e_end)["reason"], "request", "{e_end}");
+    for id in [&a_id, &b_id, &c_id] {
+        assert!(cgroups_of(id).is_empty(), "{id}");
+    }
+}

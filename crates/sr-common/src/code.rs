@@ -68,11 +68,30 @@ pub enum ErrorCode {
     /// An inclusion proof, consistency proof or checkpoint does not verify.
     #[serde(rename = "SR-ARC-004")]
     ArchiveProof,
+    /// `safe-run serve`: no token, a token that is not valid, or one whose scope does not
+    /// allow the request.
+    #[serde(rename = "SR-SRV-001")]
+    ServeAuth,
+    /// `safe-run serve`: a limit is full (sandboxes, execs, request rate); retry after the
+    /// answer's `Retry-After`.
+    #[serde(rename = "SR-SRV-002")]
+    ServeLimit,
+    /// `safe-run serve`: the request is malformed or names nothing that exists (a bad body,
+    /// parameter, path, sandbox or exec).
+    #[serde(rename = "SR-SRV-003")]
+    ServeRequest,
+    /// `safe-run serve`: the request does not fit the sandbox's state (it ended, or is still
+    /// running when its report is asked for).
+    #[serde(rename = "SR-SRV-004")]
+    ServeState,
+    /// `safe-run serve`: the daemon itself failed (its token file, a worker).
+    #[serde(rename = "SR-SRV-005")]
+    ServeInternal,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::PolicyMissingField,
         ErrorCode::PolicyBadFormat,
         ErrorCode::PolicySemanticConflict,
@@ -93,6 +112,11 @@ impl ErrorCode {
         ErrorCode::ArchiveNotFound,
         ErrorCode::ArchiveTampered,
         ErrorCode::ArchiveProof,
+        ErrorCode::ServeAuth,
+        ErrorCode::ServeLimit,
+        ErrorCode::ServeRequest,
+        ErrorCode::ServeState,
+        ErrorCode::ServeInternal,
     ];
 
     /// The stable string form, e.g. `SR-POL-001`.
@@ -118,6 +142,11 @@ impl ErrorCode {
             ErrorCode::ArchiveNotFound => "SR-ARC-002",
             ErrorCode::ArchiveTampered => "SR-ARC-003",
             ErrorCode::ArchiveProof => "SR-ARC-004",
+            ErrorCode::ServeAuth => "SR-SRV-001",
+            ErrorCode::ServeLimit => "SR-SRV-002",
+            ErrorCode::ServeRequest => "SR-SRV-003",
+            ErrorCode::ServeState => "SR-SRV-004",
+            ErrorCode::ServeInternal => "SR-SRV-005",
         }
     }
 
@@ -130,7 +159,8 @@ impl ErrorCode {
     ///
     /// 0 success; 1 the workload itself failed (its own exit code is passed through instead
     /// where one exists); 2 usage; 3 policy invalid; 4 compile; 5 run; 6 timeout; 7 evidence;
-    /// 8 output limit (`onLimit: kill`); 9 archive and transparency log.
+    /// 8 output limit (`onLimit: kill`); 9 archive and transparency log; 10 the daemon's
+    /// answers (a client's exit code for a refused request).
     pub const fn exit_code(self) -> i32 {
         match self {
             ErrorCode::PolicyMissingField
@@ -152,6 +182,11 @@ impl ErrorCode {
             | ErrorCode::ArchiveNotFound
             | ErrorCode::ArchiveTampered
             | ErrorCode::ArchiveProof => 9,
+            ErrorCode::ServeAuth
+            | ErrorCode::ServeLimit
+            | ErrorCode::ServeRequest
+            | ErrorCode::ServeState
+            | ErrorCode::ServeInternal => 10,
         }
     }
 }

@@ -6,6 +6,8 @@
 //! * [`sandboxes`]: the live sandboxes and their life (create, exec, destroy, reap, shutdown).
 //! * [`stdio`]: the same operations as JSON-RPC on stdin/stdout (`serve --stdio`).
 //! * [`streams`]: execs read as Server-Sent Events, resumable by stream offset.
+//! * [`lease`]: a sandbox's deadline and idleness.
+//! * [`limits`]: execs at once and request rates, per token and over all.
 //! * [`pool`]: warm pools of ready sandboxes per template.
 //! * [`tokens`]: bearer tokens, kept as hashes.
 //! * [`problem`]: errors as `application/problem+json`.
@@ -16,6 +18,8 @@
 //! reaper, whether or not a client is still there.
 
 pub mod api;
+pub mod lease;
+pub mod limits;
 pub mod pool;
 pub mod problem;
 pub mod sandboxes;

@@ -32,6 +32,21 @@ pub struct Body {
     /// What to do about it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// Seconds to wait before asking again (also the `Retry-After` header), for 429.
+    #[serde(rename = "retryAfter", skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
+/// The daemon's own code for a problem of `status` (a problem from a diagnostic carries the
+/// diagnostic's code instead).
+fn serve_code(status: StatusCode) -> ErrorCode {
+    match status.as_u16() {
+        401 | 403 => ErrorCode::ServeAuth,
+        429 => ErrorCode::ServeLimit,
+        409 | 410 => ErrorCode::ServeState,
+        400..=499 => ErrorCode::ServeRequest,
+        _ => ErrorCode::ServeInternal,
+    }
 }
 
 impl Problem {
@@ -42,10 +57,25 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
-            code: None,
+            code: Some(serve_code(status).as_str().to_owned()),
             path: None,
             hint: None,
+            retry_after: None,
         }))
+    }
+
+    /// Refused by a limit: 429 with `Retry-After` (whole seconds, at least one).
+    pub fn limited(l: &crate::limits::Limited) -> Problem {
+        let mut p = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{} is full ({})", l.limit, l.max),
+        )
+        .hint(format!(
+            "retry after the Retry-After seconds, or raise {} in the operator config",
+            l.limit
+        ));
+        p.0.retry_after = Some(l.retry_after.as_secs_f64().ceil().max(1.0) as u64);
+        p
     }
 
     /// With a hint.
@@ -110,6 +140,15 @@ impl From<SandboxError> for Problem {
     }
 }
 
+impl From<crate::sandboxes::ExecError> for Problem {
+    fn from(e: crate::sandboxes::ExecError) -> Problem {
+        match e {
+            crate::sandboxes::ExecError::Sandbox(e) => e.into(),
+            crate::sandboxes::ExecError::Limited(l) => Problem::limited(&l),
+        }
+    }
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status =
@@ -120,6 +159,10 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(s) = self.0.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
         r
     }
 }

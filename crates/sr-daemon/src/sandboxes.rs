@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use sr_common::{Diagnostic, ErrorCode};
 use sr_evidence::SigningKey;
+use sr_evidence::report::EndReason;
 use sr_policy::{OperatorConfig, SourceFormat};
 use sr_runner::cgroup::Layout;
 use sr_runner::life::{ExecHandle, ExecRequest, Sandbox, SandboxError, SandboxSpec};
@@ -21,6 +22,8 @@ use sr_runner::recording::{PolicySource, Recording, RunSink, Started};
 use sr_runner::sandbox::launch::ProcessSandbox;
 use sr_runner::{RunDir, RunStatus};
 
+use crate::lease::{self, Busy, Expiry, Lease, PastPolicyEnd, SharedLease};
+use crate::limits::{ExecSlot, Limited, Limiter};
 use crate::pool::{PoolView, Pools};
 use crate::streams::ExecLog;
 use crate::tokens::{self, TokenHash};
@@ -64,6 +67,117 @@ pub struct Live {
     /// Made for the pool; set once it is handed out.
     pooled: std::sync::atomic::AtomicBool,
     handed_out_from_pool: std::sync::atomic::AtomicBool,
+    lease: SharedLease,
+    /// The caller's labels (a create's `metadata`).
+    metadata: Mutex<BTreeMap<String, String>>,
+    /// Variables every exec gets, under the exec's own (a create's `env`).
+    env: Mutex<BTreeMap<String, String>>,
+    /// The operator token that made it (none: a stdio session's owner, or the pool).
+    owner: Mutex<Option<TokenHash>>,
+    limiter: Arc<Limiter>,
+}
+
+/// What a create may set beside the policy.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// End it this long from now (within the policy's `limits.timeout`).
+    pub timeout: Option<Duration>,
+    /// Variables every exec gets, under the exec's own.
+    pub env: BTreeMap<String, String>,
+    /// Labels to find it by.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// At most this many metadata labels, of these lengths.
+const MAX_LABELS: usize = 32;
+const MAX_LABEL_KEY: usize = 64;
+const MAX_LABEL_VALUE: usize = 512;
+
+/// Why options were refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptionsError {
+    /// The timeout would pass the policy's end.
+    PastPolicyEnd(PastPolicyEnd),
+    /// A label is malformed (the message says which and how).
+    Metadata(String),
+}
+
+impl std::fmt::Display for OptionsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OptionsError::PastPolicyEnd(p) => write!(
+                f,
+                "the policy's limits.timeout ends the sandbox sooner: at most {} ms can be given now",
+                p.max.as_millis()
+            ),
+            OptionsError::Metadata(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Checks metadata labels: at most 32, keys of 1 to 64 of `A-Za-z0-9._-`, values up to 512
+/// bytes.
+pub fn check_metadata(labels: &BTreeMap<String, String>) -> Result<(), OptionsError> {
+    if labels.len() > MAX_LABELS {
+        return Err(OptionsError::Metadata(format!(
+            "{} metadata labels; at most {MAX_LABELS}",
+            labels.len()
+        )));
+    }
+    for (k, v) in labels {
+        let key_ok = (1..=MAX_LABEL_KEY).contains(&k.len())
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !key_ok {
+            return Err(OptionsError::Metadata(format!(
+                "metadata key {k:?}: 1 to {MAX_LABEL_KEY} of A-Z a-z 0-9 . _ -"
+            )));
+        }
+        if v.len() > MAX_LABEL_VALUE {
+            return Err(OptionsError::Metadata(format!(
+                "metadata {k:?}: a value of {} bytes; at most {MAX_LABEL_VALUE}",
+                v.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Why an exec did not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecError {
+    /// The sandbox refused or could not start it.
+    Sandbox(SandboxError),
+    /// A limit is full.
+    Limited(Limited),
+}
+
+impl From<SandboxError> for ExecError {
+    fn from(e: SandboxError) -> Self {
+        ExecError::Sandbox(e)
+    }
+}
+
+impl From<Limited> for ExecError {
+    fn from(e: Limited) -> Self {
+        ExecError::Limited(e)
+    }
+}
+
+impl std::fmt::Display for ExecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExecError::Sandbox(e) => e.fmt(f),
+            ExecError::Limited(l) => l.fmt(f),
+        }
+    }
+}
+
+/// What an exec holds while it runs: the sandbox is not idle, and the exec counts against the
+/// exec limits.
+pub struct Running {
+    _busy: Busy,
+    _slot: ExecSlot,
 }
 
 /// What the API says of a sandbox.
@@ -88,6 +202,12 @@ pub struct SandboxView {
     /// Whether it came ready from the warm pool (made before it was asked for).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub from_pool: bool,
+    /// When it will be ended (Unix ms): its deadline, or the policy's end; while running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ends_at_ms: Option<u64>,
+    /// The caller's labels.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl Live {
@@ -112,6 +232,10 @@ impl Live {
                 ..
             } => (State::Ended, Some(status.clone()), report_path.clone()),
         };
+        let ends_at_ms = (state == State::Running).then(|| {
+            let left = lease::with(&self.lease, |l| l.remaining(Instant::now()));
+            unix_ms().saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+        });
         SandboxView {
             id: self.id.clone(),
             state,
@@ -120,11 +244,72 @@ impl Live {
             report_path,
             template: self.template.clone(),
             from_pool: self.handed_out_from_pool.load(Ordering::Relaxed),
+            ends_at_ms,
+            metadata: lock(&self.metadata).clone(),
         }
     }
 
-    /// Starts an exec (the handle outlives the lock: execs run side by side).
-    pub fn exec(&self, req: &ExecRequest) -> Result<ExecHandle, SandboxError> {
+    /// Its labels.
+    pub fn metadata(&self) -> BTreeMap<String, String> {
+        lock(&self.metadata).clone()
+    }
+
+    /// The operator token that made it.
+    pub fn owner(&self) -> Option<TokenHash> {
+        *lock(&self.owner)
+    }
+
+    /// A request reached it (it is not idle).
+    pub fn touch(&self) {
+        lease::with(&self.lease, |l| l.touch(Instant::now()));
+    }
+
+    /// Ends it `timeout` from now (sooner or later than before, within the policy's end).
+    pub fn set_timeout(&self, timeout: Duration) -> Result<(), OptionsError> {
+        lease::with(&self.lease, |l| l.set_timeout(Instant::now(), timeout))
+            .map_err(OptionsError::PastPolicyEnd)
+    }
+
+    /// Applies a create's options (checked first: nothing is applied when one is refused).
+    pub fn apply(&self, opts: &CreateOptions) -> Result<(), OptionsError> {
+        check_metadata(&opts.metadata)?;
+        if let Some(t) = opts.timeout {
+            self.set_timeout(t)?;
+        }
+        *lock(&self.metadata) = opts.metadata.clone();
+        *lock(&self.env) = opts.env.clone();
+        Ok(())
+    }
+
+    /// Starts an exec for `who` (the handle outlives the lock: execs run side by side), with
+    /// what it holds while it runs.
+    pub fn exec_as(
+        &self,
+        req: &ExecRequest,
+        who: Option<&TokenHash>,
+    ) -> Result<(ExecHandle, Running), ExecError> {
+        let slot = self.limiter.exec_slot(who)?;
+        let busy = Busy::start(&self.lease);
+        let defaults = lock(&self.env).clone();
+        let handle = if defaults.is_empty() {
+            self.start_exec(req)?
+        } else {
+            let mut req = req.clone();
+            for (k, v) in defaults {
+                req.env.entry(k).or_insert(v);
+            }
+            self.start_exec(&req)?
+        };
+        Ok((
+            handle,
+            Running {
+                _busy: busy,
+                _slot: slot,
+            },
+        ))
+    }
+
+    fn start_exec(&self, req: &ExecRequest) -> Result<ExecHandle, SandboxError> {
         match &*self.lock() {
             Life::Running { sandbox, .. } => sandbox.exec(req),
             _ => Err(SandboxError::new(
@@ -151,8 +336,18 @@ impl Live {
     }
 
     /// Starts an exec whose events are read as a stream ([`ExecLog`]).
-    pub fn exec_streamed(&self, req: &ExecRequest) -> Result<Arc<ExecLog>, SandboxError> {
-        let log = ExecLog::start(self.exec(req)?);
+    pub fn exec_streamed(&self, req: &ExecRequest) -> Result<Arc<ExecLog>, ExecError> {
+        self.exec_streamed_as(req, None)
+    }
+
+    /// [`Live::exec_streamed`] for `who`.
+    pub fn exec_streamed_as(
+        &self,
+        req: &ExecRequest,
+        who: Option<&TokenHash>,
+    ) -> Result<Arc<ExecLog>, ExecError> {
+        let (handle, running) = self.exec_as(req, who)?;
+        let log = ExecLog::start(handle, running);
         self.streamed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -169,20 +364,37 @@ impl Live {
             .cloned()
     }
 
-    /// Whether something (its timeout, an evidence failure) ended it without a request.
-    fn ended_by_itself(&self) -> bool {
+    /// Whether the reaper should end it now: it ended by itself (its policy timeout, an
+    /// evidence failure), or its lease expired.
+    fn due(&self, idle_timeout: Option<Duration>) -> Option<EndReason> {
         match &*self.lock() {
-            Life::Running { sandbox, .. } => sandbox.ending().cause().is_some(),
-            _ => false,
+            Life::Running { sandbox, .. } if sandbox.ending().cause().is_some() => {
+                // The reason is the sandbox's own (its report says timeout, stopped, ...).
+                Some(EndReason::Deadline)
+            }
+            Life::Running { .. } => lease::with(&self.lease, |l| {
+                l.expired(Instant::now(), idle_timeout)
+            })
+            .map(|e| match e {
+                Expiry::Deadline => EndReason::Deadline,
+                Expiry::Idle => EndReason::Idle,
+            }),
+            _ => None,
         }
     }
 
-    /// Destroys it and finishes its evidence; returns its view. A second call finds it ended.
+    /// Destroys it at a client's request and finishes its evidence; returns its view. A second
+    /// call finds it ended.
     pub fn destroy(&self, signer: Option<&SigningKey>) -> SandboxView {
+        self.end(EndReason::Request, signer)
+    }
+
+    /// Destroys it for `reason` and finishes its evidence; returns its view.
+    pub fn end(&self, reason: EndReason, signer: Option<&SigningKey>) -> SandboxView {
         let taken = std::mem::replace(&mut *self.lock(), Life::Ending);
         let ended = match taken {
             Life::Running { sandbox, recording } => {
-                let (outcome, sink) = sandbox.destroy(RunStatus::Exited { code: 0 }, None);
+                let (outcome, sink) = sandbox.destroy(RunStatus::Destroyed { reason }, None);
                 let finished = recording.finish(&outcome, sink, signer);
                 Life::Ended {
                     status: outcome.status_word().into(),
@@ -228,6 +440,10 @@ pub fn listing(entries: &[sr_agent_proto::message::DirEntry]) -> Vec<serde_json:
         .collect()
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -240,8 +456,8 @@ fn unix_ms() -> u64 {
 pub enum CreateError {
     /// The policy is invalid or does not compile (the diagnostics say where).
     Policy(Vec<Diagnostic>),
-    /// Too many sandboxes are alive.
-    Full(u32),
+    /// Too many sandboxes are alive (over all tokens, or of this token).
+    Full(Limited),
     /// The sandbox did not start (its run directory keeps the evidence).
     Start(Vec<Diagnostic>),
 }
@@ -277,16 +493,43 @@ pub struct Daemon {
     pub counters: Counters,
     sandboxes: Mutex<BTreeMap<String, Arc<Live>>>,
     pools: Pools,
+    /// Execs and request rates.
+    pub limiter: Arc<Limiter>,
+    /// Sandboxes being made now, by owner (`None`: no token): counted with those alive, so
+    /// two creates at once cannot both take the last place.
+    starting: Mutex<Vec<Option<TokenHash>>>,
+}
+
+/// A place taken among the sandboxes alive, given back when dropped (the sandbox is then in
+/// the map, or was never made).
+struct Place<'a> {
+    daemon: &'a Daemon,
+    owner: Option<TokenHash>,
+    held: bool,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        let mut s = lock(&self.daemon.starting);
+        if let Some(i) = s.iter().position(|o| *o == self.owner) {
+            s.swap_remove(i);
+        }
+    }
 }
 
 impl Daemon {
     /// A daemon with no sandboxes.
     pub fn new(host: Host) -> Daemon {
         Daemon {
+            limiter: Arc::new(Limiter::new(&host.config.serve)),
             host,
             counters: Counters::default(),
             sandboxes: Mutex::new(BTreeMap::new()),
             pools: Pools::default(),
+            starting: Mutex::new(Vec::new()),
         }
     }
 
@@ -317,18 +560,71 @@ impl Daemon {
     /// Makes a sandbox from `policy_text` (YAML, or JSON when it starts with `{`); returns it
     /// and its token (shown once).
     pub fn create(&self, policy_text: &str) -> Result<(Arc<Live>, String), CreateError> {
-        self.make(policy_text, None)
+        self.create_for(policy_text, None)
+    }
+
+    /// [`Daemon::create`] for the operator token `owner` (counted against its limits).
+    pub fn create_for(
+        &self,
+        policy_text: &str,
+        owner: Option<TokenHash>,
+    ) -> Result<(Arc<Live>, String), CreateError> {
+        let place = self.take_place(owner)?;
+        self.make(policy_text, None, place)
+    }
+
+    /// Takes a place among the sandboxes alive for `owner`, within `serve.maxSandboxes` and
+    /// the token's `perToken.maxSandboxes`.
+    fn take_place(&self, owner: Option<TokenHash>) -> Result<Place<'_>, CreateError> {
+        self.admit(owner, true)
+    }
+
+    /// Counts `owner`'s sandboxes (and, with `new_place`, all of them) against the limits; a
+    /// pool hit needs no new place, only the token's own count.
+    fn admit(&self, owner: Option<TokenHash>, new_place: bool) -> Result<Place<'_>, CreateError> {
+        let serve = &self.host.config.serve;
+        let alive: Vec<Option<TokenHash>> = self
+            .list()
+            .iter()
+            .filter(|l| l.view().state == State::Running)
+            .map(|l| l.owner())
+            .collect();
+        let mut starting = lock(&self.starting);
+        let full = |limit, max| {
+            CreateError::Full(Limited {
+                limit,
+                max,
+                retry_after: Duration::from_secs(1),
+            })
+        };
+        if new_place && alive.len() + starting.len() >= serve.max_sandboxes as usize {
+            return Err(full("serve.maxSandboxes", serve.max_sandboxes));
+        }
+        if owner.is_some() {
+            let mine = alive.iter().chain(starting.iter()).filter(|o| **o == owner);
+            if mine.count() >= serve.per_token.max_sandboxes as usize {
+                return Err(full(
+                    "serve.perToken.maxSandboxes",
+                    serve.per_token.max_sandboxes,
+                ));
+            }
+        }
+        if new_place {
+            starting.push(owner);
+        }
+        Ok(Place {
+            daemon: self,
+            owner,
+            held: new_place,
+        })
     }
 
     fn make(
         &self,
         policy_text: &str,
         template: Option<&str>,
+        place: Place<'_>,
     ) -> Result<(Arc<Live>, String), CreateError> {
-        let max = self.host.config.serve.max_sandboxes;
-        if self.running() >= max as usize {
-            return Err(CreateError::Full(max));
-        }
         let config = &self.host.config;
         let json = policy_text.trim_start().starts_with('{');
         let format = if json {
@@ -352,6 +648,7 @@ impl Daemon {
                 "use backend: sandbox",
             )]));
         }
+        let policy_timeout = Duration::from_millis(bundle.process.timeout_ms);
         let dir = RunDir::create(Path::new(&config.run_dir))
             .map_err(|e| CreateError::Start(vec![e.to_diagnostic()]))?;
         let run_dir = dir.path.clone();
@@ -395,6 +692,11 @@ impl Daemon {
             template: template.map(str::to_owned),
             pooled: std::sync::atomic::AtomicBool::new(false),
             handed_out_from_pool: std::sync::atomic::AtomicBool::new(false),
+            lease: Arc::new(Mutex::new(Lease::new(Instant::now(), policy_timeout))),
+            metadata: Mutex::new(BTreeMap::new()),
+            env: Mutex::new(BTreeMap::new()),
+            owner: Mutex::new(place.owner),
+            limiter: self.limiter.clone(),
         });
         if let Some(status) = failed {
             self.counters.failed_starts.fetch_add(1, Ordering::Relaxed);
@@ -414,6 +716,7 @@ impl Daemon {
             return Err(CreateError::Start(ds));
         }
         self.map().insert(id, live.clone());
+        drop(place);
         self.counters.created.fetch_add(1, Ordering::Relaxed);
         Ok((live, token))
     }
@@ -447,12 +750,31 @@ impl Daemon {
     /// A sandbox of template `name`: a ready one from its warm pool when there is one (it is
     /// never handed out again), else one made now.
     pub fn create_from_template(&self, name: &str) -> Result<(Arc<Live>, String), CreateError> {
+        self.create_from_template_for(name, None)
+    }
+
+    /// [`Daemon::create_from_template`] for the operator token `owner`.
+    pub fn create_from_template_for(
+        &self,
+        name: &str,
+        owner: Option<TokenHash>,
+    ) -> Result<(Arc<Live>, String), CreateError> {
+        if owner.is_some() {
+            // The per-token count applies to a pool hit as well; the pooled sandbox already
+            // holds its global place.
+            self.admit(owner, false)?;
+        }
         if let Some((live, token)) = self.pools.take(name) {
             live.handed_out_from_pool.store(true, Ordering::Relaxed);
+            *lock(&live.owner) = owner;
+            lease::with(&live.lease, |l| {
+                l.set_waiting_in_pool(false, Instant::now())
+            });
             return Ok((live, token));
         }
+        let place = self.take_place(owner)?;
         let text = self.template_text(name)?;
-        self.make(&text, Some(name))
+        self.make(&text, Some(name), place)
     }
 
     /// Sets the warm pool of template `name` to keep `min_ready` sandboxes ready.
@@ -473,15 +795,16 @@ impl Daemon {
         let mut made = 0;
         for (name, short) in self.pools.shortfalls() {
             for _ in 0..short {
-                if self.running() >= self.host.config.serve.max_sandboxes as usize {
+                let Ok(place) = self.take_place(None) else {
                     return made;
-                }
+                };
                 let Ok(text) = self.template_text(&name) else {
                     break;
                 };
-                match self.make(&text, Some(&name)) {
+                match self.make(&text, Some(&name), place) {
                     Ok((live, token)) => {
                         live.pooled.store(true, Ordering::Relaxed);
+                        lease::with(&live.lease, |l| l.set_waiting_in_pool(true, Instant::now()));
                         self.pools.put(&name, live, token);
                         made += 1;
                     }
@@ -492,24 +815,26 @@ impl Daemon {
         made
     }
 
-    /// Writes the reports of sandboxes that ended by themselves (their timeout). Returns
-    /// their ids.
+    /// Ends the sandboxes that are due (they ended by themselves, their deadline passed, or
+    /// they were idle for `serve.idleTimeout`) and writes their reports, with no client
+    /// needed. Returns their ids.
     pub fn reap(&self) -> Vec<String> {
-        let ended: Vec<Arc<Live>> = self
+        let idle = self.host.config.serve.idle_timeout.map(|d| d.as_duration());
+        let due: Vec<(Arc<Live>, EndReason)> = self
             .list()
             .into_iter()
-            .filter(|l| l.ended_by_itself())
+            .filter_map(|l| l.due(idle).map(|r| (l, r)))
             .collect();
-        for l in &ended {
-            l.destroy(self.host.signer.as_ref());
+        for (l, reason) in &due {
+            l.end(*reason, self.host.signer.as_ref());
         }
-        ended.iter().map(|l| l.id.clone()).collect()
+        due.iter().map(|(l, _)| l.id.clone()).collect()
     }
 
     /// Destroys every running sandbox and writes its report (the daemon is stopping).
     pub fn shutdown(&self) {
         for l in self.list() {
-            l.destroy(self.host.signer.as_ref());
+            l.end(EndReason::Shutdown, self.host.signer.as_ref());
         }
     }
 }

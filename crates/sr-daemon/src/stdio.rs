@@ -120,9 +120,9 @@ fn call(daemon: &Daemon, method: &str, p: Value) -> Result<Value, RpcError> {
             match made {
                 Ok((l, _token)) => ok(serde_json::to_value(l.view())),
                 Err(CreateError::Policy(ds)) => Err(RpcError::diagnostics(-32002, &ds)),
-                Err(CreateError::Full(max)) => Err(RpcError(
+                Err(CreateError::Full(l)) => Err(RpcError(
                     -32003,
-                    format!("{max} sandboxes are alive, the most serve.maxSandboxes allows"),
+                    format!("{} sandboxes are alive, the most {} allows", l.max, l.limit),
                     Value::Null,
                 )),
                 Err(CreateError::Start(ds)) => Err(RpcError::diagnostics(-32001, &ds)),
@@ -148,6 +148,11 @@ fn call(daemon: &Daemon, method: &str, p: Value) -> Result<Value, RpcError> {
             match run_waiting(&l, &req, e.stdin) {
                 Ok(done) => ok(serde_json::to_value(done)),
                 Err(WaitError::Sandbox(s)) => Err(s.into()),
+                Err(WaitError::Limited(l)) => Err(RpcError(
+                    -32003,
+                    format!("{} is full ({})", l.limit, l.max),
+                    serde_json::json!({"retryAfterMs": l.retry_after.as_millis() as u64}),
+                )),
                 Err(WaitError::Failed(d)) => Err(RpcError::diagnostics(-32005, &[d])),
                 Err(WaitError::Ended) => Err(RpcError(
                     -32006,

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::sandboxes::Running;
 use serde::Serialize;
 use sr_runner::life::{ExecControl, ExecEnd, ExecEvent, ExecHandle, StdinWriter};
 use tokio::sync::watch;
@@ -97,8 +98,9 @@ impl ExecLog {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Starts pulling `handle`'s events on a thread of its own.
-    pub fn start(mut handle: ExecHandle) -> Arc<ExecLog> {
+    /// Starts pulling `handle`'s events on a thread of its own, which keeps `running` (what
+    /// the exec holds while it runs) until the exec ends.
+    pub fn start(mut handle: ExecHandle, running: Running) -> Arc<ExecLog> {
         let (changed, _) = watch::channel(0);
         let log = Arc::new(ExecLog {
             id: handle.id(),
@@ -109,6 +111,7 @@ impl ExecLog {
         });
         let pump = log.clone();
         std::thread::spawn(move || {
+            let _running = running;
             while let Some(e) = handle.next_event() {
                 let (sent, bytes) = match e {
                     ExecEvent::Stdout(b) => (

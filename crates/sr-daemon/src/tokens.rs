@@ -57,6 +57,11 @@ impl TokenHash {
         self.0.ct_eq(&other.0).into()
     }
 
+    /// The hash's bytes (a key for per-token counters).
+    pub fn bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
     /// Lowercase hex.
     pub fn to_hex(self) -> String {
         hex::encode(self.0)

@@ -6,7 +6,9 @@ use serde::Serialize;
 use sr_common::Diagnostic;
 use sr_runner::life::{ExecEnd, ExecEvent, ExecRequest, SandboxError};
 
-use crate::sandboxes::Live;
+use crate::limits::Limited;
+use crate::sandboxes::{ExecError, Live};
+use crate::tokens::TokenHash;
 
 /// How a waited-for exec ended and what it printed.
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +37,8 @@ pub struct ExecDone {
 pub enum WaitError {
     /// The sandbox refused it (it has ended, a bad request).
     Sandbox(SandboxError),
+    /// A limit is full.
+    Limited(Limited),
     /// The program could not start (a missing program, a bad cwd).
     Failed(Diagnostic),
     /// The sandbox ended while it ran.
@@ -47,13 +51,32 @@ impl From<SandboxError> for WaitError {
     }
 }
 
+impl From<ExecError> for WaitError {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Sandbox(e) => WaitError::Sandbox(e),
+            ExecError::Limited(l) => WaitError::Limited(l),
+        }
+    }
+}
+
 /// Runs `req` in `live` to its end, with `stdin` as its input when given.
 pub fn run_waiting(
     live: &Live,
     req: &ExecRequest,
     stdin: Option<String>,
 ) -> Result<ExecDone, WaitError> {
-    let mut handle = live.exec(req)?;
+    run_waiting_as(live, req, stdin, None)
+}
+
+/// [`run_waiting`] for `who` (counted against its exec limit).
+pub fn run_waiting_as(
+    live: &Live,
+    req: &ExecRequest,
+    stdin: Option<String>,
+    who: Option<&TokenHash>,
+) -> Result<ExecDone, WaitError> {
+    let (mut handle, _running) = live.exec_as(req, who)?;
     if let (Some(text), Some(mut w)) = (stdin, handle.stdin()) {
         std::thread::spawn(move || {
             let _ = std::io::Write::write_all(&mut w, text.as_bytes());

@@ -198,3 +198,112 @@ async fn browsers_are_refused_and_capabilities_and_metrics_answer() {
     .unwrap();
     assert!(text.contains("safe_run_sandboxes_running 0"), "{text}");
 }
+
+#[tokio::test]
+async fn a_token_past_its_rate_gets_429_with_retry_after_and_a_code() {
+    let mut f = fixture();
+    let mut config = f.state.daemon.host.config.clone();
+    config.serve.per_token.requests_per_second = 3;
+    let tokens_path = f._dir.path().join("tokens.json");
+    f.state = Arc::new(AppState::new(
+        Arc::new(Daemon::new(Host {
+            config,
+            layout: sr_runner::cgroup::Layout::V2 {
+                root: PathBuf::from("/nonexistent"),
+            },
+            init_exe: PathBuf::from("/nonexistent/safe-run"),
+            signer: None,
+        })),
+        tokens_path,
+    ));
+    for _ in 0..3 {
+        let (s, _, _) = call(&f, "GET", "/v1/sandboxes", Some(&f.reader), "").await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let req = Request::builder()
+        .uri("/v1/sandboxes")
+        .header("authorization", format!("Bearer {}", f.reader))
+        .body(Body::empty())
+        .unwrap();
+    let resp = app(f.state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1, "{retry}");
+    let body: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["code"], "SR-SRV-002", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("serve.perToken.requestsPerSecond")
+    );
+    // Another token has its own bucket; /healthz is never limited.
+    let (s, _, _) = call(&f, "GET", "/v1/sandboxes", Some(&f.admin), "").await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = call(&f, "GET", "/healthz", None, "").await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn list_filters_are_checked_and_create_options_are_validated_before_anything_is_made() {
+    let f = fixture();
+    let (s, _, v) = call(
+        &f,
+        "GET",
+        "/v1/sandboxes?state=sleeping",
+        Some(&f.reader),
+        "",
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["code"], "SR-SRV-003");
+    let (s, _, v) = call(&f, "GET", "/v1/sandboxes?owner=me", Some(&f.reader), "").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, _, v) = call(
+        &f,
+        "GET",
+        "/v1/sandboxes?state=running&metadata.team=a",
+        Some(&f.reader),
+        "",
+    )
+    .await;
+    assert_eq!((s, v), (StatusCode::OK, serde_json::json!([])));
+    let policy = "version: 1\nname: t\nruntime: {command: /bin/true, args: []}\nmounts: []\n";
+    for (metadata, why) in [
+        (serde_json::json!({"": "x"}), "metadata key"),
+        (serde_json::json!({"a b": "x"}), "metadata key"),
+        (serde_json::json!({"k": "v".repeat(513)}), "at most 512"),
+    ] {
+        let body = serde_json::json!({"policy": policy, "metadata": metadata}).to_string();
+        let (s, _, v) = call(&f, "POST", "/v1/sandboxes", Some(&f.admin), &body).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert!(v["detail"].as_str().unwrap().contains(why), "{v}");
+    }
+    let many: serde_json::Map<String, Value> = (0..33)
+        .map(|i| (format!("k{i}"), Value::from("v")))
+        .collect();
+    let body = serde_json::json!({"policy": policy, "metadata": many}).to_string();
+    let (s, _, _) = call(&f, "POST", "/v1/sandboxes", Some(&f.admin), &body).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        std::fs::read_dir(f._dir.path().join("runs"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+    let (s, _, v) = call(
+        &f,
+        "POST",
+        "/v1/sandboxes/nope/timeout",
+        Some(&f.admin),
+        r#"{"timeoutMs": 1000}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(v["code"], "SR-SRV-003");
+}

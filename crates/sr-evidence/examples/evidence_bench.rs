@@ -96,6 +96,7 @@ fn base_report() -> RunReport {
             status: ExitStatus::Exited,
             code: Some(0),
             signal: None,
+            reason: None,
         },
         outputs: vec![],
         cleanup: Cleanup {

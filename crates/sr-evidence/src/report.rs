@@ -434,6 +434,23 @@ pub enum ExitStatus {
     /// How the workload ended was not observed: the sandbox init vanished (killed from
     /// outside) without reporting it. No `code`, no `signal`: none is invented.
     Lost,
+    /// A live sandbox that its daemon ended (`reason` says why), with whatever ran in it
+    /// killed; each exec's own end is in the activity ledger.
+    Destroyed,
+}
+
+/// Why a daemon ended a live sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum EndReason {
+    /// A client asked for it (`DELETE`, a kill tool).
+    Request,
+    /// Its deadline (a create's or a later `timeout` request's) passed.
+    Deadline,
+    /// It was idle (no exec, no request) for the daemon's idle timeout.
+    Idle,
+    /// The daemon was stopping (SIGTERM/SIGINT, or its stdin closed).
+    Shutdown,
 }
 
 impl ExitStatus {
@@ -449,6 +466,7 @@ impl ExitStatus {
             ExitStatus::OutputLimit => "outputLimit",
             ExitStatus::Interrupted => "interrupted",
             ExitStatus::Lost => "lost",
+            ExitStatus::Destroyed => "destroyed",
         }
     }
 }
@@ -465,6 +483,9 @@ pub struct ExitInfo {
     /// Signal number, for `signaled`/`timeout`/`oom`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// Why the daemon ended it, for `destroyed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<EndReason>,
 }
 
 /// One output file.

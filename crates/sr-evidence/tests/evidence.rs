@@ -149,6 +149,7 @@ fn sample_report() -> RunReport {
             status: ExitStatus::Exited,
             code: Some(0),
             signal: None,
+            reason: None,
         },
         outputs: vec![],
         cleanup: Cleanup {

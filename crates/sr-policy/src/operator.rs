@@ -82,6 +82,38 @@ pub struct ServeConfig {
     /// Named policies a create may ask for by name (`{"template": NAME}`), and that warm pools
     /// keep ready: name -> absolute path of a policy file.
     pub templates: std::collections::BTreeMap<String, String>,
+    /// Execs running at once, over all sandboxes.
+    pub max_execs: u32,
+    /// Requests per second over all tokens (a bucket of one second's worth).
+    pub requests_per_second: u32,
+    /// A sandbox with no exec running and no request for this long is ended (its report says
+    /// `idle`); `null` never ends one for idleness. Sandboxes waiting in a warm pool are not
+    /// idle.
+    pub idle_timeout: Option<DurationSpec>,
+    /// What one token may use (an operator token, or a sandbox's own).
+    pub per_token: TokenLimits,
+}
+
+/// Limits of one token; past one, the answer is 429 with `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct TokenLimits {
+    /// Sandboxes alive at once that the token made.
+    pub max_sandboxes: u32,
+    /// Execs running at once that the token started.
+    pub max_execs: u32,
+    /// Requests per second (a bucket of one second's worth).
+    pub requests_per_second: u32,
+}
+
+impl Default for TokenLimits {
+    fn default() -> Self {
+        TokenLimits {
+            max_sandboxes: 16,
+            max_execs: 32,
+            requests_per_second: 1000,
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -93,6 +125,10 @@ impl Default for ServeConfig {
             max_sandboxes: 16,
             max_body: ByteSize::mib(64),
             templates: std::collections::BTreeMap::new(),
+            max_execs: 64,
+            requests_per_second: 2000,
+            idle_timeout: Some(DurationSpec::from_secs(600)),
+            per_token: TokenLimits::default(),
         }
     }
 }

@@ -65,6 +65,12 @@ pub enum RunStatus {
         /// The signal safe-run received.
         signal: i32,
     },
+    /// A daemon ended the live sandbox (a request, its deadline, idleness, the daemon's stop)
+    /// and killed whatever still ran in it.
+    Destroyed {
+        /// Why.
+        reason: sr_evidence::report::EndReason,
+    },
     /// How the workload ended is unknown: the sandbox init vanished (killed from outside) or
     /// could no longer wait for it, without reporting an exit. Nothing is invented in its place.
     Lost {
@@ -235,11 +241,12 @@ impl RunOutcome {
             | RunStatus::Lost { diagnostic } => diagnostic.code.exit_code(),
             RunStatus::OutputLimit { .. } => ErrorCode::RunOutputLimit.exit_code(),
             RunStatus::Interrupted { signal } => 128 + signal,
+            RunStatus::Destroyed { .. } => 0,
         }
     }
 
     /// The status as a short word: exited, signaled, timeout, oom, launch_failed, stopped,
-    /// output_limit, interrupted, lost.
+    /// output_limit, interrupted, lost, destroyed.
     pub fn status_word(&self) -> &'static str {
         match self.status {
             RunStatus::Exited { .. } => "exited",
@@ -251,6 +258,7 @@ impl RunOutcome {
             RunStatus::OutputLimit { .. } => "output_limit",
             RunStatus::Interrupted { .. } => "interrupted",
             RunStatus::Lost { .. } => "lost",
+            RunStatus::Destroyed { .. } => "destroyed",
         }
     }
 }

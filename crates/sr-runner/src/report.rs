@@ -481,6 +481,10 @@ fn network_audit(audit: &Option<crate::network_facts::NetworkAudit>) -> Option<N
 }
 
 fn exit_info(status: &RunStatus) -> ExitInfo {
+    let reason = match status {
+        RunStatus::Destroyed { reason } => Some(*reason),
+        _ => None,
+    };
     let (status, code, signal) = match status {
         RunStatus::Exited { code } => (ExitStatus::Exited, Some(*code), None),
         RunStatus::Signaled { signal } => (ExitStatus::Signaled, None, Some(*signal)),
@@ -491,11 +495,13 @@ fn exit_info(status: &RunStatus) -> ExitInfo {
         RunStatus::OutputLimit { .. } => (ExitStatus::OutputLimit, None, Some(libc::SIGKILL)),
         RunStatus::Interrupted { signal } => (ExitStatus::Interrupted, None, Some(*signal)),
         RunStatus::Lost { .. } => (ExitStatus::Lost, None, None),
+        RunStatus::Destroyed { .. } => (ExitStatus::Destroyed, None, Some(libc::SIGKILL)),
     };
     ExitInfo {
         status,
         code,
         signal,
+        reason,
     }
 }
 

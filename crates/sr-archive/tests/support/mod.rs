@@ -109,6 +109,7 @@ pub fn make_run(base: &Path, run: &Run<'_>, key: &SigningKey) -> PathBuf {
             status: run.status,
             code: run.code,
             signal: None,
+            reason: None,
         },
         outputs: vec![],
         cleanup: Cleanup {

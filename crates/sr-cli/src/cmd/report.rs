@@ -495,6 +495,7 @@ mod tests {
                 status: ExitStatus::Exited,
                 code: Some(0),
                 signal: None,
+                reason: None,
             },
             outputs: vec![Output {
                 name: "stdout".into(),

@@ -105,6 +105,7 @@ impl RunResult {
             RunStatus::OutputLimit { .. } => ("outputLimit", None, None),
             RunStatus::Interrupted { signal } => ("interrupted", None, Some(*signal)),
             RunStatus::Lost { .. } => ("lost", None, None),
+            RunStatus::Destroyed { .. } => ("destroyed", None, None),
         };
         self.status = status.to_owned();
         self.workload_exit_code = code;

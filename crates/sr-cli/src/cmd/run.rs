@@ -430,6 +430,7 @@ fn summarize(args: &RunArgs, o: &RunOutcome, report: Option<&Path>, clock: &Phas
             RunStatus::Interrupted { signal } => {
                 format!("interrupted by signal {signal}; the sandbox was killed")
             }
+            RunStatus::Destroyed { reason } => format!("destroyed ({reason:?})"),
             RunStatus::Lost { diagnostic } => format!(
                 "ended in an unknown way ({}): {}",
                 diagnostic.code, diagnostic.message

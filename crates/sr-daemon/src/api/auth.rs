@@ -10,22 +10,45 @@ use crate::problem::Problem;
 use crate::sandboxes::Live;
 use crate::tokens::{Scope, TokenFile, TokenHash};
 
-/// The presented token's hash, hex (never the token itself).
-pub(super) fn bearer_hash(headers: &HeaderMap) -> String {
+/// The presented token's hash (of the empty string when there is none): never the token.
+fn presented(headers: &HeaderMap) -> TokenHash {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    TokenHash::of(token.trim()).to_hex()
+    TokenHash::of(token.trim())
+}
+
+/// The presented token's hash, hex.
+pub(super) fn bearer_hash(headers: &HeaderMap) -> String {
+    presented(headers).to_hex()
 }
 
 /// Who is asking.
 pub(super) enum Caller {
-    /// An operator token.
-    Operator(Vec<Scope>),
+    /// An operator token (its scopes, its hash).
+    Operator(Vec<Scope>, TokenHash),
     /// Some sandbox's own token (checked against the sandbox asked for).
     Sandbox(TokenHash),
+}
+
+impl Caller {
+    /// The presented token's hash (what limits are counted by).
+    pub(super) fn hash(&self) -> TokenHash {
+        match self {
+            Caller::Operator(_, h) | Caller::Sandbox(h) => *h,
+        }
+    }
+
+    /// The operator token's hash, the owner of what it makes (a sandbox's own token makes
+    /// nothing).
+    pub(super) fn operator(&self) -> Option<TokenHash> {
+        match self {
+            Caller::Operator(_, h) => Some(*h),
+            Caller::Sandbox(_) => None,
+        }
+    }
 }
 
 pub(super) fn unauthorized(detail: &str) -> Problem {
@@ -49,9 +72,30 @@ pub(super) fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, Pr
         )
     })?;
     Ok(match file.scopes_of(&hash) {
-        Some(scopes) => Caller::Operator(scopes),
+        Some(scopes) => Caller::Operator(scopes, hash),
         None => Caller::Sandbox(hash),
     })
+}
+
+/// Counts the request against the rate limits of its token and of the daemon: a middleware,
+/// so a caller past its rate gets 429 before any work is done.
+pub(super) async fn rate_limit(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if req.uri().path() != "/healthz" {
+        let who = presented(req.headers());
+        if let Err(l) = state
+            .daemon
+            .limiter
+            .request(&who, std::time::Instant::now())
+        {
+            return Problem::limited(&l).into_response();
+        }
+    }
+    next.run(req).await
 }
 
 pub(super) fn forbidden() -> Problem {
@@ -61,8 +105,8 @@ pub(super) fn forbidden() -> Problem {
 /// An operator token with `scope` (or admin).
 pub(super) fn require(c: &Caller, scope: Scope) -> Result<(), Problem> {
     match c {
-        Caller::Operator(s) if s.contains(&Scope::Admin) || s.contains(&scope) => Ok(()),
-        Caller::Operator(_) => Err(forbidden()),
+        Caller::Operator(s, _) if s.contains(&Scope::Admin) || s.contains(&scope) => Ok(()),
+        Caller::Operator(..) => Err(forbidden()),
         Caller::Sandbox(_) => Err(unauthorized("the token is not valid")),
     }
 }
@@ -78,13 +122,16 @@ pub(super) fn reach(
     let not_found = || Problem::new(StatusCode::NOT_FOUND, format!("no sandbox {id}"));
     let live = state.daemon.get(id);
     let allowed = match (c, &live) {
-        (Caller::Operator(s), _) => s.contains(&Scope::Admin) || s.contains(&scope),
+        (Caller::Operator(s, _), _) => s.contains(&Scope::Admin) || s.contains(&scope),
         (Caller::Sandbox(h), Some(l)) => l.is_own_token(h),
         (Caller::Sandbox(_), None) => false,
     };
     match (allowed, live) {
-        (true, Some(l)) => Ok(l),
-        (false, _) if matches!(c, Caller::Operator(_)) => Err(forbidden()),
+        (true, Some(l)) => {
+            l.touch();
+            Ok(l)
+        }
+        (false, _) if matches!(c, Caller::Operator(..)) => Err(forbidden()),
         _ => Err(not_found()),
     }
 }

@@ -17,7 +17,7 @@ use super::{AppState, bad_json, blocking};
 use crate::problem::Problem;
 use crate::sandboxes::Live;
 use crate::tokens::Scope;
-use crate::waiting::{WaitError, run_waiting};
+use crate::waiting::{WaitError, run_waiting_as};
 
 /// `POST /v1/sandboxes/{id}/execs`.
 #[derive(Debug, Deserialize)]
@@ -64,6 +64,7 @@ pub(super) async fn exec(
         tty: None,
     };
     let stdin = body.stdin;
+    let who = c.hash();
     state
         .daemon
         .counters
@@ -72,7 +73,7 @@ pub(super) async fn exec(
     if !q.wait {
         let keep_open = body.keep_stdin_open;
         let started = blocking(move || -> Result<serde_json::Value, Problem> {
-            let log = live.exec_streamed(&req)?;
+            let log = live.exec_streamed_as(&req, Some(&who))?;
             if let Some(text) = stdin {
                 let log = log.clone();
                 // Written from its own thread: it waits for the agent's credit.
@@ -85,10 +86,11 @@ pub(super) async fn exec(
         .await??;
         return Ok((StatusCode::ACCEPTED, Json(started)).into_response());
     }
-    let done = blocking(move || run_waiting(&live, &req, stdin))
+    let done = blocking(move || run_waiting_as(&live, &req, stdin, Some(&who)))
         .await?
         .map_err(|e| match e {
             WaitError::Sandbox(e) => Problem::from(e),
+            WaitError::Limited(l) => Problem::limited(&l),
             WaitError::Failed(d) => Problem::from_diagnostics(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 std::slice::from_ref(&d),

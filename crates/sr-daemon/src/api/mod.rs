@@ -84,6 +84,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(sandboxes::show).delete(sandboxes::destroy),
         )
         .route("/v1/sandboxes/{id}/report", get(sandboxes::report))
+        .route("/v1/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
         .route("/v1/sandboxes/{id}/execs", post(execs::exec))
         .route(
             "/v1/sandboxes/{id}/execs/{eid}/events",
@@ -104,6 +105,10 @@ pub fn app(state: Arc<AppState>) -> Router {
                 .delete(files::remove_file),
         )
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::rate_limit,
+        ))
         .layer(axum::middleware::from_fn(no_browsers))
         .with_state(state)
 }

@@ -1,7 +1,10 @@
-//! `/v1/sandboxes` and `/v1/sandboxes/{id}`: create (a policy or a template), list, show,
-//! destroy, and the signed report.
+//! `/v1/sandboxes` and `/v1/sandboxes/{id}`: create (a policy or a template, with a timeout,
+//! env and metadata), list (by state and metadata), show, timeout, destroy, and the signed
+//! report.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -12,17 +15,36 @@ use serde::{Deserialize, Serialize};
 use super::auth::{bearer_hash, caller, reach, require};
 use super::{AppState, bad_json, blocking};
 use crate::problem::Problem;
-use crate::sandboxes::{CreateError, SandboxView};
+use crate::sandboxes::{
+    CreateError, CreateOptions, Live, OptionsError, SandboxView, State as Life,
+};
 use crate::tokens::Scope;
 
 /// `POST /v1/sandboxes`: a policy, or a template's name.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct CreateBody {
     /// The policy, as YAML or JSON text.
     policy: Option<String>,
     /// A template of the operator config (served from its warm pool when one is ready).
     template: Option<String>,
+    /// End it this long from now (at most the policy's `limits.timeout`).
+    timeout_ms: Option<u64>,
+    /// Variables every exec gets, under the exec's own.
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    /// Labels to find it by (`GET /v1/sandboxes?metadata.KEY=VALUE`).
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+fn options_problem(e: &OptionsError) -> Problem {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).hint(match e {
+        OptionsError::PastPolicyEnd(_) => {
+            "ask for a shorter timeout, or raise limits.timeout in the policy"
+        }
+        OptionsError::Metadata(_) => "label keys are short names; values are text",
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -64,10 +86,19 @@ pub(super) async fn create(
     {
         return Ok((StatusCode::OK, Json(first)).into_response());
     }
+    let opts = CreateOptions {
+        timeout: body.timeout_ms.map(Duration::from_millis),
+        env: body.env,
+        metadata: body.metadata,
+    };
+    crate::sandboxes::check_metadata(&opts.metadata).map_err(|e| options_problem(&e))?;
     let daemon = state.daemon.clone();
+    let owner = c.operator();
     let made = match (body.policy, body.template) {
-        (Some(policy), None) => blocking(move || daemon.create(&policy)).await?,
-        (None, Some(template)) => blocking(move || daemon.create_from_template(&template)).await?,
+        (Some(policy), None) => blocking(move || daemon.create_for(&policy, owner)).await?,
+        (None, Some(template)) => {
+            blocking(move || daemon.create_from_template_for(&template, owner)).await?
+        }
         _ => {
             return Err(Problem::new(
                 StatusCode::BAD_REQUEST,
@@ -77,6 +108,13 @@ pub(super) async fn create(
     };
     match made {
         Ok((live, token)) => {
+            if let Err(e) = live.apply(&opts) {
+                // Refused after it was made (the policy's timeout was only known then): it
+                // ends at once, with its report.
+                let daemon = state.daemon.clone();
+                blocking(move || live.destroy(daemon.host.signer.as_ref())).await?;
+                return Err(options_problem(&e));
+            }
             let created = serde_json::to_value(Created {
                 sandbox: live.view(),
                 token,
@@ -91,11 +129,7 @@ pub(super) async fn create(
             StatusCode::UNPROCESSABLE_ENTITY,
             &ds,
         )),
-        Err(CreateError::Full(max)) => Err(Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("{max} sandboxes are alive, the most serve.maxSandboxes allows"),
-        )
-        .hint("delete a sandbox, or raise serve.maxSandboxes in the operator config")),
+        Err(CreateError::Full(l)) => Err(Problem::limited(&l)),
         Err(CreateError::Start(ds)) => Err(Problem::from_diagnostics(
             StatusCode::INTERNAL_SERVER_ERROR,
             &ds,
@@ -103,26 +137,46 @@ pub(super) async fn create(
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct ListQuery {
-    /// Only sandboxes in this state.
-    state: Option<crate::sandboxes::State>,
-}
-
+/// `GET /v1/sandboxes?state=running&metadata.KEY=VALUE...`: every filter must match.
 pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Vec<SandboxView>>, Problem> {
     let c = caller(&state, &headers)?;
     require(&c, Scope::Read)?;
+    let mut want_state = None;
+    let mut labels = BTreeMap::new();
+    for (k, v) in q {
+        if k == "state" {
+            want_state = Some(match v.as_str() {
+                "running" => Life::Running,
+                "ended" => Life::Ended,
+                _ => {
+                    return Err(Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("state {v:?} is not running or ended"),
+                    ));
+                }
+            });
+        } else if let Some(label) = k.strip_prefix("metadata.") {
+            labels.insert(label.to_owned(), v);
+        } else {
+            return Err(
+                Problem::new(StatusCode::BAD_REQUEST, format!("unknown filter {k:?}"))
+                    .hint("filter by state=running|ended and metadata.KEY=VALUE"),
+            );
+        }
+    }
+    let matches = |l: &Live| labels.iter().all(|(k, v)| l.metadata().get(k) == Some(v));
     Ok(Json(
         state
             .daemon
             .list()
             .iter()
+            .filter(|l| matches(l))
             .map(|l| l.view())
-            .filter(|v| q.state.is_none_or(|s| v.state == s))
+            .filter(|v| want_state.is_none_or(|s| v.state == s))
             .collect(),
     ))
 }
@@ -146,6 +200,31 @@ pub(super) async fn destroy(
     let daemon = state.daemon.clone();
     let view = blocking(move || live.destroy(daemon.host.signer.as_ref())).await?;
     Ok(Json(view))
+}
+
+/// `POST /v1/sandboxes/{id}/timeout` `{"timeoutMs": N}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct TimeoutBody {
+    /// End it this long from now (sooner or later than before, within the policy's end).
+    timeout_ms: u64,
+}
+
+pub(super) async fn set_timeout(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<TimeoutBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<SandboxView>, Problem> {
+    let c = caller(&state, &headers)?;
+    let live = reach(&state, &c, &id, Scope::Create)?;
+    let Json(body) = body.map_err(bad_json)?;
+    if live.view().state != Life::Running {
+        return Err(Problem::new(StatusCode::CONFLICT, "the sandbox has ended"));
+    }
+    live.set_timeout(Duration::from_millis(body.timeout_ms))
+        .map_err(|e| options_problem(&e))?;
+    Ok(Json(live.view()))
 }
 
 pub(super) async fn report(
