@@ -922,3 +922,185 @@ fn deadlines_idleness_labels_and_per_token_limits_hold_and_reports_say_why_it_en
         assert!(cgroups_of(id).is_empty(), "{id}");
     }
 }
+
+/// A WebSocket to an exec with a PTY: keystrokes in, the terminal's bytes out, a resize the
+/// program sees, the exit as the last message. And directories over HTTP as tar streams.
+#[test]
+fn a_pty_exec_over_a_websocket_and_directories_as_tar_streams() {
+    use tungstenite::Message;
+    use tungstenite::client::IntoClientRequest;
+    if !require_root("a_pty_exec_over_a_websocket_and_directories_as_tar_streams") {
+        return;
+    }
+    let env = Env::new();
+    let tokens = env.dir.path().join("state/tokens.json");
+    let token = token(&env, &tokens, "create,read");
+    let d = start(&env, &tokens);
+    let (s, a) = http(
+        &d.socket,
+        "POST",
+        "/v1/sandboxes",
+        &token,
+        Some(&json!({"policy": POLICY})),
+    );
+    assert_eq!(s, 201, "{a}");
+    let id = a["id"].as_str().unwrap().to_owned();
+    let own = a["token"].as_str().unwrap().to_owned();
+    // A pty is streamed, never waited for; a size out of range is refused.
+    let (s, p) = http(
+        &d.socket,
+        "POST",
+        &format!("/v1/sandboxes/{id}/execs?wait=true"),
+        &own,
+        Some(&json!({"argv": ["/bin/sh"], "pty": {"rows": 24, "cols": 80}})),
+    );
+    assert_eq!(s, 400, "{p}");
+    let (s, p) = http(
+        &d.socket,
+        "POST",
+        &format!("/v1/sandboxes/{id}/execs"),
+        &own,
+        Some(&json!({"argv": ["/bin/sh"], "pty": {"rows": 0, "cols": 80}})),
+    );
+    assert_eq!(s, 400, "{p}");
+    let (s, started) = http(
+        &d.socket,
+        "POST",
+        &format!("/v1/sandboxes/{id}/execs"),
+        &own,
+        Some(&json!({"argv": ["/bin/sh"], "pty": {"rows": 24, "cols": 80}})),
+    );
+    assert_eq!(s, 202, "{started}");
+    let eid = started["id"].as_u64().unwrap();
+    let mut req = format!("ws://safe-run/v1/sandboxes/{id}/execs/{eid}/pty")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {own}").parse().unwrap());
+    let stream = UnixStream::connect(&d.socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (mut ws, _) = tungstenite::client(req, stream).unwrap();
+    let mut screen = String::new();
+    /// Reads until the screen shows `want` (returns Null) or the exit comes (returns it).
+    fn read_until(
+        ws: &mut tungstenite::WebSocket<UnixStream>,
+        screen: &mut String,
+        want: &str,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !screen.contains(want) {
+            assert!(Instant::now() < deadline, "no {want:?} in {screen:?}");
+            let m = ws.read();
+            match m.unwrap_or_else(|e| panic!("{e}; screen so far: {screen:?}")) {
+                Message::Binary(b) => screen.push_str(&String::from_utf8_lossy(&b)),
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v["event"] == "exit" {
+                        return v;
+                    }
+                    assert!(v.get("error").is_none(), "{v}");
+                }
+                _ => {}
+            }
+        }
+        Value::Null
+    }
+    ws.send(Message::Binary(b"tty; stty size\n".to_vec().into()))
+        .unwrap();
+    read_until(&mut ws, &mut screen, "24 80");
+    assert!(screen.contains("/dev/pts/"), "{screen:?}");
+    ws.send(Message::Text(
+        r#"{"resize": {"rows": 30, "cols": 100}}"#.into(),
+    ))
+    .unwrap();
+    ws.send(Message::Binary(b"stty size\n".to_vec().into()))
+        .unwrap();
+    read_until(&mut ws, &mut screen, "30 100");
+    // The HTTP resize does the same.
+    let (s, p) = http(
+        &d.socket,
+        "POST",
+        &format!("/v1/sandboxes/{id}/execs/{eid}/resize"),
+        &own,
+        Some(&json!({"rows": 40, "cols": 120})),
+    );
+    assert_eq!(s, 204, "{p}");
+    ws.send(Message::Binary(b"stty size; exit 3\n".to_vec().into()))
+        .unwrap();
+    read_until(&mut ws, &mut screen, "40 120");
+    let exit = read_until(&mut ws, &mut screen, "\u{0}never");
+    assert_eq!(exit["exitCode"], 3, "{exit} {screen:?}");
+
+    // Directories as tar streams: up, then down again.
+    let src = env.dir.path().join("tree");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), "alpha").unwrap();
+    std::fs::write(src.join("sub/b.txt"), "beta").unwrap();
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let (s, raw) = http_raw(
+        &d.socket,
+        "PUT",
+        &format!("/v1/sandboxes/{id}/files/tmp/tree?format=tar"),
+        &own,
+        &tar.stdout,
+    );
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&raw));
+    let (s, r) = http(
+        &d.socket,
+        "POST",
+        &format!("/v1/sandboxes/{id}/execs?wait=true"),
+        &own,
+        Some(&json!({"argv": ["/bin/cat", "/tmp/tree/a.txt", "/tmp/tree/sub/b.txt"]})),
+    );
+    assert_eq!((s, r["stdout"].as_str()), (200, Some("alphabeta")), "{r}");
+    let (s, down) = http_raw(
+        &d.socket,
+        "GET",
+        &format!("/v1/sandboxes/{id}/files/tmp/tree?format=tar"),
+        &own,
+        b"",
+    );
+    assert_eq!(s, 200);
+    let mut list = std::process::Command::new("tar")
+        .args(["-tf", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    list.stdin.take().unwrap().write_all(&down).unwrap();
+    let names = String::from_utf8(list.wait_with_output().unwrap().stdout).unwrap();
+    assert!(
+        names.contains("a.txt") && names.contains("sub/b.txt"),
+        "{names}"
+    );
+    // A stream with a name that climbs out is refused, and nothing of it lands.
+    let (s, raw) = http_raw(
+        &d.socket,
+        "PUT",
+        &format!("/v1/sandboxes/{id}/files/tmp/tree?format=tar"),
+        &own,
+        b"not a tar stream at all",
+    );
+    assert!(
+        (400..500).contains(&s),
+        "{s} {}",
+        String::from_utf8_lossy(&raw)
+    );
+    let (s, _) = http(
+        &d.socket,
+        "DELETE",
+        &format!("/v1/sandboxes/{id}"),
+        &own,
+        None,
+    );
+    assert_eq!(s, 200);
+    assert!(cgroups_of(&id).is_empty());
+}

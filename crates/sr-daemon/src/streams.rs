@@ -20,15 +20,17 @@ pub const REPLAY_BYTES: u64 = 4 << 20;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "camelCase")]
 pub enum Sent {
-    /// A chunk of stdout.
+    /// A chunk of stdout (a terminal's output, for an exec with a PTY).
     Stdout {
-        /// The text (lossy UTF-8).
-        text: String,
+        /// The bytes as read; sent as `text`, lossy UTF-8 (a WebSocket gets them as they are).
+        #[serde(rename = "text", serialize_with = "lossy")]
+        bytes: Vec<u8>,
     },
     /// A chunk of stderr.
     Stderr {
-        /// The text (lossy UTF-8).
-        text: String,
+        /// The bytes as read; sent as `text`, lossy UTF-8.
+        #[serde(rename = "text", serialize_with = "lossy")]
+        bytes: Vec<u8>,
     },
     /// A stream passed the policy's output limit: the rest is dropped.
     Cut {
@@ -49,6 +51,10 @@ pub enum Sent {
         /// How long it ran.
         duration_ms: u64,
     },
+}
+
+fn lossy<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(bytes))
 }
 
 impl Sent {
@@ -84,6 +90,55 @@ pub struct ExecLog {
     control: ExecControl,
 }
 
+/// Where a reader is in an exec's events ([`ExecLog::next_batch`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cursor {
+    at: Option<u64>,
+    passed_at_offset: usize,
+}
+
+impl Cursor {
+    /// From the start (`None`) or after stream offset `at`.
+    pub fn after(at: Option<u64>) -> Cursor {
+        Cursor {
+            at,
+            passed_at_offset: 0,
+        }
+    }
+
+    /// Of `events` (what [`ExecLog::after`] gave for this cursor's offset), those not yet
+    /// read through it; moves past them.
+    fn take(&mut self, events: Vec<(u64, Sent)>) -> Vec<(u64, Sent)> {
+        let mut skip = self.passed_at_offset;
+        let fresh: Vec<(u64, Sent)> = events
+            .into_iter()
+            .filter(|(off, _)| {
+                if Some(*off) == self.at && skip > 0 {
+                    skip -= 1;
+                    return false;
+                }
+                true
+            })
+            .collect();
+        for (off, e) in &fresh {
+            let zero_bytes = matches!(e, Sent::Cut { .. } | Sent::Exit { .. });
+            match (zero_bytes, Some(*off) == self.at) {
+                // Output moves the cursor; `after` never returns it again at its own offset.
+                (false, _) => {
+                    self.at = Some(*off);
+                    self.passed_at_offset = 0;
+                }
+                (true, true) => self.passed_at_offset += 1,
+                (true, false) => {
+                    self.at = Some(*off);
+                    self.passed_at_offset = 1;
+                }
+            }
+        }
+        fresh
+    }
+}
+
 /// What a reader asked for is no longer kept.
 #[derive(Debug)]
 pub struct Gone {
@@ -114,18 +169,14 @@ impl ExecLog {
             let _running = running;
             while let Some(e) = handle.next_event() {
                 let (sent, bytes) = match e {
-                    ExecEvent::Stdout(b) => (
-                        Sent::Stdout {
-                            text: String::from_utf8_lossy(&b).into_owned(),
-                        },
-                        b.len() as u64,
-                    ),
-                    ExecEvent::Stderr(b) => (
-                        Sent::Stderr {
-                            text: String::from_utf8_lossy(&b).into_owned(),
-                        },
-                        b.len() as u64,
-                    ),
+                    ExecEvent::Stdout(b) => {
+                        let n = b.len() as u64;
+                        (Sent::Stdout { bytes: b }, n)
+                    }
+                    ExecEvent::Stderr(b) => {
+                        let n = b.len() as u64;
+                        (Sent::Stderr { bytes: b }, n)
+                    }
                     ExecEvent::Cut(stream) => (Sent::Cut { stream }, 0),
                     ExecEvent::Started(_) => continue,
                     ExecEvent::Exit(r) => {
@@ -208,6 +259,15 @@ impl ExecLog {
         Ok((events, l.ended))
     }
 
+    /// The events after `cursor` not yet read through it, and whether the exec has ended; the
+    /// cursor moves past them. A cut and the exit carry no bytes and share the offset of the
+    /// output before them: the cursor counts those it has passed, so a reader never gets one
+    /// twice (a resume from a bare offset may, once).
+    pub fn next_batch(&self, cursor: &mut Cursor) -> Result<(Vec<(u64, Sent)>, bool), Gone> {
+        let (events, ended) = self.after(cursor.at)?;
+        Ok((cursor.take(events), ended))
+    }
+
     /// Waits for a change after `seen` (a value of [`ExecLog::subscribe`]).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
@@ -235,5 +295,73 @@ impl ExecLog {
     /// Sends `signal` to its process group.
     pub fn signal(&self, signal: i32) -> std::io::Result<()> {
         self.control.signal(signal)
+    }
+
+    /// Resizes its terminal (an exec started with a PTY).
+    pub fn resize(&self, rows: u16, cols: u16) -> std::io::Result<()> {
+        self.control.resize(rows, cols)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(n: usize) -> Sent {
+        Sent::Stdout {
+            bytes: vec![b'x'; n],
+        }
+    }
+
+    fn exit() -> Sent {
+        Sent::Exit {
+            status: "exited",
+            exit_code: Some(0),
+            signal: None,
+            error: None,
+            duration_ms: 1,
+        }
+    }
+
+    /// What `ExecLog::after` answers for `at` over `log`.
+    fn after(log: &[(u64, Sent)], at: Option<u64>) -> Vec<(u64, Sent)> {
+        log.iter()
+            .filter(|(off, e)| match at {
+                None => true,
+                Some(a) => {
+                    *off > a || (matches!(e, Sent::Cut { .. } | Sent::Exit { .. }) && *off == a)
+                }
+            })
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn a_cursor_reads_each_event_once_including_the_cut_and_exit_at_the_last_offset() {
+        let cut = Sent::Cut { stream: "stdout" };
+        let mut log = vec![(3, out(3))];
+        let mut c = Cursor::after(None);
+        assert_eq!(c.take(after(&log, c.at)).len(), 1);
+        assert!(c.take(after(&log, c.at)).is_empty());
+        log.push((3, cut));
+        let got = c.take(after(&log, c.at));
+        assert_eq!(got.len(), 1, "the cut, once");
+        assert!(c.take(after(&log, c.at)).is_empty(), "not the cut again");
+        log.push((3, exit()));
+        let got = c.take(after(&log, c.at));
+        assert!(matches!(got[..], [(3, Sent::Exit { .. })]), "{got:?}");
+        assert!(c.take(after(&log, c.at)).is_empty());
+        // Output then its exit at the same offset, read in one go and then apart.
+        let log = vec![(5, out(5)), (5, exit())];
+        let mut c = Cursor::after(None);
+        assert_eq!(c.take(after(&log, c.at)).len(), 2);
+        assert!(c.take(after(&log, c.at)).is_empty());
+        let mut c = Cursor::after(None);
+        assert_eq!(c.take(after(&log[..1], c.at)).len(), 1);
+        let got = c.take(after(&log, c.at));
+        assert!(
+            matches!(got[..], [(5, Sent::Exit { .. })]),
+            "the exit after its output: {got:?}"
+        );
     }
 }

@@ -37,6 +37,36 @@ pub(super) struct ExecBody {
     /// A streamed exec's stdin stays open after `stdin` for `.../stdin` writes.
     #[serde(default)]
     keep_stdin_open: bool,
+    /// A terminal of this size instead of pipes (stdout then carries both streams; stdin stays
+    /// open for `.../stdin` or the WebSocket at `.../pty`).
+    pty: Option<TermSize>,
+}
+
+/// A terminal's size.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TermSize {
+    /// Rows, 1 to 1000.
+    pub(super) rows: u16,
+    /// Columns, 1 to 1000.
+    pub(super) cols: u16,
+}
+
+impl TermSize {
+    pub(super) fn checked(self) -> Result<(u16, u16), Problem> {
+        let ok = |n: u16| (1..=1000).contains(&n);
+        if ok(self.rows) && ok(self.cols) {
+            Ok((self.rows, self.cols))
+        } else {
+            Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "a terminal of {}x{} (rows, cols: 1 to 1000)",
+                    self.rows, self.cols
+                ),
+            ))
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,13 +85,21 @@ pub(super) async fn exec(
     let c = caller(&state, &headers)?;
     let live = reach(&state, &c, &id, Scope::Create)?;
     let Json(body) = body.map_err(bad_json)?;
+    let tty = body.pty.map(TermSize::checked).transpose()?;
+    if tty.is_some() && q.wait {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "an exec with a pty is streamed, not waited for",
+        )
+        .hint("drop ?wait=true and attach to GET .../execs/{eid}/pty (WebSocket)"));
+    }
     let req = ExecRequest {
         argv: body.argv,
         env: body.env,
         cwd: body.cwd,
         timeout: body.timeout_ms.map(Duration::from_millis),
         stdin: body.stdin.is_some(),
-        tty: None,
+        tty,
     };
     let stdin = body.stdin;
     let who = c.hash();
@@ -71,7 +109,7 @@ pub(super) async fn exec(
         .execs
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if !q.wait {
-        let keep_open = body.keep_stdin_open;
+        let keep_open = body.keep_stdin_open || tty.is_some();
         let started = blocking(move || -> Result<serde_json::Value, Problem> {
             let log = live.exec_streamed_as(&req, Some(&who))?;
             if let Some(text) = stdin {
@@ -143,13 +181,13 @@ pub(super) async fn exec_events(
     }
     let rx = log.subscribe();
     let stream = futures_util::stream::unfold(
-        (log, rx, resume, false),
-        |(log, mut rx, mut at, done)| async move {
+        (log, rx, crate::streams::Cursor::after(resume), false),
+        |(log, mut rx, mut cursor, done)| async move {
             if done {
                 return None;
             }
             loop {
-                let (events, ended) = match log.after(at) {
+                let (events, ended) = match log.next_batch(&mut cursor) {
                     Ok(x) => x,
                     Err(_) => return None,
                 };
@@ -165,10 +203,9 @@ pub(super) async fn exec_events(
                                 .event(e.name())
                                 .data(data),
                         ));
-                        at = Some(off);
                     }
                     let stream = futures_util::stream::iter(out);
-                    return Some((stream, (log, rx, at, finished)));
+                    return Some((stream, (log, rx, cursor, finished)));
                 }
                 if ended || rx.changed().await.is_err() {
                     return None;
@@ -230,5 +267,22 @@ pub(super) async fn exec_signal(
     let log = streamed(&live, eid)?;
     log.signal(body.signal)
         .map_err(|e| Problem::new(StatusCode::CONFLICT, format!("signal: {e}")))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST .../execs/{eid}/resize` `{"rows": R, "cols": C}`: an exec with a PTY.
+pub(super) async fn exec_resize(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, eid)): Path<(String, u64)>,
+    body: Result<Json<TermSize>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, Problem> {
+    let c = caller(&state, &headers)?;
+    let live = reach(&state, &c, &id, Scope::Create)?;
+    let Json(body) = body.map_err(bad_json)?;
+    let (rows, cols) = body.checked()?;
+    let log = streamed(&live, eid)?;
+    log.resize(rows, cols)
+        .map_err(|e| Problem::new(StatusCode::CONFLICT, format!("resize: {e}")))?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -24,6 +24,18 @@ pub(super) struct FileQuery {
     /// A DELETE of a non-empty directory.
     #[serde(default)]
     recursive: bool,
+    /// `tar`: a GET packs the directory at the path into a tar stream; a PUT unpacks the body
+    /// (a tar stream) into the directory at the path.
+    format: Option<Format>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Format {
+    /// The bytes of one file (the default).
+    Raw,
+    /// A tar stream of a directory.
+    Tar,
 }
 
 pub(super) fn absolute(path: &str) -> String {
@@ -44,17 +56,28 @@ pub(super) async fn get_file(
         let entries = blocking(move || live.with_sandbox(|sb| sb.list(&path))).await??;
         return Ok(Json(crate::sandboxes::listing(&entries)).into_response());
     }
+    let tar = q.format == Some(Format::Tar);
     let bytes = blocking(move || {
         live.with_sandbox(|sb| {
             let mut out = Vec::new();
-            sb.get_file(&path, &mut out).map(|_| out)
+            if tar {
+                sb.get_tar(&path, &mut out).map(|_| out)
+            } else {
+                sb.get_file(&path, &mut out).map(|_| out)
+            }
         })
     })
     .await??;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    let kind = if tar {
+        "application/x-tar"
+    } else {
+        "application/octet-stream"
+    };
+    Ok(([(header::CONTENT_TYPE, kind)], bytes).into_response())
 }
 
-/// `PUT .../files/{path}`: the body becomes the file (`?mode=0600`).
+/// `PUT .../files/{path}`: the body becomes the file (`?mode=0600`), or with `?format=tar` is
+/// unpacked into the directory (`?mode`: the directory's, when it is made).
 pub(super) async fn put_file(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -64,7 +87,9 @@ pub(super) async fn put_file(
 ) -> Result<Json<serde_json::Value>, Problem> {
     let c = caller(&state, &headers)?;
     let live = reach(&state, &c, &id, Scope::Create)?;
+    let tar = q.format == Some(Format::Tar);
     let mode = match q.mode.as_deref() {
+        None if tar => 0o755,
         None => 0o644,
         Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
             .ok()
@@ -79,7 +104,14 @@ pub(super) async fn put_file(
     };
     let path = absolute(&path);
     let moved = blocking(move || {
-        live.with_sandbox(|sb| sb.put_file(&path, mode, body.len() as u64, &mut body.as_ref()))
+        live.with_sandbox(|sb| {
+            let size = body.len() as u64;
+            if tar {
+                sb.put_tar(&path, mode, size, &mut body.as_ref())
+            } else {
+                sb.put_file(&path, mode, size, &mut body.as_ref())
+            }
+        })
     })
     .await??;
     Ok(Json(

@@ -25,9 +25,19 @@ pub(super) async fn capabilities(
         "backends": ["sandbox"],
         "features": {
             "execWait": true, "execStream": true, "stdin": true, "signal": true, "files": true,
-            "tar": false, "pty": false, "pool": false, "mcp": false,
+            "tar": true, "pty": true, "pool": true, "mcp": false,
+            "timeout": true, "metadata": true,
         },
-        "limits": {"maxSandboxes": serve.max_sandboxes, "maxBodyBytes": serve.max_body.bytes()},
+        "limits": {
+            "maxSandboxes": serve.max_sandboxes, "maxExecs": serve.max_execs,
+            "maxBodyBytes": serve.max_body.bytes(), "requestsPerSecond": serve.requests_per_second,
+            "perToken": {
+                "maxSandboxes": serve.per_token.max_sandboxes,
+                "maxExecs": serve.per_token.max_execs,
+                "requestsPerSecond": serve.per_token.requests_per_second,
+            },
+            "idleTimeoutMs": serve.idle_timeout.map(|d| d.as_millis()),
+        },
     })))
 }
 

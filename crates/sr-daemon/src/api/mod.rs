@@ -7,6 +7,7 @@ mod execs;
 mod files;
 mod meta;
 mod pools;
+mod pty;
 mod sandboxes;
 
 use std::collections::BTreeMap;
@@ -98,6 +99,11 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/v1/sandboxes/{id}/execs/{eid}/signal",
             post(execs::exec_signal),
         )
+        .route(
+            "/v1/sandboxes/{id}/execs/{eid}/resize",
+            post(execs::exec_resize),
+        )
+        .route("/v1/sandboxes/{id}/execs/{eid}/pty", get(pty::attach))
         .route(
             "/v1/sandboxes/{id}/files/{*path}",
             get(files::get_file)
