@@ -14,6 +14,9 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 # The terminal test of `run -t` (crates/sr-cli/tests/tty_tmux.rs).
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
+# The TLS test of `safe-run serve` makes a certificate and calls it over HTTPS.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 # Debian splits `python3 -m venv` (ensurepip) into python3-venv.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [[ "${SAFE_RUN_SETUP_BENCH:-0}" == 1 ]]; then

@@ -1104,3 +1104,139 @@ fn a_pty_exec_over_a_websocket_and_directories_as_tar_streams() {
     assert_eq!(s, 200);
     assert!(cgroups_of(&id).is_empty());
 }
+
+/// TLS on the TCP listener: a client that trusts the certificate gets answers over HTTPS, a
+/// plain-HTTP client gets none, and a non-loopback address without TLS is refused at start.
+#[test]
+fn tls_on_the_tcp_listener_and_no_plain_tcp_off_loopback() {
+    if !require_root("tls_on_the_tcp_listener_and_no_plain_tcp_off_loopback") {
+        return;
+    }
+    let env = Env::new();
+    let tokens = env.dir.path().join("state/tokens.json");
+    let token = token(&env, &tokens, "read");
+    let (cert, key) = (
+        env.dir.path().join("cert.pem"),
+        env.dir.path().join("key.pem"),
+    );
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args([
+            "-days",
+            "1",
+            "-subj",
+            "/CN=safe-run-test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    // Off loopback without TLS: refused before anything listens.
+    let refused = env
+        .cmd()
+        .args(["serve", "--listen", "192.0.2.1:8470", "--tokens"])
+        .arg(&tokens)
+        .arg("--socket")
+        .arg(env.dir.path().join("refused.sock"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        err(&refused).contains("not a loopback address"),
+        "{}",
+        err(&refused)
+    );
+    // A key that does not go with the certificate, or a missing file: refused at start.
+    let bad = env
+        .cmd()
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&cert)
+        .arg("--tokens")
+        .arg(&tokens)
+        .arg("--socket")
+        .arg(env.dir.path().join("bad.sock"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(err(&bad).contains("TLS"), "{}", err(&bad));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let socket = env.dir.path().join("serve/serve.sock");
+    let child = env
+        .cmd()
+        .arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--tokens")
+        .arg(&tokens)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let d = Daemon { child, socket };
+    assert!(wait_for(20, || std::net::TcpStream::connect((
+        "127.0.0.1",
+        port
+    ))
+    .is_ok()));
+    let curl = |extra: &[&str], url: &str| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap()
+    };
+    let ok = curl(
+        &["--cacert", cert.to_str().unwrap()],
+        &format!("https://127.0.0.1:{port}/v1/sandboxes"),
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "[]");
+    // Not trusted: the handshake fails. Plain HTTP: no answer.
+    let untrusted = curl(&[], &format!("https://127.0.0.1:{port}/healthz"));
+    assert!(!untrusted.status.success());
+    let plain = curl(&[], &format!("http://127.0.0.1:{port}/healthz"));
+    assert!(
+        !plain.status.success() || !String::from_utf8_lossy(&plain.stdout).contains("ok"),
+        "{}",
+        String::from_utf8_lossy(&plain.stdout)
+    );
+    // The daemon still answers after the bad clients.
+    let again = curl(
+        &["--cacert", cert.to_str().unwrap()],
+        &format!("https://127.0.0.1:{port}/healthz"),
+    );
+    assert_eq!(String::from_utf8_lossy(&again.stdout), r#"{"ok":true}"#);
+    drop(d);
+}

@@ -10,6 +10,7 @@
 //! * [`limits`]: execs at once and request rates, per token and over all.
 //! * [`pool`]: warm pools of ready sandboxes per template.
 //! * [`tokens`]: bearer tokens, kept as hashes.
+//! * [`tls`]: TLS on the TCP listener (rustls).
 //! * [`problem`]: errors as `application/problem+json`.
 //!
 //! [`serve`] listens on a Unix socket (0600) and, if asked, on a loopback TCP address; on
@@ -25,6 +26,7 @@ pub mod problem;
 pub mod sandboxes;
 pub mod stdio;
 pub mod streams;
+pub mod tls;
 pub mod tokens;
 pub mod waiting;
 
@@ -45,8 +47,10 @@ const REAP_EVERY: Duration = Duration::from_millis(250);
 pub struct Listen {
     /// The Unix socket.
     pub socket: PathBuf,
-    /// A loopback TCP address as well.
+    /// A TCP address as well: loopback, or any with `tls`.
     pub tcp: Option<SocketAddr>,
+    /// TLS on the TCP address: the certificate chain and private key files (PEM).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Why the daemon could not serve.
@@ -54,9 +58,12 @@ pub struct Listen {
 pub enum ServeError {
     /// A TCP address that is not loopback, with no TLS to protect it.
     #[error(
-        "{0} is not a loopback address; safe-run serve listens on loopback only (TLS is not built in yet)"
+        "{0} is not a loopback address; without TLS (serve.tls, --tls-cert/--tls-key) safe-run serve listens on loopback only"
     )]
     NotLoopback(SocketAddr),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     /// The socket or address could not be bound.
     #[error("listening on {what}: {source}")]
     Bind {
@@ -95,9 +102,14 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
 pub async fn serve(state: Arc<AppState>, listen: Listen) -> Result<(), ServeError> {
     if let Some(addr) = listen.tcp
         && !addr.ip().is_loopback()
+        && listen.tls.is_none()
     {
         return Err(ServeError::NotLoopback(addr));
     }
+    let acceptor = match &listen.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
     let unix = bind_socket(&listen.socket)?;
     let tcp = match listen.tcp {
         Some(addr) => Some(
@@ -121,12 +133,25 @@ pub async fn serve(state: Arc<AppState>, listen: Listen) -> Result<(), ServeErro
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
-    if let Some(tcp) = tcp {
-        servers.spawn(
-            axum::serve(tcp, router)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        );
+    match (tcp, acceptor) {
+        (Some(tcp), Some(acceptor)) => {
+            let what = format!("{:?}", tcp.local_addr().ok());
+            let listener = tls::TlsListener::new(tcp, acceptor)
+                .map_err(|source| ServeError::Bind { what, source })?;
+            servers.spawn(
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped(stop_rx.clone()))
+                    .into_future(),
+            );
+        }
+        (Some(tcp), None) => {
+            servers.spawn(
+                axum::serve(tcp, router)
+                    .with_graceful_shutdown(stopped(stop_rx.clone()))
+                    .into_future(),
+            );
+        }
+        (None, _) => {}
     }
     let reaper_daemon = state.daemon.clone();
     let mut reaper_stop = stop_rx.clone();

@@ -92,6 +92,19 @@ pub struct ServeConfig {
     pub idle_timeout: Option<DurationSpec>,
     /// What one token may use (an operator token, or a sandbox's own).
     pub per_token: TokenLimits,
+    /// TLS on `listen` (then it may be any address, not only loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsFiles {
+    /// The certificate chain (leaf first).
+    pub cert: String,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
 }
 
 /// Limits of one token; past one, the answer is 429 with `Retry-After`.
@@ -129,6 +142,7 @@ impl Default for ServeConfig {
             requests_per_second: 2000,
             idle_timeout: Some(DurationSpec::from_secs(600)),
             per_token: TokenLimits::default(),
+            tls: None,
         }
     }
 }

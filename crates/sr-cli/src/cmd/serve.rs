@@ -20,6 +20,7 @@ use crate::output::{Format, fail};
   safe-run token create --scopes admin       # prints a token once; keep it
   safe-run serve                             # on serve.socket (/run/safe-run/serve.sock)
   safe-run serve --listen 127.0.0.1:8470     # and on a loopback port
+  safe-run serve --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem   # TLS, any address
   curl --unix-socket /run/safe-run/serve.sock -H \"Authorization: Bearer $TOKEN\" \\
        -d '{\"policy\": \"version: 1\\nname: t\\nruntime: {command: /bin/true, args: []}\\nmounts: []\\n\"}' \\
        http://safe-run/v1/sandboxes
@@ -38,9 +39,16 @@ pub struct ServeArgs {
     /// The token file (default: serve.tokensPath).
     #[arg(long, value_name = "FILE")]
     tokens: Option<PathBuf>,
+    /// TLS on --listen: the certificate chain (PEM; default: serve.tls.cert). With TLS the
+    /// address may be any, not only loopback.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS on --listen: the private key (PEM; default: serve.tls.key).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Newline-delimited JSON-RPC 2.0 on stdin/stdout instead of HTTP (no tokens: the pipes'
     /// owner is trusted); every sandbox ends with its report when stdin closes.
-    #[arg(long, conflicts_with_all = ["socket", "listen", "tokens"])]
+    #[arg(long, conflicts_with_all = ["socket", "listen", "tokens", "tls_cert", "tls_key"])]
     stdio: bool,
 }
 
@@ -123,6 +131,14 @@ fn serve(args: ServeArgs) -> Result<(), Diagnostic> {
                     })
                 })
                 .transpose()?,
+        },
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => config
+                .serve
+                .tls
+                .as_ref()
+                .map(|t| (PathBuf::from(&t.cert), PathBuf::from(&t.key))),
         },
     };
     let tokens_path = args
