@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use api::{AppState, app};
+pub use api::{AppState, app, openapi};
 pub use sandboxes::{Daemon, Host};
 
 /// How often the reaper looks for sandboxes that ended by themselves.

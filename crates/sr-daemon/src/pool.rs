@@ -17,7 +17,7 @@ struct Pool {
 }
 
 /// What the API says of a pool.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolView {
     /// The template.

@@ -12,10 +12,12 @@ use sr_runner::life::{SandboxError, SandboxErrorKind};
 pub struct Problem(Box<Body>);
 
 /// A problem's body as it is sent.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
 pub struct Body {
     /// `about:blank` (the code says what it is).
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub kind: &'static str,
     /// The status's reason phrase.
     pub title: String,

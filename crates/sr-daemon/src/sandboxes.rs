@@ -29,7 +29,7 @@ use crate::streams::ExecLog;
 use crate::tokens::{self, TokenHash};
 
 /// Where a sandbox is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum State {
     /// Ready for execs.
@@ -181,7 +181,7 @@ pub struct Running {
 }
 
 /// What the API says of a sandbox.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxView {
     /// Its id.
@@ -195,6 +195,7 @@ pub struct SandboxView {
     pub ended: Option<String>,
     /// Its report, once written.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub report_path: Option<PathBuf>,
     /// The template it was made from, when a create named one.
     #[serde(skip_serializing_if = "Option::is_none")]

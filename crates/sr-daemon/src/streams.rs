@@ -17,30 +17,34 @@ use tokio::sync::watch;
 pub const REPLAY_BYTES: u64 = 4 << 20;
 
 /// One event of an exec as it is sent.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(tag = "event", rename_all = "camelCase")]
 pub enum Sent {
     /// A chunk of stdout (a terminal's output, for an exec with a PTY).
     Stdout {
         /// The bytes as read; sent as `text`, lossy UTF-8 (a WebSocket gets them as they are).
         #[serde(rename = "text", serialize_with = "lossy")]
+        #[schema(value_type = String)]
         bytes: Vec<u8>,
     },
     /// A chunk of stderr.
     Stderr {
         /// The bytes as read; sent as `text`, lossy UTF-8.
         #[serde(rename = "text", serialize_with = "lossy")]
+        #[schema(value_type = String)]
         bytes: Vec<u8>,
     },
     /// A stream passed the policy's output limit: the rest is dropped.
     Cut {
         /// `stdout` or `stderr`.
+        #[schema(value_type = String)]
         stream: &'static str,
     },
     /// The end.
     #[serde(rename_all = "camelCase")]
     Exit {
         /// `exited`, `signaled`, `timedOut`, `failed`, `lost`.
+        #[schema(value_type = String)]
         status: &'static str,
         /// Its exit code.
         exit_code: Option<i32>,

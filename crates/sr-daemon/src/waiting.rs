@@ -11,12 +11,13 @@ use crate::sandboxes::{ExecError, Live};
 use crate::tokens::TokenHash;
 
 /// How a waited-for exec ended and what it printed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecDone {
     /// The exec's id.
     pub id: u64,
     /// `exited`, `signaled`, `timedOut`, `lost`.
+    #[schema(value_type = String)]
     pub status: &'static str,
     /// Its exit code.
     pub exit_code: Option<i32>,

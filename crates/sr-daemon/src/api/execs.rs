@@ -20,7 +20,7 @@ use crate::tokens::Scope;
 use crate::waiting::{WaitError, run_waiting_as};
 
 /// `POST /v1/sandboxes/{id}/execs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct ExecBody {
     /// Program (absolute) and arguments.
@@ -42,8 +42,15 @@ pub(super) struct ExecBody {
     pty: Option<TermSize>,
 }
 
+/// A streamed exec, started.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct ExecStarted {
+    /// Its id, for `.../execs/{eid}/...`.
+    id: u64,
+}
+
 /// A terminal's size.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TermSize {
     /// Rows, 1 to 1000.
@@ -75,6 +82,24 @@ pub(super) struct ExecQuery {
     wait: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/execs",
+    tag = "execs",
+    summary = "Run a program: answered when it ends (wait=true) or streamed",
+    params(
+        ("id" = String, Path, description = "The sandbox id"),
+        ("wait" = Option<bool>, Query, description = "Answer when it ends"),
+    ),
+    request_body = ExecBody,
+    responses(
+        (status = 200, description = "It ended (wait=true)", body = crate::waiting::ExecDone),
+        (status = 202, description = "It runs; read it at .../events", body = ExecStarted),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn exec(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -110,7 +135,7 @@ pub(super) async fn exec(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if !q.wait {
         let keep_open = body.keep_stdin_open || tty.is_some();
-        let started = blocking(move || -> Result<serde_json::Value, Problem> {
+        let started = blocking(move || -> Result<ExecStarted, Problem> {
             let log = live.exec_streamed_as(&req, Some(&who))?;
             if let Some(text) = stdin {
                 let log = log.clone();
@@ -119,7 +144,7 @@ pub(super) async fn exec(
                     let _ = log.write_stdin(text.as_bytes(), !keep_open);
                 });
             }
-            Ok(serde_json::json!({"id": log.id}))
+            Ok(ExecStarted { id: log.id })
         })
         .await??;
         return Ok((StatusCode::ACCEPTED, Json(started)).into_response());
@@ -149,6 +174,23 @@ pub(super) fn streamed(live: &Live, eid: u64) -> Result<Arc<crate::streams::Exec
 
 /// `GET .../execs/{eid}/events`: Server-Sent Events whose ids are stream offsets; resumes after
 /// `Last-Event-ID`; ends after `exit`.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/execs/{eid}/events",
+    tag = "execs",
+    summary = "Server-Sent Events of a streamed exec; ids are stream offsets",
+    params(
+        ("id" = String, Path, description = "The sandbox id"),
+        ("eid" = u64, Path, description = "The streamed exec id"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this offset"),
+    ),
+    responses(
+        (status = 200, description = "stdout, stderr, cut and exit events", body = crate::streams::Sent, content_type = "text/event-stream"),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn exec_events(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -226,6 +268,24 @@ pub(super) struct StdinQuery {
 }
 
 /// `POST .../execs/{eid}/stdin?close=true` (raw body).
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/execs/{eid}/stdin",
+    tag = "execs",
+    summary = "Write to the stdin of a streamed exec",
+    params(
+        ("id" = String, Path, description = "The sandbox id"),
+        ("eid" = u64, Path, description = "The streamed exec id"),
+        ("close" = Option<bool>, Query, description = "Then close it"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 204, description = "Written"),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn exec_stdin(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -242,13 +302,30 @@ pub(super) async fn exec_stdin(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SignalBody {
     signal: i32,
 }
 
 /// `POST .../execs/{eid}/signal` `{"signal": 15}`.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/execs/{eid}/signal",
+    tag = "execs",
+    summary = "Signal the process group of a streamed exec",
+    params(
+        ("id" = String, Path, description = "The sandbox id"),
+        ("eid" = u64, Path, description = "The streamed exec id"),
+    ),
+    request_body = SignalBody,
+    responses(
+        (status = 204, description = "Sent"),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn exec_signal(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -271,6 +348,23 @@ pub(super) async fn exec_signal(
 }
 
 /// `POST .../execs/{eid}/resize` `{"rows": R, "cols": C}`: an exec with a PTY.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/execs/{eid}/resize",
+    tag = "execs",
+    summary = "Resize the terminal of an exec with a pty",
+    params(
+        ("id" = String, Path, description = "The sandbox id"),
+        ("eid" = u64, Path, description = "The streamed exec id"),
+    ),
+    request_body = TermSize,
+    responses(
+        (status = 204, description = "Resized"),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn exec_resize(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -43,6 +43,24 @@ pub(super) fn absolute(path: &str) -> String {
 }
 
 /// `GET .../files/{path}`: the file's bytes, or with `?list=true` a directory's entries.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/files/{path}",
+    tag = "files",
+    summary = "The bytes of a file, the listing of a directory (list=true) or its tar stream (format=tar)",
+    params(
+        ("id" = String, Path, description = "The sandbox id"),
+        ("path" = String, Path, description = "The path inside the sandbox, without its leading slash"),
+        ("list" = Option<bool>, Query, description = "The entries of a directory"),
+        ("format" = Option<String>, Query, description = "raw or tar"),
+    ),
+    responses(
+        (status = 200, description = "The bytes, a listing or a tar stream", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn get_file(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -78,6 +96,25 @@ pub(super) async fn get_file(
 
 /// `PUT .../files/{path}`: the body becomes the file (`?mode=0600`), or with `?format=tar` is
 /// unpacked into the directory (`?mode`: the directory's, when it is made).
+#[utoipa::path(
+    put,
+    path = "/v1/sandboxes/{id}/files/{path}",
+    tag = "files",
+    summary = "Write a file, or unpack a tar stream into a directory (format=tar)",
+    params(
+        ("id" = String, Path, description = "The sandbox id"),
+        ("path" = String, Path, description = "The path inside the sandbox, without its leading slash"),
+        ("mode" = Option<String>, Query, description = "Octal permission bits"),
+        ("format" = Option<String>, Query, description = "raw or tar"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Size and digest of what arrived", body = Object),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn put_file(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -120,6 +157,23 @@ pub(super) async fn put_file(
 }
 
 /// `DELETE .../files/{path}` (`?recursive=true` for a non-empty directory).
+#[utoipa::path(
+    delete,
+    path = "/v1/sandboxes/{id}/files/{path}",
+    tag = "files",
+    summary = "Remove a file or directory",
+    params(
+        ("id" = String, Path, description = "The sandbox id"),
+        ("path" = String, Path, description = "The path inside the sandbox, without its leading slash"),
+        ("recursive" = Option<bool>, Query, description = "A non-empty directory too"),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn remove_file(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -13,6 +13,18 @@ use crate::problem::Problem;
 use crate::tokens::Scope;
 
 /// `GET /v1/capabilities`: what this daemon serves.
+#[utoipa::path(
+    get,
+    path = "/v1/capabilities",
+    tag = "meta",
+    summary = "What this daemon serves and its limits",
+    responses(
+        (status = 200, description = "Version, backends, features, limits", body = Object),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn capabilities(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -42,6 +54,18 @@ pub(super) async fn capabilities(
 }
 
 /// `GET /metrics`: Prometheus text.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    summary = "Prometheus text (scope read)",
+    responses(
+        (status = 200, description = "Counters and gauges", body = String, content_type = "text/plain"),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn metrics(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -63,6 +87,17 @@ pub(super) async fn metrics(
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    summary = "Liveness; needs no token",
+    responses(
+        (status = 200, description = "Alive", body = Object),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+)]
 pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"ok": true}))
 }

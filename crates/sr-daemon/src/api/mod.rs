@@ -17,7 +17,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 
 use crate::problem::Problem;
 use crate::sandboxes::Daemon;
@@ -66,49 +66,99 @@ impl AppState {
     }
 }
 
+/// The OpenAPI document's frame: what the annotated routes do not say themselves.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "safe-run serve",
+        description = "The control plane for live sandboxes: every exec runs under a policy and every sandbox ends in a signed report (docs/serve.md).",
+        license(name = "Apache-2.0")
+    ),
+    paths(files::get_file, files::put_file, files::remove_file),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "meta", description = "The daemon itself"),
+        (name = "sandboxes", description = "Live sandboxes"),
+        (name = "execs", description = "Programs run in a sandbox"),
+        (name = "files", description = "Files in a sandbox, within its policy's mounts"),
+        (name = "pools", description = "Warm pools of ready sandboxes")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An operator token (safe-run token create) or a sandbox's own token",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The routes, and the OpenAPI document they are described by (one source: each route's
+/// `#[utoipa::path]`). The files routes take a wildcard path, which OpenAPI writes `{path}` and
+/// axum `{*path}`: they are routed by hand and described through [`ApiDoc`].
+fn routes() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(meta::healthz))
+        .routes(routes!(meta::metrics))
+        .routes(routes!(meta::capabilities))
+        .routes(routes!(sandboxes::create, sandboxes::list))
+        .routes(routes!(sandboxes::show, sandboxes::destroy))
+        .routes(routes!(sandboxes::report))
+        .routes(routes!(sandboxes::set_timeout))
+        .routes(routes!(execs::exec))
+        .routes(routes!(execs::exec_events))
+        .routes(routes!(execs::exec_stdin))
+        .routes(routes!(execs::exec_signal))
+        .routes(routes!(execs::exec_resize))
+        .routes(routes!(pty::attach))
+        .routes(routes!(pools::list_pools))
+        .routes(routes!(pools::set_pool))
+        .split_for_parts();
+    let router = router.route(
+        "/v1/sandboxes/{id}/files/{*path}",
+        get(files::get_file)
+            .put(files::put_file)
+            .delete(files::remove_file),
+    );
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    (router, doc)
+}
+
+/// The OpenAPI 3.1 document of API v1, as served at `/v1/openapi.json` and checked in as
+/// docs/openapi.json.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().1
+}
+
 /// The router of API v1 over `state`.
 pub fn app(state: Arc<AppState>) -> Router {
     let max_body =
         usize::try_from(state.daemon.host.config.serve.max_body.bytes()).unwrap_or(usize::MAX);
-    Router::new()
-        .route("/healthz", get(meta::healthz))
-        .route("/metrics", get(meta::metrics))
-        .route("/v1/capabilities", get(meta::capabilities))
+    let (router, doc) = routes();
+    let doc = Arc::new(doc.to_pretty_json().unwrap_or_default());
+    router
         .route(
-            "/v1/sandboxes",
-            post(sandboxes::create).get(sandboxes::list),
-        )
-        .route("/v1/pools", get(pools::list_pools))
-        .route("/v1/pools/{template}", put(pools::set_pool))
-        .route(
-            "/v1/sandboxes/{id}",
-            get(sandboxes::show).delete(sandboxes::destroy),
-        )
-        .route("/v1/sandboxes/{id}/report", get(sandboxes::report))
-        .route("/v1/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
-        .route("/v1/sandboxes/{id}/execs", post(execs::exec))
-        .route(
-            "/v1/sandboxes/{id}/execs/{eid}/events",
-            get(execs::exec_events),
-        )
-        .route(
-            "/v1/sandboxes/{id}/execs/{eid}/stdin",
-            post(execs::exec_stdin),
-        )
-        .route(
-            "/v1/sandboxes/{id}/execs/{eid}/signal",
-            post(execs::exec_signal),
-        )
-        .route(
-            "/v1/sandboxes/{id}/execs/{eid}/resize",
-            post(execs::exec_resize),
-        )
-        .route("/v1/sandboxes/{id}/execs/{eid}/pty", get(pty::attach))
-        .route(
-            "/v1/sandboxes/{id}/files/{*path}",
-            get(files::get_file)
-                .put(files::put_file)
-                .delete(files::remove_file),
+            "/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], (*doc).clone()) }
+            }),
         )
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(

@@ -13,13 +13,29 @@ use crate::problem::Problem;
 use crate::sandboxes::CreateError;
 use crate::tokens::Scope;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct PoolBody {
     min_ready: u32,
 }
 
 /// `PUT /v1/pools/{template}` `{"minReady": N}` (admin).
+#[utoipa::path(
+    put,
+    path = "/v1/pools/{template}",
+    tag = "pools",
+    summary = "Keep minReady sandboxes of a template ready (scope admin)",
+    params(
+        ("template" = String, Path, description = "A template of the operator config"),
+    ),
+    request_body = PoolBody,
+    responses(
+        (status = 200, description = "The pool", body = crate::pool::PoolView),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn set_pool(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -50,6 +66,18 @@ pub(super) async fn set_pool(
 }
 
 /// `GET /v1/pools`.
+#[utoipa::path(
+    get,
+    path = "/v1/pools",
+    tag = "pools",
+    summary = "Every warm pool",
+    responses(
+        (status = 200, description = "The pools", body = Vec<crate::pool::PoolView>),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn list_pools(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -42,12 +42,29 @@ enum Control {
     Eof(bool),
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/execs/{eid}/pty",
+    tag = "execs",
+    summary = "A WebSocket to a streamed exec (a terminal): output out, keystrokes and control in",
+    params(
+        ("id" = String, Path, description = "The sandbox id"),
+        ("eid" = u64, Path, description = "The streamed exec id"),
+        ("after" = Option<u64>, Query, description = "Only output after this offset"),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn attach(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((id, eid)): Path<(String, u64)>,
     Query(q): Query<AttachQuery>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, Problem> {
     let c = caller(&state, &headers)?;
     // It writes to the exec's stdin: the scope of an exec, not of a read.
@@ -59,6 +76,13 @@ pub(super) async fn attach(
             format!("output before offset {} is no longer kept", g.first_kept),
         ));
     }
+    let upgrade = upgrade.map_err(|e| {
+        Problem::new(
+            e.status(),
+            format!("not a WebSocket request: {}", e.body_text()),
+        )
+        .hint("connect with a WebSocket client (Connection: upgrade, Upgrade: websocket)")
+    })?;
     Ok(upgrade
         .max_message_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| session(socket, log, Cursor::after(q.after))))

@@ -21,7 +21,7 @@ use crate::sandboxes::{
 use crate::tokens::Scope;
 
 /// `POST /v1/sandboxes`: a policy, or a template's name.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct CreateBody {
     /// The policy, as YAML or JSON text.
@@ -47,7 +47,7 @@ fn options_problem(e: &OptionsError) -> Problem {
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Created {
     #[serde(flatten)]
@@ -56,6 +56,23 @@ pub(super) struct Created {
     token: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes",
+    tag = "sandboxes",
+    summary = "Make a sandbox from a policy or a template (scope create)",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key from the same token gets the first answer"),
+    ),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Made; the token is shown once", body = Created),
+        (status = 200, description = "The first answer of an idempotent retry", body = Created),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -138,6 +155,21 @@ pub(super) async fn create(
 }
 
 /// `GET /v1/sandboxes?state=running&metadata.KEY=VALUE...`: every filter must match.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes",
+    tag = "sandboxes",
+    summary = "Every sandbox, filtered by state and by metadata (metadata.KEY=VALUE, any number)",
+    params(
+        ("state" = Option<String>, Query, description = "running or ended"),
+    ),
+    responses(
+        (status = 200, description = "The sandboxes", body = Vec<SandboxView>),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -181,6 +213,21 @@ pub(super) async fn list(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}",
+    tag = "sandboxes",
+    summary = "One sandbox (a use of it, for the idle timeout)",
+    params(
+        ("id" = String, Path, description = "The sandbox id"),
+    ),
+    responses(
+        (status = 200, description = "Its view", body = SandboxView),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn show(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -190,6 +237,21 @@ pub(super) async fn show(
     Ok(Json(reach(&state, &c, &id, Scope::Read)?.view()))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/sandboxes/{id}",
+    tag = "sandboxes",
+    summary = "End it and write its signed report",
+    params(
+        ("id" = String, Path, description = "The sandbox id"),
+    ),
+    responses(
+        (status = 200, description = "Its view, ended", body = SandboxView),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn destroy(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -203,13 +265,29 @@ pub(super) async fn destroy(
 }
 
 /// `POST /v1/sandboxes/{id}/timeout` `{"timeoutMs": N}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct TimeoutBody {
     /// End it this long from now (sooner or later than before, within the policy's end).
     timeout_ms: u64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/timeout",
+    tag = "sandboxes",
+    summary = "End it timeoutMs from now, at most at the end its policy sets",
+    params(
+        ("id" = String, Path, description = "The sandbox id"),
+    ),
+    request_body = TimeoutBody,
+    responses(
+        (status = 200, description = "Its view", body = SandboxView),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn set_timeout(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -227,6 +305,21 @@ pub(super) async fn set_timeout(
     Ok(Json(live.view()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/report",
+    tag = "sandboxes",
+    summary = "The signed run report (once it has ended)",
+    params(
+        ("id" = String, Path, description = "The sandbox id"),
+    ),
+    responses(
+        (status = 200, description = "The report (docs/run_report.schema.json)", body = Object),
+        (status = "4XX", description = "Refused: the problem says why (SR code, hint); 429 carries Retry-After", body = crate::problem::Body, content_type = "application/problem+json"),
+        (status = "5XX", description = "The daemon or the sandbox failed", body = crate::problem::Body, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn report(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
