@@ -85,17 +85,55 @@ async fn the_served_document_is_the_same_and_every_operation_in_it_is_routed() {
                 .unwrap();
             let resp = router.clone().oneshot(req).await.unwrap();
             let status = resp.status();
-            let problem = resp
-                .headers()
-                .get("content-type")
-                .is_some_and(|v| v.to_str().unwrap().starts_with("application/problem+json"));
-            // No token: every route but /healthz and the document itself refuses with a
-            // problem; a route the router does not know would answer a bare 404 or 405.
+            let body: Value =
+                serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes())
+                    .unwrap_or(Value::Null);
+            // No token: every route but /healthz refuses with a problem of its own; one the
+            // router does not route answers its fallback's.
+            let detail = body["detail"].as_str().unwrap_or_default();
             assert!(
-                status.is_success() || problem,
-                "{method} {path}: {status} without a problem body: not routed"
+                status.is_success()
+                    || (!detail.is_empty()
+                        && detail != sr_daemon::api::NO_ROUTE
+                        && detail != sr_daemon::api::NO_METHOD),
+                "{method} {path}: {status} {body}: not routed"
             );
         }
     }
     assert!(operations >= 20, "{operations}");
+}
+
+#[tokio::test]
+async fn the_routers_own_refusals_are_problems_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = app(state(dir.path()));
+    for (method, uri, status) in [
+        ("GET", "/v1/nothing", StatusCode::NOT_FOUND),
+        ("PATCH", "/v1/sandboxes", StatusCode::METHOD_NOT_ALLOWED),
+        (
+            "GET",
+            "/v1/sandboxes/x/execs/-1/events",
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let resp = router
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{method} {uri}");
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        let body: Value =
+            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert!(
+            body["code"].as_str().unwrap().starts_with("SR-SRV-"),
+            "{body}"
+        );
+    }
 }

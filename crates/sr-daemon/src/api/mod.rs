@@ -160,13 +160,55 @@ pub fn app(state: Arc<AppState>) -> Router {
                 async move { ([(header::CONTENT_TYPE, "application/json")], (*doc).clone()) }
             }),
         )
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, NO_ROUTE) })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, NO_METHOD)
+                .hint("see /v1/openapi.json for the methods of each route")
+        })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::map_response(as_problem))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::rate_limit,
         ))
         .layer(axum::middleware::from_fn(no_browsers))
         .with_state(state)
+}
+
+/// What the router answers for a path it does not route, and a method a route does not take.
+pub const NO_ROUTE: &str = "no such route in API v1";
+/// See [`NO_ROUTE`].
+pub const NO_METHOD: &str = "this route does not take that method";
+
+/// Every refusal as problem+json: axum's own (a malformed path or query parameter, a body of
+/// the wrong type or size) come as text, and become problems carrying the same status and text.
+async fn as_problem(resp: Response) -> Response {
+    let status = resp.status();
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let detail = if text.is_empty() {
+        status.canonical_reason().unwrap_or("refused").to_owned()
+    } else {
+        text
+    };
+    let mut problem = Problem::new(status, detail).into_response();
+    // Keep what the refusal said beside its body (Allow of a 405, for one).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    problem
 }
 
 /// A request a browser sent (it carries `Origin`) is refused: the API is for programs, and a
