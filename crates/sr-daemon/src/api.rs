@@ -95,6 +95,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/v1/sandboxes/{id}/files/{*path}",
             get(get_file).put(put_file).delete(remove_file),
         )
+        .nest_service("/mcp", crate::mcp::http::service(state.clone()))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(no_browsers))
         .with_state(state)
@@ -127,7 +128,7 @@ async fn capabilities(
         "backends": ["sandbox"],
         "features": {
             "execWait": true, "execStream": true, "stdin": true, "signal": true, "files": true,
-            "tar": false, "pty": false, "pool": false, "mcp": false,
+            "tar": false, "pty": false, "pool": false, "mcp": true,
         },
         "limits": {"maxSandboxes": serve.max_sandboxes, "maxBodyBytes": serve.max_body.bytes()},
     })))
@@ -160,7 +161,7 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// Who is asking.
-enum Caller {
+pub(crate) enum Caller {
     /// An operator token.
     Operator(Vec<Scope>),
     /// Some sandbox's own token (checked against the sandbox asked for).
@@ -172,7 +173,7 @@ fn unauthorized(detail: &str) -> Problem {
         .hint("send Authorization: Bearer <token> (safe-run token create --scopes ...)")
 }
 
-fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, Problem> {
+pub(crate) fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, Problem> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -198,7 +199,7 @@ fn forbidden() -> Problem {
 }
 
 /// An operator token with `scope` (or admin).
-fn require(c: &Caller, scope: Scope) -> Result<(), Problem> {
+pub(crate) fn require(c: &Caller, scope: Scope) -> Result<(), Problem> {
     match c {
         Caller::Operator(s) if s.contains(&Scope::Admin) || s.contains(&scope) => Ok(()),
         Caller::Operator(_) => Err(forbidden()),
