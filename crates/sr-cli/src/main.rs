@@ -46,6 +46,8 @@ enum Command {
     Key(cmd::key::KeyCommand),
     /// Serve live sandboxes over an HTTP API (Unix socket, loopback): docs/serve.md.
     Serve(cmd::serve::ServeArgs),
+    /// Serve live sandboxes as MCP tools on stdin/stdout, for an MCP client: docs/serve.md.
+    Mcp(cmd::mcp::McpArgs),
     /// Bearer tokens for `safe-run serve`.
     #[command(subcommand)]
     Token(cmd::token::TokenCommand),
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Key(c) => cmd::key::execute(c),
         Command::Schema(args) => cmd::schema::execute(args),
         Command::Serve(args) => cmd::serve::execute(args),
+        Command::Mcp(args) => cmd::mcp::execute(args),
         Command::Token(c) => cmd::token::execute(c),
         Command::Gc(args) => cmd::gc::execute(args),
         Command::SandboxInit(_) => cmd::init::execute_early(),

@@ -5,6 +5,7 @@
 //! * [`api`]: API v1's routes and auth; [`app`] builds the router, so tests need no socket.
 //! * [`sandboxes`]: the live sandboxes and their life (create, exec, destroy, reap, shutdown).
 //! * [`stdio`]: the same operations as JSON-RPC on stdin/stdout (`serve --stdio`).
+//! * [`mcp`]: the same sandboxes as MCP tools, over stdio (`safe-run mcp`) and at `/mcp`.
 //! * [`streams`]: execs read as Server-Sent Events, resumable by stream offset.
 //! * [`lease`]: a sandbox's deadline and idleness.
 //! * [`limits`]: execs at once and request rates, per token and over all.
@@ -21,6 +22,7 @@
 pub mod api;
 pub mod lease;
 pub mod limits;
+pub mod mcp;
 pub mod pool;
 pub mod problem;
 pub mod sandboxes;
@@ -181,7 +183,7 @@ pub async fn serve(state: Arc<AppState>, listen: Listen) -> Result<(), ServeErro
     Ok(())
 }
 
-async fn wait_for_stop_signal() {
+pub(crate) async fn wait_for_stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

@@ -2,9 +2,11 @@
 
 pub mod compile;
 pub mod gc;
+pub mod host;
 pub mod init;
 pub mod key;
 pub mod log;
+pub mod mcp;
 pub mod policy_arg;
 pub mod prune;
 pub mod report;

@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use sr_common::{Diagnostic, ErrorCode};
-use sr_daemon::{AppState, Daemon, Host, Listen};
-use sr_policy::OperatorConfig;
-use sr_runner::preflight::{self, Needs, RealProbes};
+use sr_common::Diagnostic;
+use sr_daemon::{AppState, Daemon, Listen};
 
+use super::host::startup;
 use crate::output::{Format, fail};
 
 /// Arguments of `safe-run serve`.
@@ -52,10 +51,6 @@ pub struct ServeArgs {
     stdio: bool,
 }
 
-fn startup(what: &str, message: String, hint: &str) -> Diagnostic {
-    Diagnostic::new(ErrorCode::RunPreflight, what, message, hint)
-}
-
 /// Runs the daemon until SIGTERM/SIGINT; returns the process exit code.
 pub fn execute(args: ServeArgs) -> u8 {
     match serve(args) {
@@ -65,39 +60,9 @@ pub fn execute(args: ServeArgs) -> u8 {
 }
 
 fn serve(args: ServeArgs) -> Result<(), Diagnostic> {
-    let config = OperatorConfig::load()?;
-    let init_exe = std::env::current_exe().map_err(|e| {
-        startup(
-            "preflight.init",
-            format!("cannot locate the safe-run binary: {e}"),
-            "run safe-run from a path that exists",
-        )
-    })?;
-    let base = PathBuf::from(&config.run_dir);
-    let probes = RealProbes::of_host(init_exe.clone(), base.clone());
-    let needs = Needs {
-        landlock_required: config.require_landlock,
-        landlock_min_abi: 1,
-    };
-    let host = preflight::check(&probes, needs).map_err(|errs| {
-        errs.first().map(|e| e.to_diagnostic()).unwrap_or_else(|| {
-            startup(
-                "preflight",
-                "the host checks failed".into(),
-                "see docs/run.md",
-            )
-        })
-    })?;
-    // What a killed daemon (or run) left behind, before anything new exists.
-    super::gc::collect_quietly(&base, &host.cgroup);
-    let signer = Some(super::key::load_signing_key(None)?);
+    let host = super::host::prepare()?;
     if args.stdio {
-        let daemon = Daemon::new(Host {
-            config,
-            layout: host.cgroup,
-            init_exe,
-            signer,
-        });
+        let daemon = Daemon::new(host);
         return sr_daemon::stdio::serve_stdio(
             &daemon,
             std::io::stdin().lock(),
@@ -111,6 +76,7 @@ fn serve(args: ServeArgs) -> Result<(), Diagnostic> {
             )
         });
     }
+    let config = &host.config;
     let listen = Listen {
         socket: args
             .socket
@@ -144,23 +110,9 @@ fn serve(args: ServeArgs) -> Result<(), Diagnostic> {
     let tokens_path = args
         .tokens
         .unwrap_or_else(|| PathBuf::from(&config.serve.tokens_path));
-    let daemon = Arc::new(Daemon::new(Host {
-        config,
-        layout: host.cgroup,
-        init_exe,
-        signer,
-    }));
+    let daemon = Arc::new(Daemon::new(host));
     let state = Arc::new(AppState::new(daemon, tokens_path));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            startup(
-                "serve.runtime",
-                format!("cannot start the runtime: {e}"),
-                "this is a bug",
-            )
-        })?;
+    let runtime = super::host::runtime()?;
     eprintln!("safe-run serve: listening on {}", listen.socket.display());
     runtime
         .block_on(sr_daemon::serve(state, listen))

@@ -26,7 +26,7 @@ pub(super) fn bearer_hash(headers: &HeaderMap) -> String {
 }
 
 /// Who is asking.
-pub(super) enum Caller {
+pub(crate) enum Caller {
     /// An operator token (its scopes, its hash).
     Operator(Vec<Scope>, TokenHash),
     /// Some sandbox's own token (checked against the sandbox asked for).
@@ -56,7 +56,7 @@ pub(super) fn unauthorized(detail: &str) -> Problem {
         .hint("send Authorization: Bearer <token> (safe-run token create --scopes ...)")
 }
 
-pub(super) fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, Problem> {
+pub(crate) fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, Problem> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -103,7 +103,7 @@ pub(super) fn forbidden() -> Problem {
 }
 
 /// An operator token with `scope` (or admin).
-pub(super) fn require(c: &Caller, scope: Scope) -> Result<(), Problem> {
+pub(crate) fn require(c: &Caller, scope: Scope) -> Result<(), Problem> {
     match c {
         Caller::Operator(s, _) if s.contains(&Scope::Admin) || s.contains(&scope) => Ok(()),
         Caller::Operator(..) => Err(forbidden()),

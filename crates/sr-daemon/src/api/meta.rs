@@ -37,7 +37,7 @@ pub(super) async fn capabilities(
         "backends": ["sandbox"],
         "features": {
             "execWait": true, "execStream": true, "stdin": true, "signal": true, "files": true,
-            "tar": true, "pty": true, "pool": true, "mcp": false,
+            "tar": true, "pty": true, "pool": true, "mcp": true,
             "timeout": true, "metadata": true,
         },
         "limits": {

@@ -2,7 +2,7 @@
 //! needs a bearer token: an operator token with a scope, or the sandbox's own token for that
 //! sandbox ([`auth`]). Each resource's routes have their own module.
 
-mod auth;
+pub(crate) mod auth;
 mod execs;
 mod files;
 mod meta;
@@ -153,6 +153,8 @@ pub fn app(state: Arc<AppState>) -> Router {
     let (router, doc) = routes();
     let doc = Arc::new(doc.to_pretty_json().unwrap_or_default());
     router
+        // MCP (Streamable HTTP) beside API v1: not part of its OpenAPI document.
+        .nest_service("/mcp", crate::mcp::http::service(state.clone()))
         .route(
             "/v1/openapi.json",
             get(move || {
