@@ -6,124 +6,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod run_support;
+mod serve_support;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use run_support::*;
 use serde_json::{Value, json};
-
-/// One HTTP/1.1 request over the socket; returns (status, body as JSON).
-fn http(
-    socket: &Path,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let (status, raw) = http_raw(socket, method, path, token, body.as_bytes());
-    (status, serde_json::from_slice(&raw).unwrap_or(Value::Null))
-}
-
-/// One HTTP/1.1 request with a raw body; returns (status, raw body).
-fn http_raw(socket: &Path, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let mut s = UnixStream::connect(socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: safe-run\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, raw[split + 4..].to_vec())
-}
-
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Drop for Daemon {
-    /// SIGTERM, as an operator stops it: the daemon ends its sandboxes (their cgroups
-    /// included) before it exits. A SIGKILL here left them for a recovery that never came, the
-    /// test's run directory being gone. SIGKILL only if the drain does not finish.
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0));
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(env: &Env, tokens: &Path) -> Daemon {
-    let socket = env.dir.path().join("serve/serve.sock");
-    let child = env
-        .cmd()
-        .arg("serve")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--tokens")
-        .arg(tokens)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "safe-run serve did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Daemon { child, socket }
-}
-
-/// A token with `scopes` made by `safe-run token create`, printed once.
-fn token(env: &Env, tokens: &Path, scopes: &str) -> String {
-    let made = env
-        .cmd()
-        .args(["token", "create", "--scopes", scopes, "--tokens"])
-        .arg(tokens)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    String::from_utf8(made.stdout).unwrap().trim().to_owned()
-}
-
-fn cgroups_of(id: &str) -> Vec<PathBuf> {
-    ["memory", "pids", "cpu", "cpuacct", "unified", ""]
-        .iter()
-        .map(|c| {
-            Path::new("/sys/fs/cgroup")
-                .join(c)
-                .join("safe-run")
-                .join(format!("safe-run-{id}"))
-        })
-        .filter(|p| p.exists())
-        .collect()
-}
+use serve_support::*;
 
 const POLICY: &str = "version: 1\nname: served\nruntime:\n  command: /bin/true\n  args: []\n  timeout: 60s\nmounts: []\n";
 
@@ -296,7 +189,7 @@ fn a_served_sandbox_runs_execs_and_ends_in_a_verified_report() {
         "{}",
         String::from_utf8_lossy(&verified.stdout)
     );
-    assert!(cgroups_of(a_id).is_empty());
+    assert!(sandbox_cgroups(a_id).is_empty());
     // No token in any evidence.
     let events = std::fs::read_to_string(report_path.with_file_name("events.jsonl")).unwrap();
     for secret in [admin.as_str(), a_token] {
@@ -331,7 +224,11 @@ fn a_served_sandbox_runs_execs_and_ends_in_a_verified_report() {
         "B's report after the drain"
     );
     assert!(!d.socket.exists(), "the socket is removed");
-    assert!(cgroups_of(b_id).is_empty(), "{:?}", cgroups_of(b_id));
+    assert!(
+        sandbox_cgroups(b_id).is_empty(),
+        "{:?}",
+        sandbox_cgroups(b_id)
+    );
 }
 
 /// The sandbox's own timeout ends it with no client asking: the daemon writes its report, and
@@ -372,7 +269,7 @@ fn a_served_sandbox_that_times_out_is_ended_with_its_report_without_a_client() {
     };
     assert_eq!(view["ended"], "timeout", "{view}");
     assert!(PathBuf::from(view["reportPath"].as_str().unwrap()).exists());
-    assert!(cgroups_of(id).is_empty());
+    assert!(sandbox_cgroups(id).is_empty());
     // An exec on it now: the sandbox is gone (409), not an internal error.
     let (s, p) = http(
         &d.socket,
@@ -412,7 +309,7 @@ fn a_killed_daemons_sandboxes_die_and_the_next_start_recovers_them() {
         Some(&json!({"argv": ["/bin/sh", "-c", "echo $PPID"]})),
     );
     assert_eq!(r["exitCode"], 0, "{r}");
-    assert!(!cgroups_of(&id).is_empty());
+    assert!(!sandbox_cgroups(&id).is_empty());
     d.child.kill().unwrap();
     d.child.wait().unwrap();
     // The sandbox's processes are gone once their init follows the daemon.
@@ -427,67 +324,18 @@ fn a_killed_daemons_sandboxes_die_and_the_next_start_recovers_them() {
             })
             .sum()
     };
-    while procs(&cgroups_of(&id)) > 0 {
+    while procs(&sandbox_cgroups(&id)) > 0 {
         assert!(Instant::now() < deadline, "processes outlive the daemon");
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(d);
     let again = start(&env, &tokens);
-    assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
+    assert!(
+        sandbox_cgroups(&id).is_empty(),
+        "{:?}",
+        sandbox_cgroups(&id)
+    );
     drop(again);
-}
-
-/// A chunked HTTP body, de-chunked (SSE answers are chunked).
-fn dechunk(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut rest = raw;
-    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
-        rest = &rest[eol + 2 + size + 2..];
-    }
-    out
-}
-
-/// GET the events (with `Last-Event-ID` when given) until the stream ends: (id, name, data).
-fn events(socket: &Path, path: &str, token: &str, last: Option<u64>) -> Vec<(u64, String, Value)> {
-    let mut s = UnixStream::connect(socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let resume = last
-        .map(|l| format!("Last-Event-ID: {l}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: safe-run\r\nAuthorization: Bearer {token}\r\n{resume}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
-    assert!(head.contains("text/event-stream"), "{head}");
-    let body = String::from_utf8(dechunk(&raw[split + 4..])).unwrap();
-    let mut out = Vec::new();
-    for block in body.split("\n\n") {
-        let (mut id, mut name, mut data) = (None, String::new(), Value::Null);
-        for line in block.lines() {
-            if let Some(v) = line.strip_prefix("id: ") {
-                id = v.parse().ok();
-            } else if let Some(v) = line.strip_prefix("event: ") {
-                name = v.to_owned();
-            } else if let Some(v) = line.strip_prefix("data: ") {
-                data = serde_json::from_str(v).unwrap();
-            }
-        }
-        if let Some(id) = id {
-            out.push((id, name, data));
-        }
-    }
-    out
 }
 
 /// An exec started without `?wait=true`: stdin written later, its output as Server-Sent Events
@@ -715,7 +563,7 @@ fn serve_stdio_speaks_json_rpc_and_ends_its_sandboxes_on_eof() {
         second_report.exists(),
         "the sandbox left alive is ended at EOF with its report"
     );
-    assert!(cgroups_of(&second_id).is_empty());
+    assert!(sandbox_cgroups(&second_id).is_empty());
 }
 
 /// A warm pool: PUT keeps N ready sandboxes of a template; a create naming it is served from the
@@ -919,7 +767,7 @@ fn deadlines_idleness_labels_and_per_token_limits_hold_and_reports_say_why_it_en
     assert_eq!(s, 200, "{e_end}");
     assert_eq!(report_exit(&e_end)["reason"], "request", "{e_end}");
     for id in [&a_id, &b_id, &c_id] {
-        assert!(cgroups_of(id).is_empty(), "{id}");
+        assert!(sandbox_cgroups(id).is_empty(), "{id}");
     }
 }
 
@@ -1102,7 +950,7 @@ fn a_pty_exec_over_a_websocket_and_directories_as_tar_streams() {
         None,
     );
     assert_eq!(s, 200);
-    assert!(cgroups_of(&id).is_empty());
+    assert!(sandbox_cgroups(&id).is_empty());
 }
 
 /// TLS on the TCP listener: a client that trusts the certificate gets answers over HTTPS, a

@@ -155,28 +155,29 @@ pub async fn serve(state: Arc<AppState>, listen: Listen) -> Result<(), ServeErro
         }
         (None, _) => {}
     }
+    // The reaper has a thread of its own: a task on the blocking pool every 250 ms would wake
+    // its idle threads in turn, and none would ever time out after a burst of execs.
+    let (reaper_stop, ticks) = std::sync::mpsc::channel::<()>();
     let reaper_daemon = state.daemon.clone();
-    let mut reaper_stop = stop_rx.clone();
-    let reaper = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(REAP_EVERY);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    let d = reaper_daemon.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        d.reap();
-                        d.replenish();
-                    })
-                    .await;
-                }
-                _ = reaper_stop.changed() => break,
+    let reaper = std::thread::Builder::new()
+        .name("sr-reaper".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                ticks.recv_timeout(REAP_EVERY)
+            {
+                reaper_daemon.reap();
+                reaper_daemon.replenish();
             }
-        }
-    });
+        })
+        .map_err(|source| ServeError::Bind {
+            what: "the reaper thread".into(),
+            source,
+        })?;
     wait_for_stop_signal().await;
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
-    let _ = reaper.await;
+    drop(reaper_stop);
+    let _ = tokio::task::spawn_blocking(move || reaper.join()).await;
     let daemon = state.daemon.clone();
     let _ = tokio::task::spawn_blocking(move || daemon.shutdown()).await;
     let _ = std::fs::remove_file(&listen.socket);

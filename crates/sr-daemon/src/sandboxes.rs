@@ -88,6 +88,9 @@ pub struct CreateOptions {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// Streamed execs a sandbox keeps for their readers.
+const KEPT_STREAMS: usize = 256;
+
 /// At most this many metadata labels, of these lengths.
 const MAX_LABELS: usize = 32;
 const MAX_LABEL_KEY: usize = 64;
@@ -349,10 +352,21 @@ impl Live {
     ) -> Result<Arc<ExecLog>, ExecError> {
         let (handle, running) = self.exec_as(req, who)?;
         let log = ExecLog::start(handle, running);
-        self.streamed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(log.id, log.clone());
+        let mut streamed = lock(&self.streamed);
+        // Bounded: past KEPT_STREAMS, the oldest that have ended go (their evidence is in the
+        // chain; only their replay is lost). Running ones always stay reachable.
+        if streamed.len() >= KEPT_STREAMS {
+            let ended: Vec<u64> = streamed
+                .iter()
+                .filter(|(_, l)| l.has_ended())
+                .map(|(id, _)| *id)
+                .take(streamed.len() + 1 - KEPT_STREAMS)
+                .collect();
+            for id in ended {
+                streamed.remove(&id);
+            }
+        }
+        streamed.insert(log.id, log.clone());
         Ok(log)
     }
 

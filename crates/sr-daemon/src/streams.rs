@@ -272,6 +272,11 @@ impl ExecLog {
         Ok((cursor.take(events), ended))
     }
 
+    /// Whether its exit (or loss) has been recorded.
+    pub fn has_ended(&self) -> bool {
+        self.lock().ended
+    }
+
     /// Waits for a change after `seen` (a value of [`ExecLog::subscribe`]).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
