@@ -10,7 +10,7 @@ mod serve_support;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -1087,4 +1087,94 @@ fn tls_on_the_tcp_listener_and_no_plain_tcp_off_loopback() {
     );
     assert_eq!(String::from_utf8_lossy(&again.stdout), r#"{"ok":true}"#);
     drop(d);
+}
+
+/// File routes refuse paths that climb (`..`, raw or percent-encoded) and paths through a
+/// symlink the workload planted, whatever the link points at; a sandbox's token reaches no
+/// other sandbox's files.
+#[test]
+fn file_paths_that_climb_or_go_through_symlinks_are_refused() {
+    if !require_root("file_paths_that_climb_or_go_through_symlinks_are_refused") {
+        return;
+    }
+    let env = Env::new();
+    let tokens = env.dir.path().join("state/tokens.json");
+    let token = token(&env, &tokens, "create,read");
+    let d = start(&env, &tokens);
+    let make = || {
+        let (s, a) = http(
+            &d.socket,
+            "POST",
+            "/v1/sandboxes",
+            &token,
+            Some(&json!({"policy": POLICY})),
+        );
+        assert_eq!(s, 201, "{a}");
+        (
+            a["id"].as_str().unwrap().to_owned(),
+            a["token"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (id, own) = make();
+    let (other_id, other_own) = make();
+    let (s, r) = http(
+        &d.socket,
+        "POST",
+        &format!("/v1/sandboxes/{id}/execs?wait=true"),
+        &own,
+        Some(
+            &json!({"argv": ["/bin/sh", "-c", "ln -s /etc /tmp/etc-link && ln -s .. /tmp/up && echo ok > /tmp/plain"]}),
+        ),
+    );
+    assert_eq!((s, r["exitCode"].as_i64()), (200, Some(0)), "{r}");
+    let files = format!("/v1/sandboxes/{id}/files");
+    for (method, path) in [
+        ("GET", "tmp/../etc/passwd"),
+        ("GET", "tmp/%2e%2e/etc/passwd"),
+        ("PUT", "tmp/../etc/evil"),
+        ("GET", "tmp/etc-link/passwd"),
+        ("PUT", "tmp/etc-link/evil"),
+        ("PUT", "tmp/up/etc/evil"),
+        ("DELETE", "tmp/etc-link/hostname"),
+        ("GET", "tmp/etc-link?format=tar"),
+    ] {
+        let (s, raw) = http_raw(&d.socket, method, &format!("{files}/{path}"), &own, b"x");
+        let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        assert!(
+            (400..=404).contains(&s) && body["code"].as_str().is_some(),
+            "{method} {path}: {s} {body}"
+        );
+    }
+    // An exec's cwd that climbs is the request's mistake (400), not a sandbox that is gone.
+    let (s, p) = http(
+        &d.socket,
+        "POST",
+        &format!("/v1/sandboxes/{id}/execs?wait=true"),
+        &own,
+        Some(&json!({"argv": ["/bin/true"], "cwd": "/tmp/../etc"})),
+    );
+    assert_eq!(s, 400, "{p}");
+    // The plain file is readable, through no link; the other sandbox's token does not reach it.
+    let (s, raw) = http_raw(&d.socket, "GET", &format!("{files}/tmp/plain"), &own, b"");
+    assert_eq!((s, raw.as_slice()), (200, b"ok\n".as_slice()));
+    let (s, _) = http_raw(
+        &d.socket,
+        "GET",
+        &format!("{files}/tmp/plain"),
+        &other_own,
+        b"",
+    );
+    assert_eq!(s, 404, "another sandbox's token");
+    // Nothing was written outside: the host's /etc has no evil, nor the sandbox's view of it.
+    assert!(!Path::new("/etc/evil").exists());
+    for sid in [&id, &other_id] {
+        let (s, _) = http(
+            &d.socket,
+            "DELETE",
+            &format!("/v1/sandboxes/{sid}"),
+            &token,
+            None,
+        );
+        assert_eq!(s, 200);
+    }
 }

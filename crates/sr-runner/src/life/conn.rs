@@ -232,7 +232,9 @@ impl AgentConn {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (stream, enc, buf) = &mut *w;
         buf.clear();
-        encode(enc, buf).map_err(std::io::Error::other)?;
+        // A message the codec refuses (a path that is not normalized, a field too long) is the
+        // caller's mistake, not a broken connection: InvalidInput says so.
+        encode(enc, buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         stream.write_all(buf)
     }
 

@@ -170,8 +170,14 @@ impl ExecHandle {
             tty: req.tty.map(|(rows, cols)| TtySize { rows, cols }),
             user: ExecUser::default(),
         });
-        conn.send(&msg)
-            .map_err(|e| lost(format!("sending the exec: {e}")))?;
+        conn.send(&msg).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => SandboxError::new(
+                crate::life::SandboxErrorKind::Invalid,
+                "exec.start",
+                e.to_string(),
+            ),
+            _ => lost(format!("sending the exec: {e}")),
+        })?;
         let announce = ExecStarted {
             exec_id: id,
             argv: req.argv.clone(),

@@ -108,8 +108,12 @@ impl<S: EventSink + 'static> Sandbox<S> {
 
     fn send(&self, path: &str, m: &Message) -> Result<(), SandboxError> {
         let conn = self.running(path)?;
-        conn.send(m)
-            .map_err(|e| gone(path, format!("sending the request: {e}")))
+        conn.send(m).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => {
+                SandboxError::new(Kind::Invalid, target(path), e.to_string())
+            }
+            _ => gone(path, format!("sending the request: {e}")),
+        })
     }
 
     /// Writes `size` bytes from `content` to `path` inside the sandbox, with `mode`.
