@@ -19,6 +19,7 @@ pub mod cgroup;
 pub mod error;
 pub mod gc;
 pub mod life;
+pub mod microvm;
 pub mod network;
 pub mod network_facts;
 pub mod network_hook;
