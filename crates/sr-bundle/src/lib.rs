@@ -23,6 +23,8 @@ pub enum BackendPlan {
     Sandbox(SandboxPlan),
     /// A Firecracker microVM.
     Firecracker(FirecrackerPlan),
+    /// A QEMU microVM (`backend: microvm` on `microvm.vmm: qemu`).
+    Qemu(QemuPlan),
 }
 
 impl BackendPlan {
@@ -31,6 +33,7 @@ impl BackendPlan {
         match self {
             BackendPlan::Sandbox(_) => "sandbox",
             BackendPlan::Firecracker(_) => "firecracker",
+            BackendPlan::Qemu(_) => "qemu",
         }
     }
 
@@ -38,7 +41,7 @@ impl BackendPlan {
     pub fn sandbox(&self) -> Option<&SandboxPlan> {
         match self {
             BackendPlan::Sandbox(p) => Some(p),
-            BackendPlan::Firecracker(_) => None,
+            BackendPlan::Firecracker(_) | BackendPlan::Qemu(_) => None,
         }
     }
 
@@ -46,7 +49,15 @@ impl BackendPlan {
     pub fn firecracker(&self) -> Option<&FirecrackerPlan> {
         match self {
             BackendPlan::Firecracker(p) => Some(p),
-            BackendPlan::Sandbox(_) => None,
+            BackendPlan::Sandbox(_) | BackendPlan::Qemu(_) => None,
+        }
+    }
+
+    /// The QEMU plan, for that backend.
+    pub fn qemu(&self) -> Option<&QemuPlan> {
+        match self {
+            BackendPlan::Qemu(p) => Some(p),
+            BackendPlan::Sandbox(_) | BackendPlan::Firecracker(_) => None,
         }
     }
 }
@@ -61,7 +72,7 @@ pub struct CompileBundle {
     pub policy_digest: String,
     /// The policy's name.
     pub policy_name: String,
-    /// The isolation boundary and its plan (`kind`: `sandbox` or `firecracker`).
+    /// The isolation boundary and its plan (`kind`: `sandbox`, `firecracker` or `qemu`).
     pub backend: BackendPlan,
     /// What to execute.
     pub process: ProcessPlan,
@@ -403,11 +414,42 @@ pub struct FirecrackerPlan {
     pub artifacts: Vec<ArtifactCheck>,
 }
 
+/// The QEMU plan: QEMU's whole command line and vhost-device-vsock's, as the runner starts
+/// them (paths carry `<runId>`). The acceleration is not in it: the runner probes once whether
+/// KVM runs a normal guest and adds `-accel kvm` or `-accel tcg`, and the report says which.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QemuPlan {
+    /// `qemu-system-x86_64`.
+    pub qemu_bin: String,
+    /// Its arguments, in order.
+    pub args: Vec<String>,
+    /// `vhost-device-vsock`.
+    pub vhost_vsock_bin: String,
+    /// Its arguments, in order.
+    pub vhost_vsock_args: Vec<String>,
+    /// The hybrid-vsock socket the runner reaches the guest agent through.
+    pub vsock_socket: String,
+    /// The guest's vsock context id.
+    pub guest_cid: u32,
+    /// The vsock port the guest agent listens on.
+    pub agent_port: u32,
+    /// Where the guest's serial console is written (the tail goes into a boot failure's hint).
+    pub console_log: String,
+    /// Artifacts to hash and (when pinned) check before boot.
+    pub artifacts: Vec<ArtifactCheck>,
+    /// What the guest agent enforces on every exec inside the VM (defence in depth behind the
+    /// guest kernel): the process sandbox's plan as the guest sees it. `namespaces` is empty
+    /// (the VM is the boundary), `hostUid`/`hostGid` are the guest identity execs run as, and
+    /// `mounts` are what the agent mounts itself (`/tmp`, `/proc`, `/dev`).
+    pub guest: SandboxPlan,
+}
+
 /// An artifact and its expected digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ArtifactCheck {
-    /// `kernel` or `rootfs`.
+    /// `kernel`, `initramfs` or `rootfs`.
     pub role: String,
     /// Host path.
     pub path: String,

@@ -23,6 +23,7 @@
 
 pub use sr_bundle as bundle;
 pub use sr_bundle::{sort_keys, to_canonical_json};
+pub mod microvm;
 pub mod seccomp;
 
 use std::collections::BTreeMap;
@@ -32,12 +33,13 @@ use sr_common::{Diagnostic, ErrorCode, events};
 use sr_policy::OperatorConfig;
 use sr_policy::ValidatedPolicy;
 use sr_policy::model::{Backend, NetworkMode, OnLimit, PolicySpec, Protocol};
+use sr_policy::operator::Vmm;
 
 pub use bundle::CompileBundle;
 use bundle::{
-    ArtifactCheck, BackendPlan, CgroupPlan, DnsPlan, EvidencePlan, FileLocks, FirecrackerPlan,
-    LandlockPlan, LandlockRule, MountStep, NetworkPlan, NftChain, NftPlan, NftRule, NftSet,
-    OutputAction, OutputPlan, ProcessPlan, RUN_ID_PLACEHOLDER, SandboxPlan, SeccompPlan,
+    BackendPlan, CgroupPlan, DnsPlan, EvidencePlan, FileLocks, FirecrackerPlan, LandlockPlan,
+    LandlockRule, MountStep, NetworkPlan, NftChain, NftPlan, NftRule, NftSet, OutputAction,
+    OutputPlan, ProcessPlan, RUN_ID_PLACEHOLDER, SandboxPlan, SeccompPlan,
 };
 
 /// Bundle format version.
@@ -154,6 +156,21 @@ fn compile_inner(
             &limits,
             network_plan.as_ref(),
         )?),
+        Backend::Microvm => match config.microvm.vmm {
+            Vmm::Qemu => BackendPlan::Qemu(microvm::qemu_plan(
+                spec,
+                config,
+                &limits,
+                network_plan.as_ref(),
+                guest_plan(policy, config, &limits, &process),
+            )?),
+            Vmm::Firecracker => BackendPlan::Firecracker(firecracker_plan(
+                spec,
+                config,
+                &limits,
+                network_plan.as_ref(),
+            )?),
+        },
     };
     Ok(CompileBundle {
         bundle_version: BUNDLE_VERSION,
@@ -352,6 +369,38 @@ fn sandbox_plan(
     }
 }
 
+/// The plan the guest agent applies to each exec inside a microVM: the sandbox plan's
+/// confinement (identity, rlimits, Landlock, seccomp), with no namespaces of its own (the VM
+/// is the boundary) and the guest's own root: the rootfs image, read-only.
+fn guest_plan(
+    policy: &ValidatedPolicy,
+    config: &OperatorConfig,
+    limits: &Effective,
+    process: &ProcessPlan,
+) -> SandboxPlan {
+    let mut plan = sandbox_plan(policy, config, limits);
+    plan.namespaces = Vec::new();
+    plan.host_uid = process.uid;
+    plan.host_gid = process.gid;
+    plan.mounts.retain(|m| {
+        matches!(
+            m,
+            MountStep::Tmpfs { .. } | MountStep::Proc { .. } | MountStep::Dev { .. }
+        )
+    });
+    plan.landlock
+        .rules
+        .retain(|r| ["/tmp", "/proc", "/dev"].contains(&r.path.as_str()));
+    plan.landlock.rules.insert(
+        0,
+        LandlockRule {
+            path: "/".to_owned(),
+            access: "ro".to_owned(),
+        },
+    );
+    plan
+}
+
 fn owned(names: &[&str]) -> Vec<String> {
     names.iter().map(|n| (*n).to_owned()).collect()
 }
@@ -374,7 +423,9 @@ fn network_plan(spec: &PolicySpec, backend: Backend) -> Result<NetworkPlan, Comp
             format!("sr{RUN_ID_PLACEHOLDER}h"),
             format!("sr{RUN_ID_PLACEHOLDER}g"),
         ),
-        Backend::Firecracker => (format!("srt{RUN_ID_PLACEHOLDER}"), "eth0".to_owned()),
+        Backend::Firecracker | Backend::Microvm => {
+            (format!("srt{RUN_ID_PLACEHOLDER}"), "eth0".to_owned())
+        }
     };
     let chain = |name: &str, chain_type: &str, hook: &str, priority: i32| NftChain {
         name: name.to_owned(),
@@ -490,24 +541,8 @@ fn firecracker_plan(
     limits: &Effective,
     network: Option<&NetworkPlan>,
 ) -> Result<FirecrackerPlan, CompileError> {
-    let artifacts = spec
-        .artifacts
-        .as_ref()
-        .ok_or_else(|| CompileError::TemplateMapping {
-            path: "artifacts".into(),
-            message: "firecracker needs artifacts".into(),
-            hint: "validate the policy first (`safe-run validate`)".into(),
-        })?;
-    let vcpus = limits.cpus.ceil() as u64;
-    if !(1..=FIRECRACKER_MAX_VCPUS).contains(&vcpus) {
-        return Err(CompileError::TemplateMapping {
-            path: "resources.cpus".into(),
-            message: format!(
-                "{vcpus} vCPUs do not fit Firecracker's limit of {FIRECRACKER_MAX_VCPUS}"
-            ),
-            hint: format!("use at most {FIRECRACKER_MAX_VCPUS} cpus"),
-        });
-    }
+    let artifacts = microvm::boot_artifacts(spec, config);
+    let vcpus = microvm::vcpus(limits, FIRECRACKER_MAX_VCPUS, "Firecracker")?;
     let mem_mib = limits.memory.div_ceil(1 << 20);
     let mut vm = serde_json::json!({
         "boot-source": {
@@ -568,12 +603,6 @@ fn firecracker_plan(
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    let check = |role: &str, a: &sr_policy::model::Artifact, jail: &str| ArtifactCheck {
-        role: role.to_owned(),
-        path: a.path.clone(),
-        expected_sha256: a.sha256.as_ref().map(|h| format!("sha256:{h}")),
-        jail_path: jail.to_owned(),
-    };
     Ok(FirecrackerPlan {
         vm_config: sort_keys(vm),
         jailer_args,
@@ -581,10 +610,8 @@ fn firecracker_plan(
             "{}/{RUN_ID_PLACEHOLDER}/artifacts/firecracker.socket",
             config.run_dir
         ),
-        artifacts: vec![
-            check("kernel", &artifacts.kernel, "vmlinux"),
-            check("rootfs", &artifacts.rootfs, "rootfs.ext4"),
-        ],
+        // Firecracker boots an uncompressed kernel with its drivers built in: no initramfs.
+        artifacts: vec![artifacts.kernel, artifacts.rootfs],
     })
 }
 

@@ -40,8 +40,9 @@ pub struct PolicySpec {
     /// Which evidence to record, and whether to sign the report. Default: every event, signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<Evidence>,
-    /// Kernel and root filesystem images for the firecracker backend. Required for
-    /// `backend: firecracker`, forbidden for `sandbox`.
+    /// Kernel, initramfs and root filesystem images for a microVM. Required for
+    /// `backend: firecracker`; for `backend: microvm` the operator config's `microvm`
+    /// artifacts are used where it is absent; forbidden for `sandbox`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<Artifacts>,
 }
@@ -66,8 +67,27 @@ pub enum Backend {
     /// Process sandbox: Linux namespaces, Landlock, seccomp, cgroups.
     #[default]
     Sandbox,
-    /// Firecracker microVM.
+    /// Firecracker microVM (pins that VMM).
     Firecracker,
+    /// A microVM on the VMM the operator config chooses (`microvm.vmm`: `qemu` or
+    /// `firecracker`).
+    Microvm,
+}
+
+impl Backend {
+    /// Whether it boots a guest kernel (a microVM of either VMM).
+    pub fn is_vm(self) -> bool {
+        matches!(self, Backend::Firecracker | Backend::Microvm)
+    }
+
+    /// The name policies spell.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sandbox => "sandbox",
+            Backend::Firecracker => "firecracker",
+            Backend::Microvm => "microvm",
+        }
+    }
 }
 
 /// What to run.
@@ -282,8 +302,11 @@ pub struct Evidence {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Artifacts {
-    /// Uncompressed guest kernel (vmlinux).
+    /// Guest kernel (an uncompressed vmlinux for Firecracker, a bzImage for QEMU).
     pub kernel: Artifact,
+    /// An initramfs (QEMU: the modules the guest agent loads before it mounts the root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initramfs: Option<Artifact>,
     /// ext4 root filesystem image.
     pub rootfs: Artifact,
 }

@@ -57,6 +57,8 @@ pub struct OperatorConfig {
     pub max_limits: Limits,
     /// Network settings for `mode: allowlist`.
     pub network: NetworkConfig,
+    /// `backend: microvm`: which VMM, its binaries, the default artifacts.
+    pub microvm: MicrovmConfig,
     /// Where the firecracker backend finds its binaries and builds its jails.
     pub firecracker: FirecrackerConfig,
     /// Which mounts' files are digested into the report, and the per-run bounds.
@@ -194,6 +196,48 @@ impl Default for FirecrackerConfig {
     }
 }
 
+/// The VMM a `backend: microvm` policy runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Vmm {
+    /// QEMU: KVM where it runs a normal guest, software emulation (TCG) otherwise.
+    #[default]
+    Qemu,
+    /// Firecracker behind its jailer (KVM hosts).
+    Firecracker,
+}
+
+/// `backend: microvm` (docs/microvm.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct MicrovmConfig {
+    /// The VMM.
+    pub vmm: Vmm,
+    /// `qemu-system-x86_64`.
+    pub qemu_bin: String,
+    /// `vhost-device-vsock` (the guest's vsock device for QEMU).
+    pub vhost_device_vsock_bin: String,
+    /// The kernel a policy without `artifacts` boots (what `safe-run artifact build` writes).
+    pub kernel: String,
+    /// The initramfs a policy without `artifacts` boots (QEMU).
+    pub initramfs: String,
+    /// The root filesystem a policy without `artifacts` boots.
+    pub rootfs: String,
+}
+
+impl Default for MicrovmConfig {
+    fn default() -> Self {
+        MicrovmConfig {
+            vmm: Vmm::Qemu,
+            qemu_bin: "/usr/bin/qemu-system-x86_64".into(),
+            vhost_device_vsock_bin: "/usr/local/bin/vhost-device-vsock".into(),
+            kernel: "/var/lib/safe-run/artifacts/vmlinuz".into(),
+            initramfs: "/var/lib/safe-run/artifacts/initramfs.img".into(),
+            rootfs: "/var/lib/safe-run/artifacts/rootfs.ext4".into(),
+        }
+    }
+}
+
 /// A full set of limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -308,6 +352,7 @@ impl Default for OperatorConfig {
                 output_bytes: ByteSize::mib(1024),
             },
             network: NetworkConfig::default(),
+            microvm: MicrovmConfig::default(),
             firecracker: FirecrackerConfig::default(),
             mount_digests: MountDigestConfig::default(),
             serve: ServeConfig::default(),

@@ -839,10 +839,10 @@ fn check_resources(spec: &PolicySpec, ctx: &mut Ctx<'_>) {
                 format!("cpus {cpus} exceeds the operator's ceiling {max_cpus}"),
                 format!("use at most {max_cpus}"),
             );
-        } else if spec.backend() == Backend::Firecracker && cpus.fract() != 0.0 {
+        } else if spec.backend().is_vm() && cpus.fract() != 0.0 {
             ctx.conflict(
                 &path,
-                format!("firecracker needs a whole number of vCPUs, found {cpus}"),
+                format!("a microVM needs a whole number of vCPUs, found {cpus}"),
                 format!("use {}", cpus.ceil()),
             );
         }
@@ -857,11 +857,11 @@ fn check_resources(spec: &PolicySpec, ctx: &mut Ctx<'_>) {
                 format!("memory {memory} exceeds the operator's ceiling {max_mem}"),
                 format!("use at most {max_mem}"),
             );
-        } else if spec.backend() == Backend::Firecracker && memory.bytes() % (1 << 20) != 0 {
+        } else if spec.backend().is_vm() && memory.bytes() % (1 << 20) != 0 {
             ctx.conflict(
                 &path,
                 format!(
-                    "firecracker sizes guest memory in MiB; {memory} is not a whole number of MiB"
+                    "a microVM's memory is sized in MiB; {memory} is not a whole number of MiB"
                 ),
                 "e.g. 256Mi",
             );
@@ -934,11 +934,15 @@ fn check_artifacts(spec: &PolicySpec, ctx: &mut Ctx<'_>) {
         ),
         (Backend::Sandbox, Some(_)) => ctx.conflict(
             &p("artifacts"),
-            "`artifacts` only applies to `backend: firecracker`",
-            "remove `artifacts`, or set `runtime.backend: firecracker`",
+            "`artifacts` only applies to a microVM (`backend: microvm` or `firecracker`)",
+            "remove `artifacts`, or set `runtime.backend: microvm`",
         ),
-        (Backend::Firecracker, Some(a)) => {
-            for (role, artifact) in [("kernel", &a.kernel), ("rootfs", &a.rootfs)] {
+        (Backend::Firecracker | Backend::Microvm, Some(a)) => {
+            let mut roles = vec![("kernel", &a.kernel), ("rootfs", &a.rootfs)];
+            if let Some(initramfs) = &a.initramfs {
+                roles.insert(1, ("initramfs", initramfs));
+            }
+            for (role, artifact) in roles {
                 let base = p("artifacts").key(role);
                 if !is_normalized_absolute(&artifact.path) || artifact.path == "/" {
                     ctx.bad(&base.key("path"), format!("{:?} is not an absolute, normalized file path", clip(&artifact.path)), "e.g. /srv/safe-run/vmlinux");
@@ -950,12 +954,12 @@ fn check_artifacts(spec: &PolicySpec, ctx: &mut Ctx<'_>) {
                 }
             }
         }
-        (Backend::Sandbox, None) => {}
+        (Backend::Sandbox | Backend::Microvm, None) => {}
     }
 }
 
 fn check_combinations(spec: &PolicySpec, ctx: &mut Ctx<'_>, resolved: &Resolved) {
-    let firecracker = spec.backend() == Backend::Firecracker;
+    let vm = spec.backend().is_vm();
     // C1: root inside the sandbox with a writable host path.
     let root_user = spec.runtime.user.as_ref().is_some_and(|u| u.uid == 0);
     if root_user {
@@ -1005,8 +1009,8 @@ fn check_combinations(spec: &PolicySpec, ctx: &mut Ctx<'_>, resolved: &Resolved)
             );
         }
     }
-    // C6: firecracker boots artifacts.rootfs; a policy rootfs would be silently ignored.
-    if firecracker && let Some(rootfs) = &spec.rootfs {
+    // C6: a microVM boots artifacts.rootfs; a policy rootfs would be silently ignored.
+    if vm && let Some(rootfs) = &spec.rootfs {
         let why = if rootfs.source == "host" {
             "the host's own root cannot be a microVM's disk"
         } else {
@@ -1014,9 +1018,7 @@ fn check_combinations(spec: &PolicySpec, ctx: &mut Ctx<'_>, resolved: &Resolved)
         };
         ctx.conflict(
             &p("rootfs.source"),
-            format!(
-                "combination C6 firecracker-rootfs: `rootfs` does not apply to firecracker ({why})"
-            ),
+            format!("combination C6 microvm-rootfs: `rootfs` does not apply to a microVM ({why})"),
             "remove `rootfs`; set `artifacts.rootfs.path` to an ext4 image",
         );
     }
@@ -1045,11 +1047,11 @@ fn check_combinations(spec: &PolicySpec, ctx: &mut Ctx<'_>, resolved: &Resolved)
             }
         }
     }
-    // C8: firecracker cannot share host directories.
-    if firecracker && !spec.mounts.is_empty() {
+    // C8: a microVM cannot share host directories (yet: files move through the agent).
+    if vm && !spec.mounts.is_empty() {
         ctx.conflict(
             &p("mounts"),
-            "combination C8 firecracker-mounts: the firecracker backend cannot share host directories",
+            "combination C8 microvm-mounts: a microVM backend cannot share host directories",
             "leave `mounts: []` and build the data into the rootfs image, or use `backend: sandbox`",
         );
     }

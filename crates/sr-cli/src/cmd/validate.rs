@@ -94,10 +94,7 @@ pub fn execute(args: ValidateArgs) -> u8 {
 }
 
 fn backend_name(spec: &sr_policy::PolicySpec) -> &'static str {
-    match spec.backend() {
-        sr_policy::model::Backend::Sandbox => "sandbox",
-        sr_policy::model::Backend::Firecracker => "firecracker",
-    }
+    spec.backend().name()
 }
 
 fn print_json(report: &ValidationReport) {

@@ -1,0 +1,218 @@
+//! The microVM plans' shared parts, and QEMU's: which artifacts a VM boots (the policy's, or the
+//! operator's defaults for `backend: microvm`), and QEMU's and vhost-device-vsock's whole
+//! command lines. Pure: nothing here looks at the host.
+//!
+//! QEMU's machine is what these hosts boot (docs/microvm.md): `-M pc` (the `microvm` machine
+//! hung with Debian's cloud kernel), `-nodefaults` and no monitor but a QMP socket in the run
+//! directory (0700) for the runner alone, the rootfs as a read-only virtio-blk drive, guest
+//! memory from a shared memfd (vhost-user needs it), vsock through vhost-device-vsock, a
+//! serial console into a file, and a virtio-net NIC on the run's TAP only when the policy
+//! allows network.
+
+use sr_bundle::{ArtifactCheck, NetworkPlan, QemuPlan, RUN_ID_PLACEHOLDER, SandboxPlan};
+use sr_policy::OperatorConfig;
+use sr_policy::model::{Artifact, PolicySpec};
+
+use crate::{CompileError, Effective, GUEST_CID};
+
+/// The vsock port the guest agent listens on.
+pub const AGENT_PORT: u32 = 1024;
+/// Kernel command line of a QEMU guest (`sr.agent_port` tells the agent its port).
+pub const QEMU_BOOT_ARGS: &str = "console=ttyS0 panic=-1 reboot=t quiet ro";
+/// Most vCPUs a QEMU guest gets here.
+pub const QEMU_MAX_VCPUS: u64 = 64;
+/// The guest NIC's MAC (the TAP is the run's own, so one address serves every run).
+pub const GUEST_MAC: &str = "06:00:ac:10:00:02";
+
+/// The artifacts a VM boots, each with its expected digest when pinned.
+pub(crate) struct BootArtifacts {
+    pub kernel: ArtifactCheck,
+    pub initramfs: Option<ArtifactCheck>,
+    pub rootfs: ArtifactCheck,
+}
+
+fn check(role: &str, a: &Artifact, jail: &str) -> ArtifactCheck {
+    ArtifactCheck {
+        role: role.to_owned(),
+        path: a.path.clone(),
+        expected_sha256: a.sha256.as_ref().map(|h| format!("sha256:{h}")),
+        jail_path: jail.to_owned(),
+    }
+}
+
+fn unpinned(role: &str, path: &str, jail: &str) -> ArtifactCheck {
+    ArtifactCheck {
+        role: role.to_owned(),
+        path: path.to_owned(),
+        expected_sha256: None,
+        jail_path: jail.to_owned(),
+    }
+}
+
+/// The policy's artifacts, or (for `backend: microvm` without them) the operator's defaults.
+/// `jail` names the files as a Firecracker jail holds them; QEMU reads the host paths.
+pub(crate) fn boot_artifacts(spec: &PolicySpec, config: &OperatorConfig) -> BootArtifacts {
+    let d = &config.microvm;
+    match &spec.artifacts {
+        Some(a) => BootArtifacts {
+            kernel: check("kernel", &a.kernel, "vmlinux"),
+            initramfs: a
+                .initramfs
+                .as_ref()
+                .map(|i| check("initramfs", i, "initramfs.img")),
+            rootfs: check("rootfs", &a.rootfs, "rootfs.ext4"),
+        },
+        None => BootArtifacts {
+            kernel: unpinned("kernel", &d.kernel, "vmlinux"),
+            initramfs: Some(unpinned("initramfs", &d.initramfs, "initramfs.img")),
+            rootfs: unpinned("rootfs", &d.rootfs, "rootfs.ext4"),
+        },
+    }
+}
+
+/// The whole vCPU count of `limits` within `max`, or why not.
+pub(crate) fn vcpus(limits: &Effective, max: u64, vmm: &str) -> Result<u64, CompileError> {
+    let vcpus = limits.cpus.ceil() as u64;
+    if (1..=max).contains(&vcpus) {
+        Ok(vcpus)
+    } else {
+        Err(CompileError::TemplateMapping {
+            path: "resources.cpus".into(),
+            message: format!("{vcpus} vCPUs do not fit {vmm}'s limit of {max}"),
+            hint: format!("use at most {max} cpus"),
+        })
+    }
+}
+
+/// QEMU's plan for `spec`.
+pub(crate) fn qemu_plan(
+    spec: &PolicySpec,
+    config: &OperatorConfig,
+    limits: &Effective,
+    network: Option<&NetworkPlan>,
+    guest: SandboxPlan,
+) -> Result<QemuPlan, CompileError> {
+    let vcpus = vcpus(limits, QEMU_MAX_VCPUS, "QEMU")?;
+    let mem_mib = limits.memory.div_ceil(1 << 20);
+    let artifacts = boot_artifacts(spec, config);
+    let vm_dir = format!("{}/{RUN_ID_PLACEHOLDER}/vm", config.run_dir);
+    let vhost_socket = format!("{vm_dir}/vhost-vsock.sock");
+    let vsock_socket = format!("{vm_dir}/vsock.sock");
+    let console_log = format!("{vm_dir}/console.log");
+    let append = format!("{QEMU_BOOT_ARGS} sr.agent_port={AGENT_PORT}");
+    let mut args: Vec<String> = [
+        "-name",
+        &format!("safe-run-{RUN_ID_PLACEHOLDER}"),
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-no-reboot",
+        "-machine",
+        "pc",
+        "-cpu",
+        "max",
+        "-smp",
+        &vcpus.to_string(),
+        "-m",
+        &format!("{mem_mib}M"),
+        "-object",
+        &format!("memory-backend-memfd,id=mem,size={mem_mib}M,share=on"),
+        "-numa",
+        "node,memdev=mem",
+        "-kernel",
+        &artifacts.kernel.path,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    if let Some(initramfs) = &artifacts.initramfs {
+        args.extend(["-initrd".to_owned(), initramfs.path.clone()]);
+    }
+    let drive = format!(
+        "file={},format=raw,if=none,id=rootfs,readonly=on",
+        qemu_option_value(&artifacts.rootfs.path)
+    );
+    args.extend(
+        [
+            "-append",
+            &append,
+            "-drive",
+            &drive,
+            "-device",
+            "virtio-blk-pci,drive=rootfs",
+            "-chardev",
+            &format!("socket,id=vhu,path={}", qemu_option_value(&vhost_socket)),
+            "-device",
+            "vhost-user-vsock-pci,chardev=vhu",
+            "-serial",
+            &format!("file:{}", qemu_option_value(&console_log)),
+            "-qmp",
+            &format!(
+                "unix:{},server=on,wait=off",
+                qemu_option_value(&format!("{vm_dir}/qmp.sock"))
+            ),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned()),
+    );
+    if let Some(net) = network {
+        args.extend(
+            [
+                "-netdev",
+                &format!(
+                    "tap,id=n0,ifname={},script=no,downscript=no",
+                    net.host_interface
+                ),
+                "-device",
+                &format!("virtio-net-pci,netdev=n0,mac={GUEST_MAC}"),
+            ]
+            .iter()
+            .map(|s| (*s).to_owned()),
+        );
+    }
+    let vhost_vsock_args = [
+        "--guest-cid",
+        &GUEST_CID.to_string(),
+        "--socket",
+        &vhost_socket,
+        "--uds-path",
+        &vsock_socket,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut checks = vec![artifacts.kernel];
+    checks.extend(artifacts.initramfs);
+    checks.push(artifacts.rootfs);
+    Ok(QemuPlan {
+        qemu_bin: config.microvm.qemu_bin.clone(),
+        args,
+        vhost_vsock_bin: config.microvm.vhost_device_vsock_bin.clone(),
+        vhost_vsock_args,
+        vsock_socket,
+        guest_cid: GUEST_CID,
+        agent_port: AGENT_PORT,
+        console_log,
+        artifacts: checks,
+        guest,
+    })
+}
+
+/// A value inside a QEMU `-drive` option list: commas are doubled (QEMU's escape), so a path
+/// with a comma cannot add options.
+fn qemu_option_value(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::qemu_option_value;
+
+    #[test]
+    fn a_comma_in_a_path_cannot_add_a_drive_option() {
+        assert_eq!(
+            qemu_option_value("/a,readonly=off,b"),
+            "/a,,readonly=off,,b"
+        );
+    }
+}
