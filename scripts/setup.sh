@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what safe-run needs on a Debian host, once: nft (allowlist networking), ip
-# (iproute2), python3 (used by examples and tests), bwrap and hyperfine (benchmarks only), and a
+# (iproute2), python3 (used by examples and tests), QEMU, vhost-device-vsock and the tools of
+# `safe-run artifact build` (the microVM backend), bwrap and hyperfine (benchmarks only), and a
 # Python venv at .venv/ with the pinned `cryptography` package (the independent report verifier,
 # tests/independent_verifier), and the Python SDK (sdk/python) with httpx, pytest and ruff.
 # Idempotent: installs only what is missing. Needs root
@@ -17,6 +18,13 @@ command -v tmux >/dev/null 2>&1 || need+=(tmux)
 # The TLS test of `safe-run serve` makes a certificate and calls it over HTTPS.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+# The microVM backend (docs/microvm.md): QEMU, and what `safe-run artifact build` uses to make
+# the guest's images (mkfs.ext4, dpkg-deb; apt-get download fetches Debian's kernel and busybox).
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
+# A static guest agent links glibc's static libraries.
+[[ -e /usr/lib/x86_64-linux-gnu/libc.a ]] || need+=(libc6-dev)
 # Debian splits `python3 -m venv` (ensurepip) into python3-venv.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [[ "${SAFE_RUN_SETUP_BENCH:-0}" == 1 ]]; then
@@ -38,6 +46,17 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2
   exit 1
+fi
+
+# vhost-device-vsock gives a QEMU guest its virtio-vsock device with Firecracker's hybrid-vsock
+# host side (docs/microvm.md). Pinned; built from crates.io into /usr/local/bin.
+VHOST_DEVICE_VSOCK_VERSION=0.3.0
+if ! /usr/local/bin/vhost-device-vsock --version 2>/dev/null | grep -q " $VHOST_DEVICE_VSOCK_VERSION"; then
+  echo "setup: cargo install vhost-device-vsock $VHOST_DEVICE_VSOCK_VERSION (a minute or two)" >&2
+  build_dir=$(mktemp -d /tmp/vhost-device-vsock-build.XXXXXX)
+  CARGO_TARGET_DIR=$build_dir \
+    cargo install --quiet --locked --root /usr/local --version "$VHOST_DEVICE_VSOCK_VERSION" vhost-device-vsock
+  rm -rf "$build_dir"
 fi
 
 # The independent verifier's venv: Ed25519 from `cryptography`, pinned. Recreated only when the

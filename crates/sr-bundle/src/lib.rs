@@ -415,7 +415,8 @@ pub struct FirecrackerPlan {
 }
 
 /// The QEMU plan: QEMU's whole command line and vhost-device-vsock's, as the runner starts
-/// them (paths carry `<runId>`). The acceleration is not in it: the runner probes once whether
+/// them. Both run in the run's `vm/` directory, and their own files (sockets, console log) are
+/// named relative to it. The acceleration is not in it: the runner probes once whether
 /// KVM runs a normal guest and adds `-accel kvm` or `-accel tcg`, and the report says which.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -428,13 +429,14 @@ pub struct QemuPlan {
     pub vhost_vsock_bin: String,
     /// Its arguments, in order.
     pub vhost_vsock_args: Vec<String>,
-    /// The hybrid-vsock socket the runner reaches the guest agent through.
+    /// The hybrid-vsock socket the runner reaches the guest agent through (in `vm/`).
     pub vsock_socket: String,
     /// The guest's vsock context id.
     pub guest_cid: u32,
     /// The vsock port the guest agent listens on.
     pub agent_port: u32,
-    /// Where the guest's serial console is written (the tail goes into a boot failure's hint).
+    /// Where the guest's serial console is written, in `vm/` (its tail goes into a boot
+    /// failure's hint).
     pub console_log: String,
     /// Artifacts to hash and (when pinned) check before boot.
     pub artifacts: Vec<ArtifactCheck>,

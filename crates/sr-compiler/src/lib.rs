@@ -144,6 +144,7 @@ fn compile_inner(
     let limits = Effective::of(spec, config);
     let process = process_plan(spec, config);
     let backend = spec.backend();
+    let vm = backend.is_vm();
     let network_plan = match spec.network_mode() {
         NetworkMode::None => None,
         NetworkMode::Allowlist => Some(network_plan(spec, backend)?),
@@ -180,8 +181,15 @@ fn compile_inner(
         process,
         cgroup_plan: CgroupPlan {
             name: format!("safe-run-{RUN_ID_PLACEHOLDER}"),
-            memory_max_bytes: limits.memory,
-            pids_max: limits.pids,
+            // A microVM's host cgroup bounds the VMM: the guest's memory plus what the VMM
+            // needs around it, and the VMM's own threads (the guest's processes are the guest
+            // kernel's to limit).
+            memory_max_bytes: if vm {
+                limits.memory + microvm::VMM_MEMORY_OVERHEAD
+            } else {
+                limits.memory
+            },
+            pids_max: if vm { microvm::VMM_MAX_TASKS } else { limits.pids },
             cpu_quota_us: limits.cpu_quota_us,
             cpu_period_us: CPU_PERIOD_US,
         },

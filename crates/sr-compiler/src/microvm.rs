@@ -15,6 +15,11 @@ use sr_policy::model::{Artifact, PolicySpec};
 
 use crate::{CompileError, Effective, GUEST_CID};
 
+/// Host memory a VMM needs beside its guest's (QEMU with TCG's translation cache, its own
+/// heap, vhost-device-vsock): added to the guest's memory in the run's cgroup.
+pub const VMM_MEMORY_OVERHEAD: u64 = 384 << 20;
+/// Tasks (threads) the VMM processes may have in the run's cgroup.
+pub const VMM_MAX_TASKS: u64 = 256;
 /// The vsock port the guest agent listens on.
 pub const AGENT_PORT: u32 = 1024;
 /// Kernel command line of a QEMU guest (`sr.agent_port` tells the agent its port).
@@ -95,10 +100,12 @@ pub(crate) fn qemu_plan(
     let vcpus = vcpus(limits, QEMU_MAX_VCPUS, "QEMU")?;
     let mem_mib = limits.memory.div_ceil(1 << 20);
     let artifacts = boot_artifacts(spec, config);
-    let vm_dir = format!("{}/{RUN_ID_PLACEHOLDER}/vm", config.run_dir);
-    let vhost_socket = format!("{vm_dir}/vhost-vsock.sock");
-    let vsock_socket = format!("{vm_dir}/vsock.sock");
-    let console_log = format!("{vm_dir}/console.log");
+    // The VMM's own files are named relative to its working directory, the run's `vm/`
+    // directory: the runner enters it before dropping privileges, so the VMM's user needs no
+    // access to any directory above it, and the plan does not depend on where runs live.
+    let vhost_socket = "vhost-vsock.sock".to_owned();
+    let vsock_socket = "vsock.sock".to_owned();
+    let console_log = "console.log".to_owned();
     let append = format!("{QEMU_BOOT_ARGS} sr.agent_port={AGENT_PORT}");
     let mut args: Vec<String> = [
         "-name",
@@ -149,7 +156,7 @@ pub(crate) fn qemu_plan(
             "-qmp",
             &format!(
                 "unix:{},server=on,wait=off",
-                qemu_option_value(&format!("{vm_dir}/qmp.sock"))
+                qemu_option_value("qmp.sock")
             ),
         ]
         .iter()

@@ -19,7 +19,6 @@ use sr_policy::{OperatorConfig, SourceFormat};
 use sr_runner::cgroup::Layout;
 use sr_runner::life::{ExecHandle, ExecRequest, Sandbox, SandboxError, SandboxSpec};
 use sr_runner::recording::{PolicySource, Recording, RunSink, Started};
-use sr_runner::sandbox::launch::ProcessSandbox;
 use sr_runner::{RunDir, RunStatus};
 
 use crate::lease::{self, Busy, Expiry, Lease, PastPolicyEnd, SharedLease};
@@ -677,6 +676,14 @@ impl Daemon {
             sink,
         } = Recording::start(dir, &policy, &bundle, source, config)
             .map_err(|d| CreateError::Start(vec![d]))?;
+        let backend = sr_runner::life::backend::for_bundle(
+            &bundle,
+            sr_runner::life::backend::BackendInputs {
+                init_exe: self.host.init_exe.clone(),
+                allowed_mount_prefixes: config.allowed_mount_prefixes.clone(),
+                vmm_identity: (config.workload_host_uid, config.workload_host_gid),
+            },
+        );
         let sandbox = Sandbox::create(
             &recording.dir,
             SandboxSpec {
@@ -685,10 +692,7 @@ impl Daemon {
                 sink,
                 cgroup_layout: self.host.layout.clone(),
             },
-            Box::new(ProcessSandbox::new(
-                self.host.init_exe.clone(),
-                config.allowed_mount_prefixes.clone(),
-            )),
+            backend,
             Arc::default(),
         );
         let id = sandbox.run_id().to_owned();

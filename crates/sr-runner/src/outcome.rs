@@ -118,6 +118,8 @@ pub struct EnforcementFacts {
     pub cgroup_limits: BTreeMap<String, String>,
     /// Capabilities kept (always empty).
     pub capabilities_kept: Vec<String>,
+    /// A microVM's facts (VMM, accelerator, artifacts, guest), for that backend.
+    pub microvm: Option<crate::microvm::facts::VmFacts>,
 }
 
 /// Phase timings in milliseconds (monotonic clock) and wall-clock start/end.

@@ -427,6 +427,9 @@ fn enforcement(outcome: &RunOutcome, bundle: &CompileBundle) -> Enforcement {
             json!(w.lock_isolated_mounts),
         );
     }
+    if let Some(vm) = &facts.microvm {
+        backend.insert("microvm".to_owned(), json!(vm));
+    }
     let mut namespaces = facts.namespaces.clone();
     namespaces.sort();
     Enforcement {

@@ -74,6 +74,7 @@ fn run_failing_on(b: &CompileBundle, fail_on: Option<&'static str>) -> Ran {
             init_exe: std::env::current_exe().unwrap(),
             cgroup_layout: layout,
             allowed_mount_prefixes: vec!["/tmp".into(), "/srv".into()],
+            vmm_identity: (65534, 65534),
             stdout: Box::new(out.clone()),
             stderr: Box::new(err.clone()),
             stdin: None,

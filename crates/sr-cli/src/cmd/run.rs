@@ -207,7 +207,7 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
         bundle.process.command = cmd.clone();
         bundle.process.args = rest.to_vec();
     }
-    if bundle.backend.sandbox().is_none() {
+    if bundle.backend.firecracker().is_some() {
         let d = Diagnostic::new(
             ErrorCode::RunLaunch,
             "runtime.backend",
@@ -215,7 +215,7 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
                 "backend {} cannot run on this build yet",
                 bundle.backend.name()
             ),
-            "use backend: sandbox",
+            "use backend: microvm with microvm.vmm: qemu in the operator config, or backend: sandbox",
         );
         return fail_with(result, format, &[d]);
     }
@@ -328,6 +328,7 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
             init_exe,
             cgroup_layout: host.cgroup,
             allowed_mount_prefixes: config.allowed_mount_prefixes.clone(),
+            vmm_identity: (config.workload_host_uid, config.workload_host_gid),
             stdout: Box::new(std::io::stdout()),
             stderr: Box::new(std::io::stderr()),
             stdin,

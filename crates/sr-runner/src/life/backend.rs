@@ -40,6 +40,33 @@ pub struct StartContext<'a> {
     pub phases: &'a mut Phases,
 }
 
+/// What a backend is made from, whichever the bundle asks for.
+pub struct BackendInputs {
+    /// The binary to execute as `<init_exe> __init` (the process sandbox's init).
+    pub init_exe: std::path::PathBuf,
+    /// Operator-allowed mount prefixes (the process sandbox re-checks each source).
+    pub allowed_mount_prefixes: Vec<String>,
+    /// The unprivileged uid and gid a VMM runs as (the operator's workload identity).
+    pub vmm_identity: (u32, u32),
+}
+
+/// The backend `bundle` was compiled for. Firecracker has no driver yet: its bundle gets the
+/// process sandbox, whose start refuses it with a clear error.
+pub fn for_bundle(bundle: &CompileBundle, inputs: BackendInputs) -> Box<dyn Backend> {
+    match &bundle.backend {
+        sr_bundle::BackendPlan::Qemu(_) => Box::new(crate::microvm::qemu::QemuVm::new(
+            inputs.vmm_identity.0,
+            inputs.vmm_identity.1,
+        )),
+        sr_bundle::BackendPlan::Sandbox(_) | sr_bundle::BackendPlan::Firecracker(_) => {
+            Box::new(crate::sandbox::launch::ProcessSandbox::new(
+                inputs.init_exe,
+                inputs.allowed_mount_prefixes,
+            ))
+        }
+    }
+}
+
 /// What varies between isolation boundaries.
 pub trait Backend: Send {
     /// The backend's name as the report says it (`sandbox`, `microvm`).
@@ -50,11 +77,13 @@ pub trait Backend: Send {
     fn start(&mut self, cx: StartContext<'_>) -> Result<Boundary, RunStatus>;
 
     /// Finishes the start once the network is attached; returns the stream on which the
-    /// agent inside speaks the agent protocol.
+    /// agent inside speaks the agent protocol. Facts learnt only now (a guest's) go into
+    /// `enforcement`.
     fn connect(
         &mut self,
         network: &AttachedNetwork,
         deadline: Instant,
+        enforcement: &mut EnforcementFacts,
     ) -> Result<UnixStream, RunStatus>;
 
     /// A handle that kills the boundary.

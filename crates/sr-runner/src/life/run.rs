@@ -21,7 +21,6 @@ use crate::network_hook::NetworkHook;
 use crate::outcome::{RunOutcome, RunStatus, StreamFacts};
 use crate::output::cut_notice;
 use crate::rundir::RunDir;
-use crate::sandbox::launch::ProcessSandbox;
 
 /// Where the output goes besides the run dir.
 pub type Terminal = Box<dyn Write + Send>;
@@ -34,6 +33,8 @@ pub struct RunOptions {
     pub cgroup_layout: Layout,
     /// Operator-allowed mount prefixes (re-checked through each source's fd).
     pub allowed_mount_prefixes: Vec<String>,
+    /// The unprivileged uid and gid a microVM's VMM runs as.
+    pub vmm_identity: (u32, u32),
     /// Where the workload's stdout is streamed (the terminal, or a sink in tests).
     pub stdout: Terminal,
     /// Where the workload's stderr is streamed.
@@ -192,6 +193,7 @@ impl Runner {
             init_exe,
             cgroup_layout,
             allowed_mount_prefixes,
+            vmm_identity,
             stdout,
             stderr,
             stdin,
@@ -209,7 +211,14 @@ impl Runner {
                 sink,
                 cgroup_layout,
             },
-            Box::new(ProcessSandbox::new(init_exe, allowed_mount_prefixes)),
+            super::backend::for_bundle(
+                bundle,
+                super::backend::BackendInputs {
+                    init_exe,
+                    allowed_mount_prefixes,
+                    vmm_identity,
+                },
+            ),
             self.ending.clone(),
         );
         let (status, result, started) = match sb.start_failure().cloned() {

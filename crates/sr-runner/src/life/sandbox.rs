@@ -324,7 +324,9 @@ impl<S: EventSink + 'static> Sandbox<S> {
         }
 
         let t = Instant::now();
-        let stream = self.backend.connect(&attached, deadline)?;
+        let stream = self
+            .backend
+            .connect(&attached, deadline, &mut self.enforcement)?;
         let ready = self.hello(stream, deadline)?;
         self.mounts = ready.mounts;
         self.phases.insert("go_to_ready".into(), ms(t.elapsed()));
@@ -654,6 +656,7 @@ fn enforced_payload(facts: &WorkloadFacts, e: &EnforcementFacts) -> Value {
         "rlimits": facts.rlimits,
         "policyMounts": facts.policy_mounts,
         "lockIsolatedMounts": facts.lock_isolated_mounts,
+        "microvm": e.microvm,
     })
 }
 

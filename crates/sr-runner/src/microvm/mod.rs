@@ -2,7 +2,15 @@
 //!
 //! * [`hybrid_vsock`]: the `CONNECT <port>` / `OK <port>` handshake to a guest's vsock through
 //!   the VMM's Unix socket (Firecracker's own, or vhost-device-vsock's for QEMU).
+//! * [`qemu`]: QEMU as a backend (artifacts checked, VMM confined, the agent reached).
+//! * [`confine`]: how a VMM process runs on the host (unprivileged, its own namespaces).
+//! * [`accel`]: KVM where it runs a normal guest, software emulation otherwise.
+//! * [`facts`]: what the report says a microVM enforced.
 //! * [`guest_setup`]: the line each way before the agent protocol (confinement, entropy, facts).
 
+pub mod accel;
+pub mod confine;
+pub mod facts;
 pub mod guest_setup;
 pub mod hybrid_vsock;
+pub mod qemu;

@@ -324,6 +324,7 @@ impl Backend for ProcessSandbox {
         &mut self,
         network: &AttachedNetwork,
         deadline: Instant,
+        _enforcement: &mut crate::outcome::EnforcementFacts,
     ) -> Result<UnixStream, RunStatus> {
         self.deadline = deadline;
         let go = Go {

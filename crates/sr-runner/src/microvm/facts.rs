@@ -1,0 +1,61 @@
+//! What a microVM run enforced, as the report states it (`enforcement.backend.microvm`): the
+//! VMM and how it was confined, the accelerator, the machine, the guest's size, the digest of
+//! every artifact it booted, the kernel command line, and what the guest agent reported.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// The facts of one microVM.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmFacts {
+    /// `qemu` or `firecracker`.
+    pub vmm: String,
+    /// The VMM's own version line.
+    pub vmm_version: String,
+    /// `kvm` or `tcg` (software emulation), and why.
+    pub accelerator: String,
+    /// Why that accelerator (e.g. "/dev/kvm is nested PVM").
+    pub accelerator_reason: String,
+    /// QEMU's machine type.
+    pub machine: String,
+    /// vCPUs.
+    pub vcpus: u64,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// role (`kernel`, `initramfs`, `rootfs`) -> `sha256:<hex>` of the file booted.
+    pub artifacts: BTreeMap<String, String>,
+    /// The guest kernel's command line.
+    pub kernel_cmdline: String,
+    /// The guest kernel's release, as the agent reported it.
+    pub guest_kernel: String,
+    /// Kernel modules the guest agent loaded.
+    pub guest_modules: Vec<String>,
+    /// The guest's Landlock ABI (0: none).
+    pub guest_landlock_abi: u32,
+    /// Whether the guest has seccomp filters.
+    pub guest_seccomp: bool,
+    /// How the VMM processes were confined on the host.
+    pub confinement: VmmConfinement,
+    /// Milliseconds from the VMM's start to the agent's answer.
+    pub boot_ms: u64,
+}
+
+/// How the VMM's processes (QEMU and vhost-device-vsock) run on the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmmConfinement {
+    /// The unprivileged uid and gid they run as.
+    pub uid: u32,
+    /// Their gid.
+    pub gid: u32,
+    /// The namespaces they were put in.
+    pub namespaces: Vec<String>,
+    /// `no_new_privs` set, every capability dropped (bounding and inheritable sets).
+    pub no_new_privs: bool,
+    /// QEMU's own seccomp sandbox option.
+    pub seccomp: String,
+    /// The host cgroup that bounds them (the run's).
+    pub cgroup: bool,
+}

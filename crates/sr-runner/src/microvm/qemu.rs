@@ -1,0 +1,545 @@
+//! QEMU as a [`Backend`]: check the artifacts, start vhost-device-vsock and QEMU confined
+//! ([`super::confine`]) inside the run's cgroup, wait for the guest agent over the hybrid
+//! vsock, send it the guest setup line ([`super::guest_setup`]) and hand the connection over
+//! to the agent protocol. Stop kills both VMM processes (the guest has no other existence).
+//!
+//! Ready means the agent answered the setup; a boot that does not get there in time is
+//! SR-RUN-002 with the tail of the guest's console in the hint.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use sr_bundle::{QemuPlan, RUN_ID_PLACEHOLDER};
+use sr_common::{Diagnostic, ErrorCode};
+
+use super::accel;
+use super::confine::Confinement;
+use super::facts::{VmFacts, VmmConfinement};
+use super::guest_setup::{GuestSetup, GuestSetupReply, MAX_SETUP_LINE};
+use super::hybrid_vsock;
+use crate::cgroup::{self, RunCgroup};
+use crate::life::backend::{Backend, Killer, StartContext};
+use crate::network_facts::Boundary;
+use crate::network_hook::AttachedNetwork;
+use crate::outcome::{CleanupReport, EnforcementFacts, RunStatus};
+
+/// How long a guest may take from QEMU's start to the agent's answer (software emulation
+/// boots in about 3 s here; a loaded CI machine needs more).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long vhost-device-vsock may take to create its socket.
+const VHOST_TIMEOUT: Duration = Duration::from_secs(10);
+/// QEMU's own seccomp filter: no obsolete calls, no privilege changes, no spawning, no
+/// resource control.
+pub const QEMU_SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+/// How much of the guest console a boot failure's hint carries.
+const CONSOLE_TAIL: usize = 1500;
+
+fn failed(phase: &str, cause: impl Into<String>, hint: impl Into<String>) -> RunStatus {
+    RunStatus::LaunchFailed {
+        diagnostic: Diagnostic::new(ErrorCode::RunLaunch, phase, cause.into(), hint.into()),
+    }
+}
+
+/// The VMM's two processes (each the outer end of its confinement chain).
+#[derive(Default)]
+struct Procs {
+    qemu: Option<Child>,
+    vhost: Option<Child>,
+}
+
+impl Procs {
+    fn kill(&mut self) {
+        for c in [self.qemu.as_mut(), self.vhost.as_mut()].into_iter().flatten() {
+            // std's Child never signals a reaped pid, so this cannot hit a recycled one.
+            let _ = c.kill();
+        }
+    }
+}
+
+/// A QEMU microVM.
+pub struct QemuVm {
+    /// The unprivileged identity the VMM runs as.
+    vmm_uid: u32,
+    vmm_gid: u32,
+    procs: Arc<Mutex<Procs>>,
+    plan: Option<QemuPlan>,
+    vm_dir: PathBuf,
+    started: Option<Instant>,
+    setup: Option<GuestSetup>,
+    timeout_ms: u64,
+    facts: VmFacts,
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
+/// The last `max` bytes of the console log, as text.
+pub fn console_tail(path: &Path, max: usize) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let start = bytes.len().saturating_sub(max);
+    String::from_utf8_lossy(&bytes[start..]).trim().to_owned()
+}
+
+/// The first line `bin --version` prints (`QEMU emulator version 7.2.x`).
+fn version_line(bin: &str) -> String {
+    Command::new(bin)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
+fn random_hex(n: usize) -> std::io::Result<String> {
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(hex::encode(buf))
+}
+
+impl QemuVm {
+    /// A QEMU microVM whose VMM processes run as `vmm_uid`/`vmm_gid` (never 0).
+    pub fn new(vmm_uid: u32, vmm_gid: u32) -> Self {
+        QemuVm {
+            vmm_uid,
+            vmm_gid,
+            procs: Arc::new(Mutex::new(Procs::default())),
+            plan: None,
+            vm_dir: PathBuf::new(),
+            started: None,
+            setup: None,
+            timeout_ms: 0,
+            facts: VmFacts::default(),
+        }
+    }
+
+    fn procs(&self) -> std::sync::MutexGuard<'_, Procs> {
+        self.procs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Hashes each artifact and checks pinned digests.
+    fn check_artifacts(&mut self, plan: &QemuPlan) -> Result<(), RunStatus> {
+        for a in &plan.artifacts {
+            let path = Path::new(&a.path);
+            let digest = sha256_file(path).map_err(|e| {
+                failed(
+                    "launch.artifacts",
+                    format!("the {} {}: {e}", a.role, a.path),
+                    "build the microVM artifacts with `safe-run artifact build` (docs/microvm.md), or fix artifacts.* in the policy",
+                )
+            })?;
+            if let Some(expected) = &a.expected_sha256
+                && *expected != digest
+            {
+                return Err(failed(
+                    "launch.artifacts",
+                    format!(
+                        "the {} {} has digest {digest}, the policy pins {expected}",
+                        a.role, a.path
+                    ),
+                    "the file changed since the policy was written: rebuild it or update artifacts.*.sha256",
+                ));
+            }
+            self.facts.artifacts.insert(a.role.clone(), digest);
+        }
+        Ok(())
+    }
+
+    fn spawn(
+        &self,
+        bin: &str,
+        args: &[String],
+        confinement: &Confinement,
+        log: &Path,
+        cg: Option<&RunCgroup>,
+    ) -> Result<Child, RunStatus> {
+        let (prog, argv) = confinement.command_line(bin, args);
+        let out = std::fs::File::create(log).map_err(|e| {
+            failed(
+                "launch.vmm",
+                format!("{}: {e}", log.display()),
+                "see docs/microvm.md",
+            )
+        })?;
+        let err = out.try_clone().map_err(|e| {
+            failed(
+                "launch.vmm",
+                format!("{}: {e}", log.display()),
+                "see docs/microvm.md",
+            )
+        })?;
+        let mut cmd = Command::new(prog);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        cmd.args(argv)
+            .env_clear()
+            .current_dir(&self.vm_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        let child = crate::sandbox::spawner::spawn(cmd).map_err(|e| {
+            failed(
+                "launch.vmm",
+                format!("cannot start {bin}: {e}"),
+                "install util-linux (setpriv, unshare); see docs/microvm.md",
+            )
+        })?;
+        if let Some(cg) = cg
+            && let Err(e) = cg.attach(&cgroup::HostFs, child.id())
+        {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(failed(
+                "launch.cgroup",
+                format!("attaching {bin} to the run's cgroup: {e}"),
+                "see docs/run.md",
+            ));
+        }
+        Ok(child)
+    }
+
+    fn boot_failure(&self, cause: String) -> RunStatus {
+        let console = self
+            .vm_dir
+            .join(self.plan.as_ref().map_or("console.log", |p| p.console_log.as_str()));
+        let tail = console_tail(&console, CONSOLE_TAIL);
+        let qemu_log = console_tail(&self.vm_dir.join("qemu.log"), 600);
+        let mut hint = String::from("the guest did not reach its agent; see docs/microvm.md");
+        if !qemu_log.is_empty() {
+            hint.push_str(&format!("\nQEMU said:\n{qemu_log}"));
+        }
+        if !tail.is_empty() {
+            hint.push_str(&format!("\nthe guest console ends with:\n{tail}"));
+        }
+        failed("launch.boot", cause, hint)
+    }
+}
+
+/// Makes `dir` (0700, owned by `uid:gid`) for the VMM's sockets and logs.
+fn vmm_dir(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+}
+
+impl Backend for QemuVm {
+    fn name(&self) -> &'static str {
+        "microvm"
+    }
+
+    fn start(&mut self, cx: StartContext<'_>) -> Result<Boundary, RunStatus> {
+        let Some(plan) = cx.bundle.backend.qemu() else {
+            return Err(failed(
+                "launch.backend",
+                format!("the bundle is for backend {}, not qemu", cx.bundle.backend.name()),
+                "this is a bug",
+            ));
+        };
+        if cx.bundle.network_plan.is_some() {
+            return Err(failed(
+                "launch.network",
+                "network.mode allowlist is not available on the QEMU microVM yet",
+                "use network.mode: none, or backend: sandbox for an allowlist (docs/microvm.md)",
+            ));
+        }
+        let sub = |s: &str| s.replace(RUN_ID_PLACEHOLDER, cx.run_id);
+        let plan = QemuPlan {
+            args: plan.args.iter().map(|a| sub(a)).collect(),
+            vhost_vsock_args: plan.vhost_vsock_args.iter().map(|a| sub(a)).collect(),
+            vsock_socket: sub(&plan.vsock_socket),
+            console_log: sub(&plan.console_log),
+            ..plan.clone()
+        };
+        self.vm_dir = cx.run_dir.join("vm");
+        self.timeout_ms = cx.bundle.process.timeout_ms;
+        let in_vm_dir = |name: &str| {
+            let p = Path::new(name);
+            p.components().count() == 1 && matches!(p.components().next(), Some(std::path::Component::Normal(_)))
+        };
+        if !in_vm_dir(&plan.vsock_socket) || !in_vm_dir(&plan.console_log) {
+            return Err(failed(
+                "launch.vmm",
+                format!(
+                    "the plan names the VMM's files {:?} and {:?}, not plain names in its directory",
+                    plan.vsock_socket, plan.console_log
+                ),
+                "recompile the policy with this safe-run",
+            ));
+        }
+        let t_artifacts = Instant::now();
+        self.check_artifacts(&plan)?;
+        cx.phases.insert(
+            "artifacts".into(),
+            t_artifacts.elapsed().as_secs_f64() * 1000.0,
+        );
+        // The vm directory is the VMM's own; the VMM starts in it (entered before its
+        // privileges are dropped), so nothing above it need be open to the VMM's user.
+        let io = |e: std::io::Error| failed("launch.vmm", e.to_string(), "see docs/microvm.md");
+        vmm_dir(&self.vm_dir, self.vmm_uid, self.vmm_gid).map_err(io)?;
+
+        let accel = accel::host_accel();
+        let confinement = Confinement {
+            uid: self.vmm_uid,
+            gid: self.vmm_gid,
+            no_network: true,
+        };
+        let cmdline = plan
+            .args
+            .iter()
+            .position(|a| a == "-append")
+            .and_then(|i| plan.args.get(i + 1))
+            .cloned()
+            .unwrap_or_default();
+        let machine = plan
+            .args
+            .iter()
+            .position(|a| a == "-machine")
+            .and_then(|i| plan.args.get(i + 1))
+            .cloned()
+            .unwrap_or_default();
+        self.facts.vmm = "qemu".into();
+        self.facts.vmm_version = version_line(&plan.qemu_bin);
+        self.facts.accelerator = accel.name.into();
+        self.facts.accelerator_reason = accel.reason.clone();
+        self.facts.machine = machine;
+        self.facts.vcpus = cx.bundle.cgroup_plan.cpu_quota_us.div_ceil(cx.bundle.cgroup_plan.cpu_period_us.max(1)).max(1);
+        self.facts.kernel_cmdline = cmdline;
+        self.facts.confinement = VmmConfinement {
+            uid: self.vmm_uid,
+            gid: self.vmm_gid,
+            namespaces: confinement.namespaces(),
+            no_new_privs: true,
+            seccomp: format!("qemu -sandbox {QEMU_SANDBOX}"),
+            cgroup: cx.cgroup.is_some(),
+        };
+        cx.enforcement.hostname = plan.guest.hostname.clone();
+        cx.enforcement.capabilities_kept = plan.guest.capabilities.clone();
+
+        let t_vmm = Instant::now();
+        let vhost = self.spawn(
+            &plan.vhost_vsock_bin,
+            &plan.vhost_vsock_args,
+            &confinement,
+            &self.vm_dir.join("vhost-vsock.log"),
+            cx.cgroup,
+        )?;
+        self.procs().vhost = Some(vhost);
+        // QEMU connects to vhost-device-vsock's socket at start: wait for it to exist.
+        let vhost_socket = self.vm_dir.join("vhost-vsock.sock");
+        let until = Instant::now() + VHOST_TIMEOUT;
+        while !vhost_socket.exists() {
+            let exited = self
+                .procs()
+                .vhost
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() >= until {
+                let log = console_tail(&self.vm_dir.join("vhost-vsock.log"), 600);
+                return Err(failed(
+                    "launch.vmm",
+                    format!("vhost-device-vsock did not create {}", vhost_socket.display()),
+                    format!("install it with `cargo install vhost-device-vsock` (scripts/setup.sh does); it said: {log}"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut args = plan.args.clone();
+        args.extend([
+            "-accel".to_owned(),
+            accel.name.to_owned(),
+            "-sandbox".to_owned(),
+            QEMU_SANDBOX.to_owned(),
+        ]);
+        let qemu = self.spawn(
+            &plan.qemu_bin,
+            &args,
+            &confinement,
+            &self.vm_dir.join("qemu.log"),
+            cx.cgroup,
+        )?;
+        self.procs().qemu = Some(qemu);
+        self.started = Some(Instant::now());
+        cx.phases
+            .insert("vmm_spawn".into(), t_vmm.elapsed().as_secs_f64() * 1000.0);
+        self.setup = Some(GuestSetup {
+            run_id: cx.run_id.to_owned(),
+            process: cx.bundle.process.clone(),
+            guest: plan.guest.clone(),
+            entropy: random_hex(64).map_err(io)?,
+        });
+        self.plan = Some(plan);
+        // The guest configures its own side of a TAP; with no network there is none, and the
+        // no-network hook ignores the boundary.
+        Ok(Boundary::Tap {
+            name: String::new(),
+        })
+    }
+
+    fn connect(
+        &mut self,
+        _network: &AttachedNetwork,
+        deadline: Instant,
+        enforcement: &mut EnforcementFacts,
+    ) -> Result<UnixStream, RunStatus> {
+        let plan = self
+            .plan
+            .clone()
+            .ok_or_else(|| failed("launch.boot", "connect before start", "this is a bug"))?;
+        let boot_deadline = self
+            .started
+            .map_or(deadline, |s| (s + BOOT_TIMEOUT).min(deadline));
+        let (stream, _) = match hybrid_vsock::connect_when_ready(
+            &self.vm_dir.join(&plan.vsock_socket),
+            plan.agent_port,
+            boot_deadline,
+            Duration::from_millis(50),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                let qemu_gone = self
+                    .procs()
+                    .qemu
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                if qemu_gone.is_none() && Instant::now() >= deadline {
+                    return Err(RunStatus::Timeout {
+                        limit_ms: self.timeout_ms,
+                    });
+                }
+                return Err(self.boot_failure(format!("the guest agent did not answer: {e}")));
+            }
+        };
+        let setup = self
+            .setup
+            .take()
+            .ok_or_else(|| failed("launch.boot", "no guest setup", "this is a bug"))?;
+        let mut line = serde_json::to_vec(&setup)
+            .map_err(|e| failed("launch.guest", e.to_string(), "this is a bug"))?;
+        line.push(b'\n');
+        let io = |e: std::io::Error| self.boot_failure(format!("the guest setup: {e}"));
+        let mut w = stream.try_clone().map_err(io)?;
+        w.write_all(&line).map_err(io)?;
+        stream
+            .set_read_timeout(Some(
+                boot_deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            ))
+            .map_err(io)?;
+        // One line, read a byte at a time so nothing of the protocol after it is consumed.
+        let mut reply = Vec::new();
+        let mut r = &stream;
+        let mut byte = [0u8; 1];
+        loop {
+            match r.read(&mut byte) {
+                Ok(0) => return Err(self.boot_failure("the guest agent closed the connection during setup".into())),
+                Ok(_) if byte[0] == b'\n' => break,
+                Ok(_) if reply.len() >= MAX_SETUP_LINE => {
+                    return Err(self.boot_failure("the guest agent's setup answer is too long".into()));
+                }
+                Ok(_) => reply.push(byte[0]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.boot_failure(format!("reading the guest setup answer: {e}"))),
+            }
+        }
+        let _ = stream.set_read_timeout(None);
+        match serde_json::from_slice::<GuestSetupReply>(&reply) {
+            Ok(GuestSetupReply::Ok {
+                kernel_release,
+                modules,
+                landlock_abi,
+                seccomp,
+            }) => {
+                self.facts.guest_kernel = kernel_release;
+                self.facts.guest_modules = modules;
+                self.facts.guest_landlock_abi = landlock_abi;
+                self.facts.guest_seccomp = seccomp;
+                self.facts.boot_ms = self
+                    .started
+                    .map_or(0, |s| s.elapsed().as_millis() as u64);
+            }
+            Ok(GuestSetupReply::Failed { phase, message }) => {
+                return Err(failed(
+                    &phase,
+                    format!("the guest agent: {message}"),
+                    "see docs/microvm.md (what the guest kernel must provide)",
+                ));
+            }
+            Err(e) => {
+                return Err(self.boot_failure(format!(
+                    "an unreadable setup answer from the guest agent: {e}"
+                )));
+            }
+        }
+        enforcement.microvm = Some(self.facts.clone());
+        Ok(stream)
+    }
+
+    fn killer(&self) -> Killer {
+        let procs = self.procs.clone();
+        Arc::new(move || {
+            procs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .kill();
+        })
+    }
+
+    fn stop(&mut self, cleanup: &mut CleanupReport) {
+        let mut procs = std::mem::take(&mut *self.procs());
+        procs.kill();
+        for (name, child) in [("QEMU", procs.qemu.take()), ("vhost-device-vsock", procs.vhost.take())] {
+            if let Some(mut c) = child {
+                if let Err(e) = c.wait() {
+                    cleanup.errors.push(Diagnostic::new(
+                        ErrorCode::RunLaunch,
+                        "cleanup.vmm",
+                        format!("waiting for {name}: {e}"),
+                        "its cgroup is killed by cleanup; see docs/microvm.md",
+                    ));
+                }
+            }
+        }
+    }
+
+    fn remove_files(&mut self, _run_dir: &Path, cleanup: &mut CleanupReport) {
+        for sock in ["vhost-vsock.sock", "vsock.sock", "qmp.sock"] {
+            if std::fs::remove_file(self.vm_dir.join(sock)).is_ok() {
+                cleanup.removed.push(format!("vm/{sock}"));
+            }
+        }
+    }
+}
+
+impl QemuVm {
+    /// The facts gathered so far (complete once connected).
+    pub fn facts(&self) -> &VmFacts {
+        &self.facts
+    }
+}
+
