@@ -15,6 +15,7 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::mount::{MsFlags, mount};
 use nix::sys::stat::Mode;
+use nix::sys::statfs::{FsType, TMPFS_MAGIC};
 use nix::unistd::{chdir, chroot};
 use sr_bundle::MountStep;
 
@@ -27,7 +28,7 @@ pub const ROOT_DEVICE_WAIT: Duration = Duration::from_secs(5);
 /// The initramfs' mount point for the root image.
 const NEW_ROOT: &str = "/newroot";
 /// `statfs` magic of ramfs (the initramfs when the kernel has no tmpfs for it).
-const RAMFS_MAGIC: i64 = 0x8584_58f6;
+const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
 
 fn mnt(
     phase: &'static str,
@@ -50,7 +51,7 @@ fn mnt(
 pub fn in_initramfs() -> bool {
     nix::sys::statfs::statfs("/").is_ok_and(|s| {
         let t = s.filesystem_type();
-        t == nix::sys::statfs::TMPFS_MAGIC || i64::from(t.0) == RAMFS_MAGIC
+        t == TMPFS_MAGIC || t == RAMFS_MAGIC
     })
 }
 
