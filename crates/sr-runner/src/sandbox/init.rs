@@ -324,6 +324,7 @@ fn pid1(
         .map_err(|e| Failure::io("launch.init", &e))?;
     agent::serve(
         sock,
+        agent::SANDBOX_AGENT_NAME,
         ExecContext {
             plan,
             seccomp: &compiled,

@@ -48,6 +48,14 @@ fn cap_last_cap() -> u64 {
 /// Drops every capability from the bounding set, clears the ambient set, and empties the
 /// effective, permitted and inheritable sets. Returns the number of bounding-set entries dropped.
 pub fn drop_all_capabilities() -> io::Result<u64> {
+    let n = drop_bounding_set()?;
+    clear_capability_sets()?;
+    Ok(n)
+}
+
+/// Drops every capability from the bounding set (needs CAP_SETPCAP), so no exec can gain one
+/// back. Returns the number of entries dropped.
+pub fn drop_bounding_set() -> io::Result<u64> {
     let last = cap_last_cap();
     for cap in 0..=last {
         // SAFETY: PR_CAPBSET_DROP takes an integer capability number; no pointers.
@@ -60,6 +68,12 @@ pub fn drop_all_capabilities() -> io::Result<u64> {
             }
         }
     }
+    Ok(last + 1)
+}
+
+/// Clears the ambient set and empties the effective, permitted and inheritable sets (only
+/// lowers: works without privilege).
+pub fn clear_capability_sets() -> io::Result<()> {
     // SAFETY: integer arguments only.
     check(unsafe {
         libc::prctl(
@@ -100,8 +114,7 @@ pub fn drop_all_capabilities() -> io::Result<u64> {
             &mut header as *mut CapHeader,
             data.as_ptr(),
         ) as libc::c_int
-    })?;
-    Ok(last + 1)
+    })
 }
 
 /// The Landlock ABI version of the running kernel, or the errno that says why there is none.

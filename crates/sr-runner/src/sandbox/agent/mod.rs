@@ -10,6 +10,10 @@
 //! drained and its `exit` is sent; processes it left behind keep running (a later exec may use
 //! them) but lose their output pipes. When the socket closes, or on `shutdown`, every exec is
 //! killed and pid 1 returns, which ends the pid namespace.
+//!
+//! The loop is the same for both boundaries: the process sandbox's pid 1 serves its Unix
+//! control socket, the microVM's guest agent (`safe-run-agent`) a vsock connection. [`serve`]
+//! takes any connected stream that can be polled ([`Connection`]).
 
 pub mod files;
 pub mod spawn;
@@ -19,7 +23,6 @@ pub mod transfer;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -107,6 +110,15 @@ fn truncate(s: &str, max: usize) -> String {
 
 const FEATURES: &[&str] = &["exec", "files", "signal", "stdin", "tty"];
 
+/// A connected, reliable, ordered byte stream the loop can poll: a Unix stream socket, a vsock
+/// connection. Reads may block only after `poll` said the fd is readable; writes block.
+pub trait Connection: Read + Write + AsFd {}
+
+impl<T: Read + Write + AsFd> Connection for T {}
+
+/// What the agent calls itself in `helloAck`.
+pub const SANDBOX_AGENT_NAME: &str = "safe-run sandbox pid 1";
+
 /// An exec pid 1 is running.
 struct Running {
     pid: Pid,
@@ -126,8 +138,9 @@ struct Running {
 }
 
 /// The agent's state: the connection and the execs.
-struct Agent<'a> {
-    sock: UnixStream,
+struct Agent<'a, S: Connection> {
+    sock: S,
+    name: &'static str,
     decoder: Decoder,
     encoder: Encoder,
     ctx: ExecContext<'a>,
@@ -149,9 +162,14 @@ enum End {
     Shutdown(u64),
 }
 
-/// Serves the agent protocol on `sock` until the host closes it or asks for a shutdown.
-/// Returns pid 1's exit code.
-pub fn serve(sock: UnixStream, ctx: ExecContext<'_>, ready: Ready) -> Result<i32, Failure> {
+/// Serves the agent protocol on `sock` until the host closes it or asks for a shutdown, as
+/// `name` (the `helloAck` name). Returns pid 1's exit code.
+pub fn serve<S: Connection>(
+    sock: S,
+    name: &'static str,
+    ctx: ExecContext<'_>,
+    ready: Ready,
+) -> Result<i32, Failure> {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
@@ -165,6 +183,7 @@ pub fn serve(sock: UnixStream, ctx: ExecContext<'_>, ready: Ready) -> Result<i32
     };
     let mut agent = Agent {
         sock,
+        name,
         decoder: Decoder::new(Role::Agent),
         encoder: Encoder::new(Role::Agent),
         ctx,
@@ -195,7 +214,7 @@ enum Slot {
     In(u64),
 }
 
-impl Agent<'_> {
+impl<S: Connection> Agent<'_, S> {
     fn send(&mut self, m: &Message) -> bool {
         self.out.clear();
         if self.encoder.message(m, &mut self.out).is_err() {
@@ -500,7 +519,7 @@ impl Agent<'_> {
             Frame::Control(Message::Hello(hello)) if !self.hello_done => {
                 let me = AgentIdentity {
                     version: PROTOCOL_VERSION,
-                    name: "safe-run sandbox pid 1",
+                    name: self.name,
                     software_version: env!("CARGO_PKG_VERSION"),
                     features: FEATURES,
                 };

@@ -3,7 +3,8 @@
 //!
 //! The child becomes the unprivileged host uid (never 0), creates its own user namespace
 //! mapping the plan's uid to that host uid (the namespace owns none of the other namespaces,
-//! so the capabilities it grants are useless), chdir, drops every capability, no_new_privs,
+//! so the capabilities it grants are useless; a microVM guest's execs get none, `userns:
+//! false`, and drop the bounding set before the uid change instead), chdir, drops every capability, no_new_privs,
 //! rlimits, Landlock, seccomp (last: it forbids what came before), and execs with only the
 //! plan's environment plus the request's. Setup failures and exec errors go to pid 1 over a
 //! close-on-exec pipe, so "missing binary" is an exact error, not a guess from exit code 127.
@@ -226,6 +227,14 @@ fn child(
             "the workload's host uid/gid must not be 0",
         ));
     }
+    // Without a user namespace of its own (a microVM guest, where the agent is real root),
+    // the bounding set must go while the exec is still root: PR_CAPBSET_DROP needs
+    // CAP_SETPCAP, which the uid change below takes away (with every other capability).
+    let dropped_as_root = if ctx.userns {
+        None
+    } else {
+        Some(sys::drop_bounding_set().map_err(|e| Failure::msg("launch.capabilities", e))?)
+    };
     nix::unistd::setgroups(&[]).map_err(fail("launch.identity"))?;
     let (hg, hu) = (Gid::from_raw(sb.host_gid), Uid::from_raw(sb.host_uid));
     nix::unistd::setresgid(hg, hg, hg).map_err(fail("launch.identity"))?;
@@ -269,8 +278,17 @@ fn child(
         .map(|(k, v)| cstr(&format!("{k}={v}")))
         .collect::<Result<_, _>>()?;
 
-    facts.capabilities_dropped =
-        sys::drop_all_capabilities().map_err(|e| Failure::msg("launch.capabilities", e))?;
+    // In its own user namespace the exec holds that namespace's full set now and drops it
+    // here. Without one, the bounding set went while it was root (above), the uid change
+    // cleared the other sets (no SECBIT_KEEP_CAPS), and this makes sure of it.
+    let caps = |e: std::io::Error| Failure::msg("launch.capabilities", e);
+    facts.capabilities_dropped = match dropped_as_root {
+        Some(n) => {
+            sys::clear_capability_sets().map_err(caps)?;
+            n
+        }
+        None => sys::drop_all_capabilities().map_err(caps)?,
+    };
     // Always, whatever the bundle says: seccomp without CAP_SYS_ADMIN needs it anyway.
     prctl::set_no_new_privs().map_err(fail("launch.no_new_privs"))?;
     facts.no_new_privs = true;

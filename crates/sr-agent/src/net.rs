@@ -1,0 +1,84 @@
+//! `sr.net`: eth0's address and default route, set with busybox `ip` from the root image (the
+//! same commands an operator would type; no netlink code of our own). Waits briefly for eth0,
+//! which appears when virtio_net binds the NIC.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::cmdline::NetConfig;
+use crate::error::AgentError;
+
+const PHASE: &str = "guest.net";
+const IP: &str = "/bin/ip";
+const IFACE: &str = "eth0";
+
+/// The `ip` invocations for `net`, in order.
+pub fn commands(net: &NetConfig) -> Vec<Vec<String>> {
+    let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let cidr = format!("{}/{}", net.address, net.prefix);
+    let gw = net.gateway.to_string();
+    vec![
+        v(&["addr", "add", &cidr, "dev", IFACE]),
+        v(&["link", "set", IFACE, "up"]),
+        v(&["route", "add", "default", "via", &gw, "dev", IFACE]),
+    ]
+}
+
+/// Configures eth0 as `net` says.
+pub fn configure(net: &NetConfig) -> Result<(), AgentError> {
+    let dev = format!("/sys/class/net/{IFACE}");
+    let mut waited = Duration::ZERO;
+    while !Path::new(&dev).exists() {
+        if waited >= Duration::from_secs(3) {
+            return Err(AgentError::new(
+                PHASE,
+                format!("sr.net is set but {IFACE} did not appear (is virtio_net loaded?)"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        waited += Duration::from_millis(20);
+    }
+    for args in commands(net) {
+        let out = Command::new(IP)
+            .args(&args)
+            .output()
+            .map_err(|e| AgentError::io(PHASE, format!("running {IP}"), &e))?;
+        if !out.status.success() {
+            return Err(AgentError::new(
+                PHASE,
+                format!(
+                    "{IP} {} failed ({}): {}",
+                    args.join(" "),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn address_link_and_route_in_that_order() {
+        let net = NetConfig {
+            address: Ipv4Addr::new(172, 16, 0, 2),
+            prefix: 30,
+            gateway: Ipv4Addr::new(172, 16, 0, 1),
+        };
+        let c: Vec<String> = commands(&net).iter().map(|a| a.join(" ")).collect();
+        assert_eq!(
+            c,
+            [
+                "addr add 172.16.0.2/30 dev eth0",
+                "link set eth0 up",
+                "route add default via 172.16.0.1 dev eth0"
+            ]
+        );
+    }
+}

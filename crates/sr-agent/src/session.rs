@@ -1,0 +1,86 @@
+//! One host connection: the setup line, then the agent protocol until the host closes it or
+//! asks for a shutdown. The same in the guest (vsock) and in the test mode (a Unix socket);
+//! only a guest (`pid1`) mounts the plan's tmpfs and sets its hostname and loopback.
+
+use sr_runner::microvm::guest_setup::MAX_SETUP_LINE;
+use sr_runner::sandbox::agent::{self, spawn::ExecContext};
+
+use crate::boot;
+use crate::error::AgentError;
+use crate::setup::{self, GuestFacts, Prepared};
+use crate::stream::{self, FdStream, LineError};
+
+/// What `helloAck` calls the agent.
+pub const AGENT_NAME: &str = "safe-run-agent";
+
+/// What the agent knows before a connection arrives.
+#[derive(Debug)]
+pub struct Guest {
+    /// What the kernel offers.
+    pub facts: GuestFacts,
+    /// A boot step that failed after the listener was up (e.g. `sr.net`): the setup is
+    /// refused with it, so the host learns why instead of timing out.
+    pub boot_failure: Option<AgentError>,
+    /// Running as the VM's pid 1 (the mounts, hostname and loopback are ours to set).
+    pub pid1: bool,
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The agent protocol ran until the host closed the connection or shut the agent down.
+    Served,
+    /// The connection closed before a single byte: a probe; the agent may accept the next.
+    Probe,
+    /// The setup was refused (the host got a `Failed` reply when it could be sent), or the
+    /// serve loop could not start.
+    Refused(AgentError),
+}
+
+/// Serves one connection.
+pub fn run(mut conn: FdStream, guest: &Guest) -> Outcome {
+    let line = match stream::read_line(&conn, MAX_SETUP_LINE) {
+        Ok(line) => line,
+        Err(LineError::Closed { bytes: 0 }) => return Outcome::Probe,
+        Err(e) => return refuse(&mut conn, AgentError::new("guest.setup", e.to_string())),
+    };
+    if let Some(e) = &guest.boot_failure {
+        return refuse(&mut conn, e.clone());
+    }
+    let prepared = match setup::prepare(&line, &guest.facts).and_then(|p| apply(p, guest.pid1)) {
+        Ok(p) => p,
+        Err(e) => return refuse(&mut conn, e),
+    };
+    if let Err(e) = stream::write_line(&mut conn, &prepared.reply) {
+        return Outcome::Refused(AgentError::io("guest.setup", "writing the setup reply", &e));
+    }
+    let ctx = ExecContext {
+        plan: &prepared.plan,
+        seccomp: &prepared.seccomp,
+        userns: false,
+    };
+    match agent::serve(conn, AGENT_NAME, ctx, prepared.ready.clone()) {
+        Ok(_) => Outcome::Served,
+        Err(f) => Outcome::Refused(AgentError::new(f.phase, f.message)),
+    }
+}
+
+/// What the guest does with an accepted setup before it answers: entropy, and (pid 1) the
+/// plan's mounts, the hostname and loopback.
+fn apply(p: Prepared, pid1: bool) -> Result<Prepared, AgentError> {
+    setup::credit_entropy(&p.entropy)?;
+    if pid1 {
+        boot::plan_mounts(&p.plan.sandbox.mounts)?;
+        nix::unistd::sethostname(&p.plan.sandbox.hostname)
+            .map_err(|e| AgentError::sys("guest.hostname", "sethostname", e))?;
+        sr_runner::sandbox::sys::loopback_up()
+            .map_err(|e| AgentError::io("guest.net", "bringing lo up", &e))?;
+    }
+    Ok(p)
+}
+
+fn refuse(conn: &mut FdStream, e: AgentError) -> Outcome {
+    // The host may already be gone; the console line says it all either way.
+    let _ = stream::write_line(conn, &setup::failed(&e));
+    Outcome::Refused(e)
+}
