@@ -238,11 +238,7 @@ fn kernel(ctx: &mut Ctx<'_>, work: &Path) -> Result<Kernel, ArtifactError> {
             "modules",
             &Cmd::new(
                 "depmod",
-                [
-                    "-b".to_owned(),
-                    tree.display().to_string(),
-                    release.clone(),
-                ],
+                ["-b".to_owned(), tree.display().to_string(), release.clone()],
             ),
         )?;
     }
@@ -402,14 +398,26 @@ fn normalize(tree: &Path, epoch: u64) -> Result<(), ArtifactError> {
             }
             dirs.push(p);
         } else {
-            utimensat(nix::fcntl::AT_FDCWD, &p, &t, &t, UtimensatFlags::NoFollowSymlink)
-                .map_err(|e| ArtifactError::io(step, &p, e.into()))?;
+            utimensat(
+                nix::fcntl::AT_FDCWD,
+                &p,
+                &t,
+                &t,
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .map_err(|e| ArtifactError::io(step, &p, e.into()))?;
         }
     }
     // Directories last (touching their entries changed nothing, but keep the order plain).
     for d in dirs {
-        utimensat(nix::fcntl::AT_FDCWD, &d, &t, &t, UtimensatFlags::NoFollowSymlink)
-            .map_err(|e| ArtifactError::io(step, &d, e.into()))?;
+        utimensat(
+            nix::fcntl::AT_FDCWD,
+            &d,
+            &t,
+            &t,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| ArtifactError::io(step, &d, e.into()))?;
     }
     Ok(())
 }
@@ -536,6 +544,32 @@ pub fn build(
         stats.entries
     ));
     ctx.host.run("rootfs", &cmd)?;
+    let paths = rootfs::tree_paths(&tree).map_err(io_err("rootfs", &tree))?;
+    let script = rootfs::ctime_script(&paths, opts.source_date_epoch).ok_or_else(|| {
+        ArtifactError::content(
+            "rootfs",
+            "a file name in the tree has a '\"' or a line break",
+        )
+    })?;
+    let script_path = work.path().join("ctime.debugfs");
+    write_new("rootfs", &script_path, script.as_bytes())?;
+    ctx.say(&format!("debugfs: ctime of {} inodes", paths.len()));
+    ctx.host.run(
+        "rootfs",
+        &Cmd::new(
+            "debugfs",
+            [
+                "-w".to_owned(),
+                "-f".to_owned(),
+                script_path.display().to_string(),
+                image.display().to_string(),
+            ],
+        )
+        .env(
+            "E2FSPROGS_FAKE_TIME",
+            &opts.source_date_epoch.max(1).to_string(),
+        ),
+    )?;
     let version = ctx.run_text("rootfs", &Cmd::new("sh", ["-c", "mke2fs -V 2>&1"]))?;
 
     // 4. Outputs in place, manifest last.

@@ -74,10 +74,7 @@ pub fn parse_show(text: &str) -> Result<PackageInfo, ArtifactError> {
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
             .ok_or_else(|| {
-                ArtifactError::content(
-                    "packages",
-                    format!("apt-cache show gave no {name} field"),
-                )
+                ArtifactError::content("packages", format!("apt-cache show gave no {name} field"))
             })
     };
     let info = PackageInfo {
@@ -88,8 +85,7 @@ pub fn parse_show(text: &str) -> Result<PackageInfo, ArtifactError> {
     };
     let safe = |s: &str| {
         !s.is_empty()
-            && s
-                .chars()
+            && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "+-.~:_".contains(c))
     };
     if !safe(&info.package) || !safe(&info.version) || !safe(&info.architecture) {
@@ -140,7 +136,13 @@ dpkg
 ";
         assert_eq!(
             recursive_packages(text),
-            vec!["dpkg", "libc6", "python3-minimal", "python3.11-minimal", "tar"]
+            vec![
+                "dpkg",
+                "libc6",
+                "python3-minimal",
+                "python3.11-minimal",
+                "tar"
+            ]
         );
     }
 

@@ -119,12 +119,18 @@ mod tests {
 
     #[test]
     fn other_files_are_refused_without_panicking() {
-        assert!(matches!(check_static(b"#!/bin/sh\n"), Err(ElfProblem::NotElf(_))));
+        assert!(matches!(
+            check_static(b"#!/bin/sh\n"),
+            Err(ElfProblem::NotElf(_))
+        ));
         assert!(matches!(check_static(b""), Err(ElfProblem::NotElf(_))));
         assert_eq!(check_static(&elf(1, &[])), Err(ElfProblem::NotExecutable));
         let mut truncated = elf(2, &[1, 3]);
         truncated.truncate(80);
-        assert!(matches!(check_static(&truncated), Err(ElfProblem::NotElf(_))));
+        assert!(matches!(
+            check_static(&truncated),
+            Err(ElfProblem::NotElf(_))
+        ));
         let mut arm = elf(2, &[]);
         arm[0x12] = 183;
         assert!(matches!(check_static(&arm), Err(ElfProblem::WrongKind(_))));

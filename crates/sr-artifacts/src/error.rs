@@ -90,21 +90,20 @@ impl ArtifactError {
     pub fn to_diagnostic(&self) -> Diagnostic {
         let hint = match self {
             ArtifactError::Input { hint, .. } => hint.clone(),
-            ArtifactError::Tool { .. } => "install the tool (scripts/setup.sh does: apt-get install \
+            ArtifactError::Tool { .. } => {
+                "install the tool (scripts/setup.sh does: apt-get install \
                 kmod e2fsprogs xz-utils zstd), run `apt-get update`, and run as root"
-                .into(),
-            ArtifactError::Content { .. } => "run `apt-get update` and build again; if it persists, \
+                    .into()
+            }
+            ArtifactError::Content { .. } => {
+                "run `apt-get update` and build again; if it persists, \
                 the Debian package changed its layout: see docs/artifacts.md"
-                .into(),
+                    .into()
+            }
             ArtifactError::Io { .. } => "check that the directory exists, has space, and is \
                 writable by this user (the default output and cache directories need root)"
                 .into(),
         };
-        Diagnostic::new(
-            self.code(),
-            self.step(),
-            sr_common::error_chain(self),
-            hint,
-        )
+        Diagnostic::new(self.code(), self.step(), sr_common::error_chain(self), hint)
     }
 }

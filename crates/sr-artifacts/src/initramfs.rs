@@ -120,7 +120,10 @@ mod tests {
             b"\x7fELFagent".to_vec(),
             "6.1.0-9-cloud-amd64",
             vec![
-                ("kernel/drivers/virtio/virtio_ring.ko".into(), b"ring".to_vec()),
+                (
+                    "kernel/drivers/virtio/virtio_ring.ko".into(),
+                    b"ring".to_vec(),
+                ),
                 ("kernel/drivers/virtio/virtio.ko".into(), b"virtio".to_vec()),
             ],
         )
@@ -175,7 +178,14 @@ mod tests {
             if e.is_trailer() {
                 break;
             }
-            seen.push((e.name().to_owned(), e.ino(), e.mode(), e.uid(), e.gid(), e.mtime()));
+            seen.push((
+                e.name().to_owned(),
+                e.ino(),
+                e.mode(),
+                e.uid(),
+                e.gid(),
+                e.mtime(),
+            ));
             let mut data = Vec::new();
             r.read_to_end(&mut data).unwrap();
             if e.name() == "init" {

@@ -131,7 +131,10 @@ mod tests {
     #[test]
     fn canonical_json_has_sorted_keys_and_no_spaces() {
         let text = String::from_utf8(sample().to_canonical().unwrap()).unwrap();
-        assert!(text.starts_with("{\"agent\":{\"file\":\"safe-run-agent\""), "{text}");
+        assert!(
+            text.starts_with("{\"agent\":{\"file\":\"safe-run-agent\""),
+            "{text}"
+        );
         assert!(text.find("\"builtinModules\"") < text.find("\"format\""));
         assert!(text.find("\"kernel\":") < text.find("\"rootfs\":"));
         assert!(!text.contains(": "));

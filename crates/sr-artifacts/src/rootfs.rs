@@ -58,9 +58,10 @@ pub fn applet_links(list: &str) -> Vec<String> {
         .lines()
         .map(str::trim)
         .filter(|l| {
-            ["bin/", "sbin/", "usr/bin/", "usr/sbin/"]
-                .iter()
-                .any(|p| l.strip_prefix(p).is_some_and(|n| !n.is_empty() && !n.contains('/')))
+            ["bin/", "sbin/", "usr/bin/", "usr/sbin/"].iter().any(|p| {
+                l.strip_prefix(p)
+                    .is_some_and(|n| !n.is_empty() && !n.contains('/'))
+            })
         })
         .filter(|l| !l.split('/').any(|c| c == ".." || c == "."))
         .map(str::to_owned)
@@ -179,6 +180,41 @@ pub fn mkfs_cmd(p: &MkfsPlan) -> Cmd {
     .env("E2FSPROGS_FAKE_TIME", &p.fake_time.to_string())
 }
 
+/// The `debugfs -w -f` script that sets every inode's change and access times to `epoch`.
+/// mke2fs -d copies each file's ctime from the tree, which no one can set (it is when the work
+/// tree was written), and directories' atimes move when the build reads them (relatime), so
+/// both are rewritten afterwards. `paths` are absolute inside the image; `None` when
+/// one cannot be quoted for debugfs (a `"` or a line break in a name).
+pub fn ctime_script(paths: &[String], epoch: u64) -> Option<String> {
+    let mut s = String::new();
+    for p in paths {
+        if p.contains(['"', '\n', '\r']) {
+            return None;
+        }
+        s.push_str(&format!("sif \"{p}\" ctime @{epoch}\n"));
+        s.push_str(&format!("sif \"{p}\" atime @{epoch}\n"));
+    }
+    Some(s)
+}
+
+/// Every path in the tree, absolute inside the image (`/`, `/bin`, ...), sorted.
+pub fn tree_paths(root: &Path) -> std::io::Result<Vec<String>> {
+    let mut out = vec!["/".to_owned()];
+    let mut stack = vec![(root.to_owned(), String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let name = format!("{prefix}/{}", e.file_name().to_string_lossy());
+            if e.file_type()?.is_dir() {
+                stack.push((e.path(), name.clone()));
+            }
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// The tree's statistics (symlinks are not followed).
 pub fn tree_stats(root: &Path) -> std::io::Result<TreeStats> {
     let mut s = TreeStats::default();
@@ -221,7 +257,8 @@ mod tests {
 
     #[test]
     fn applet_links_are_filtered_sorted_and_unique() {
-        let list = "usr/bin/[\nsbin/acpid\nlinuxrc\nbin/sh\nbin/sh\n../etc/x\nbin/../x\nusr/bin/awk\n";
+        let list =
+            "usr/bin/[\nsbin/acpid\nlinuxrc\nbin/sh\nbin/sh\n../etc/x\nbin/../x\nusr/bin/awk\n";
         assert_eq!(
             applet_links(list),
             vec!["bin/sh", "sbin/acpid", "usr/bin/[", "usr/bin/awk"]
@@ -247,7 +284,10 @@ mod tests {
         assert_ne!(uuid_and_seed(&[8u8; 32]).0, a);
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
-        assert_eq!(uuid_from(&[0u8; 16]), "00000000-0000-4000-8000-000000000000");
+        assert_eq!(
+            uuid_from(&[0u8; 16]),
+            "00000000-0000-4000-8000-000000000000"
+        );
     }
 
     #[test]
@@ -271,12 +311,34 @@ mod tests {
     }
 
     #[test]
+    fn the_ctime_script_covers_every_path() {
+        let paths = vec!["/".to_owned(), "/usr/bin/[".to_owned()];
+        assert_eq!(
+            ctime_script(&paths, 7).unwrap(),
+            "sif \"/\" ctime @7\nsif \"/\" atime @7\n\
+             sif \"/usr/bin/[\" ctime @7\nsif \"/usr/bin/[\" atime @7\n"
+        );
+        assert_eq!(ctime_script(&["/a\"b".to_owned()], 0), None);
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("b")).unwrap();
+        std::fs::write(d.path().join("b/f"), "x").unwrap();
+        std::fs::write(d.path().join("a"), "x").unwrap();
+        assert_eq!(tree_paths(d.path()).unwrap(), vec!["/", "/a", "/b", "/b/f"]);
+    }
+
+    #[test]
     fn stats_count_entries_and_blocks() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("a")).unwrap();
         std::fs::write(d.path().join("a/f"), vec![0u8; 5000]).unwrap();
         std::os::unix::fs::symlink("f", d.path().join("a/l")).unwrap();
         let s = tree_stats(d.path()).unwrap();
-        assert_eq!(s, TreeStats { entries: 4, blocks: 4 });
+        assert_eq!(
+            s,
+            TreeStats {
+                entries: 4,
+                blocks: 4
+            }
+        );
     }
 }

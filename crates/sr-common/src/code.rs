@@ -92,7 +92,7 @@ pub enum ErrorCode {
     #[serde(rename = "SR-ART-001")]
     ArtifactInput,
     /// `safe-run artifact build`: a host tool failed or is missing (apt-get, apt-cache,
-    /// dpkg-deb, depmod, mkfs.ext4, xz, zstd, chroot).
+    /// dpkg-deb, depmod, mkfs.ext4, debugfs, xz, zstd, chroot).
     #[serde(rename = "SR-ART-002")]
     ArtifactTool,
     /// `safe-run artifact build`: a package does not hold what the build needs (no kernel
