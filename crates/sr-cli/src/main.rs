@@ -1,7 +1,7 @@
 //! `safe-run`: run untrusted programs under a declarative policy and prove what was enforced.
 //!
 //! Exit codes: 0 success (or the workload's own exit code for `run`), 2 usage, 3 policy invalid,
-//! 4 compile failure, 5 run failure, 6 timeout, 7 evidence failure, 8 archive or log failure.
+//! 4 compile failure, 5 run failure, 6 timeout, 7 evidence failure, 8 archive or log failure, 11 artifact build failure.
 //! See docs/errors.md.
 
 mod cmd;
@@ -53,6 +53,9 @@ enum Command {
     Token(cmd::token::TokenCommand),
     /// Print the JSON Schema of PolicySpec v1.
     Schema(cmd::schema::SchemaArgs),
+    /// Build the microVM's kernel, initramfs and root filesystem, reproducibly.
+    #[command(subcommand)]
+    Artifact(cmd::artifact::ArtifactCommand),
     /// Remove what SIGKILLed runs left behind; with --keep / --older-than, prune finished run dirs.
     Gc(cmd::gc::GcArgs),
     /// Internal: the sandbox's init process. Not for direct use.
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Mcp(args) => cmd::mcp::execute(args),
         Command::Token(c) => cmd::token::execute(c),
         Command::Gc(args) => cmd::gc::execute(args),
+        Command::Artifact(c) => cmd::artifact::execute(c),
         Command::SandboxInit(_) => cmd::init::execute_early(),
     };
     ExitCode::from(code)

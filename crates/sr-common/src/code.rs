@@ -87,11 +87,27 @@ pub enum ErrorCode {
     /// `safe-run serve`: the daemon itself failed (its token file, a worker).
     #[serde(rename = "SR-SRV-005")]
     ServeInternal,
+    /// `safe-run artifact build`: an input is unusable (the agent is missing or not a static
+    /// ELF, an unknown profile, an output directory that cannot be used).
+    #[serde(rename = "SR-ART-001")]
+    ArtifactInput,
+    /// `safe-run artifact build`: a host tool failed or is missing (apt-get, apt-cache,
+    /// dpkg-deb, depmod, mkfs.ext4, debugfs, xz, zstd, chroot).
+    #[serde(rename = "SR-ART-002")]
+    ArtifactTool,
+    /// `safe-run artifact build`: a package does not hold what the build needs (no kernel
+    /// image, a module that is neither shipped nor built in, a digest that does not match, a
+    /// tree that fails its check).
+    #[serde(rename = "SR-ART-003")]
+    ArtifactContent,
+    /// `safe-run artifact build`: reading or writing a file (cache, work tree, outputs) failed.
+    #[serde(rename = "SR-ART-004")]
+    ArtifactIo,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::PolicyMissingField,
         ErrorCode::PolicyBadFormat,
         ErrorCode::PolicySemanticConflict,
@@ -117,6 +133,10 @@ impl ErrorCode {
         ErrorCode::ServeRequest,
         ErrorCode::ServeState,
         ErrorCode::ServeInternal,
+        ErrorCode::ArtifactInput,
+        ErrorCode::ArtifactTool,
+        ErrorCode::ArtifactContent,
+        ErrorCode::ArtifactIo,
     ];
 
     /// The stable string form, e.g. `SR-POL-001`.
@@ -147,6 +167,10 @@ impl ErrorCode {
             ErrorCode::ServeRequest => "SR-SRV-003",
             ErrorCode::ServeState => "SR-SRV-004",
             ErrorCode::ServeInternal => "SR-SRV-005",
+            ErrorCode::ArtifactInput => "SR-ART-001",
+            ErrorCode::ArtifactTool => "SR-ART-002",
+            ErrorCode::ArtifactContent => "SR-ART-003",
+            ErrorCode::ArtifactIo => "SR-ART-004",
         }
     }
 
@@ -160,7 +184,7 @@ impl ErrorCode {
     /// 0 success; 1 the workload itself failed (its own exit code is passed through instead
     /// where one exists); 2 usage; 3 policy invalid; 4 compile; 5 run; 6 timeout; 7 evidence;
     /// 8 output limit (`onLimit: kill`); 9 archive and transparency log; 10 the daemon's
-    /// answers (a client's exit code for a refused request).
+    /// answers (a client's exit code for a refused request); 11 building microVM artifacts.
     pub const fn exit_code(self) -> i32 {
         match self {
             ErrorCode::PolicyMissingField
@@ -187,6 +211,10 @@ impl ErrorCode {
             | ErrorCode::ServeRequest
             | ErrorCode::ServeState
             | ErrorCode::ServeInternal => 10,
+            ErrorCode::ArtifactInput
+            | ErrorCode::ArtifactTool
+            | ErrorCode::ArtifactContent
+            | ErrorCode::ArtifactIo => 11,
         }
     }
 }

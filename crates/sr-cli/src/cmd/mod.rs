@@ -1,5 +1,6 @@
 //! One module per subcommand; each owns its arguments and its `execute`.
 
+pub mod artifact;
 pub mod compile;
 pub mod gc;
 pub mod host;
