@@ -17,7 +17,15 @@ fn cannot_run() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("not root".into());
     }
-    for tool in ["apt-get", "apt-cache", "dpkg-deb", "depmod", "mkfs.ext4", "debugfs", "cc"] {
+    for tool in [
+        "apt-get",
+        "apt-cache",
+        "dpkg-deb",
+        "depmod",
+        "mkfs.ext4",
+        "debugfs",
+        "cc",
+    ] {
         if !have(tool) {
             return Some(format!("{tool} is missing"));
         }
@@ -74,7 +82,11 @@ fn two_minimal_builds_are_byte_identical() {
     }
     let m = &manifests[0];
     assert!(m.modules.iter().any(|p| p.ends_with("/virtio_blk.ko")));
-    assert!(m.modules.iter().any(|p| p.ends_with("/vmw_vsock_virtio_transport.ko")));
+    assert!(
+        m.modules
+            .iter()
+            .any(|p| p.ends_with("/vmw_vsock_virtio_transport.ko"))
+    );
     assert_eq!(m.sources.len(), 2, "{:?}", m.sources);
 }
 
