@@ -390,7 +390,7 @@ fn normalize(tree: &Path, epoch: u64) -> Result<(), ArtifactError> {
     let mut dirs = Vec::new();
     while let Some(p) = stack.pop() {
         let meta = p.symlink_metadata().map_err(io_err(step, &p))?;
-        let id = (p == home).then_some(rootfs::SANDBOX_ID).unwrap_or(0);
+        let id = if p == home { rootfs::SANDBOX_ID } else { 0 };
         lchown(&p, Some(id), Some(id)).map_err(io_err(step, &p))?;
         if meta.is_dir() {
             for e in fs::read_dir(&p).map_err(io_err(step, &p))? {

@@ -1,7 +1,8 @@
 //! `safe-run`: run untrusted programs under a declarative policy and prove what was enforced.
 //!
 //! Exit codes: 0 success (or the workload's own exit code for `run`), 2 usage, 3 policy invalid,
-//! 4 compile failure, 5 run failure, 6 timeout, 7 evidence failure, 8 archive or log failure, 11 artifact build failure.
+//! 4 compile failure, 5 run failure, 6 timeout, 7 evidence failure, 8 archive or log failure,
+//! 11 artifact build failure.
 //! See docs/errors.md.
 
 mod cmd;
