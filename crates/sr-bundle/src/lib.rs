@@ -53,6 +53,16 @@ impl BackendPlan {
         }
     }
 
+    /// What confines each exec: the process sandbox's plan, or the one the guest agent
+    /// applies inside a QEMU microVM.
+    pub fn exec_confinement(&self) -> Option<&SandboxPlan> {
+        match self {
+            BackendPlan::Sandbox(p) => Some(p),
+            BackendPlan::Qemu(q) => Some(&q.guest),
+            BackendPlan::Firecracker(_) => None,
+        }
+    }
+
     /// The QEMU plan, for that backend.
     pub fn qemu(&self) -> Option<&QemuPlan> {
         match self {
@@ -457,7 +467,8 @@ pub struct ArtifactCheck {
     pub path: String,
     /// Expected `sha256:<hex>`, when pinned.
     pub expected_sha256: Option<String>,
-    /// Where the runner places the file inside the jail (the path `vm_config` names).
+    /// Where the VMM finds the file: Firecracker's path inside its jail (the one `vm_config`
+    /// names); QEMU's `/proc/self/fd/N`, the descriptor the runner opened and passed.
     #[serde(default)]
     pub jail_path: String,
 }

@@ -189,7 +189,11 @@ fn compile_inner(
             } else {
                 limits.memory
             },
-            pids_max: if vm { microvm::VMM_MAX_TASKS } else { limits.pids },
+            pids_max: if vm {
+                microvm::VMM_MAX_TASKS
+            } else {
+                limits.pids
+            },
             cpu_quota_us: limits.cpu_quota_us,
             cpu_period_us: CPU_PERIOD_US,
         },
@@ -388,6 +392,10 @@ fn guest_plan(
 ) -> SandboxPlan {
     let mut plan = sandbox_plan(policy, config, limits);
     plan.namespaces = Vec::new();
+    // Inside the VM, Landlock is defence in depth behind the guest kernel: applied at the
+    // guest kernel's ABI, whatever it is, and the report says what it was.
+    plan.landlock.required = false;
+    plan.landlock.min_abi = 1;
     plan.host_uid = process.uid;
     plan.host_gid = process.gid;
     plan.mounts.retain(|m| {

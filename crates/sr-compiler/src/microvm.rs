@@ -20,6 +20,8 @@ use crate::{CompileError, Effective, GUEST_CID};
 pub const VMM_MEMORY_OVERHEAD: u64 = 384 << 20;
 /// Tasks (threads) the VMM processes may have in the run's cgroup.
 pub const VMM_MAX_TASKS: u64 = 256;
+/// The descriptor of the first artifact in the VMM (kernel; then initramfs, rootfs).
+pub const FIRST_ARTIFACT_FD: u32 = 3;
 /// The vsock port the guest agent listens on.
 pub const AGENT_PORT: u32 = 1024;
 /// Kernel command line of a QEMU guest (`sr.agent_port` tells the agent its port).
@@ -99,7 +101,20 @@ pub(crate) fn qemu_plan(
 ) -> Result<QemuPlan, CompileError> {
     let vcpus = vcpus(limits, QEMU_MAX_VCPUS, "QEMU")?;
     let mem_mib = limits.memory.div_ceil(1 << 20);
-    let artifacts = boot_artifacts(spec, config);
+    let mut artifacts = boot_artifacts(spec, config);
+    // QEMU reads each artifact through a descriptor the runner opened, hashed and passed as
+    // fd 3, 4, 5 (in the order of `artifacts`): the VMM's user needs no access to the
+    // artifacts' directories, and the digest in the report is of the very file it booted.
+    let mut next_fd = FIRST_ARTIFACT_FD;
+    let mut by_fd = |a: &mut ArtifactCheck| {
+        a.jail_path = format!("/proc/self/fd/{next_fd}");
+        next_fd += 1;
+    };
+    by_fd(&mut artifacts.kernel);
+    if let Some(i) = artifacts.initramfs.as_mut() {
+        by_fd(i);
+    }
+    by_fd(&mut artifacts.rootfs);
     // The VMM's own files are named relative to its working directory, the run's `vm/`
     // directory: the runner enters it before dropping privileges, so the VMM's user needs no
     // access to any directory above it, and the plan does not depend on where runs live.
@@ -127,17 +142,17 @@ pub(crate) fn qemu_plan(
         "-numa",
         "node,memdev=mem",
         "-kernel",
-        &artifacts.kernel.path,
+        &artifacts.kernel.jail_path,
     ]
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
     if let Some(initramfs) = &artifacts.initramfs {
-        args.extend(["-initrd".to_owned(), initramfs.path.clone()]);
+        args.extend(["-initrd".to_owned(), initramfs.jail_path.clone()]);
     }
     let drive = format!(
         "file={},format=raw,if=none,id=rootfs,readonly=on",
-        qemu_option_value(&artifacts.rootfs.path)
+        qemu_option_value(&artifacts.rootfs.jail_path)
     );
     args.extend(
         [
@@ -154,10 +169,7 @@ pub(crate) fn qemu_plan(
             "-serial",
             &format!("file:{}", qemu_option_value(&console_log)),
             "-qmp",
-            &format!(
-                "unix:{},server=on,wait=off",
-                qemu_option_value("qmp.sock")
-            ),
+            &format!("unix:{},server=on,wait=off", qemu_option_value("qmp.sock")),
         ]
         .iter()
         .map(|s| (*s).to_owned()),

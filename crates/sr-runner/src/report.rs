@@ -379,7 +379,7 @@ fn enforcement(outcome: &RunOutcome, bundle: &CompileBundle) -> Enforcement {
         filter_digest: tagged(&w.seccomp_digest),
         denied_syscalls: bundle
             .backend
-            .sandbox()
+            .exec_confinement()
             .map_or(0, |p| p.seccomp.denied_syscalls.len() as u64),
         instructions: Some(w.seccomp_instructions as u64),
         sockets: Some(w.seccomp_sockets.clone()),

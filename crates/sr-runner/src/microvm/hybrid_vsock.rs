@@ -94,8 +94,18 @@ pub fn connect(uds: &Path, port: u32, timeout: Duration) -> Result<(UnixStream, 
         .map_err(io)?;
     s.set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
         .map_err(io)?;
+    // vhost-device-vsock closes a connection at once while the guest's vsock device is not
+    // up yet (early boot): the request then meets a closed socket, as for no listener.
     s.write_all(format!("CONNECT {port}\n").as_bytes())
-        .map_err(io)?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                VsockError::NotListening {
+                    path: path.clone(),
+                    port,
+                }
+            }
+            _ => io(e),
+        })?;
     let mut line = Vec::with_capacity(16);
     let mut byte = [0u8; 1];
     loop {
@@ -195,12 +205,14 @@ mod tests {
                 match answer {
                     None => drop(w),
                     Some(a) if a == b"SILENT" => std::thread::sleep(Duration::from_millis(400)),
+                    // The client may hang up as soon as it has read the answer (a refusal, or
+                    // a test that only wanted the port): writes after it may meet EPIPE.
                     Some(a) => {
-                        w.write_all(a).unwrap();
-                        w.write_all(b"hello from the guest").unwrap();
+                        let _ = w.write_all(a);
+                        let _ = w.write_all(b"hello from the guest");
                         let mut buf = [0u8; 5];
                         if r.read_exact(&mut buf).is_ok() {
-                            w.write_all(&buf).unwrap();
+                            let _ = w.write_all(&buf);
                         }
                     }
                 }
@@ -281,5 +293,30 @@ mod tests {
         .unwrap_err();
         assert!(matches!(e, VsockError::Connect { .. }), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_vmm_that_drops_the_connection_before_reading_means_nothing_listens_yet() {
+        // vhost-device-vsock before the guest's device is up: accept, close at once. The
+        // request then meets a closed socket (EPIPE) or its answer is EOF; both are transient.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vsock.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let h = std::thread::spawn(move || {
+            for _ in 0..20 {
+                let (s, _) = listener.accept().unwrap();
+                s.shutdown(std::net::Shutdown::Both).unwrap();
+                drop(s);
+            }
+        });
+        for _ in 0..20 {
+            let e = connect(&path, 1024, Duration::from_secs(5)).unwrap_err();
+            assert!(
+                matches!(e, VsockError::NotListening { port: 1024, .. }),
+                "{e}"
+            );
+            assert!(e.is_transient());
+        }
+        h.join().unwrap();
     }
 }

@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use command_fds::{CommandFdExt, FdMapping};
 use sha2::{Digest, Sha256};
 use sr_bundle::{QemuPlan, RUN_ID_PLACEHOLDER};
 use sr_common::{Diagnostic, ErrorCode};
@@ -36,7 +37,8 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 const VHOST_TIMEOUT: Duration = Duration::from_secs(10);
 /// QEMU's own seccomp filter: no obsolete calls, no privilege changes, no spawning, no
 /// resource control.
-pub const QEMU_SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+pub const QEMU_SANDBOX: &str =
+    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 /// How much of the guest console a boot failure's hint carries.
 const CONSOLE_TAIL: usize = 1500;
 
@@ -53,12 +55,41 @@ struct Procs {
     vhost: Option<Child>,
 }
 
+/// The pids of `pid`'s children (the VMM itself, forked by `unshare` inside its namespace).
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 impl Procs {
-    fn kill(&mut self) {
-        for c in [self.qemu.as_mut(), self.vhost.as_mut()].into_iter().flatten() {
+    /// Kills the VMM processes: each inner VMM first, so that its `unshare` reaps it and exits
+    /// (killed first, `unshare` would leave the VMM to us, the subreaper, as a zombie), then
+    /// the outer process. Returns the inner pids, to reap if the outer one died first.
+    fn kill(&mut self) -> Vec<u32> {
+        let mut inner = Vec::new();
+        for c in [self.qemu.as_mut(), self.vhost.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            // A child of a live (unreaped) Child: its pid cannot have been recycled.
+            if let Ok(None) = c.try_wait() {
+                for pid in children_of(c.id()) {
+                    if let Ok(raw) = i32::try_from(pid) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(raw),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                        inner.push(pid);
+                    }
+                }
+            }
             // std's Child never signals a reaped pid, so this cannot hit a recycled one.
             let _ = c.kill();
         }
+        inner
     }
 }
 
@@ -76,8 +107,8 @@ pub struct QemuVm {
     facts: VmFacts,
 }
 
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
+/// `sha256:<hex>` of what `f` reads from its start.
+fn sha256_of(mut f: &std::fs::File) -> std::io::Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -142,17 +173,46 @@ impl QemuVm {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Hashes each artifact and checks pinned digests.
-    fn check_artifacts(&mut self, plan: &QemuPlan) -> Result<(), RunStatus> {
+    /// Opens and hashes each artifact and checks pinned digests; returns the open files, which
+    /// QEMU gets as the descriptors the plan names (`/proc/self/fd/N`).
+    fn check_artifacts(&mut self, plan: &QemuPlan) -> Result<Vec<FdMapping>, RunStatus> {
+        let mut fds = Vec::new();
         for a in &plan.artifacts {
-            let path = Path::new(&a.path);
-            let digest = sha256_file(path).map_err(|e| {
+            let unreadable = |e: std::io::Error| {
                 failed(
                     "launch.artifacts",
                     format!("the {} {}: {e}", a.role, a.path),
                     "build the microVM artifacts with `safe-run artifact build` (docs/microvm.md), or fix artifacts.* in the policy",
                 )
-            })?;
+            };
+            let file = std::fs::File::open(&a.path).map_err(unreadable)?;
+            if !file.metadata().map_err(unreadable)?.is_file() {
+                return Err(failed(
+                    "launch.artifacts",
+                    format!("the {} {} is not a regular file", a.role, a.path),
+                    "point artifacts.* at the files `safe-run artifact build` wrote",
+                ));
+            }
+            let digest = sha256_of(&file).map_err(unreadable)?;
+            let child_fd = a
+                .jail_path
+                .strip_prefix("/proc/self/fd/")
+                .and_then(|n| n.parse::<i32>().ok())
+                .filter(|n| *n > 2)
+                .ok_or_else(|| {
+                    failed(
+                        "launch.artifacts",
+                        format!(
+                            "the plan gives the {} as {:?}, not a descriptor",
+                            a.role, a.jail_path
+                        ),
+                        "recompile the policy with this safe-run",
+                    )
+                })?;
+            fds.push(FdMapping {
+                parent_fd: file.into(),
+                child_fd,
+            });
             if let Some(expected) = &a.expected_sha256
                 && *expected != digest
             {
@@ -167,14 +227,14 @@ impl QemuVm {
             }
             self.facts.artifacts.insert(a.role.clone(), digest);
         }
-        Ok(())
+        Ok(fds)
     }
 
     fn spawn(
         &self,
         bin: &str,
         args: &[String],
-        confinement: &Confinement,
+        (confinement, fds): (&Confinement, Vec<FdMapping>),
         log: &Path,
         cg: Option<&RunCgroup>,
     ) -> Result<Child, RunStatus> {
@@ -201,6 +261,14 @@ impl QemuVm {
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err));
+        // Mapped in the child only (after fork), so no other process of ours inherits them.
+        cmd.fd_mappings(fds).map_err(|e| {
+            failed(
+                "launch.vmm",
+                format!("passing the artifacts to {bin}: {e}"),
+                "this is a bug",
+            )
+        })?;
         let child = crate::sandbox::spawner::spawn(cmd).map_err(|e| {
             failed(
                 "launch.vmm",
@@ -224,9 +292,11 @@ impl QemuVm {
     }
 
     fn boot_failure(&self, cause: String) -> RunStatus {
-        let console = self
-            .vm_dir
-            .join(self.plan.as_ref().map_or("console.log", |p| p.console_log.as_str()));
+        let console = self.vm_dir.join(
+            self.plan
+                .as_ref()
+                .map_or("console.log", |p| p.console_log.as_str()),
+        );
         let tail = console_tail(&console, CONSOLE_TAIL);
         let qemu_log = console_tail(&self.vm_dir.join("qemu.log"), 600);
         let mut hint = String::from("the guest did not reach its agent; see docs/microvm.md");
@@ -256,7 +326,10 @@ impl Backend for QemuVm {
         let Some(plan) = cx.bundle.backend.qemu() else {
             return Err(failed(
                 "launch.backend",
-                format!("the bundle is for backend {}, not qemu", cx.bundle.backend.name()),
+                format!(
+                    "the bundle is for backend {}, not qemu",
+                    cx.bundle.backend.name()
+                ),
                 "this is a bug",
             ));
         };
@@ -279,7 +352,8 @@ impl Backend for QemuVm {
         self.timeout_ms = cx.bundle.process.timeout_ms;
         let in_vm_dir = |name: &str| {
             let p = Path::new(name);
-            p.components().count() == 1 && matches!(p.components().next(), Some(std::path::Component::Normal(_)))
+            p.components().count() == 1
+                && matches!(p.components().next(), Some(std::path::Component::Normal(_)))
         };
         if !in_vm_dir(&plan.vsock_socket) || !in_vm_dir(&plan.console_log) {
             return Err(failed(
@@ -292,7 +366,7 @@ impl Backend for QemuVm {
             ));
         }
         let t_artifacts = Instant::now();
-        self.check_artifacts(&plan)?;
+        let artifact_fds = self.check_artifacts(&plan)?;
         cx.phases.insert(
             "artifacts".into(),
             t_artifacts.elapsed().as_secs_f64() * 1000.0,
@@ -308,27 +382,22 @@ impl Backend for QemuVm {
             gid: self.vmm_gid,
             no_network: true,
         };
-        let cmdline = plan
-            .args
-            .iter()
-            .position(|a| a == "-append")
-            .and_then(|i| plan.args.get(i + 1))
-            .cloned()
-            .unwrap_or_default();
-        let machine = plan
-            .args
-            .iter()
-            .position(|a| a == "-machine")
-            .and_then(|i| plan.args.get(i + 1))
-            .cloned()
-            .unwrap_or_default();
         self.facts.vmm = "qemu".into();
         self.facts.vmm_version = version_line(&plan.qemu_bin);
         self.facts.accelerator = accel.name.into();
         self.facts.accelerator_reason = accel.reason.clone();
-        self.facts.machine = machine;
-        self.facts.vcpus = cx.bundle.cgroup_plan.cpu_quota_us.div_ceil(cx.bundle.cgroup_plan.cpu_period_us.max(1)).max(1);
-        self.facts.kernel_cmdline = cmdline;
+        let arg_after = |flag: &str| {
+            plan.args
+                .iter()
+                .position(|a| a == flag)
+                .and_then(|i| plan.args.get(i + 1))
+                .cloned()
+                .unwrap_or_default()
+        };
+        self.facts.vcpus = arg_after("-smp").parse().unwrap_or(0);
+        self.facts.memory_mib = arg_after("-m").trim_end_matches('M').parse().unwrap_or(0);
+        self.facts.kernel_cmdline = arg_after("-append");
+        self.facts.machine = arg_after("-machine");
         self.facts.confinement = VmmConfinement {
             uid: self.vmm_uid,
             gid: self.vmm_gid,
@@ -344,7 +413,7 @@ impl Backend for QemuVm {
         let vhost = self.spawn(
             &plan.vhost_vsock_bin,
             &plan.vhost_vsock_args,
-            &confinement,
+            (&confinement, Vec::new()),
             &self.vm_dir.join("vhost-vsock.log"),
             cx.cgroup,
         )?;
@@ -362,8 +431,13 @@ impl Backend for QemuVm {
                 let log = console_tail(&self.vm_dir.join("vhost-vsock.log"), 600);
                 return Err(failed(
                     "launch.vmm",
-                    format!("vhost-device-vsock did not create {}", vhost_socket.display()),
-                    format!("install it with `cargo install vhost-device-vsock` (scripts/setup.sh does); it said: {log}"),
+                    format!(
+                        "vhost-device-vsock did not create {}",
+                        vhost_socket.display()
+                    ),
+                    format!(
+                        "install it with `cargo install vhost-device-vsock` (scripts/setup.sh does); it said: {log}"
+                    ),
                 ));
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -378,7 +452,7 @@ impl Backend for QemuVm {
         let qemu = self.spawn(
             &plan.qemu_bin,
             &args,
-            &confinement,
+            (&confinement, artifact_fds),
             &self.vm_dir.join("qemu.log"),
             cx.cgroup,
         )?;
@@ -457,14 +531,21 @@ impl Backend for QemuVm {
         let mut byte = [0u8; 1];
         loop {
             match r.read(&mut byte) {
-                Ok(0) => return Err(self.boot_failure("the guest agent closed the connection during setup".into())),
+                Ok(0) => {
+                    return Err(self
+                        .boot_failure("the guest agent closed the connection during setup".into()));
+                }
                 Ok(_) if byte[0] == b'\n' => break,
                 Ok(_) if reply.len() >= MAX_SETUP_LINE => {
-                    return Err(self.boot_failure("the guest agent's setup answer is too long".into()));
+                    return Err(
+                        self.boot_failure("the guest agent's setup answer is too long".into())
+                    );
                 }
                 Ok(_) => reply.push(byte[0]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.boot_failure(format!("reading the guest setup answer: {e}"))),
+                Err(e) => {
+                    return Err(self.boot_failure(format!("reading the guest setup answer: {e}")));
+                }
             }
         }
         let _ = stream.set_read_timeout(None);
@@ -479,9 +560,7 @@ impl Backend for QemuVm {
                 self.facts.guest_modules = modules;
                 self.facts.guest_landlock_abi = landlock_abi;
                 self.facts.guest_seccomp = seccomp;
-                self.facts.boot_ms = self
-                    .started
-                    .map_or(0, |s| s.elapsed().as_millis() as u64);
+                self.facts.boot_ms = self.started.map_or(0, |s| s.elapsed().as_millis() as u64);
             }
             Ok(GuestSetupReply::Failed { phase, message }) => {
                 return Err(failed(
@@ -512,8 +591,11 @@ impl Backend for QemuVm {
 
     fn stop(&mut self, cleanup: &mut CleanupReport) {
         let mut procs = std::mem::take(&mut *self.procs());
-        procs.kill();
-        for (name, child) in [("QEMU", procs.qemu.take()), ("vhost-device-vsock", procs.vhost.take())] {
+        let inner = procs.kill();
+        for (name, child) in [
+            ("QEMU", procs.qemu.take()),
+            ("vhost-device-vsock", procs.vhost.take()),
+        ] {
             if let Some(mut c) = child {
                 if let Err(e) = c.wait() {
                     cleanup.errors.push(Diagnostic::new(
@@ -523,6 +605,16 @@ impl Backend for QemuVm {
                         "its cgroup is killed by cleanup; see docs/microvm.md",
                     ));
                 }
+            }
+        }
+        for pid in inner {
+            if let Err(stuck) = crate::sandbox::reap::reap_pid(pid, Duration::from_secs(5)) {
+                cleanup.errors.push(Diagnostic::new(
+                    ErrorCode::RunLaunch,
+                    "cleanup.vmm",
+                    format!("the VMM (host pid {pid}) did not end within 5 s: {stuck}"),
+                    "it is in the run's cgroup, which cleanup kills; see docs/microvm.md",
+                ));
             }
         }
     }
@@ -542,4 +634,3 @@ impl QemuVm {
         &self.facts
     }
 }
-
