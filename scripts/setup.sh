@@ -22,6 +22,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 # the guest's images (mkfs.ext4, dpkg-deb; apt-get download fetches Debian's kernel and busybox).
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+command -v depmod >/dev/null 2>&1 || need+=(kmod)
 command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
 # A static guest agent links glibc's static libraries.
 [[ -e /usr/lib/x86_64-linux-gnu/libc.a ]] || need+=(libc6-dev)

@@ -16,6 +16,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== ruff (Python)" >&2
 .venv/bin/ruff check sdk/python tests/independent_verifier
 
+# The microVM tests boot the guest these build (static agent, kernel, initramfs, rootfs).
+./scripts/build-guest.sh
+
 echo "== cargo test" >&2
 cargo test --workspace --locked --no-fail-fast
 

@@ -532,8 +532,9 @@ impl Backend for QemuVm {
         loop {
             match r.read(&mut byte) {
                 Ok(0) => {
-                    return Err(self
-                        .boot_failure("the guest agent closed the connection during setup".into()));
+                    return Err(self.boot_failure(
+                        "the guest agent closed the connection during setup".into(),
+                    ));
                 }
                 Ok(_) if byte[0] == b'\n' => break,
                 Ok(_) if reply.len() >= MAX_SETUP_LINE => {

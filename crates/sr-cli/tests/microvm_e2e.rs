@@ -1,0 +1,345 @@
+//! The microVM backend for real: `safe-run run` boots the guest that `safe-run artifact build`
+//! made (QEMU, software emulation on these hosts) and runs the workload behind the guest's own
+//! kernel. As root, with QEMU, vhost-device-vsock and the artifacts present (scripts/test.sh
+//! builds them); under CI=true a missing piece is a failure, elsewhere a visible skip.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod run_support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use run_support::*;
+use serde_json::{Value, json};
+
+/// Where the artifacts are: $SAFE_RUN_TEST_ARTIFACTS, else the operator default.
+fn artifacts_dir() -> PathBuf {
+    std::env::var_os("SAFE_RUN_TEST_ARTIFACTS").map_or_else(
+        || PathBuf::from("/var/lib/safe-run/artifacts"),
+        PathBuf::from,
+    )
+}
+
+/// True when a guest can boot here; otherwise fails under CI=true, or prints SKIPPED.
+fn vm_ready(test: &str) -> bool {
+    if !require_root(test) {
+        return false;
+    }
+    let dir = artifacts_dir();
+    let needed = [
+        PathBuf::from("/usr/bin/qemu-system-x86_64"),
+        PathBuf::from("/usr/local/bin/vhost-device-vsock"),
+        dir.join("vmlinuz"),
+        dir.join("initramfs.img"),
+        dir.join("rootfs.ext4"),
+        dir.join("manifest.json"),
+    ];
+    let missing: Vec<String> = needed
+        .iter()
+        .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!(
+        "{test} needs {} (scripts/setup.sh installs QEMU and vhost-device-vsock; scripts/test.sh builds the artifacts)",
+        missing.join(", ")
+    );
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{why} (CI=true, so this is a failure, not a skip)");
+    }
+    eprintln!("SKIPPED: {why}");
+    false
+}
+
+/// An environment whose operator config boots the test artifacts.
+fn vm_env() -> Env {
+    let env = Env::new();
+    let dir = artifacts_dir();
+    env.configure(json!({"microvm": {
+        "kernel": dir.join("vmlinuz"),
+        "initramfs": dir.join("initramfs.img"),
+        "rootfs": dir.join("rootfs.ext4"),
+    }}));
+    env
+}
+
+/// A microVM policy running `command args`.
+fn vm_policy(command: &str, args: &[&str], extra: Value) -> Value {
+    let mut p = policy(
+        command,
+        args,
+        json!({
+            "runtime": {"backend": "microvm", "timeout": "90s"},
+            "resources": {"cpus": 1, "memory": "256Mi"},
+        }),
+    );
+    merge(&mut p, extra);
+    p
+}
+
+fn manifest() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(artifacts_dir().join("manifest.json")).unwrap())
+        .unwrap()
+}
+
+fn verify(env: &Env, dir: &Path) {
+    let o = env
+        .cmd()
+        .args(["report", "verify"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+}
+
+/// Nothing of the run is left: no VMM process (QEMU's command line names the run), no cgroup.
+fn assert_nothing_left(run_id: &str) {
+    let gone = wait_for(15, || pids_with_cmdline(run_id).is_empty());
+    assert!(
+        gone,
+        "processes of run {run_id} are left: {:?}",
+        pids_with_cmdline(run_id)
+    );
+    assert!(
+        cgroups_of(&[run_id.to_owned()]).is_empty(),
+        "cgroups of run {run_id} are left"
+    );
+}
+
+#[test]
+fn uname_prints_the_guest_kernel_and_the_report_says_how_the_vm_ran() {
+    if !vm_ready("uname_prints_the_guest_kernel_and_the_report_says_how_the_vm_ran") {
+        return;
+    }
+    let env = vm_env();
+    let p = env.policy("uname", &vm_policy("/bin/uname", &["-r"], json!({})));
+    let o = env.run(&p, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let guest = out(&o).trim().to_owned();
+    let m = manifest();
+    assert_eq!(guest, m["kernelRelease"].as_str().unwrap());
+    let host = nix_uname();
+    assert_ne!(guest, host, "the workload saw the host's kernel");
+
+    let dir = &env.run_dirs()[0];
+    verify(&env, dir);
+    let report = env.report();
+    let vm = &report["enforcement"]["backend"]["microvm"];
+    assert_eq!(vm["vmm"], "qemu");
+    assert!(["tcg", "kvm"].contains(&vm["accelerator"].as_str().unwrap()));
+    assert_eq!(vm["guestKernel"], guest.as_str());
+    assert_eq!(vm["vcpus"], 1);
+    assert_eq!(vm["memoryMib"], 256);
+    for role in ["kernel", "initramfs", "rootfs"] {
+        assert_eq!(
+            vm["artifacts"][role].as_str().unwrap(),
+            format!("sha256:{}", m["outputs"][role]["sha256"].as_str().unwrap()),
+            "{role}"
+        );
+    }
+    let conf = &vm["confinement"];
+    assert_ne!(conf["uid"], 0);
+    assert_eq!(conf["noNewPrivs"], true);
+    assert!(
+        conf["namespaces"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("net"))
+    );
+    assert_eq!(report["enforcement"]["noNewPrivs"], true);
+    assert_nothing_left(&run_id(dir));
+}
+
+fn nix_uname() -> String {
+    let o = std::process::Command::new("uname")
+        .arg("-r")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+#[test]
+fn exit_code_stdin_and_both_streams_come_back_from_the_guest() {
+    if !vm_ready("exit_code_stdin_and_both_streams_come_back_from_the_guest") {
+        return;
+    }
+    let env = vm_env();
+    let p = env.policy(
+        "streams",
+        &vm_policy(
+            "/bin/sh",
+            &["-c", "cat; id -u; echo oops >&2; exit 7"],
+            json!({}),
+        ),
+    );
+    let mut child = env
+        .run_cmd(&p)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from the host\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(7), "{}", err(&o));
+    // The policy's unprivileged user inside the guest, never root.
+    assert_eq!(out(&o), "from the host\n1000\n");
+    assert!(err(&o).starts_with("oops\n"), "{}", err(&o));
+    let dir = &env.run_dirs()[0];
+    let exited = events_of(dir, "exec.exited");
+    assert_eq!(
+        exited[0]["payload"]["stdin"]["sha256"],
+        sha256_of(b"from the host\n").as_str()
+    );
+    verify(&env, dir);
+}
+
+#[test]
+fn the_guest_has_no_network_and_none_of_the_hosts_files() {
+    if !vm_ready("the_guest_has_no_network_and_none_of_the_hosts_files") {
+        return;
+    }
+    let env = vm_env();
+    // A marker only the host has: the guest must not see it anywhere it can look.
+    let marker = marker("host-only");
+    std::fs::write(env.share().join("secret"), &marker).unwrap();
+    let script = format!(
+        "ls /sys/class/net; cat /etc/hostname; grep -rs {marker} /tmp /etc /home /root /run; echo scanned"
+    );
+    let p = env.policy(
+        "isolated",
+        &vm_policy("/bin/sh", &["-c", &script], json!({})),
+    );
+    let o = env.run(&p, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    // No NIC: only loopback. The rootfs's own hostname file, not the host's.
+    assert_eq!(out(&o), "lo\nsafe-run\nscanned\n", "{}", err(&o));
+}
+
+#[test]
+fn the_timeout_stops_the_vm_and_leaves_nothing() {
+    if !vm_ready("the_timeout_stops_the_vm_and_leaves_nothing") {
+        return;
+    }
+    let env = vm_env();
+    let p = env.policy(
+        "sleepy",
+        &vm_policy(
+            "/bin/sleep",
+            &["600"],
+            json!({"runtime": {"timeout": "20s"}}),
+        ),
+    );
+    let o = env.run(&p, &[]);
+    assert_eq!(o.status.code(), Some(6), "{}", err(&o));
+    let dir = &env.run_dirs()[0];
+    assert!(has_event(dir, "run.timeout"));
+    verify(&env, dir);
+    assert_nothing_left(&run_id(dir));
+}
+
+/// Starts `safe-run run` of a long sleep in a guest and waits until the exec has started.
+fn start_sleeping_vm(env: &Env) -> (std::process::Child, PathBuf) {
+    let p = env.policy("sleeper", &vm_policy("/bin/sleep", &["600"], json!({})));
+    let mut child = env
+        .run_cmd(&p)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut dir = None;
+    let mut ended = false;
+    let started = wait_for(120, || {
+        dir = env.run_dirs().into_iter().next();
+        ended = child.try_wait().unwrap().is_some();
+        ended || dir.as_ref().is_some_and(|d| has_event(d, "exec.started"))
+    });
+    if ended || !started {
+        let _ = child.kill();
+        let o = child.wait_with_output().unwrap();
+        panic!(
+            "the guest never started the exec (safe-run {}): {}",
+            o.status,
+            err(&o)
+        );
+    }
+    (child, dir.unwrap())
+}
+
+#[test]
+fn sigint_of_safe_run_stops_the_vm_in_order() {
+    if !vm_ready("sigint_of_safe_run_stops_the_vm_in_order") {
+        return;
+    }
+    let env = vm_env();
+    let (child, dir) = start_sleeping_vm(&env);
+    signal(child.id(), "INT");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130));
+    verify(&env, &dir);
+    assert_nothing_left(&run_id(&dir));
+}
+
+#[test]
+fn sigkill_of_safe_run_takes_the_vm_with_it_and_gc_recovers_the_rest() {
+    if !vm_ready("sigkill_of_safe_run_takes_the_vm_with_it_and_gc_recovers_the_rest") {
+        return;
+    }
+    let env = vm_env();
+    let (mut child, dir) = start_sleeping_vm(&env);
+    let id = run_id(&dir);
+    assert!(
+        !pids_with_cmdline(&id).is_empty(),
+        "no VMM process names the run"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The VMM chain dies by its parent-death signal.
+    assert!(
+        wait_for(15, || pids_with_cmdline(&id).is_empty()),
+        "the VMM outlived safe-run: {:?}",
+        pids_with_cmdline(&id)
+    );
+    let o = env.cmd().arg("gc").output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_nothing_left(&id);
+    std::thread::sleep(Duration::from_millis(10));
+}
+
+#[test]
+fn one_policy_runs_on_both_backends_and_both_reports_verify() {
+    if !vm_ready("one_policy_runs_on_both_backends_and_both_reports_verify") {
+        return;
+    }
+    let env = vm_env();
+    // The same policy, its backend the only difference.
+    let script = "echo $((6*7)); cat /proc/sys/kernel/osrelease >/dev/null; exit 3";
+    let mut results = Vec::new();
+    for backend in ["sandbox", "microvm"] {
+        let mut p = policy("/bin/sh", &["-c", script], json!({}));
+        merge(
+            &mut p,
+            json!({"runtime": {"backend": backend, "timeout": "90s"}, "resources": {"cpus": 1, "memory": "256Mi"}}),
+        );
+        let path = env.policy(backend, &p);
+        let o = env.run(&path, &[]);
+        assert_eq!(o.status.code(), Some(3), "{backend}: {}", err(&o));
+        assert_eq!(out(&o), "42\n", "{backend}");
+        results.push(backend);
+    }
+    let dirs = env.run_dirs();
+    assert_eq!(dirs.len(), 2);
+    for d in &dirs {
+        verify(&env, d);
+    }
+}
