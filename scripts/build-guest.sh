@@ -12,7 +12,8 @@ echo "== safe-run-agent (static, release)" >&2
 # crt-static applies to the target only (build scripts stay dynamic): a guest has no libc.
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --quiet --locked --release -p sr-agent --target "$target"
-agent=target/$target/release/safe-run-agent
+target_dir=${CARGO_TARGET_DIR:-target}
+agent=$target_dir/$target/release/safe-run-agent
 
 # apt-get download needs package lists; a machine that never ran `apt-get update` has none.
 if ! apt-cache policy linux-image-cloud-amd64 busybox-static 2>/dev/null | grep -q 'Candidate: [0-9]'; then
@@ -23,7 +24,7 @@ fi
 bin=${1:-}
 if [[ -z "$bin" ]]; then
   cargo build --quiet --locked -p sr-cli
-  bin=target/debug/safe-run
+  bin=$target_dir/debug/safe-run
 fi
 out=${ARTIFACTS_DIR:-/var/lib/safe-run/artifacts}
 echo "== safe-run artifact build --out $out" >&2

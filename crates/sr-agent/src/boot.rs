@@ -136,6 +136,18 @@ pub fn switch_root() -> Result<(), AgentError> {
     Ok(())
 }
 
+/// Lifts pid 1's open-file limit from the kernel's default for init (1024): the shared exec
+/// and file-worker code moves descriptors above 1024 before it closes the rest, as the process
+/// sandbox's pid 1 (which inherits safe-run's limit) can. Execs get the policy's own limit.
+pub fn raise_fd_limit() -> Result<(), AgentError> {
+    use nix::sys::resource::{Resource, setrlimit};
+    setrlimit(Resource::RLIMIT_NOFILE, PID1_NOFILE, PID1_NOFILE)
+        .map_err(|e| AgentError::sys("boot.rlimit", "raising RLIMIT_NOFILE", e))
+}
+
+/// pid 1's open-file limit.
+const PID1_NOFILE: u64 = 65_536;
+
 /// /dev/pts as a private devpts instance with /dev/ptmx pointing into it, and the /dev/fd
 /// links shells expect: what execs with a terminal need.
 pub fn terminals() -> Result<(), AgentError> {

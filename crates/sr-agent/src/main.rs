@@ -106,6 +106,7 @@ fn boot_and_listen() -> Result<(vsock::Listener, Guest), AgentError> {
         boot::switch_root()?;
     }
     boot::terminals()?;
+    boot::raise_fd_limit()?;
     let listener = vsock::Listener::bind(args.agent_port)?;
     let boot_failure = args.net.as_ref().and_then(|n| net::configure(n).err());
     if let Some(e) = &boot_failure {
