@@ -1,6 +1,7 @@
-//! Exec on a live sandbox: creates one sandbox for a policy and times N execs of a command in
-//! it, one after the other (bench/sandbox/bench_live_exec.sh runs it beside `safe-run run` and
-//! bubblewrap). Prints `create_ms`, then p50/p90/p99/max of the execs in ms.
+//! Exec on a live sandbox: creates one sandbox for a policy (the process sandbox or a microVM,
+//! as the policy's backend says) and times N execs of a command in it, one after the other
+//! (bench/sandbox/bench_live_exec.sh runs it beside `safe-run run` and bubblewrap;
+//! bench/microvm/bench.sh for a microVM beside the sandbox). Prints `create_ms`, then p50/p90/p99/max of the execs in ms.
 //!
 //!   live_exec_bench POLICY [N] [-- CMD ARGS]     (as root; this binary is its own init)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,7 +12,7 @@ use std::time::Instant;
 
 use sr_evidence::RecordingSink;
 use sr_runner::life::{ExecEnd, ExecRequest, Sandbox, SandboxSpec};
-use sr_runner::sandbox::launch::ProcessSandbox;
+use sr_runner::life::backend::{BackendInputs, for_bundle};
 use sr_runner::{NoNetwork, RunDir, RunStatus};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -49,6 +50,15 @@ fn main() {
     .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())
     .expect("preflight");
     let dir = RunDir::create(&base).unwrap();
+    // Whichever boundary the policy names: the process sandbox, or a microVM.
+    let backend = for_bundle(
+        &bundle,
+        BackendInputs {
+            init_exe: std::env::current_exe().unwrap(),
+            allowed_mount_prefixes: config.allowed_mount_prefixes.clone(),
+            vmm_identity: (config.workload_host_uid, config.workload_host_gid),
+        },
+    );
     let t = Instant::now();
     let sb = Sandbox::create(
         &dir,
@@ -58,10 +68,7 @@ fn main() {
             sink: RecordingSink::default(),
             cgroup_layout: host.cgroup,
         },
-        Box::new(ProcessSandbox::new(
-            std::env::current_exe().unwrap(),
-            config.allowed_mount_prefixes.clone(),
-        )),
+        backend,
         Arc::default(),
     );
     let create_ms = t.elapsed().as_secs_f64() * 1000.0;
