@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod run_support;
+mod serve_support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -342,4 +343,78 @@ fn one_policy_runs_on_both_backends_and_both_reports_verify() {
     for d in &dirs {
         verify(&env, d);
     }
+}
+
+#[test]
+fn serve_creates_a_microvm_sandbox_that_takes_execs_and_files_and_signs_its_report() {
+    if !vm_ready("serve_creates_a_microvm_sandbox_that_takes_execs_and_files_and_signs_its_report")
+    {
+        return;
+    }
+    let env = vm_env();
+    let tokens = env.dir.path().join("state/tokens.json");
+    let token = serve_support::token(&env, &tokens, "create,read");
+    let d = serve_support::start(&env, &tokens);
+    let policy = vm_policy("/bin/true", &[], json!({}));
+    let (s, created) = serve_support::http(
+        &d.socket,
+        "POST",
+        "/v1/sandboxes",
+        &token,
+        Some(&json!({"policy": policy.to_string()})),
+    );
+    assert_eq!(s, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (s, r) = serve_support::http(
+        &d.socket,
+        "POST",
+        &format!("/v1/sandboxes/{id}/execs?wait=true"),
+        &token,
+        Some(&json!({"argv": ["/bin/uname", "-r"]})),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        r["stdout"].as_str().unwrap().trim(),
+        manifest()["kernelRelease"].as_str().unwrap()
+    );
+    let (s, _) = serve_support::http_raw(
+        &d.socket,
+        "PUT",
+        &format!("/v1/sandboxes/{id}/files/tmp/note.txt"),
+        &token,
+        b"over http into a guest\n",
+    );
+    assert!(s == 200 || s == 201 || s == 204, "{s}");
+    let (s, r) = serve_support::http(
+        &d.socket,
+        "POST",
+        &format!("/v1/sandboxes/{id}/execs?wait=true"),
+        &token,
+        Some(&json!({"argv": ["/bin/cat", "/tmp/note.txt"]})),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["stdout"], "over http into a guest\n");
+    let (s, _) = serve_support::http(
+        &d.socket,
+        "DELETE",
+        &format!("/v1/sandboxes/{id}"),
+        &token,
+        None,
+    );
+    assert!(s == 200 || s == 204, "{s}");
+    let (s, report) = serve_support::http(
+        &d.socket,
+        "GET",
+        &format!("/v1/sandboxes/{id}/report"),
+        &token,
+        None,
+    );
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(
+        report["enforcement"]["backend"]["microvm"]["vmm"], "qemu",
+        "{report}"
+    );
+    assert_eq!(report["execs"].as_array().unwrap().len(), 2);
+    drop(d);
+    assert_nothing_left(&id);
 }

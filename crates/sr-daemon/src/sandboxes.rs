@@ -651,7 +651,7 @@ impl Daemon {
             .map_err(|r| CreateError::Policy(r.diagnostics))?;
         let bundle =
             sr_compiler::compile(&policy, config).map_err(|d| CreateError::Policy(vec![d]))?;
-        if bundle.backend.sandbox().is_none() {
+        if bundle.backend.firecracker().is_some() {
             return Err(CreateError::Policy(vec![Diagnostic::new(
                 ErrorCode::RunLaunch,
                 "runtime.backend",
@@ -659,7 +659,7 @@ impl Daemon {
                     "backend {} cannot serve sandboxes yet",
                     bundle.backend.name()
                 ),
-                "use backend: sandbox",
+                "use backend: microvm (QEMU) or backend: sandbox",
             )]));
         }
         let policy_timeout = Duration::from_millis(bundle.process.timeout_ms);

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sr_evidence::RecordingSink;
-use sr_runner::life::{ExecEnd, ExecRequest, Sandbox, SandboxSpec};
 use sr_runner::life::backend::{BackendInputs, for_bundle};
+use sr_runner::life::{ExecEnd, ExecRequest, Sandbox, SandboxSpec};
 use sr_runner::{NoNetwork, RunDir, RunStatus};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
