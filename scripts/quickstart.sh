@@ -21,6 +21,11 @@ install -D -m 0755 target/release/safe-run "$bin_dir/safe-run"
 echo "== installed $bin_dir/safe-run" >&2
 bin="$bin_dir/safe-run"
 
+# A microVM policy boots a guest: build its agent and artifacts once (docs/microvm.md).
+if grep -Eq '^[[:space:]]*backend:[[:space:]]*microvm' "$policy"; then
+  ./scripts/build-guest.sh "$bin"
+fi
+
 # Everything from here runs elsewhere: examples do not depend on the current directory.
 cd /
 echo "== safe-run validate $policy" >&2
