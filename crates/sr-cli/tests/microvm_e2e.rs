@@ -418,3 +418,25 @@ fn serve_creates_a_microvm_sandbox_that_takes_execs_and_files_and_signs_its_repo
     drop(d);
     assert_nothing_left(&id);
 }
+
+#[test]
+fn a_guest_oom_is_reported_as_oom() {
+    if !vm_ready("a_guest_oom_is_reported_as_oom") {
+        return;
+    }
+    let env = vm_env();
+    // A string that doubles until it cannot fit in the guest's 256 MiB.
+    let p = env.policy(
+        "hog",
+        &vm_policy(
+            "/usr/bin/awk",
+            &["BEGIN { s = \"xxxxxxxxxxxxxxxx\"; while (1) s = s s }"],
+            json!({}),
+        ),
+    );
+    let o = env.run(&p, &[]);
+    assert_eq!(o.status.code(), Some(137), "{}", err(&o));
+    let report = env.report();
+    assert_eq!(report["exit"]["status"], "oom", "{report}");
+    verify(&env, &env.run_dirs()[0]);
+}

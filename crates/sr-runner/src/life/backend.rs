@@ -92,6 +92,12 @@ pub trait Backend: Send {
     /// Kills the boundary (if still alive) and waits until nothing it ran is left.
     fn stop(&mut self, cleanup: &mut CleanupReport);
 
+    /// Processes the boundary's own kernel killed for want of memory (a microVM's guest; the
+    /// process sandbox's are counted by the run's cgroup). Asked after [`Backend::stop`].
+    fn guest_oom_kills(&self) -> u64 {
+        0
+    }
+
     /// Removes what the backend made in the run directory.
     fn remove_files(&mut self, run_dir: &Path, cleanup: &mut CleanupReport);
 }

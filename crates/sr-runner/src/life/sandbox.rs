@@ -478,9 +478,11 @@ impl<S: EventSink + 'static> Sandbox<S> {
             (None, None) => status,
         };
         let fs = cgroup::HostFs;
-        let mut resources = Default::default();
+        let mut resources: cgroup::Totals = Default::default();
         if let Some(cg) = &self.cgroup {
             resources = cg.totals(&fs, pids_seen);
+            // A guest's OOM kills are its kernel's, not the host cgroup's (which bounds the VMM).
+            resources.oom_kills += self.backend.guest_oom_kills();
             if resources.oom_kills > 0
                 && let RunStatus::Exited { .. } | RunStatus::Signaled { .. } = status
             {

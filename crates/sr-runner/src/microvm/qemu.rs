@@ -128,6 +128,16 @@ pub fn console_tail(path: &Path, max: usize) -> String {
     String::from_utf8_lossy(&bytes[start..]).trim().to_owned()
 }
 
+/// The OOM kills the guest kernel reported on its console: one `Out of memory: Killed process`
+/// line each. Only the kernel writes the console: `/dev/console` and `/dev/kmsg` are root's
+/// (0600, 0644) and execs are never root, so a workload cannot forge or hide a line.
+pub fn oom_kills_in(console: &[u8]) -> u64 {
+    String::from_utf8_lossy(console)
+        .lines()
+        .filter(|l| l.contains("Out of memory: Killed process"))
+        .count() as u64
+}
+
 /// The first line `bin --version` prints (`QEMU emulator version 7.2.x`).
 fn version_line(bin: &str) -> String {
     Command::new(bin)
@@ -620,6 +630,15 @@ impl Backend for QemuVm {
         }
     }
 
+    fn guest_oom_kills(&self) -> u64 {
+        let console = self.vm_dir.join(
+            self.plan
+                .as_ref()
+                .map_or("console.log", |p| p.console_log.as_str()),
+        );
+        oom_kills_in(&std::fs::read(console).unwrap_or_default())
+    }
+
     fn remove_files(&mut self, _run_dir: &Path, cleanup: &mut CleanupReport) {
         for sock in ["vhost-vsock.sock", "vsock.sock", "qmp.sock"] {
             if std::fs::remove_file(self.vm_dir.join(sock)).is_ok() {
@@ -633,5 +652,32 @@ impl QemuVm {
     /// The facts gathered so far (complete once connected).
     pub fn facts(&self) -> &VmFacts {
         &self.facts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_oom_kill_line_of_the_guest_console_counts_once() {
+        let console = b"[    2.6] EXT4-fs (vda): mounted filesystem\n\
+            [   9.1] sort invoked oom-killer: gfp_mask=0x140cca\n\
+            [   9.2] Out of memory: Killed process 212 (sort) total-vm:262144kB\n\
+            [   9.9] Out of memory: Killed process 230 (sh) total-vm:2048kB\n\xff\xfe\n";
+        assert_eq!(oom_kills_in(console), 2);
+        assert_eq!(oom_kills_in(b""), 0);
+        assert_eq!(oom_kills_in(b"oom-killer invoked, nothing killed\n"), 0);
+    }
+
+    #[test]
+    fn a_boot_failure_hint_carries_the_console_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        std::fs::write(&log, format!("{}the last words\n", "x".repeat(5000))).unwrap();
+        let tail = console_tail(&log, 100);
+        assert!(tail.ends_with("the last words"));
+        assert!(tail.len() <= 100);
+        assert_eq!(console_tail(&dir.path().join("missing"), 100), "");
     }
 }
