@@ -440,3 +440,25 @@ fn a_guest_oom_is_reported_as_oom() {
     assert_eq!(report["exit"]["status"], "oom", "{report}");
     verify(&env, &env.run_dirs()[0]);
 }
+
+#[test]
+fn a_guest_that_cannot_boot_fails_fast_with_its_console_in_the_hint() {
+    if !vm_ready("a_guest_that_cannot_boot_fails_fast_with_its_console_in_the_hint") {
+        return;
+    }
+    let env = vm_env();
+    // Not an initramfs: the kernel finds no init and panics; QEMU (-no-reboot) exits.
+    let junk = env.dir.path().join("junk-initramfs.img");
+    std::fs::write(&junk, vec![0x5au8; 4096]).unwrap();
+    env.configure(json!({"microvm": {"initramfs": junk}}));
+    let p = env.policy("noboot", &vm_policy("/bin/true", &[], json!({})));
+    let t = std::time::Instant::now();
+    let o = env.run(&p, &[]);
+    assert_eq!(o.status.code(), Some(5), "{}", err(&o));
+    let e = err(&o);
+    assert!(e.contains("SR-RUN-002") && e.contains("launch.boot"), "{e}");
+    assert!(e.contains("QEMU exited"), "{e}");
+    assert!(e.to_lowercase().contains("panic"), "the console tail is missing: {e}");
+    assert!(t.elapsed() < Duration::from_secs(50), "{:?}", t.elapsed());
+    assert_nothing_left(&run_id(&env.run_dirs()[0]));
+}

@@ -497,25 +497,41 @@ impl Backend for QemuVm {
         let boot_deadline = self
             .started
             .map_or(deadline, |s| (s + BOOT_TIMEOUT).min(deadline));
-        let (stream, _) = match hybrid_vsock::connect_when_ready(
-            &self.vm_dir.join(&plan.vsock_socket),
-            plan.agent_port,
-            boot_deadline,
-            Duration::from_millis(50),
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                let qemu_gone = self
-                    .procs()
-                    .qemu
-                    .as_mut()
-                    .and_then(|c| c.try_wait().ok().flatten());
-                if qemu_gone.is_none() && Instant::now() >= deadline {
-                    return Err(RunStatus::Timeout {
-                        limit_ms: self.timeout_ms,
-                    });
+        let socket = self.vm_dir.join(&plan.vsock_socket);
+        // Retried in one-second slices, so a VMM that died (a guest kernel panic, a bad
+        // artifact) ends the wait at once instead of at the boot deadline.
+        let stream = loop {
+            let slice = (Instant::now() + Duration::from_secs(1)).min(boot_deadline);
+            match hybrid_vsock::connect_when_ready(
+                &socket,
+                plan.agent_port,
+                slice,
+                Duration::from_millis(50),
+            ) {
+                Ok((s, _)) => break s,
+                Err(e) => {
+                    let qemu_exit = self
+                        .procs()
+                        .qemu
+                        .as_mut()
+                        .and_then(|c| c.try_wait().ok().flatten());
+                    if let Some(status) = qemu_exit {
+                        return Err(self.boot_failure(format!(
+                            "QEMU exited ({status}) before the guest agent answered"
+                        )));
+                    }
+                    if e.is_transient() && Instant::now() < boot_deadline {
+                        continue;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(RunStatus::Timeout {
+                            limit_ms: self.timeout_ms,
+                        });
+                    }
+                    return Err(
+                        self.boot_failure(format!("the guest agent did not answer: {e}"))
+                    );
                 }
-                return Err(self.boot_failure(format!("the guest agent did not answer: {e}")));
             }
         };
         let setup = self
