@@ -324,15 +324,15 @@ pub fn hint_for(step: &str) -> &'static str {
     }
 }
 
-/// Sends `reqs` in order until one is refused: returns the step, the request and Firecracker's
-/// reason, or the broken exchange.
-pub fn drive(api: &mut dyn Api, reqs: &[ApiRequest]) -> Result<(), (ApiRequest, String)> {
+/// Sends `reqs` in order until one is refused: returns its step and Firecracker's reason, or
+/// the broken exchange.
+pub fn drive(api: &mut dyn Api, reqs: &[ApiRequest]) -> Result<(), (String, String)> {
     for r in reqs {
         match api.send(r) {
             Ok(resp) if (200..300).contains(&resp.status) => {}
             Ok(resp) => {
                 return Err((
-                    r.clone(),
+                    r.step.clone(),
                     format!(
                         "Firecracker refused {} {} ({}): {}",
                         r.method,
@@ -343,7 +343,7 @@ pub fn drive(api: &mut dyn Api, reqs: &[ApiRequest]) -> Result<(), (ApiRequest, 
                 ));
             }
             Err(e) => {
-                return Err((r.clone(), format!("{} {}: {e}", r.method, r.path)));
+                return Err((r.step.clone(), format!("{} {}: {e}", r.method, r.path)));
             }
         }
     }
@@ -452,9 +452,9 @@ mod tests {
     fn driving_stops_at_the_first_refusal() {
         let reqs = requests(&config()).unwrap();
         assert!(drive(&mut Refuses("/nothing"), &reqs).is_ok());
-        let (req, why) = drive(&mut Refuses("/boot-source"), &reqs).unwrap_err();
-        assert_eq!(req.step, "launch.api.boot-source");
+        let (step, why) = drive(&mut Refuses("/boot-source"), &reqs).unwrap_err();
+        assert_eq!(step, "launch.api.boot-source");
         assert_eq!(why, "Firecracker refused PUT /boot-source (400): no");
-        assert!(hint_for(&req.step).contains("vmlinux"));
+        assert!(hint_for(&step).contains("vmlinux"));
     }
 }

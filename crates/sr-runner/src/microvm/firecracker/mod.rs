@@ -572,8 +572,8 @@ impl Backend for FirecrackerVm {
         }
         let mut client =
             api::UnixApi::new(&jail.root.join(&plan.api_socket), self.timeouts.api_request);
-        if let Err((req, why)) = api::drive(&mut client, &reqs) {
-            return Err(failed(&req.step, why, api::hint_for(&req.step)));
+        if let Err((step, why)) = api::drive(&mut client, &reqs) {
+            return Err(failed(&step, why, api::hint_for(&step)));
         }
         let started = Instant::now();
         self.started = Some(started);
