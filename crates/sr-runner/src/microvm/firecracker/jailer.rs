@@ -203,20 +203,6 @@ pub fn parent_cgroup(plan: &CgroupPlan, run_id: &str) -> String {
     )
 }
 
-/// Sanity for `place`'s callers: the artifacts listed by role and jail name.
-pub fn place_artifacts(
-    artifacts: &[(String, PathBuf, String)],
-    root: &Path,
-) -> Result<Vec<(String, PathBuf, Placed)>, String> {
-    let mut out = Vec::new();
-    for (role, source, name) in artifacts {
-        let (dest, how) = place(source, root, name)
-            .map_err(|e| format!("placing the {role} {} in the jail: {e}", source.display()))?;
-        out.push((role.clone(), dest, how));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
