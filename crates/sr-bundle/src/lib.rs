@@ -54,12 +54,12 @@ impl BackendPlan {
     }
 
     /// What confines each exec: the process sandbox's plan, or the one the guest agent
-    /// applies inside a QEMU microVM.
+    /// applies inside a microVM.
     pub fn exec_confinement(&self) -> Option<&SandboxPlan> {
         match self {
             BackendPlan::Sandbox(p) => Some(p),
             BackendPlan::Qemu(q) => Some(&q.guest),
-            BackendPlan::Firecracker(_) => None,
+            BackendPlan::Firecracker(f) => Some(&f.guest),
         }
     }
 
@@ -410,18 +410,33 @@ pub struct DnsPlan {
     pub allowed_names: Vec<String>,
 }
 
-/// The Firecracker plan.
+/// The Firecracker plan: the VM's configuration in Firecracker's own shape, and the jailer's
+/// command line. The runner drives Firecracker's API from `vm_config` (one PUT per section,
+/// then `InstanceStart`), so what the bundle shows is what the VMM is asked for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FirecrackerPlan {
-    /// Firecracker's own `--config-file` JSON (boot-source, drives, machine-config, ...).
+    /// The VM's configuration in the shape of Firecracker's `--config-file` (boot-source,
+    /// drives, machine-config, vsock, network-interfaces); paths are inside the jail.
     pub vm_config: serde_json::Value,
-    /// jailer arguments (with `<runId>` placeholders).
+    /// The `jailer` binary.
+    #[serde(default)]
+    pub jailer_bin: String,
+    /// The jailer's own arguments (with `<runId>` placeholders): `--id`, `--exec-file`,
+    /// `--uid`, `--gid`, `--chroot-base-dir` (under the run directory). The runner adds the
+    /// cgroup arguments for the host's cgroup version (from `cgroupPlan`), then `--` and
+    /// Firecracker's `--api-sock /<apiSocket>`.
     pub jailer_args: Vec<String>,
-    /// API socket path template.
+    /// Firecracker's API socket, relative to the jail's root.
     pub api_socket: String,
-    /// Artifacts to hash and (when pinned) check before boot.
+    /// The vsock port the guest agent listens on.
+    #[serde(default)]
+    pub agent_port: u32,
+    /// Artifacts to hash and (when pinned) check before boot; each is placed in the jail's
+    /// root as `jailPath`.
     pub artifacts: Vec<ArtifactCheck>,
+    /// What the guest agent enforces on every exec inside the VM (as `QemuPlan::guest`).
+    pub guest: SandboxPlan,
 }
 
 /// The QEMU plan: QEMU's whole command line and vhost-device-vsock's, as the runner starts

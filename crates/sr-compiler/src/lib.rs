@@ -156,6 +156,7 @@ fn compile_inner(
             config,
             &limits,
             network_plan.as_ref(),
+            guest_plan(policy, config, &limits, &process),
         )?),
         Backend::Microvm => match config.microvm.vmm {
             Vmm::Qemu => BackendPlan::Qemu(microvm::qemu_plan(
@@ -170,6 +171,7 @@ fn compile_inner(
                 config,
                 &limits,
                 network_plan.as_ref(),
+                guest_plan(policy, config, &limits, &process),
             )?),
         },
     };
@@ -556,6 +558,7 @@ fn firecracker_plan(
     config: &OperatorConfig,
     limits: &Effective,
     network: Option<&NetworkPlan>,
+    guest: SandboxPlan,
 ) -> Result<FirecrackerPlan, CompileError> {
     let artifacts = microvm::boot_artifacts(spec, config);
     let vcpus = microvm::vcpus(limits, FIRECRACKER_MAX_VCPUS, "Firecracker")?;
@@ -592,7 +595,8 @@ fn firecracker_plan(
         );
     }
     let fc = &config.firecracker;
-    let cpu_max = format!("cpu.max={} {}", limits.cpu_quota_us, CPU_PERIOD_US);
+    // The jail lives in the run directory, so that the run's cleanup (and `safe-run gc`)
+    // owns it; cgroup arguments depend on the host's cgroup version and are the runner's.
     let jailer_args = [
         "--id",
         RUN_ID_PLACEHOLDER,
@@ -603,31 +607,20 @@ fn firecracker_plan(
         "--gid",
         &config.workload_host_gid.to_string(),
         "--chroot-base-dir",
-        &fc.chroot_base_dir,
-        "--cgroup-version",
-        "2",
-        "--cgroup",
-        &format!("memory.max={}", limits.memory),
-        "--cgroup",
-        &format!("pids.max={}", limits.pids),
-        "--cgroup",
-        &cpu_max,
-        "--",
-        "--config-file",
-        "vm_config.json",
+        &format!("{}/{RUN_ID_PLACEHOLDER}/jail", config.run_dir),
     ]
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
     Ok(FirecrackerPlan {
         vm_config: sort_keys(vm),
+        jailer_bin: fc.jailer_bin.clone(),
         jailer_args,
-        api_socket: format!(
-            "{}/{RUN_ID_PLACEHOLDER}/artifacts/firecracker.socket",
-            config.run_dir
-        ),
+        api_socket: "api.socket".to_owned(),
+        agent_port: microvm::AGENT_PORT,
         // Firecracker boots an uncompressed kernel with its drivers built in: no initramfs.
         artifacts: vec![artifacts.kernel, artifacts.rootfs],
+        guest,
     })
 }
 

@@ -280,11 +280,16 @@ fn firecracker_plan_uses_firecrackers_own_config_format() {
         "no NIC without an allowlist"
     );
     assert_eq!(fc.jailer_args[0..2], ["--id", "<runId>"]);
-    assert!(fc.jailer_args.contains(&"memory.max=536870912".to_owned()));
+    // The jail is in the run directory; cgroup arguments are the runner's (host-dependent).
+    let base = fc.jailer_args.iter().position(|a| a == "--chroot-base-dir");
     assert_eq!(
-        fc.api_socket,
-        "/tmp/safe-run/runs/<runId>/artifacts/firecracker.socket"
+        base.map(|i| fc.jailer_args[i + 1].as_str()),
+        Some("/tmp/safe-run/runs/<runId>/jail")
     );
+    assert!(!fc.jailer_args.iter().any(|a| a.starts_with("--cgroup")));
+    assert_eq!(fc.api_socket, "api.socket");
+    assert_eq!(fc.agent_port, 1024);
+    assert!(fc.guest.namespaces.is_empty(), "the VM is the boundary");
     assert_eq!(
         fc.artifacts[0].expected_sha256.as_deref(),
         Some("sha256:3f786850e387550fdab836ed7e6dc881de23001b3f786850e387550fdab836ed")

@@ -50,15 +50,20 @@ pub struct BackendInputs {
     pub vmm_identity: (u32, u32),
 }
 
-/// The backend `bundle` was compiled for. Firecracker has no driver yet: its bundle gets the
-/// process sandbox, whose start refuses it with a clear error.
+/// The backend `bundle` was compiled for.
 pub fn for_bundle(bundle: &CompileBundle, inputs: BackendInputs) -> Box<dyn Backend> {
     match &bundle.backend {
         sr_bundle::BackendPlan::Qemu(_) => Box::new(crate::microvm::qemu::QemuVm::new(
             inputs.vmm_identity.0,
             inputs.vmm_identity.1,
         )),
-        sr_bundle::BackendPlan::Sandbox(_) | sr_bundle::BackendPlan::Firecracker(_) => {
+        sr_bundle::BackendPlan::Firecracker(_) => {
+            Box::new(crate::microvm::firecracker::FirecrackerVm::new(
+                inputs.vmm_identity.0,
+                inputs.vmm_identity.1,
+            ))
+        }
+        sr_bundle::BackendPlan::Sandbox(_) => {
             Box::new(crate::sandbox::launch::ProcessSandbox::new(
                 inputs.init_exe,
                 inputs.allowed_mount_prefixes,

@@ -3,6 +3,8 @@
 //! * [`hybrid_vsock`]: the `CONNECT <port>` / `OK <port>` handshake to a guest's vsock through
 //!   the VMM's Unix socket (Firecracker's own, or vhost-device-vsock's for QEMU).
 //! * [`qemu`]: QEMU as a backend (artifacts checked, VMM confined, the agent reached).
+//! * [`firecracker`]: Firecracker behind its jailer as a backend (KVM hosts), driven over its
+//!   API socket.
 //! * [`confine`]: how a VMM process runs on the host (unprivileged, its own namespaces).
 //! * [`accel`]: KVM where it runs a normal guest, software emulation otherwise.
 //! * [`facts`]: what the report says a microVM enforced.
@@ -11,6 +13,7 @@
 pub mod accel;
 pub mod confine;
 pub mod facts;
+pub mod firecracker;
 pub mod guest_setup;
 pub mod hybrid_vsock;
 pub mod qemu;

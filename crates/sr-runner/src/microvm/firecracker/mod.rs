@@ -1,0 +1,664 @@
+//! Firecracker as a [`Backend`] (KVM hosts): this module owns a Firecracker VM's life on the
+//! host, from its jail to its removal.
+//!
+//! * start: build the jail's root in the run directory, place the artifacts in it (hard links
+//!   where possible) and hash what was placed, create Firecracker's log and metrics files for
+//!   the VMM's user, start the jailer with the compiled arguments plus the cgroup arguments
+//!   for this host ([`jailer`]), wait for the API socket.
+//! * connect (after the network attach): configure the VM over the API and start it
+//!   ([`api`]), wait for the guest agent over Firecracker's hybrid vsock
+//!   ([`super::hybrid_vsock`]), send the guest setup line ([`super::guest_setup`]).
+//! * stop: kill Firecracker (the jailer execs it in place: one pid), reap it, remove the
+//!   cgroup the jailer made inside the run's, keep Firecracker's log and metrics in `vm/`,
+//!   remove the jail. On every path: a guest has no other existence, and `SendCtrlAltDel`
+//!   needs an i8042 device that not every guest kernel has.
+//!
+//! A refused API call is SR-RUN-002 at the step (`launch.api.boot-source`, ...) with
+//! Firecracker's `fault_message` and a hint; a guest that does not answer in time is
+//! `launch.boot` with the tails of the console and of Firecracker's log.
+
+pub mod api;
+pub mod jailer;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use sr_bundle::{FirecrackerPlan, RUN_ID_PLACEHOLDER};
+use sr_common::{Diagnostic, ErrorCode};
+
+use self::jailer::{CgroupVersion, JailLayout};
+use super::facts::{VmFacts, VmmConfinement};
+use super::guest_setup::{GuestSetup, GuestSetupReply, MAX_SETUP_LINE};
+use super::hybrid_vsock;
+use crate::cgroup::Layout;
+use crate::life::backend::{Backend, Killer, StartContext};
+use crate::network_facts::Boundary;
+use crate::network_hook::AttachedNetwork;
+use crate::outcome::{CleanupReport, EnforcementFacts, RunStatus};
+
+/// How long each stage may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From the jailer's start to Firecracker's API socket.
+    pub api_socket: Duration,
+    /// One API exchange.
+    pub api_request: Duration,
+    /// From `InstanceStart` to the agent's answer to the setup line.
+    pub boot: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            api_socket: Duration::from_secs(10),
+            api_request: Duration::from_secs(10),
+            boot: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The console log (Firecracker's serial console is its stdout) in the run's `vm/`.
+pub const CONSOLE_LOG: &str = "console.log";
+
+fn failed(phase: &str, cause: impl Into<String>, hint: impl Into<String>) -> RunStatus {
+    RunStatus::LaunchFailed {
+        diagnostic: Diagnostic::new(ErrorCode::RunLaunch, phase, cause.into(), hint.into()),
+    }
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
+fn tail(path: &Path, max: usize) -> String {
+    super::qemu::console_tail(path, max)
+}
+
+/// `plan` with `<runId>` replaced everywhere.
+fn substitute(plan: &FirecrackerPlan, run_id: &str) -> Result<FirecrackerPlan, String> {
+    let sub = |s: &str| s.replace(RUN_ID_PLACEHOLDER, run_id);
+    let vm_text = serde_json::to_string(&plan.vm_config).map_err(|e| e.to_string())?;
+    Ok(FirecrackerPlan {
+        vm_config: serde_json::from_str(&sub(&vm_text)).map_err(|e| e.to_string())?,
+        jailer_args: plan.jailer_args.iter().map(|a| sub(a)).collect(),
+        ..plan.clone()
+    })
+}
+
+/// The first line `firecracker --version` prints (`Firecracker v1.x.y`), or nothing.
+fn version_line(bin: &Path) -> String {
+    Command::new(bin)
+        .arg("--version")
+        .env_clear()
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
+fn plain_name(name: &str) -> bool {
+    let p = Path::new(name);
+    p.components().count() == 1
+        && matches!(p.components().next(), Some(std::path::Component::Normal(_)))
+}
+
+/// A Firecracker microVM.
+pub struct FirecrackerVm {
+    vmm_uid: u32,
+    vmm_gid: u32,
+    timeouts: Timeouts,
+    child: Arc<Mutex<Option<Child>>>,
+    plan: Option<FirecrackerPlan>,
+    jail: Option<JailLayout>,
+    /// The cgroup directories the jailer makes inside the run's (removed at stop).
+    jail_cgroups: Vec<PathBuf>,
+    vm_dir: PathBuf,
+    started: Option<Instant>,
+    setup: Option<GuestSetup>,
+    timeout_ms: u64,
+    facts: VmFacts,
+}
+
+impl FirecrackerVm {
+    /// A Firecracker microVM whose VMM the jailer runs as `vmm_uid`/`vmm_gid`.
+    pub fn new(vmm_uid: u32, vmm_gid: u32) -> Self {
+        FirecrackerVm {
+            vmm_uid,
+            vmm_gid,
+            timeouts: Timeouts::default(),
+            child: Arc::new(Mutex::new(None)),
+            plan: None,
+            jail: None,
+            jail_cgroups: Vec::new(),
+            vm_dir: PathBuf::new(),
+            started: None,
+            setup: None,
+            timeout_ms: 0,
+            facts: VmFacts::default(),
+        }
+    }
+
+    /// The same with other timeouts (tests).
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// The facts gathered so far (complete once connected).
+    pub fn facts(&self) -> &VmFacts {
+        &self.facts
+    }
+
+    /// The jail's layout, once started.
+    pub fn jail(&self) -> Option<&JailLayout> {
+        self.jail.as_ref()
+    }
+
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn exited(&self) -> Option<std::process::ExitStatus> {
+        self.child()
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Builds the jail's root and puts the artifacts and Firecracker's own files in it.
+    fn build_jail(&mut self, plan: &FirecrackerPlan, jail: &JailLayout) -> Result<(), RunStatus> {
+        let io = |what: &str, e: std::io::Error| {
+            failed(
+                "launch.jail",
+                format!("{what}: {e}"),
+                "the run directory must be on a local filesystem root can write; see docs/microvm.md",
+            )
+        };
+        if jail.jail_dir.exists() {
+            return Err(failed(
+                "launch.jail",
+                format!("the jail {} exists already", jail.jail_dir.display()),
+                "run ids are unique: this is a leftover; `safe-run gc` removes it",
+            ));
+        }
+        std::fs::create_dir_all(&jail.root).map_err(|e| io(&jail.root.display().to_string(), e))?;
+        for a in &plan.artifacts {
+            if !plain_name(&a.jail_path) {
+                return Err(failed(
+                    "launch.artifacts",
+                    format!(
+                        "the plan places the {} as {:?}, not a plain name",
+                        a.role, a.jail_path
+                    ),
+                    "recompile the policy with this safe-run",
+                ));
+            }
+            let source = Path::new(&a.path);
+            let meta = std::fs::metadata(source).map_err(|e| {
+                failed(
+                    "launch.artifacts",
+                    format!("the {} {}: {e}", a.role, a.path),
+                    "build a Firecracker kernel and rootfs (docs/microvm.md, Firecracker on KVM hosts), or fix artifacts.* in the policy",
+                )
+            })?;
+            if !meta.is_file() {
+                return Err(failed(
+                    "launch.artifacts",
+                    format!("the {} {} is not a regular file", a.role, a.path),
+                    "point artifacts.* at the files themselves",
+                ));
+            }
+            let (dest, _) = jailer::place(source, &jail.root, &a.jail_path)
+                .map_err(|e| io(&format!("placing the {} {} in the jail", a.role, a.path), e))?;
+            // The digest is of what the VMM opens: the placed file.
+            let digest = sha256_file(&dest).map_err(|e| io(&dest.display().to_string(), e))?;
+            if let Some(expected) = &a.expected_sha256
+                && *expected != digest
+            {
+                return Err(failed(
+                    "launch.artifacts",
+                    format!(
+                        "the {} {} has digest {digest}, the policy pins {expected}",
+                        a.role, a.path
+                    ),
+                    "the file changed since the policy was written: rebuild it or update artifacts.*.sha256",
+                ));
+            }
+            self.facts.artifacts.insert(a.role.clone(), digest);
+        }
+        // Firecracker opens its log and metrics files; it does not create them.
+        for name in [api::LOG_FILE, api::METRICS_FILE] {
+            let p = jail.root.join(name);
+            std::fs::File::create(&p).map_err(|e| io(&p.display().to_string(), e))?;
+            std::os::unix::fs::chown(&p, Some(self.vmm_uid), Some(self.vmm_gid))
+                .map_err(|e| io(&p.display().to_string(), e))?;
+        }
+        Ok(())
+    }
+
+    fn spawn_jailer(&mut self, plan: &FirecrackerPlan, argv: &[String]) -> Result<(), RunStatus> {
+        let console = self.vm_dir.join(CONSOLE_LOG);
+        let io = |e: std::io::Error| {
+            failed(
+                "launch.vmm",
+                format!("{}: {e}", console.display()),
+                "see docs/microvm.md",
+            )
+        };
+        let out = std::fs::File::create(&console).map_err(io)?;
+        let err = out.try_clone().map_err(io)?;
+        let mut cmd = Command::new(&plan.jailer_bin);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        cmd.args(argv)
+            .env_clear()
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        let child = crate::sandbox::spawner::spawn(cmd).map_err(|e| {
+            failed(
+                "launch.vmm",
+                format!("cannot start the jailer {}: {e}", plan.jailer_bin),
+                "install Firecracker's jailer and set firecracker.jailerBin in the operator config (docs/microvm.md)",
+            )
+        })?;
+        *self.child() = Some(child);
+        Ok(())
+    }
+
+    /// Waits for Firecracker's API socket, or for the jailer to give up.
+    fn wait_api(&self, socket: &Path) -> Result<(), RunStatus> {
+        let until = Instant::now() + self.timeouts.api_socket;
+        loop {
+            if UnixStream::connect(socket).is_ok() {
+                return Ok(());
+            }
+            let console = self.vm_dir.join(CONSOLE_LOG);
+            if let Some(status) = self.exited() {
+                return Err(failed(
+                    "launch.vmm",
+                    format!("the jailer exited ({status}) before Firecracker's API was up"),
+                    format!(
+                        "it said: {}\nsee docs/microvm.md (Firecracker on KVM hosts)",
+                        tail(&console, 800)
+                    ),
+                ));
+            }
+            if Instant::now() >= until {
+                return Err(failed(
+                    "launch.api",
+                    format!(
+                        "Firecracker's API socket {} did not appear within {} ms",
+                        socket.display(),
+                        self.timeouts.api_socket.as_millis()
+                    ),
+                    format!(
+                        "the jailer or Firecracker is stuck; it said: {}",
+                        tail(&console, 800)
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn boot_failure(&self, cause: String) -> RunStatus {
+        let console = tail(&self.vm_dir.join(CONSOLE_LOG), 1500);
+        let log = self
+            .jail
+            .as_ref()
+            .map(|j| tail(&j.root.join(api::LOG_FILE), 600))
+            .unwrap_or_default();
+        let mut hint = String::from(
+            "the guest did not reach its agent; see docs/microvm.md (Firecracker on KVM hosts)",
+        );
+        if !log.is_empty() {
+            hint.push_str(&format!("\nFirecracker's log ends with:\n{log}"));
+        }
+        if !console.is_empty() {
+            hint.push_str(&format!("\nthe guest console ends with:\n{console}"));
+        }
+        failed("launch.boot", cause, hint)
+    }
+
+    /// Removes the cgroups the jailer made and the jail; keeps Firecracker's log and metrics.
+    fn remove_jail(&mut self, cleanup: &mut CleanupReport) {
+        for dir in std::mem::take(&mut self.jail_cgroups) {
+            // The kernel frees a cgroup a moment after its last process is reaped.
+            let mut result = Ok(());
+            for _ in 0..100 {
+                result = std::fs::remove_dir(&dir);
+                match &result {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        result = Ok(());
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    Ok(()) => {
+                        cleanup.removed.push(format!("cgroup:{}", dir.display()));
+                        break;
+                    }
+                }
+            }
+            if let Err(e) = result {
+                cleanup.errors.push(Diagnostic::new(
+                    ErrorCode::RunLaunch,
+                    "cleanup.cgroup",
+                    format!("the jailer's cgroup {}: {e}", dir.display()),
+                    "run `safe-run gc` to retry",
+                ));
+            }
+        }
+        let Some(jail) = self.jail.take() else {
+            return;
+        };
+        for name in [api::LOG_FILE, api::METRICS_FILE] {
+            let _ = std::fs::rename(jail.root.join(name), self.vm_dir.join(name));
+        }
+        match std::fs::remove_dir_all(&jail.chroot_base) {
+            Ok(()) => cleanup
+                .removed
+                .push(format!("jail:{}", jail.chroot_base.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => cleanup.errors.push(Diagnostic::new(
+                ErrorCode::RunLaunch,
+                "cleanup.jail",
+                format!("removing the jail {}: {e}", jail.chroot_base.display()),
+                "remove it by hand; `safe-run gc` removes the run directory",
+            )),
+        }
+    }
+}
+
+/// Sends the setup line on `stream` and reads the agent's one-line answer (a byte at a time,
+/// so nothing of the agent protocol after it is consumed).
+fn exchange_setup(
+    stream: &UnixStream,
+    setup: &GuestSetup,
+    deadline: Instant,
+) -> Result<GuestSetupReply, String> {
+    let mut line = serde_json::to_vec(setup).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    let mut w = stream;
+    w.write_all(&line)
+        .map_err(|e| format!("the guest setup: {e}"))?;
+    stream
+        .set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ))
+        .map_err(|e| e.to_string())?;
+    let mut reply = Vec::new();
+    let mut r = stream;
+    let mut byte = [0u8; 1];
+    loop {
+        match r.read(&mut byte) {
+            Ok(0) => return Err("the guest agent closed the connection during setup".into()),
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) if reply.len() >= MAX_SETUP_LINE => {
+                return Err("the guest agent's setup answer is too long".into());
+            }
+            Ok(_) => reply.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("reading the guest setup answer: {e}")),
+        }
+    }
+    let _ = stream.set_read_timeout(None);
+    serde_json::from_slice(&reply)
+        .map_err(|e| format!("an unreadable setup answer from the guest agent: {e}"))
+}
+
+impl Backend for FirecrackerVm {
+    fn name(&self) -> &'static str {
+        "microvm"
+    }
+
+    fn start(&mut self, cx: StartContext<'_>) -> Result<Boundary, RunStatus> {
+        let Some(plan) = cx.bundle.backend.firecracker() else {
+            return Err(failed(
+                "launch.backend",
+                format!(
+                    "the bundle is for backend {}, not firecracker",
+                    cx.bundle.backend.name()
+                ),
+                "this is a bug",
+            ));
+        };
+        if cx.bundle.network_plan.is_some() {
+            return Err(failed(
+                "launch.network",
+                "network.mode allowlist is not available on Firecracker yet",
+                "use network.mode: none, or backend: sandbox for an allowlist (docs/microvm.md)",
+            ));
+        }
+        let plan =
+            substitute(plan, cx.run_id).map_err(|e| failed("launch.vmm", e, "this is a bug"))?;
+        let recompile = "recompile the policy with this safe-run";
+        if !plain_name(&plan.api_socket) {
+            return Err(failed(
+                "launch.vmm",
+                format!(
+                    "the API socket {:?} is not a plain name in the jail",
+                    plan.api_socket
+                ),
+                recompile,
+            ));
+        }
+        let jail = JailLayout::of(&plan.jailer_args, cx.run_dir)
+            .map_err(|e| failed("launch.jail", e, recompile))?;
+        self.vm_dir = cx.run_dir.join("vm");
+        self.timeout_ms = cx.bundle.process.timeout_ms;
+        std::fs::create_dir_all(&self.vm_dir)
+            .map_err(|e| failed("launch.vmm", e.to_string(), "see docs/microvm.md"))?;
+        // Recorded before anything is made, so that stop removes whatever was.
+        self.jail = Some(jail.clone());
+
+        let t = Instant::now();
+        self.build_jail(&plan, &jail)?;
+        cx.phases
+            .insert("artifacts".into(), t.elapsed().as_secs_f64() * 1000.0);
+
+        let cgroup = match cx.cgroup {
+            Some(cg) => {
+                let version = match cg.layout {
+                    Layout::V1 { .. } => CgroupVersion::V1,
+                    Layout::V2 { .. } => CgroupVersion::V2,
+                };
+                self.jail_cgroups = cg.paths.iter().map(|p| p.join(&jail.id)).collect();
+                let parent = jailer::parent_cgroup(&cx.bundle.cgroup_plan, cx.run_id);
+                jailer::cgroup_args(version, &cx.bundle.cgroup_plan, Some(&parent))
+            }
+            None => jailer::cgroup_args(CgroupVersion::V2, &cx.bundle.cgroup_plan, None),
+        };
+        let argv = jailer::argv(&plan.jailer_args, cgroup, None, &plan.api_socket);
+
+        let vm = &plan.vm_config;
+        let num = |section: &str, field: &str| vm[section][field].as_u64().unwrap_or(0);
+        self.facts.vmm = "firecracker".into();
+        self.facts.vmm_version = version_line(&jail.exec_file);
+        self.facts.accelerator = "kvm".into();
+        self.facts.accelerator_reason = "Firecracker runs on KVM only".into();
+        self.facts.machine = "firecracker".into();
+        self.facts.vcpus = num("machine-config", "vcpu_count");
+        self.facts.memory_mib = num("machine-config", "mem_size_mib");
+        self.facts.kernel_cmdline = vm["boot-source"]["boot_args"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.facts.confinement = VmmConfinement {
+            uid: self.vmm_uid,
+            gid: self.vmm_gid,
+            namespaces: vec!["mount".into()],
+            no_new_privs: false,
+            seccomp: "firecracker's built-in filters".into(),
+            cgroup: cx.cgroup.is_some(),
+        };
+        cx.enforcement.hostname = plan.guest.hostname.clone();
+        cx.enforcement.capabilities_kept = plan.guest.capabilities.clone();
+
+        let t = Instant::now();
+        self.spawn_jailer(&plan, &argv)?;
+        self.wait_api(&jail.root.join(&plan.api_socket))?;
+        cx.phases
+            .insert("vmm_spawn".into(), t.elapsed().as_secs_f64() * 1000.0);
+        let mut entropy = [0u8; 64];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut entropy))
+            .map_err(|e| {
+                failed(
+                    "launch.vmm",
+                    format!("/dev/urandom: {e}"),
+                    "see docs/microvm.md",
+                )
+            })?;
+        self.setup = Some(GuestSetup {
+            run_id: cx.run_id.to_owned(),
+            process: cx.bundle.process.clone(),
+            guest: plan.guest.clone(),
+            entropy: hex::encode(entropy),
+        });
+        self.plan = Some(plan);
+        Ok(Boundary::Tap {
+            name: String::new(),
+        })
+    }
+
+    fn connect(
+        &mut self,
+        _network: &AttachedNetwork,
+        deadline: Instant,
+        enforcement: &mut EnforcementFacts,
+    ) -> Result<UnixStream, RunStatus> {
+        let (Some(plan), Some(jail)) = (self.plan.clone(), self.jail.clone()) else {
+            return Err(failed(
+                "launch.boot",
+                "connect before start",
+                "this is a bug",
+            ));
+        };
+        let reqs = api::requests(&plan.vm_config)
+            .map_err(|e| failed("launch.api", e, "recompile the policy with this safe-run"))?;
+        let uds = plan.vm_config["vsock"]["uds_path"].as_str().unwrap_or("");
+        if !plain_name(uds) {
+            return Err(failed(
+                "launch.api",
+                format!("the vsock socket {uds:?} is not a plain name in the jail"),
+                "recompile the policy with this safe-run",
+            ));
+        }
+        let mut client =
+            api::UnixApi::new(&jail.root.join(&plan.api_socket), self.timeouts.api_request);
+        if let Err((step, why)) = api::drive(&mut client, &reqs) {
+            return Err(failed(&step, why, api::hint_for(&step)));
+        }
+        let started = Instant::now();
+        self.started = Some(started);
+        let boot_deadline = (started + self.timeouts.boot).min(deadline);
+        let stream = match hybrid_vsock::connect_when_ready(
+            &jail.root.join(uds),
+            plan.agent_port,
+            boot_deadline,
+            Duration::from_millis(50),
+        ) {
+            Ok((s, _)) => s,
+            Err(e) => {
+                if self.exited().is_none() && Instant::now() >= deadline {
+                    return Err(RunStatus::Timeout {
+                        limit_ms: self.timeout_ms,
+                    });
+                }
+                return Err(self.boot_failure(format!(
+                    "the guest agent did not answer within {} ms: {e}",
+                    boot_deadline.saturating_duration_since(started).as_millis()
+                )));
+            }
+        };
+        let setup = self
+            .setup
+            .take()
+            .ok_or_else(|| failed("launch.boot", "no guest setup", "this is a bug"))?;
+        match exchange_setup(&stream, &setup, boot_deadline) {
+            Ok(GuestSetupReply::Ok {
+                kernel_release,
+                modules,
+                landlock_abi,
+                seccomp,
+            }) => {
+                self.facts.guest_kernel = kernel_release;
+                self.facts.guest_modules = modules;
+                self.facts.guest_landlock_abi = landlock_abi;
+                self.facts.guest_seccomp = seccomp;
+                self.facts.boot_ms = started.elapsed().as_millis() as u64;
+            }
+            Ok(GuestSetupReply::Failed { phase, message }) => {
+                return Err(failed(
+                    &phase,
+                    format!("the guest agent: {message}"),
+                    "see docs/microvm.md (what the guest kernel must provide)",
+                ));
+            }
+            Err(e) => return Err(self.boot_failure(e)),
+        }
+        enforcement.microvm = Some(self.facts.clone());
+        Ok(stream)
+    }
+
+    fn killer(&self) -> Killer {
+        let child = self.child.clone();
+        Arc::new(move || {
+            if let Some(c) = child
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_mut()
+            {
+                // std's Child never signals a reaped pid, so this cannot hit a recycled one.
+                let _ = c.kill();
+            }
+        })
+    }
+
+    fn stop(&mut self, cleanup: &mut CleanupReport) {
+        let child = self.child().take();
+        if let Some(mut c) = child {
+            let _ = c.kill();
+            if let Err(e) = c.wait() {
+                cleanup.errors.push(Diagnostic::new(
+                    ErrorCode::RunLaunch,
+                    "cleanup.vmm",
+                    format!("waiting for Firecracker: {e}"),
+                    "its cgroup is killed by cleanup; see docs/microvm.md",
+                ));
+            }
+        }
+        self.remove_jail(cleanup);
+    }
+
+    fn remove_files(&mut self, _run_dir: &Path, cleanup: &mut CleanupReport) {
+        // Normally done by stop; again here in case stop was never reached.
+        self.remove_jail(cleanup);
+    }
+}
