@@ -458,7 +458,10 @@ fn a_guest_that_cannot_boot_fails_fast_with_its_console_in_the_hint() {
     let e = err(&o);
     assert!(e.contains("SR-RUN-002") && e.contains("launch.boot"), "{e}");
     assert!(e.contains("QEMU exited"), "{e}");
-    assert!(e.to_lowercase().contains("panic"), "the console tail is missing: {e}");
+    assert!(
+        e.to_lowercase().contains("panic"),
+        "the console tail is missing: {e}"
+    );
     assert!(t.elapsed() < Duration::from_secs(50), "{:?}", t.elapsed());
     assert_nothing_left(&run_id(&env.run_dirs()[0]));
 }

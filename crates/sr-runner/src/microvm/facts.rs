@@ -42,6 +42,33 @@ pub struct VmFacts {
     pub boot_ms: u64,
 }
 
+impl VmFacts {
+    /// Records the agent's answer to the setup line, `boot_ms` after the VMM started; the
+    /// step and message when the agent refused.
+    pub fn record_setup(
+        &mut self,
+        reply: super::guest_setup::GuestSetupReply,
+        boot_ms: u64,
+    ) -> Result<(), (String, String)> {
+        match reply {
+            super::guest_setup::GuestSetupReply::Ok {
+                kernel_release,
+                modules,
+                landlock_abi,
+                seccomp,
+            } => {
+                self.guest_kernel = kernel_release;
+                self.guest_modules = modules;
+                self.guest_landlock_abi = landlock_abi;
+                self.guest_seccomp = seccomp;
+                self.boot_ms = boot_ms;
+                Ok(())
+            }
+            super::guest_setup::GuestSetupReply::Failed { phase, message } => Err((phase, message)),
+        }
+    }
+}
+
 /// How the VMM's processes (QEMU and vhost-device-vsock) run on the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

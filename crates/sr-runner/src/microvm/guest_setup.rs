@@ -6,8 +6,15 @@
 //! Shared by the host (`microvm::qemu`) and the guest agent (`safe-run-agent`), so both read
 //! and write the same types.
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
 use sr_bundle::{ProcessPlan, SandboxPlan};
+use sr_common::{Diagnostic, ErrorCode};
+
+use crate::outcome::RunStatus;
 
 /// Most bytes of one setup line, either way.
 pub const MAX_SETUP_LINE: usize = 256 * 1024;
@@ -51,4 +58,55 @@ pub enum GuestSetupReply {
         /// What failed.
         message: String,
     },
+}
+
+/// Sends the setup line on `stream` and reads the agent's one-line answer (a byte at a time,
+/// so nothing of the agent protocol after it is consumed).
+pub fn exchange(
+    stream: &UnixStream,
+    setup: &GuestSetup,
+    deadline: Instant,
+) -> Result<GuestSetupReply, String> {
+    let mut line = serde_json::to_vec(setup).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    let mut w = stream;
+    w.write_all(&line)
+        .map_err(|e| format!("the guest setup: {e}"))?;
+    stream
+        .set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ))
+        .map_err(|e| e.to_string())?;
+    let mut reply = Vec::new();
+    let mut r = stream;
+    let mut byte = [0u8; 1];
+    loop {
+        match r.read(&mut byte) {
+            Ok(0) => return Err("the guest agent closed the connection during setup".into()),
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) if reply.len() >= MAX_SETUP_LINE => {
+                return Err("the guest agent's setup answer is too long".into());
+            }
+            Ok(_) => reply.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("reading the guest setup answer: {e}")),
+        }
+    }
+    let _ = stream.set_read_timeout(None);
+    serde_json::from_slice(&reply)
+        .map_err(|e| format!("an unreadable setup answer from the guest agent: {e}"))
+}
+
+/// The launch failure for an agent that refused the setup at `phase`.
+pub fn refused(phase: &str, message: &str) -> RunStatus {
+    RunStatus::LaunchFailed {
+        diagnostic: Diagnostic::new(
+            ErrorCode::RunLaunch,
+            phase,
+            format!("the guest agent: {message}"),
+            "see docs/microvm.md (what the guest kernel must provide)",
+        ),
+    }
 }

@@ -6,7 +6,7 @@
 //! Ready means the agent answered the setup; a boot that does not get there in time is
 //! SR-RUN-002 with the tail of the guest's console in the hint.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use sr_common::{Diagnostic, ErrorCode};
 use super::accel;
 use super::confine::Confinement;
 use super::facts::{VmFacts, VmmConfinement};
-use super::guest_setup::{GuestSetup, GuestSetupReply, MAX_SETUP_LINE};
+use super::guest_setup::{self, GuestSetup};
 use super::hybrid_vsock;
 use crate::cgroup::{self, RunCgroup};
 use crate::life::backend::{Backend, Killer, StartContext};
@@ -528,9 +528,7 @@ impl Backend for QemuVm {
                             limit_ms: self.timeout_ms,
                         });
                     }
-                    return Err(
-                        self.boot_failure(format!("the guest agent did not answer: {e}"))
-                    );
+                    return Err(self.boot_failure(format!("the guest agent did not answer: {e}")));
                 }
             }
         };
@@ -538,70 +536,12 @@ impl Backend for QemuVm {
             .setup
             .take()
             .ok_or_else(|| failed("launch.boot", "no guest setup", "this is a bug"))?;
-        let mut line = serde_json::to_vec(&setup)
-            .map_err(|e| failed("launch.guest", e.to_string(), "this is a bug"))?;
-        line.push(b'\n');
-        let io = |e: std::io::Error| self.boot_failure(format!("the guest setup: {e}"));
-        let mut w = stream.try_clone().map_err(io)?;
-        w.write_all(&line).map_err(io)?;
-        stream
-            .set_read_timeout(Some(
-                boot_deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(1)),
-            ))
-            .map_err(io)?;
-        // One line, read a byte at a time so nothing of the protocol after it is consumed.
-        let mut reply = Vec::new();
-        let mut r = &stream;
-        let mut byte = [0u8; 1];
-        loop {
-            match r.read(&mut byte) {
-                Ok(0) => {
-                    return Err(self.boot_failure(
-                        "the guest agent closed the connection during setup".into(),
-                    ));
-                }
-                Ok(_) if byte[0] == b'\n' => break,
-                Ok(_) if reply.len() >= MAX_SETUP_LINE => {
-                    return Err(
-                        self.boot_failure("the guest agent's setup answer is too long".into())
-                    );
-                }
-                Ok(_) => reply.push(byte[0]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(self.boot_failure(format!("reading the guest setup answer: {e}")));
-                }
-            }
-        }
-        let _ = stream.set_read_timeout(None);
-        match serde_json::from_slice::<GuestSetupReply>(&reply) {
-            Ok(GuestSetupReply::Ok {
-                kernel_release,
-                modules,
-                landlock_abi,
-                seccomp,
-            }) => {
-                self.facts.guest_kernel = kernel_release;
-                self.facts.guest_modules = modules;
-                self.facts.guest_landlock_abi = landlock_abi;
-                self.facts.guest_seccomp = seccomp;
-                self.facts.boot_ms = self.started.map_or(0, |s| s.elapsed().as_millis() as u64);
-            }
-            Ok(GuestSetupReply::Failed { phase, message }) => {
-                return Err(failed(
-                    &phase,
-                    format!("the guest agent: {message}"),
-                    "see docs/microvm.md (what the guest kernel must provide)",
-                ));
-            }
-            Err(e) => {
-                return Err(self.boot_failure(format!(
-                    "an unreadable setup answer from the guest agent: {e}"
-                )));
-            }
-        }
+        let reply = guest_setup::exchange(&stream, &setup, boot_deadline)
+            .map_err(|e| self.boot_failure(e))?;
+        let boot_ms = self.started.map_or(0, |s| s.elapsed().as_millis() as u64);
+        self.facts
+            .record_setup(reply, boot_ms)
+            .map_err(|(phase, message)| guest_setup::refused(&phase, &message))?;
         enforcement.microvm = Some(self.facts.clone());
         Ok(stream)
     }

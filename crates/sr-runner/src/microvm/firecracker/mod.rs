@@ -20,7 +20,7 @@
 pub mod api;
 pub mod jailer;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -33,7 +33,7 @@ use sr_common::{Diagnostic, ErrorCode};
 
 use self::jailer::{CgroupVersion, JailLayout};
 use super::facts::{VmFacts, VmmConfinement};
-use super::guest_setup::{GuestSetup, GuestSetupReply, MAX_SETUP_LINE};
+use super::guest_setup::{self, GuestSetup};
 use super::hybrid_vsock;
 use crate::cgroup::Layout;
 use crate::life::backend::{Backend, Killer, StartContext};
@@ -393,45 +393,6 @@ impl FirecrackerVm {
     }
 }
 
-/// Sends the setup line on `stream` and reads the agent's one-line answer (a byte at a time,
-/// so nothing of the agent protocol after it is consumed).
-fn exchange_setup(
-    stream: &UnixStream,
-    setup: &GuestSetup,
-    deadline: Instant,
-) -> Result<GuestSetupReply, String> {
-    let mut line = serde_json::to_vec(setup).map_err(|e| e.to_string())?;
-    line.push(b'\n');
-    let mut w = stream;
-    w.write_all(&line)
-        .map_err(|e| format!("the guest setup: {e}"))?;
-    stream
-        .set_read_timeout(Some(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1)),
-        ))
-        .map_err(|e| e.to_string())?;
-    let mut reply = Vec::new();
-    let mut r = stream;
-    let mut byte = [0u8; 1];
-    loop {
-        match r.read(&mut byte) {
-            Ok(0) => return Err("the guest agent closed the connection during setup".into()),
-            Ok(_) if byte[0] == b'\n' => break,
-            Ok(_) if reply.len() >= MAX_SETUP_LINE => {
-                return Err("the guest agent's setup answer is too long".into());
-            }
-            Ok(_) => reply.push(byte[0]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("reading the guest setup answer: {e}")),
-        }
-    }
-    let _ = stream.set_read_timeout(None);
-    serde_json::from_slice(&reply)
-        .map_err(|e| format!("an unreadable setup answer from the guest agent: {e}"))
-}
-
 impl Backend for FirecrackerVm {
     fn name(&self) -> &'static str {
         "microvm"
@@ -601,28 +562,11 @@ impl Backend for FirecrackerVm {
             .setup
             .take()
             .ok_or_else(|| failed("launch.boot", "no guest setup", "this is a bug"))?;
-        match exchange_setup(&stream, &setup, boot_deadline) {
-            Ok(GuestSetupReply::Ok {
-                kernel_release,
-                modules,
-                landlock_abi,
-                seccomp,
-            }) => {
-                self.facts.guest_kernel = kernel_release;
-                self.facts.guest_modules = modules;
-                self.facts.guest_landlock_abi = landlock_abi;
-                self.facts.guest_seccomp = seccomp;
-                self.facts.boot_ms = started.elapsed().as_millis() as u64;
-            }
-            Ok(GuestSetupReply::Failed { phase, message }) => {
-                return Err(failed(
-                    &phase,
-                    format!("the guest agent: {message}"),
-                    "see docs/microvm.md (what the guest kernel must provide)",
-                ));
-            }
-            Err(e) => return Err(self.boot_failure(e)),
-        }
+        let reply = guest_setup::exchange(&stream, &setup, boot_deadline)
+            .map_err(|e| self.boot_failure(e))?;
+        self.facts
+            .record_setup(reply, started.elapsed().as_millis() as u64)
+            .map_err(|(phase, message)| guest_setup::refused(&phase, &message))?;
         enforcement.microvm = Some(self.facts.clone());
         Ok(stream)
     }
