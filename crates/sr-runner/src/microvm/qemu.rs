@@ -33,6 +33,8 @@ use crate::outcome::{CleanupReport, EnforcementFacts, RunStatus};
 /// How long a guest may take from QEMU's start to the agent's answer (software emulation
 /// boots in about 3 s here; a loaded CI machine needs more).
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The pause between attempts to reach a guest agent that does not listen yet.
+const VSOCK_RETRY: Duration = Duration::from_millis(50);
 /// How long vhost-device-vsock may take to create its socket.
 const VHOST_TIMEOUT: Duration = Duration::from_secs(10);
 /// QEMU's own seccomp filter: no obsolete calls, no privilege changes, no spawning, no
@@ -498,16 +500,12 @@ impl Backend for QemuVm {
             .started
             .map_or(deadline, |s| (s + BOOT_TIMEOUT).min(deadline));
         let socket = self.vm_dir.join(&plan.vsock_socket);
-        // Retried in one-second slices, so a VMM that died (a guest kernel panic, a bad
-        // artifact) ends the wait at once instead of at the boot deadline.
+        // Retried while nothing listens yet, checking between attempts that the VMM is alive, so
+        // a VMM that died (a guest kernel panic, a bad artifact) ends the wait at once. A
+        // connection the VMM accepted is never abandoned early: it gets the whole boot time.
         let stream = loop {
-            let slice = (Instant::now() + Duration::from_secs(1)).min(boot_deadline);
-            match hybrid_vsock::connect_when_ready(
-                &socket,
-                plan.agent_port,
-                slice,
-                Duration::from_millis(50),
-            ) {
+            let left = boot_deadline.saturating_duration_since(Instant::now());
+            match hybrid_vsock::connect(&socket, plan.agent_port, left) {
                 Ok((s, _)) => break s,
                 Err(e) => {
                     let qemu_exit = self
@@ -520,7 +518,8 @@ impl Backend for QemuVm {
                             "QEMU exited ({status}) before the guest agent answered"
                         )));
                     }
-                    if e.is_transient() && Instant::now() < boot_deadline {
+                    if e.is_transient() && Instant::now() + VSOCK_RETRY < boot_deadline {
+                        std::thread::sleep(VSOCK_RETRY);
                         continue;
                     }
                     if Instant::now() >= deadline {
