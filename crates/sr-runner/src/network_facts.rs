@@ -18,11 +18,17 @@ pub enum Boundary {
         /// A process in the namespace (the sandbox's init).
         pid: u32,
     },
-    /// A TAP device on the host that a VMM opens (a microVM): created as `name`; the guest
-    /// configures its side itself (from its kernel command line).
+    /// A TAP device on the host that a VMM opens (a microVM): created by the network module
+    /// as `name`, owned by `uid`/`gid` (the VMM's unprivileged identity, so it can open the
+    /// device by name without capabilities), before the VMM starts; the guest configures its
+    /// side itself (from its kernel command line, see [`crate::network_hook::GuestAddressing`]).
     Tap {
-        /// The device's name on the host.
+        /// The device's name on the host (the plan's host interface).
         name: String,
+        /// The uid the device is created for (`ip tuntap add ... user`).
+        uid: u32,
+        /// The gid the device is created for (`ip tuntap add ... group`).
+        gid: u32,
     },
 }
 

@@ -3,6 +3,13 @@
 //! vsock, send it the guest setup line ([`super::guest_setup`]) and hand the connection over
 //! to the agent protocol. Stop kills both VMM processes (the guest has no other existence).
 //!
+//! The start is split around the network attach (docs/microvm.md): `start` checks the
+//! artifacts, starts vhost-device-vsock and prepares QEMU's command line, and returns the TAP
+//! the plan names (`srt<run id>`, empty without a network); the hook then creates that TAP
+//! (owned by the VMM's user) and picks the run's /30; `connect` appends the guest's
+//! `sr.net=<address>/<prefix>,<gateway>` to the kernel command line (the only run-time part
+//! of it) and only then spawns QEMU, which opens the TAP by name.
+//!
 //! Ready means the agent answered the setup; a boot that does not get there in time is
 //! SR-RUN-002 with the tail of the guest's console in the hint.
 
@@ -53,6 +60,8 @@ fn failed(phase: &str, cause: impl Into<String>, hint: impl Into<String>) -> Run
 struct Procs {
     qemu: Option<Child>,
     vhost: Option<Child>,
+    /// Set by the first kill: a VMM process spawned afterwards is killed at once.
+    stopped: bool,
 }
 
 /// The pids of `pid`'s children (the VMM itself, forked by `unshare` inside its namespace).
@@ -69,6 +78,7 @@ impl Procs {
     /// (killed first, `unshare` would leave the VMM to us, the subreaper, as a zombie), then
     /// the outer process. Returns the inner pids, to reap if the outer one died first.
     fn kill(&mut self) -> Vec<u32> {
+        self.stopped = true;
         let mut inner = Vec::new();
         for c in [self.qemu.as_mut(), self.vhost.as_mut()]
             .into_iter()
@@ -93,6 +103,18 @@ impl Procs {
     }
 }
 
+/// QEMU's start, prepared by `start` and done by `connect`: after the network attach, which
+/// creates the TAP QEMU opens by name and chooses the guest's addresses.
+struct PendingQemu {
+    args: Vec<String>,
+    confinement: Confinement,
+    artifact_fds: Vec<FdMapping>,
+    /// Whether the plan gives the guest a NIC (then `connect` needs its addressing).
+    nic: bool,
+    /// The run's cgroup, which QEMU must be in.
+    cgroup: Option<RunCgroup>,
+}
+
 /// A QEMU microVM.
 pub struct QemuVm {
     /// The unprivileged identity the VMM runs as.
@@ -105,6 +127,7 @@ pub struct QemuVm {
     setup: Option<GuestSetup>,
     timeout_ms: u64,
     facts: VmFacts,
+    pending: Option<PendingQemu>,
 }
 
 /// `sha256:<hex>` of what `f` reads from its start.
@@ -164,6 +187,7 @@ impl QemuVm {
             setup: None,
             timeout_ms: 0,
             facts: VmFacts::default(),
+            pending: None,
         }
     }
 
@@ -333,13 +357,13 @@ impl Backend for QemuVm {
                 "this is a bug",
             ));
         };
-        if cx.bundle.network_plan.is_some() {
-            return Err(failed(
-                "launch.network",
-                "network.mode allowlist is not available on the QEMU microVM yet",
-                "use network.mode: none, or backend: sandbox for an allowlist (docs/microvm.md)",
-            ));
-        }
+        // An allowlist: the guest's NIC is the TAP the plan names (`srt<run id>`), which the
+        // network hook creates after this start and before connect spawns QEMU.
+        let tap = cx
+            .bundle
+            .network_plan
+            .as_ref()
+            .map(|n| n.host_interface.replace(RUN_ID_PLACEHOLDER, cx.run_id));
         let sub = |s: &str| s.replace(RUN_ID_PLACEHOLDER, cx.run_id);
         let plan = QemuPlan {
             args: plan.args.iter().map(|a| sub(a)).collect(),
@@ -377,10 +401,13 @@ impl Backend for QemuVm {
         vmm_dir(&self.vm_dir, self.vmm_uid, self.vmm_gid).map_err(io)?;
 
         let accel = accel::host_accel();
+        // A guest with a NIC: QEMU opens its TAP by name, so it stays in the host's network
+        // namespace (unprivileged, without capabilities; its only link is the run's TAP,
+        // filtered by the run's table). Without one: an empty network namespace.
         let confinement = Confinement {
             uid: self.vmm_uid,
             gid: self.vmm_gid,
-            no_network: true,
+            no_network: tap.is_none(),
         };
         self.facts.vmm = "qemu".into();
         self.facts.vmm_version = version_line(&plan.qemu_bin);
@@ -410,10 +437,15 @@ impl Backend for QemuVm {
         cx.enforcement.capabilities_kept = plan.guest.capabilities.clone();
 
         let t_vmm = Instant::now();
+        // vhost-device-vsock never needs a network: an empty namespace whatever the guest has.
+        let vhost_confinement = Confinement {
+            no_network: true,
+            ..confinement.clone()
+        };
         let vhost = self.spawn(
             &plan.vhost_vsock_bin,
             &plan.vhost_vsock_args,
-            (&confinement, Vec::new()),
+            (&vhost_confinement, Vec::new()),
             &self.vm_dir.join("vhost-vsock.log"),
             cx.cgroup,
         )?;
@@ -449,15 +481,6 @@ impl Backend for QemuVm {
             "-sandbox".to_owned(),
             QEMU_SANDBOX.to_owned(),
         ]);
-        let qemu = self.spawn(
-            &plan.qemu_bin,
-            &args,
-            (&confinement, artifact_fds),
-            &self.vm_dir.join("qemu.log"),
-            cx.cgroup,
-        )?;
-        self.procs().qemu = Some(qemu);
-        self.started = Some(Instant::now());
         cx.phases
             .insert("vmm_spawn".into(), t_vmm.elapsed().as_secs_f64() * 1000.0);
         self.setup = Some(GuestSetup {
@@ -467,16 +490,26 @@ impl Backend for QemuVm {
             entropy: random_hex(64).map_err(io)?,
         });
         self.plan = Some(plan);
-        // The guest configures its own side of a TAP; with no network there is none, and the
-        // no-network hook ignores the boundary.
+        self.pending = Some(PendingQemu {
+            args,
+            confinement,
+            artifact_fds,
+            nic: tap.is_some(),
+            cgroup: cx.cgroup.cloned(),
+        });
+        // QEMU itself starts in connect, once the hook has made the TAP (the guest configures
+        // its own side, from sr.net on its kernel command line). Without a network there is
+        // no TAP, and the no-network hook ignores the boundary.
         Ok(Boundary::Tap {
-            name: String::new(),
+            name: tap.unwrap_or_default(),
+            uid: self.vmm_uid,
+            gid: self.vmm_gid,
         })
     }
 
     fn connect(
         &mut self,
-        _network: &AttachedNetwork,
+        network: &AttachedNetwork,
         deadline: Instant,
         enforcement: &mut EnforcementFacts,
     ) -> Result<UnixStream, RunStatus> {
@@ -484,6 +517,7 @@ impl Backend for QemuVm {
             .plan
             .clone()
             .ok_or_else(|| failed("launch.boot", "connect before start", "this is a bug"))?;
+        self.spawn_qemu(&plan, network)?;
         let boot_deadline = self
             .started
             .map_or(deadline, |s| (s + BOOT_TIMEOUT).min(deadline));
@@ -532,8 +566,9 @@ impl Backend for QemuVm {
         loop {
             match r.read(&mut byte) {
                 Ok(0) => {
-                    return Err(self
-                        .boot_failure("the guest agent closed the connection during setup".into()));
+                    return Err(self.boot_failure(
+                        "the guest agent closed the connection during setup".into(),
+                    ));
                 }
                 Ok(_) if byte[0] == b'\n' => break,
                 Ok(_) if reply.len() >= MAX_SETUP_LINE => {
@@ -629,6 +664,67 @@ impl Backend for QemuVm {
 }
 
 impl QemuVm {
+    /// Spawns QEMU as `start` prepared it. The run's addresses enter here, the one run-time
+    /// value of its command line: `sr.net=<guest>/<prefix>,<gateway>` appended to `-append`
+    /// (the compiled plan holds the fixed part and stays deterministic).
+    fn spawn_qemu(&mut self, plan: &QemuPlan, network: &AttachedNetwork) -> Result<(), RunStatus> {
+        let PendingQemu {
+            mut args,
+            confinement,
+            artifact_fds,
+            nic,
+            cgroup,
+        } = self
+            .pending
+            .take()
+            .ok_or_else(|| failed("launch.vmm", "QEMU was not prepared", "this is a bug"))?;
+        if nic {
+            let guest = network.guest.ok_or_else(|| {
+                failed(
+                    "launch.network",
+                    "the guest has a NIC but the network attach gave it no address",
+                    "this is a bug: an allowlist's hook must return the guest's addressing",
+                )
+            })?;
+            let append = args
+                .iter()
+                .position(|a| a == "-append")
+                .and_then(|i| args.get_mut(i + 1))
+                .ok_or_else(|| {
+                    failed(
+                        "launch.vmm",
+                        "the plan's QEMU command line has no -append",
+                        "recompile the policy with this safe-run",
+                    )
+                })?;
+            append.push(' ');
+            append.push_str(&guest.kernel_param());
+            self.facts.kernel_cmdline = append.clone();
+        }
+        let qemu = self.spawn(
+            &plan.qemu_bin,
+            &args,
+            (&confinement, artifact_fds),
+            &self.vm_dir.join("qemu.log"),
+            cgroup.as_ref(),
+        )?;
+        let mut procs = self.procs();
+        procs.qemu = Some(qemu);
+        if procs.stopped {
+            // Killed between start and now (a signal, a timeout): nothing may outlive it.
+            procs.kill();
+            drop(procs);
+            return Err(failed(
+                "launch.vmm",
+                "the run was stopped before the guest started",
+                "see the run's end reason",
+            ));
+        }
+        drop(procs);
+        self.started = Some(Instant::now());
+        Ok(())
+    }
+
     /// The facts gathered so far (complete once connected).
     pub fn facts(&self) -> &VmFacts {
         &self.facts
