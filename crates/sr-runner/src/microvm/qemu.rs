@@ -6,9 +6,10 @@
 //! The start is split around the network attach (docs/microvm.md): `start` checks the
 //! artifacts, starts vhost-device-vsock and prepares QEMU's command line, and returns the TAP
 //! the plan names (`srt<run id>`, empty without a network); the hook then creates that TAP
-//! (owned by the VMM's user) and picks the run's /30; `connect` appends the guest's
-//! `sr.net=<address>/<prefix>,<gateway>` to the kernel command line (the only run-time part
-//! of it) and only then spawns QEMU, which opens the TAP by name.
+//! and picks the run's /30; `connect` appends the guest's `sr.net=<address>/<prefix>,<gateway>`
+//! to the kernel command line (the only run-time part of it), attaches to the TAP and only
+//! then spawns QEMU with the descriptor (`-netdev tap,fd=6`), still in an empty network
+//! namespace.
 //!
 //! Ready means the agent answered the setup; a boot that does not get there in time is
 //! SR-RUN-002 with the tail of the guest's console in the hint.
@@ -109,8 +110,9 @@ struct PendingQemu {
     args: Vec<String>,
     confinement: Confinement,
     artifact_fds: Vec<FdMapping>,
-    /// Whether the plan gives the guest a NIC (then `connect` needs its addressing).
-    nic: bool,
+    /// The run's TAP when the plan gives the guest a NIC (then `connect` needs its
+    /// addressing).
+    tap: Option<String>,
     /// The run's cgroup, which QEMU must be in.
     cgroup: Option<RunCgroup>,
 }
@@ -334,6 +336,19 @@ impl QemuVm {
     }
 }
 
+/// The descriptor `-netdev tap,...,fd=N` names in QEMU's arguments (above the artifacts').
+fn tap_fd_of(args: &[String]) -> Option<i32> {
+    let netdev = args
+        .iter()
+        .position(|a| a == "-netdev")
+        .and_then(|i| args.get(i + 1))?;
+    let rest = netdev.strip_prefix("tap,")?;
+    rest.split(',')
+        .find_map(|kv| kv.strip_prefix("fd="))
+        .and_then(|n| n.parse::<i32>().ok())
+        .filter(|n| *n > 5)
+}
+
 /// Makes `dir` (0700, owned by `uid:gid`) for the VMM's sockets and logs.
 fn vmm_dir(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -401,13 +416,12 @@ impl Backend for QemuVm {
         vmm_dir(&self.vm_dir, self.vmm_uid, self.vmm_gid).map_err(io)?;
 
         let accel = accel::host_accel();
-        // A guest with a NIC: QEMU opens its TAP by name, so it stays in the host's network
-        // namespace (unprivileged, without capabilities; its only link is the run's TAP,
-        // filtered by the run's table). Without one: an empty network namespace.
+        // An empty network namespace, with a NIC too: QEMU gets its TAP as an open descriptor
+        // (see connect), so it needs neither the host's namespace nor /dev/net/tun.
         let confinement = Confinement {
             uid: self.vmm_uid,
             gid: self.vmm_gid,
-            no_network: tap.is_none(),
+            no_network: true,
         };
         self.facts.vmm = "qemu".into();
         self.facts.vmm_version = version_line(&plan.qemu_bin);
@@ -437,15 +451,10 @@ impl Backend for QemuVm {
         cx.enforcement.capabilities_kept = plan.guest.capabilities.clone();
 
         let t_vmm = Instant::now();
-        // vhost-device-vsock never needs a network: an empty namespace whatever the guest has.
-        let vhost_confinement = Confinement {
-            no_network: true,
-            ..confinement.clone()
-        };
         let vhost = self.spawn(
             &plan.vhost_vsock_bin,
             &plan.vhost_vsock_args,
-            (&vhost_confinement, Vec::new()),
+            (&confinement, Vec::new()),
             &self.vm_dir.join("vhost-vsock.log"),
             cx.cgroup,
         )?;
@@ -494,7 +503,7 @@ impl Backend for QemuVm {
             args,
             confinement,
             artifact_fds,
-            nic: tap.is_some(),
+            tap: tap.clone(),
             cgroup: cx.cgroup.cloned(),
         });
         // QEMU itself starts in connect, once the hook has made the TAP (the guest configures
@@ -502,8 +511,6 @@ impl Backend for QemuVm {
         // no TAP, and the no-network hook ignores the boundary.
         Ok(Boundary::Tap {
             name: tap.unwrap_or_default(),
-            uid: self.vmm_uid,
-            gid: self.vmm_gid,
         })
     }
 
@@ -671,14 +678,14 @@ impl QemuVm {
         let PendingQemu {
             mut args,
             confinement,
-            artifact_fds,
-            nic,
+            mut artifact_fds,
+            tap,
             cgroup,
         } = self
             .pending
             .take()
             .ok_or_else(|| failed("launch.vmm", "QEMU was not prepared", "this is a bug"))?;
-        if nic {
+        if let Some(tap) = tap {
             let guest = network.guest.ok_or_else(|| {
                 failed(
                     "launch.network",
@@ -700,6 +707,26 @@ impl QemuVm {
             append.push(' ');
             append.push_str(&guest.kernel_param());
             self.facts.kernel_cmdline = append.clone();
+            // QEMU gets the TAP as the descriptor its `-netdev tap,fd=N` names.
+            let child_fd = tap_fd_of(&args).ok_or_else(|| {
+                failed(
+                    "launch.vmm",
+                    "the plan's QEMU command line has no -netdev tap,fd=N (N > 5)",
+                    "recompile the policy with this safe-run",
+                )
+            })?;
+            let fd = crate::sandbox::sys::tap_attach(&tap).map_err(|e| {
+                failed(
+                    "launch.network",
+                    format!("attaching to the run's TAP device {tap}: {e}"),
+                    "the network hook creates it before QEMU starts; safe-run must run as root \
+                     with /dev/net/tun (modprobe tun); see docs/microvm.md",
+                )
+            })?;
+            artifact_fds.push(FdMapping {
+                parent_fd: fd,
+                child_fd,
+            });
         }
         let qemu = self.spawn(
             &plan.qemu_bin,
@@ -728,5 +755,23 @@ impl QemuVm {
     /// The facts gathered so far (complete once connected).
     pub fn facts(&self) -> &VmFacts {
         &self.facts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tap_fd_of;
+
+    #[test]
+    fn the_tap_descriptor_comes_from_the_netdev_argument() {
+        let args = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            tap_fd_of(&args(&["-m", "1", "-netdev", "tap,id=n0,fd=6"])),
+            Some(6)
+        );
+        // An artifact's descriptor, another backend, or none: refused.
+        assert_eq!(tap_fd_of(&args(&["-netdev", "tap,id=n0,fd=3"])), None);
+        assert_eq!(tap_fd_of(&args(&["-netdev", "user,id=n0"])), None);
+        assert_eq!(tap_fd_of(&args(&["-netdev"])), None);
     }
 }

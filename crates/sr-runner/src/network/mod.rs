@@ -9,7 +9,7 @@
 //!    render faithfully fails here, before any host change);
 //! 2. create the link: for a sandbox ([`Boundary::Namespace`]) the veth pair with its peer
 //!    directly in the sandbox's namespace; for a microVM ([`Boundary::Tap`]) a TAP device
-//!    owned by the VMM's unprivileged uid/gid, which the VMM opens by name after attach. Then
+//!    (root's), to which the VMM backend attaches and passes QEMU the descriptor. Then
 //!    address and raise the host side, and set that interface's own forwarding flag (vanishes
 //!    with the link). The same table, resolver, counters and release follow for both;
 //! 3. configure the sandbox side from one child, `nsenter -t <pid> -n ip -batch -` (never
@@ -112,8 +112,8 @@ impl Default for Options {
 enum LinkKind {
     /// A veth pair, its peer in the namespace of `pid`.
     Veth { pid: u32 },
-    /// A TAP device owned by the VMM's `uid`/`gid`.
-    Tap { uid: u32, gid: u32 },
+    /// A TAP device (root's; the runner hands the VMM an open descriptor).
+    Tap,
 }
 
 /// What attach created, so release removes exactly that.
@@ -267,7 +267,7 @@ impl AllowlistNetwork {
         // The link's kind; a TAP must be the interface the plan's rules name.
         let kind = match boundary {
             Boundary::Namespace { pid } => LinkKind::Veth { pid: *pid },
-            Boundary::Tap { name, uid, gid } => {
+            Boundary::Tap { name } => {
                 let expected = self
                     .plan
                     .host_interface
@@ -277,16 +277,7 @@ impl AllowlistNetwork {
                         "the VMM's TAP device is {name:?} but the plan's rules name {expected:?}"
                     )));
                 }
-                if *uid == 0 || *gid == 0 {
-                    return Err(NetworkError::Config(format!(
-                        "TAP device {name} would be owned by uid {uid} gid {gid}: the VMM must \
-                         run unprivileged"
-                    )));
-                }
-                LinkKind::Tap {
-                    uid: *uid,
-                    gid: *gid,
-                }
+                LinkKind::Tap
             }
         };
         // 1. Address and render.
@@ -323,17 +314,14 @@ impl AllowlistNetwork {
         let guest_cidr = format!("{}/{}", b.guest_addr, subnet.prefix_len());
 
         // 2. The link: a veth pair whose peer is created inside the sandbox's namespace, or a
-        //    TAP device the VMM's unprivileged user may open by name (it stays down-carrier
-        //    until the VMM opens it; addresses and routes do not need the carrier).
+        //    TAP device (down-carrier until the backend attaches to it; addresses and routes
+        //    do not need the carrier).
         self.created.link = Some(h.clone());
         match kind {
-            LinkKind::Tap { uid, gid } => {
-                let (uid, gid) = (uid.to_string(), gid.to_string());
+            LinkKind::Tap => {
                 self.run(
                     "creating the TAP device",
-                    NetCommand::ip(&[
-                        "tuntap", "add", "dev", &h, "mode", "tap", "user", &uid, "group", &gid,
-                    ]),
+                    NetCommand::ip(&["tuntap", "add", "dev", &h, "mode", "tap"]),
                 )?;
             }
             LinkKind::Veth { pid } => {
@@ -527,7 +515,7 @@ impl AllowlistNetwork {
 
         let facts = AllowlistFacts {
             table: format!("{} {}", b.family, b.table),
-            link: if matches!(kind, LinkKind::Tap { .. }) {
+            link: if matches!(kind, LinkKind::Tap) {
                 Link::Tap { tap_interface: h }
             } else {
                 Link::Veth {

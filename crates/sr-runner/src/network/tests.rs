@@ -797,48 +797,40 @@ fn tap_network(exec: Arc<RecordingExecutor>, state: &std::path::Path) -> Allowli
     AllowlistNetwork::with_options(&tap_plan(), RUN, &NetworkConfig::default(), opts).unwrap()
 }
 
-fn tap(name: &str, uid: u32) -> Boundary {
+fn tap(name: &str) -> Boundary {
     Boundary::Tap {
         name: name.to_owned(),
-        uid,
-        gid: uid,
     }
 }
 
-/// A TAP the plan's rules do not name, or one owned by root, is refused before anything is
-/// made: the table would filter another interface, or the VMM would run privileged.
+/// A TAP the plan's rules do not name is refused before anything is made: the table would
+/// filter another interface.
 #[test]
 fn a_tap_the_plan_does_not_name_is_refused_before_anything_is_made() {
     let dir = tempfile::tempdir().unwrap();
     let exec = scripted(None);
     let mut net = tap_network(exec.clone(), dir.path());
-    let err = net.attach(&tap("srtap0", 1000), dir.path()).unwrap_err();
+    let err = net.attach(&tap("srtap0"), dir.path()).unwrap_err();
     assert_eq!(err.code, ErrorCode::RunNetworkApply);
     assert!(err.message.contains("srtap0"), "{err:?}");
-    let err = net
-        .attach(&tap(&format!("srt{RUN}"), 0), dir.path())
-        .unwrap_err();
-    assert!(err.message.contains("unprivileged"), "{err:?}");
     assert!(exec.commands().is_empty(), "{:?}", exec.commands());
     assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
 }
 
 /// issue 11 item 6: a microVM's TAP gets the same subnet ledger, table, resolver, forwarding
-/// and release as a sandbox's veth; only the link differs (a TAP owned by the VMM's user, no
+/// and release as a sandbox's veth; only the link differs (a root-owned TAP, no
 /// guest-side commands: the guest configures itself from `sr.net`).
 #[test]
 fn tap_lifecycle_command_sequence_and_release() {
     let dir = tempfile::tempdir().unwrap();
     let exec = scripted(None);
     let mut net = tap_network(exec.clone(), dir.path());
-    let attached = net
-        .attach(&tap(&format!("srt{RUN}"), 64055), dir.path())
-        .unwrap();
+    let attached = net.attach(&tap(&format!("srt{RUN}")), dir.path()).unwrap();
     let b = net.binding().unwrap().clone();
     let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
     let expected = [
         "ip -j -4 addr show".to_string(),
-        "ip tuntap add dev srtRUN mode tap user 64055 group 64055".into(),
+        "ip tuntap add dev srtRUN mode tap".into(),
         "sysctl -w net.ipv6.conf.srtRUN.disable_ipv6=1".into(),
         format!("ip addr add {}/30 dev srtRUN", b.host_addr),
         "ip link set srtRUN up".into(),
@@ -918,7 +910,7 @@ fn a_tap_creation_failure_is_sr_run_201_and_rolls_back() {
     let exec = scripted(Some("tuntap add"));
     let mut net = tap_network(exec.clone(), dir.path());
     let err = net
-        .attach(&tap(&format!("srt{RUN}"), 64055), dir.path())
+        .attach(&tap(&format!("srt{RUN}")), dir.path())
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::RunNetworkApply);
     assert_eq!(err.path, "launch.network");
