@@ -28,7 +28,11 @@ use sr_testhosts::{TestHosts, sh};
 
 /// Where the operator config's defaults look (docs/microvm.md).
 const QEMU: &str = "/usr/bin/qemu-system-x86_64";
-const ARTIFACTS: &str = "/var/lib/safe-run/artifacts";
+/// The guest artifacts: `SR_TEST_ARTIFACTS` (a directory `safe-run artifact build --out`
+/// wrote), else the operator default. They must hold an agent that configures `sr.net`.
+fn artifacts() -> String {
+    std::env::var("SR_TEST_ARTIFACTS").unwrap_or_else(|_| "/var/lib/safe-run/artifacts".into())
+}
 /// The subnet ledger (docs/network.md).
 const LEDGER: &str = "/run/safe-run/network/subnets.json";
 
@@ -62,9 +66,10 @@ fn can_run(test: &str) -> Option<String> {
     if vhost.is_none() {
         missing.push("vhost-device-vsock".to_owned());
     }
+    let dir = artifacts();
     for a in ["vmlinuz", "initramfs.img", "rootfs.ext4"] {
-        if !Path::new(ARTIFACTS).join(a).exists() {
-            missing.push(format!("{ARTIFACTS}/{a} (safe-run artifact build)"));
+        if !Path::new(&dir).join(a).exists() {
+            missing.push(format!("{dir}/{a} (safe-run artifact build)"));
         }
     }
     if !Path::new("/dev/net/tun").exists() {
@@ -121,9 +126,15 @@ fn a_microvm_reaches_only_the_allowed_host_through_its_tap() {
     let hosts = TestHosts::new("v", 140 + (std::process::id() % 12) * 4);
     let (a, b) = (hosts.allowed.to_string(), hosts.blocked.to_string());
     let env = Env::new();
+    let dir = artifacts();
     env.configure(json!({
         "network": {"upstreamDns": "127.0.0.1:9"},
-        "microvm": {"vhostDeviceVsockBin": vhost},
+        "microvm": {
+            "vhostDeviceVsockBin": vhost,
+            "kernel": format!("{dir}/vmlinuz"),
+            "initramfs": format!("{dir}/initramfs.img"),
+            "rootfs": format!("{dir}/rootfs.ext4"),
+        },
     }));
     let p = env.policy(
         "vmnet",
