@@ -10,8 +10,26 @@ use crate::cmdline::NetConfig;
 use crate::error::AgentError;
 
 const PHASE: &str = "guest.net";
-const IP: &str = "/bin/ip";
+/// Where the root image has busybox's `ip`: `busybox --list-full` puts it in /sbin (the
+/// artifact build links applets where that list says); /bin/ip is tried for other images.
+const IP_CANDIDATES: [&str; 2] = ["/sbin/ip", "/bin/ip"];
 const IFACE: &str = "eth0";
+
+/// The first `ip` of [`IP_CANDIDATES`] that exists.
+fn ip_binary() -> Result<&'static str, AgentError> {
+    IP_CANDIDATES
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or_else(|| {
+            AgentError::new(
+                PHASE,
+                format!(
+                    "sr.net is set but the root image has no ip ({})",
+                    IP_CANDIDATES.join(", ")
+                ),
+            )
+        })
+}
 
 /// The `ip` invocations for `net`, in order.
 pub fn commands(net: &NetConfig) -> Vec<Vec<String>> {
@@ -39,16 +57,17 @@ pub fn configure(net: &NetConfig) -> Result<(), AgentError> {
         std::thread::sleep(Duration::from_millis(20));
         waited += Duration::from_millis(20);
     }
+    let ip = ip_binary()?;
     for args in commands(net) {
-        let out = Command::new(IP)
+        let out = Command::new(ip)
             .args(&args)
             .output()
-            .map_err(|e| AgentError::io(PHASE, format!("running {IP}"), &e))?;
+            .map_err(|e| AgentError::io(PHASE, format!("running {ip}"), &e))?;
         if !out.status.success() {
             return Err(AgentError::new(
                 PHASE,
                 format!(
-                    "{IP} {} failed ({}): {}",
+                    "{ip} {} failed ({}): {}",
                     args.join(" "),
                     out.status,
                     String::from_utf8_lossy(&out.stderr).trim()

@@ -28,6 +28,10 @@ pub const AGENT_PORT: u32 = 1024;
 pub const QEMU_BOOT_ARGS: &str = "console=ttyS0 panic=-1 reboot=t quiet ro";
 /// Most vCPUs a QEMU guest gets here.
 pub const QEMU_MAX_VCPUS: u64 = 64;
+/// The descriptor of the run's TAP in QEMU (`-netdev tap,fd=6`): after the artifacts (3, 4,
+/// 5). The runner creates the TAP (the network hook), attaches to it and passes the open
+/// descriptor, so QEMU needs neither `/dev/net/tun` nor the host's network namespace.
+pub const TAP_FD: u32 = 6;
 /// The guest NIC's MAC (the TAP is the run's own, so one address serves every run).
 pub const GUEST_MAC: &str = "06:00:ac:10:00:02";
 
@@ -174,14 +178,14 @@ pub(crate) fn qemu_plan(
         .iter()
         .map(|s| (*s).to_owned()),
     );
-    if let Some(net) = network {
+    // The TAP (`net.host_interface`, `srt<runId>`) reaches QEMU as descriptor TAP_FD; the
+    // guest's own address and gateway are chosen at run time and go onto the kernel command
+    // line (`sr.net=`), appended by the runner: the compiled arguments stay deterministic.
+    if network.is_some() {
         args.extend(
             [
                 "-netdev",
-                &format!(
-                    "tap,id=n0,ifname={},script=no,downscript=no",
-                    net.host_interface
-                ),
+                &format!("tap,id=n0,fd={TAP_FD}"),
                 "-device",
                 &format!("virtio-net-pci,netdev=n0,mac={GUEST_MAC}"),
             ]

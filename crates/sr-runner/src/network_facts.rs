@@ -18,10 +18,13 @@ pub enum Boundary {
         /// A process in the namespace (the sandbox's init).
         pid: u32,
     },
-    /// A TAP device on the host that a VMM opens (a microVM): created as `name`; the guest
-    /// configures its side itself (from its kernel command line).
+    /// A TAP device on the host for a VMM (a microVM): created by the network module as
+    /// `name` (owned by root: no unprivileged process can attach to it) before the VMM starts;
+    /// the runner attaches to it and hands QEMU the open descriptor, so the VMM needs neither
+    /// `/dev/net/tun` nor the host's network namespace. The guest configures its side itself
+    /// (from its kernel command line, see [`crate::network_hook::GuestAddressing`]).
     Tap {
-        /// The device's name on the host.
+        /// The device's name on the host (the plan's host interface).
         name: String,
     },
 }

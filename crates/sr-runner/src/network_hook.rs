@@ -21,6 +21,28 @@ pub struct AttachedNetwork {
     pub resolv_conf: Option<PathBuf>,
     /// Enforcement facts for the report (interfaces, addresses, nftables ruleset digest, ...).
     pub facts: NetworkFacts,
+    /// The boundary's own side of the link, for a boundary that configures it itself (a
+    /// microVM guest, from `sr.net=` on its kernel command line). `None` for mode none.
+    pub guest: Option<GuestAddressing>,
+}
+
+/// The run-time addressing of a boundary's side of the link: chosen at attach (the run's /30
+/// from the subnet ledger), so it cannot be in the compiled plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestAddressing {
+    /// The boundary's address.
+    pub address: std::net::Ipv4Addr,
+    /// Its prefix length (30).
+    pub prefix: u8,
+    /// The default gateway: the host side of the link, which is also the run's DNS resolver.
+    pub gateway: std::net::Ipv4Addr,
+}
+
+impl GuestAddressing {
+    /// The guest agent's kernel command line parameter: `sr.net=<address>/<prefix>,<gateway>`.
+    pub fn kernel_param(&self) -> String {
+        format!("sr.net={}/{},{}", self.address, self.prefix, self.gateway)
+    }
 }
 
 /// One sampling of the network's counters.

@@ -3,6 +3,14 @@
 //! vsock, send it the guest setup line ([`super::guest_setup`]) and hand the connection over
 //! to the agent protocol. Stop kills both VMM processes (the guest has no other existence).
 //!
+//! The start is split around the network attach (docs/microvm.md): `start` checks the
+//! artifacts, starts vhost-device-vsock and prepares QEMU's command line, and returns the TAP
+//! the plan names (`srt<run id>`, empty without a network); the hook then creates that TAP
+//! and picks the run's /30; `connect` appends the guest's `sr.net=<address>/<prefix>,<gateway>`
+//! to the kernel command line (the only run-time part of it), attaches to the TAP and only
+//! then spawns QEMU with the descriptor (`-netdev tap,fd=6`), still in an empty network
+//! namespace.
+//!
 //! Ready means the agent answered the setup; a boot that does not get there in time is
 //! SR-RUN-002 with the tail of the guest's console in the hint.
 
@@ -55,6 +63,8 @@ fn failed(phase: &str, cause: impl Into<String>, hint: impl Into<String>) -> Run
 struct Procs {
     qemu: Option<Child>,
     vhost: Option<Child>,
+    /// Set by the first kill: a VMM process spawned afterwards is killed at once.
+    stopped: bool,
 }
 
 /// The pids of `pid`'s children (the VMM itself, forked by `unshare` inside its namespace).
@@ -71,6 +81,7 @@ impl Procs {
     /// (killed first, `unshare` would leave the VMM to us, the subreaper, as a zombie), then
     /// the outer process. Returns the inner pids, to reap if the outer one died first.
     fn kill(&mut self) -> Vec<u32> {
+        self.stopped = true;
         let mut inner = Vec::new();
         for c in [self.qemu.as_mut(), self.vhost.as_mut()]
             .into_iter()
@@ -95,6 +106,19 @@ impl Procs {
     }
 }
 
+/// QEMU's start, prepared by `start` and done by `connect`: after the network attach, which
+/// creates the TAP QEMU opens by name and chooses the guest's addresses.
+struct PendingQemu {
+    args: Vec<String>,
+    confinement: Confinement,
+    artifact_fds: Vec<FdMapping>,
+    /// The run's TAP when the plan gives the guest a NIC (then `connect` needs its
+    /// addressing).
+    tap: Option<String>,
+    /// The run's cgroup, which QEMU must be in.
+    cgroup: Option<RunCgroup>,
+}
+
 /// A QEMU microVM.
 pub struct QemuVm {
     /// The unprivileged identity the VMM runs as.
@@ -107,6 +131,7 @@ pub struct QemuVm {
     setup: Option<GuestSetup>,
     timeout_ms: u64,
     facts: VmFacts,
+    pending: Option<PendingQemu>,
 }
 
 /// `sha256:<hex>` of what `f` reads from its start.
@@ -176,6 +201,7 @@ impl QemuVm {
             setup: None,
             timeout_ms: 0,
             facts: VmFacts::default(),
+            pending: None,
         }
     }
 
@@ -322,6 +348,19 @@ impl QemuVm {
     }
 }
 
+/// The descriptor `-netdev tap,...,fd=N` names in QEMU's arguments (above the artifacts').
+fn tap_fd_of(args: &[String]) -> Option<i32> {
+    let netdev = args
+        .iter()
+        .position(|a| a == "-netdev")
+        .and_then(|i| args.get(i + 1))?;
+    let rest = netdev.strip_prefix("tap,")?;
+    rest.split(',')
+        .find_map(|kv| kv.strip_prefix("fd="))
+        .and_then(|n| n.parse::<i32>().ok())
+        .filter(|n| *n > 5)
+}
+
 /// Makes `dir` (0700, owned by `uid:gid`) for the VMM's sockets and logs.
 fn vmm_dir(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -345,13 +384,13 @@ impl Backend for QemuVm {
                 "this is a bug",
             ));
         };
-        if cx.bundle.network_plan.is_some() {
-            return Err(failed(
-                "launch.network",
-                "network.mode allowlist is not available on the QEMU microVM yet",
-                "use network.mode: none, or backend: sandbox for an allowlist (docs/microvm.md)",
-            ));
-        }
+        // An allowlist: the guest's NIC is the TAP the plan names (`srt<run id>`), which the
+        // network hook creates after this start and before connect spawns QEMU.
+        let tap = cx
+            .bundle
+            .network_plan
+            .as_ref()
+            .map(|n| n.host_interface.replace(RUN_ID_PLACEHOLDER, cx.run_id));
         let sub = |s: &str| s.replace(RUN_ID_PLACEHOLDER, cx.run_id);
         let plan = QemuPlan {
             args: plan.args.iter().map(|a| sub(a)).collect(),
@@ -389,6 +428,8 @@ impl Backend for QemuVm {
         vmm_dir(&self.vm_dir, self.vmm_uid, self.vmm_gid).map_err(io)?;
 
         let accel = accel::host_accel();
+        // An empty network namespace, with a NIC too: QEMU gets its TAP as an open descriptor
+        // (see connect), so it needs neither the host's namespace nor /dev/net/tun.
         let confinement = Confinement {
             uid: self.vmm_uid,
             gid: self.vmm_gid,
@@ -461,15 +502,6 @@ impl Backend for QemuVm {
             "-sandbox".to_owned(),
             QEMU_SANDBOX.to_owned(),
         ]);
-        let qemu = self.spawn(
-            &plan.qemu_bin,
-            &args,
-            (&confinement, artifact_fds),
-            &self.vm_dir.join("qemu.log"),
-            cx.cgroup,
-        )?;
-        self.procs().qemu = Some(qemu);
-        self.started = Some(Instant::now());
         cx.phases
             .insert("vmm_spawn".into(), t_vmm.elapsed().as_secs_f64() * 1000.0);
         self.setup = Some(GuestSetup {
@@ -479,16 +511,24 @@ impl Backend for QemuVm {
             entropy: random_hex(64).map_err(io)?,
         });
         self.plan = Some(plan);
-        // The guest configures its own side of a TAP; with no network there is none, and the
-        // no-network hook ignores the boundary.
+        self.pending = Some(PendingQemu {
+            args,
+            confinement,
+            artifact_fds,
+            tap: tap.clone(),
+            cgroup: cx.cgroup.cloned(),
+        });
+        // QEMU itself starts in connect, once the hook has made the TAP (the guest configures
+        // its own side, from sr.net on its kernel command line). Without a network there is
+        // no TAP, and the no-network hook ignores the boundary.
         Ok(Boundary::Tap {
-            name: String::new(),
+            name: tap.unwrap_or_default(),
         })
     }
 
     fn connect(
         &mut self,
-        _network: &AttachedNetwork,
+        network: &AttachedNetwork,
         deadline: Instant,
         enforcement: &mut EnforcementFacts,
     ) -> Result<UnixStream, RunStatus> {
@@ -496,6 +536,7 @@ impl Backend for QemuVm {
             .plan
             .clone()
             .ok_or_else(|| failed("launch.boot", "connect before start", "this is a bug"))?;
+        self.spawn_qemu(&plan, network)?;
         let boot_deadline = self
             .started
             .map_or(deadline, |s| (s + BOOT_TIMEOUT).min(deadline));
@@ -604,6 +645,87 @@ impl Backend for QemuVm {
 }
 
 impl QemuVm {
+    /// Spawns QEMU as `start` prepared it. The run's addresses enter here, the one run-time
+    /// value of its command line: `sr.net=<guest>/<prefix>,<gateway>` appended to `-append`
+    /// (the compiled plan holds the fixed part and stays deterministic).
+    fn spawn_qemu(&mut self, plan: &QemuPlan, network: &AttachedNetwork) -> Result<(), RunStatus> {
+        let PendingQemu {
+            mut args,
+            confinement,
+            mut artifact_fds,
+            tap,
+            cgroup,
+        } = self
+            .pending
+            .take()
+            .ok_or_else(|| failed("launch.vmm", "QEMU was not prepared", "this is a bug"))?;
+        if let Some(tap) = tap {
+            let guest = network.guest.ok_or_else(|| {
+                failed(
+                    "launch.network",
+                    "the guest has a NIC but the network attach gave it no address",
+                    "this is a bug: an allowlist's hook must return the guest's addressing",
+                )
+            })?;
+            let append = args
+                .iter()
+                .position(|a| a == "-append")
+                .and_then(|i| args.get_mut(i + 1))
+                .ok_or_else(|| {
+                    failed(
+                        "launch.vmm",
+                        "the plan's QEMU command line has no -append",
+                        "recompile the policy with this safe-run",
+                    )
+                })?;
+            append.push(' ');
+            append.push_str(&guest.kernel_param());
+            self.facts.kernel_cmdline = append.clone();
+            // QEMU gets the TAP as the descriptor its `-netdev tap,fd=N` names.
+            let child_fd = tap_fd_of(&args).ok_or_else(|| {
+                failed(
+                    "launch.vmm",
+                    "the plan's QEMU command line has no -netdev tap,fd=N (N > 5)",
+                    "recompile the policy with this safe-run",
+                )
+            })?;
+            let fd = crate::sandbox::sys::tap_attach(&tap).map_err(|e| {
+                failed(
+                    "launch.network",
+                    format!("attaching to the run's TAP device {tap}: {e}"),
+                    "the network hook creates it before QEMU starts; safe-run must run as root \
+                     with /dev/net/tun (modprobe tun); see docs/microvm.md",
+                )
+            })?;
+            artifact_fds.push(FdMapping {
+                parent_fd: fd,
+                child_fd,
+            });
+        }
+        let qemu = self.spawn(
+            &plan.qemu_bin,
+            &args,
+            (&confinement, artifact_fds),
+            &self.vm_dir.join("qemu.log"),
+            cgroup.as_ref(),
+        )?;
+        let mut procs = self.procs();
+        procs.qemu = Some(qemu);
+        if procs.stopped {
+            // Killed between start and now (a signal, a timeout): nothing may outlive it.
+            procs.kill();
+            drop(procs);
+            return Err(failed(
+                "launch.vmm",
+                "the run was stopped before the guest started",
+                "see the run's end reason",
+            ));
+        }
+        drop(procs);
+        self.started = Some(Instant::now());
+        Ok(())
+    }
+
     /// The facts gathered so far (complete once connected).
     pub fn facts(&self) -> &VmFacts {
         &self.facts
@@ -634,5 +756,18 @@ mod tests {
         assert!(tail.ends_with("the last words"));
         assert!(tail.len() <= 100);
         assert_eq!(console_tail(&dir.path().join("missing"), 100), "");
+    }
+
+    #[test]
+    fn the_tap_descriptor_comes_from_the_netdev_argument() {
+        let args = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            tap_fd_of(&args(&["-m", "1", "-netdev", "tap,id=n0,fd=6"])),
+            Some(6)
+        );
+        // An artifact's descriptor, another backend, or none: refused.
+        assert_eq!(tap_fd_of(&args(&["-netdev", "tap,id=n0,fd=3"])), None);
+        assert_eq!(tap_fd_of(&args(&["-netdev", "user,id=n0"])), None);
+        assert_eq!(tap_fd_of(&args(&["-netdev"])), None);
     }
 }

@@ -6,7 +6,8 @@
 //! every `safe_run_<id>` table whose run the caller reports dead *and* whose host link is gone. A live run's objects are never touched: liveness comes
 //! from the caller (the runner holds an flock on `<run dir>/run.lock` for a run's whole life).
 //! A dead run's host veth usually vanished with its sandbox's namespace; its table stays until
-//! this runs.
+//! this runs. A microVM's TAP `srt<id>` is persistent: it stays after its VMM died, keeps the
+//! sweep away from the run's table (as a live veth would), and is deleted by [`release_run`].
 
 use std::cell::OnceCell;
 use std::path::Path;
@@ -26,10 +27,15 @@ fn run_id_of_table(name: &str) -> Option<&str> {
     name.strip_prefix(TABLE_PREFIX).filter(|id| is_run_id(id))
 }
 
+/// The run id of a run's host link: a sandbox's veth `sr<id>h` or a microVM's TAP `srt<id>`.
 fn run_id_of_link(name: &str) -> Option<&str> {
-    name.strip_prefix("sr")
-        .and_then(|r| r.strip_suffix('h'))
+    name.strip_prefix("srt")
         .filter(|id| is_run_id(id))
+        .or_else(|| {
+            name.strip_prefix("sr")
+                .and_then(|r| r.strip_suffix('h'))
+                .filter(|id| is_run_id(id))
+        })
 }
 
 fn is_run_id(id: &str) -> bool {
@@ -165,7 +171,9 @@ pub fn release_run(
         return Err(NetworkError::Release(format!("{run_id:?} is not a run id")));
     }
     let table = format!("{TABLE_PREFIX}{run_id}");
-    let link = format!("sr{run_id}h");
+    // A sandbox's veth, or a microVM's TAP: a TAP is persistent, so unlike the veth it
+    // outlives its VMM and must be deleted here.
+    let (veth, tap) = (format!("sr{run_id}h"), format!("srt{run_id}"));
     let mut removed = Vec::new();
     let mut errors = Vec::new();
     for (what, cmd) in [
@@ -174,8 +182,12 @@ pub fn release_run(
             NetCommand::nft(&["delete", "table", "inet", &table]),
         ),
         (
-            format!("link {link}"),
-            NetCommand::ip(&["link", "del", &link]),
+            format!("link {veth}"),
+            NetCommand::ip(&["link", "del", &veth]),
+        ),
+        (
+            format!("link {tap}"),
+            NetCommand::ip(&["link", "del", &tap]),
         ),
     ] {
         match exec.run(&cmd) {
@@ -271,8 +283,36 @@ mod tests {
         });
         let err = release_run(&failing, state, "aaaaaaaaaaaa").unwrap_err();
         assert_eq!(err.code(), sr_common::ErrorCode::RunNetworkRelease);
-        // Both steps were attempted.
-        assert_eq!(failing.commands().len(), 2);
+        // Every step was attempted: the table, the veth, the TAP.
+        assert_eq!(failing.commands().len(), 3);
+    }
+
+    /// A microVM's TAP is persistent: gc of a dead run deletes it, and while it exists the
+    /// sweep leaves the run's table alone, as for a live veth.
+    #[test]
+    fn a_dead_microvms_tap_is_deleted_and_guards_the_sweep() {
+        let state = tempfile::tempdir().unwrap();
+        let exec = RecordingExecutor::new(|_| Ok(String::new()));
+        let removed = release_run(&exec, state.path(), "aaaaaaaaaaaa").unwrap();
+        assert!(
+            removed.contains(&"link srtaaaaaaaaaaaa".to_owned()),
+            "{removed:?}"
+        );
+        assert_eq!(run_id_of_link("srtaaaaaaaaaaaa"), Some("aaaaaaaaaaaa"));
+        assert_eq!(run_id_of_link("sraaaaaaaaaaaah"), Some("aaaaaaaaaaaa"));
+        assert_eq!(run_id_of_link("srtaaaa"), None);
+        let sweep = RecordingExecutor::new(|cmd| match cmd {
+            NetCommand::Nft { args } if args[0] == "list" => Ok(r#"{"nftables":[
+                {"table":{"family":"inet","name":"safe_run_aaaaaaaaaaaa"}}]}"#
+                .into()),
+            NetCommand::Ip { .. } => Ok(r#"[{"ifname":"srtaaaaaaaaaaaa"}]"#.into()),
+            _ => Ok(String::new()),
+        });
+        assert!(
+            release_leftovers_with(&sweep, &|_| false)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     /// Issue 14 item 5: gc of a SIGKILLed run gives back the uplink flags only it held; a flag

@@ -7,10 +7,15 @@
 //! 1. pick the run's /30 (needs the host's addresses; claimed in the subnet ledger under the
 //!    state lock, see [`ledger`]) and render the whole ruleset (pure; a plan the runner cannot
 //!    render faithfully fails here, before any host change);
-//! 2. create the veth pair with its peer directly in the sandbox's namespace, address and raise
-//!    the host side, and set that interface's own forwarding flag (vanishes with the link);
+//! 2. create the link: for a sandbox ([`Boundary::Namespace`]) the veth pair with its peer
+//!    directly in the sandbox's namespace; for a microVM ([`Boundary::Tap`]) a TAP device
+//!    (root's), to which the VMM backend attaches and passes QEMU the descriptor. Then
+//!    address and raise the host side, and set that interface's own forwarding flag (vanishes
+//!    with the link). The same table, resolver, counters and release follow for both;
 //! 3. configure the sandbox side from one child, `nsenter -t <pid> -n ip -batch -` (never
-//!    `setns` in the multi-threaded parent): loopback, address, default route via the host side;
+//!    `setns` in the multi-threaded parent): loopback, address, default route via the host side.
+//!    A guest configures its side itself: attach returns its address and gateway
+//!    ([`AttachedNetwork::guest`]) for the backend to put on its kernel command line;
 //! 4. apply the table in one `nft -j -f -` transaction (all or nothing), then read it back and
 //!    hash it: the digest covers what the kernel holds, not what we meant to send;
 //! 5. start the resolver on `<host side>:53` (bound to the run's host interface, answering
@@ -50,7 +55,7 @@ use crate::network_facts::{
     AllowlistFacts, BlockedVerdictFacts, Boundary, ConnectionLimit, Link, NetworkAudit,
     NetworkFacts, ResolverAccess as ResolverAccessFacts,
 };
-use crate::network_hook::{AttachedNetwork, NetworkHook, NetworkSample};
+use crate::network_hook::{AttachedNetwork, GuestAddressing, NetworkHook, NetworkSample};
 use audit::{Counters, DnsTally};
 use dns::{DnsServer, NameTargets, Resolver, ResolverAccess, UdpUpstream, Upstream};
 pub use error::NetworkError;
@@ -100,6 +105,15 @@ impl Default for Options {
             resolver_bind: None,
         }
     }
+}
+
+/// The run's link, from the boundary.
+#[derive(Debug, Clone, Copy)]
+enum LinkKind {
+    /// A veth pair, its peer in the namespace of `pid`.
+    Veth { pid: u32 },
+    /// A TAP device (root's; the runner hands the VMM an open descriptor).
+    Tap,
 }
 
 /// What attach created, so release removes exactly that.
@@ -250,14 +264,20 @@ impl AllowlistNetwork {
         boundary: &Boundary,
         run_dir: &Path,
     ) -> Result<AttachedNetwork, NetworkError> {
-        let ns_pid = match boundary {
-            Boundary::Namespace { pid } => *pid,
-            // The microVM backend brings its own TAP attach (same table, resolver and audit,
-            // another link); until then a TAP boundary is refused, never left unfiltered.
+        // The link's kind; a TAP must be the interface the plan's rules name.
+        let kind = match boundary {
+            Boundary::Namespace { pid } => LinkKind::Veth { pid: *pid },
             Boundary::Tap { name } => {
-                return Err(NetworkError::Config(format!(
-                    "an allowlist on TAP device {name} is not supported by this network module yet"
-                )));
+                let expected = self
+                    .plan
+                    .host_interface
+                    .replace(sr_bundle::RUN_ID_PLACEHOLDER, &self.run_id);
+                if *name != expected {
+                    return Err(NetworkError::Plan(format!(
+                        "the VMM's TAP device is {name:?} but the plan's rules name {expected:?}"
+                    )));
+                }
+                LinkKind::Tap
             }
         };
         // 1. Address and render.
@@ -293,15 +313,27 @@ impl AllowlistNetwork {
         let host_cidr = format!("{}/{}", b.host_addr, subnet.prefix_len());
         let guest_cidr = format!("{}/{}", b.guest_addr, subnet.prefix_len());
 
-        // 2. The veth pair, its peer created inside the sandbox's namespace.
+        // 2. The link: a veth pair whose peer is created inside the sandbox's namespace, or a
+        //    TAP device (down-carrier until the backend attaches to it; addresses and routes
+        //    do not need the carrier).
         self.created.link = Some(h.clone());
-        let pid = ns_pid.to_string();
-        self.run(
-            "creating the veth pair",
-            NetCommand::ip(&[
-                "link", "add", &h, "type", "veth", "peer", "name", &g, "netns", &pid,
-            ]),
-        )?;
+        match kind {
+            LinkKind::Tap => {
+                self.run(
+                    "creating the TAP device",
+                    NetCommand::ip(&["tuntap", "add", "dev", &h, "mode", "tap"]),
+                )?;
+            }
+            LinkKind::Veth { pid } => {
+                let pid = pid.to_string();
+                self.run(
+                    "creating the veth pair",
+                    NetCommand::ip(&[
+                        "link", "add", &h, "type", "veth", "peer", "name", &g, "netns", &pid,
+                    ]),
+                )?;
+            }
+        }
         // A kernel without IPv6 has no such sysctl, and nothing to disable.
         match self.opts.exec.run(&NetCommand::SysctlWrite {
             key: format!("net.ipv6.conf.{h}.disable_ipv6"),
@@ -331,19 +363,22 @@ impl AllowlistNetwork {
             },
         )?;
 
-        // 3. The sandbox side, in one child: loopback, address, link, default route.
-        self.run(
-            "configuring the sandbox side",
-            NetCommand::ip_in(
-                ns_pid,
-                &[
-                    "link set lo up".to_owned(),
-                    format!("addr add {guest_cidr} dev {g}"),
-                    format!("link set {g} up"),
-                    format!("route add default via {}", b.host_addr),
-                ],
-            ),
-        )?;
+        // 3. The sandbox side, in one child: loopback, address, link, default route. A guest
+        //    configures its own side from its kernel command line (`AttachedNetwork.guest`).
+        if let LinkKind::Veth { pid } = kind {
+            self.run(
+                "configuring the sandbox side",
+                NetCommand::ip_in(
+                    pid,
+                    &[
+                        "link set lo up".to_owned(),
+                        format!("addr add {guest_cidr} dev {g}"),
+                        format!("link set {g} up"),
+                        format!("route add default via {}", b.host_addr),
+                    ],
+                ),
+            )?;
+        }
 
         // 4. The table, atomically; read back and hashed.
         self.created.table = Some((b.family.clone(), b.table.clone()));
@@ -480,9 +515,13 @@ impl AllowlistNetwork {
 
         let facts = AllowlistFacts {
             table: format!("{} {}", b.family, b.table),
-            link: Link::Veth {
-                host_interface: h,
-                guest_interface: g,
+            link: if matches!(kind, LinkKind::Tap) {
+                Link::Tap { tap_interface: h }
+            } else {
+                Link::Veth {
+                    host_interface: h,
+                    guest_interface: g,
+                }
             },
             subnet: subnet.to_string(),
             host_address: b.host_addr.to_string(),
@@ -523,6 +562,11 @@ impl AllowlistNetwork {
         Ok(AttachedNetwork {
             resolv_conf: Some(resolv),
             facts: NetworkFacts::Allowlist(Box::new(facts)),
+            guest: Some(GuestAddressing {
+                address: b.guest_addr,
+                prefix: subnet.prefix_len(),
+                gateway: b.host_addr,
+            }),
         })
     }
 

@@ -783,19 +783,141 @@ fn network_with_id(
         .unwrap()
 }
 
-/// A TAP boundary (a microVM's) is described by the seam but not attached by this module yet:
-/// refused before any host object is made, never left unfiltered.
+/// A microVM's plan: the host link is the TAP `srt<runId>`, the guest's `eth0`.
+fn tap_plan() -> NetworkPlan {
+    let mut plan = two_rule_plan();
+    plan.host_interface = "srt<runId>".into();
+    plan.guest_interface = "eth0".into();
+    plan
+}
+
+fn tap_network(exec: Arc<RecordingExecutor>, state: &std::path::Path) -> AllowlistNetwork {
+    // Same options, the microVM's plan.
+    let opts = network(exec, state).opts.clone();
+    AllowlistNetwork::with_options(&tap_plan(), RUN, &NetworkConfig::default(), opts).unwrap()
+}
+
+fn tap(name: &str) -> Boundary {
+    Boundary::Tap {
+        name: name.to_owned(),
+    }
+}
+
+/// A TAP the plan's rules do not name is refused before anything is made: the table would
+/// filter another interface.
 #[test]
-fn a_tap_boundary_is_refused_before_anything_is_made() {
+fn a_tap_the_plan_does_not_name_is_refused_before_anything_is_made() {
     let dir = tempfile::tempdir().unwrap();
     let exec = scripted(None);
-    let mut net = network(exec.clone(), dir.path());
-    let tap = Boundary::Tap {
-        name: "srtap0".into(),
-    };
-    let err = net.attach(&tap, dir.path()).unwrap_err();
+    let mut net = tap_network(exec.clone(), dir.path());
+    let err = net.attach(&tap("srtap0"), dir.path()).unwrap_err();
+    assert_eq!(err.code, ErrorCode::RunNetworkApply);
     assert!(err.message.contains("srtap0"), "{err:?}");
     assert!(exec.commands().is_empty(), "{:?}", exec.commands());
+    assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
+}
+
+/// issue 11 item 6: a microVM's TAP gets the same subnet ledger, table, resolver, forwarding
+/// and release as a sandbox's veth; only the link differs (a root-owned TAP, no
+/// guest-side commands: the guest configures itself from `sr.net`).
+#[test]
+fn tap_lifecycle_command_sequence_and_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = scripted(None);
+    let mut net = tap_network(exec.clone(), dir.path());
+    let attached = net.attach(&tap(&format!("srt{RUN}")), dir.path()).unwrap();
+    let b = net.binding().unwrap().clone();
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    let expected = [
+        "ip -j -4 addr show".to_string(),
+        "ip tuntap add dev srtRUN mode tap".into(),
+        "sysctl -w net.ipv6.conf.srtRUN.disable_ipv6=1".into(),
+        format!("ip addr add {}/30 dev srtRUN", b.host_addr),
+        "ip link set srtRUN up".into(),
+        "sysctl -w net.ipv4.conf.srtRUN.forwarding=1".into(),
+        "nft -j -f -".into(),
+        "nft -j list table inet safe_run_RUN".into(),
+        "nft -j -f -".into(),
+        "ip -j route get 10.214.1.1".into(),
+        "ip -j route get 10.214.1.2".into(),
+        "sysctl net.ipv4.conf.eth0.forwarding".into(),
+        "sysctl -w net.ipv4.conf.eth0.forwarding=1".into(),
+    ]
+    .map(|c| c.replace("RUN", RUN));
+    assert_eq!(cmds, expected);
+    // The rules name the TAP: every iifname/oifname in the applied table is srt<id>.
+    let applied = exec
+        .commands()
+        .into_iter()
+        .find_map(|c| match c {
+            NetCommand::NftApply { doc } => Some(doc),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(applied, ruleset::render(&tap_plan(), &b).unwrap());
+    let text = applied.to_string();
+    assert!(text.contains(&format!("\"srt{RUN}\"")));
+    assert!(!text.contains(&format!("sr{RUN}h")));
+    let NetworkFacts::Allowlist(facts) = &attached.facts else {
+        panic!("{:?}", attached.facts);
+    };
+    assert_eq!(
+        facts.link,
+        Link::Tap {
+            tap_interface: format!("srt{RUN}")
+        }
+    );
+    let payload = serde_json::to_value(&attached.facts).unwrap();
+    assert_eq!(payload["tapInterface"], format!("srt{RUN}"));
+    // What the guest's kernel command line gets.
+    let guest = attached.guest.unwrap();
+    assert_eq!(
+        (guest.address, guest.prefix, guest.gateway),
+        (b.guest_addr, 30, b.host_addr)
+    );
+    assert_eq!(
+        guest.kernel_param(),
+        format!("sr.net={}/30,{}", b.guest_addr, b.host_addr)
+    );
+    assert!(dir.path().join(ledger::LEDGER_FILE).exists());
+
+    let before = exec.commands().len();
+    net.release().unwrap();
+    let released: Vec<String> = exec.commands()[before..]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        released,
+        [
+            format!("nft -j list table inet safe_run_{RUN}"),
+            format!("nft -j delete table inet safe_run_{RUN}"),
+            format!("ip link del srt{RUN}"),
+            "sysctl -w net.ipv4.conf.eth0.forwarding=0".to_string(),
+        ]
+    );
+    assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
+    let count = exec.commands().len();
+    net.release().unwrap();
+    assert_eq!(exec.commands().len(), count);
+}
+
+/// A TAP that cannot be created (not root, no /dev/net/tun) is SR-RUN-201 at launch.network,
+/// and the rollback gives the subnet back.
+#[test]
+fn a_tap_creation_failure_is_sr_run_201_and_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = scripted(Some("tuntap add"));
+    let mut net = tap_network(exec.clone(), dir.path());
+    let err = net
+        .attach(&tap(&format!("srt{RUN}")), dir.path())
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::RunNetworkApply);
+    assert_eq!(err.path, "launch.network");
+    assert!(err.message.contains("creating the TAP device"), "{err:?}");
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    assert!(cmds.contains(&format!("ip link del srt{RUN}")), "{cmds:?}");
+    assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
 }
 
 #[test]

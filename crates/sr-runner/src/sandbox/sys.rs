@@ -348,3 +348,34 @@ pub fn set_controlling_terminal(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(
     // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal); no memory is passed.
     check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0 as libc::c_int) })
 }
+
+/// Attaches to the existing TAP device `name` (`TUNSETIFF` on a fresh `/dev/net/tun`
+/// descriptor, `IFF_TAP | IFF_NO_PI`) and returns the descriptor, for a VMM that gets it as
+/// `-netdev tap,fd=N`: the VMM then needs neither `/dev/net/tun` nor the host's network
+/// namespace. Needs CAP_NET_ADMIN (the runner is root); the device must exist (the network
+/// hook creates it).
+pub fn tap_attach(name: &str) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.bytes().any(|b| b == 0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not an interface name"),
+        ));
+    }
+    let tun: std::os::fd::OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?
+        .into();
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: `req` is a valid ifreq with a NUL-terminated name (zeroed beyond it, the name is
+    // shorter than IFNAMSIZ); TUNSETIFF reads it and writes the name back into it.
+    check(unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF as _, &mut req) })?;
+    Ok(tun)
+}

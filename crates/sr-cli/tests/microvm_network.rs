@@ -1,0 +1,223 @@
+//! `safe-run run` with `runtime.backend: microvm` and `network.mode: allowlist`, end to end
+//! through the binary, as root, with a real QEMU guest (issue 11 item 6).
+//!
+//! Test hosts live in network namespaces this test creates ("allowed" and "blocked", each with
+//! TCP and UDP echo servers on port 7 behind a veth to the host; crates/sr-testhosts). The guest
+//! reaches them through its TAP `srt<run id>` and the run's nftables table, exactly as a
+//! sandbox does through its veth. Traffic goes only to those namespaces and to the run's own
+//! resolver on the host side of the TAP; the resolver's upstream is a closed port on loopback
+//! and is never asked (the policy names no host, and the refused name is refused without
+//! asking). Checks: busybox `nc` in the guest gets an echo from the allowed host:port and is
+//! refused by the blocked one, the guest's resolver refuses a name the policy does not list,
+//! the report's `networkAudit` counts both, and after the run no TAP, table or subnet ledger
+//! entry is left.
+//!
+//! Skipped (with a visible SKIPPED line) when not root or QEMU, vhost-device-vsock, nft or the
+//! guest artifacts are missing; under CI=true each of those is a failure instead.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod run_support;
+
+use std::path::Path;
+use std::process::Command;
+
+use run_support::*;
+use serde_json::{Value, json};
+use sr_testhosts::{TestHosts, sh};
+
+/// Where the operator config's defaults look (docs/microvm.md).
+const QEMU: &str = "/usr/bin/qemu-system-x86_64";
+/// The guest artifacts: `SR_TEST_ARTIFACTS` (a directory `safe-run artifact build --out`
+/// wrote), else the operator default. They must hold an agent that configures `sr.net`.
+fn artifacts() -> String {
+    std::env::var("SR_TEST_ARTIFACTS").unwrap_or_else(|_| "/var/lib/safe-run/artifacts".into())
+}
+/// The subnet ledger (docs/network.md).
+const LEDGER: &str = "/run/safe-run/network/subnets.json";
+
+fn vhost_bin() -> Option<String> {
+    [
+        "/usr/local/bin/vhost-device-vsock",
+        "/root/.cargo/bin/vhost-device-vsock",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .map(str::to_owned)
+}
+
+/// Whether this test can run; not being able to is a failure under CI=true.
+fn can_run(test: &str) -> Option<String> {
+    if !require_root(test) {
+        return None;
+    }
+    let mut missing = Vec::new();
+    if !Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        missing.push("nft".to_owned());
+    }
+    if !Path::new(QEMU).exists() {
+        missing.push(QEMU.to_owned());
+    }
+    let vhost = vhost_bin();
+    if vhost.is_none() {
+        missing.push("vhost-device-vsock".to_owned());
+    }
+    let dir = artifacts();
+    for a in ["vmlinuz", "initramfs.img", "rootfs.ext4"] {
+        if !Path::new(&dir).join(a).exists() {
+            missing.push(format!("{dir}/{a} (safe-run artifact build)"));
+        }
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        missing.push("/dev/net/tun".to_owned());
+    }
+    if missing.is_empty() {
+        return vhost;
+    }
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "{test} needs {} (CI=true, so this is a failure, not a skip)",
+        missing.join(", ")
+    );
+    eprintln!("SKIPPED: {test} needs {}", missing.join(", "));
+    None
+}
+
+/// The guest's script: the allowed host's echo, the blocked one's, and a name the policy does
+/// not list, asked of the run's resolver (the gateway `sr.net` gave the guest).
+const GUEST: &str = r#"
+out=$(echo ping | nc -w 3 "$1" 7); echo "allowed=$out rc=$?"
+out=$(echo ping | nc -w 3 "$2" 7); echo "blocked=$out rc=$?"
+gw=$(sed -n 's/.*sr\.net=[^,]*,\([0-9.]*\).*/\1/p' /proc/cmdline)
+echo "gateway=$gw"
+nslookup blocked.test "$gw" >/dev/null 2>&1; echo "dns rc=$?"
+"#;
+
+fn rule<'a>(audit: &'a Value, id: &str) -> &'a Value {
+    audit["rules"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["ruleId"] == id))
+        .unwrap_or(&Value::Null)
+}
+
+/// The first value under `key` anywhere in `v`.
+fn find_key(v: &Value, key: &str) -> Option<Value> {
+    match v {
+        Value::Object(m) => m
+            .get(key)
+            .cloned()
+            .or_else(|| m.values().find_map(|x| find_key(x, key))),
+        Value::Array(a) => a.iter().find_map(|x| find_key(x, key)),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_microvm_reaches_only_the_allowed_host_through_its_tap() {
+    let test = "a_microvm_reaches_only_the_allowed_host_through_its_tap";
+    let Some(vhost) = can_run(test) else {
+        return;
+    };
+    let hosts = TestHosts::new("v", 140 + (std::process::id() % 12) * 4);
+    let (a, b) = (hosts.allowed.to_string(), hosts.blocked.to_string());
+    let env = Env::new();
+    let dir = artifacts();
+    env.configure(json!({
+        "network": {"upstreamDns": "127.0.0.1:9"},
+        "microvm": {
+            "vhostDeviceVsockBin": vhost,
+            "kernel": format!("{dir}/vmlinuz"),
+            "initramfs": format!("{dir}/initramfs.img"),
+            "rootfs": format!("{dir}/rootfs.ext4"),
+        },
+    }));
+    let p = env.policy(
+        "vmnet",
+        &json!({
+            "version": 1,
+            "name": "microvm-net",
+            "runtime": {
+                "backend": "microvm",
+                "command": "/bin/sh",
+                "args": ["-c", GUEST, "guest", &a, &b],
+                "timeout": "90s",
+            },
+            "mounts": [],
+            "network": {"mode": "allowlist", "egress": [
+                {"cidr": format!("{a}/32"), "protocol": "tcp", "ports": [7]},
+            ]},
+            "resources": {"cpus": 1, "memory": "256Mi"},
+        }),
+    );
+    let o = env.run(&p, &[]);
+    let report = env.report();
+    let stdout = out(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout {stdout} stderr {} report {report:#}",
+        err(&o)
+    );
+    assert!(stdout.contains("allowed=ping rc=0"), "{stdout}");
+    assert!(stdout.contains("blocked= rc="), "{stdout}");
+    assert!(!stdout.contains("blocked=ping"), "{stdout}");
+    // REFUSED by the run's resolver: busybox nslookup fails.
+    assert!(!stdout.contains("dns rc=0"), "{stdout}");
+
+    let dirs = env.run_dirs();
+    let id = dirs[0].file_name().unwrap().to_string_lossy().into_owned();
+    let tap = format!("srt{id}");
+    // The facts name the TAP; the guest's kernel command line got the run's addresses.
+    assert_eq!(
+        find_key(&report, "tapInterface"),
+        Some(json!(tap)),
+        "{report:#}"
+    );
+    let gateway = find_key(&report, "hostAddress").unwrap();
+    assert!(
+        stdout.contains(&format!("gateway={}", gateway.as_str().unwrap())),
+        "{stdout} {report:#}"
+    );
+
+    let audit = &report["networkAudit"];
+    assert_eq!(rule(audit, "egress-0")["allowedHits"], 1, "{audit:#}");
+    assert!(
+        audit["blocked"]["packets"].as_u64().unwrap_or(0) >= 1,
+        "{audit:#}"
+    );
+    let dests: Vec<String> = audit["details"]["blockedDestinations"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .map(|d| format!("{} {} {}", d["address"], d["protocol"], d["port"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        dests.contains(&format!("\"{b}\" \"tcp\" 7")),
+        "{dests:?} {audit:#}"
+    );
+    assert!(
+        audit["details"]["dns"]["refused"].as_u64().unwrap_or(0) >= 1,
+        "{audit:#}"
+    );
+
+    // Nothing left: no TAP, no table, no ledger entry.
+    assert!(
+        !sh(&["ip", "link", "show", &tap]).status.success(),
+        "{tap} is left"
+    );
+    assert!(
+        !sh(&["nft", "list", "table", "inet", &format!("safe_run_{id}")])
+            .status
+            .success(),
+        "table safe_run_{id} is left"
+    );
+    let ledger = std::fs::read_to_string(LEDGER).unwrap_or_default();
+    assert!(!ledger.contains(&id), "ledger still holds {id}: {ledger}");
+}
