@@ -5,6 +5,7 @@
 //! * [`qemu`]: QEMU as a backend (artifacts checked, VMM confined, the agent reached).
 //! * [`confine`]: how a VMM process runs on the host (unprivileged, its own namespaces).
 //! * [`accel`]: KVM where it runs a normal guest, software emulation otherwise.
+//! * [`mount_image`]: a policy mount as an ext4 image on its own drive.
 //! * [`facts`]: what the report says a microVM enforced.
 //! * [`guest_setup`]: the line each way before the agent protocol (confinement, entropy, facts).
 
@@ -13,4 +14,5 @@ pub mod confine;
 pub mod facts;
 pub mod guest_setup;
 pub mod hybrid_vsock;
+pub mod mount_image;
 pub mod qemu;
