@@ -15,4 +15,5 @@ pub mod facts;
 pub mod guest_setup;
 pub mod hybrid_vsock;
 pub mod mount_image;
+pub mod mount_sync;
 pub mod qemu;
