@@ -52,8 +52,10 @@ fn ready(test: &str) -> bool {
 /// A microVM bundle compiled from a policy, booting the test artifacts.
 fn vm_bundle(base: &std::path::Path) -> CompileBundle {
     let dir = artifacts_dir();
-    let mut config = sr_policy::OperatorConfig::default();
-    config.run_dir = base.display().to_string();
+    let mut config = sr_policy::OperatorConfig {
+        run_dir: base.display().to_string(),
+        ..Default::default()
+    };
     config.microvm.kernel = dir.join("vmlinuz").display().to_string();
     config.microvm.initramfs = dir.join("initramfs.img").display().to_string();
     config.microvm.rootfs = dir.join("rootfs.ext4").display().to_string();
