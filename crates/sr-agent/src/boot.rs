@@ -183,9 +183,93 @@ pub fn terminals() -> Result<(), AgentError> {
     Ok(())
 }
 
-/// The guest plan's tmpfs mounts (`/tmp`: size and mode from the plan), nosuid and nodev.
-pub fn plan_mounts(steps: &[MountStep]) -> Result<(), AgentError> {
+/// The block device (`/dev/vdX`) whose virtio serial is `serial`.
+fn device_with_serial(serial: &str) -> Result<String, AgentError> {
+    let start = Instant::now();
+    loop {
+        if let Ok(dir) = std::fs::read_dir("/sys/block") {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let found = std::fs::read_to_string(e.path().join("serial"))
+                    .is_ok_and(|s| s.trim() == serial);
+                if found {
+                    return Ok(format!("/dev/{name}"));
+                }
+            }
+        }
+        if start.elapsed() >= ROOT_DEVICE_WAIT {
+            return Err(AgentError::new(
+                "guest.mounts",
+                format!("no block device has the serial {serial} (the mount's drive)"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Gives every entry under `dir` (this file system only, links not followed) to `uid:gid`:
+/// a writable mount's files become the exec identity's, as a bind's are the workload's host
+/// identity's in the process sandbox. Runs before any exec, on a file system just mounted.
+fn chown_tree(dir: &Path, uid: u32, gid: u32, depth: u32) -> Result<(), AgentError> {
+    let io = |what: &str, e: std::io::Error| AgentError::io("guest.mounts", what.to_owned(), &e);
+    if depth > 256 {
+        return Err(AgentError::new(
+            "guest.mounts",
+            "a mount is more than 256 levels deep",
+        ));
+    }
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(|e| io("chown", e))?;
+    for e in std::fs::read_dir(dir).map_err(|e| io("listing a mount", e))? {
+        let e = e.map_err(|e| io("listing a mount", e))?;
+        let ft = e.file_type().map_err(|e| io("stat", e))?;
+        if ft.is_dir() {
+            chown_tree(&e.path(), uid, gid, depth + 1)?;
+        } else {
+            std::os::unix::fs::lchown(e.path(), Some(uid), Some(gid))
+                .map_err(|e| io("chown", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The guest plan's mounts: tmpfs (`/tmp`: size and mode from the plan), nosuid and nodev;
+/// each policy mount's image (a bind from `virtio-blk:<serial>`) at its target, which must
+/// exist in the rootfs, nosuid and nodev, read-only unless writable (then its files are given
+/// to `uid:gid`, the exec identity).
+pub fn plan_mounts(steps: &[MountStep], uid: u32, gid: u32) -> Result<(), AgentError> {
     for step in steps {
+        if let MountStep::Bind {
+            source,
+            target,
+            read_only,
+            ..
+        } = step
+        {
+            let Some(serial) = source.strip_prefix("virtio-blk:") else {
+                return Err(AgentError::new(
+                    "guest.mounts",
+                    format!("{target}: a guest cannot bind {source}; only virtio-blk:<serial>"),
+                ));
+            };
+            if !std::fs::symlink_metadata(target).is_ok_and(|m| m.is_dir()) {
+                return Err(AgentError::new(
+                    "guest.mounts",
+                    format!(
+                        "{target} is not a directory in the guest rootfs (a microVM mount's target must exist there)"
+                    ),
+                ));
+            }
+            let dev = device_with_serial(serial)?;
+            let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+            if *read_only {
+                flags |= MsFlags::MS_RDONLY;
+            }
+            mnt("guest.mounts", &dev, target, Some("ext4"), flags, None)?;
+            if !read_only {
+                chown_tree(Path::new(target), uid, gid, 0)?;
+            }
+            continue;
+        }
         if let MountStep::Tmpfs {
             target,
             size_bytes,

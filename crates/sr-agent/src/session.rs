@@ -70,7 +70,11 @@ pub fn run(mut conn: FdStream, guest: &Guest) -> Outcome {
 fn apply(p: Prepared, pid1: bool) -> Result<Prepared, AgentError> {
     setup::credit_entropy(&p.entropy)?;
     if pid1 {
-        boot::plan_mounts(&p.plan.sandbox.mounts)?;
+        boot::plan_mounts(
+            &p.plan.sandbox.mounts,
+            p.plan.sandbox.host_uid,
+            p.plan.sandbox.host_gid,
+        )?;
         nix::unistd::sethostname(&p.plan.sandbox.hostname)
             .map_err(|e| AgentError::sys("guest.hostname", "sethostname", e))?;
         sr_runner::sandbox::sys::loopback_up()

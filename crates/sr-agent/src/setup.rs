@@ -167,7 +167,8 @@ pub fn prepare(line: &[u8], facts: &GuestFacts) -> Result<Prepared, AgentError> 
     })
 }
 
-/// The mounts `ready` reports: the root image and the guest's own tmpfs, /proc and /dev.
+/// The mounts `ready` reports: the root image, the policy's mounts (images) and the guest's
+/// own tmpfs, /proc and /dev.
 fn mount_facts(steps: &[MountStep]) -> Vec<MountFact> {
     let fact = |target: &str, read_only: bool| MountFact {
         target: target.to_owned(),
@@ -179,6 +180,9 @@ fn mount_facts(steps: &[MountStep]) -> Vec<MountFact> {
     for step in steps {
         match step {
             MountStep::Tmpfs { target, .. } => out.push(fact(target, false)),
+            MountStep::Bind {
+                target, read_only, ..
+            } => out.push(fact(target, *read_only)),
             MountStep::Proc { target } | MountStep::Dev { target, .. } => {
                 out.push(fact(target, false))
             }

@@ -468,8 +468,32 @@ pub struct QemuPlan {
     /// What the guest agent enforces on every exec inside the VM (defence in depth behind the
     /// guest kernel): the process sandbox's plan as the guest sees it. `namespaces` is empty
     /// (the VM is the boundary), `hostUid`/`hostGid` are the guest identity execs run as, and
-    /// `mounts` are what the agent mounts itself (`/tmp`, `/proc`, `/dev`).
+    /// `mounts` are what the agent mounts itself (`/tmp`, `/proc`, `/dev`, and each policy
+    /// mount as a `bind` whose source is `virtio-blk:<serial>`, the drive holding its image).
     pub guest: SandboxPlan,
+    /// The policy's mounts, each an ext4 image of its source the runner builds at start and
+    /// passes as the descriptor the plan names (`-drive file=/proc/self/fd/N`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<VmMount>,
+}
+
+/// A policy mount on a QEMU microVM: the host directory, copied into an ext4 image on its own
+/// virtio-blk drive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmMount {
+    /// The canonical host directory (opened with `O_NOFOLLOW` and checked again at run time).
+    pub source: String,
+    /// Where the guest agent mounts it.
+    pub target: String,
+    /// Read-only (the drive too); else the guest's changes are copied back at the end.
+    pub read_only: bool,
+    /// The drive's serial, by which the guest agent finds its block device.
+    pub serial: String,
+    /// The descriptor QEMU reads the image from (`/proc/self/fd/N`).
+    pub jail_path: String,
+    /// Free space a writable image gets beyond its content (the guest's disk for it).
+    pub headroom_bytes: u64,
 }
 
 /// An artifact and its expected digest.

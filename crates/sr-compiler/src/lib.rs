@@ -400,15 +400,24 @@ fn guest_plan(
     plan.landlock.min_abi = 1;
     plan.host_uid = process.uid;
     plan.host_gid = process.gid;
-    plan.mounts.retain(|m| {
-        matches!(
-            m,
-            MountStep::Tmpfs { .. } | MountStep::Proc { .. } | MountStep::Dev { .. }
-        )
+    // The guest keeps its own /tmp, /proc and /dev, and the policy's mounts (each becomes a
+    // drive in `qemu_plan`); the host's system directories are the rootfs image's business.
+    plan.mounts.retain(|m| match m {
+        MountStep::Tmpfs { .. } | MountStep::Proc { .. } | MountStep::Dev { .. } => true,
+        MountStep::Bind { origin, .. } => origin == "policy",
+        MountStep::Root { .. } | MountStep::Symlink { .. } => false,
     });
-    plan.landlock
-        .rules
-        .retain(|r| ["/tmp", "/proc", "/dev"].contains(&r.path.as_str()));
+    let targets: Vec<String> = plan
+        .mounts
+        .iter()
+        .filter_map(|m| match m {
+            MountStep::Bind { target, .. } => Some(target.clone()),
+            _ => None,
+        })
+        .collect();
+    plan.landlock.rules.retain(|r| {
+        ["/tmp", "/proc", "/dev"].contains(&r.path.as_str()) || targets.contains(&r.path)
+    });
     plan.landlock.rules.insert(
         0,
         LandlockRule {

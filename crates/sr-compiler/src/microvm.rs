@@ -9,7 +9,9 @@
 //! serial console into a file, and a virtio-net NIC on the run's TAP only when the policy
 //! allows network.
 
-use sr_bundle::{ArtifactCheck, NetworkPlan, QemuPlan, RUN_ID_PLACEHOLDER, SandboxPlan};
+use sr_bundle::{
+    ArtifactCheck, MountStep, NetworkPlan, QemuPlan, RUN_ID_PLACEHOLDER, SandboxPlan, VmMount,
+};
 use sr_policy::OperatorConfig;
 use sr_policy::model::{Artifact, PolicySpec};
 
@@ -101,7 +103,7 @@ pub(crate) fn qemu_plan(
     config: &OperatorConfig,
     limits: &Effective,
     network: Option<&NetworkPlan>,
-    guest: SandboxPlan,
+    mut guest: SandboxPlan,
 ) -> Result<QemuPlan, CompileError> {
     let vcpus = vcpus(limits, QEMU_MAX_VCPUS, "QEMU")?;
     let mem_mib = limits.memory.div_ceil(1 << 20);
@@ -178,6 +180,24 @@ pub(crate) fn qemu_plan(
         .iter()
         .map(|s| (*s).to_owned()),
     );
+    // Each policy mount: an ext4 image of its source (built by the runner at start), passed
+    // as a descriptor after the artifacts' and the TAP's (TAP_FD + 1 on), on its own
+    // virtio-blk drive whose serial the guest agent finds it by. The guest's plan names the
+    // drive instead of the host path.
+    debug_assert!(next_fd <= TAP_FD);
+    let mounts = vm_mounts(&mut guest.mounts, TAP_FD + 1, limits.tmpfs);
+    for (i, m) in mounts.iter().enumerate() {
+        let ro = if m.read_only { "on" } else { "off" };
+        args.extend([
+            "-drive".to_owned(),
+            format!(
+                "file={},format=raw,if=none,id=mount{i},readonly={ro}",
+                qemu_option_value(&m.jail_path)
+            ),
+            "-device".to_owned(),
+            format!("virtio-blk-pci,drive=mount{i},serial={}", m.serial),
+        ]);
+    }
     // The TAP (`net.host_interface`, `srt<runId>`) reaches QEMU as descriptor TAP_FD; the
     // guest's own address and gateway are chosen at run time and go onto the kernel command
     // line (`sr.net=`), appended by the runner: the compiled arguments stay deterministic.
@@ -218,7 +238,43 @@ pub(crate) fn qemu_plan(
         console_log,
         artifacts: checks,
         guest,
+        mounts,
     })
+}
+
+/// The virtio-blk serial of the `i`th policy mount's drive (at most 20 bytes in virtio).
+pub fn mount_serial(i: usize) -> String {
+    format!("srmount{i}")
+}
+
+/// The guest plan's policy mounts as drives, descriptors from `first_fd` on; rewrites each
+/// guest bind's source to `virtio-blk:<serial>`. A writable image gets `headroom` bytes of
+/// free space beyond its content (the policy's `tmpfsSize`: the same budget as `/tmp`).
+pub(crate) fn vm_mounts(steps: &mut [MountStep], first_fd: u32, headroom: u64) -> Vec<VmMount> {
+    let mut out = Vec::new();
+    for step in steps {
+        if let MountStep::Bind {
+            source,
+            target,
+            read_only,
+            origin,
+        } = step
+            && origin == "policy"
+        {
+            let i = out.len();
+            let serial = mount_serial(i);
+            out.push(VmMount {
+                source: source.clone(),
+                target: target.clone(),
+                read_only: *read_only,
+                serial: serial.clone(),
+                jail_path: format!("/proc/self/fd/{}", first_fd as usize + i),
+                headroom_bytes: if *read_only { 0 } else { headroom },
+            });
+            *source = format!("virtio-blk:{serial}");
+        }
+    }
+    out
 }
 
 /// A value inside a QEMU `-drive` option list: commas are doubled (QEMU's escape), so a path
@@ -229,7 +285,43 @@ fn qemu_option_value(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::qemu_option_value;
+    use super::{qemu_option_value, vm_mounts};
+    use sr_bundle::MountStep;
+
+    fn bind(source: &str, target: &str, read_only: bool, origin: &str) -> MountStep {
+        MountStep::Bind {
+            source: source.into(),
+            target: target.into(),
+            read_only,
+            origin: origin.into(),
+        }
+    }
+
+    #[test]
+    fn each_policy_mount_becomes_a_drive_after_the_artifacts() {
+        let mut guest = vec![
+            bind("/srv/in", "/data", true, "policy"),
+            bind("/usr", "/usr", true, "rootfs"),
+            bind("/srv/out", "/out", false, "policy"),
+        ];
+        let mounts = vm_mounts(&mut guest, 6, 64 << 20);
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(mounts[0].jail_path, "/proc/self/fd/6");
+        assert_eq!(mounts[0].serial, "srmount0");
+        assert_eq!(mounts[0].headroom_bytes, 0);
+        assert_eq!(mounts[1].source, "/srv/out");
+        assert_eq!(mounts[1].jail_path, "/proc/self/fd/7");
+        assert_eq!(mounts[1].headroom_bytes, 64 << 20);
+        assert_eq!(
+            guest[0],
+            bind("virtio-blk:srmount0", "/data", true, "policy")
+        );
+        assert_eq!(guest[1], bind("/usr", "/usr", true, "rootfs"));
+        assert_eq!(
+            guest[2],
+            bind("virtio-blk:srmount1", "/out", false, "policy")
+        );
+    }
 
     #[test]
     fn a_comma_in_a_path_cannot_add_a_drive_option() {

@@ -1047,12 +1047,14 @@ fn check_combinations(spec: &PolicySpec, ctx: &mut Ctx<'_>, resolved: &Resolved)
             }
         }
     }
-    // C8: a microVM cannot share host directories (yet: files move through the agent).
-    if vm && !spec.mounts.is_empty() {
+    // C8: Firecracker cannot share host directories. QEMU (`backend: microvm`) gets each
+    // mount as an ext4 image of the source on its own virtio-blk drive (a writable one is
+    // copied back through the agent at the end; docs/microvm.md).
+    if spec.backend() == Backend::Firecracker && !spec.mounts.is_empty() {
         ctx.conflict(
             &p("mounts"),
-            "combination C8 microvm-mounts: a microVM backend cannot share host directories",
-            "leave `mounts: []` and build the data into the rootfs image, or use `backend: sandbox`",
+            "combination C8 firecracker-mounts: backend firecracker cannot share host directories",
+            "leave `mounts: []` and build the data into the rootfs image, or use `backend: microvm` (QEMU) or `backend: sandbox`",
         );
     }
 }

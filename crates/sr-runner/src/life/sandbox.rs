@@ -7,6 +7,7 @@
 //! evidence, the sandbox timeout and the resource samples (a monitor thread), cleanup and the
 //! outcome. What differs is the [`Backend`].
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -449,6 +450,71 @@ impl<S: EventSink + 'static> Sandbox<S> {
         )
     }
 
+    /// A microVM's writable mounts, back to the host while the guest agent still answers:
+    /// each target's tar stream (spooled unnamed in the run directory) mirrored into its
+    /// source (crate::microvm::mount_sync). A guest that is gone (killed at its timeout)
+    /// brings nothing back; each failure is a cleanup error naming the mount.
+    fn sync_mounts(&mut self, cleanup: &mut CleanupReport) {
+        let Some(plan) = self.bundle.backend.qemu() else {
+            return;
+        };
+        let writable: Vec<_> = plan
+            .mounts
+            .iter()
+            .filter(|m| !m.read_only)
+            .cloned()
+            .collect();
+        if writable.is_empty() || self.start_failure.is_some() || self.conn.is_none() {
+            return;
+        }
+        let Some((uid, gid)) = self
+            .enforcement
+            .microvm
+            .as_ref()
+            .map(|f| (f.confinement.uid, f.confinement.gid))
+        else {
+            return;
+        };
+        for m in writable {
+            let failed = |why: String| {
+                Diagnostic::new(
+                    ErrorCode::RunLaunch,
+                    "cleanup.mounts",
+                    format!("the writable mount {} -> {}: {why}", m.target, m.source),
+                    "the host directory keeps what it had before the run, or part of the guest's changes; see docs/microvm.md, Mounts",
+                )
+            };
+            let spool = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(nix::fcntl::OFlag::O_TMPFILE.bits())
+                .mode(0o600)
+                .open(&self.run_dir);
+            let mut spool = match spool {
+                Ok(f) => f,
+                Err(e) => {
+                    cleanup
+                        .errors
+                        .push(failed(format!("a spool in the run directory: {e}")));
+                    continue;
+                }
+            };
+            if let Err(e) = self.get_tar(&m.target, &mut spool) {
+                cleanup.errors.push(failed(format!(
+                    "reading it from the guest: {}",
+                    e.to_diagnostic().message
+                )));
+                continue;
+            }
+            match crate::microvm::mount_sync::sync_back(&m.source, &mut spool, uid, gid) {
+                Ok(s) => cleanup
+                    .removed
+                    .extend(s.removed.iter().map(|r| format!("mount:{}/{r}", m.source))),
+                Err(e) => cleanup.errors.push(failed(e)),
+            }
+        }
+    }
+
     /// Kills everything, cleans up, and returns the outcome (with `status` unless something
     /// else ended the sandbox first) and the sink (`None` only if it was taken before, which
     /// nothing but this does). `primary`: the one exec whose end is the
@@ -465,6 +531,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
             let _ = tx.send(());
             pids_seen = h.join().unwrap_or(0);
         }
+        self.sync_mounts(&mut cleanup);
         self.backend.stop(&mut cleanup);
         if let Some(conn) = self.conn.take() {
             conn.close();

@@ -40,6 +40,9 @@ pub struct VmFacts {
     pub confinement: VmmConfinement,
     /// Milliseconds from the VMM's start to the agent's answer.
     pub boot_ms: u64,
+    /// Each policy mount's image (target -> `sha256:<hex>` of the ext4 image the guest got).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub mount_images: BTreeMap<String, String>,
 }
 
 impl VmFacts {

@@ -7,6 +7,7 @@
 //!   API socket.
 //! * [`confine`]: how a VMM process runs on the host (unprivileged, its own namespaces).
 //! * [`accel`]: KVM where it runs a normal guest, software emulation otherwise.
+//! * [`mount_image`]: a policy mount as an ext4 image on its own drive.
 //! * [`facts`]: what the report says a microVM enforced.
 //! * [`guest_setup`]: the line each way before the agent protocol (confinement, entropy, facts).
 
@@ -16,4 +17,6 @@ pub mod facts;
 pub mod firecracker;
 pub mod guest_setup;
 pub mod hybrid_vsock;
+pub mod mount_image;
+pub mod mount_sync;
 pub mod qemu;

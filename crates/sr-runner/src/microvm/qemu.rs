@@ -268,6 +268,62 @@ impl QemuVm {
         Ok(fds)
     }
 
+    /// Builds each policy mount's ext4 image in `<run dir>/mounts/` (super::mount_image) and
+    /// returns the descriptors QEMU reads them from; records their digests.
+    fn mount_images(
+        &mut self,
+        plan: &QemuPlan,
+        run_dir: &Path,
+    ) -> Result<Vec<FdMapping>, RunStatus> {
+        let mut fds = Vec::new();
+        if plan.mounts.is_empty() {
+            return Ok(fds);
+        }
+        let dir = run_dir.join("mounts");
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|e| {
+                failed(
+                    "launch.mounts",
+                    format!("{}: {e}", dir.display()),
+                    "see docs/microvm.md",
+                )
+            })?;
+        for (i, m) in plan.mounts.iter().enumerate() {
+            let image = super::mount_image::build(m, i, &dir, self.vmm_uid, self.vmm_gid)
+                .map_err(|e| {
+                    failed(
+                        "launch.mounts",
+                        format!("the image of mounts {} -> {}: {e}", m.source, m.target),
+                        "the source must be a directory the workload's host identity can read; mkfs.ext4 (e2fsprogs) must be installed; see docs/microvm.md, Mounts",
+                    )
+                })?;
+            let child_fd = m
+                .jail_path
+                .strip_prefix("/proc/self/fd/")
+                .and_then(|n| n.parse::<i32>().ok())
+                .filter(|n| *n > 2)
+                .ok_or_else(|| {
+                    failed(
+                        "launch.mounts",
+                        format!(
+                            "the plan gives the image of {} as {:?}",
+                            m.target, m.jail_path
+                        ),
+                        "recompile the policy with this safe-run",
+                    )
+                })?;
+            self.facts
+                .mount_images
+                .insert(m.target.clone(), image.digest);
+            fds.push(FdMapping {
+                parent_fd: image.file.into(),
+                child_fd,
+            });
+        }
+        Ok(fds)
+    }
+
     fn spawn(
         &self,
         bin: &str,
@@ -417,7 +473,8 @@ impl Backend for QemuVm {
             ));
         }
         let t_artifacts = Instant::now();
-        let artifact_fds = self.check_artifacts(&plan)?;
+        let mut artifact_fds = self.check_artifacts(&plan)?;
+        artifact_fds.extend(self.mount_images(&plan, cx.run_dir)?);
         cx.phases.insert(
             "artifacts".into(),
             t_artifacts.elapsed().as_secs_f64() * 1000.0,

@@ -262,7 +262,7 @@ pub fn put(
 }
 
 /// The name of a tar entry as components to create, or why it is refused.
-fn entry_components(raw: &[u8], shown: &str) -> Result<Vec<String>, FileError> {
+pub(crate) fn entry_components(raw: &[u8], shown: &str) -> Result<Vec<String>, FileError> {
     let bad = |why: &str| {
         refuse(
             ErrorCode::Invalid,
@@ -315,7 +315,7 @@ fn subdir(dir: &OwnedFd, name: &str, shown: &str) -> Result<OwnedFd, FileError> 
     }
 }
 
-fn unpack(dest: &OwnedFd, stream: &mut File, shown: &str) -> Result<(), FileError> {
+pub(crate) fn unpack(dest: &OwnedFd, stream: &mut File, shown: &str) -> Result<(), FileError> {
     let mut archive = tar::Archive::new(stream);
     let entries = archive.entries().map_err(|e| tar_error(shown, &e))?;
     let mut dir_modes: Vec<(Vec<String>, u32)> = Vec::new();
