@@ -8,112 +8,27 @@ mod run_support;
 mod serve_support;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use run_support::vm::*;
 use run_support::*;
 use serde_json::{Value, json};
 
-/// Where the artifacts are: $SAFE_RUN_TEST_ARTIFACTS, else the operator default.
-fn artifacts_dir() -> PathBuf {
-    std::env::var_os("SAFE_RUN_TEST_ARTIFACTS").map_or_else(
-        || PathBuf::from("/var/lib/safe-run/artifacts"),
-        PathBuf::from,
-    )
-}
-
-/// True when a guest can boot here; otherwise fails under CI=true, or prints SKIPPED.
-fn vm_ready(test: &str) -> bool {
-    if !require_root(test) {
-        return false;
-    }
-    let dir = artifacts_dir();
-    let needed = [
-        PathBuf::from("/usr/bin/qemu-system-x86_64"),
-        PathBuf::from("/usr/local/bin/vhost-device-vsock"),
-        dir.join("vmlinuz"),
-        dir.join("initramfs.img"),
-        dir.join("rootfs.ext4"),
-        dir.join("manifest.json"),
-    ];
-    let missing: Vec<String> = needed
-        .iter()
-        .filter(|p| !p.exists())
-        .map(|p| p.display().to_string())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!(
-        "{test} needs {} (scripts/setup.sh installs QEMU and vhost-device-vsock; scripts/test.sh builds the artifacts)",
-        missing.join(", ")
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{why} (CI=true, so this is a failure, not a skip)");
-    }
-    eprintln!("SKIPPED: {why}");
-    false
-}
-
-/// An environment whose operator config boots the test artifacts.
-fn vm_env() -> Env {
-    let env = Env::new();
-    let dir = artifacts_dir();
-    env.configure(json!({"microvm": {
-        "kernel": dir.join("vmlinuz"),
-        "initramfs": dir.join("initramfs.img"),
-        "rootfs": dir.join("rootfs.ext4"),
-    }}));
-    env
-}
-
 /// A microVM policy running `command args`.
 fn vm_policy(command: &str, args: &[&str], extra: Value) -> Value {
-    let mut p = policy(
-        command,
-        args,
-        json!({
-            "runtime": {"backend": "microvm", "timeout": "90s"},
-            "resources": {"cpus": 1, "memory": "256Mi"},
-        }),
-    );
+    let mut p = as_microvm(policy(command, args, json!({})));
     merge(&mut p, extra);
     p
 }
 
-fn manifest() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(artifacts_dir().join("manifest.json")).unwrap())
-        .unwrap()
-}
-
-fn verify(env: &Env, dir: &Path) {
-    let o = env
-        .cmd()
-        .args(["report", "verify"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
-}
-
-/// Nothing of the run is left: no VMM process (QEMU's command line names the run), no cgroup.
-fn assert_nothing_left(run_id: &str) {
-    let gone = wait_for(15, || pids_with_cmdline(run_id).is_empty());
-    assert!(
-        gone,
-        "processes of run {run_id} are left: {:?}",
-        pids_with_cmdline(run_id)
-    );
-    assert!(
-        cgroups_of(&[run_id.to_owned()]).is_empty(),
-        "cgroups of run {run_id} are left"
-    );
-}
-
 #[test]
 fn uname_prints_the_guest_kernel_and_the_report_says_how_the_vm_ran() {
-    if !vm_ready("uname_prints_the_guest_kernel_and_the_report_says_how_the_vm_ran") {
+    if !vm_ready(
+        "uname_prints_the_guest_kernel_and_the_report_says_how_the_vm_ran",
+        &[],
+    ) {
         return;
     }
     let env = vm_env();
@@ -165,7 +80,10 @@ fn nix_uname() -> String {
 
 #[test]
 fn exit_code_stdin_and_both_streams_come_back_from_the_guest() {
-    if !vm_ready("exit_code_stdin_and_both_streams_come_back_from_the_guest") {
+    if !vm_ready(
+        "exit_code_stdin_and_both_streams_come_back_from_the_guest",
+        &[],
+    ) {
         return;
     }
     let env = vm_env();
@@ -206,7 +124,7 @@ fn exit_code_stdin_and_both_streams_come_back_from_the_guest() {
 
 #[test]
 fn the_guest_has_no_network_and_none_of_the_hosts_files() {
-    if !vm_ready("the_guest_has_no_network_and_none_of_the_hosts_files") {
+    if !vm_ready("the_guest_has_no_network_and_none_of_the_hosts_files", &[]) {
         return;
     }
     let env = vm_env();
@@ -228,7 +146,7 @@ fn the_guest_has_no_network_and_none_of_the_hosts_files() {
 
 #[test]
 fn the_timeout_stops_the_vm_and_leaves_nothing() {
-    if !vm_ready("the_timeout_stops_the_vm_and_leaves_nothing") {
+    if !vm_ready("the_timeout_stops_the_vm_and_leaves_nothing", &[]) {
         return;
     }
     let env = vm_env();
@@ -279,7 +197,7 @@ fn start_sleeping_vm(env: &Env) -> (std::process::Child, PathBuf) {
 
 #[test]
 fn sigint_of_safe_run_stops_the_vm_in_order() {
-    if !vm_ready("sigint_of_safe_run_stops_the_vm_in_order") {
+    if !vm_ready("sigint_of_safe_run_stops_the_vm_in_order", &[]) {
         return;
     }
     let env = vm_env();
@@ -293,7 +211,10 @@ fn sigint_of_safe_run_stops_the_vm_in_order() {
 
 #[test]
 fn sigkill_of_safe_run_takes_the_vm_with_it_and_gc_recovers_the_rest() {
-    if !vm_ready("sigkill_of_safe_run_takes_the_vm_with_it_and_gc_recovers_the_rest") {
+    if !vm_ready(
+        "sigkill_of_safe_run_takes_the_vm_with_it_and_gc_recovers_the_rest",
+        &[],
+    ) {
         return;
     }
     let env = vm_env();
@@ -319,7 +240,10 @@ fn sigkill_of_safe_run_takes_the_vm_with_it_and_gc_recovers_the_rest() {
 
 #[test]
 fn one_policy_runs_on_both_backends_and_both_reports_verify() {
-    if !vm_ready("one_policy_runs_on_both_backends_and_both_reports_verify") {
+    if !vm_ready(
+        "one_policy_runs_on_both_backends_and_both_reports_verify",
+        &[],
+    ) {
         return;
     }
     let env = vm_env();
@@ -347,8 +271,10 @@ fn one_policy_runs_on_both_backends_and_both_reports_verify() {
 
 #[test]
 fn serve_creates_a_microvm_sandbox_that_takes_execs_and_files_and_signs_its_report() {
-    if !vm_ready("serve_creates_a_microvm_sandbox_that_takes_execs_and_files_and_signs_its_report")
-    {
+    if !vm_ready(
+        "serve_creates_a_microvm_sandbox_that_takes_execs_and_files_and_signs_its_report",
+        &[],
+    ) {
         return;
     }
     let env = vm_env();
@@ -421,7 +347,7 @@ fn serve_creates_a_microvm_sandbox_that_takes_execs_and_files_and_signs_its_repo
 
 #[test]
 fn a_guest_oom_is_reported_as_oom() {
-    if !vm_ready("a_guest_oom_is_reported_as_oom") {
+    if !vm_ready("a_guest_oom_is_reported_as_oom", &[]) {
         return;
     }
     let env = vm_env();
@@ -443,7 +369,10 @@ fn a_guest_oom_is_reported_as_oom() {
 
 #[test]
 fn a_guest_that_cannot_boot_fails_fast_with_its_console_in_the_hint() {
-    if !vm_ready("a_guest_that_cannot_boot_fails_fast_with_its_console_in_the_hint") {
+    if !vm_ready(
+        "a_guest_that_cannot_boot_fails_fast_with_its_console_in_the_hint",
+        &[],
+    ) {
         return;
     }
     let env = vm_env();

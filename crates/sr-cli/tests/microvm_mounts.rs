@@ -11,67 +11,16 @@ mod run_support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use run_support::vm::*;
 use run_support::*;
 use serde_json::{Value, json};
 
-fn artifacts_dir() -> PathBuf {
-    std::env::var_os("SAFE_RUN_TEST_ARTIFACTS").map_or_else(
-        || PathBuf::from("/var/lib/safe-run/artifacts"),
-        PathBuf::from,
-    )
-}
-
-/// True when a guest can boot here; otherwise fails under CI=true, or prints SKIPPED.
-fn vm_ready(test: &str) -> bool {
-    if !require_root(test) {
-        return false;
-    }
-    let dir = artifacts_dir();
-    let needed = [
-        PathBuf::from("/usr/bin/qemu-system-x86_64"),
-        PathBuf::from("/usr/local/bin/vhost-device-vsock"),
-        PathBuf::from("/usr/sbin/mkfs.ext4"),
-        dir.join("vmlinuz"),
-        dir.join("initramfs.img"),
-        dir.join("rootfs.ext4"),
-    ];
-    let missing: Vec<String> = needed
-        .iter()
-        .filter(|p| !p.exists())
-        .map(|p| p.display().to_string())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("{test} needs {}", missing.join(", "));
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{why} (CI=true, so this is a failure, not a skip)");
-    }
-    eprintln!("SKIPPED: {why}");
-    false
-}
-
-fn vm_env() -> Env {
-    let env = Env::new();
-    let dir = artifacts_dir();
-    env.configure(json!({"microvm": {
-        "kernel": dir.join("vmlinuz"),
-        "initramfs": dir.join("initramfs.img"),
-        "rootfs": dir.join("rootfs.ext4"),
-    }}));
-    env
-}
-
 fn vm_policy(script: &str, mounts: Value) -> Value {
-    let mut p = policy("/bin/sh", &["-c", script], json!({"mounts": mounts}));
-    merge(
-        &mut p,
-        json!({
-            "runtime": {"backend": "microvm", "timeout": "90s"},
-            "resources": {"cpus": 1, "memory": "256Mi"},
-        }),
-    );
-    p
+    as_microvm(policy(
+        "/bin/sh",
+        &["-c", script],
+        json!({"mounts": mounts}),
+    ))
 }
 
 /// A directory under the env's share, readable (and with `writable`, owned) by the workload's
@@ -104,7 +53,10 @@ fn is_symlink(p: &Path) -> bool {
 
 #[test]
 fn a_read_only_mount_is_readable_and_not_writable_in_the_guest() {
-    if !vm_ready("a_read_only_mount_is_readable_and_not_writable_in_the_guest") {
+    if !vm_ready(
+        "a_read_only_mount_is_readable_and_not_writable_in_the_guest",
+        &["/usr/sbin/mkfs.ext4"],
+    ) {
         return;
     }
     let env = vm_env();
@@ -141,7 +93,10 @@ fn a_read_only_mount_is_readable_and_not_writable_in_the_guest() {
 
 #[test]
 fn a_writable_mounts_new_changed_and_removed_files_come_back_to_the_host() {
-    if !vm_ready("a_writable_mounts_new_changed_and_removed_files_come_back_to_the_host") {
+    if !vm_ready(
+        "a_writable_mounts_new_changed_and_removed_files_come_back_to_the_host",
+        &["/usr/sbin/mkfs.ext4"],
+    ) {
         return;
     }
     let env = vm_env();
@@ -180,7 +135,10 @@ fn a_writable_mounts_new_changed_and_removed_files_come_back_to_the_host() {
 
 #[test]
 fn a_symlink_planted_in_the_guest_does_not_make_the_host_write_outside_the_mount() {
-    if !vm_ready("a_symlink_planted_in_the_guest_does_not_make_the_host_write_outside_the_mount") {
+    if !vm_ready(
+        "a_symlink_planted_in_the_guest_does_not_make_the_host_write_outside_the_mount",
+        &["/usr/sbin/mkfs.ext4"],
+    ) {
         return;
     }
     let env = vm_env();

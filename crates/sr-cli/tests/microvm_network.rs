@@ -31,8 +31,7 @@ const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 /// The guest artifacts: `SAFE_RUN_TEST_ARTIFACTS` (a directory `safe-run artifact build --out`
 /// wrote), else the operator default. They must hold an agent that configures `sr.net`.
 fn artifacts() -> String {
-    std::env::var("SAFE_RUN_TEST_ARTIFACTS")
-        .unwrap_or_else(|_| "/var/lib/safe-run/artifacts".into())
+    run_support::vm::artifacts_dir().display().to_string()
 }
 /// The subnet ledger (docs/network.md).
 const LEDGER: &str = "/run/safe-run/network/subnets.json";

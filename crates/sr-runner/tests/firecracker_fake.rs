@@ -191,6 +191,7 @@ fn no_network() -> AttachedNetwork {
     AttachedNetwork {
         resolv_conf: None,
         facts: NetworkFacts::None,
+        guest: None,
     }
 }
 

@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
+pub mod vm;
+
 /// The safe-run binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_safe-run")

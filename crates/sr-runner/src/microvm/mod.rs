@@ -16,6 +16,7 @@ pub mod confine;
 pub mod facts;
 pub mod firecracker;
 pub mod guest_setup;
+pub mod host;
 pub mod hybrid_vsock;
 pub mod mount_image;
 pub mod mount_sync;

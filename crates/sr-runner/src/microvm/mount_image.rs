@@ -15,7 +15,6 @@
 //! mount's source changes with every run). The report records each image's digest.
 
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -24,7 +23,6 @@ use std::process::{Command, Stdio};
 use command_fds::{CommandFdExt, FdMapping};
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
-use sha2::{Digest, Sha256};
 use sr_bundle::VmMount;
 
 /// ext4's block size here.
@@ -111,20 +109,6 @@ fn measure(dir: &Path, size: &mut TreeSize, depth: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `sha256:<hex>` of a file from its start.
-fn digest_of(mut f: &File) -> std::io::Result<String> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("sha256:{}", hex::encode(h.finalize())))
-}
-
 /// A built image: the open file QEMU gets and its digest.
 pub struct Image {
     /// The image, open read-write (QEMU opens it again through `/proc/self/fd/N`).
@@ -205,7 +189,8 @@ pub fn build(m: &VmMount, index: usize, dir: &Path, uid: u32, gid: u32) -> Resul
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    let digest = digest_of(&image).map_err(|e| format!("hashing {}: {e}", path.display()))?;
+    let digest =
+        super::host::sha256_of(&image).map_err(|e| format!("hashing {}: {e}", path.display()))?;
     Ok(Image {
         file: image,
         digest,

@@ -14,7 +14,6 @@
 //! Ready means the agent answered the setup; a boot that does not get there in time is
 //! SR-RUN-002 with the tail of the guest's console in the hint.
 
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -23,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
-use sha2::{Digest, Sha256};
 use sr_bundle::{QemuPlan, RUN_ID_PLACEHOLDER};
 use sr_common::{Diagnostic, ErrorCode};
 
@@ -31,6 +29,7 @@ use super::accel;
 use super::confine::Confinement;
 use super::facts::{VmFacts, VmmConfinement};
 use super::guest_setup::{self, GuestSetup};
+use super::host::{check_pinned, console_tail, failed, random_hex, sha256_of, version_line};
 use super::hybrid_vsock;
 use crate::cgroup::{self, RunCgroup};
 use crate::life::backend::{Backend, Killer, StartContext};
@@ -51,12 +50,6 @@ pub const QEMU_SANDBOX: &str =
     "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 /// How much of the guest console a boot failure's hint carries.
 const CONSOLE_TAIL: usize = 1500;
-
-fn failed(phase: &str, cause: impl Into<String>, hint: impl Into<String>) -> RunStatus {
-    RunStatus::LaunchFailed {
-        diagnostic: Diagnostic::new(ErrorCode::RunLaunch, phase, cause.into(), hint.into()),
-    }
-}
 
 /// The VMM's two processes (each the outer end of its confinement chain).
 #[derive(Default)]
@@ -134,27 +127,6 @@ pub struct QemuVm {
     pending: Option<PendingQemu>,
 }
 
-/// `sha256:<hex>` of what `f` reads from its start.
-fn sha256_of(mut f: &std::fs::File) -> std::io::Result<String> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("sha256:{}", hex::encode(h.finalize())))
-}
-
-/// The last `max` bytes of the console log, as text.
-pub fn console_tail(path: &Path, max: usize) -> String {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    let start = bytes.len().saturating_sub(max);
-    String::from_utf8_lossy(&bytes[start..]).trim().to_owned()
-}
-
 /// The OOM kills the guest kernel reported on its console: one `Out of memory: Killed process`
 /// line each. Only the kernel writes the console: `/dev/console` and `/dev/kmsg` are root's
 /// (0600, 0644) and execs are never root, so a workload cannot forge or hide a line.
@@ -163,29 +135,6 @@ pub fn oom_kills_in(console: &[u8]) -> u64 {
         .lines()
         .filter(|l| l.contains("Out of memory: Killed process"))
         .count() as u64
-}
-
-/// The first line `bin --version` prints (`QEMU emulator version 7.2.x`).
-fn version_line(bin: &str) -> String {
-    Command::new(bin)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(str::to_owned)
-        })
-        .unwrap_or_default()
-}
-
-fn random_hex(n: usize) -> std::io::Result<String> {
-    let mut buf = vec![0u8; n];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(hex::encode(buf))
 }
 
 impl QemuVm {
@@ -251,18 +200,7 @@ impl QemuVm {
                 parent_fd: file.into(),
                 child_fd,
             });
-            if let Some(expected) = &a.expected_sha256
-                && *expected != digest
-            {
-                return Err(failed(
-                    "launch.artifacts",
-                    format!(
-                        "the {} {} has digest {digest}, the policy pins {expected}",
-                        a.role, a.path
-                    ),
-                    "the file changed since the policy was written: rebuild it or update artifacts.*.sha256",
-                ));
-            }
+            check_pinned(a, &digest)?;
             self.facts.artifacts.insert(a.role.clone(), digest);
         }
         Ok(fds)
@@ -493,7 +431,7 @@ impl Backend for QemuVm {
             no_network: true,
         };
         self.facts.vmm = "qemu".into();
-        self.facts.vmm_version = version_line(&plan.qemu_bin);
+        self.facts.vmm_version = version_line(Path::new(&plan.qemu_bin));
         self.facts.accelerator = accel.name.into();
         self.facts.accelerator_reason = accel.reason.clone();
         let arg_after = |flag: &str| {
@@ -802,17 +740,6 @@ mod tests {
         assert_eq!(oom_kills_in(console), 2);
         assert_eq!(oom_kills_in(b""), 0);
         assert_eq!(oom_kills_in(b"oom-killer invoked, nothing killed\n"), 0);
-    }
-
-    #[test]
-    fn a_boot_failure_hint_carries_the_console_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("console.log");
-        std::fs::write(&log, format!("{}the last words\n", "x".repeat(5000))).unwrap();
-        let tail = console_tail(&log, 100);
-        assert!(tail.ends_with("the last words"));
-        assert!(tail.len() <= 100);
-        assert_eq!(console_tail(&dir.path().join("missing"), 100), "");
     }
 
     #[test]

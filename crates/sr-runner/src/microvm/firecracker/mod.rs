@@ -20,20 +20,19 @@
 pub mod api;
 pub mod jailer;
 
-use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use sr_bundle::{FirecrackerPlan, RUN_ID_PLACEHOLDER};
 use sr_common::{Diagnostic, ErrorCode};
 
 use self::jailer::{CgroupVersion, JailLayout};
 use super::facts::{VmFacts, VmmConfinement};
 use super::guest_setup::{self, GuestSetup};
+use super::host::{check_pinned, console_tail, failed, random_hex, sha256_file, version_line};
 use super::hybrid_vsock;
 use crate::cgroup::Layout;
 use crate::life::backend::{Backend, Killer, StartContext};
@@ -65,30 +64,6 @@ impl Default for Timeouts {
 /// The console log (Firecracker's serial console is its stdout) in the run's `vm/`.
 pub const CONSOLE_LOG: &str = "console.log";
 
-fn failed(phase: &str, cause: impl Into<String>, hint: impl Into<String>) -> RunStatus {
-    RunStatus::LaunchFailed {
-        diagnostic: Diagnostic::new(ErrorCode::RunLaunch, phase, cause.into(), hint.into()),
-    }
-}
-
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("sha256:{}", hex::encode(h.finalize())))
-}
-
-fn tail(path: &Path, max: usize) -> String {
-    super::qemu::console_tail(path, max)
-}
-
 /// `plan` with `<runId>` replaced everywhere.
 fn substitute(plan: &FirecrackerPlan, run_id: &str) -> Result<FirecrackerPlan, String> {
     let sub = |s: &str| s.replace(RUN_ID_PLACEHOLDER, run_id);
@@ -98,24 +73,6 @@ fn substitute(plan: &FirecrackerPlan, run_id: &str) -> Result<FirecrackerPlan, S
         jailer_args: plan.jailer_args.iter().map(|a| sub(a)).collect(),
         ..plan.clone()
     })
-}
-
-/// The first line `firecracker --version` prints (`Firecracker v1.x.y`), or nothing.
-fn version_line(bin: &Path) -> String {
-    Command::new(bin)
-        .arg("--version")
-        .env_clear()
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(str::to_owned)
-        })
-        .unwrap_or_default()
 }
 
 fn plain_name(name: &str) -> bool {
@@ -235,18 +192,7 @@ impl FirecrackerVm {
                 .map_err(|e| io(&format!("placing the {} {} in the jail", a.role, a.path), e))?;
             // The digest is of what the VMM opens: the placed file.
             let digest = sha256_file(&dest).map_err(|e| io(&dest.display().to_string(), e))?;
-            if let Some(expected) = &a.expected_sha256
-                && *expected != digest
-            {
-                return Err(failed(
-                    "launch.artifacts",
-                    format!(
-                        "the {} {} has digest {digest}, the policy pins {expected}",
-                        a.role, a.path
-                    ),
-                    "the file changed since the policy was written: rebuild it or update artifacts.*.sha256",
-                ));
-            }
+            check_pinned(a, &digest)?;
             self.facts.artifacts.insert(a.role.clone(), digest);
         }
         // Firecracker opens its log and metrics files; it does not create them.
@@ -303,7 +249,7 @@ impl FirecrackerVm {
                     format!("the jailer exited ({status}) before Firecracker's API was up"),
                     format!(
                         "it said: {}\nsee docs/microvm.md (Firecracker on KVM hosts)",
-                        tail(&console, 800)
+                        console_tail(&console, 800)
                     ),
                 ));
             }
@@ -317,7 +263,7 @@ impl FirecrackerVm {
                     ),
                     format!(
                         "the jailer or Firecracker is stuck; it said: {}",
-                        tail(&console, 800)
+                        console_tail(&console, 800)
                     ),
                 ));
             }
@@ -326,11 +272,11 @@ impl FirecrackerVm {
     }
 
     fn boot_failure(&self, cause: String) -> RunStatus {
-        let console = tail(&self.vm_dir.join(CONSOLE_LOG), 1500);
+        let console = console_tail(&self.vm_dir.join(CONSOLE_LOG), 1500);
         let log = self
             .jail
             .as_ref()
-            .map(|j| tail(&j.root.join(api::LOG_FILE), 600))
+            .map(|j| console_tail(&j.root.join(api::LOG_FILE), 600))
             .unwrap_or_default();
         let mut hint = String::from(
             "the guest did not reach its agent; see docs/microvm.md (Firecracker on KVM hosts)",
@@ -486,21 +432,18 @@ impl Backend for FirecrackerVm {
         self.wait_api(&jail.root.join(&plan.api_socket))?;
         cx.phases
             .insert("vmm_spawn".into(), t.elapsed().as_secs_f64() * 1000.0);
-        let mut entropy = [0u8; 64];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut entropy))
-            .map_err(|e| {
-                failed(
-                    "launch.vmm",
-                    format!("/dev/urandom: {e}"),
-                    "see docs/microvm.md",
-                )
-            })?;
+        let entropy = random_hex(64).map_err(|e| {
+            failed(
+                "launch.vmm",
+                format!("/dev/urandom: {e}"),
+                "see docs/microvm.md",
+            )
+        })?;
         self.setup = Some(GuestSetup {
             run_id: cx.run_id.to_owned(),
             process: cx.bundle.process.clone(),
             guest: plan.guest.clone(),
-            entropy: hex::encode(entropy),
+            entropy,
         });
         self.plan = Some(plan);
         Ok(Boundary::Tap {
