@@ -16,7 +16,9 @@ target_dir=${CARGO_TARGET_DIR:-target}
 agent=$target_dir/$target/release/safe-run-agent
 
 # apt-get download needs package lists; a machine that never ran `apt-get update` has none.
-if ! apt-cache policy linux-image-cloud-amd64 busybox-static 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+# (Captured first: under pipefail, grep -q closing the pipe early would fail the pipeline.)
+policy=$(apt-cache policy linux-image-cloud-amd64 busybox-static 2>/dev/null || true)
+if ! grep -q 'Candidate: [0-9]' <<<"$policy"; then
   echo "== apt-get update (no package lists yet)" >&2
   apt-get update -qq
 fi
