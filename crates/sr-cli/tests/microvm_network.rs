@@ -221,3 +221,122 @@ fn a_microvm_reaches_only_the_allowed_host_through_its_tap() {
     let ledger = std::fs::read_to_string(LEDGER).unwrap_or_default();
     assert!(!ledger.contains(&id), "ledger still holds {id}: {ledger}");
 }
+
+/// The guest of the SIGKILL test: tries a service the host offers on every address (through the
+/// gateway, the host's side of its TAP), says so, then waits to be killed.
+const GUEST_THEN_WAIT: &str = r#"
+gw=$(sed -n 's/.*sr\.net=[^,]*,\([0-9.]*\).*/\1/p' /proc/cmdline)
+out=$(echo hello | nc -w 3 "$gw" "$1"); echo "hostsvc=$out rc=$?"
+echo ready
+sleep 600
+"#;
+
+#[test]
+fn the_host_is_unreachable_from_the_guest_and_a_sigkilled_run_leaves_no_tap_after_gc() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let test = "the_host_is_unreachable_from_the_guest_and_a_sigkilled_run_leaves_no_tap_after_gc";
+    let Some(vhost) = can_run(test) else {
+        return;
+    };
+    // A service of the host's, on every address: the guest must not reach it through its link.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let hosts = TestHosts::new("k", 188 + (std::process::id() % 12) * 4);
+    let a = hosts.allowed.to_string();
+    let env = Env::new();
+    let dir = artifacts();
+    env.configure(json!({
+        "network": {"upstreamDns": "127.0.0.1:9"},
+        "microvm": {
+            "vhostDeviceVsockBin": vhost,
+            "kernel": format!("{dir}/vmlinuz"),
+            "initramfs": format!("{dir}/initramfs.img"),
+            "rootfs": format!("{dir}/rootfs.ext4"),
+        },
+    }));
+    let p = env.policy(
+        "vmkill",
+        &json!({
+            "version": 1,
+            "name": "microvm-kill",
+            "runtime": {
+                "backend": "microvm",
+                "command": "/bin/sh",
+                "args": ["-c", GUEST_THEN_WAIT, "guest", &port],
+                "timeout": "300s",
+            },
+            "mounts": [],
+            "network": {"mode": "allowlist", "egress": [
+                {"cidr": format!("{a}/32"), "protocol": "tcp", "ports": [7]},
+            ]},
+            "resources": {"cpus": 1, "memory": "256Mi"},
+        }),
+    );
+    let mut child = env
+        .run_cmd(&p)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut said = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line == "ready";
+        said.push(line);
+        if done {
+            break;
+        }
+    }
+    let dirs = env.run_dirs();
+    let id = dirs[0].file_name().unwrap().to_string_lossy().into_owned();
+    let tap = format!("srt{id}");
+    assert!(
+        said.iter().any(|l| l == "ready"),
+        "the guest never got ready: {said:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|l| l.starts_with("hostsvc= rc=") && l != "hostsvc= rc=0"),
+        "the guest reached the host's service: {said:?}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "a connection from the guest reached the host"
+    );
+    assert!(
+        sh(&["ip", "link", "show", &tap]).status.success(),
+        "no {tap} while it runs"
+    );
+
+    // SIGKILL: the VMM dies with safe-run; the TAP, the table and the ledger entry stay for gc.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        wait_for(15, || pids_with_cmdline(&id).is_empty()),
+        "the VMM outlived safe-run: {:?}",
+        pids_with_cmdline(&id)
+    );
+    let o = env.cmd().arg("gc").output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(
+        !sh(&["ip", "link", "show", &tap]).status.success(),
+        "{tap} is left after gc"
+    );
+    assert!(
+        !sh(&["nft", "list", "table", "inet", &format!("safe_run_{id}")])
+            .status
+            .success(),
+        "table safe_run_{id} is left after gc"
+    );
+    let ledger = std::fs::read_to_string(LEDGER).unwrap_or_default();
+    assert!(!ledger.contains(&id), "ledger still holds {id}: {ledger}");
+    assert!(
+        cgroups_of(&[id.clone()]).is_empty(),
+        "cgroups of {id} are left"
+    );
+}
