@@ -336,7 +336,7 @@ fn the_host_is_unreachable_from_the_guest_and_a_sigkilled_run_leaves_no_tap_afte
     let ledger = std::fs::read_to_string(LEDGER).unwrap_or_default();
     assert!(!ledger.contains(&id), "ledger still holds {id}: {ledger}");
     assert!(
-        cgroups_of(&[id.clone()]).is_empty(),
+        cgroups_of(std::slice::from_ref(&id)).is_empty(),
         "cgroups of {id} are left"
     );
 }
