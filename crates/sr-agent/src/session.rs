@@ -2,6 +2,11 @@
 //! asks for a shutdown. The same in the guest (vsock) and in the test mode (a Unix socket);
 //! only a guest (`pid1`) mounts the plan's tmpfs and sets its hostname and loopback.
 
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::time::TimeVal;
 use sr_runner::microvm::guest_setup::MAX_SETUP_LINE;
 use sr_runner::sandbox::agent::{self, spawn::ExecContext};
 
@@ -37,13 +42,31 @@ pub enum Outcome {
     Refused(AgentError),
 }
 
+/// How long a fresh connection may take to send its setup line.
+const SETUP_WAIT: Duration = Duration::from_secs(10);
+
+/// Sets `SO_RCVTIMEO` (zero: none); whether it took.
+fn set_receive_timeout(conn: &FdStream, limit: Duration) -> bool {
+    let tv = TimeVal::new(
+        i64::try_from(limit.as_secs()).unwrap_or(i64::MAX),
+        i64::from(limit.subsec_micros()),
+    );
+    setsockopt(conn, sockopt::ReceiveTimeout, &tv).is_ok()
+}
+
 /// Serves one connection.
 pub fn run(mut conn: FdStream, guest: &Guest) -> Outcome {
+    // A host that connects and never sends its setup line (one that gave up on the
+    // connection) must not hold the only listener: after SETUP_WAIT it counts as a probe.
+    let waited = set_receive_timeout(&conn, SETUP_WAIT);
     let line = match stream::read_line(&conn, MAX_SETUP_LINE) {
         Ok(line) => line,
         Err(LineError::Closed { bytes: 0 }) => return Outcome::Probe,
+        Err(LineError::Io(Errno::EAGAIN)) if waited => return Outcome::Probe,
         Err(e) => return refuse(&mut conn, AgentError::new("guest.setup", e.to_string())),
     };
+    // The protocol after it has no deadline of its own: the host ends it.
+    set_receive_timeout(&conn, Duration::ZERO);
     if let Some(e) = &guest.boot_failure {
         return refuse(&mut conn, e.clone());
     }

@@ -378,3 +378,22 @@ fn a_probe_connection_is_not_the_session() {
     let (code, err) = agent.finish();
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_connection_that_never_sends_its_setup_line_does_not_hold_the_agent() {
+    let mut agent = start();
+    // A host that connected and gave up without closing: the agent must not wait on it for
+    // ever. The next connection is served once the setup wait (10 s) has passed.
+    let path = agent._dir.path().join("agent.sock");
+    let silent = std::mem::replace(&mut agent.sock, UnixStream::connect(&path).unwrap());
+    let t = std::time::Instant::now();
+    let line = serde_json::to_vec(&setup(&agent.tmp.clone())).unwrap();
+    assert!(matches!(
+        agent.setup_line(&line),
+        GuestSetupReply::Ok { .. }
+    ));
+    assert!(t.elapsed() >= std::time::Duration::from_secs(9), "{:?}", t.elapsed());
+    drop(silent);
+    let (code, err) = agent.finish();
+    assert_eq!(code, 0, "{err}");
+}
