@@ -75,13 +75,45 @@ pub fn configure(net: &NetConfig) -> Result<(), AgentError> {
             ));
         }
     }
-    Ok(())
+    resolver(net)
+}
+
+/// The guest's resolver is its gateway: the run's own, on the host side of the TAP, which
+/// answers only for the names the policy allows. The root image's `/etc/resolv.conf` links to
+/// `/run/resolv.conf`, written here on a small tmpfs (the root is read-only).
+fn resolver(net: &NetConfig) -> Result<(), AgentError> {
+    use nix::mount::{MsFlags, mount};
+    mount(
+        Some("tmpfs"),
+        "/run",
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=64k"),
+    )
+    .map_err(|e| AgentError::sys(PHASE, "mounting a tmpfs on /run", e))?;
+    std::fs::write("/run/resolv.conf", resolv_conf(net))
+        .map_err(|e| AgentError::io(PHASE, "writing /run/resolv.conf", &e))
+}
+
+/// `/run/resolv.conf` for `net`.
+pub fn resolv_conf(net: &NetConfig) -> String {
+    format!("nameserver {}\n", net.gateway)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn the_resolver_is_the_gateway() {
+        let net = NetConfig {
+            address: Ipv4Addr::new(172, 16, 0, 2),
+            prefix: 30,
+            gateway: Ipv4Addr::new(172, 16, 0, 1),
+        };
+        assert_eq!(resolv_conf(&net), "nameserver 172.16.0.1\n");
+    }
 
     #[test]
     fn address_link_and_route_in_that_order() {

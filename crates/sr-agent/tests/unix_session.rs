@@ -392,7 +392,11 @@ fn a_connection_that_never_sends_its_setup_line_does_not_hold_the_agent() {
         agent.setup_line(&line),
         GuestSetupReply::Ok { .. }
     ));
-    assert!(t.elapsed() >= std::time::Duration::from_secs(9), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= std::time::Duration::from_secs(9),
+        "{:?}",
+        t.elapsed()
+    );
     drop(silent);
     let (code, err) = agent.finish();
     assert_eq!(code, 0, "{err}");

@@ -343,6 +343,9 @@ fn rootfs_tree(ctx: &mut Ctx<'_>, tree: &Path, agent: &[u8]) -> Result<(), Artif
         fs::write(&p, content).map_err(io_err(step, &p))?;
         set_mode(step, &p, mode)?;
     }
+    // The root is read-only: the agent writes the run's resolver into its /run tmpfs.
+    let resolv = etc.join("resolv.conf");
+    symlink(rootfs::RESOLV_CONF_TARGET, &resolv).map_err(io_err(step, &resolv))?;
     if ctx.opts.profile == Profile::Debian {
         ctx.say("checking python3 in the tree (chroot)");
         let out = ctx.run_text(

@@ -37,6 +37,10 @@ pub fn etc_files() -> Vec<(&'static str, u32, String)> {
     ]
 }
 
+/// Where `/etc/resolv.conf` points: a file the guest agent writes on its `/run` tmpfs when the
+/// guest has a network (`nameserver <gateway>`, the run's resolver).
+pub const RESOLV_CONF_TARGET: &str = "/run/resolv.conf";
+
 /// The empty directories of every rootfs, with their modes and owners.
 pub fn empty_dirs() -> Vec<(String, u32, u32)> {
     vec![

@@ -89,13 +89,14 @@ fn can_run(test: &str) -> Option<String> {
 }
 
 /// The guest's script: the allowed host's echo, the blocked one's, and a name the policy does
-/// not list, asked of the run's resolver (the gateway `sr.net` gave the guest).
+/// not list, asked of the resolver /etc/resolv.conf names (the run's, on the gateway).
 const GUEST: &str = r#"
 out=$(echo ping | nc -w 3 "$1" 7); echo "allowed=$out rc=$?"
 out=$(echo ping | nc -w 3 "$2" 7); echo "blocked=$out rc=$?"
 gw=$(sed -n 's/.*sr\.net=[^,]*,\([0-9.]*\).*/\1/p' /proc/cmdline)
 echo "gateway=$gw"
-nslookup blocked.test "$gw" >/dev/null 2>&1; echo "dns rc=$?"
+echo "resolv=$(cat /etc/resolv.conf)"
+nslookup blocked.test >/dev/null 2>&1; echo "dns rc=$?"
 "#;
 
 fn rule<'a>(audit: &'a Value, id: &str) -> &'a Value {
@@ -182,6 +183,11 @@ fn a_microvm_reaches_only_the_allowed_host_through_its_tap() {
     assert!(
         stdout.contains(&format!("gateway={}", gateway.as_str().unwrap())),
         "{stdout} {report:#}"
+    );
+    // The guest's resolver is the run's, on the gateway: /etc/resolv.conf says so.
+    assert!(
+        stdout.contains(&format!("resolv=nameserver {}", gateway.as_str().unwrap())),
+        "{stdout}"
     );
 
     let audit = &report["networkAudit"];
