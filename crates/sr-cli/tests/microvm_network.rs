@@ -99,6 +99,23 @@ echo "resolv=$(cat /etc/resolv.conf)"
 nslookup blocked.test >/dev/null 2>&1; echo "dns rc=$?"
 "#;
 
+/// An environment whose operator config boots the test artifacts with `vhost` and sends the
+/// run's resolver upstream to a loopback port where nothing answers (no real DNS).
+fn net_env(vhost: &str) -> Env {
+    let env = Env::new();
+    let dir = artifacts();
+    env.configure(json!({
+        "network": {"upstreamDns": "127.0.0.1:9"},
+        "microvm": {
+            "vhostDeviceVsockBin": vhost,
+            "kernel": format!("{dir}/vmlinuz"),
+            "initramfs": format!("{dir}/initramfs.img"),
+            "rootfs": format!("{dir}/rootfs.ext4"),
+        },
+    }));
+    env
+}
+
 fn rule<'a>(audit: &'a Value, id: &str) -> &'a Value {
     audit["rules"]
         .as_array()
@@ -126,17 +143,7 @@ fn a_microvm_reaches_only_the_allowed_host_through_its_tap() {
     };
     let hosts = TestHosts::new("v", 140 + (std::process::id() % 12) * 4);
     let (a, b) = (hosts.allowed.to_string(), hosts.blocked.to_string());
-    let env = Env::new();
-    let dir = artifacts();
-    env.configure(json!({
-        "network": {"upstreamDns": "127.0.0.1:9"},
-        "microvm": {
-            "vhostDeviceVsockBin": vhost,
-            "kernel": format!("{dir}/vmlinuz"),
-            "initramfs": format!("{dir}/initramfs.img"),
-            "rootfs": format!("{dir}/rootfs.ext4"),
-        },
-    }));
+    let env = net_env(&vhost);
     let p = env.policy(
         "vmnet",
         &json!({
@@ -252,17 +259,7 @@ fn the_host_is_unreachable_from_the_guest_and_a_sigkilled_run_leaves_no_tap_afte
     let port = listener.local_addr().unwrap().port().to_string();
     let hosts = TestHosts::new("k", 188 + (std::process::id() % 12) * 4);
     let a = hosts.allowed.to_string();
-    let env = Env::new();
-    let dir = artifacts();
-    env.configure(json!({
-        "network": {"upstreamDns": "127.0.0.1:9"},
-        "microvm": {
-            "vhostDeviceVsockBin": vhost,
-            "kernel": format!("{dir}/vmlinuz"),
-            "initramfs": format!("{dir}/initramfs.img"),
-            "rootfs": format!("{dir}/rootfs.ext4"),
-        },
-    }));
+    let env = net_env(&vhost);
     let p = env.policy(
         "vmkill",
         &json!({

@@ -79,6 +79,14 @@ pub fn version_line(bin: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Whether `name` is one plain file name (no directory, no `..`): how plans name a VMM's files
+/// inside its own directory or jail.
+pub fn plain_name(name: &str) -> bool {
+    let p = Path::new(name);
+    p.components().count() == 1
+        && matches!(p.components().next(), Some(std::path::Component::Normal(_)))
+}
+
 /// Hex of `n` random bytes from the host's pool.
 pub fn random_hex(n: usize) -> std::io::Result<String> {
     let mut buf = vec![0u8; n];
@@ -104,6 +112,14 @@ mod tests {
         assert!(check_pinned(&check(None), "sha256:aa").is_ok());
         assert!(check_pinned(&check(Some("sha256:aa")), "sha256:aa").is_ok());
         assert!(check_pinned(&check(Some("sha256:aa")), "sha256:bb").is_err());
+    }
+
+    #[test]
+    fn only_a_single_normal_component_is_a_plain_name() {
+        assert!(plain_name("vsock.sock"));
+        for bad in ["", ".", "..", "/vsock.sock", "a/b", "../x"] {
+            assert!(!plain_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -29,7 +29,9 @@ use super::accel;
 use super::confine::Confinement;
 use super::facts::{VmFacts, VmmConfinement};
 use super::guest_setup::{self, GuestSetup};
-use super::host::{check_pinned, console_tail, failed, random_hex, sha256_of, version_line};
+use super::host::{
+    check_pinned, console_tail, failed, plain_name, random_hex, sha256_of, version_line,
+};
 use super::hybrid_vsock;
 use crate::cgroup::{self, RunCgroup};
 use crate::life::backend::{Backend, Killer, StartContext};
@@ -395,12 +397,7 @@ impl Backend for QemuVm {
         };
         self.vm_dir = cx.run_dir.join("vm");
         self.timeout_ms = cx.bundle.process.timeout_ms;
-        let in_vm_dir = |name: &str| {
-            let p = Path::new(name);
-            p.components().count() == 1
-                && matches!(p.components().next(), Some(std::path::Component::Normal(_)))
-        };
-        if !in_vm_dir(&plan.vsock_socket) || !in_vm_dir(&plan.console_log) {
+        if !plain_name(&plan.vsock_socket) || !plain_name(&plan.console_log) {
             return Err(failed(
                 "launch.vmm",
                 format!(

@@ -32,7 +32,9 @@ use sr_common::{Diagnostic, ErrorCode};
 use self::jailer::{CgroupVersion, JailLayout};
 use super::facts::{VmFacts, VmmConfinement};
 use super::guest_setup::{self, GuestSetup};
-use super::host::{check_pinned, console_tail, failed, random_hex, sha256_file, version_line};
+use super::host::{
+    check_pinned, console_tail, failed, plain_name, random_hex, sha256_file, version_line,
+};
 use super::hybrid_vsock;
 use crate::cgroup::Layout;
 use crate::life::backend::{Backend, Killer, StartContext};
@@ -73,12 +75,6 @@ fn substitute(plan: &FirecrackerPlan, run_id: &str) -> Result<FirecrackerPlan, S
         jailer_args: plan.jailer_args.iter().map(|a| sub(a)).collect(),
         ..plan.clone()
     })
-}
-
-fn plain_name(name: &str) -> bool {
-    let p = Path::new(name);
-    p.components().count() == 1
-        && matches!(p.components().next(), Some(std::path::Component::Normal(_)))
 }
 
 /// A Firecracker microVM.
