@@ -532,7 +532,10 @@ impl<S: EventSink + 'static> Sandbox<S> {
             pids_seen = h.join().unwrap_or(0);
         }
         self.sync_mounts(&mut cleanup);
+        let t_stop = Instant::now();
         self.backend.stop(&mut cleanup);
+        self.phases
+            .insert("cleanup.processes".into(), ms(t_stop.elapsed()));
         if let Some(conn) = self.conn.take() {
             conn.close();
         }
@@ -607,7 +610,10 @@ impl<S: EventSink + 'static> Sandbox<S> {
             None => (StreamFacts::default(), StreamFacts::default(), Vec::new()),
         };
         if let Some(cg) = &self.cgroup {
+            let t_cgroup = Instant::now();
             let (removed, errors) = cg.remove(&fs);
+            self.phases
+                .insert("cleanup.cgroup".into(), ms(t_cgroup.elapsed()));
             cleanup
                 .removed
                 .extend(removed.iter().map(|p| format!("cgroup:{}", p.display())));

@@ -38,6 +38,7 @@ use crate::life::backend::{Backend, Killer, StartContext};
 use crate::network_facts::Boundary;
 use crate::network_hook::AttachedNetwork;
 use crate::outcome::{CleanupReport, EnforcementFacts, RunStatus};
+use crate::sandbox::reap::NsProcess;
 
 /// How long a guest may take from QEMU's start to the agent's answer (software emulation
 /// boots in about 3 s here; a loaded CI machine needs more).
@@ -74,8 +75,8 @@ fn children_of(pid: u32) -> Vec<u32> {
 impl Procs {
     /// Kills the VMM processes: each inner VMM first, so that its `unshare` reaps it and exits
     /// (killed first, `unshare` would leave the VMM to us, the subreaper, as a zombie), then
-    /// the outer process. Returns the inner pids, to reap if the outer one died first.
-    fn kill(&mut self) -> Vec<u32> {
+    /// the outer process. Returns the inner processes, to reap if the outer one died first.
+    fn kill(&mut self) -> Vec<NsProcess> {
         self.stopped = true;
         let mut inner = Vec::new();
         for c in [self.qemu.as_mut(), self.vhost.as_mut()]
@@ -85,13 +86,9 @@ impl Procs {
             // A child of a live (unreaped) Child: its pid cannot have been recycled.
             if let Ok(None) = c.try_wait() {
                 for pid in children_of(c.id()) {
-                    if let Ok(raw) = i32::try_from(pid) {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(raw),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                        inner.push(pid);
-                    }
+                    let vmm = NsProcess::open(pid);
+                    vmm.kill();
+                    inner.push(vmm);
                 }
             }
             // std's Child never signals a reaped pid, so this cannot hit a recycled one.
@@ -606,12 +603,15 @@ impl Backend for QemuVm {
                 }
             }
         }
-        for pid in inner {
-            if let Err(stuck) = crate::sandbox::reap::reap_pid(pid, Duration::from_secs(5)) {
+        for vmm in inner {
+            if let Err(stuck) = vmm.reap(Duration::from_secs(5)) {
                 cleanup.errors.push(Diagnostic::new(
                     ErrorCode::RunLaunch,
                     "cleanup.vmm",
-                    format!("the VMM (host pid {pid}) did not end within 5 s: {stuck}"),
+                    format!(
+                        "the VMM (host pid {}) did not end within 5 s: {stuck}",
+                        vmm.pid()
+                    ),
                     "it is in the run's cgroup, which cleanup kills; see docs/microvm.md",
                 ));
             }

@@ -82,7 +82,7 @@ pub struct ProcessSandbox {
     child: Arc<Mutex<Option<Child>>>,
     bootstrap: Option<BufReader<UnixStream>>,
     writer: Option<UnixStream>,
-    pid1: Option<u32>,
+    pid1: Option<super::reap::NsProcess>,
     deadline: Instant,
     timeout_ms: u64,
 }
@@ -348,7 +348,7 @@ impl Backend for ProcessSandbox {
                 ));
             }
         };
-        self.pid1 = Some(pid1);
+        self.pid1 = Some(super::reap::NsProcess::open(pid1));
         let reader = self
             .bootstrap
             .take()
@@ -389,17 +389,23 @@ impl Backend for ProcessSandbox {
         let Some(mut child) = child else {
             return;
         };
-        // SIGKILL the init: pid 1 dies by PDEATHSIG and the kernel kills the whole pid
-        // namespace.
+        // SIGKILL pid 1 (the kernel kills its whole pid namespace) and the init at once, so
+        // that both teardowns overlap.
+        if let Some(pid1) = &self.pid1 {
+            pid1.kill();
+        }
         let _ = child.kill();
         let _ = child.wait();
         // pid 1, if the init died before reaping it, is ours now (we are its subreaper).
-        if let Some(pid1) = self.pid1 {
-            if let Err(stuck) = super::reap::reap_pid(pid1, Duration::from_secs(5)) {
+        if let Some(pid1) = &self.pid1 {
+            if let Err(stuck) = pid1.reap(Duration::from_secs(5)) {
                 cleanup.errors.push(Diagnostic::new(
                     ErrorCode::RunLaunch,
                     "cleanup.processes",
-                    format!("the sandbox's pid 1 (host pid {pid1}) did not end within 5 s of the init: {stuck}"),
+                    format!(
+                        "the sandbox's pid 1 (host pid {}) did not end within 5 s of the init: {stuck}",
+                        pid1.pid()
+                    ),
                     "it is in the run's cgroup, which cleanup kills; see docs/run.md",
                 ));
             }

@@ -1,24 +1,23 @@
 //! Reaping the sandbox's pid 1 when the init dies before it could.
 //!
 //! The tree is runner -> init (`safe-run __init`, the runner's child) -> the sandbox's pid 1
-//! (a fork of the init, in the run's pid namespace, so also named `safe-run`) -> the workload.
-//! Cleanup SIGKILLs the init; when it dies before it has reaped pid 1 (on a normal end pid 1
-//! is still exiting after it reported), pid 1 is re-parented and, once its PDEATHSIG kills it,
-//! stays a zombie under whoever adopts it: the host's pid 1, which in a container often never
-//! reaps (issue 14 item 6). So the runner makes itself a child subreaper
-//! (`PR_SET_CHILD_SUBREAPER`, [`become_subreaper`]) before it spawns the init: the orphan
-//! comes to the runner, and cleanup reaps it.
+//! (a fork of the init, in the run's pid namespace) -> the workload. Cleanup SIGKILLs the
+//! init; when it dies before it has reaped pid 1 (on a normal end pid 1 is still exiting after
+//! it reported), pid 1 is re-parented and stays a zombie under whoever adopts it: the host's
+//! pid 1, which in a container often never reaps (issue 14 item 6). So the runner makes itself
+//! a child subreaper (`PR_SET_CHILD_SUBREAPER`, [`become_subreaper`]) before it spawns the
+//! init: the orphan comes to the runner, and cleanup reaps it.
 //!
-//! The init reports pid 1's host pid (`Forked`), so cleanup waits for that one pid
-//! ([`reap_pid`]), not for every child: another sandbox's init, alive in the same process, is
-//! never touched. Before each wait the pid is checked to be in a deeper pid namespace than the
-//! runner's, so a pid the init already reaped and the kernel gave to one of the runner's own
-//! children (another init, an `ip`, an `nft`) is never waited for.
+//! pid 1 is held by a pidfd ([`NsProcess`]) from the moment the init reports it (`Forked`), while
+//! it is certainly alive and the init's child: every later signal and wait names that process
+//! and no other, even if its pid is reused (by another sandbox's init, an `ip`, an `nft` of
+//! this same process), and cleanup sleeps in `poll` until it has exited instead of polling.
 
-use std::time::{Duration, Instant};
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
 
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::Pid;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use rustix::process::{PidfdFlags, Signal, WaitIdOptions, pidfd_open, pidfd_send_signal, waitid};
 
 /// Makes this process the reaper of its descendants' orphans; false when the kernel refuses.
 pub fn become_subreaper() -> bool {
@@ -41,29 +40,64 @@ fn depth(pid: &str) -> Option<usize> {
         .and_then(nspid_depth)
 }
 
-/// Waits, at most `bound`, for the sandbox process `pid` (dying: PDEATHSIG) if it became this
-/// process's child. Ok when it was reaped or is not ours to reap; Err when it still runs.
-pub fn reap_pid(pid: u32, bound: Duration) -> Result<(), String> {
-    let Ok(raw) = i32::try_from(pid) else {
-        return Ok(());
-    };
-    let Some(my_depth) = depth("self") else {
-        return Ok(());
-    };
-    let end = Instant::now() + bound;
-    loop {
-        if depth(&pid.to_string()).is_none_or(|d| d <= my_depth) {
+/// A process of a deeper pid namespace than ours (a sandbox's pid 1, a VMM under `unshare`),
+/// by pidfd.
+#[derive(Debug)]
+pub struct NsProcess {
+    pid: u32,
+    fd: Option<OwnedFd>,
+}
+
+impl NsProcess {
+    /// Opens `pid` (a host pid, e.g. the one the init reported). No fd when it is already gone
+    /// (then its parent reaped it: there is nothing of ours to wait for) or when it is not in
+    /// a deeper pid namespace than this process (then it is never touched).
+    pub fn open(pid: u32) -> Self {
+        let fd = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
+            .filter(|_| match (depth(&pid.to_string()), depth("self")) {
+                (Some(theirs), Some(ours)) => theirs > ours,
+                _ => false,
+            });
+        NsProcess { pid, fd }
+    }
+
+    /// Its host pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// SIGKILLs it, which kills its whole pid namespace (a no-op once it has exited).
+    pub fn kill(&self) {
+        if let Some(fd) = &self.fd {
+            let _ = pidfd_send_signal(fd, Signal::KILL);
+        }
+    }
+
+    /// Waits, at most `bound`, for it to exit, then reaps it if it became this process's
+    /// child. Ok when it was reaped or is not ours to reap; Err when it still runs.
+    pub fn reap(&self, bound: Duration) -> Result<(), String> {
+        let Some(fd) = &self.fd else {
             return Ok(());
+        };
+        let timeout = PollTimeout::try_from(bound).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        loop {
+            match poll(&mut fds, timeout) {
+                Ok(0) => return Err("still running".into()),
+                Ok(_) => break,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(format!("waiting for it: {e}")),
+            }
         }
-        match waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => {}
-            // Reaped, or not (or no longer) our child.
-            Ok(_) | Err(_) => return Ok(()),
-        }
-        if Instant::now() >= end {
-            return Err("still running".into());
-        }
-        std::thread::sleep(Duration::from_millis(2));
+        // ECHILD: the init reaped it first, or it is not our child.
+        let _ = waitid(
+            rustix::process::WaitId::PidFd(fd.as_fd()),
+            WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+        );
+        Ok(())
     }
 }
 
@@ -79,13 +113,16 @@ mod tests {
     }
 
     #[test]
-    fn a_process_of_our_own_namespace_is_never_waited_for() {
+    fn a_process_of_our_own_namespace_is_never_touched() {
         let mut child = std::process::Command::new("/bin/sleep")
             .arg("5")
             .spawn()
             .unwrap();
-        assert_eq!(reap_pid(child.id(), Duration::from_millis(50)), Ok(()));
-        // Still ours to wait for: reap_pid did not steal its status.
+        let pid1 = NsProcess::open(child.id());
+        pid1.kill();
+        assert_eq!(pid1.reap(Duration::from_millis(50)), Ok(()));
+        // Neither killed nor reaped: still running, and still ours to wait for.
+        assert_eq!(child.try_wait().unwrap(), None);
         child.kill().unwrap();
         assert!(child.wait().is_ok());
     }
