@@ -18,7 +18,9 @@ cd "$repo"
 cargo build --release --locked -p sr-cli
 bin_dir=${SAFE_RUN_BIN_DIR:-/usr/local/bin}
 install -D -m 0755 target/release/safe-run "$bin_dir/safe-run"
-echo "== installed $bin_dir/safe-run" >&2
+# The sandbox init, beside safe-run (without it safe-run re-executes itself, slower).
+install -D -m 0755 target/release/safe-run-init "$bin_dir/safe-run-init"
+echo "== installed $bin_dir/safe-run and $bin_dir/safe-run-init" >&2
 bin="$bin_dir/safe-run"
 
 # A microVM policy boots a guest: build its agent and artifacts once (docs/microvm.md).

@@ -172,3 +172,53 @@ fn workload_starts_with_default_signal_dispositions() {
         err(&o)
     );
 }
+
+/// The children of host process `pid`, from every one of its threads (the spawner thread
+/// forks the init).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+    {
+        let path = task.unwrap().path().join("children");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    out
+}
+
+#[test]
+fn the_small_init_binary_beside_safe_run_is_the_init() {
+    if !require_root("the_small_init_binary_beside_safe_run_is_the_init") {
+        return;
+    }
+    let init = std::path::Path::new(bin()).with_file_name("safe-run-init");
+    assert!(
+        init.is_file(),
+        "cargo builds {} with safe-run",
+        init.display()
+    );
+    let env = Env::new();
+    let p = env.policy("init", &sh("sleep 30"));
+    let mut child = env
+        .run_cmd(&p)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut exe = None;
+    assert!(wait_for(20, || {
+        exe = children(child.id())
+            .into_iter()
+            .find_map(|c| std::fs::read_link(format!("/proc/{c}/exe")).ok());
+        exe.is_some()
+    }));
+    signal(child.id(), "TERM");
+    let _ = child.wait();
+    assert_eq!(exe.unwrap(), init.canonicalize().unwrap());
+}

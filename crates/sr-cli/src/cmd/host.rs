@@ -17,13 +17,7 @@ pub fn startup(what: &str, message: String, hint: &str) -> Diagnostic {
 /// The checked host a daemon runs on, its leftovers recovered.
 pub fn prepare() -> Result<Host, Diagnostic> {
     let config = OperatorConfig::load()?;
-    let init_exe = std::env::current_exe().map_err(|e| {
-        startup(
-            "preflight.init",
-            format!("cannot locate the safe-run binary: {e}"),
-            "run safe-run from a path that exists",
-        )
-    })?;
+    let init_exe = super::init::init_exe()?;
     let base = PathBuf::from(&config.run_dir);
     let probes = RealProbes::of_host(init_exe.clone(), base.clone());
     let needs = Needs {

@@ -223,17 +223,9 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
     clock.lap("cli.policy");
     // Preflight: nothing is created before every host precondition holds.
     let base = PathBuf::from(&config.run_dir);
-    let init_exe = match std::env::current_exe() {
+    let init_exe = match super::init::init_exe() {
         Ok(p) => p,
-        Err(e) => {
-            let d = Diagnostic::new(
-                ErrorCode::RunPreflight,
-                "preflight.init",
-                format!("cannot locate the safe-run binary: {e}"),
-                "run safe-run from a path that exists",
-            );
-            return fail_with(result, format, &[d]);
-        }
+        Err(d) => return fail_with(result, format, &[d]),
     };
     let probes = RealProbes::of_host(init_exe.clone(), base.clone());
     let landlock = bundle.backend.sandbox().map(|s| &s.landlock);
@@ -353,11 +345,12 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
         errors: evidence_errors,
     } = recording.finish(&outcome, sink, signer.as_ref());
     result.report_path = report_path.clone();
+    clock.lap("cli.report");
     if report_path.is_some() {
         // The report is synced: index it and append its leaf (a failure only warns).
         super::report::archive_finished_run(&run_dir, signer.as_ref(), args.quiet);
     }
-    clock.lap("cli.finish");
+    clock.lap("cli.archive");
     if format == Format::Text {
         summarize(args, &outcome, report_path.as_deref(), &clock);
     }
@@ -453,6 +446,11 @@ fn summarize(args: &RunArgs, o: &RunOutcome, report: Option<&Path>, clock: &Phas
         }
         for (phase, ms) in &o.timings.phases_ms {
             let _ = writeln!(err, "safe-run: timing {phase:<15} {ms:>9.3} ms");
+        }
+        // The runner's own peak (the init and the workload are separate processes).
+        if let Ok(usage) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        {
+            let _ = writeln!(err, "safe-run: peak RSS      {:>9} KiB", usage.max_rss());
         }
     }
 }
