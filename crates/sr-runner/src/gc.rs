@@ -7,7 +7,8 @@
 //! evidence (which it never deletes). Mounts need no gc: they lived in the sandbox's private
 //! mount namespace, which died with its last process.
 //!
-//! `safe-run run` calls [`collect`] before every run, `safe-run gc` on demand.
+//! `safe-run run` calls [`collect`] before every run (the quick pass: only the runs listed as
+//! unfinished, see [`rundir::UNFINISHED_DIR`]), `safe-run gc` on demand (every run dir).
 
 use std::path::{Path, PathBuf};
 
@@ -57,21 +58,27 @@ pub fn collect(
     net: &dyn LeftoverCleaner,
     thorough: bool,
 ) -> Vec<Recovered> {
-    let Ok(entries) = std::fs::read_dir(base) else {
-        return Vec::new();
+    let mut ids = if thorough {
+        run_dirs(base)
+    } else {
+        unfinished_runs(base)
     };
-    let mut ids: Vec<(String, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            rundir::is_run_id(&name).then(|| (name, e.path()))
-        })
-        .collect();
     ids.sort();
     let mut out = Vec::new();
     for (run_id, dir) in ids {
+        let marker = rundir::unfinished_marker(base, &run_id);
+        // Staging first: a run dir being created is renamed from it into place.
+        let staging = base.join(format!(".{run_id}.new"));
+        if rundir::is_locked(&staging) || rundir::is_locked(&dir) {
+            continue;
+        }
+        if !dir.is_dir() {
+            let _ = std::fs::remove_file(&marker);
+            continue;
+        }
         let finished = dir.join("run_report.json").exists();
-        if (finished && !thorough) || dir.join(RECOVERED_FILE).exists() || rundir::is_locked(&dir) {
+        if (finished && !thorough) || dir.join(RECOVERED_FILE).exists() {
+            let _ = std::fs::remove_file(&marker);
             continue;
         }
         let mut removed = Vec::new();
@@ -90,6 +97,7 @@ pub fn collect(
             removed.push("root mount point".into());
         }
         if finished && removed.is_empty() && errors.is_empty() {
+            let _ = std::fs::remove_file(&marker);
             continue;
         }
         let rec = Recovered {
@@ -103,9 +111,38 @@ pub fn collect(
                 let _ = std::fs::write(dir.join(RECOVERED_FILE), text);
             }
         }
+        let _ = std::fs::remove_file(&marker);
         out.push(rec);
     }
     out
+}
+
+/// Every run dir under `base`.
+fn run_dirs(base: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            rundir::is_run_id(&name).then(|| (name, e.path()))
+        })
+        .collect()
+}
+
+/// The runs under `base` that have an unfinished marker.
+fn unfinished_runs(base: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(base.join(rundir::UNFINISHED_DIR)) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            rundir::is_run_id(&name).then(|| (name.clone(), base.join(name)))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -174,11 +211,42 @@ mod tests {
                 .exists()
         );
         assert_eq!(*net.0.borrow(), vec![dead.clone()]);
+        // Only the live run is still listed as unfinished.
+        let listed: Vec<String> = std::fs::read_dir(base.join(rundir::UNFINISHED_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(listed, vec![live.run_id.clone()]);
         // A second pass has nothing to do; a thorough one looks at the finished run too.
         assert!(collect(&base, Some(&layout), &HostFs, &net, false).is_empty());
         let thorough = collect(&base, Some(&layout), &HostFs, &net, true);
         assert_eq!(thorough.len(), 1);
         assert_eq!(thorough[0].run_id, finished_id);
         assert!(!base.join(&finished_id).join(RECOVERED_FILE).exists());
+    }
+
+    #[test]
+    fn the_quick_pass_sees_only_runs_listed_as_unfinished() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("runs");
+        let cg_root = tmp.path().join("cgroup");
+        let layout = Layout::V2 {
+            root: cg_root.clone(),
+        };
+        let dead = dead_run(&base, &cg_root);
+        // Its report written, a run is no longer listed, even if it died afterwards.
+        let done = RunDir::create(&base).unwrap();
+        std::fs::write(done.path.join("run_report.json"), "{}").unwrap();
+        done.mark_finished();
+        drop(done);
+        std::fs::remove_file(rundir::unfinished_marker(&base, &dead)).unwrap();
+        // A marker whose run dir never appeared (a crash in between) is dropped.
+        std::fs::write(rundir::unfinished_marker(&base, "0123456789ab"), "").unwrap();
+        let net = Net(Default::default());
+        assert!(collect(&base, Some(&layout), &HostFs, &net, false).is_empty());
+        assert!(!rundir::unfinished_marker(&base, "0123456789ab").exists());
+        // The thorough pass still finds the unlisted dead run.
+        let got = collect(&base, Some(&layout), &HostFs, &net, true);
+        assert!(got.iter().any(|r| r.run_id == dead), "{got:?}");
     }
 }

@@ -200,7 +200,10 @@ impl Recording {
                     activity,
                 };
                 match report::write_signed_report(outcome, ctx, signer) {
-                    Ok(p) => Some(p),
+                    Ok(p) => {
+                        self.dir.mark_finished();
+                        Some(p)
+                    }
                     Err(d) => {
                         errors.push(d);
                         None

@@ -103,11 +103,12 @@ impl Env {
         c.output().unwrap()
     }
 
-    /// Run dirs created so far.
+    /// Run dirs created so far (not the hidden `.unfinished` index).
     pub fn run_dirs(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(&self.base)
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
                     .map(|e| e.path())
                     .filter(|p| p.is_dir())
                     .collect()
