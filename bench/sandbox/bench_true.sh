@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start-to-exit of /bin/true: bare exec, bubblewrap, and `safe-run run` (release build), side by
-# side in one hyperfine run. Needs root (safe-run run), bwrap and hyperfine.
+# side in one hyperfine run. Needs root (safe-run run), bwrap, hyperfine and GNU time (peak RSS).
 #
 #   bench/sandbox/bench_true.sh            # 100 runs each, 10 warm-up
 #   RUNS=30 bench/sandbox/bench_true.sh
@@ -41,4 +41,7 @@ for k in ("bare", "bwrap", "safe-run"):
     print(f"{k:9s} median {med[k]:7.2f} ms")
 print(f"safe-run / bwrap = {med['safe-run'] / med['bwrap']:.2f}x; safe-run / bare = {med['safe-run'] / med['bare']:.2f}x")
 PY
+# Peak RSS of the safe-run process itself (GNU time's %M, KiB), median of 11 runs.
+for _ in $(seq 1 11); do /usr/bin/time -f %M $SR 2>&1 >/dev/null | tail -n 1; done | sort -n |
+  awk '{v[NR] = $1} END {printf "safe-run peak RSS median %.1f MiB\n", v[int((NR + 1) / 2)] / 1024}'
 echo "run dirs left in $SAFE_RUN_WORKDIR_BASE (evidence of every benchmark run)"
