@@ -20,6 +20,16 @@ pub struct DurationSpec {
 
 const UNITS: [(&str, u64); 4] = [("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000)];
 
+/// The most digits a duration may have. The schema's pattern says the same (`{1,15}`), so that
+/// `parse` accepts exactly the strings `safe-run schema` does: a policy checked by another
+/// JSON Schema validator must not be judged differently, and the policy crate's fast path
+/// relies on serde being at least as strict as the schema. 15 digits is plenty: a longer
+/// number is zero-padded or at least 10^15 ms, over 30,000 years.
+pub(crate) const MAX_DIGITS: usize = 15;
+// The `UnitError` reason is a `&'static str`: keep its number in step with `MAX_DIGITS`.
+const TOO_MANY_DIGITS: &str = "at most 15 digits";
+const _: () = assert!(MAX_DIGITS == 15, "update TOO_MANY_DIGITS");
+
 impl DurationSpec {
     /// A duration of `millis` milliseconds.
     pub const fn from_millis(millis: u64) -> Self {
@@ -43,7 +53,8 @@ impl DurationSpec {
         Duration::from_millis(self.millis)
     }
 
-    /// Parses `"<digits><unit>"` with unit one of ms, s, m, h.
+    /// Parses `"<digits><unit>"` with at most 15 digits and unit one of ms, s, m, h: exactly
+    /// the strings of the schema's pattern (`^[0-9]{1,15}(ms|s|m|h)$`) whose value fits.
     pub fn parse(text: &str) -> Result<Self, UnitError> {
         const KIND: &str = "duration";
         let digits_end = text
@@ -63,6 +74,9 @@ impl DurationSpec {
                 text,
                 "a unit is required: ms, s, m or h",
             ));
+        }
+        if digits.len() > MAX_DIGITS {
+            return Err(UnitError::invalid(KIND, text, TOO_MANY_DIGITS));
         }
         let number: u64 = digits
             .parse()
@@ -119,7 +133,7 @@ impl JsonSchema for DurationSpec {
         json_schema!({
             "description": "A duration: digits followed by ms, s, m or h, e.g. \"30s\".",
             "type": "string",
-            "pattern": "^[0-9]{1,15}(ms|s|m|h)$"
+            "pattern": format!("^[0-9]{{1,{MAX_DIGITS}}}(ms|s|m|h)$")
         })
     }
 }
@@ -149,6 +163,9 @@ mod tests {
             "30 s",
             "30sec",
             "999999999999999h",
+            // More digits than the schema's pattern allows, even where the value would fit.
+            "9007199254740991ms",
+            "0000000000000001s",
         ] {
             assert!(
                 DurationSpec::parse(bad).is_err(),
@@ -157,11 +174,46 @@ mod tests {
         }
     }
 
+    #[test]
+    fn digits_are_limited_like_the_schema_pattern() {
+        assert_eq!(
+            DurationSpec::parse("000000000000001s").unwrap().as_millis(),
+            1_000
+        );
+        assert_eq!(
+            DurationSpec::parse("900719925474099ms")
+                .unwrap()
+                .as_millis(),
+            900_719_925_474_099
+        );
+        let err = DurationSpec::parse("9007199254740991ms").unwrap_err();
+        assert!(err.to_string().contains("at most 15 digits"), "{err}");
+        let schema = DurationSpec::json_schema(&mut SchemaGenerator::default());
+        assert_eq!(
+            schema.get("pattern").and_then(|p| p.as_str()),
+            Some("^[0-9]{1,15}(ms|s|m|h)$")
+        );
+    }
+
     proptest! {
+        // Up to 10^15 ms, every duration has a spelling of at most 15 digits (its count of
+        // ms). Above, only whole seconds (or minutes, hours) do, and those are what `parse`
+        // produces: see `parsed_durations_round_trip`.
         #[test]
-        fn display_round_trips(ms in 0u64..MAX_EXACT_JSON_INT) {
+        fn display_round_trips(ms in 0u64..10u64.pow(MAX_DIGITS as u32)) {
             let d = DurationSpec::from_millis(ms);
             prop_assert_eq!(DurationSpec::parse(&d.to_string()).unwrap(), d);
+        }
+
+        #[test]
+        fn parsed_durations_round_trip(
+            n in 0u64..10u64.pow(MAX_DIGITS as u32),
+            unit in prop::sample::select(UNITS.to_vec()),
+        ) {
+            let text = format!("{n}{}", unit.0);
+            if let Ok(d) = DurationSpec::parse(&text) {
+                prop_assert_eq!(DurationSpec::parse(&d.to_string()).unwrap(), d);
+            }
         }
     }
 }

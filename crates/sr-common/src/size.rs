@@ -18,6 +18,14 @@ pub struct ByteSize(pub u64);
 /// The largest size accepted: 2^53 - 1, so every size survives a JSON round trip exactly.
 pub(crate) const MAX_EXACT_JSON_INT: u64 = (1 << 53) - 1;
 
+/// The most digits a size may have. The schema's pattern says the same (`{1,16}`), so that
+/// `parse` accepts exactly the strings `safe-run schema` does (see the duration's
+/// `MAX_DIGITS`). 16 digits hold every size up to the 2^53 - 1 limit.
+pub(crate) const MAX_DIGITS: usize = 16;
+// The `UnitError` reason is a `&'static str`: keep its number in step with `MAX_DIGITS`.
+const TOO_MANY_DIGITS: &str = "at most 16 digits";
+const _: () = assert!(MAX_DIGITS == 16, "update TOO_MANY_DIGITS");
+
 const UNITS: [(&str, u64); 8] = [
     ("Ki", 1 << 10),
     ("Mi", 1 << 20),
@@ -40,7 +48,9 @@ impl ByteSize {
         ByteSize(n << 20)
     }
 
-    /// Parses `"<digits>[unit]"`, rejecting signs, fractions, spaces and overflow.
+    /// Parses `"<digits>[unit]"` with at most 16 digits, rejecting signs, fractions, spaces and
+    /// overflow: exactly the strings of the schema's pattern
+    /// (`^[0-9]{1,16}(Ki|Mi|Gi|Ti|K|M|G|T)?$`) whose value fits.
     pub fn parse(text: &str) -> Result<Self, UnitError> {
         const KIND: &str = "byte size";
         let digits_end = text
@@ -53,6 +63,9 @@ impl ByteSize {
                 text,
                 "expected digits such as 256Mi",
             ));
+        }
+        if digits.len() > MAX_DIGITS {
+            return Err(UnitError::invalid(KIND, text, TOO_MANY_DIGITS));
         }
         let number: u64 = digits
             .parse()
@@ -136,7 +149,7 @@ impl JsonSchema for ByteSize {
             "description": "A size: an integer number of bytes, or digits followed by Ki, Mi, Gi, Ti (powers of 1024) or K, M, G, T (powers of 1000), e.g. \"256Mi\".",
             "oneOf": [
                 { "type": "integer", "minimum": 0, "maximum": MAX_EXACT_JSON_INT },
-                { "type": "string", "pattern": "^[0-9]{1,16}(Ki|Mi|Gi|Ti|K|M|G|T)?$" }
+                { "type": "string", "pattern": format!("^[0-9]{{1,{MAX_DIGITS}}}(Ki|Mi|Gi|Ti|K|M|G|T)?$") }
             ]
         })
     }
@@ -171,6 +184,9 @@ mod tests {
             "9999999Ti",
             "١٢",
             "1Ｍi",
+            // More digits than the schema's pattern allows, even where the value would fit.
+            "00000000000000001",
+            "00000000000000001Ki",
         ] {
             assert!(ByteSize::parse(bad).is_err(), "{bad:?} should be rejected");
         }
@@ -183,6 +199,25 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<ByteSize>("\"2Ki\"").unwrap(),
             ByteSize(2048)
+        );
+    }
+
+    #[test]
+    fn digits_are_limited_like_the_schema_pattern() {
+        assert_eq!(
+            ByteSize::parse("9007199254740991").unwrap(),
+            ByteSize(MAX_EXACT_JSON_INT)
+        );
+        assert_eq!(
+            ByteSize::parse("0000000000000001Ki").unwrap(),
+            ByteSize(1024)
+        );
+        let err = ByteSize::parse("00000000000000001").unwrap_err();
+        assert!(err.to_string().contains("at most 16 digits"), "{err}");
+        let schema = ByteSize::json_schema(&mut SchemaGenerator::default());
+        assert_eq!(
+            schema.pointer("/oneOf/1/pattern").and_then(|p| p.as_str()),
+            Some("^[0-9]{1,16}(Ki|Mi|Gi|Ti|K|M|G|T)?$")
         );
     }
 

@@ -4,7 +4,9 @@
 //!
 //! 1. [`source`]: text to a tree of located values (size, depth, duplicate keys, aliases);
 //! 2. [`schema`]: the tree against the JSON Schema generated from [`model`] (missing fields,
-//!    unknown fields, types, formats): every violation, not only the first;
+//!    unknown fields, types, formats): every violation, not only the first. Skipped when
+//!    `fast_path` shows the document certainly passes it, since building the validator is
+//!    most of the cost of validating a small policy;
 //! 3. typed deserialization into [`PolicySpec`] (fields the schema rejected are pruned first,
 //!    so that step 4 can still look at the rest);
 //! 4. [`rules`]: semantic rules and the operator's limits.
@@ -13,6 +15,7 @@
 //! a line and column, a cause and a hint, sorted by location.
 #![forbid(unsafe_code)]
 
+mod fast_path;
 pub mod model;
 pub mod operator;
 pub mod rules;
@@ -230,7 +233,14 @@ pub fn validate_with(
         return Err(report);
     };
     let instance = root.to_json();
-    let problems = schema::check(&instance, &root);
+    // A plainly valid document passes the schema, so its validator (costly to build) is not
+    // needed; anything else takes the full check, which explains every problem.
+    let fast = fast_path::plainly_valid(&instance);
+    let problems = if fast.is_some() {
+        Vec::new()
+    } else {
+        schema::check(&instance, &root)
+    };
 
     // Prune what the schema rejected, and put a neutral placeholder where a required field
     // is missing or was pruned, so that the semantic rules can still check everything else.
@@ -290,7 +300,12 @@ pub fn validate_with(
 
     let mut result = None;
     if run_rules {
-        match serde_path_to_error::deserialize::<_, PolicySpec>(&pruned) {
+        // The fast path already deserialized the same, unpruned, document.
+        let typed = match fast {
+            Some(spec) => Ok(spec),
+            None => serde_path_to_error::deserialize::<_, PolicySpec>(&pruned),
+        };
+        match typed {
             Ok(spec) => {
                 let mut ctx = Ctx::new(&root, config, base_dir, fs);
                 let resolved = rules::check(&spec, &mut ctx);

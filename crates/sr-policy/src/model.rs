@@ -12,6 +12,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sr_common::{ByteSize, DurationSpec};
 
+/// The most entries `mounts` may have (the schema's `maxItems`).
+pub const MAX_MOUNTS: usize = 256;
+/// The most entries `network.egress` may have (the schema's `maxItems`).
+pub const MAX_EGRESS_RULES: usize = 256;
+/// The most entries one egress rule's `ports` may have (the schema's `maxItems`).
+pub const MAX_PORTS_PER_RULE: usize = 1024;
+
 /// A whole policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -29,7 +36,7 @@ pub struct PolicySpec {
     pub rootfs: Option<Rootfs>,
     /// Host paths made visible to the workload. Required (may be empty): a policy must say
     /// explicitly what it exposes. At most 256.
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = MAX_MOUNTS))]
     pub mounts: Vec<Mount>,
     /// Network access. Default: `mode: none` (no network at all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,7 +236,7 @@ pub struct Network {
     pub mode: NetworkMode,
     /// Allowed destinations (allowlist only; must be absent or empty for `none`). At most 256.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = MAX_EGRESS_RULES))]
     pub egress: Vec<EgressRule>,
 }
 
@@ -261,7 +268,7 @@ pub struct EgressRule {
     pub protocol: Protocol,
     /// Destination ports, 1-65535. Required for tcp/udp, forbidden for icmp. At most 1024.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = MAX_PORTS_PER_RULE))]
     pub ports: Vec<i64>,
 }
 

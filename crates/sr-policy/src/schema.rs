@@ -87,7 +87,7 @@ fn strip_null_alternatives(value: &mut Value) {
     }
 }
 
-fn validator() -> Result<&'static Validator, String> {
+pub(crate) fn validator() -> Result<&'static Validator, String> {
     static VALIDATOR: OnceLock<Result<Validator, String>> = OnceLock::new();
     VALIDATOR
         .get_or_init(|| jsonschema::validator_for(policy_schema()).map_err(|e| e.to_string()))
