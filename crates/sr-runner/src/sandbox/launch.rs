@@ -418,9 +418,5 @@ impl Backend for ProcessSandbox {
         if std::fs::remove_dir(run_dir.join("root")).is_ok() {
             cleanup.removed.push("root mount point".into());
         }
-        let empty_lower = super::mounts::HostMounter::empty_lower_path(&run_dir.join("root"));
-        if std::fs::remove_dir(empty_lower).is_ok() {
-            cleanup.removed.push("overlay lower directory".into());
-        }
     }
 }

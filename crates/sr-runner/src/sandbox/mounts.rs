@@ -354,13 +354,17 @@ impl HostMounter {
         }
     }
 
-    /// Where the overlays' empty lower layer lives: beside the root in the run directory,
-    /// outside the sandbox's view (the runner removes it at cleanup).
+    /// Where the overlays' empty lower layer lives: in the run directories' base, beside every
+    /// run dir (`<base>/.overlay-lower`), outside every sandbox's view. One directory serves
+    /// all runs and stays: an overlay never writes its lower layers, and creating and removing
+    /// one per run cost an inode allocation each time.
     pub fn empty_lower_path(root: &Path) -> PathBuf {
-        root.with_file_name("overlay-lower")
+        let base = root.parent().and_then(Path::parent).unwrap_or(root);
+        base.join(".overlay-lower")
     }
 
-    /// The empty lower layer, created 0555 on first use and opened without following links.
+    /// The empty lower layer, created 0555 on first use, opened without following links, and
+    /// checked to be an empty directory (whatever it holds would show in every overlay).
     fn empty_lower(&mut self) -> Result<i32, MountError> {
         if let Some(fd) = &self.empty_lower {
             return Ok(fd.as_raw_fd());
@@ -373,10 +377,23 @@ impl HostMounter {
         }
         let fd = open(
             &path,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
         .map_err(sys("open", &path))?;
+        let mut dir = nix::dir::Dir::from_fd(fd.try_clone().map_err(io_sys("dup", &path))?)
+            .map_err(sys("read", &path))?;
+        let occupied = dir.iter().any(|e| {
+            e.map_or(true, |e| {
+                let name = e.file_name().to_bytes();
+                name != b"." && name != b".."
+            })
+        });
+        if occupied {
+            return Err(sys("check that it is empty", &path)(
+                nix::errno::Errno::ENOTEMPTY,
+            ));
+        }
         let raw = fd.as_raw_fd();
         self.empty_lower = Some(fd);
         Ok(raw)
@@ -771,5 +788,23 @@ mod tests {
             devices: vec!["../sda".into()],
         }];
         assert!(plan_ops(&s, Path::new("/r"), &[]).is_err());
+    }
+
+    #[test]
+    fn the_shared_empty_lower_layer_is_made_once_and_refused_when_not_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("0123456789ab").join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let lower = HostMounter::empty_lower_path(&root);
+        assert_eq!(lower, tmp.path().join(".overlay-lower"));
+        let mut m = HostMounter::new(root.clone(), FileLocks::Isolated);
+        assert!(m.empty_lower().is_ok());
+        assert!(lower.is_dir());
+        // Whatever it held would show in every overlay.
+        std::fs::set_permissions(&lower, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(lower.join("planted"), "x").unwrap();
+        let mut m = HostMounter::new(root, FileLocks::Isolated);
+        let err = m.empty_lower().unwrap_err().to_string();
+        assert!(err.contains("empty"), "{err}");
     }
 }
