@@ -65,8 +65,18 @@ pub fn index_run(
     run_dir: &Path,
     signer: Option<&SigningKey>,
 ) -> Result<Indexed, ArchiveError> {
-    let rec = record::from_run_dir(run_dir)?;
     let mut db = Archive::open(archive)?;
+    index_run_in(&mut db, run_dir, signer)
+}
+
+/// [`index_run`] into an archive already open (`safe-run run` opens it while the workload
+/// runs, so that only the append is left once the report is written).
+pub fn index_run_in(
+    db: &mut Archive,
+    run_dir: &Path,
+    signer: Option<&SigningKey>,
+) -> Result<Indexed, ArchiveError> {
+    let rec = record::from_run_dir(run_dir)?;
     let recorded = db.record(&rec)?;
     let checkpoint = signer.map(|k| db.checkpoint(k)).transpose()?;
     Ok(Indexed {

@@ -185,12 +185,33 @@ fn verification_failed(v: &Verification) -> Diagnostic {
     })
 }
 
+/// Opens the archive (`SAFE_RUN_ARCHIVE` or the default) on a thread of its own, so that a run
+/// can open it while its workload runs.
+pub fn open_archive_in_background()
+-> std::thread::JoinHandle<Result<sr_archive::Archive, sr_archive::ArchiveError>> {
+    std::thread::spawn(|| sr_archive::Archive::open(&sr_archive::archive_path(None)))
+}
+
+/// What [`open_archive_in_background`] opened (or why not).
+pub fn opened_archive(
+    handle: std::thread::JoinHandle<Result<sr_archive::Archive, sr_archive::ArchiveError>>,
+) -> Result<sr_archive::Archive, sr_archive::ArchiveError> {
+    handle
+        .join()
+        .unwrap_or_else(|_| sr_archive::Archive::open(&sr_archive::archive_path(None)))
+}
+
 /// Indexes a finished run whose report is durable and appends its leaf (with `signer`, also a
-/// signed checkpoint). A failure is a warning (SR-ARC-001), never a failed run: the report
+/// signed checkpoint) into `archive`. A failure is a warning (SR-ARC-001), never a failed run: the report
 /// exists, and `safe-run report rebuild-index` indexes it later.
-pub fn archive_finished_run(run_dir: &std::path::Path, signer: Option<&SigningKey>, quiet: bool) {
-    let archive = sr_archive::archive_path(None);
-    match sr_archive::index_run(&archive, run_dir, signer) {
+pub fn archive_finished_run(
+    run_dir: &std::path::Path,
+    archive: Result<sr_archive::Archive, sr_archive::ArchiveError>,
+    signer: Option<&SigningKey>,
+    quiet: bool,
+) {
+    let indexed = archive.and_then(|mut db| sr_archive::index_run_in(&mut db, run_dir, signer));
+    match indexed {
         Ok(done) if !quiet => {
             eprintln!(
                 "safe-run: run {} archived; log leaf {}",

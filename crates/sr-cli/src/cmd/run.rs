@@ -279,6 +279,9 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
     };
 
     clock.lap("cli.prepare");
+    // Opening the archive (its WAL and index files) overlaps the sandbox's run: once the report
+    // is written, only the append is left on the path the user waits for.
+    let archive = super::report::open_archive_in_background();
     let runner = Runner::new();
     let signals = sr_runner::forward_signals(runner.canceller()).ok();
     // Stdin goes to the workload when it is not a terminal (piped or redirected), or with -i
@@ -346,9 +349,10 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
     } = recording.finish(&outcome, sink, signer.as_ref());
     result.report_path = report_path.clone();
     clock.lap("cli.report");
+    let archive = super::report::opened_archive(archive);
     if report_path.is_some() {
         // The report is synced: index it and append its leaf (a failure only warns).
-        super::report::archive_finished_run(&run_dir, signer.as_ref(), args.quiet);
+        super::report::archive_finished_run(&run_dir, archive, signer.as_ref(), args.quiet);
     }
     clock.lap("cli.archive");
     if format == Format::Text {
