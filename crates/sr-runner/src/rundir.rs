@@ -25,6 +25,11 @@ pub const RECOVERED_FILE: &str = "recovered.json";
 /// The directory under the run base holding one empty file per unfinished run.
 pub const UNFINISHED_DIR: &str = ".unfinished";
 
+/// The directory under the run base on which every process sandbox mounts its new root, each in
+/// its own private mount namespace (so the mounts of concurrent runs never meet, and the host
+/// never sees any): one directory for all runs instead of a `root/` made and removed per run.
+pub const ROOT_MOUNT_POINT: &str = ".root";
+
 /// The unfinished-run marker of `run_id` under `base`.
 pub fn unfinished_marker(base: &Path, run_id: &str) -> PathBuf {
     base.join(UNFINISHED_DIR).join(run_id)
@@ -61,7 +66,8 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates `<base>/<runId>/` (0700) with `root/` and `artifacts/`, and takes the lock.
+    /// Creates `<base>/<runId>/` (0700), takes the lock, and makes sure the base's shared
+    /// [`ROOT_MOUNT_POINT`] exists.
     ///
     /// The directory is built under a hidden name (`.<runId>.new`) and renamed into place only
     /// once its lock is held, so gc (which only looks at run-id names) never sees a run dir
@@ -81,12 +87,11 @@ impl RunDir {
         };
         mk(base, 0o755, true)?;
         mk(&base.join(UNFINISHED_DIR), 0o700, true)?;
+        mk(&base.join(ROOT_MOUNT_POINT), 0o755, true)?;
         let run_id = new_run_id()?;
         let path = base.join(&run_id);
         let staging = base.join(format!(".{run_id}.new"));
         mk(&staging, 0o700, false)?;
-        mk(&staging.join("root"), 0o755, false)?;
-        mk(&staging.join("artifacts"), 0o700, false)?;
         let lock_path = staging.join(LOCK_FILE);
         let file = OpenOptions::new()
             .create(true)

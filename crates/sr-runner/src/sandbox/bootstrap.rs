@@ -30,7 +30,8 @@ pub struct InitPlan {
     pub run_id: String,
     /// The runner's pid: the init exits if its parent is already gone.
     pub parent_pid: u32,
-    /// Empty directory in the run dir where the new root is built.
+    /// The directory the new root is mounted on (the run base's shared mount point; the
+    /// init's mounts there are private to its mount namespace).
     pub new_root: String,
     /// The workload.
     pub process: ProcessPlan,

@@ -275,7 +275,13 @@ impl Backend for ProcessSandbox {
         let plan = InitPlan {
             run_id: cx.run_id.to_owned(),
             parent_pid: std::process::id(),
-            new_root: cx.run_dir.join("root").display().to_string(),
+            new_root: cx
+                .run_dir
+                .parent()
+                .unwrap_or(cx.run_dir)
+                .join(crate::rundir::ROOT_MOUNT_POINT)
+                .display()
+                .to_string(),
             process: cx.bundle.process.clone(),
             sandbox: sandbox.clone(),
             allowed_mount_prefixes: self.allowed_mount_prefixes.clone(),
@@ -412,11 +418,8 @@ impl Backend for ProcessSandbox {
         }
     }
 
-    fn remove_files(&mut self, run_dir: &Path, cleanup: &mut CleanupReport) {
-        // The root mount point: the mounts on it lived in the sandbox's mount namespace and
-        // are gone with it; the empty directory is removed.
-        if std::fs::remove_dir(run_dir.join("root")).is_ok() {
-            cleanup.removed.push("root mount point".into());
-        }
+    fn remove_files(&mut self, _run_dir: &Path, _cleanup: &mut CleanupReport) {
+        // Nothing: the root was mounted on the base's shared mount point in the sandbox's own
+        // mount namespace, which died with its last process.
     }
 }

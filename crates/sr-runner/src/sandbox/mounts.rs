@@ -47,8 +47,8 @@ const DEV_SHM_BYTES: u64 = 16 * 1024 * 1024;
 /// opens for anyone (the workload is unprivileged); new slaves are `0620` like a login's.
 pub const DEVPTS_OPTIONS: &str = "newinstance,ptmxmode=0666,mode=0620";
 
-/// A primitive mount-namespace operation. Paths are absolute host paths (the new root is a
-/// directory of the run dir until pivot_root).
+/// A primitive mount-namespace operation. Paths are absolute host paths (the new root is the
+/// run base's shared mount point until pivot_root).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountOp {
     /// Mount a tmpfs.
@@ -359,8 +359,7 @@ impl HostMounter {
     /// all runs and stays: an overlay never writes its lower layers, and creating and removing
     /// one per run cost an inode allocation each time.
     pub fn empty_lower_path(root: &Path) -> PathBuf {
-        let base = root.parent().and_then(Path::parent).unwrap_or(root);
-        base.join(".overlay-lower")
+        root.with_file_name(".overlay-lower")
     }
 
     /// The empty lower layer, created 0555 on first use, opened without following links, and
@@ -793,7 +792,7 @@ mod tests {
     #[test]
     fn the_shared_empty_lower_layer_is_made_once_and_refused_when_not_empty() {
         let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("0123456789ab").join("root");
+        let root = tmp.path().join(crate::rundir::ROOT_MOUNT_POINT);
         std::fs::create_dir_all(&root).unwrap();
         let lower = HostMounter::empty_lower_path(&root);
         assert_eq!(lower, tmp.path().join(".overlay-lower"));
