@@ -12,6 +12,12 @@ cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-100}
 BIN=${SAFE_RUN_BIN:-target/release/safe-run}
 [ -x "$BIN" ] || cargo build --release -p sr-cli
+# Measure a copy (with its safe-run-init): a binary written piecewise by the linker sits in
+# smaller page-cache folios than a copied one and loads measurably slower (see compare_builds.sh).
+COPY=$(mktemp -d /tmp/sr-bench-bin.XXXXXX)
+cp "$BIN" "$COPY/safe-run"
+[ -x "$(dirname "$BIN")/safe-run-init" ] && cp "$(dirname "$BIN")/safe-run-init" "$COPY/"
+BIN=$COPY/safe-run
 export SAFE_RUN_WORKDIR_BASE=${SAFE_RUN_WORKDIR_BASE:-$(mktemp -d /tmp/sr-bench.XXXXXX)}
 BWRAP="bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --ro-bind /etc /etc --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 --symlink usr/sbin /sbin --proc /proc --dev /dev /bin/true"
 SR="$BIN run -q --policy examples/bench_true.yaml"
