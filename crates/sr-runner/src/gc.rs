@@ -169,14 +169,20 @@ mod tests {
         id
     }
 
-    #[test]
-    fn recovers_dead_runs_and_leaves_live_and_finished_ones() {
+    /// A temporary run base and a fake cgroup v2 root beside it.
+    fn fixture() -> (tempfile::TempDir, PathBuf, PathBuf, Layout) {
         let tmp = tempfile::tempdir().unwrap();
         let base = tmp.path().join("runs");
         let cg_root = tmp.path().join("cgroup");
         let layout = Layout::V2 {
             root: cg_root.clone(),
         };
+        (tmp, base, cg_root, layout)
+    }
+
+    #[test]
+    fn recovers_dead_runs_and_leaves_live_and_finished_ones() {
+        let (_tmp, base, cg_root, layout) = fixture();
         let dead = dead_run(&base, &cg_root);
         let live = RunDir::create(&base).unwrap();
         std::fs::create_dir_all(
@@ -227,12 +233,7 @@ mod tests {
 
     #[test]
     fn the_quick_pass_sees_only_runs_listed_as_unfinished() {
-        let tmp = tempfile::tempdir().unwrap();
-        let base = tmp.path().join("runs");
-        let cg_root = tmp.path().join("cgroup");
-        let layout = Layout::V2 {
-            root: cg_root.clone(),
-        };
+        let (_tmp, base, cg_root, layout) = fixture();
         let dead = dead_run(&base, &cg_root);
         // Its report written, a run is no longer listed, even if it died afterwards.
         let done = RunDir::create(&base).unwrap();
