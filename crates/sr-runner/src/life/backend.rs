@@ -19,6 +19,22 @@ use crate::outcome::{CleanupReport, EnforcementFacts, RunStatus};
 /// Kills a boundary from any thread (a timeout, a signal, an output limit).
 pub type Killer = Arc<dyn Fn() + Send + Sync>;
 
+/// The killer of a backend whose sandbox is one child process (the init, the jailer): SIGKILL
+/// to it while it is unreaped.
+pub fn child_killer(child: &Arc<std::sync::Mutex<Option<std::process::Child>>>) -> Killer {
+    let child = child.clone();
+    Arc::new(move || {
+        if let Some(c) = child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            // std's Child never signals a reaped pid, so this cannot hit a recycled one.
+            let _ = c.kill();
+        }
+    })
+}
+
 /// Phase timings, by name.
 pub type Phases = std::collections::BTreeMap<String, f64>;
 

@@ -373,17 +373,7 @@ impl Backend for ProcessSandbox {
     }
 
     fn killer(&self) -> Killer {
-        let child = self.child.clone();
-        Arc::new(move || {
-            if let Some(c) = child
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .as_mut()
-            {
-                // std's Child never signals a reaped pid, so this cannot hit a recycled one.
-                let _ = c.kill();
-            }
-        })
+        crate::life::backend::child_killer(&self.child)
     }
 
     fn stop(&mut self, cleanup: &mut CleanupReport) {
