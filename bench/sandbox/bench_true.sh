@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Start-to-exit of /bin/true: bare exec, bubblewrap, and `safe-run run` (release build), side by
-# side in one hyperfine run. Needs root (safe-run run), bwrap, hyperfine and GNU time (peak RSS).
+# Start-to-exit of /bin/true and of `python3 -c pass`: bare exec, bubblewrap, and `safe-run run`
+# (release build), side by side in one hyperfine run. Needs root (safe-run run), bwrap, hyperfine,
+# python3 and GNU time (peak RSS).
 #
 #   bench/sandbox/bench_true.sh            # 100 runs each, 10 warm-up
 #   RUNS=30 bench/sandbox/bench_true.sh
@@ -19,8 +20,17 @@ cp "$BIN" "$COPY/safe-run"
 [ -x "$(dirname "$BIN")/safe-run-init" ] && cp "$(dirname "$BIN")/safe-run-init" "$COPY/"
 BIN=$COPY/safe-run
 export SAFE_RUN_WORKDIR_BASE=${SAFE_RUN_WORKDIR_BASE:-$(mktemp -d /tmp/sr-bench.XXXXXX)}
-BWRAP="bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --ro-bind /etc /etc --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 --symlink usr/sbin /sbin --proc /proc --dev /dev /bin/true"
+BWRAP_ARGS="bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --ro-bind /etc /etc --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 --symlink usr/sbin /sbin --proc /proc --dev /dev"
+BWRAP="$BWRAP_ARGS /bin/true"
 SR="$BIN run -q --policy examples/bench_true.yaml"
+PY_POLICY=$(mktemp /tmp/sr-bench-py.XXXXXX.yaml)
+cat > "$PY_POLICY" <<'YAML'
+version: 1
+name: bench-python
+runtime: { command: /usr/bin/python3, args: ["-c", "pass"] }
+mounts: []
+evidence: { sign: false }
+YAML
 
 if [ "${1:-}" = "--phases" ]; then
   for _ in $(seq 1 "${RUNS:-30}"); do
@@ -38,14 +48,18 @@ for k in sorted(v):
 fi
 
 hyperfine -N --warmup 10 --runs "$RUNS" --export-json "${SAFE_RUN_WORKDIR_BASE}/hyperfine.json" \
-  -n bare /bin/true -n bwrap "$BWRAP" -n safe-run "$SR"
+  -n bare /bin/true -n bwrap "$BWRAP" -n safe-run "$SR" \
+  -n bare-py "/usr/bin/python3 -c pass" -n bwrap-py "$BWRAP_ARGS /usr/bin/python3 -c pass" \
+  -n safe-run-py "$BIN run -q --policy $PY_POLICY"
 python3 - "${SAFE_RUN_WORKDIR_BASE}/hyperfine.json" <<'PY'
 import json, sys
 r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
 med = {k: v["median"] * 1000 for k, v in r.items()}
-for k in ("bare", "bwrap", "safe-run"):
-    print(f"{k:9s} median {med[k]:7.2f} ms")
-print(f"safe-run / bwrap = {med['safe-run'] / med['bwrap']:.2f}x; safe-run / bare = {med['safe-run'] / med['bare']:.2f}x")
+for suffix in ("", "-py"):
+    for k in ("bare", "bwrap", "safe-run"):
+        print(f"{k + suffix:12s} median {med[k + suffix]:7.2f} ms")
+    sr, bw, bare = med["safe-run" + suffix], med["bwrap" + suffix], med["bare" + suffix]
+    print(f"safe-run{suffix} / bwrap{suffix} = {sr / bw:.2f}x; / bare = {sr / bare:.2f}x")
 PY
 # Peak RSS of the safe-run process itself (GNU time's %M, KiB), median of 11 runs.
 for _ in $(seq 1 11); do /usr/bin/time -f %M $SR 2>&1 >/dev/null | tail -n 1; done | sort -n |
