@@ -202,8 +202,8 @@ pub fn opened_archive(
 }
 
 /// Indexes a finished run whose report is durable and appends its leaf (with `signer`, also a
-/// signed checkpoint) into `archive`. A failure is a warning (SR-ARC-001), never a failed run: the report
-/// exists, and `safe-run report rebuild-index` indexes it later.
+/// signed checkpoint) into `archive`. A failure is a warning (SR-ARC-001), never a failed run:
+/// the report exists, and `safe-run report rebuild-index` indexes it later.
 pub fn archive_finished_run(
     run_dir: &std::path::Path,
     archive: Result<sr_archive::Archive, sr_archive::ArchiveError>,
