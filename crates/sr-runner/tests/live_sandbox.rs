@@ -810,19 +810,31 @@ fn sigkill_of_the_owner_then_gc_recovers() {
     // PDEATHSIG took the sandbox's processes with the owner. A bound, not a measurement: once
     // (a full suite right after the microVM tests) they took more than 5 s to go.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let alive = || {
+    // The survivors, each with its /proc status state line (a `D` would say where it hangs).
+    let alive = || -> Vec<String> {
         std::fs::read_dir("/proc")
             .unwrap()
             .filter_map(Result::ok)
-            .any(|e| {
+            .filter(|e| {
                 std::fs::read_to_string(e.path().join("cmdline"))
                     .is_ok_and(|c| c.contains("sleep\u{0}300"))
             })
+            .map(|e| {
+                let state = std::fs::read_to_string(e.path().join("status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .find(|l| l.starts_with("State:"))
+                    .unwrap_or("State: ?")
+                    .to_owned();
+                format!("pid {}: {state}", e.file_name().to_string_lossy())
+            })
+            .collect()
     };
-    while alive() && std::time::Instant::now() < deadline {
+    while !alive().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!alive(), "the sandbox's processes outlived their owner");
+    // gc first (it kills what is left in the run's cgroups), so a failure leaves nothing behind.
+    let outlived = alive();
     let layout = host().layout;
     let recovered = sr_runner::gc::collect(
         base.path(),
@@ -830,6 +842,10 @@ fn sigkill_of_the_owner_then_gc_recovers() {
         &sr_runner::cgroup::HostFs,
         &sr_runner::network::gc::NetworkLeftovers,
         true,
+    );
+    assert!(
+        outlived.is_empty(),
+        "the sandbox's processes outlived their owner: {outlived:?}"
     );
     assert!(
         recovered.iter().any(|r| r.run_id == run_id),
