@@ -69,7 +69,9 @@ pub trait NetworkHook {
     fn sample(&mut self, final_sample: bool) -> Result<NetworkSample, Diagnostic>;
 
     /// Removes everything `attach` created. Must be safe to call when `attach` failed midway or
-    /// was never called, and more than once. Failure is SR-RUN-202.
+    /// was never called, and more than once. Failure is SR-RUN-202. Called once the sandbox's
+    /// processes have ended, so a link that goes with its namespace may be awaited rather
+    /// than deleted.
     fn release(&mut self) -> Result<(), Diagnostic>;
 }
 

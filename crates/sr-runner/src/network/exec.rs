@@ -57,6 +57,14 @@ pub enum NetCommand {
         /// The value.
         value: String,
     },
+    /// Wait, at most `within_ms`, until the host has no link named `name` (it fails with status
+    /// `timeout` when the link is still there).
+    AwaitLinkGone {
+        /// The interface name.
+        name: String,
+        /// The bound.
+        within_ms: u64,
+    },
 }
 
 impl NetCommand {
@@ -96,6 +104,9 @@ impl fmt::Display for NetCommand {
             NetCommand::Nft { args } => write!(f, "nft -j {}", args.join(" ")),
             NetCommand::SysctlRead { key } => write!(f, "sysctl {key}"),
             NetCommand::SysctlWrite { key, value } => write!(f, "sysctl -w {key}={value}"),
+            NetCommand::AwaitLinkGone { name, within_ms } => {
+                write!(f, "await link {name} gone within {within_ms} ms")
+            }
         }
     }
 }
@@ -186,6 +197,11 @@ impl NetCommandExecutor for SystemExecutor {
                     .map(|()| String::new())
                     .map_err(|e| fail("io".into(), e.to_string()));
             }
+            NetCommand::AwaitLinkGone { name, within_ms } => {
+                return await_link_gone(name, *within_ms)
+                    .map(|()| String::new())
+                    .map_err(|stderr| fail("timeout".into(), stderr));
+            }
         };
         command
             .stdin(if stdin.is_some() {
@@ -215,6 +231,25 @@ impl NetCommandExecutor for SystemExecutor {
             ))
         }
     }
+}
+
+/// Polls `/sys/class/net/<name>` (starting at 100 µs, doubling to 5 ms between looks) until it
+/// is gone or `within_ms` has passed.
+fn await_link_gone(name: &str, within_ms: u64) -> Result<(), String> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(format!("{name:?} is not an interface name"));
+    }
+    let path = std::path::Path::new("/sys/class/net").join(name);
+    let end = std::time::Instant::now() + std::time::Duration::from_millis(within_ms);
+    let mut pause = std::time::Duration::from_micros(100);
+    while path.exists() {
+        if std::time::Instant::now() >= end {
+            return Err(format!("the link is still there after {within_ms} ms"));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(5));
+    }
+    Ok(())
 }
 
 /// A scripted answer for [`RecordingExecutor`].

@@ -64,6 +64,11 @@ use ruleset::RunBinding;
 
 /// Where the sandbox's resolv.conf and the applied ruleset are written, under the run dir.
 pub const NET_DIR: &str = "net";
+
+/// How long release waits for a veth to go with the sandbox's network namespace before it
+/// deletes the link itself (a bound for a namespace something still holds, not an expectation:
+/// it goes in under a millisecond).
+const VETH_GONE_WITHIN_MS: u64 = 1000;
 /// How the ruleset digest is computed (recorded next to it in the facts).
 pub const DIGEST_METHOD: &str = "sha256 over RFC 8785 JSON of `nft -j list table <family> <table>` \
     read back after apply, without metainfo, handles, counter values and set elements";
@@ -120,6 +125,8 @@ enum LinkKind {
 #[derive(Debug, Default)]
 struct Created {
     link: Option<String>,
+    /// The link is a veth pair whose peer lives in the sandbox's network namespace.
+    veth: bool,
     table: Option<(String, String)>,
     forwarding_touched: bool,
     subnet_claimed: bool,
@@ -317,6 +324,7 @@ impl AllowlistNetwork {
         //    TAP device (down-carrier until the backend attaches to it; addresses and routes
         //    do not need the carrier).
         self.created.link = Some(h.clone());
+        self.created.veth = matches!(kind, LinkKind::Veth { .. });
         match kind {
             LinkKind::Tap => {
                 self.run(
@@ -606,7 +614,9 @@ impl AllowlistNetwork {
         block
     }
 
-    fn release_inner(&mut self) -> Result<(), NetworkError> {
+    /// Removes what attach made. `sandbox_ended`: the sandbox's processes are gone, so its
+    /// network namespace is going too (not so when attach itself rolls back).
+    fn release_inner(&mut self, sandbox_ended: bool) -> Result<(), NetworkError> {
         let mut removed = Vec::new();
         let mut errors = Vec::new();
         if let Some(mut server) = self.dns.take() {
@@ -639,6 +649,27 @@ impl AllowlistNetwork {
                 }
                 Err(e) if e.is_not_found() => self.created.table = None,
                 Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if let Some(link) = self.created.link.clone() {
+            // A veth pair goes with the sandbox's network namespace, which the kernel tears down
+            // as soon as its last process has gone (the host side vanished 0.45 ms after, here),
+            // while `ip link del` waits about 19 ms for RCU grace periods under the rtnl lock.
+            // So after the sandbox, wait for the kernel; delete only a link that outlives it (a
+            // TAP, a namespace still alive, the bound passed).
+            if self.created.veth
+                && sandbox_ended
+                && self
+                    .opts
+                    .exec
+                    .run(&NetCommand::AwaitLinkGone {
+                        name: link.clone(),
+                        within_ms: VETH_GONE_WITHIN_MS,
+                    })
+                    .is_ok()
+            {
+                removed.push(format!("link {link}"));
+                self.created.link = None;
             }
         }
         if let Some(link) = self.created.link.clone() {
@@ -686,7 +717,7 @@ impl NetworkHook for AllowlistNetwork {
             Ok(a) => Ok(a),
             Err(e) => {
                 let mut d = e.to_diagnostic();
-                if let Err(release) = self.release_inner() {
+                if let Err(release) = self.release_inner(false) {
                     d.message
                         .push_str(&format!("; rolling back also failed: {release}"));
                 }
@@ -735,7 +766,7 @@ impl NetworkHook for AllowlistNetwork {
         {
             return Ok(());
         }
-        let result = self.release_inner();
+        let result = self.release_inner(true);
         self.released = true;
         result.map_err(|e| e.to_diagnostic())
     }

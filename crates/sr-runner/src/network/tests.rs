@@ -1019,7 +1019,8 @@ fn lifecycle_command_sequence_and_release() {
         [
             format!("nft -j list table inet safe_run_{RUN}"),
             format!("nft -j delete table inet safe_run_{RUN}"),
-            format!("ip link del sr{RUN}h"),
+            // The veth goes with the sandbox's namespace: awaited, not deleted.
+            format!("await link sr{RUN}h gone within 1000 ms"),
             // No other run holds eth0: no need to ask which runs are live.
             "sysctl -w net.ipv4.conf.eth0.forwarding=0".to_string(),
         ]
@@ -1079,6 +1080,33 @@ fn apply_failure_is_sr_run_201_and_rolls_back() {
 }
 
 #[test]
+fn a_veth_that_outlives_its_namespace_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    // Something still holds the namespace: the link is there after the bound.
+    let exec = scripted(Some("await link"));
+    let mut net = network(exec.clone(), dir.path());
+    net.attach(&Boundary::Namespace { pid: 4242 }, dir.path())
+        .unwrap();
+    let before = exec.commands().len();
+    net.release().unwrap();
+    let released: Vec<String> = exec.commands()[before..]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let awaited = released
+        .iter()
+        .position(|c| c.starts_with(&format!("await link sr{RUN}h gone")));
+    let deleted = released
+        .iter()
+        .position(|c| *c == format!("ip link del sr{RUN}h"));
+    assert!(
+        matches!((awaited, deleted), (Some(a), Some(d)) if a < d),
+        "{released:?}"
+    );
+    assert!(net.released_objects().contains(&format!("link sr{RUN}h")));
+}
+
+#[test]
 fn release_failure_is_sr_run_202_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     // Attach succeeds; deleting the table fails at release.
@@ -1088,11 +1116,11 @@ fn release_failure_is_sr_run_202_and_reported() {
         .unwrap();
     let err = net.release().unwrap_err();
     assert_eq!(err.code, ErrorCode::RunNetworkRelease);
-    // The link was still removed: every step is attempted.
+    // The link was still seen to go: every step is attempted.
     assert!(
         exec.commands()
             .iter()
-            .any(|c| c.to_string() == format!("ip link del sr{RUN}h"))
+            .any(|c| c.to_string() == format!("await link sr{RUN}h gone within 1000 ms"))
     );
     // A retry tries again what is left, and says so again.
     let err = net.release().unwrap_err();
