@@ -17,6 +17,13 @@ use std::time::{Duration, Instant};
 /// The longest answer line accepted (`OK 4294967295\n` is 14 bytes).
 const MAX_ANSWER: usize = 64;
 
+/// How long one attempt waits for the answer to its `CONNECT` before it is abandoned and a new
+/// one made. Longer than the guest agent's wait for a setup line (10 s), after which the agent
+/// drops a connection that never spoke and accepts the next: an abandoned attempt the agent did
+/// accept never holds it when the next one arrives. Once, under heavy load, a `CONNECT` stayed
+/// unanswered for a whole 56 s boot wait while the agent listened.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(15);
+
 /// Why the handshake failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VsockError {
@@ -68,11 +75,14 @@ pub enum VsockError {
 }
 
 impl VsockError {
-    /// Whether a later attempt may succeed (the guest is still booting, or its VMM starting).
+    /// Whether a later attempt may succeed (the guest is still booting, or its VMM starting,
+    /// or an answer got lost).
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            VsockError::Connect { .. } | VsockError::NotListening { .. }
+            VsockError::Connect { .. }
+                | VsockError::NotListening { .. }
+                | VsockError::Timeout { .. }
         )
     }
 }
@@ -160,17 +170,19 @@ fn parse_ok(line: &[u8]) -> Option<u32> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// [`connect`], retried every `every` while the failure is transient, until `deadline`; the
-/// last failure when it passes.
+/// [`connect`], each attempt waiting at most `answer_wait` ([`ANSWER_WAIT`]) for its answer,
+/// retried every `every` while the failure is transient, until `deadline`; the last failure
+/// when it passes.
 pub fn connect_when_ready(
     uds: &Path,
     port: u32,
     deadline: Instant,
     every: Duration,
+    answer_wait: Duration,
 ) -> Result<(UnixStream, u32), VsockError> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match connect(uds, port, left.min(Duration::from_secs(5))) {
+        match connect(uds, port, left.min(answer_wait)) {
             Err(e) if e.is_transient() && Instant::now() + every < deadline => {
                 std::thread::sleep(every);
             }
@@ -278,7 +290,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, h) = fake(dir.path(), vec![None, None, Some(b"OK 5\n")]);
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (_, port) = connect_when_ready(&path, 52, deadline, Duration::from_millis(10)).unwrap();
+        let (_, port) =
+            connect_when_ready(&path, 52, deadline, Duration::from_millis(10), ANSWER_WAIT)
+                .unwrap();
         assert_eq!(port, 5);
         assert_eq!(h.join().unwrap().len(), 3);
         // Nothing ever listens: the last transient failure, once the deadline has passed.
@@ -289,10 +303,42 @@ mod tests {
             52,
             Instant::now() + Duration::from_millis(200),
             Duration::from_millis(20),
+            ANSWER_WAIT,
         )
         .unwrap_err();
         assert!(matches!(e, VsockError::Connect { .. }), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn an_unanswered_connect_is_abandoned_and_made_again() {
+        // A VMM that serves connections at once: the first CONNECT is never answered (held
+        // open), the second is.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vsock.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let h = std::thread::spawn(move || {
+            let (silent, _) = listener.accept().unwrap();
+            let (answered, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            std::io::BufReader::new(answered.try_clone().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            (&answered).write_all(b"OK 9\n").unwrap();
+            drop(silent);
+            line
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (_, port) = connect_when_ready(
+            &path,
+            52,
+            deadline,
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+        )
+        .unwrap();
+        assert_eq!(port, 9);
+        assert_eq!(h.join().unwrap(), "CONNECT 52\n");
     }
 
     #[test]

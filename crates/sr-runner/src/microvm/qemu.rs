@@ -532,10 +532,15 @@ impl Backend for QemuVm {
         let socket = self.vm_dir.join(&plan.vsock_socket);
         // Retried while nothing listens yet, checking between attempts that the VMM is alive, so
         // a VMM that died (a guest kernel panic, a bad artifact) ends the wait at once. A
-        // connection the VMM accepted is never abandoned early: it gets the whole boot time.
+        // connection the VMM accepted gets `ANSWER_WAIT` (longer than the agent's own wait for
+        // a setup line) before it is abandoned and made again.
         let stream = loop {
             let left = boot_deadline.saturating_duration_since(Instant::now());
-            match hybrid_vsock::connect(&socket, plan.agent_port, left) {
+            match hybrid_vsock::connect(
+                &socket,
+                plan.agent_port,
+                left.min(hybrid_vsock::ANSWER_WAIT),
+            ) {
                 Ok((s, _)) => break s,
                 Err(e) => {
                     let qemu_exit = self

@@ -483,6 +483,7 @@ impl Backend for FirecrackerVm {
             plan.agent_port,
             boot_deadline,
             Duration::from_millis(50),
+            hybrid_vsock::ANSWER_WAIT,
         ) {
             Ok((s, _)) => s,
             Err(e) => {
