@@ -119,21 +119,17 @@ pub fn collect(
 
 /// Every run dir under `base`.
 fn run_dirs(base: &Path) -> Vec<(String, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(base) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            rundir::is_run_id(&name).then(|| (name, e.path()))
-        })
-        .collect()
+    runs_named_in(base, base)
 }
 
 /// The runs under `base` that have an unfinished marker.
 fn unfinished_runs(base: &Path) -> Vec<(String, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(base.join(rundir::UNFINISHED_DIR)) else {
+    runs_named_in(&base.join(rundir::UNFINISHED_DIR), base)
+}
+
+/// The run ids among the names in `listing`, each with its run dir under `base`.
+fn runs_named_in(listing: &Path, base: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(listing) else {
         return Vec::new();
     };
     entries

@@ -4,10 +4,10 @@
 //! tells a live run from a dead one by trying that lock: robust to pid reuse, and released by the
 //! kernel however the runner dies.
 //!
-//! `<base>/.unfinished/<runId>` (a hard link to the run's lock file) exists from before the run dir appears until
-//! its report is written ([`RunDir::mark_finished`]), so the quick gc before every run looks at
-//! the few unfinished runs instead of stat-ing every run dir ever kept (which grew its cost by
-//! about 2 µs per kept run).
+//! `<base>/.unfinished/<runId>` (a hard link to the run's lock file) exists from before the run
+//! dir appears until its report is written ([`RunDir::mark_finished`]), so the quick gc before
+//! every run looks at the few unfinished runs instead of stat-ing every run dir ever kept (which
+//! grew its cost by about 2 µs per kept run).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
