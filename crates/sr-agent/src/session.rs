@@ -7,7 +7,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
-use sr_runner::microvm::guest_setup::MAX_SETUP_LINE;
+use sr_runner::microvm::guest_setup::{GuestSetupReply, MAX_SETUP_LINE};
 use sr_runner::sandbox::agent::{self, spawn::ExecContext};
 
 use crate::boot;
@@ -70,7 +70,9 @@ pub fn run(mut conn: FdStream, guest: &Guest) -> Outcome {
     if let Some(e) = &guest.boot_failure {
         return refuse(&mut conn, e.clone());
     }
-    let prepared = match setup::prepare(&line, &guest.facts).and_then(|p| apply(p, guest.pid1)) {
+    let cid = guest_cid(&conn);
+    let prepared = match setup::prepare(&line, &guest.facts).and_then(|p| apply(p, guest.pid1, cid))
+    {
         Ok(p) => p,
         Err(e) => return refuse(&mut conn, e),
     };
@@ -88,10 +90,32 @@ pub fn run(mut conn: FdStream, guest: &Guest) -> Outcome {
     }
 }
 
-/// What the guest does with an accepted setup before it answers: entropy, and (pid 1) the
-/// plan's mounts, the hostname and loopback.
-fn apply(p: Prepared, pid1: bool) -> Result<Prepared, AgentError> {
-    setup::credit_entropy(&p.entropy)?;
+/// The guest's vsock context id, as the connection's local address (none over a Unix socket).
+fn guest_cid(conn: &FdStream) -> Option<u32> {
+    nix::sys::socket::getsockname::<nix::sys::socket::VsockAddr>(std::os::fd::AsRawFd::as_raw_fd(
+        &std::os::fd::AsFd::as_fd(conn),
+    ))
+    .ok()
+    .map(|a| a.cid())
+}
+
+/// What the guest does with an accepted setup before it answers: (pid 1, restored) the host's
+/// clock, entropy (reseeding the generator as pid 1), and (pid 1) the plan's mounts, the
+/// hostname and loopback.
+fn apply(mut p: Prepared, pid1: bool, cid: Option<u32>) -> Result<Prepared, AgentError> {
+    if let (true, Some(restored)) = (pid1, p.restored) {
+        setup::set_clock(restored.unix_time_ms)?;
+    }
+    let reseeded = setup::credit_entropy(&p.entropy, pid1)?;
+    if let GuestSetupReply::Ok {
+        guest_cid,
+        crng_reseeded,
+        ..
+    } = &mut p.reply
+    {
+        *guest_cid = cid;
+        *crng_reseeded = reseeded;
+    }
     if pid1 {
         boot::plan_mounts(
             &p.plan.sandbox.mounts,

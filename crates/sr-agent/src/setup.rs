@@ -61,6 +61,8 @@ pub struct Prepared {
     pub entropy: Vec<u8>,
     /// What the agent says after `helloAck`.
     pub ready: Ready,
+    /// Set for a restored VM: the host's clock to adopt.
+    pub restored: Option<sr_runner::microvm::guest_setup::Restored>,
     /// The setup's answer.
     pub reply: GuestSetupReply,
 }
@@ -146,7 +148,10 @@ pub fn prepare(line: &[u8], facts: &GuestFacts) -> Result<Prepared, AgentError> 
         modules: facts.modules.clone(),
         landlock_abi: facts.landlock_abi,
         seccomp: facts.seccomp,
+        guest_cid: None,
+        crng_reseeded: false,
     };
+    let restored = setup.restored;
     let plan = InitPlan {
         run_id: setup.run_id,
         // The bootstrap's own fields mean nothing in a guest: no runner parent, no new root to
@@ -164,6 +169,7 @@ pub fn prepare(line: &[u8], facts: &GuestFacts) -> Result<Prepared, AgentError> 
         entropy,
         ready,
         reply,
+        restored,
     })
 }
 
@@ -192,14 +198,34 @@ fn mount_facts(steps: &[MountStep]) -> Vec<MountFact> {
     out
 }
 
-/// Mixes the host's bytes into the guest's entropy pool (a VM restored from a snapshot must not
-/// replay its siblings' randomness).
-pub fn credit_entropy(bytes: &[u8]) -> Result<(), AgentError> {
-    std::fs::OpenOptions::new()
+/// Mixes the host's bytes into the guest's entropy pool and, with `reseed` (pid 1), makes
+/// the kernel reseed its generator from that pool at once: a VM restored from a snapshot would
+/// otherwise go on drawing from the generator state it shares with every sibling until the
+/// kernel's next scheduled reseed. Whether it reseeded.
+pub fn credit_entropy(bytes: &[u8], reseed: bool) -> Result<bool, AgentError> {
+    let mut urandom = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/urandom")
-        .and_then(|mut f| f.write_all(bytes))
-        .map_err(|e| AgentError::io("guest.entropy", "writing /dev/urandom", &e))
+        .map_err(|e| AgentError::io("guest.entropy", "opening /dev/urandom", &e))?;
+    urandom
+        .write_all(bytes)
+        .map_err(|e| AgentError::io("guest.entropy", "writing /dev/urandom", &e))?;
+    if !reseed {
+        return Ok(false);
+    }
+    crate::sys::reseed_crng(&urandom)
+        .map_err(|e| AgentError::sys("guest.entropy", "RNDRESEEDCRNG on /dev/urandom", e))?;
+    Ok(true)
+}
+
+/// Sets the guest's wall clock to the host's (a restored VM's stopped at its snapshot).
+pub fn set_clock(unix_time_ms: u64) -> Result<(), AgentError> {
+    let ts = nix::sys::time::TimeSpec::new(
+        i64::try_from(unix_time_ms / 1000).unwrap_or(i64::MAX),
+        i64::try_from((unix_time_ms % 1000) * 1_000_000).unwrap_or(0),
+    );
+    nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts)
+        .map_err(|e| AgentError::sys("guest.clock", "clock_settime(CLOCK_REALTIME)", e))
 }
 
 /// The reply for a refused setup.

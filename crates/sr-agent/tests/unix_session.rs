@@ -79,6 +79,7 @@ fn setup(tmp: &Path) -> GuestSetup {
             capabilities: vec![],
         },
         entropy: "ab".repeat(64),
+        restored: None,
     }
 }
 
@@ -245,7 +246,11 @@ fn setup_hello_and_an_exec_of_echo() {
             modules,
             landlock_abi,
             seccomp,
+            guest_cid,
+            crng_reseeded,
         } => {
+            assert_eq!(guest_cid, None, "a Unix socket has no vsock context id");
+            assert!(!crng_reseeded, "only pid 1 reseeds the kernel's generator");
             assert!(!kernel_release.is_empty());
             assert!(modules.is_empty(), "the test mode loads no modules");
             assert!(landlock_abi >= 1, "this host has Landlock");

@@ -682,6 +682,7 @@ impl Daemon {
                 init_exe: self.host.init_exe.clone(),
                 allowed_mount_prefixes: config.allowed_mount_prefixes.clone(),
                 vmm_identity: (config.workload_host_uid, config.workload_host_gid),
+                snapshots: config.microvm.snapshot_dir(),
             },
         );
         let sandbox = Sandbox::create(

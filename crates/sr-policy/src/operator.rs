@@ -223,6 +223,9 @@ pub struct MicrovmConfig {
     pub initramfs: String,
     /// The root filesystem a policy without `artifacts` boots.
     pub rootfs: String,
+    /// Where `safe-run artifact snapshot` keeps snapshots of agent-ready QEMU guests, and where
+    /// runs look for one of their VM's shape to restore instead of booting (empty: never).
+    pub snapshots: String,
 }
 
 impl Default for MicrovmConfig {
@@ -234,7 +237,15 @@ impl Default for MicrovmConfig {
             kernel: "/var/lib/safe-run/artifacts/vmlinuz".into(),
             initramfs: "/var/lib/safe-run/artifacts/initramfs.img".into(),
             rootfs: "/var/lib/safe-run/artifacts/rootfs.ext4".into(),
+            snapshots: "/var/lib/safe-run/snapshots".into(),
         }
+    }
+}
+
+impl MicrovmConfig {
+    /// The snapshot directory, unless snapshots are off (an empty `snapshots`).
+    pub fn snapshot_dir(&self) -> Option<std::path::PathBuf> {
+        (!self.snapshots.is_empty()).then(|| std::path::PathBuf::from(&self.snapshots))
     }
 }
 

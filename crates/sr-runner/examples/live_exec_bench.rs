@@ -57,6 +57,7 @@ fn main() {
             init_exe: std::env::current_exe().unwrap(),
             allowed_mount_prefixes: config.allowed_mount_prefixes.clone(),
             vmm_identity: (config.workload_host_uid, config.workload_host_gid),
+            snapshots: config.microvm.snapshot_dir(),
         },
     );
     let t = Instant::now();

@@ -82,6 +82,7 @@ fn boot(base: &std::path::Path) -> (RunDir, Sandbox<RecordingSink>) {
             init_exe: PathBuf::from("/nonexistent"),
             allowed_mount_prefixes: Vec::new(),
             vmm_identity: (65534, 65534),
+            snapshots: None,
         },
     );
     let sb = Sandbox::create(

@@ -75,6 +75,7 @@ fn run_failing_on(b: &CompileBundle, fail_on: Option<&'static str>) -> Ran {
             cgroup_layout: layout,
             allowed_mount_prefixes: vec!["/tmp".into(), "/srv".into()],
             vmm_identity: (65534, 65534),
+            snapshots: None,
             stdout: Box::new(out.clone()),
             stderr: Box::new(err.clone()),
             stdin: None,

@@ -1,14 +1,20 @@
 //! `safe-run artifact build`: the kernel, initramfs and root filesystem a microVM boots, built
 //! reproducibly from Debian's packages (crates/sr-artifacts, docs/artifacts.md).
 //!
+//! `safe-run artifact snapshot`: an agent-ready QEMU guest of a policy's VM shape, saved for
+//! runs to restore instead of booting (sr_runner::microvm::snapshot, docs/microvm.md).
+//!
 //! Exit codes: 0 built, 11 (SR-ART-xxx) the build failed, 3 an unreadable operator config
-//! (only read when --out is not given), 2 usage.
+//! (only read when --out is not given), 2 usage; for `snapshot`, the policy's and compile's
+//! codes and 5 (SR-RUN-002) when the VM could not be booted, saved or restored.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use sr_artifacts::{Options, Profile, RealHost};
+
+use sr_common::{Diagnostic, ErrorCode};
 
 use crate::output::{Format, fail, print_stdout};
 
@@ -17,6 +23,44 @@ use crate::output::{Format, fail, print_stdout};
 pub enum ArtifactCommand {
     /// Build vmlinuz, initramfs.img, rootfs.ext4 and manifest.json, reproducibly.
     Build(BuildArgs),
+    /// Boot a policy's microVM once, save it agent-ready; its runs then restore it.
+    Snapshot(SnapshotArgs),
+}
+
+/// Arguments of `safe-run artifact snapshot`.
+#[derive(Args)]
+#[command(
+    after_help = "A QEMU microVM boots in seconds under software emulation; restoring a saved,
+agent-ready guest takes a fraction of that. This boots the VM a policy describes (its vCPUs,
+memory, kernel, initramfs and rootfs, hashed as opened), waits for the guest agent to listen,
+saves the VM's state, checks it by restoring it once, and publishes it under
+<dir>/<shape key>/ (vmstate.bin and snapshot.json: the shape, the state's sha256 and size,
+the boot, save and restore times).
+
+A later `safe-run run` (or `safe-run serve` sandbox) whose VM has the same shape (QEMU version,
+accelerator, arguments, artifact digests) restores it instead of booting; its report says
+`start: snapshot` with the snapshot's key and the digest of the state loaded, or `start: boot`
+and why no snapshot was used. Each restored VM gets a fresh vsock device and context id, the
+host's clock, and fresh entropy from which the guest kernel reseeds its generator before any
+exec (docs/microvm.md, Snapshots, lists what clones still share).
+
+A snapshot holds no per-run device: policies with a network allowlist or mounts boot cold.
+Needs root, QEMU and vhost-device-vsock (scripts/setup.sh) and the guest artifacts.
+
+Examples:
+  safe-run artifact snapshot --policy examples/microvm_uname.yaml
+  safe-run artifact snapshot --policy p.yaml --out /srv/snapshots --format json"
+)]
+pub struct SnapshotArgs {
+    /// The policy whose VM shape to snapshot (`runtime.backend: microvm`, QEMU).
+    #[arg(long, value_name = "POLICY")]
+    pub policy: PathBuf,
+    /// The snapshot directory (default: the operator config's microvm.snapshots).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Output: `text` (a summary) or `json` (the manifest on stdout).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 /// Arguments of `safe-run artifact build`.
@@ -74,6 +118,7 @@ pub struct BuildArgs {
 pub fn execute(command: ArtifactCommand) -> u8 {
     match command {
         ArtifactCommand::Build(args) => build(args),
+        ArtifactCommand::Snapshot(args) => snapshot(args),
     }
 }
 
@@ -152,6 +197,103 @@ fn build(args: BuildArgs) -> u8 {
             );
             eprintln!("\npin them in a policy:");
             print_stdout(&manifest.policy_snippet(&dir))
+        }
+    }
+}
+
+fn snapshot(args: SnapshotArgs) -> u8 {
+    let config = match sr_policy::OperatorConfig::load() {
+        Ok(c) => c,
+        Err(d) => return fail(&[d], args.format),
+    };
+    let policy = match sr_policy::load_policy_file(&args.policy, &config) {
+        Ok(p) => p,
+        Err(report) => return fail(&report.diagnostics, args.format),
+    };
+    let bundle = match sr_compiler::compile(&policy, &config) {
+        Ok(b) => b,
+        Err(d) => return fail(&[d], args.format),
+    };
+    let usage = |message: String, hint: &str| {
+        fail(
+            &[Diagnostic::new(
+                ErrorCode::RunLaunch,
+                "snapshot",
+                message,
+                hint.to_owned(),
+            )],
+            args.format,
+        )
+    };
+    let Some(plan) = bundle.backend.qemu() else {
+        return usage(
+            format!(
+                "{} runs on backend {}; snapshots are of QEMU microVMs",
+                args.policy.display(),
+                bundle.backend.name()
+            ),
+            "give a policy with runtime.backend: microvm, on an operator config whose microvm.vmm is qemu",
+        );
+    };
+    let Some(out_dir) = args.out.clone().or_else(|| config.microvm.snapshot_dir()) else {
+        return usage(
+            "the operator config turns snapshots off (microvm.snapshots is empty)".into(),
+            "give --out DIR, or set microvm.snapshots",
+        );
+    };
+    let plan = sr_runner::microvm::qemu::plan_for_run(plan, "snapshot");
+    let work_dir = out_dir.join(format!(".work.{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&work_dir) {
+        return usage(
+            format!("{}: {e}", work_dir.display()),
+            "the snapshot directory must be writable (run as root)",
+        );
+    }
+    let start = Instant::now();
+    let mut progress = |line: &str| {
+        eprintln!("[{:5.1}s] {line}", start.elapsed().as_secs_f64());
+    };
+    let mut vm =
+        sr_runner::microvm::qemu::QemuVm::new(config.workload_host_uid, config.workload_host_gid);
+    let made = vm.make_snapshot(sr_runner::microvm::qemu::SnapshotRequest {
+        plan: &plan,
+        work_dir: &work_dir,
+        out_dir: &out_dir,
+        progress: &mut progress,
+    });
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let (manifest, dir) = match made {
+        Ok(m) => m,
+        Err(status) => {
+            let diagnostic = match status {
+                sr_runner::outcome::RunStatus::LaunchFailed { diagnostic } => diagnostic,
+                other => Diagnostic::new(
+                    ErrorCode::RunLaunch,
+                    "snapshot",
+                    format!("the snapshot VM ended: {other:?}"),
+                    "see docs/microvm.md, Snapshots".to_owned(),
+                ),
+            };
+            return fail(&[diagnostic], args.format);
+        }
+    };
+    match args.format {
+        Format::Json => {
+            let text = serde_json::to_string_pretty(&manifest).unwrap_or_default() + "\n";
+            print_stdout(&text)
+        }
+        Format::Text => {
+            let ratio = manifest.restore_ms as f64 / manifest.boot_ms.max(1) as f64;
+            print_stdout(&format!(
+                "snapshot {key} in {dir}\n  VM state  {bytes} bytes  {sha}\n  boot to agent listening {boot} ms, save {save} ms, restore to agent answering {restore} ms ({ratio:.2}x the boot)\n",
+                key = manifest.key,
+                dir = dir.display(),
+                bytes = manifest.vmstate_bytes,
+                sha = manifest.vmstate_sha256,
+                boot = manifest.boot_ms,
+                save = manifest.save_ms,
+                restore = manifest.restore_ms,
+            ))
         }
     }
 }

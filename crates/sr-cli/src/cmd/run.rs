@@ -324,6 +324,7 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
             cgroup_layout: host.cgroup,
             allowed_mount_prefixes: config.allowed_mount_prefixes.clone(),
             vmm_identity: (config.workload_host_uid, config.workload_host_gid),
+            snapshots: config.microvm.snapshot_dir(),
             stdout: Box::new(std::io::stdout()),
             stderr: Box::new(std::io::stderr()),
             stdin,

@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub allowed_mount_prefixes: Vec<String>,
     /// The unprivileged uid and gid a microVM's VMM runs as.
     pub vmm_identity: (u32, u32),
+    /// Where a QEMU microVM looks for a snapshot to restore instead of booting.
+    pub snapshots: Option<PathBuf>,
     /// Where the workload's stdout is streamed (the terminal, or a sink in tests).
     pub stdout: Terminal,
     /// Where the workload's stderr is streamed.
@@ -194,6 +196,7 @@ impl Runner {
             cgroup_layout,
             allowed_mount_prefixes,
             vmm_identity,
+            snapshots,
             stdout,
             stderr,
             stdin,
@@ -217,6 +220,7 @@ impl Runner {
                     init_exe,
                     allowed_mount_prefixes,
                     vmm_identity,
+                    snapshots,
                 },
             ),
             self.ending.clone(),

@@ -40,6 +40,20 @@ pub struct VmFacts {
     pub confinement: VmmConfinement,
     /// Milliseconds from the VMM's start to the agent's answer.
     pub boot_ms: u64,
+    /// `boot` (a cold boot) or `snapshot` (restored from one, see `snapshot`).
+    pub start: String,
+    /// Why a VM that could have been restored booted cold (no snapshot of its shape, a NIC...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_note: Option<String>,
+    /// The snapshot it was restored from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotFact>,
+    /// The guest's vsock context id, as the agent read it from its connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_cid: Option<u32>,
+    /// Whether the agent reseeded the guest's random number generator from fresh host entropy
+    /// before any exec.
+    pub guest_crng_reseeded: bool,
     /// Each policy mount's image (target -> `sha256:<hex>` of the ext4 image the guest got).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub mount_images: BTreeMap<String, String>,
@@ -59,7 +73,11 @@ impl VmFacts {
                 modules,
                 landlock_abi,
                 seccomp,
+                guest_cid,
+                crng_reseeded,
             } => {
+                self.guest_cid = guest_cid;
+                self.guest_crng_reseeded = crng_reseeded;
                 self.guest_kernel = kernel_release;
                 self.guest_modules = modules;
                 self.guest_landlock_abi = landlock_abi;
@@ -70,6 +88,18 @@ impl VmFacts {
             super::guest_setup::GuestSetupReply::Failed { phase, message } => Err((phase, message)),
         }
     }
+}
+
+/// The snapshot a VM was restored from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotFact {
+    /// Its shape's key (its directory's name).
+    pub key: String,
+    /// `sha256:<hex>` of the VM state QEMU loaded (hashed as it was read).
+    pub vmstate_sha256: String,
+    /// Milliseconds to load it into QEMU.
+    pub load_ms: u64,
 }
 
 /// How the VMM's processes (QEMU and vhost-device-vsock) run on the host.

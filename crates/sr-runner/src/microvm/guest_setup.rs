@@ -32,6 +32,17 @@ pub struct GuestSetup {
     /// Hex of 64 random bytes the agent credits to the guest's entropy pool before any exec
     /// (a VM restored from a snapshot must not replay its siblings' randomness).
     pub entropy: String,
+    /// Set for a VM restored from a snapshot: its clock stopped when the snapshot was saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<Restored>,
+}
+
+/// What a guest restored from a snapshot adopts before any exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Restored {
+    /// The host's wall clock, milliseconds since the Unix epoch, when it sent the setup.
+    pub unix_time_ms: u64,
 }
 
 /// The agent's answer.
@@ -49,6 +60,14 @@ pub enum GuestSetupReply {
         landlock_abi: u32,
         /// Whether seccomp filters are available in the guest.
         seccomp: bool,
+        /// The vsock context id the guest kernel has (read by the agent from its connection):
+        /// a restored VM's must be the fresh one its new vsock device gave it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        guest_cid: Option<u32>,
+        /// Whether the agent reseeded the guest kernel's random number generator from the
+        /// host's entropy before answering (pid 1 only; `RNDRESEEDCRNG`).
+        #[serde(default)]
+        crng_reseeded: bool,
     },
     /// The agent cannot run execs as asked.
     #[serde(rename_all = "camelCase")]

@@ -21,3 +21,5 @@ pub mod hybrid_vsock;
 pub mod mount_image;
 pub mod mount_sync;
 pub mod qemu;
+pub mod qmp;
+pub mod snapshot;

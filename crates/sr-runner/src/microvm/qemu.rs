@@ -33,12 +33,17 @@ use super::host::{
     check_pinned, console_tail, failed, plain_name, random_hex, sha256_of, version_line,
 };
 use super::hybrid_vsock;
+use super::qmp::Qmp;
+use super::snapshot::{self, Shape, SnapshotManifest};
+
+mod make_snapshot;
 use crate::cgroup::{self, RunCgroup};
 use crate::life::backend::{Backend, Killer, StartContext};
 use crate::network_facts::Boundary;
 use crate::network_hook::AttachedNetwork;
 use crate::outcome::{CleanupReport, EnforcementFacts, RunStatus};
 use crate::sandbox::reap::NsProcess;
+pub use make_snapshot::SnapshotRequest;
 
 /// How long a guest may take from QEMU's start to the agent's answer (software emulation
 /// boots in about 3 s here; a loaded CI machine needs more).
@@ -51,6 +56,8 @@ const VHOST_TIMEOUT: Duration = Duration::from_secs(10);
 /// resource control.
 pub const QEMU_SANDBOX: &str =
     "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+/// vhost-device-vsock's vhost-user socket in `vm/` (the plan's `--socket`).
+const VHOST_SOCKET: &str = "vhost-vsock.sock";
 /// How much of the guest console a boot failure's hint carries.
 const CONSOLE_TAIL: usize = 1500;
 
@@ -124,6 +131,10 @@ pub struct QemuVm {
     timeout_ms: u64,
     facts: VmFacts,
     pending: Option<PendingQemu>,
+    /// Where snapshots of agent-ready VMs are looked for (none: always boot).
+    snapshots: Option<PathBuf>,
+    /// The snapshot this run restores instead of booting.
+    restore: Option<(PathBuf, SnapshotManifest)>,
 }
 
 /// The OOM kills the guest kernel reported on its console: one `Out of memory: Killed process`
@@ -150,7 +161,16 @@ impl QemuVm {
             timeout_ms: 0,
             facts: VmFacts::default(),
             pending: None,
+            snapshots: None,
+            restore: None,
         }
+    }
+
+    /// Restores a VM from a snapshot of its shape under `dir`, when there is one, instead of
+    /// booting it (docs/microvm.md, "Snapshots").
+    pub fn with_snapshots(mut self, dir: Option<PathBuf>) -> Self {
+        self.snapshots = dir;
+        self
     }
 
     fn procs(&self) -> std::sync::MutexGuard<'_, Procs> {
@@ -354,6 +374,44 @@ fn tap_fd_of(args: &[String]) -> Option<i32> {
         .filter(|n| *n > 5)
 }
 
+/// The compiled plan with its run id placeholder replaced by `run_id`.
+pub fn plan_for_run(plan: &QemuPlan, run_id: &str) -> QemuPlan {
+    let sub = |s: &str| s.replace(RUN_ID_PLACEHOLDER, run_id);
+    QemuPlan {
+        args: plan.args.iter().map(|a| sub(a)).collect(),
+        vhost_vsock_args: plan.vhost_vsock_args.iter().map(|a| sub(a)).collect(),
+        vsock_socket: sub(&plan.vsock_socket),
+        console_log: sub(&plan.console_log),
+        ..plan.clone()
+    }
+}
+
+/// What the runner appends to every QEMU command line: the accelerator and QEMU's sandbox.
+fn vmm_tail(accelerator: &str) -> [String; 4] {
+    [
+        "-accel".to_owned(),
+        accelerator.to_owned(),
+        "-sandbox".to_owned(),
+        QEMU_SANDBOX.to_owned(),
+    ]
+}
+
+/// A random vsock context id for a restored guest (3 and up; below 2^31).
+fn fresh_cid() -> std::io::Result<u32> {
+    let hex = random_hex(4)?;
+    let n = u32::from_str_radix(&hex, 16).map_err(std::io::Error::other)?;
+    Ok(3 + n % (0x7fff_ffff - 3))
+}
+
+/// Replaces the value of vhost-device-vsock's `--guest-cid`.
+fn set_guest_cid(args: &mut [String], cid: u32) {
+    if let Some(i) = args.iter().position(|a| a == "--guest-cid")
+        && let Some(v) = args.get_mut(i + 1)
+    {
+        *v = cid.to_string();
+    }
+}
+
 /// Makes `dir` (0700, owned by `uid:gid`) for the VMM's sockets and logs.
 fn vmm_dir(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -384,14 +442,7 @@ impl Backend for QemuVm {
             .network_plan
             .as_ref()
             .map(|n| n.host_interface.replace(RUN_ID_PLACEHOLDER, cx.run_id));
-        let sub = |s: &str| s.replace(RUN_ID_PLACEHOLDER, cx.run_id);
-        let plan = QemuPlan {
-            args: plan.args.iter().map(|a| sub(a)).collect(),
-            vhost_vsock_args: plan.vhost_vsock_args.iter().map(|a| sub(a)).collect(),
-            vsock_socket: sub(&plan.vsock_socket),
-            console_log: sub(&plan.console_log),
-            ..plan.clone()
-        };
+        let plan = plan_for_run(plan, cx.run_id);
         self.vm_dir = cx.run_dir.join("vm");
         self.timeout_ms = cx.bundle.process.timeout_ms;
         if !plain_name(&plan.vsock_socket) || !plain_name(&plan.console_log) {
@@ -450,47 +501,25 @@ impl Backend for QemuVm {
         };
         cx.enforcement.hostname = plan.guest.hostname.clone();
         cx.enforcement.capabilities_kept = plan.guest.capabilities.clone();
+        self.choose_start(&plan, accel.name);
+        let mut vhost_args = plan.vhost_vsock_args.clone();
+        if self.restore.is_some() {
+            // A fresh context id per restored VM: siblings of one snapshot must not share one.
+            set_guest_cid(&mut vhost_args, fresh_cid().map_err(io)?);
+        }
 
         let t_vmm = Instant::now();
-        let vhost = self.spawn(
-            &plan.vhost_vsock_bin,
-            &plan.vhost_vsock_args,
-            (&confinement, Vec::new()),
-            &self.vm_dir.join("vhost-vsock.log"),
-            cx.cgroup,
-        )?;
-        self.procs().vhost = Some(vhost);
-        // QEMU connects to vhost-device-vsock's socket at start: wait for it to exist.
-        let vhost_socket = self.vm_dir.join("vhost-vsock.sock");
-        let until = Instant::now() + VHOST_TIMEOUT;
-        while !vhost_socket.exists() {
-            let exited = self
-                .procs()
-                .vhost
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() || Instant::now() >= until {
-                let log = console_tail(&self.vm_dir.join("vhost-vsock.log"), 600);
-                return Err(failed(
-                    "launch.vmm",
-                    format!(
-                        "vhost-device-vsock did not create {}",
-                        vhost_socket.display()
-                    ),
-                    format!(
-                        "install it with `cargo install vhost-device-vsock` (scripts/setup.sh does); it said: {log}"
-                    ),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let mut args = plan.args.clone();
-        args.extend([
-            "-accel".to_owned(),
-            accel.name.to_owned(),
-            "-sandbox".to_owned(),
-            QEMU_SANDBOX.to_owned(),
-        ]);
+        self.spawn_vhost(&plan, &vhost_args, &confinement, cx.cgroup)?;
+        let mut args = if self.restore.is_some() {
+            // The VM state comes over QMP (`migrate-incoming`); the vsock device is plugged in
+            // after it, so it is not on the command line.
+            let mut a = snapshot::without_vsock(&plan.args);
+            a.extend(["-incoming".to_owned(), "defer".to_owned()]);
+            a
+        } else {
+            plan.args.clone()
+        };
+        args.extend(vmm_tail(accel.name));
         cx.phases
             .insert("vmm_spawn".into(), t_vmm.elapsed().as_secs_f64() * 1000.0);
         self.setup = Some(GuestSetup {
@@ -498,6 +527,7 @@ impl Backend for QemuVm {
             process: cx.bundle.process.clone(),
             guest: plan.guest.clone(),
             entropy: random_hex(64).map_err(io)?,
+            restored: None,
         });
         self.plan = Some(plan);
         self.pending = Some(PendingQemu {
@@ -529,6 +559,9 @@ impl Backend for QemuVm {
         let boot_deadline = self
             .started
             .map_or(deadline, |s| (s + BOOT_TIMEOUT).min(deadline));
+        if let Some((dir, manifest)) = self.restore.take() {
+            self.restore_snapshot(&dir, &manifest, boot_deadline)?;
+        }
         let socket = self.vm_dir.join(&plan.vsock_socket);
         // Retried while nothing listens yet, checking between attempts that the VMM is alive, so
         // a VMM that died (a guest kernel panic, a bad artifact) ends the wait at once. A
@@ -642,6 +675,49 @@ impl Backend for QemuVm {
 }
 
 impl QemuVm {
+    /// Starts vhost-device-vsock with `args` and waits for its vhost-user socket, which QEMU
+    /// connects to (at its start, or when a restored VM's vsock device is plugged in).
+    fn spawn_vhost(
+        &mut self,
+        plan: &QemuPlan,
+        args: &[String],
+        confinement: &Confinement,
+        cg: Option<&RunCgroup>,
+    ) -> Result<(), RunStatus> {
+        let vhost = self.spawn(
+            &plan.vhost_vsock_bin,
+            args,
+            (confinement, Vec::new()),
+            &self.vm_dir.join("vhost-vsock.log"),
+            cg,
+        )?;
+        self.procs().vhost = Some(vhost);
+        let vhost_socket = self.vm_dir.join(VHOST_SOCKET);
+        let until = Instant::now() + VHOST_TIMEOUT;
+        while !vhost_socket.exists() {
+            let exited = self
+                .procs()
+                .vhost
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() >= until {
+                let log = console_tail(&self.vm_dir.join("vhost-vsock.log"), 600);
+                return Err(failed(
+                    "launch.vmm",
+                    format!(
+                        "vhost-device-vsock did not create {}",
+                        vhost_socket.display()
+                    ),
+                    format!(
+                        "install it with `cargo install vhost-device-vsock` (scripts/setup.sh does); it said: {log}"
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
     /// Spawns QEMU as `start` prepared it. The run's addresses enter here, the one run-time
     /// value of its command line: `sr.net=<guest>/<prefix>,<gateway>` appended to `-append`
     /// (the compiled plan holds the fixed part and stays deterministic).
@@ -720,6 +796,77 @@ impl QemuVm {
         }
         drop(procs);
         self.started = Some(Instant::now());
+        Ok(())
+    }
+
+    /// How this VM starts: from a snapshot of its shape when the operator keeps snapshots and
+    /// one is there, else a cold boot (and the facts say why, when a snapshot could have been
+    /// used).
+    fn choose_start(&mut self, plan: &QemuPlan, accelerator: &str) {
+        self.facts.start = "boot".into();
+        let Some(dir) = self.snapshots.clone() else {
+            return;
+        };
+        if let Some(why) = snapshot::not_restorable(plan) {
+            self.facts.start_note = Some(why);
+            return;
+        }
+        let shape = Shape {
+            qemu_version: self.facts.vmm_version.clone(),
+            accelerator: accelerator.to_owned(),
+            args: snapshot::shape_args(&plan.args),
+            artifacts: self.facts.artifacts.clone(),
+        };
+        match snapshot::lookup(&dir, &shape) {
+            Some(found) => self.restore = Some(found),
+            None => {
+                self.facts.start_note = Some(format!(
+                    "no snapshot of this VM's shape ({}) in {}; `safe-run artifact snapshot --policy <policy>` makes one",
+                    shape.key(),
+                    dir.display()
+                ));
+            }
+        }
+    }
+
+    /// Loads the snapshot into the paused QEMU, plugs the run's vsock device in and lets the
+    /// guest run; the setup line then carries the host's clock.
+    fn restore_snapshot(
+        &mut self,
+        dir: &Path,
+        manifest: &SnapshotManifest,
+        deadline: Instant,
+    ) -> Result<(), RunStatus> {
+        let t = Instant::now();
+        let fail = |e: String| {
+            failed(
+                "launch.snapshot",
+                format!("restoring the snapshot {}: {e}", dir.display()),
+                "remove it or make it again with `safe-run artifact snapshot` (docs/microvm.md, Snapshots); QEMU's messages are in <run dir>/vm/qemu.log",
+            )
+        };
+        let vmstate = std::fs::File::open(dir.join(snapshot::VMSTATE_FILE))
+            .map_err(|e| fail(e.to_string()))?;
+        let mut qmp = Qmp::connect(&self.vm_dir.join("qmp.sock"), deadline)
+            .map_err(|e| fail(e.to_string()))?;
+        let digest = snapshot::load(&mut qmp, vmstate, &manifest.vmstate_sha256)
+            .map_err(|e| fail(e.to_string()))?;
+        let load_ms = t.elapsed().as_millis() as u64;
+        snapshot::plug_vsock(&mut qmp, VHOST_SOCKET)
+            .and_then(|()| snapshot::resume(&mut qmp))
+            .map_err(|e| fail(e.to_string()))?;
+        self.facts.start = "snapshot".into();
+        self.facts.snapshot = Some(super::facts::SnapshotFact {
+            key: manifest.key.clone(),
+            vmstate_sha256: digest,
+            load_ms,
+        });
+        if let Some(setup) = self.setup.as_mut() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            setup.restored = Some(guest_setup::Restored { unix_time_ms: now });
+        }
         Ok(())
     }
 

@@ -440,6 +440,7 @@ impl Backend for FirecrackerVm {
             process: cx.bundle.process.clone(),
             guest: plan.guest.clone(),
             entropy,
+            restored: None,
         });
         self.plan = Some(plan);
         Ok(Boundary::Tap {

@@ -1,0 +1,259 @@
+//! `safe-run artifact snapshot`: boots a VM of a plan's shape without a vsock device (which
+//! QEMU cannot migrate), waits for its agent to listen, saves it, and checks the snapshot by
+//! restoring it once into a VM whose freshly plugged vsock device reaches the agent. Only a
+//! snapshot that passed that check is published, under `<dir>/<shape key>/`.
+//!
+//! The VMM runs confined as in a run (its own user, namespaces, QEMU's `-sandbox`); it is in
+//! no run's cgroup, and the guest runs nothing but the agent.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sr_bundle::QemuPlan;
+
+use super::super::accel;
+use super::super::confine::Confinement;
+use super::super::host::{failed, version_line};
+use super::super::hybrid_vsock;
+use super::super::qmp::Qmp;
+use super::super::snapshot::{
+    self, AGENT_LISTENING, MANIFEST_FILE, SNAPSHOT_FORMAT, Shape, SnapshotManifest, VMSTATE_FILE,
+};
+use super::{BOOT_TIMEOUT, QemuVm, fresh_cid, set_guest_cid, vmm_dir, vmm_tail};
+use crate::outcome::{CleanupReport, RunStatus};
+
+/// What to snapshot, and where.
+pub struct SnapshotRequest<'a> {
+    /// The compiled plan, its run id placeholder replaced.
+    pub plan: &'a QemuPlan,
+    /// A fresh directory for the VMs' sockets and logs (removed by the caller).
+    pub work_dir: &'a Path,
+    /// The snapshot directory (the operator config's `microvm.snapshots`).
+    pub out_dir: &'a Path,
+    /// Told each step as it starts.
+    pub progress: &'a mut dyn FnMut(&str),
+}
+
+/// The poll interval while waiting for the agent's console line.
+const CONSOLE_POLL: Duration = Duration::from_millis(20);
+
+impl QemuVm {
+    /// Makes, checks and publishes a snapshot of `req.plan`'s VM shape; its manifest and
+    /// directory.
+    pub fn make_snapshot(
+        &mut self,
+        req: SnapshotRequest<'_>,
+    ) -> Result<(SnapshotManifest, PathBuf), RunStatus> {
+        let result = self.make_snapshot_inner(req);
+        let mut cleanup = CleanupReport::default();
+        crate::life::backend::Backend::stop(self, &mut cleanup);
+        result
+    }
+
+    fn make_snapshot_inner(
+        &mut self,
+        req: SnapshotRequest<'_>,
+    ) -> Result<(SnapshotManifest, PathBuf), RunStatus> {
+        let SnapshotRequest {
+            plan,
+            work_dir,
+            out_dir,
+            progress,
+        } = req;
+        if let Some(why) = snapshot::not_restorable(plan) {
+            return Err(failed(
+                "snapshot.shape",
+                format!("this policy's VM cannot be snapshotted: {why}"),
+                "a snapshot holds no per-run device: snapshot a policy with `network: {mode: none}` and no mounts (docs/microvm.md, Snapshots)",
+            ));
+        }
+        let io = |step: &'static str| {
+            move |e: std::io::Error| failed(step, e.to_string(), "see docs/microvm.md, Snapshots")
+        };
+        self.vm_dir = work_dir.join("boot").join("vm");
+        vmm_dir(&self.vm_dir, self.vmm_uid, self.vmm_gid).map_err(io("snapshot.vmm"))?;
+        progress("checking the artifacts");
+        let fds = self.check_artifacts(plan)?;
+        let accel = accel::host_accel();
+        let shape = Shape {
+            qemu_version: version_line(Path::new(&plan.qemu_bin)),
+            accelerator: accel.name.to_owned(),
+            args: snapshot::shape_args(&plan.args),
+            artifacts: self.facts.artifacts.clone(),
+        };
+        let key = shape.key();
+        let confinement = Confinement {
+            uid: self.vmm_uid,
+            gid: self.vmm_gid,
+            no_network: true,
+        };
+        let mut args = shape.args.clone();
+        args.extend(vmm_tail(accel.name));
+
+        progress(&format!(
+            "booting the guest ({}, no vsock device yet)",
+            accel.name
+        ));
+        let t_boot = Instant::now();
+        let qemu = self.spawn(
+            &plan.qemu_bin,
+            &args,
+            (&confinement, fds),
+            &self.vm_dir.join("qemu.log"),
+            None,
+        )?;
+        self.procs().qemu = Some(qemu);
+        self.plan = Some(plan.clone());
+        self.await_agent_listening(t_boot + BOOT_TIMEOUT)?;
+        let boot_ms = t_boot.elapsed().as_millis() as u64;
+
+        progress("saving the VM state");
+        std::fs::create_dir_all(out_dir).map_err(io("snapshot.out"))?;
+        let staging = out_dir.join(format!(".{key}.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir(&staging).map_err(io("snapshot.out"))?;
+        let staged = Staging(staging.clone());
+        let vmstate =
+            std::fs::File::create(staging.join(VMSTATE_FILE)).map_err(io("snapshot.save"))?;
+        let t_save = Instant::now();
+        let mut qmp = Qmp::connect(&self.vm_dir.join("qmp.sock"), t_save + BOOT_TIMEOUT)
+            .map_err(|e| failed("snapshot.save", e.to_string(), "see QEMU's log"))?;
+        let (vmstate_sha256, vmstate_bytes) = snapshot::save(&mut qmp, vmstate)
+            .map_err(|e| failed("snapshot.save", e.to_string(), "see QEMU's log"))?;
+        let save_ms = t_save.elapsed().as_millis() as u64;
+        drop(qmp);
+        let mut cleanup = CleanupReport::default();
+        crate::life::backend::Backend::stop(self, &mut cleanup);
+
+        let mut manifest = SnapshotManifest {
+            format: SNAPSHOT_FORMAT.into(),
+            key: key.clone(),
+            shape,
+            vmstate_sha256,
+            vmstate_bytes,
+            boot_ms,
+            save_ms,
+            restore_ms: 0,
+            made_by: format!("safe-run {}", env!("CARGO_PKG_VERSION")),
+        };
+        progress("checking it: restoring it once, with a fresh vsock device");
+        manifest.restore_ms = self.check_restore(plan, work_dir, &staging, &manifest)?;
+
+        let text = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| io("snapshot.out")(std::io::Error::other(e)))?;
+        std::fs::write(staging.join(MANIFEST_FILE), text).map_err(io("snapshot.out"))?;
+        let dest = out_dir.join(&key);
+        if dest.exists() {
+            // The old one goes only once the new one is complete; a run that opened its state
+            // file keeps reading it.
+            let old = out_dir.join(format!(".{key}.old.{}", std::process::id()));
+            std::fs::rename(&dest, &old).map_err(io("snapshot.out"))?;
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        std::fs::rename(&staging, &dest).map_err(io("snapshot.out"))?;
+        // Renamed away: its drop finds nothing left to remove.
+        drop(staged);
+        Ok((manifest, dest))
+    }
+
+    /// Waits for the agent's console line while QEMU lives.
+    fn await_agent_listening(&mut self, deadline: Instant) -> Result<(), RunStatus> {
+        let console = self.vm_dir.join(
+            self.plan
+                .as_ref()
+                .map_or("console.log", |p| p.console_log.as_str()),
+        );
+        loop {
+            let text = std::fs::read(&console).unwrap_or_default();
+            if String::from_utf8_lossy(&text).contains(AGENT_LISTENING) {
+                return Ok(());
+            }
+            let exited = self
+                .procs()
+                .qemu
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                return Err(self.boot_failure(format!(
+                    "QEMU exited ({status}) before the guest agent listened"
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(self.boot_failure(format!(
+                    "the guest agent did not print {AGENT_LISTENING:?} within {} s",
+                    BOOT_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(CONSOLE_POLL);
+        }
+    }
+
+    /// Restores the staged snapshot as a run would (fresh context id, vsock plugged in after
+    /// the load) and waits for the agent to take a connection; the milliseconds from QEMU's
+    /// start to that.
+    fn check_restore(
+        &mut self,
+        plan: &QemuPlan,
+        work_dir: &Path,
+        staging: &Path,
+        manifest: &SnapshotManifest,
+    ) -> Result<u64, RunStatus> {
+        self.vm_dir = work_dir.join("check").join("vm");
+        vmm_dir(&self.vm_dir, self.vmm_uid, self.vmm_gid)
+            .map_err(|e| failed("snapshot.check", e.to_string(), "see docs/microvm.md"))?;
+        let fds = self.check_artifacts(plan)?;
+        let confinement = Confinement {
+            uid: self.vmm_uid,
+            gid: self.vmm_gid,
+            no_network: true,
+        };
+        let mut vhost_args = plan.vhost_vsock_args.clone();
+        let cid = fresh_cid()
+            .map_err(|e| failed("snapshot.check", e.to_string(), "see docs/microvm.md"))?;
+        set_guest_cid(&mut vhost_args, cid);
+        self.spawn_vhost(plan, &vhost_args, &confinement, None)?;
+        let mut args = snapshot::without_vsock(&plan.args);
+        args.extend(["-incoming".to_owned(), "defer".to_owned()]);
+        args.extend(vmm_tail(accel::host_accel().name));
+        let t = Instant::now();
+        let qemu = self.spawn(
+            &plan.qemu_bin,
+            &args,
+            (&confinement, fds),
+            &self.vm_dir.join("qemu.log"),
+            None,
+        )?;
+        self.procs().qemu = Some(qemu);
+        let deadline = t + BOOT_TIMEOUT;
+        self.restore_snapshot(staging, manifest, deadline)?;
+        let socket = self.vm_dir.join(&plan.vsock_socket);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match hybrid_vsock::connect(
+                &socket,
+                plan.agent_port,
+                left.min(hybrid_vsock::ANSWER_WAIT),
+            ) {
+                // Closed without a byte: the agent counts it as a probe and listens on.
+                Ok(_) => return Ok(t.elapsed().as_millis() as u64),
+                Err(e) if e.is_transient() && !left.is_zero() => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    return Err(self.boot_failure(format!(
+                        "the restored guest's agent did not answer on its new vsock device: {e}"
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// A staged snapshot directory, removed unless published.
+struct Staging(PathBuf);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,430 @@
+//! Snapshots of a booted QEMU guest whose agent listens (docs/microvm.md, "Snapshots"): what a
+//! snapshot must match to be restored (its [`Shape`]), its manifest on disk, and the QMP steps
+//! that save and restore one.
+//!
+//! A snapshot holds no per-run device. QEMU cannot migrate `vhost-user-vsock` (it declares
+//! itself unmigratable), so the VM is booted for the snapshot without a vsock device, its
+//! agent listening on a socket that has no transport yet; after a restore the runner plugs a
+//! fresh vsock device (its own vhost-device-vsock, a fresh context id) into the running guest
+//! (ACPI PCI hot plug), and the agent's listener starts taking connections. Policies whose VM
+//! needs other per-run devices at boot (a NIC, mount drives) boot cold and the report says why.
+//!
+//! The VM state travels through a pipe that a thread fills or drains while hashing, so the
+//! digest in the report is of the very bytes QEMU loaded, at no extra latency.
+//!
+//! Pure except [`lookup`], [`save`], [`load`], [`plug_vsock`] and [`resume`].
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sr_bundle::QemuPlan;
+
+use super::qmp::{Qmp, QmpError};
+
+/// The manifest's `format`.
+pub const SNAPSHOT_FORMAT: &str = "safe-run-snapshot/1";
+/// The manifest's file name in a snapshot's directory.
+pub const MANIFEST_FILE: &str = "snapshot.json";
+/// The VM state's file name in a snapshot's directory.
+pub const VMSTATE_FILE: &str = "vmstate.bin";
+/// The console line the guest agent prints once its vsock listener is bound.
+pub const AGENT_LISTENING: &str = "listening on vsock port";
+/// `-name` of every snapshot-shaped VM (the run's own name would make each run a new shape).
+const SNAPSHOT_VM_NAME: &str = "safe-run-snapshot";
+/// The chardev id the compiled plan gives the vsock device's vhost-user socket.
+const VSOCK_CHARDEV: &str = "vhu";
+/// The id the restored VM's vsock device gets.
+const VSOCK_DEVICE: &str = "vsock";
+
+/// Everything that shapes a restorable machine: two VMs of one shape can load each other's
+/// state. A change to any of it is a different snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Shape {
+    /// QEMU's version line (the migration format is QEMU's own).
+    pub qemu_version: String,
+    /// `tcg` or `kvm`.
+    pub accelerator: String,
+    /// QEMU's arguments without the per-run devices ([`shape_args`]).
+    pub args: Vec<String>,
+    /// role -> `sha256:<hex>` of each artifact booted.
+    pub artifacts: BTreeMap<String, String>,
+}
+
+impl Shape {
+    /// The shape's name: hex of the sha256 of its canonical JSON, cut to 32 digits.
+    pub fn key(&self) -> String {
+        let canonical = serde_json_canonicalizer::to_vec(self).unwrap_or_default();
+        let mut key = hex::encode(Sha256::digest(&canonical));
+        key.truncate(32);
+        key
+    }
+}
+
+/// A snapshot's manifest (`snapshot.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SnapshotManifest {
+    /// [`SNAPSHOT_FORMAT`].
+    pub format: String,
+    /// [`Shape::key`] of `shape`; also the directory's name.
+    pub key: String,
+    /// What a VM must match to restore it.
+    pub shape: Shape,
+    /// `sha256:<hex>` of [`VMSTATE_FILE`].
+    pub vmstate_sha256: String,
+    /// Its size in bytes.
+    pub vmstate_bytes: u64,
+    /// From QEMU's start to the agent listening, when the snapshot was made.
+    pub boot_ms: u64,
+    /// The save itself.
+    pub save_ms: u64,
+    /// The check restore: QEMU's start to the agent answering on a fresh vsock device.
+    pub restore_ms: u64,
+    /// The safe-run that made it.
+    pub made_by: String,
+}
+
+/// Why a plan's VM cannot come from a snapshot (it boots cold and the report says this).
+pub fn not_restorable(plan: &QemuPlan) -> Option<String> {
+    per_run_devices(&plan.args, plan.mounts.len())
+}
+
+fn per_run_devices(args: &[String], mounts: usize) -> Option<String> {
+    if mounts > 0 {
+        return Some("the policy has mounts, whose drives are per run".into());
+    }
+    if args.iter().any(|a| a == "-netdev") {
+        return Some("the guest has a NIC (network allowlist), which is per run".into());
+    }
+    None
+}
+
+/// QEMU's arguments for a snapshot-shaped VM: the plan's without the vsock chardev and device
+/// (plugged in after a restore) and with one fixed `-name`.
+pub fn shape_args(args: &[String]) -> Vec<String> {
+    let mut out = without_vsock(args);
+    if let Some(i) = out.iter().position(|a| a == "-name")
+        && let Some(name) = out.get_mut(i + 1)
+    {
+        SNAPSHOT_VM_NAME.clone_into(name);
+    }
+    out
+}
+
+/// The plan's QEMU arguments without the vsock chardev and device: what a restored VM starts
+/// with (its `-name` stays the run's).
+pub fn without_vsock(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut it = args.iter().peekable();
+    while let Some(a) = it.next() {
+        let is_vsock = |v: &String| match a.as_str() {
+            "-chardev" => v.split(',').any(|kv| kv == format!("id={VSOCK_CHARDEV}")),
+            "-device" => v.starts_with("vhost-user-vsock-pci,"),
+            _ => false,
+        };
+        if it.peek().is_some_and(|v| is_vsock(v)) {
+            it.next();
+            continue;
+        }
+        out.push(a.clone());
+    }
+    out
+}
+
+/// The snapshot of `key` under `dir`, if one is there and its manifest is well formed and
+/// names that shape.
+pub fn lookup(dir: &Path, shape: &Shape) -> Option<(PathBuf, SnapshotManifest)> {
+    let key = shape.key();
+    let at = dir.join(&key);
+    let text = std::fs::read(at.join(MANIFEST_FILE)).ok()?;
+    let manifest: SnapshotManifest = serde_json::from_slice(&text).ok()?;
+    (manifest.format == SNAPSHOT_FORMAT && manifest.key == key && &manifest.shape == shape)
+        .then_some((at, manifest))
+}
+
+/// Why a save or a restore failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// QEMU refused or failed a step.
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+    /// The state file or the pipe to QEMU.
+    #[error("{step}: {source}")]
+    Io {
+        /// What was being done.
+        step: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The state loaded is not the one the manifest names.
+    #[error("the VM state's digest is {found}, its manifest says {expected}")]
+    Digest {
+        /// From the manifest.
+        expected: String,
+        /// Of the bytes QEMU read.
+        found: String,
+    },
+}
+
+fn io(step: &'static str) -> impl Fn(std::io::Error) -> SnapshotError {
+    move |source| SnapshotError::Io { step, source }
+}
+
+/// Copies `from` to `to` while hashing, on a thread; its digest and byte count.
+fn copy_hashing(
+    mut from: impl Read + Send + 'static,
+    mut to: impl Write + Send + 'static,
+) -> JoinHandle<std::io::Result<(String, u64)>> {
+    std::thread::spawn(move || {
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            h.update(&buf[..n]);
+            to.write_all(&buf[..n])?;
+            total += n as u64;
+        }
+        to.flush()?;
+        Ok((format!("sha256:{}", hex::encode(h.finalize())), total))
+    })
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SnapshotError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| io("creating a pipe for the VM state")(e.into()))
+}
+
+fn join(
+    copier: JoinHandle<std::io::Result<(String, u64)>>,
+) -> Result<(String, u64), SnapshotError> {
+    copier
+        .join()
+        .map_err(|_| {
+            io("copying the VM state")(std::io::Error::other("the copying thread panicked"))
+        })?
+        .map_err(io("copying the VM state"))
+}
+
+/// After a failed migration: QEMU lets go of the pipe if it still holds it, so the copying
+/// thread (left to itself, not joined) ends; it also ends when the caller kills QEMU.
+fn abandon(qmp: &mut Qmp) {
+    let _ = qmp.execute("closefd", json!({"fdname": "vmstate"}));
+}
+
+/// Stops the VM and saves its state into `dest`; the digest and size of what QEMU wrote.
+pub fn save(qmp: &mut Qmp, dest: std::fs::File) -> Result<(String, u64), SnapshotError> {
+    qmp.execute("stop", json!({}))?;
+    let (read, write) = pipe()?;
+    let copier = copy_hashing(std::fs::File::from(read), dest);
+    qmp.execute_with_fd("getfd", json!({"fdname": "vmstate"}), write.as_fd())?;
+    // QEMU holds its own copy now: ours must go, or the copier never sees the end.
+    drop(write);
+    let migrated = qmp
+        .execute("migrate", json!({"uri": "fd:vmstate"}))
+        .and_then(|_| qmp.await_migration());
+    if let Err(e) = migrated {
+        abandon(qmp);
+        return Err(e.into());
+    }
+    join(copier)
+}
+
+/// Loads `vmstate` into a QEMU started with `-incoming defer` (the VM stays paused); fails
+/// unless the bytes QEMU read have the digest `expected`. Returns that digest.
+pub fn load(
+    qmp: &mut Qmp,
+    vmstate: std::fs::File,
+    expected: &str,
+) -> Result<String, SnapshotError> {
+    let (read, write) = pipe()?;
+    let copier = copy_hashing(vmstate, std::fs::File::from(write));
+    qmp.execute_with_fd("getfd", json!({"fdname": "vmstate"}), read.as_fd())?;
+    drop(read);
+    let migrated = qmp
+        .execute("migrate-incoming", json!({"uri": "fd:vmstate"}))
+        .and_then(|_| qmp.await_migration());
+    if let Err(e) = migrated {
+        abandon(qmp);
+        return Err(e.into());
+    }
+    let (found, _) = join(copier)?;
+    if found != expected {
+        return Err(SnapshotError::Digest {
+            expected: expected.to_owned(),
+            found,
+        });
+    }
+    Ok(found)
+}
+
+/// Plugs the run's vsock device into the restored, still paused VM: vhost-device-vsock's
+/// socket (`vhost_socket`, relative to QEMU's directory) as the chardev the plan names.
+pub fn plug_vsock(qmp: &mut Qmp, vhost_socket: &str) -> Result<(), SnapshotError> {
+    qmp.execute(
+        "chardev-add",
+        json!({
+            "id": VSOCK_CHARDEV,
+            "backend": {"type": "socket", "data": {
+                "addr": {"type": "unix", "data": {"path": vhost_socket}},
+                "server": false
+            }}
+        }),
+    )?;
+    qmp.execute(
+        "device_add",
+        json!({"driver": "vhost-user-vsock-pci", "id": VSOCK_DEVICE, "chardev": VSOCK_CHARDEV}),
+    )?;
+    Ok(())
+}
+
+/// Lets the restored VM run.
+pub fn resume(qmp: &mut Qmp) -> Result<(), SnapshotError> {
+    qmp.execute("cont", json!({}))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_shape_drops_the_vsock_device_and_the_run_name_only() {
+        let plan = args(&[
+            "-name",
+            "safe-run-0123456789ab",
+            "-m",
+            "256M",
+            "-chardev",
+            "socket,id=vhu,path=vhost-vsock.sock",
+            "-device",
+            "vhost-user-vsock-pci,chardev=vhu",
+            "-device",
+            "virtio-blk-pci,drive=rootfs",
+            "-chardev",
+            "socket,id=other,path=x",
+            "-serial",
+            "file:console.log",
+        ]);
+        assert_eq!(
+            shape_args(&plan),
+            args(&[
+                "-name",
+                "safe-run-snapshot",
+                "-m",
+                "256M",
+                "-device",
+                "virtio-blk-pci,drive=rootfs",
+                "-chardev",
+                "socket,id=other,path=x",
+                "-serial",
+                "file:console.log",
+            ])
+        );
+        // Two runs of one policy have one shape.
+        let other_run = plan
+            .iter()
+            .map(|a| a.replace("0123456789ab", "ba9876543210"))
+            .collect::<Vec<_>>();
+        assert_eq!(shape_args(&plan), shape_args(&other_run));
+        // A trailing flag without its value is kept, not lost.
+        assert_eq!(shape_args(&args(&["-device"])), args(&["-device"]));
+    }
+
+    fn shape() -> Shape {
+        Shape {
+            qemu_version: "QEMU emulator version 7.2.22".into(),
+            accelerator: "tcg".into(),
+            args: args(&["-m", "256M"]),
+            artifacts: [("kernel".to_owned(), "sha256:aa".to_owned())].into(),
+        }
+    }
+
+    #[test]
+    fn the_key_names_every_part_of_the_shape() {
+        let base = shape();
+        assert_eq!(base.key().len(), 32);
+        assert_eq!(base.key(), shape().key());
+        let mut changed = vec![shape(), shape(), shape(), shape()];
+        changed[0].qemu_version.push('1');
+        changed[1].accelerator = "kvm".into();
+        changed[2].args[1] = "512M".into();
+        changed[3]
+            .artifacts
+            .insert("kernel".into(), "sha256:ab".into());
+        for c in changed {
+            assert_ne!(c.key(), base.key(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn lookup_takes_only_a_well_formed_manifest_of_that_shape() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = shape();
+        assert!(lookup(dir.path(), &s).is_none());
+        let at = dir.path().join(s.key());
+        std::fs::create_dir_all(&at).expect("mkdir");
+        let mut m = SnapshotManifest {
+            format: SNAPSHOT_FORMAT.into(),
+            key: s.key(),
+            shape: s.clone(),
+            vmstate_sha256: "sha256:00".into(),
+            vmstate_bytes: 1,
+            boot_ms: 1,
+            save_ms: 1,
+            restore_ms: 1,
+            made_by: "test".into(),
+        };
+        let write = |m: &SnapshotManifest| {
+            std::fs::write(at.join(MANIFEST_FILE), serde_json::to_vec(m).expect("json"))
+                .expect("write")
+        };
+        write(&m);
+        assert_eq!(lookup(dir.path(), &s).map(|(_, m)| m.key), Some(s.key()));
+        m.shape.accelerator = "kvm".into();
+        write(&m);
+        assert!(
+            lookup(dir.path(), &s).is_none(),
+            "a manifest of another shape"
+        );
+        std::fs::write(at.join(MANIFEST_FILE), b"{not json").expect("write");
+        assert!(lookup(dir.path(), &s).is_none());
+    }
+
+    #[test]
+    fn a_plan_with_per_run_devices_boots_cold() {
+        let mut plan = args(&["-m", "256M"]);
+        assert_eq!(per_run_devices(&plan, 0), None);
+        assert!(per_run_devices(&plan, 1).is_some_and(|r| r.contains("mounts")));
+        plan.extend(args(&["-netdev", "tap,id=n0,fd=6"]));
+        assert!(per_run_devices(&plan, 0).is_some_and(|r| r.contains("NIC")));
+    }
+
+    #[test]
+    fn the_copier_hashes_what_it_passes_on() {
+        let data = vec![7u8; 3 << 20];
+        let (digest, n) =
+            join(copy_hashing(std::io::Cursor::new(data.clone()), Vec::new())).expect("copy");
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(
+            digest,
+            format!("sha256:{}", hex::encode(Sha256::digest(&data)))
+        );
+    }
+}
