@@ -164,8 +164,10 @@ impl RunCgroup {
 /// Creates `dir` inside the shared `parent` (creating the parent first, then `init_parent`).
 ///
 /// The last run to finish removes the empty parent (see [`kill_and_remove`]), so the parent
-/// can vanish between its mkdir and the child's: the child's ENOENT means exactly that, and
-/// the whole step is retried.
+/// can vanish at any point before the child exists: between its mkdir and `init_parent` (on v2,
+/// enabling the controllers in its `cgroup.subtree_control` then fails with ENOENT) or between
+/// `init_parent` and the child's mkdir (ENOENT too). Either ENOENT means exactly that, and the
+/// whole step is retried. Once the child exists the kernel refuses to remove the parent.
 pub(super) fn mkdir_in_parent(
     fs: &dyn CgroupFs,
     parent: &Path,
@@ -175,10 +177,10 @@ pub(super) fn mkdir_in_parent(
     let mut attempts = 0;
     loop {
         fs.mkdir(parent).map_err(|e| err(parent, e))?;
-        init_parent(fs)?;
-        match fs.mkdir(dir) {
+        let made = init_parent(fs).and_then(|()| fs.mkdir(dir).map_err(|e| err(dir, e)));
+        match made {
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => attempts += 1,
-            r => return r.map_err(|e| err(dir, e)),
+            r => return r,
         }
     }
 }
