@@ -7,7 +7,9 @@
 //! `<root>/safe-run/safe-run-<runId>`; the controllers are enabled in `cgroup.subtree_control`
 //! of the root and of `safe-run/`; limits go to `memory.max`, `memory.swap.max` (0: no swap, so
 //! the memory limit means what it says), `pids.max`, `cpu.max`; OOM kills are counted in
-//! `memory.events`; removal writes `cgroup.kill`.
+//! `memory.events`; removal writes `cgroup.kill`. The root must be the hierarchy's real root or
+//! a cgroup holding no processes itself (v2 gives no controllers to the children of a cgroup with
+//! processes; inside a container's cgroup namespace the operator has to move them first).
 //!
 //! **v1** (per-controller hierarchies, older and hybrid hosts such as this one): one directory
 //! per controller, `<root>/<ctrl>/safe-run/safe-run-<runId>` for memory, pids, cpu and cpuacct;

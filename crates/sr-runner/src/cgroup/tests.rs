@@ -305,3 +305,51 @@ fn bad_names_are_refused() {
     p.name = "../escape".into();
     assert!(RunCgroup::create(&fs, &layout, &p, "x").is_err());
 }
+
+/// A v2 root that is not the hierarchy's root and holds processes: the kernel refuses to
+/// enable controllers for its children (EBUSY).
+struct BusyRoot(FakeFs);
+
+impl CgroupFs for BusyRoot {
+    fn exists(&self, p: &Path) -> bool {
+        self.0.exists(p)
+    }
+    fn mkdir(&self, p: &Path) -> io::Result<()> {
+        self.0.mkdir(p)
+    }
+    fn write(&self, p: &Path, v: &str) -> io::Result<()> {
+        if p == Path::new("/cg/cgroup.subtree_control") {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        self.0.write(p, v)
+    }
+    fn read(&self, p: &Path) -> io::Result<String> {
+        self.0.read(p)
+    }
+    fn rmdir(&self, p: &Path) -> io::Result<()> {
+        self.0.rmdir(p)
+    }
+    fn list_dirs(&self, p: &Path) -> io::Result<Vec<String>> {
+        self.0.list_dirs(p)
+    }
+    fn kill(&self, pid: i32) {
+        self.0.kill(pid)
+    }
+}
+
+#[test]
+fn a_v2_root_with_processes_of_its_own_is_explained() {
+    let fs = BusyRoot(FakeFs::default());
+    let layout = Layout::V2 { root: "/cg".into() };
+    let e = RunCgroup::create(&fs, &layout, &plan(), "r").unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ResourceBusy);
+    let msg = e.to_string();
+    assert!(msg.starts_with("/cg/cgroup.subtree_control: "), "{msg}");
+    assert!(msg.contains("/cg holds processes itself"), "{msg}");
+    assert!(
+        msg.contains("move its processes into a child cgroup"),
+        "{msg}"
+    );
+    // Nothing was created, so nothing is left.
+    assert!(!fs.exists(Path::new("/cg/safe-run")));
+}
