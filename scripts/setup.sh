@@ -24,6 +24,9 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 command -v depmod >/dev/null 2>&1 || need+=(kmod)
 command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
+# The cgroup v2 guest test (crates/sr-cli/tests/cgroup_v2_guest.rs) strips the debug binaries
+# it boots (debugfs, which reads busybox out of the rootfs, comes with e2fsprogs).
+command -v strip >/dev/null 2>&1 || need+=(binutils)
 # A static guest agent links glibc's static libraries.
 [[ -e /usr/lib/x86_64-linux-gnu/libc.a ]] || need+=(libc6-dev)
 # Debian splits `python3 -m venv` (ensurepip) into python3-venv.

@@ -32,6 +32,16 @@ pub fn vm_ready(test: &str, also: &[&str]) -> bool {
         dir.join("manifest.json"),
     ];
     needed.extend(also.iter().map(PathBuf::from));
+    all_present(
+        test,
+        &needed,
+        "scripts/setup.sh installs QEMU and vhost-device-vsock; scripts/build-guest.sh builds the artifacts",
+    )
+}
+
+/// True when every path in `needed` exists; otherwise fails under CI=true (a test that cannot
+/// run there is a failure, not a skip), or prints SKIPPED naming what is missing and `hint`.
+pub fn all_present(test: &str, needed: &[PathBuf], hint: &str) -> bool {
     let missing: Vec<String> = needed
         .iter()
         .filter(|p| !p.exists())
@@ -40,10 +50,7 @@ pub fn vm_ready(test: &str, also: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    let why = format!(
-        "{test} needs {} (scripts/setup.sh installs QEMU and vhost-device-vsock; scripts/build-guest.sh builds the artifacts)",
-        missing.join(", ")
-    );
+    let why = format!("{test} needs {} ({hint})", missing.join(", "));
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{why} (CI=true, so this is a failure, not a skip)");
     }

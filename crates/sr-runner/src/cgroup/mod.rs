@@ -7,7 +7,9 @@
 //! `<root>/safe-run/safe-run-<runId>`; the controllers are enabled in `cgroup.subtree_control`
 //! of the root and of `safe-run/`; limits go to `memory.max`, `memory.swap.max` (0: no swap, so
 //! the memory limit means what it says), `pids.max`, `cpu.max`; OOM kills are counted in
-//! `memory.events`; removal writes `cgroup.kill`.
+//! `memory.events`; removal writes `cgroup.kill`. The root must be the hierarchy's real root or
+//! a cgroup holding no processes itself (v2 gives no controllers to the children of a cgroup with
+//! processes; inside a container's cgroup namespace the operator has to move them first).
 //!
 //! **v1** (per-controller hierarchies, older and hybrid hosts such as this one): one directory
 //! per controller, `<root>/<ctrl>/safe-run/safe-run-<runId>` for memory, pids, cpu and cpuacct;
@@ -164,8 +166,10 @@ impl RunCgroup {
 /// Creates `dir` inside the shared `parent` (creating the parent first, then `init_parent`).
 ///
 /// The last run to finish removes the empty parent (see [`kill_and_remove`]), so the parent
-/// can vanish between its mkdir and the child's: the child's ENOENT means exactly that, and
-/// the whole step is retried.
+/// can vanish at any point before the child exists: between its mkdir and `init_parent` (on v2,
+/// enabling the controllers in its `cgroup.subtree_control` then fails with ENOENT) or between
+/// `init_parent` and the child's mkdir (ENOENT too). Either ENOENT means exactly that, and the
+/// whole step is retried. Once the child exists the kernel refuses to remove the parent.
 pub(super) fn mkdir_in_parent(
     fs: &dyn CgroupFs,
     parent: &Path,
@@ -175,10 +179,10 @@ pub(super) fn mkdir_in_parent(
     let mut attempts = 0;
     loop {
         fs.mkdir(parent).map_err(|e| err(parent, e))?;
-        init_parent(fs)?;
-        match fs.mkdir(dir) {
+        let made = init_parent(fs).and_then(|()| fs.mkdir(dir).map_err(|e| err(dir, e)));
+        match made {
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => attempts += 1,
-            r => return r.map_err(|e| err(dir, e)),
+            r => return r,
         }
     }
 }

@@ -54,11 +54,32 @@ impl CgroupFs for FakeFs {
     }
 }
 
+/// When another run's cleanup removes the shared parent from under this run's creation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Vanish {
+    /// After this run made the parent and enabled its controllers, before the child's mkdir
+    /// (the mkdir fails with ENOENT).
+    BeforeChildMkdir,
+    /// After this run made the parent, before it enabled the controllers in the parent's
+    /// `cgroup.subtree_control` (v2; the write fails with ENOENT).
+    BeforeControllers,
+}
+
 /// A FakeFs on which another run's cleanup removes the shared parent right after this
-/// run created it, once.
+/// run created it, once, at the moment `when` says.
 struct ParentVanishesOnce<'a> {
     inner: &'a FakeFs,
+    when: Vanish,
     fired: std::cell::Cell<bool>,
+}
+
+impl ParentVanishesOnce<'_> {
+    /// Removes `parent` (another run's cleanup) and fails like the kernel, the first time.
+    fn vanish(&self, parent: &Path) -> io::Result<()> {
+        self.fired.set(true);
+        self.inner.rmdir(parent)?;
+        Err(io::Error::from(io::ErrorKind::NotFound))
+    }
 }
 
 impl CgroupFs for ParentVanishesOnce<'_> {
@@ -70,16 +91,28 @@ impl CgroupFs for ParentVanishesOnce<'_> {
             .parent()
             .and_then(Path::file_name)
             .is_some_and(|n| n == PARENT);
-        if under_parent && !self.fired.get() {
-            self.fired.set(true);
+        if self.when == Vanish::BeforeChildMkdir && under_parent && !self.fired.get() {
             if let Some(parent) = p.parent() {
-                self.inner.rmdir(parent)?;
+                return self.vanish(parent);
             }
-            return Err(io::Error::from(io::ErrorKind::NotFound));
         }
         self.inner.mkdir(p)
     }
     fn write(&self, p: &Path, v: &str) -> io::Result<()> {
+        let parent = p
+            .parent()
+            .filter(|d| d.file_name().is_some_and(|n| n == PARENT));
+        if self.when == Vanish::BeforeControllers
+            && p.file_name().is_some_and(|n| n == "cgroup.subtree_control")
+            && !self.fired.get()
+            && let Some(parent) = parent
+        {
+            return self.vanish(parent);
+        }
+        if !self.inner.exists(p.parent().unwrap_or(p)) {
+            // Like the kernel: no control file without its cgroup.
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
         self.inner.write(p, v)
     }
     fn read(&self, p: &Path) -> io::Result<String> {
@@ -113,16 +146,26 @@ fn the_last_run_out_removes_the_shared_parent() {
 
 #[test]
 fn a_parent_removed_by_another_run_mid_creation_is_recreated() {
-    let fake = FakeFs::default();
-    let racy = ParentVanishesOnce {
-        inner: &fake,
-        fired: std::cell::Cell::new(false),
-    };
-    let layout = Layout::V2 { root: "/cg".into() };
-    let cg = RunCgroup::create(&racy, &layout, &plan(), "r").unwrap();
-    assert!(racy.fired.get());
-    assert!(fake.exists(&cg.paths[0]));
-    assert!(fake.exists(Path::new("/cg/safe-run")));
+    for when in [Vanish::BeforeChildMkdir, Vanish::BeforeControllers] {
+        let fake = FakeFs::default();
+        fake.mkdir(Path::new("/cg")).unwrap();
+        let racy = ParentVanishesOnce {
+            inner: &fake,
+            when,
+            fired: std::cell::Cell::new(false),
+        };
+        let layout = Layout::V2 { root: "/cg".into() };
+        let cg = RunCgroup::create(&racy, &layout, &plan(), "r").unwrap();
+        assert!(racy.fired.get());
+        assert!(fake.exists(&cg.paths[0]));
+        let parent = Path::new("/cg/safe-run");
+        assert!(fake.exists(parent));
+        // The recreated parent has its controllers enabled again, so the run's limits apply.
+        assert_eq!(
+            fake.read(&parent.join("cgroup.subtree_control")).unwrap(),
+            "+memory +pids +cpu"
+        );
+    }
 }
 
 fn plan() -> CgroupPlan {
@@ -261,4 +304,52 @@ fn bad_names_are_refused() {
     let mut p = plan();
     p.name = "../escape".into();
     assert!(RunCgroup::create(&fs, &layout, &p, "x").is_err());
+}
+
+/// A v2 root that is not the hierarchy's root and holds processes: the kernel refuses to
+/// enable controllers for its children (EBUSY).
+struct BusyRoot(FakeFs);
+
+impl CgroupFs for BusyRoot {
+    fn exists(&self, p: &Path) -> bool {
+        self.0.exists(p)
+    }
+    fn mkdir(&self, p: &Path) -> io::Result<()> {
+        self.0.mkdir(p)
+    }
+    fn write(&self, p: &Path, v: &str) -> io::Result<()> {
+        if p == Path::new("/cg/cgroup.subtree_control") {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        self.0.write(p, v)
+    }
+    fn read(&self, p: &Path) -> io::Result<String> {
+        self.0.read(p)
+    }
+    fn rmdir(&self, p: &Path) -> io::Result<()> {
+        self.0.rmdir(p)
+    }
+    fn list_dirs(&self, p: &Path) -> io::Result<Vec<String>> {
+        self.0.list_dirs(p)
+    }
+    fn kill(&self, pid: i32) {
+        self.0.kill(pid)
+    }
+}
+
+#[test]
+fn a_v2_root_with_processes_of_its_own_is_explained() {
+    let fs = BusyRoot(FakeFs::default());
+    let layout = Layout::V2 { root: "/cg".into() };
+    let e = RunCgroup::create(&fs, &layout, &plan(), "r").unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ResourceBusy);
+    let msg = e.to_string();
+    assert!(msg.starts_with("/cg/cgroup.subtree_control: "), "{msg}");
+    assert!(msg.contains("/cg holds processes itself"), "{msg}");
+    assert!(
+        msg.contains("move its processes into a child cgroup"),
+        "{msg}"
+    );
+    // Nothing was created, so nothing is left.
+    assert!(!fs.exists(Path::new("/cg/safe-run")));
 }

@@ -20,8 +20,9 @@ pub(super) fn setup(
 ) -> io::Result<()> {
     let parent = root.join(PARENT);
     // Enabling controllers for the children of root and of safe-run/.
-    fs.write(&root.join("cgroup.subtree_control"), "+memory +pids +cpu")
-        .map_err(|e| err(&root.join("cgroup.subtree_control"), e))?;
+    let sc = root.join("cgroup.subtree_control");
+    fs.write(&sc, "+memory +pids +cpu")
+        .map_err(|e| root_controllers_err(root, &sc, e))?;
     let dir = parent.join(name);
     mkdir_in_parent(fs, &parent, &dir, |fs| {
         let sc = parent.join("cgroup.subtree_control");
@@ -39,4 +40,29 @@ pub(super) fn setup(
     };
     cg.put(fs, &dir, "cpu.max", cpu)?;
     Ok(())
+}
+
+/// The error of enabling the controllers at `root`, explained when it is EBUSY.
+///
+/// Why: cgroup v2 enables controllers for a cgroup's children only while that cgroup holds
+/// no processes itself ("no internal processes"); only the hierarchy's real root is exempt.
+/// A `root` that is some other cgroup with processes in it (the usual case inside a container
+/// with its own cgroup namespace, whose `/sys/fs/cgroup` is the container's cgroup) refuses
+/// with EBUSY, which alone reads like a transient or a permission problem. safe-run does not
+/// move processes it does not own; the operator has to (docs/sandbox.md, "cgroups").
+fn root_controllers_err(root: &Path, sc: &Path, e: io::Error) -> io::Error {
+    if e.kind() != io::ErrorKind::ResourceBusy {
+        return err(sc, e);
+    }
+    io::Error::new(
+        e.kind(),
+        format!(
+            "{}: {e}: {} holds processes itself and is not the hierarchy's root (a container's \
+             cgroup namespace?), and cgroup v2 gives the children of such a cgroup no \
+             controllers; move its processes into a child cgroup first (docs/sandbox.md, \
+             \"cgroups\")",
+            sc.display(),
+            root.display()
+        ),
+    )
 }
