@@ -19,7 +19,8 @@
 //! `prctl`/`seccomp` calls; the filter is compiled before. A helper of ours that installed it
 //! and then exec'd the chain would spare the `pre_exec`, but would add a Rust binary running as
 //! root, unfiltered, to every VMM start, and make the QEMU backend depend on finding it; the
-//! hook adds two system calls to a fork std already does (the descriptor mapping needs one).
+//! hook adds two system calls to the fork std already makes for the descriptor mapping's own
+//! hook.
 //!
 //! The run's cgroup bounds the whole chain: the runner attaches the outer process right after
 //! spawn.
@@ -162,6 +163,9 @@ mod tests {
 
     /// A Python program that makes calls an unprivileged user may make but the host filter
     /// denies, and prints what each returned (`ok` or the errno's name) and its seccomp mode.
+    /// None leaves anything behind: `KEYCTL_CAPABILITIES` (31) only reports what the keyring
+    /// code supports (a keyring lookup would create the user's keyrings, which outlive the
+    /// process), the socket is closed, and the user namespace dies with the process.
     fn probe_script() -> String {
         format!(
             r#"import ctypes, errno, os, socket
@@ -173,7 +177,7 @@ def call(nr, *args):
 out = []
 with open("/proc/self/status") as f:
     out += ["seccomp=" + l.split()[1] for l in f if l.startswith("Seccomp:")]
-out.append("keyctl=" + call({keyctl}, 0, -4, 0))
+out.append("keyctl=" + call({keyctl}, 31, 0, 0))
 pid = os.getpid()
 out.append("kcmp=" + call({kcmp}, pid, pid, 0, 1, 1))
 try:
