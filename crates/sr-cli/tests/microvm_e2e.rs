@@ -67,6 +67,25 @@ fn uname_prints_the_guest_kernel_and_the_report_says_how_the_vm_ran() {
             .contains(&json!("net"))
     );
     assert_eq!(report["enforcement"]["noNewPrivs"], true);
+    // QEMU's own filter, and the host filter under both VMM processes.
+    assert!(
+        conf["seccomp"]
+            .as_str()
+            .unwrap()
+            .starts_with("qemu -sandbox on"),
+        "{conf}"
+    );
+    for process in ["qemu", "vhost-device-vsock"] {
+        let f = &conf["hostSeccomp"][process];
+        assert_eq!(f["profile"], "sr-vmm-host-v1", "{conf}");
+        assert_eq!(f["action"], "errno:EPERM", "{conf}");
+        assert!(f["deniedSyscalls"].as_u64().unwrap() >= 40, "{conf}");
+        assert_eq!(f["socketFamilies"], json!(["AF_UNIX"]), "{conf}");
+        assert!(
+            f["digest"].as_str().unwrap().starts_with("sha256:"),
+            "{conf}"
+        );
+    }
     assert_nothing_left(&run_id(dir));
 }
 
@@ -209,6 +228,66 @@ fn sigint_of_safe_run_stops_the_vm_in_order() {
     assert_nothing_left(&run_id(&dir));
 }
 
+/// `(executable name, Seccomp mode, Seccomp_filters)` of each process of the run's VMM chains,
+/// from /proc (the kernel's own account of the filters a process runs under).
+fn seccomp_of_vmm_processes(id: &str) -> Vec<(String, String, u64)> {
+    let mut seen = Vec::new();
+    for pid in vmm_pids(id) {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
+        let (Ok(exe), Ok(status)) = (exe, status) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let name = exe.file_name().unwrap().to_string_lossy().into_owned();
+        let filters = field("Seccomp_filters:").parse().unwrap_or(0);
+        seen.push((name, field("Seccomp:"), filters));
+    }
+    seen.sort();
+    seen
+}
+
+#[test]
+fn both_vmm_processes_and_their_chains_run_under_the_host_seccomp_filter() {
+    if !vm_ready(
+        "both_vmm_processes_and_their_chains_run_under_the_host_seccomp_filter",
+        &[],
+    ) {
+        return;
+    }
+    let env = vm_env();
+    // The guest booted and started the exec under the filter.
+    let (child, dir) = start_sleeping_vm(&env);
+    let id = run_id(&dir);
+    let live = seccomp_of_vmm_processes(&id);
+    signal(child.id(), "INT");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", err(&o));
+    let report = env.report();
+    let host = &report["enforcement"]["backend"]["microvm"]["confinement"]["hostSeccomp"];
+    let programs = |p: &str| host[p]["programs"].as_u64().unwrap();
+    // `unshare` (which the outer setpriv exec'd) above each VMM, and the two VMMs. QEMU's own
+    // -sandbox filter is stacked on the host filter's programs.
+    let expected: Vec<(String, String, u64)> = [
+        ("qemu-system-x86_64", programs("qemu") + 1),
+        ("unshare", programs("qemu")),
+        ("unshare", programs("vhost-device-vsock")),
+        ("vhost-device-vsock", programs("vhost-device-vsock")),
+    ]
+    .into_iter()
+    .map(|(name, n)| (name.to_owned(), "2".to_owned(), n))
+    .collect();
+    assert_eq!(live, expected, "{host}");
+    verify(&env, &dir);
+    assert_nothing_left(&id);
+}
+
 #[test]
 fn sigkill_of_safe_run_takes_the_vm_with_it_and_gc_recovers_the_rest() {
     if !vm_ready(
@@ -220,17 +299,14 @@ fn sigkill_of_safe_run_takes_the_vm_with_it_and_gc_recovers_the_rest() {
     let env = vm_env();
     let (mut child, dir) = start_sleeping_vm(&env);
     let id = run_id(&dir);
-    assert!(
-        !pids_with_cmdline(&id).is_empty(),
-        "no VMM process names the run"
-    );
+    assert!(!vmm_pids(&id).is_empty(), "no VMM process of the run");
     child.kill().unwrap();
     child.wait().unwrap();
     // The VMM chain dies by its parent-death signal.
     assert!(
-        wait_for(15, || pids_with_cmdline(&id).is_empty()),
+        wait_for(15, || vmm_pids(&id).is_empty()),
         "the VMM outlived safe-run: {:?}",
-        pids_with_cmdline(&id)
+        vmm_pids(&id)
     );
     let o = env.cmd().arg("gc").output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));

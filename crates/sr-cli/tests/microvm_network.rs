@@ -10,7 +10,8 @@
 //! asking). Checks: busybox `nc` in the guest gets an echo from the allowed host:port and is
 //! refused by the blocked one, the guest's resolver refuses a name the policy does not list,
 //! the report's `networkAudit` counts both, and after the run no TAP, table or subnet ledger
-//! entry is left.
+//! entry is left: after a normal end, after SIGINT (safe-run's own cleanup) and after SIGKILL
+//! (`safe-run gc`).
 //!
 //! Skipped (with a visible SKIPPED line) when not root or QEMU, vhost-device-vsock, nft or the
 //! guest artifacts are missing; under CI=true each of those is a failure instead.
@@ -320,9 +321,9 @@ fn the_host_is_unreachable_from_the_guest_and_a_sigkilled_run_leaves_no_tap_afte
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
-        wait_for(15, || pids_with_cmdline(&id).is_empty()),
+        wait_for(15, || run_support::vm::vmm_pids(&id).is_empty()),
         "the VMM outlived safe-run: {:?}",
-        pids_with_cmdline(&id)
+        run_support::vm::vmm_pids(&id)
     );
     let o = env.cmd().arg("gc").output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
@@ -342,4 +343,115 @@ fn the_host_is_unreachable_from_the_guest_and_a_sigkilled_run_leaves_no_tap_afte
         cgroups_of(std::slice::from_ref(&id)).is_empty(),
         "cgroups of {id} are left"
     );
+}
+
+#[test]
+fn sigint_of_an_allowlist_microvm_run_stops_the_vm_and_releases_its_network() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let test = "sigint_of_an_allowlist_microvm_run_stops_the_vm_and_releases_its_network";
+    let Some(vhost) = can_run(test) else {
+        return;
+    };
+    let env = net_env(&vhost);
+    // The guest sends nothing: the rule (TEST-NET-1, never reached) only makes the run an
+    // allowlist run, with its TAP, table, resolver and ledger entry.
+    let p = env.policy(
+        "vmint",
+        &json!({
+            "version": 1,
+            "name": "microvm-sigint",
+            "runtime": {
+                "backend": "microvm",
+                "command": "/bin/sh",
+                "args": ["-c", "echo ready; exec sleep 600"],
+                "timeout": "300s",
+            },
+            "mounts": [],
+            "network": {"mode": "allowlist", "egress": [
+                {"cidr": "192.0.2.1/32", "protocol": "tcp", "ports": [7]},
+            ]},
+            "resources": {"cpus": 1, "memory": "256Mi"},
+        }),
+    );
+    let mut child = env
+        .run_cmd(&p)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The guest is running the workload once it says so.
+    let first = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .and_then(Result::ok);
+    if first.as_deref() != Some("ready") {
+        let _ = child.kill();
+        let o = child.wait_with_output().unwrap();
+        panic!(
+            "the guest never got ready (safe-run {}, said {first:?}): {}",
+            o.status,
+            err(&o)
+        );
+    }
+    let dir = env.run_dirs().remove(0);
+    let id = run_id(&dir);
+    let (tap, table) = (format!("srt{id}"), format!("safe_run_{id}"));
+    // What must go: present while the run lives, so the checks below can fail.
+    let table_exists = || {
+        sh(&["nft", "list", "table", "inet", &table])
+            .status
+            .success()
+    };
+    let sockets = || -> Vec<String> {
+        std::fs::read_dir(dir.join("vm"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".sock"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        sh(&["ip", "link", "show", &tap]).status.success(),
+        "no {tap}"
+    );
+    assert!(table_exists(), "no table {table}");
+    assert!(
+        std::fs::read_to_string(LEDGER)
+            .unwrap_or_default()
+            .contains(&id)
+    );
+    assert!(!sockets().is_empty(), "no VMM sockets in {}", dir.display());
+    let vmms = run_support::vm::vmm_pids(&id);
+    assert_eq!(vmms.len(), 4, "two VMMs, each under its unshare: {vmms:?}");
+
+    signal(child.id(), "INT");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", err(&o));
+    let report = env.report();
+    assert_eq!(report["exit"]["status"], "interrupted", "{report:#}");
+    // The cleanup says it released the network and had nothing to complain about.
+    assert_eq!(report["cleanup"]["errors"], json!([]), "{report:#}");
+    assert!(
+        report["cleanup"]["removed"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("network"))),
+        "{report:#}"
+    );
+    run_support::vm::verify(&env, &dir);
+    // No QEMU, vhost-device-vsock or chain process, no cgroup, TAP, table, socket or ledger
+    // entry of the run.
+    run_support::vm::assert_nothing_left(&id);
+    assert!(
+        !sh(&["ip", "link", "show", &tap]).status.success(),
+        "{tap} is left"
+    );
+    assert!(!table_exists(), "table {table} is left");
+    assert_eq!(sockets(), Vec::<String>::new(), "sockets are left");
+    let ledger = std::fs::read_to_string(LEDGER).unwrap_or_default();
+    assert!(!ledger.contains(&id), "ledger still holds {id}: {ledger}");
 }

@@ -232,6 +232,23 @@ pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
     v
 }
 
+/// Pids whose working directory's path contains `needle` (a VMM starts in its run's `vm/`
+/// directory, and vhost-device-vsock's command line does not name the run).
+pub fn pids_with_cwd(needle: &str) -> Vec<i32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(cwd) = std::fs::read_link(e.path().join("cwd"))
+            && cwd.to_string_lossy().contains(needle)
+        {
+            v.push(pid);
+        }
+    }
+    v
+}
+
 /// A marker unique to this test process and call site.
 pub fn marker(tag: &str) -> String {
     format!(

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::{Env, cgroups_of, err, out, pids_with_cmdline, require_root, wait_for};
+use super::{Env, cgroups_of, err, out, pids_with_cmdline, pids_with_cwd, require_root, wait_for};
 
 /// Where the artifacts are: $SAFE_RUN_TEST_ARTIFACTS, else the operator default.
 pub fn artifacts_dir() -> PathBuf {
@@ -99,13 +99,23 @@ pub fn verify(env: &Env, dir: &Path) {
     assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
 }
 
-/// Nothing of the run is left: no VMM process (QEMU's command line names the run), no cgroup.
+/// The run's VMM processes: those that started in its `vm/` directory (QEMU, vhost-device-vsock
+/// and the `unshare` above each), or whose command line names the run (QEMU's does).
+pub fn vmm_pids(run_id: &str) -> Vec<i32> {
+    let mut pids = pids_with_cmdline(run_id);
+    pids.extend(pids_with_cwd(&format!("/{run_id}/vm")));
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Nothing of the run is left: no VMM process, no cgroup.
 pub fn assert_nothing_left(run_id: &str) {
-    let gone = wait_for(15, || pids_with_cmdline(run_id).is_empty());
+    let gone = wait_for(15, || vmm_pids(run_id).is_empty());
     assert!(
         gone,
         "processes of run {run_id} are left: {:?}",
-        pids_with_cmdline(run_id)
+        vmm_pids(run_id)
     );
     assert!(
         cgroups_of(&[run_id.to_owned()]).is_empty(),

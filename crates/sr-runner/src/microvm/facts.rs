@@ -114,8 +114,36 @@ pub struct VmmConfinement {
     pub namespaces: Vec<String>,
     /// `no_new_privs` set, every capability dropped (bounding and inheritable sets).
     pub no_new_privs: bool,
-    /// QEMU's own seccomp sandbox option.
+    /// The VMM's own seccomp filter (QEMU's `-sandbox` option, Firecracker's built-in ones).
     pub seccomp: String,
+    /// The host seccomp filter each VMM process runs under, by process (`qemu`,
+    /// `vhost-device-vsock`), installed before its chain's first exec and stacked under
+    /// `seccomp` (super::host_seccomp). Empty for Firecracker, which its jailer starts.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub host_seccomp: BTreeMap<String, HostSeccomp>,
     /// The host cgroup that bounds them (the run's).
     pub cgroup: bool,
+}
+
+/// A host seccomp filter (super::host_seccomp) as the report states it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostSeccomp {
+    /// The profile's id (`sr-vmm-host-v1`).
+    pub profile: String,
+    /// What a denied call returns (`errno:EPERM`).
+    pub action: String,
+    /// How many system calls are denied outright.
+    pub denied_syscalls: usize,
+    /// Namespace flags refused on `unshare` and `clone`.
+    pub denied_namespace_flags: Vec<String>,
+    /// The only socket address families allowed.
+    pub socket_families: Vec<String>,
+    /// BPF programs installed (the kernel's `Seccomp_filters` of the process counts them, plus
+    /// the VMM's own).
+    pub programs: usize,
+    /// BPF instructions in all of them.
+    pub instructions: usize,
+    /// `sha256:<hex>` over the programs' instructions in install order.
+    pub digest: String,
 }

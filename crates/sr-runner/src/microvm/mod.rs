@@ -6,6 +6,7 @@
 //! * [`firecracker`]: Firecracker behind its jailer as a backend (KVM hosts), driven over its
 //!   API socket.
 //! * [`confine`]: how a VMM process runs on the host (unprivileged, its own namespaces).
+//! * [`host_seccomp`]: the seccomp filter the VMM processes run under on the host.
 //! * [`accel`]: KVM where it runs a normal guest, software emulation otherwise.
 //! * [`mount_image`]: a policy mount as an ext4 image on its own drive.
 //! * [`facts`]: what the report says a microVM enforced.
@@ -17,6 +18,7 @@ pub mod facts;
 pub mod firecracker;
 pub mod guest_setup;
 pub mod host;
+pub mod host_seccomp;
 pub mod hybrid_vsock;
 pub mod mount_image;
 pub mod mount_sync;

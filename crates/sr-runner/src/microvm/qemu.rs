@@ -11,17 +11,20 @@
 //! then spawns QEMU with the descriptor (`-netdev tap,fd=6`), still in an empty network
 //! namespace.
 //!
+//! Both VMM processes run under the host seccomp filter ([`super::host_seccomp`]), QEMU also
+//! under its own `-sandbox` ([`QEMU_SANDBOX`]), stacked.
+//!
 //! Ready means the agent answered the setup; a boot that does not get there in time is
 //! SR-RUN-002 with the tail of the guest's console in the hint.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use command_fds::{CommandFdExt, FdMapping};
+use command_fds::FdMapping;
 use sr_bundle::{QemuPlan, RUN_ID_PLACEHOLDER};
 use sr_common::{Diagnostic, ErrorCode};
 
@@ -32,6 +35,7 @@ use super::guest_setup::{self, GuestSetup};
 use super::host::{
     check_pinned, console_tail, failed, plain_name, random_hex, sha256_of, version_line,
 };
+use super::host_seccomp;
 use super::hybrid_vsock;
 use super::qmp::Qmp;
 use super::snapshot::{self, Shape, SnapshotManifest};
@@ -289,7 +293,6 @@ impl QemuVm {
         log: &Path,
         cg: Option<&RunCgroup>,
     ) -> Result<Child, RunStatus> {
-        let (prog, argv) = confinement.command_line(bin, args);
         let out = std::fs::File::create(log).map_err(|e| {
             failed(
                 "launch.vmm",
@@ -304,22 +307,16 @@ impl QemuVm {
                 "see docs/microvm.md",
             )
         })?;
-        let mut cmd = Command::new(prog);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        cmd.args(argv)
-            .env_clear()
-            .current_dir(&self.vm_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err));
-        // Mapped in the child only (after fork), so no other process of ours inherits them.
-        cmd.fd_mappings(fds).map_err(|e| {
+        let mut cmd = confinement.command(bin, args, fds).map_err(|e| {
             failed(
                 "launch.vmm",
                 format!("passing the artifacts to {bin}: {e}"),
                 "this is a bug",
             )
         })?;
+        cmd.current_dir(&self.vm_dir)
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
         let child = crate::sandbox::spawner::spawn(cmd).map_err(|e| {
             failed(
                 "launch.vmm",
@@ -470,10 +467,18 @@ impl Backend for QemuVm {
         let accel = accel::host_accel();
         // An empty network namespace, with a NIC too: QEMU gets its TAP as an open descriptor
         // (see connect), so it needs neither the host's namespace nor /dev/net/tun.
+        let host_filter = host_seccomp::compile().map_err(|e| {
+            failed(
+                "launch.vmm",
+                format!("the VMM's host seccomp filter: {e}"),
+                "this is a bug",
+            )
+        })?;
         let confinement = Confinement {
             uid: self.vmm_uid,
             gid: self.vmm_gid,
             no_network: true,
+            seccomp: Arc::new(host_filter),
         };
         self.facts.vmm = "qemu".into();
         self.facts.vmm_version = version_line(Path::new(&plan.qemu_bin));
@@ -497,6 +502,10 @@ impl Backend for QemuVm {
             namespaces: confinement.namespaces(),
             no_new_privs: true,
             seccomp: format!("qemu -sandbox {QEMU_SANDBOX}"),
+            host_seccomp: ["qemu", "vhost-device-vsock"]
+                .into_iter()
+                .map(|p| (p.to_owned(), host_seccomp::facts(&confinement.seccomp)))
+                .collect(),
             cgroup: cx.cgroup.is_some(),
         };
         cx.enforcement.hostname = plan.guest.hostname.clone();

@@ -5,7 +5,10 @@
 //!
 //! 1. **deny list** (seccompiler): each syscall in `denied_syscalls` returns `EPERM`; `clone`
 //!    returns `EPERM` when its flags argument carries any of `denied_clone_flags` (one rule per
-//!    flag, since seccompiler ANDs conditions within a rule and ORs rules).
+//!    flag, since seccompiler ANDs conditions within a rule and ORs rules), and so does
+//!    `unshare`, which takes the same flags, unless it is denied outright (the sandbox's
+//!    profile denies it; the VMM's host filter, [`crate::microvm::host_seccomp`], cannot,
+//!    since `unshare(1)` starts the VMM after the filter is in place).
 //! 2. **sockets** (see [`super::socket_filter`]): `socket`/`socketpair` outside the allowed
 //!    address families and netlink protocols return `EAFNOSUPPORT`; `AF_INET`/`AF_INET6` types
 //!    and protocols outside theirs return `EPROTONOSUPPORT`.
@@ -69,7 +72,8 @@ pub enum SeccompError {
     Backend(String),
 }
 
-fn target_arch() -> Result<TargetArch, SeccompError> {
+/// The architecture seccompiler compiles for: this build's.
+pub(crate) fn target_arch() -> Result<TargetArch, SeccompError> {
     if cfg!(target_arch = "x86_64") {
         Ok(TargetArch::x86_64)
     } else if cfg!(target_arch = "aarch64") {
@@ -133,6 +137,11 @@ pub fn compile(plan: &SeccompPlan) -> Result<CompiledSeccomp, SeccompError> {
             .push(SeccompRule::new(vec![cond]).map_err(|e| SeccompError::Backend(e.to_string()))?);
     }
     if !clone_rules.is_empty() {
+        // unshare(2) takes the same flags in its first argument; denied outright, it needs no
+        // rule (an empty rule list is the unconditional match).
+        rules
+            .entry(libc::SYS_unshare)
+            .or_insert_with(|| clone_rules.clone());
         rules.insert(libc::SYS_clone, clone_rules);
     }
     let deny: BpfProgram = SeccompFilter::new(
@@ -161,6 +170,12 @@ pub fn compile(plan: &SeccompPlan) -> Result<CompiledSeccomp, SeccompError> {
     if cfg!(target_arch = "x86_64") {
         programs.push(x32_filter());
     }
+    Ok(seal(programs, absent_on_arch))
+}
+
+/// The programs as a [`CompiledSeccomp`], with the digest and instruction count of the whole
+/// stack in install order (for a filter that adds programs of its own to [`compile`]'s).
+pub fn seal(programs: Vec<BpfProgram>, absent_on_arch: Vec<String>) -> CompiledSeccomp {
     let mut hasher = Sha256::new();
     let mut instructions = 0;
     for p in &programs {
@@ -171,12 +186,12 @@ pub fn compile(plan: &SeccompPlan) -> Result<CompiledSeccomp, SeccompError> {
             instructions += 1;
         }
     }
-    Ok(CompiledSeccomp {
+    CompiledSeccomp {
         programs,
         digest: format!("sha256:{}", hex::encode(hasher.finalize())),
         instructions,
         absent_on_arch,
-    })
+    }
 }
 
 /// `ld [nr]; jge 0x40000000 ? ENOSYS : ALLOW`.
@@ -276,6 +291,7 @@ pub fn syscall_number(name: &str) -> Option<i64> {
         "add_key" => libc::SYS_add_key,
         "adjtimex" => libc::SYS_adjtimex,
         "bpf" => libc::SYS_bpf,
+        "chroot" => libc::SYS_chroot,
         "clock_adjtime" => libc::SYS_clock_adjtime,
         "clock_settime" => libc::SYS_clock_settime,
         "clone" => libc::SYS_clone,
@@ -333,6 +349,66 @@ pub fn syscall_number(name: &str) -> Option<i64> {
     Some(n)
 }
 
+/// A classic-BPF interpreter for the instructions seccompiler and [`x32_filter`] emit, so
+/// tests can ask what a compiled filter answers to a call without installing it.
+#[cfg(test)]
+pub(crate) mod eval {
+    use seccompiler::BpfProgram;
+
+    /// Runs one program over the `seccomp_data` of an x86-64 call (`nr`, `args`); returns the
+    /// action word.
+    pub fn run(prog: &BpfProgram, nr: i64, args: [u64; 6]) -> u32 {
+        let mut data = Vec::with_capacity(64);
+        data.extend_from_slice(&(nr as u32).to_le_bytes());
+        data.extend_from_slice(&0xc000_003e_u32.to_le_bytes()); // AUDIT_ARCH_X86_64
+        data.extend_from_slice(&0u64.to_le_bytes());
+        for a in args {
+            data.extend_from_slice(&a.to_le_bytes());
+        }
+        let (mut acc, mut pc) = (0u32, 0usize);
+        loop {
+            let ins = &prog[pc];
+            pc += 1;
+            let code = u32::from(ins.code);
+            match code {
+                0x20 => {
+                    let k = ins.k as usize;
+                    acc = u32::from_le_bytes(data[k..k + 4].try_into().unwrap());
+                }
+                0x00 => acc = ins.k,
+                0x54 => acc &= ins.k,
+                0x05 => pc += ins.k as usize,
+                0x15 | 0x25 | 0x35 | 0x45 => {
+                    let taken = match code {
+                        0x15 => acc == ins.k,
+                        0x25 => acc > ins.k,
+                        0x35 => acc >= ins.k,
+                        _ => acc & ins.k != 0,
+                    };
+                    pc += usize::from(if taken { ins.jt } else { ins.jf });
+                }
+                0x06 => return ins.k,
+                other => panic!("instruction {other:#x} not interpreted"),
+            }
+        }
+    }
+
+    /// What a stack of programs (in install order) answers, as the kernel decides it: every
+    /// program runs, newest first, and the action lowest as a signed 32-bit value wins (kill
+    /// before errno before allow); a tie keeps the newest.
+    pub fn verdict(programs: &[BpfProgram], nr: i64, args: [u64; 6]) -> u32 {
+        let mut best = libc::SECCOMP_RET_ALLOW;
+        for p in programs.iter().rev() {
+            let action = run(p, nr, args);
+            let rank = |a: u32| (a & libc::SECCOMP_RET_ACTION_FULL) as i32;
+            if rank(action) < rank(best) {
+                best = action;
+            }
+        }
+        best
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,6 +442,26 @@ mod tests {
         let mut other = plan();
         other.denied_syscalls.push("keyctl".into());
         assert_ne!(compile(&other).unwrap().digest, a.digest);
+    }
+
+    #[test]
+    fn namespace_flags_narrow_unshare_only_when_it_is_not_denied_outright() {
+        let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+        let unshare = |p: &SeccompPlan, flags: i32| {
+            eval::verdict(
+                &compile(p).unwrap().programs,
+                libc::SYS_unshare,
+                [flags as u64, 0, 0, 0, 0, 0],
+            )
+        };
+        // Denied outright (the sandbox's profile): even flags no rule names.
+        assert_eq!(unshare(&plan(), libc::CLONE_FILES), eperm);
+        let mut p = plan();
+        p.denied_syscalls.retain(|n| n != "unshare");
+        assert_eq!(unshare(&p, libc::CLONE_FILES), libc::SECCOMP_RET_ALLOW);
+        assert_eq!(unshare(&p, libc::CLONE_NEWUSER), eperm);
+        assert_eq!(unshare(&p, libc::CLONE_NEWNS | libc::CLONE_NEWPID), eperm);
+        assert_eq!(unshare(&p, libc::CLONE_NEWPID), libc::SECCOMP_RET_ALLOW);
     }
 
     #[test]

@@ -216,51 +216,13 @@ mod tests {
         }
     }
 
-    /// Runs a seccomp program over `seccomp_data` for an x86-64 syscall (a classic-BPF
-    /// interpreter for the instructions seccompiler emits). Returns the action word.
-    fn run(prog: &BpfProgram, nr: i64, args: [u64; 6]) -> u32 {
-        let mut data = Vec::with_capacity(64);
-        data.extend_from_slice(&(nr as u32).to_le_bytes());
-        data.extend_from_slice(&0xc000_003e_u32.to_le_bytes()); // AUDIT_ARCH_X86_64
-        data.extend_from_slice(&0u64.to_le_bytes());
-        for a in args {
-            data.extend_from_slice(&a.to_le_bytes());
-        }
-        let (mut acc, mut pc) = (0u32, 0usize);
-        loop {
-            let ins = &prog[pc];
-            pc += 1;
-            let code = u32::from(ins.code);
-            match code {
-                0x20 => {
-                    let k = ins.k as usize;
-                    acc = u32::from_le_bytes(data[k..k + 4].try_into().unwrap());
-                }
-                0x00 => acc = ins.k,
-                0x54 => acc &= ins.k,
-                0x05 => pc += ins.k as usize,
-                0x15 | 0x25 | 0x35 | 0x45 => {
-                    let taken = match code {
-                        0x15 => acc == ins.k,
-                        0x25 => acc > ins.k,
-                        0x35 => acc >= ins.k,
-                        _ => acc & ins.k != 0,
-                    };
-                    pc += usize::from(if taken { ins.jt } else { ins.jf });
-                }
-                0x06 => return ins.k,
-                other => panic!("instruction {other:#x} not interpreted"),
-            }
-        }
-    }
-
     /// The verdict of the stacked programs: the first non-ALLOW action (the kernel takes the
     /// most severe; all of ours are ERRNO, so any one of them decides).
     fn verdict(plan: &SeccompPlan, nr: i64, args: [u64; 6]) -> Option<i32> {
         programs(plan, TargetArch::x86_64)
             .unwrap()
             .iter()
-            .map(|p| run(p, nr, args))
+            .map(|p| super::super::seccomp::eval::run(p, nr, args))
             .find(|a| *a != libc::SECCOMP_RET_ALLOW)
             .map(|a| (a & 0xffff) as i32)
     }

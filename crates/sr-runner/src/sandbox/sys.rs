@@ -3,7 +3,8 @@
 //! The rest of the sandbox uses safe wrappers (nix, landlock, seccompiler). What is left here are
 //! the calls those crates do not wrap: `fork` (unsafe by nature), `_exit`, the capability
 //! prctls and `capset`, the Landlock ABI probe, `close_range`, the loopback ioctl, the
-//! signal-disposition reset before exec, and the terminal ioctls of [`super::pty`].
+//! signal-disposition reset before exec, the terminal ioctls of [`super::pty`], and the
+//! pre-exec hook that puts a VMM's chain under its host seccomp filter.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -378,4 +379,35 @@ pub fn tap_attach(name: &str) -> io::Result<std::os::fd::OwnedFd> {
     // shorter than IFNAMSIZ); TUNSETIFF reads it and writes the name back into it.
     check(unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF as _, &mut req) })?;
     Ok(tun)
+}
+
+/// Makes `cmd`'s child install `programs` (seccomp filters, in order) as the last step before
+/// it execs, after every hook registered before this one (e.g. descriptor mappings): the
+/// filters then cover the program `cmd` runs and everything it execs or starts. Sets
+/// no_new_privs, which seccomp requires of a process without CAP_SYS_ADMIN.
+///
+/// The runner is multi-threaded, so the hook, which runs between fork and exec, does only
+/// async-signal-safe work: the programs were compiled before (the closure owns them, copied
+/// into the child by fork, and never frees them there), and the hook makes the `prctl` and
+/// `seccomp` calls through `seccompiler::apply_filter`, which allocates nothing; its errors are
+/// turned into an `io::Error` without allocating either (std reports it as the spawn's error).
+pub fn seccomp_before_exec(
+    cmd: &mut std::process::Command,
+    programs: Vec<seccompiler::BpfProgram>,
+) {
+    use std::os::unix::process::CommandExt;
+    let hook = move || {
+        for p in &programs {
+            seccompiler::apply_filter(p).map_err(|e| match e {
+                seccompiler::Error::Prctl(e) | seccompiler::Error::Seccomp(e) => e,
+                _ => io::Error::from_raw_os_error(libc::EINVAL),
+            })?;
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only reads memory it owns and makes the two system calls above (no
+    // allocation, no lock, nothing another thread of the parent could have held at fork).
+    unsafe {
+        cmd.pre_exec(hook);
+    }
 }

@@ -20,6 +20,7 @@
 pub mod api;
 pub mod jailer;
 
+use std::collections::BTreeMap;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -418,6 +419,7 @@ impl Backend for FirecrackerVm {
             namespaces: vec!["mount".into()],
             no_new_privs: false,
             seccomp: "firecracker's built-in filters".into(),
+            host_seccomp: BTreeMap::new(),
             cgroup: cx.cgroup.is_some(),
         };
         cx.enforcement.hostname = plan.guest.hostname.clone();
