@@ -465,21 +465,7 @@ impl Backend for QemuVm {
         vmm_dir(&self.vm_dir, self.vmm_uid, self.vmm_gid).map_err(io)?;
 
         let accel = accel::host_accel();
-        // An empty network namespace, with a NIC too: QEMU gets its TAP as an open descriptor
-        // (see connect), so it needs neither the host's namespace nor /dev/net/tun.
-        let host_filter = host_seccomp::compile().map_err(|e| {
-            failed(
-                "launch.vmm",
-                format!("the VMM's host seccomp filter: {e}"),
-                "this is a bug",
-            )
-        })?;
-        let confinement = Confinement {
-            uid: self.vmm_uid,
-            gid: self.vmm_gid,
-            no_network: true,
-            seccomp: Arc::new(host_filter),
-        };
+        let confinement = self.vmm_confinement()?;
         self.facts.vmm = "qemu".into();
         self.facts.vmm_version = version_line(Path::new(&plan.qemu_bin));
         self.facts.accelerator = accel.name.into();
@@ -684,6 +670,25 @@ impl Backend for QemuVm {
 }
 
 impl QemuVm {
+    /// How both VMM processes run: the operator's unprivileged identity, an empty network
+    /// namespace (with a NIC too: QEMU gets its TAP as an open descriptor, see connect, so it
+    /// needs neither the host's namespace nor /dev/net/tun), and the host seccomp filter.
+    fn vmm_confinement(&self) -> Result<Confinement, RunStatus> {
+        let host_filter = host_seccomp::compile().map_err(|e| {
+            failed(
+                "launch.vmm",
+                format!("the VMM's host seccomp filter: {e}"),
+                "this is a bug",
+            )
+        })?;
+        Ok(Confinement {
+            uid: self.vmm_uid,
+            gid: self.vmm_gid,
+            no_network: true,
+            seccomp: Arc::new(host_filter),
+        })
+    }
+
     /// Starts vhost-device-vsock with `args` and waits for its vhost-user socket, which QEMU
     /// connects to (at its start, or when a restored VM's vsock device is plugged in).
     fn spawn_vhost(

@@ -3,8 +3,8 @@
 //! restoring it once into a VM whose freshly plugged vsock device reaches the agent. Only a
 //! snapshot that passed that check is published, under `<dir>/<shape key>/`.
 //!
-//! The VMM runs confined as in a run (its own user, namespaces, QEMU's `-sandbox`); it is in
-//! no run's cgroup, and the guest runs nothing but the agent.
+//! The VMM runs confined as in a run (its own user, namespaces, the host seccomp filter and
+//! QEMU's `-sandbox`); it is in no run's cgroup, and the guest runs nothing but the agent.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use sr_bundle::QemuPlan;
 
 use super::super::accel;
-use super::super::confine::Confinement;
 use super::super::host::{failed, version_line};
 use super::super::hybrid_vsock;
 use super::super::qmp::Qmp;
@@ -82,11 +81,7 @@ impl QemuVm {
             artifacts: self.facts.artifacts.clone(),
         };
         let key = shape.key();
-        let confinement = Confinement {
-            uid: self.vmm_uid,
-            gid: self.vmm_gid,
-            no_network: true,
-        };
+        let confinement = self.vmm_confinement()?;
         let mut args = shape.args.clone();
         args.extend(vmm_tail(accel.name));
 
@@ -202,11 +197,7 @@ impl QemuVm {
         vmm_dir(&self.vm_dir, self.vmm_uid, self.vmm_gid)
             .map_err(|e| failed("snapshot.check", e.to_string(), "see docs/microvm.md"))?;
         let fds = self.check_artifacts(plan)?;
-        let confinement = Confinement {
-            uid: self.vmm_uid,
-            gid: self.vmm_gid,
-            no_network: true,
-        };
+        let confinement = self.vmm_confinement()?;
         let mut vhost_args = plan.vhost_vsock_args.clone();
         let cid = fresh_cid()
             .map_err(|e| failed("snapshot.check", e.to_string(), "see docs/microvm.md"))?;
