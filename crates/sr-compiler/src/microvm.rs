@@ -27,7 +27,10 @@ pub const FIRST_ARTIFACT_FD: u32 = 3;
 /// The vsock port the guest agent listens on.
 pub const AGENT_PORT: u32 = 1024;
 /// Kernel command line of a QEMU guest (`sr.agent_port` tells the agent its port).
-pub const QEMU_BOOT_ARGS: &str = "console=ttyS0 panic=-1 reboot=t quiet ro";
+/// `init_on_free=1`: the guest kernel zeroes memory as it frees it, so one workload's freed
+/// pages hold nothing for the next process, and a snapshot's state carries no freed garbage
+/// (QEMU skips zero pages): 58 MB instead of 97 MB for a fresh 256 MiB guest here.
+pub const QEMU_BOOT_ARGS: &str = "console=ttyS0 panic=-1 reboot=t quiet ro init_on_free=1";
 /// Most vCPUs a QEMU guest gets here.
 pub const QEMU_MAX_VCPUS: u64 = 64;
 /// The descriptor of the run's TAP in QEMU (`-netdev tap,fd=6`): after the artifacts (3, 4,
