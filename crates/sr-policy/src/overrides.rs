@@ -120,13 +120,13 @@ impl PolicyOverrides {
         };
         let hint = if as_written.is_empty() {
             format!(
-                "the policy holds for its own backend: run without `{given}`, or change {} so they hold for {}",
+                "the policy holds for its own backend ({written_name}): run without `{given}`, or change {} to suit {}",
                 caused_at.join(", "),
                 backend.value.name()
             )
         } else {
             format!(
-                "give another backend, or change {} so they hold for {}",
+                "give another backend, or change {} to suit {}",
                 caused_at.join(", "),
                 backend.value.name()
             )
