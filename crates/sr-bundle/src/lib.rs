@@ -78,10 +78,14 @@ impl BackendPlan {
 pub struct CompileBundle {
     /// Bundle format version (2: the backend is one typed plan).
     pub bundle_version: u32,
-    /// `sha256:<hex>` of the RFC 8785 canonical JSON of the policy as parsed.
+    /// `sha256:<hex>` of the RFC 8785 canonical JSON of the policy as parsed (as written,
+    /// without `policyOverrides`).
     pub policy_digest: String,
     /// The policy's name.
     pub policy_name: String,
+    /// The policy fields the caller replaced for this run; left out when none was.
+    #[serde(default, skip_serializing_if = "PolicyOverrides::is_empty")]
+    pub policy_overrides: PolicyOverrides,
     /// The isolation boundary and its plan (`kind`: `sandbox`, `firecracker` or `qemu`).
     pub backend: BackendPlan,
     /// What to execute.
@@ -92,6 +96,29 @@ pub struct CompileBundle {
     pub network_plan: Option<NetworkPlan>,
     /// Which events to record, signing.
     pub evidence_plan: EvidencePlan,
+}
+
+/// Policy fields a run's caller replaced (`safe-run run --backend microvm`), keyed by their
+/// policy path, each value spelled as a policy spells it. The plan is compiled from the policy
+/// with these applied, while `policyDigest` names the policy as written: together they say
+/// exactly what was compiled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyOverrides {
+    /// `runtime.backend`: `sandbox`, `microvm` or `firecracker`.
+    #[serde(
+        rename = "runtime.backend",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub runtime_backend: Option<String>,
+}
+
+impl PolicyOverrides {
+    /// Whether nothing was overridden.
+    pub fn is_empty(&self) -> bool {
+        self.runtime_backend.is_none()
+    }
 }
 
 /// The workload process.

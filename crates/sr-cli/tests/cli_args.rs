@@ -271,3 +271,156 @@ fn report_verify_usage_errors_exit_2_and_do_not_read_as_tampering() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
 }
+
+/// `compile --dry-run` of `policy`, as JSON, with `extra` arguments.
+fn compiled(env: &Env, policy: &std::path::Path, extra: &[&str]) -> Value {
+    let o = env
+        .cmd()
+        .args(["compile", "--dry-run"])
+        .arg(policy)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{extra:?}: {}", err(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The top-level members in which `a` and `b` differ, sorted.
+fn differing(a: &Value, b: &Value) -> Vec<String> {
+    let (a, b) = (a.as_object().unwrap(), b.as_object().unwrap());
+    let mut keys: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+#[test]
+fn compile_with_backend_differs_only_in_the_plan_and_the_recorded_override() {
+    let env = Env::new();
+    let base = policy(
+        "/bin/true",
+        &[],
+        json!({"resources": {"cpus": 1, "memory": "256Mi"}}),
+    );
+    let p = env.policy("both", &base);
+    let as_written = compiled(&env, &p, &[]);
+    let by_flag = compiled(&env, &p, &["--backend", "microvm"]);
+    assert_eq!(
+        differing(&as_written, &by_flag),
+        ["backend", "cgroupPlan", "policyOverrides"],
+        "only the boundary, the VMM's cgroup and the record of the override change"
+    );
+    assert_eq!(
+        by_flag["policyOverrides"],
+        json!({"runtime.backend": "microvm"})
+    );
+    assert_eq!(by_flag["backend"]["kind"], "qemu");
+    assert_eq!(as_written["policyDigest"], by_flag["policyDigest"]);
+    // Exactly the plan of a file that says `backend: microvm`; only the digest (of another
+    // file) and the record of the override differ.
+    let mut says_microvm = base.clone();
+    merge(
+        &mut says_microvm,
+        json!({"runtime": {"backend": "microvm"}}),
+    );
+    let by_file = compiled(&env, &env.policy("microvm", &says_microvm), &[]);
+    assert_eq!(
+        differing(&by_file, &by_flag),
+        ["policyDigest", "policyOverrides"]
+    );
+    // Overriding with the policy's own backend changes nothing but the record.
+    let same = compiled(&env, &p, &["--backend", "sandbox"]);
+    assert_eq!(differing(&as_written, &same), ["policyOverrides"]);
+    // `validate` says where the backend came from.
+    let o = env
+        .cmd()
+        .arg("validate")
+        .arg(&p)
+        .args(["--backend", "microvm"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(
+        out(&o).contains("backend microvm from --backend"),
+        "{}",
+        out(&o)
+    );
+}
+
+#[test]
+fn an_override_the_policy_does_not_hold_for_is_an_error_naming_it_on_every_command() {
+    let env = Env::new();
+    // Valid for the sandbox; Firecracker refuses host directories (C8) and needs artifacts.
+    let p = env.policy(
+        "fc",
+        &policy(
+            "/bin/true",
+            &[],
+            json!({"mounts": [{"source": env.share(), "target": "/data"}]}),
+        ),
+    );
+    let result = env.dir.path().join("result.json");
+    for command in [
+        vec!["validate"],
+        vec!["compile", "--dry-run"],
+        vec!["run", "--result", result.to_str().unwrap(), "--policy"],
+    ] {
+        let o = env
+            .cmd()
+            .args(&command)
+            .arg(&p)
+            .args(["--backend", "firecracker"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(3), "{command:?}: {}", err(&o));
+        let e = err(&o);
+        assert!(
+            e.contains("SR-POL-003 at runtime.backend")
+                && e.contains("`--backend firecracker` replaces runtime.backend"),
+            "{command:?}: {e}"
+        );
+        assert!(
+            e.contains("SR-POL-003 at mounts") && e.contains("combination C8"),
+            "{e}"
+        );
+        assert!(e.contains("run without `--backend firecracker`"), "{e}");
+    }
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    assert_eq!(r["status"], "invalidPolicy");
+    assert!(!env.base.exists() || env.run_dirs().is_empty(), "no run");
+    // Without the override the same file is valid.
+    let o = env.cmd().arg("validate").arg(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+}
+
+#[test]
+fn backend_takes_only_the_policys_backends() {
+    let env = Env::new();
+    let p = env.policy("p", &policy("/bin/true", &[], json!({})));
+    for command in [vec!["validate"], vec!["compile", "--dry-run"], vec!["run"]] {
+        let o = env
+            .cmd()
+            .args(&command)
+            .arg(&p)
+            .args(["--backend", "kvm"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{command:?}: {}", err(&o));
+        assert!(
+            err(&o).contains("[possible values: sandbox, microvm, firecracker]"),
+            "{}",
+            err(&o)
+        );
+    }
+    let o = env.cmd().args(["run", "--help"]).output().unwrap();
+    assert!(
+        out(&o).contains("--backend <BACKEND>") && out(&o).contains("policy.overrides"),
+        "{}",
+        out(&o)
+    );
+}

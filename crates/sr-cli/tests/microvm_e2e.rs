@@ -323,26 +323,85 @@ fn one_policy_runs_on_both_backends_and_both_reports_verify() {
         return;
     }
     let env = vm_env();
-    // The same policy, its backend the only difference.
+    env.configure(json!({"keyPath": env.dir.path().join("keys/signing.key")}));
+    // One file, written once, that names no backend: `--backend` picks one per run. It holds
+    // for both (whole vCPUs, memory in MiB, no rootfs).
     let script = "echo $((6*7)); cat /proc/sys/kernel/osrelease >/dev/null; exit 3";
-    let mut results = Vec::new();
-    for backend in ["sandbox", "microvm"] {
-        let mut p = policy("/bin/sh", &["-c", script], json!({}));
-        merge(
-            &mut p,
-            json!({"runtime": {"backend": backend, "timeout": "90s"}, "resources": {"cpus": 1, "memory": "256Mi"}}),
-        );
-        let path = env.policy(backend, &p);
-        let o = env.run(&path, &[]);
+    let mut p = policy(
+        "/bin/sh",
+        &["-c", script],
+        json!({"evidence": {"sign": true}}),
+    );
+    merge(
+        &mut p,
+        json!({"runtime": {"timeout": "90s"}, "resources": {"cpus": 1, "memory": "256Mi"}}),
+    );
+    let path = env.policy("both", &p);
+    let mut digests = Vec::new();
+    for (backend, boundary) in [("sandbox", "sandbox"), ("microvm", "qemu")] {
+        let before = env.run_dirs();
+        let o = env
+            .run_cmd(&path)
+            .args(["--backend", backend])
+            .output()
+            .unwrap();
         assert_eq!(o.status.code(), Some(3), "{backend}: {}", err(&o));
         assert_eq!(out(&o), "42\n", "{backend}");
-        results.push(backend);
+        let dir = env
+            .run_dirs()
+            .into_iter()
+            .find(|d| !before.contains(d))
+            .unwrap();
+        let v = env
+            .cmd()
+            .args(["report", "verify"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert_eq!(
+            v.status.code(),
+            Some(0),
+            "{backend}: {}{}",
+            out(&v),
+            err(&v)
+        );
+        assert!(
+            out(&v).contains("PASS  policy.overrides") && !out(&v).contains("SKIP  signature"),
+            "{backend}: signed, and the override checked against the boundary: {}",
+            out(&v)
+        );
+        let report: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("run_report.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            report["policy"]["overrides"],
+            json!({"runtime.backend": backend}),
+            "{backend}"
+        );
+        assert_eq!(report["run"]["backend"], boundary);
+        digests.push(report["policy"]["digest"].clone());
+        let compiled = events_of(&dir, "policy.compiled");
+        assert_eq!(
+            compiled[0]["payload"]["policyOverrides"],
+            json!({"runtime.backend": backend}),
+            "the chain names the override too"
+        );
+        let shown = env
+            .cmd()
+            .args(["report", "show"])
+            .arg(run_id(&dir))
+            .output()
+            .unwrap();
+        assert!(
+            out(&shown).contains(&format!("(overrides: runtime.backend={backend})")),
+            "{}{}",
+            out(&shown),
+            err(&shown)
+        );
+        assert_nothing_left(&run_id(&dir));
     }
-    let dirs = env.run_dirs();
-    assert_eq!(dirs.len(), 2);
-    for d in &dirs {
-        verify(&env, d);
-    }
+    assert_eq!(digests[0], digests[1], "both reports name the same file");
+    assert_eq!(env.run_dirs().len(), 2);
 }
 
 #[test]

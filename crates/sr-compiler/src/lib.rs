@@ -15,6 +15,10 @@
 //!   runner turns a `Bind` whose source is a symlink into a `Symlink` step (same link text)
 //!   and skips one whose source does not exist (e.g. `/lib32`).
 //! * Policy mounts are ordered by target, so a parent is always mounted before its children.
+//! * Overrides (`safe-run run --backend`): the plan is compiled from the policy in force (the
+//!   override applied by validation); `policyDigest` stays the digest of the policy as written
+//!   and `policyOverrides` records what was replaced, so a bundle says exactly what it came
+//!   from.
 //! * No `RLIMIT_NPROC`: it counts processes per *host* uid, and the workload uid is shared by
 //!   concurrent runs, so one run could starve another. The cgroup `pids.max` limits the run's
 //!   own tree instead.
@@ -30,10 +34,10 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 use sr_common::{Diagnostic, ErrorCode, events};
-use sr_policy::OperatorConfig;
-use sr_policy::ValidatedPolicy;
 use sr_policy::model::{Backend, NetworkMode, OnLimit, PolicySpec, Protocol};
 use sr_policy::operator::Vmm;
+use sr_policy::overrides::{BACKEND_PATH, Override};
+use sr_policy::{OperatorConfig, PolicyOverrides, ValidatedPolicy};
 
 pub use bundle::CompileBundle;
 use bundle::{
@@ -101,6 +105,41 @@ impl CompileError {
     }
 }
 
+impl CompileError {
+    /// The same error, saying that the backend whose template refused the policy was the
+    /// caller's override (`--backend`), not the policy's own choice.
+    fn under_backend_override(self, chosen: Override<Backend>) -> CompileError {
+        match self {
+            CompileError::TemplateMapping {
+                path,
+                message,
+                hint,
+            } => CompileError::TemplateMapping {
+                path,
+                message: format!(
+                    "{message} ({BACKEND_PATH} is {} from `{} {}`)",
+                    chosen.value.name(),
+                    chosen.origin,
+                    chosen.value.name()
+                ),
+                hint: format!(
+                    "{hint}; or run without `{} {}`",
+                    chosen.origin,
+                    chosen.value.name()
+                ),
+            },
+            other @ CompileError::NetworkPlan { .. } => other,
+        }
+    }
+}
+
+/// The bundle's record of the overrides the plan was compiled with.
+fn bundle_overrides(overrides: &PolicyOverrides) -> bundle::PolicyOverrides {
+    bundle::PolicyOverrides {
+        runtime_backend: overrides.backend.map(|b| b.value.name().to_owned()),
+    }
+}
+
 impl From<CompileError> for Diagnostic {
     fn from(e: CompileError) -> Diagnostic {
         let code = e.code();
@@ -150,35 +189,43 @@ fn compile_inner(
         NetworkMode::Allowlist => Some(network_plan(spec, backend)?),
     };
     let backend = match backend {
-        Backend::Sandbox => BackendPlan::Sandbox(sandbox_plan(policy, config, &limits)),
-        Backend::Firecracker => BackendPlan::Firecracker(firecracker_plan(
+        Backend::Sandbox => Ok(BackendPlan::Sandbox(sandbox_plan(policy, config, &limits))),
+        Backend::Firecracker => firecracker_plan(
             spec,
             config,
             &limits,
             network_plan.as_ref(),
             guest_plan(policy, config, &limits, &process),
-        )?),
+        )
+        .map(BackendPlan::Firecracker),
         Backend::Microvm => match config.microvm.vmm {
-            Vmm::Qemu => BackendPlan::Qemu(microvm::qemu_plan(
+            Vmm::Qemu => microvm::qemu_plan(
                 spec,
                 config,
                 &limits,
                 network_plan.as_ref(),
                 guest_plan(policy, config, &limits, &process),
-            )?),
-            Vmm::Firecracker => BackendPlan::Firecracker(firecracker_plan(
+            )
+            .map(BackendPlan::Qemu),
+            Vmm::Firecracker => firecracker_plan(
                 spec,
                 config,
                 &limits,
                 network_plan.as_ref(),
                 guest_plan(policy, config, &limits, &process),
-            )?),
+            )
+            .map(BackendPlan::Firecracker),
         },
-    };
+    }
+    .map_err(|e| match policy.overrides.backend {
+        Some(chosen) => e.under_backend_override(chosen),
+        None => e,
+    })?;
     Ok(CompileBundle {
         bundle_version: BUNDLE_VERSION,
         policy_digest: policy_digest(&policy.canonical),
         policy_name: spec.name.clone(),
+        policy_overrides: bundle_overrides(&policy.overrides),
         backend,
         process,
         cgroup_plan: CgroupPlan {

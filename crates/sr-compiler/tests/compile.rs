@@ -11,7 +11,12 @@ use proptest::prelude::*;
 use sr_common::ErrorCode;
 use sr_compiler::bundle::MountStep;
 use sr_compiler::{compile, policy_digest, to_canonical_json};
-use sr_policy::{OperatorConfig, SourceFormat, ValidatedPolicy, load_policy_file, validate_str};
+use sr_policy::model::Backend;
+use sr_policy::rules::RealFs;
+use sr_policy::{
+    OperatorConfig, PolicyOverrides, SourceFormat, ValidatedPolicy, load_policy_file, validate_str,
+    validate_with_overrides,
+};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -315,6 +320,75 @@ fn too_many_vcpus_is_a_template_mapping_error() {
     let d = compile(&policy, &config).unwrap_err();
     assert_eq!(d.code, ErrorCode::CompileTemplateMapping);
     assert_eq!(d.path, "resources.cpus");
+}
+
+fn overridden(text: &str, backend: Backend, config: &OperatorConfig) -> ValidatedPolicy {
+    validate_with_overrides(
+        text,
+        SourceFormat::Yaml,
+        Path::new("/"),
+        config,
+        &RealFs,
+        &PolicyOverrides::backend(backend, "--backend"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_backend_override_compiles_that_backends_plan_and_the_bundle_records_it() {
+    let text = std::fs::read_to_string(snapshot_dir().join("minimal_policy.yaml")).unwrap();
+    let as_written = compile(&load("minimal_policy.yaml"), &config()).unwrap();
+    let by_flag = compile(&overridden(&text, Backend::Microvm, &config()), &config()).unwrap();
+    let by_file = validate_str(
+        &text.replace("  command:", "  backend: microvm\n  command:"),
+        SourceFormat::Yaml,
+        Path::new("/"),
+        &config(),
+    )
+    .unwrap();
+    let by_file = compile(&by_file, &config()).unwrap();
+    // The plan is exactly the one the file would get by saying `backend: microvm` ...
+    assert_eq!(by_flag.backend, by_file.backend);
+    assert_eq!(by_flag.cgroup_plan, by_file.cgroup_plan);
+    assert_eq!(by_flag.process, by_file.process);
+    // ... while the digest still names the file as written, and the override is recorded.
+    assert_eq!(by_flag.policy_digest, as_written.policy_digest);
+    assert_ne!(by_flag.policy_digest, by_file.policy_digest);
+    assert_eq!(
+        by_flag.policy_overrides.runtime_backend.as_deref(),
+        Some("microvm")
+    );
+    assert!(by_file.policy_overrides.is_empty());
+    let json: serde_json::Value = serde_json::from_str(&to_canonical_json(&by_flag)).unwrap();
+    assert_eq!(
+        json["policyOverrides"],
+        serde_json::json!({"runtime.backend": "microvm"})
+    );
+    let plain: serde_json::Value = serde_json::from_str(&to_canonical_json(&as_written)).unwrap();
+    assert!(plain.get("policyOverrides").is_none(), "left out when none");
+    let back: sr_compiler::CompileBundle =
+        serde_json::from_str(&to_canonical_json(&by_flag)).unwrap();
+    assert_eq!(back, by_flag);
+}
+
+#[test]
+fn a_vcpu_limit_of_an_overriding_backend_names_the_override() {
+    let mut config = config();
+    config.max_limits.cpus = 64.0;
+    let text = "version: 1\nname: big\nruntime: { command: /bin/true, args: [] }\nmounts: []\nresources: { cpus: 40 }\nartifacts: { kernel: { path: /k }, rootfs: { path: /r } }\n";
+    let text = text.replace("args: [] }", "args: [], backend: microvm }");
+    let d = compile(&overridden(&text, Backend::Firecracker, &config), &config).unwrap_err();
+    assert_eq!(d.code, ErrorCode::CompileTemplateMapping);
+    assert_eq!(d.path, "resources.cpus");
+    assert!(
+        d.message
+            .ends_with("(runtime.backend is firecracker from `--backend firecracker`)"),
+        "{d}"
+    );
+    assert!(
+        d.hint.ends_with("or run without `--backend firecracker`"),
+        "{d}"
+    );
 }
 
 #[test]

@@ -74,6 +74,7 @@ fn base_report() -> RunReport {
             name: "bench".into(),
             digest: format!("sha256:{}", "a".repeat(64)),
             path: None,
+            overrides: None,
         },
         inputs: vec![],
         enforcement: Enforcement {

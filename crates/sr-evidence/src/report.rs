@@ -99,7 +99,7 @@ pub struct RunReport {
 pub struct RunInfo {
     /// The run id (also the run directory's name).
     pub id: String,
-    /// `sandbox` or `firecracker`.
+    /// The boundary that enforced the policy: `sandbox`, `qemu` or `firecracker`.
     #[schemars(regex(pattern = r"^[a-z][a-z0-9-]*$"))]
     pub backend: String,
     /// RFC 3339 UTC.
@@ -137,6 +137,34 @@ pub struct PolicyInfo {
     /// Path of the policy file as given, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Policy fields the run's caller replaced (`safe-run run --backend`); absent when the
+    /// policy ran as written. `digest` is always of the policy as written: the run enforced
+    /// it with these applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<PolicyOverrides>,
+}
+
+/// Policy fields replaced for one run, keyed by their policy path, each value spelled as a
+/// policy spells it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyOverrides {
+    /// The backend the run was given instead of the policy's `runtime.backend` (`run.backend`
+    /// names the boundary it became: `microvm` runs on `qemu` or `firecracker`).
+    #[serde(
+        rename = "runtime.backend",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(regex(pattern = r"^(sandbox|microvm|firecracker)$"))]
+    pub runtime_backend: Option<String>,
+}
+
+impl PolicyOverrides {
+    /// Whether nothing was overridden.
+    pub fn is_empty(&self) -> bool {
+        self.runtime_backend.is_none()
+    }
 }
 
 /// What an input is.

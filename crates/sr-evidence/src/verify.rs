@@ -13,6 +13,7 @@
 //! | `signature` | the Ed25519 signature over the digest verifies (with `--key`: that key; otherwise the embedded, self-asserted key) |
 //! | `events.chain` | every line of events.jsonl is a canonical, correctly hashed and linked event |
 //! | `events.head` | the chain's last hash and count equal `timeline.head`, `integrity.eventsHead` and `timeline.count` |
+//! | `policy.overrides` | only when the report records overrides: `run.backend` is a boundary the overriding `runtime.backend` runs on (`microvm`: `qemu` or `firecracker`) |
 //! | `timeline.complete` | informational: whether the run reached cleanup (skip when not) |
 //! | `output:<name>` | the output's numbers agree (kept ≤ limit, kept ≤ seen, `truncated` iff seen > kept), and the file, when present, has the recorded size and digest (skip when absent) |
 //! | `mount:<target>` | a mount manifest's `manifestDigest` recomputes over its entries, and `files`, `bytes` and `complete` agree with them |
@@ -274,6 +275,7 @@ pub fn verify_with(
         .unwrap_or_else(|| default_events_path(report_path));
     check_events_against_report(&mut v, &parsed, &events_path);
     check_activity(&mut v, &parsed, &events_path);
+    check_overrides(&mut v, &parsed);
 
     v.complete = parsed.timeline.complete;
     if parsed.timeline.complete {
@@ -590,6 +592,43 @@ fn check_events_against_report(v: &mut Verification, report: &RunReport, events_
         );
     } else {
         v.push("events.head", Status::Fail, problems.join("; "));
+    }
+}
+
+/// A report that records overrides ran on what they asked for: `policy.overrides` names the
+/// policy backend the caller gave, `run.backend` the boundary that enforced it, and the two
+/// must agree (`microvm` runs on `qemu` or `firecracker`). Only reports with overrides get the
+/// check: an older report, or a run of the policy as written, has nothing to agree with.
+fn check_overrides(v: &mut Verification, report: &RunReport) {
+    let Some(backend) = report
+        .policy
+        .overrides
+        .as_ref()
+        .and_then(|o| o.runtime_backend.as_deref())
+    else {
+        return;
+    };
+    let boundary = report.run.backend.as_str();
+    let runs_on = match backend {
+        "microvm" => matches!(boundary, "qemu" | "firecracker"),
+        other => other == boundary,
+    };
+    if runs_on {
+        v.push(
+            "policy.overrides",
+            Status::Pass,
+            format!(
+                "runtime.backend={backend} replaced the policy's for this run (policy.digest is of the policy as written); it ran on {boundary}"
+            ),
+        );
+    } else {
+        v.push(
+            "policy.overrides",
+            Status::Fail,
+            format!(
+                "runtime.backend={backend} was given for this run, but run.backend says it ran on {boundary}"
+            ),
+        );
     }
 }
 

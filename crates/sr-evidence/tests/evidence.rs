@@ -55,6 +55,7 @@ fn sample_report() -> RunReport {
             name: "demo".into(),
             digest: format!("sha256:{}", "a".repeat(64)),
             path: Some("examples/demo.yaml".into()),
+            overrides: None,
         },
         inputs: vec![
             Input {
@@ -278,6 +279,59 @@ fn round_trip_verifies_every_check() {
     assert!(v.ok());
     let sig = v.checks.iter().find(|c| c.name == "signature").unwrap();
     assert!(sig.detail.contains("self-asserted"), "{}", sig.detail);
+}
+
+#[test]
+fn recorded_overrides_verify_when_the_run_ran_on_them_and_old_reports_need_none() {
+    let run = make_run(5, Some(&key()));
+    // A report without overrides (every report written before they existed) verifies with no
+    // such check.
+    let v = verify_run(&run, Some(&key()));
+    assert!(v.ok(), "{}", v.render_text());
+    assert!(v.checks.iter().all(|c| c.name != "policy.overrides"));
+    let resealed = |backend: &str, boundary: &str| {
+        let mut r = report::read_report(&run.report).unwrap();
+        r.policy.overrides = Some(PolicyOverrides {
+            runtime_backend: Some(backend.into()),
+        });
+        r.run.backend = boundary.into();
+        let head = r.timeline.head.clone();
+        let sealed = report::seal(r, &head, Some(&key())).unwrap();
+        fs::remove_file(&run.report).unwrap();
+        report::write_report(&run.report, &sealed).unwrap();
+        verify_run(&run, Some(&key()))
+    };
+    for (backend, boundary) in [
+        ("microvm", "qemu"),
+        ("microvm", "firecracker"),
+        ("sandbox", "sandbox"),
+        ("firecracker", "firecracker"),
+    ] {
+        let v = resealed(backend, boundary);
+        assert!(v.ok(), "{backend} on {boundary}: {}", v.render_text());
+        assert_eq!(status_of(&v, "policy.overrides"), Status::Pass);
+    }
+    let text = fs::read_to_string(&run.report).unwrap();
+    assert!(
+        text.contains(
+            r#""overrides": {
+      "runtime.backend": "firecracker"
+    }"#
+        ),
+        "keyed by the policy path: {text}"
+    );
+    for (backend, boundary) in [
+        ("microvm", "sandbox"),
+        ("sandbox", "qemu"),
+        ("firecracker", "qemu"),
+    ] {
+        let v = resealed(backend, boundary);
+        let failed: Vec<&str> = v.failures().map(|c| c.name.as_str()).collect();
+        assert_eq!(failed, ["policy.overrides"], "{}", v.render_text());
+    }
+    // Only the policy's own backends are overrides the schema knows.
+    let v = resealed("kvm", "qemu");
+    assert_eq!(status_of(&v, "report.schema"), Status::Fail);
 }
 
 #[test]

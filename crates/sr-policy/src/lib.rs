@@ -8,8 +8,9 @@
 //!    `fast_path` shows the document certainly passes it, since building the validator is
 //!    most of the cost of validating a small policy;
 //! 3. typed deserialization into [`PolicySpec`] (fields the schema rejected are pruned first,
-//!    so that step 4 can still look at the rest);
-//! 4. [`rules`]: semantic rules and the operator's limits.
+//!    so that step 4 can still look at the rest), then the caller's [`overrides`] applied
+//!    (`safe-run run --backend`);
+//! 4. [`rules`]: semantic rules and the operator's limits, over the policy as overridden.
 //!
 //! All problems come back together in a [`ValidationReport`], each with a code, a policy path,
 //! a line and column, a cause and a hint, sorted by location.
@@ -18,6 +19,7 @@
 mod fast_path;
 pub mod model;
 pub mod operator;
+pub mod overrides;
 pub mod rules;
 pub mod schema;
 pub mod source;
@@ -30,6 +32,7 @@ use sr_common::{Diagnostic, ErrorCode, Location};
 
 pub use model::PolicySpec;
 pub use operator::OperatorConfig;
+pub use overrides::PolicyOverrides;
 pub use schema::policy_schema;
 pub use source::{MAX_DEPTH, MAX_INPUT_BYTES, SourceFormat};
 
@@ -39,11 +42,16 @@ use crate::source::{PolicyPath, Seg};
 /// A policy that passed every check, with the facts the compiler needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidatedPolicy {
-    /// The policy as written (defaults not applied).
+    /// The policy in force: as written (defaults not applied), with [`Self::overrides`]
+    /// applied.
     pub spec: PolicySpec,
-    /// The policy as a JSON value (`serde_json::to_value(&spec)`): the input of the policy
-    /// digest.
+    /// The policy as written, without the overrides, as a JSON value
+    /// (`serde_json::to_value` of the written spec): the input of the policy digest, so the
+    /// digest names the file whatever a run overrides.
     pub canonical: serde_json::Value,
+    /// What the caller replaced for this run (empty: the policy runs as written). Bundles and
+    /// reports record it beside the digest.
+    pub overrides: PolicyOverrides,
     /// The canonical absolute host path of each `mounts[i].source`, in policy order.
     pub mount_sources: Vec<PathBuf>,
     /// The canonical rootfs directory when `rootfs.source` is a directory (None for `host`).
@@ -111,6 +119,16 @@ pub fn load_policy_file(
     path: &Path,
     config: &OperatorConfig,
 ) -> Result<ValidatedPolicy, ValidationReport> {
+    load_policy_file_with_overrides(path, config, &PolicyOverrides::none())
+}
+
+/// [`load_policy_file`] with `overrides` applied before the semantic rules (see
+/// [`overrides`]).
+pub fn load_policy_file_with_overrides(
+    path: &Path,
+    config: &OperatorConfig,
+    overrides: &PolicyOverrides,
+) -> Result<ValidatedPolicy, ValidationReport> {
     let shown = path.display().to_string();
     let text = match read_policy_text(path) {
         Ok(t) => t,
@@ -127,12 +145,13 @@ pub fn load_policy_file(
         .filter(|p| !p.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let base_dir = std::fs::canonicalize(&base_dir).unwrap_or(base_dir);
-    match validate_with(
+    match validate_with_overrides(
         &text,
         SourceFormat::from_path(path),
         &base_dir,
         config,
         &RealFs,
+        overrides,
     ) {
         Ok(mut v) => {
             v.source_path = Some(path.to_path_buf());
@@ -222,6 +241,20 @@ pub fn validate_with(
     config: &OperatorConfig,
     fs: &dyn HostFs,
 ) -> Result<ValidatedPolicy, ValidationReport> {
+    validate_with_overrides(text, format, base_dir, config, fs, &PolicyOverrides::none())
+}
+
+/// [`validate_with`] with the caller's `overrides`: the schema checks the text as written,
+/// the rules check the typed policy with the overrides applied, and a rule that fails only
+/// because of an override says so (see [`overrides`]).
+pub fn validate_with_overrides(
+    text: &str,
+    format: SourceFormat,
+    base_dir: &Path,
+    config: &OperatorConfig,
+    fs: &dyn HostFs,
+    overrides: &PolicyOverrides,
+) -> Result<ValidatedPolicy, ValidationReport> {
     let parsed = source::parse(text, format);
     let mut report = ValidationReport {
         policy: None,
@@ -306,11 +339,20 @@ pub fn validate_with(
             None => serde_path_to_error::deserialize::<_, PolicySpec>(&pruned),
         };
         match typed {
-            Ok(spec) => {
+            Ok(written) => {
+                let spec = overrides.applied_to(written.clone());
                 let mut ctx = Ctx::new(&root, config, base_dir, fs);
                 let resolved = rules::check(&spec, &mut ctx);
-                let rule_diags = ctx.diagnostics;
+                let mut rule_diags = ctx.diagnostics;
                 report.warnings = ctx.warnings;
+                if !rule_diags.is_empty() && overrides.change(&written) {
+                    // Which problems the override caused: those the policy as written does
+                    // not have. Only on this failing path do the rules run twice.
+                    let mut as_written = Ctx::new(&root, config, base_dir, fs);
+                    rules::check(&written, &mut as_written);
+                    rule_diags =
+                        overrides.attribute(&written, rule_diags, &as_written.diagnostics, &root);
+                }
                 report
                     .diagnostics
                     .extend(rule_diags.into_iter().filter(|d| {
@@ -321,7 +363,7 @@ pub fn validate_with(
                                     || d.path.starts_with(&format!("{s}["))
                             })
                     }));
-                result = Some((spec, resolved));
+                result = Some((written, spec, resolved));
             }
             Err(e) if report.diagnostics.is_empty() => {
                 // The schema accepted it but serde did not (e.g. a duration that overflows).
@@ -342,8 +384,8 @@ pub fn validate_with(
     }
     report.sort();
     match result {
-        Some((spec, resolved)) if report.is_valid() => {
-            let canonical = serde_json::to_value(&spec).map_err(|e| ValidationReport {
+        Some((written, spec, resolved)) if report.is_valid() => {
+            let canonical = serde_json::to_value(&written).map_err(|e| ValidationReport {
                 policy: None,
                 warnings: Vec::new(),
                 diagnostics: vec![Diagnostic::new(
@@ -356,6 +398,7 @@ pub fn validate_with(
             Ok(ValidatedPolicy {
                 spec,
                 canonical,
+                overrides: *overrides,
                 mount_sources: resolved.mount_sources.into_iter().flatten().collect(),
                 rootfs_dir: resolved.rootfs_dir,
                 source_path: None,
@@ -383,7 +426,9 @@ fn pivot_stand_in(pattern: &str) -> Option<PivotStandIn> {
     use serde_json::json;
     Some(match pattern {
         // Only `artifacts` and `rootfs` are judged differently by backend when the stand-in
-        // is `sandbox` (the firecracker-only rules cannot fire for it).
+        // is `sandbox` (the firecracker-only rules cannot fire for it). A backend override
+        // replaces the stand-in like any written value: the rules then judge the override's
+        // backend, which the run would get whatever the file says.
         "runtime.backend" => PivotStandIn {
             value: Some(json!("sandbox")),
             silence_under: &["artifacts", "rootfs"],

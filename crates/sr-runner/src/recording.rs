@@ -125,11 +125,15 @@ impl Recording {
                 "check that the run directory is writable",
             )
         })?;
-        // A failed write poisons the chain; the sandbox stops at its next event.
-        let _ = chain.emit(
-            events::POLICY_COMPILED,
-            json!({"policyDigest": bundle.policy_digest, "policyName": bundle.policy_name, "backend": bundle.backend.name()}),
-        );
+        // A failed write poisons the chain; the sandbox stops at its next event. The chain,
+        // like the report, names the overrides the bundle was compiled with.
+        let mut compiled = json!({"policyDigest": bundle.policy_digest, "policyName": bundle.policy_name, "backend": bundle.backend.name()});
+        if !bundle.policy_overrides.is_empty()
+            && let Some(payload) = compiled.as_object_mut()
+        {
+            payload.insert("policyOverrides".into(), json!(bundle.policy_overrides));
+        }
+        let _ = chain.emit(events::POLICY_COMPILED, compiled);
         let inputs = report::hash_inputs(policy, bundle, &mut chain)?;
         // mode none: a private network namespace with loopback only; allowlist: the network
         // module.

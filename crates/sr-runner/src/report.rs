@@ -20,8 +20,8 @@ use sr_evidence::mounts::{self, Budget, MountEvidence, MountManifest, Taken};
 use sr_evidence::report::{
     self, AbsentFeature, BlockedSummary, Cgroup, Cleanup, Enforcement, ExitInfo, ExitStatus,
     HostInfo, Input, InputRole, Landlock, LandlockRule, NetworkAudit, NetworkFacts, Output,
-    PolicyInfo, Resources, RuleAudit, RunInfo, RunReport, Seccomp, Timeline, UserMapping,
-    rfc3339_from_unix_ms,
+    PolicyInfo, PolicyOverrides, Resources, RuleAudit, RunInfo, RunReport, Seccomp, Timeline,
+    UserMapping, rfc3339_from_unix_ms,
 };
 use sr_evidence::{ChainSummary, EmitError, EventSink, SigningKey, events};
 use sr_policy::ValidatedPolicy;
@@ -261,6 +261,15 @@ pub fn write_signed_report(
     Ok(path)
 }
 
+/// The overrides the bundle was compiled with, as the report records them (`None`: the policy
+/// ran as written).
+fn policy_overrides(bundle: &CompileBundle) -> Option<PolicyOverrides> {
+    let o = &bundle.policy_overrides;
+    (!o.is_empty()).then(|| PolicyOverrides {
+        runtime_backend: o.runtime_backend.clone(),
+    })
+}
+
 /// The unsealed report for `outcome`.
 pub fn assemble(outcome: &RunOutcome, ctx: ReportContext<'_>) -> RunReport {
     let started = outcome.timings.started_at_unix_ms;
@@ -287,6 +296,7 @@ pub fn assemble(outcome: &RunOutcome, ctx: ReportContext<'_>) -> RunReport {
                 .source_path
                 .as_ref()
                 .map(|p| p.display().to_string()),
+            overrides: policy_overrides(ctx.bundle),
         },
         inputs: ctx.inputs,
         enforcement: enforcement(outcome, ctx.bundle),
@@ -526,6 +536,33 @@ fn tagged(digest: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_report_records_the_overrides_the_bundle_was_compiled_with() {
+        use sr_policy::model::Backend;
+        use sr_policy::{OperatorConfig, PolicyOverrides as Given, SourceFormat};
+        let text = "version: 1\nname: t\nruntime: { command: /bin/true, args: [] }\nmounts: []\n";
+        let config = OperatorConfig::default();
+        let compiled = |overrides: &Given| {
+            let policy = sr_policy::validate_with_overrides(
+                text,
+                SourceFormat::Yaml,
+                Path::new("/"),
+                &config,
+                &sr_policy::rules::RealFs,
+                overrides,
+            )
+            .unwrap();
+            sr_compiler::compile(&policy, &config).unwrap()
+        };
+        assert_eq!(policy_overrides(&compiled(&Given::none())), None);
+        assert_eq!(
+            policy_overrides(&compiled(&Given::backend(Backend::Microvm, "--backend"))),
+            Some(PolicyOverrides {
+                runtime_backend: Some("microvm".into())
+            })
+        );
+    }
 
     #[test]
     fn id_maps_parse() {

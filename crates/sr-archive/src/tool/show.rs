@@ -1,7 +1,9 @@
 //! `report show`: a human summary of one archived run.
 
 use clap::Args;
+use serde::Deserialize;
 use serde_json::{Value, json};
+use sr_evidence::report::{PolicyInfo, PolicyOverrides};
 
 use super::{ArchiveLocation, Format, fail, print_out};
 use crate::{Archive, ArchiveError, ArchivedRun, ReportState};
@@ -13,8 +15,9 @@ use crate::{Archive, ArchiveError, ArchivedRun, ReportState};
   safe-run report show /tmp/safe-run/runs/3f9c0a1b2c4d
   safe-run report show /tmp/safe-run/runs/3f9c0a1b2c4d/run_report.json --format json
 
-The summary names how the run ended, which limits it hit, what was enforced (backend,
-namespaces, Landlock, seccomp, cgroup limits, network), blocked destinations, the report digest
+The summary names how the run ended, the policy (and what the run overrode in it), which
+limits it hit, what was enforced (backend, namespaces, Landlock, seccomp, cgroup limits,
+network), blocked destinations, the report digest
 and whether the report is intact, and the run's leaf in the transparency log. Exit 8
 (SR-ARC-003) when the report is missing or no longer matches the archived digest.")]
 pub struct ShowArgs {
@@ -56,6 +59,7 @@ pub fn show(args: ShowArgs) -> u8 {
                 "run": run,
                 "report": { "path": run.record.report_path(), "state": state.label() },
                 "log": position.map(|(leaf, size)| json!({"leafIndex": leaf, "treeSize": size})),
+                "policyOverrides": policy_overrides(report.as_ref()),
                 "enforcement": report.as_ref().and_then(|r| r.get("enforcement")).cloned(),
                 "networkAudit": report.as_ref().and_then(|r| r.get("networkAudit")).cloned(),
             });
@@ -121,7 +125,12 @@ pub fn render_show(
     );
     line(
         "policy",
-        format!("{} {}", rec.policy_name, rec.policy_digest),
+        format!(
+            "{} {}{}",
+            rec.policy_name,
+            rec.policy_digest,
+            overrides_note(report)
+        ),
     );
     line(
         "command",
@@ -179,6 +188,22 @@ pub fn render_show(
         },
     );
     out
+}
+
+/// The report's `policy.overrides`, read through the report's own type (a report too old to
+/// have them, or not readable, has none).
+fn policy_overrides(report: Option<&Value>) -> Option<PolicyOverrides> {
+    let policy = report?.get("policy")?;
+    PolicyInfo::deserialize(policy).ok()?.overrides
+}
+
+/// ` (overrides: runtime.backend=microvm)`, or nothing when the policy ran as written: the
+/// digest is of the file, so the line must say what the run changed.
+fn overrides_note(report: Option<&Value>) -> String {
+    match policy_overrides(report).and_then(|o| o.runtime_backend) {
+        Some(backend) => format!(" (overrides: runtime.backend={backend})"),
+        None => String::new(),
+    }
 }
 
 fn enforcement_lines(report: Option<&Value>) -> Vec<String> {
@@ -243,4 +268,22 @@ fn enforcement_lines(report: Option<&Value>) -> Vec<String> {
             .unwrap_or("?")
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_line_names_overrides_and_old_reports_have_none() {
+        let with = json!({"policy": {"name": "p", "digest": format!("sha256:{}", "a".repeat(64)), "overrides": {"runtime.backend": "microvm"}}});
+        assert_eq!(
+            overrides_note(Some(&with)),
+            " (overrides: runtime.backend=microvm)"
+        );
+        let old = json!({"policy": {"name": "p", "digest": format!("sha256:{}", "a".repeat(64))}});
+        assert_eq!(overrides_note(Some(&old)), "");
+        assert_eq!(overrides_note(None), "");
+        assert_eq!(overrides_note(Some(&json!({"policy": 3}))), "");
+    }
 }

@@ -87,6 +87,7 @@ pub fn make_run(base: &Path, run: &Run<'_>, key: &SigningKey) -> PathBuf {
             name: run.policy.into(),
             digest: format!("sha256:{}", "a".repeat(64)),
             path: None,
+            overrides: None,
         },
         inputs: vec![Input::from_json(InputRole::Command, "command", &argv).unwrap()],
         enforcement: Enforcement {

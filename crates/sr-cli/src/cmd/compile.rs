@@ -17,9 +17,12 @@ use crate::output::{Format, fail};
   safe-run compile --dry-run tests/policy_valid_cases/minimal.yaml
   safe-run compile --dry-run --policy tests/policy_valid_cases/minimal.yaml
   safe-run compile --dry-run --policy policy.yaml --out bundle.json
+  safe-run compile --dry-run policy.yaml --backend microvm   # the plan a run with --backend gets
 
 The output is canonical JSON (sorted keys, no time, no randomness): the same policy and operator
 config give the same bytes on every run and machine. Per-run names carry the placeholder <runId>.
+With --backend the plan is the overriding backend's; policyDigest stays the file's and
+policyOverrides records the override.
 Without --dry-run the command fails with SR-CMP-002; to execute a policy use `safe-run run`.")]
 pub struct CompileArgs {
     /// Only print the plan (required: `compile` never executes anything).
@@ -31,6 +34,8 @@ pub struct CompileArgs {
     /// The policy file, as an option (the same as the positional POLICY).
     #[arg(long, value_name = "POLICY")]
     pub policy: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: super::policy_arg::OverrideArgs,
     /// Write the bundle to this file instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -64,7 +69,9 @@ pub fn execute(args: CompileArgs) -> u8 {
         Ok(c) => c,
         Err(d) => return fail(&[d], args.format),
     };
-    let policy = match sr_policy::load_policy_file(policy_path, &config) {
+    let overrides = args.overrides.overrides();
+    let policy = match sr_policy::load_policy_file_with_overrides(policy_path, &config, &overrides)
+    {
         Ok(p) => p,
         Err(report) => return fail(&report.diagnostics, args.format),
     };

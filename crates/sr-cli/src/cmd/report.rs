@@ -495,6 +495,7 @@ mod tests {
                 name: "t".into(),
                 digest: format!("sha256:{}", "a".repeat(64)),
                 path: None,
+                overrides: None,
             },
             inputs: vec![],
             enforcement: Enforcement {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use sr_common::Diagnostic;
+use sr_compiler::bundle::PolicyOverrides;
 use sr_runner::{RunOutcome, RunStatus};
 
 /// Schema id of the result document.
@@ -52,8 +53,12 @@ pub struct PolicyRef {
     pub path: String,
     /// `name`.
     pub name: String,
-    /// `sha256:...` of the canonical policy.
+    /// `sha256:...` of the canonical policy, as written.
     pub digest: String,
+    /// What the command line replaced in the policy for this run (`--backend`); left out
+    /// when nothing was.
+    #[serde(skip_serializing_if = "PolicyOverrides::is_empty")]
+    pub overrides: PolicyOverrides,
 }
 
 impl Default for RunResult {

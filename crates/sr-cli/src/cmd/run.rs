@@ -29,6 +29,7 @@ use crate::output::{Format, exit_code, fail};
   safe-run run examples/m1_network_none.yaml
   safe-run run --policy examples/readonly_root.yaml -- /bin/sh -c 'touch /x; touch /tmp/y && echo ok'
   safe-run run policy.yaml --result result.json -- /usr/bin/python3 job.py
+  safe-run run policy.yaml --backend microvm    # the same policy behind a guest kernel
 
 A positional POLICY must end in .yaml, .yml or .json (so a command is never mistaken for one);
 the command always comes after `--` and must be an absolute path inside the sandbox.
@@ -46,6 +47,8 @@ pub struct RunArgs {
     /// The policy file, as an option (the same as the positional POLICY).
     #[arg(long, value_name = "POLICY")]
     pub policy: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: super::policy_arg::OverrideArgs,
     /// Write a machine-readable JSON result (run id, report path, status, exit code, limits
     /// hit, diagnostics) to FILE, whatever happens.
     #[arg(long, value_name = "FILE")]
@@ -176,9 +179,10 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
         Ok(c) => c,
         Err(d) => return fail_with(result, format, &[d]),
     };
+    let overrides = args.overrides.overrides();
     let loaded = match &chosen {
-        Some(path) => sr_policy::load_policy_file(path, &config),
-        None => super::policy_arg::load_builtin(&config),
+        Some(path) => sr_policy::load_policy_file_with_overrides(path, &config, &overrides),
+        None => super::policy_arg::load_builtin(&config, &overrides),
     };
     let policy = match loaded {
         Ok(p) => p,
@@ -202,20 +206,37 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
             .unwrap_or_default(),
         name: bundle.policy_name.clone(),
         digest: bundle.policy_digest.clone(),
+        overrides: bundle.policy_overrides.clone(),
     });
     if let Some((cmd, rest)) = args.command.split_first() {
         bundle.process.command = cmd.clone();
         bundle.process.args = rest.to_vec();
     }
     if bundle.backend.firecracker().is_some() {
+        // The refusal names the override when the backend came from the command line.
+        let (given, hint) = match policy.overrides.backend {
+            Some(o) => (
+                format!(
+                    " (runtime.backend is {} from `{} {}`)",
+                    o.value.name(),
+                    o.origin,
+                    o.value.name()
+                ),
+                "give --backend microvm with microvm.vmm: qemu in the operator config, or --backend sandbox",
+            ),
+            None => (
+                String::new(),
+                "use backend: microvm with microvm.vmm: qemu in the operator config, or backend: sandbox",
+            ),
+        };
         let d = Diagnostic::new(
             ErrorCode::RunLaunch,
             "runtime.backend",
             format!(
-                "backend {} cannot run on this build yet",
+                "backend {} cannot run on this build yet{given}",
                 bundle.backend.name()
             ),
-            "use backend: microvm with microvm.vmm: qemu in the operator config, or backend: sandbox",
+            hint,
         );
         return fail_with(result, format, &[d]);
     }

@@ -14,6 +14,7 @@ use crate::output::Format;
   safe-run validate tests/policy_valid_cases/minimal.yaml
   safe-run validate --policy tests/policy_valid_cases/minimal.yaml
   safe-run validate policy.yaml --format json | jq '.errors[].path'
+  safe-run validate policy.yaml --backend firecracker    # would it hold on Firecracker?
 
 Every problem is reported with its code (SR-POL-001 missing field, SR-POL-002 bad format,
 SR-POL-003 semantic conflict or operator limit, SR-POL-004 file unreadable, SR-POL-201 network
@@ -29,6 +30,8 @@ pub struct ValidateArgs {
     /// The policy file, as an option (the same as the positional POLICY).
     #[arg(long = "policy", value_name = "POLICY")]
     pub policy_flag: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: super::policy_arg::OverrideArgs,
     /// Output format: `text` (problems on stderr) or `json` (a ValidationResult on stdout).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -50,7 +53,10 @@ pub fn execute(args: ValidateArgs) -> u8 {
         diagnostics: vec![d],
         warnings: Vec::new(),
     });
-    let report = match loaded.and_then(|config| sr_policy::load_policy_file(&path, &config)) {
+    let overrides = args.overrides.overrides();
+    let report = match loaded
+        .and_then(|config| sr_policy::load_policy_file_with_overrides(&path, &config, &overrides))
+    {
         Ok(policy) => {
             match args.format {
                 Format::Json => print_json(&ValidationReport {
@@ -63,9 +69,14 @@ pub fn execute(args: ValidateArgs) -> u8 {
                         eprintln!("warning: {w}");
                     }
                     crate::output::print_stdout(&format!(
-                        "valid: {shown} (name {}, backend {}, network {})\n",
+                        "valid: {shown} (name {}, backend {}{}, network {})\n",
                         policy.spec.name,
                         backend_name(&policy.spec),
+                        if policy.overrides.backend.is_some() {
+                            " from --backend"
+                        } else {
+                            ""
+                        },
                         match policy.spec.network_mode() {
                             sr_policy::model::NetworkMode::None => "none",
                             sr_policy::model::NetworkMode::Allowlist => "allowlist",

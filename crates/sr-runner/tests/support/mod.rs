@@ -71,6 +71,7 @@ pub fn bundle(cmd: &str, args: &[&str]) -> CompileBundle {
         bundle_version: 2,
         policy_digest: "sha256:00".into(),
         policy_name: "runner-test".into(),
+        policy_overrides: Default::default(),
         process: ProcessPlan {
             command: cmd.into(),
             args: args.iter().map(|s| s.to_string()).collect(),
