@@ -62,6 +62,8 @@ const VHOST_TIMEOUT: Duration = Duration::from_secs(10);
 /// resource control.
 pub const QEMU_SANDBOX: &str =
     "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+/// The pause between reads of the guest console while waiting for the agent's line.
+const CONSOLE_POLL: Duration = Duration::from_millis(5);
 /// vhost-device-vsock's vhost-user socket in `vm/` (the plan's `--socket`).
 const VHOST_SOCKET: &str = "vhost-vsock.sock";
 /// How much of the guest console a boot failure's hint carries.
@@ -558,6 +560,11 @@ impl Backend for QemuVm {
             .map_or(deadline, |s| (s + BOOT_TIMEOUT).min(deadline));
         if let Some((dir, manifest)) = self.restore.take() {
             self.restore_snapshot(&dir, &manifest, boot_deadline)?;
+        } else {
+            // The first CONNECT waits for the agent's console line: one made while the guest's
+            // vsock device was still coming up has been seen to go unanswered, and every later
+            // one with it, under heavy load. Past the deadline the loop below decides.
+            self.await_agent_listening(boot_deadline)?;
         }
         let socket = self.vm_dir.join(&plan.vsock_socket);
         // Retried while nothing listens yet, checking between attempts that the VMM is alive, so
@@ -813,6 +820,38 @@ impl QemuVm {
         drop(procs);
         self.started = Some(Instant::now());
         Ok(())
+    }
+
+    /// Waits until the guest console shows the agent listening (true) or `until` passes
+    /// (false); the boot failure if QEMU exits first. Only the guest kernel and the agent have
+    /// written to the console by then (no exec has run), and a wrong line only moves the first
+    /// CONNECT earlier.
+    fn await_agent_listening(&mut self, until: Instant) -> Result<bool, RunStatus> {
+        let console = self.vm_dir.join(
+            self.plan
+                .as_ref()
+                .map_or("console.log", |p| p.console_log.as_str()),
+        );
+        loop {
+            let text = std::fs::read(&console).unwrap_or_default();
+            if String::from_utf8_lossy(&text).contains(snapshot::AGENT_LISTENING) {
+                return Ok(true);
+            }
+            let exited = self
+                .procs()
+                .qemu
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                return Err(self.boot_failure(format!(
+                    "QEMU exited ({status}) before the guest agent listened"
+                )));
+            }
+            if Instant::now() >= until {
+                return Ok(false);
+            }
+            std::thread::sleep(CONSOLE_POLL);
+        }
     }
 
     /// How this VM starts: from a snapshot of its shape when the operator keeps snapshots and

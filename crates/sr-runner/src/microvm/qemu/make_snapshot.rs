@@ -33,9 +33,6 @@ pub struct SnapshotRequest<'a> {
     pub progress: &'a mut dyn FnMut(&str),
 }
 
-/// The poll interval while waiting for the agent's console line.
-const CONSOLE_POLL: Duration = Duration::from_millis(20);
-
 impl QemuVm {
     /// Makes, checks and publishes a snapshot of `req.plan`'s VM shape; its manifest and
     /// directory.
@@ -99,7 +96,12 @@ impl QemuVm {
         )?;
         self.procs().qemu = Some(qemu);
         self.plan = Some(plan.clone());
-        self.await_agent_listening(t_boot + BOOT_TIMEOUT)?;
+        if !self.await_agent_listening(t_boot + BOOT_TIMEOUT)? {
+            return Err(self.boot_failure(format!(
+                "the guest agent did not print {AGENT_LISTENING:?} within {} s",
+                BOOT_TIMEOUT.as_secs()
+            )));
+        }
         let boot_ms = t_boot.elapsed().as_millis() as u64;
 
         progress("saving the VM state");
@@ -149,38 +151,6 @@ impl QemuVm {
         // Renamed away: its drop finds nothing left to remove.
         drop(staged);
         Ok((manifest, dest))
-    }
-
-    /// Waits for the agent's console line while QEMU lives.
-    fn await_agent_listening(&mut self, deadline: Instant) -> Result<(), RunStatus> {
-        let console = self.vm_dir.join(
-            self.plan
-                .as_ref()
-                .map_or("console.log", |p| p.console_log.as_str()),
-        );
-        loop {
-            let text = std::fs::read(&console).unwrap_or_default();
-            if String::from_utf8_lossy(&text).contains(AGENT_LISTENING) {
-                return Ok(());
-            }
-            let exited = self
-                .procs()
-                .qemu
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = exited {
-                return Err(self.boot_failure(format!(
-                    "QEMU exited ({status}) before the guest agent listened"
-                )));
-            }
-            if Instant::now() >= deadline {
-                return Err(self.boot_failure(format!(
-                    "the guest agent did not print {AGENT_LISTENING:?} within {} s",
-                    BOOT_TIMEOUT.as_secs()
-                )));
-            }
-            std::thread::sleep(CONSOLE_POLL);
-        }
     }
 
     /// Restores the staged snapshot as a run would (fresh context id, vsock plugged in after
