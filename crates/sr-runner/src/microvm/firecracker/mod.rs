@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod jailer;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixStream;
