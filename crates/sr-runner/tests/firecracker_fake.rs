@@ -7,6 +7,8 @@
 
 #[path = "firecracker_fake/fake_api.rs"]
 mod fake_api;
+#[path = "firecracker_fake/snapshots.rs"]
+mod snapshots;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
