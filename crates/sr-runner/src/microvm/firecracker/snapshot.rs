@@ -125,7 +125,8 @@ fn io(step: &'static str) -> impl Fn(std::io::Error) -> SnapshotError {
 
 /// Copies the file Firecracker wrote as `name` in the jail's `root` into `dest`, at most
 /// `limit` bytes, hashing as it copies: its digest and size. The jail's root is the VMM's
-/// user's, so the file is opened without following a link and must be a regular file.
+/// user's, so the file is opened without following a link and must be a regular file. The
+/// copy is 0444 whatever the umask: a later run's VMM user reads it through a hard link.
 pub fn take_out(
     root: &Path,
     name: &str,
@@ -148,8 +149,17 @@ pub fn take_out(
         });
     }
     let mut to = File::create(dest).map_err(io(step))?;
-    let (digest, bytes) = copy_and_hash(&mut from.take(limit), &mut to).map_err(io(step))?;
+    // One byte past the limit tells a file that grew while it was copied from one that fits.
+    let (digest, bytes) =
+        copy_and_hash(&mut from.take(limit.saturating_add(1)), &mut to).map_err(io(step))?;
+    if bytes > limit {
+        return Err(SnapshotError::Io {
+            step,
+            source: std::io::Error::other(format!("{name} grew past {limit} bytes")),
+        });
+    }
     to.sync_all().map_err(io(step))?;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o444)).map_err(io(step))?;
     Ok((digest, bytes))
 }
 
@@ -184,6 +194,7 @@ pub fn place(dir: &Path, name: &str, root: &Path, expected: &str) -> Result<(), 
                 .open(&dest)
                 .map_err(io(step))?;
             let (digest, _) = copy_and_hash(&mut from, &mut to).map_err(io(step))?;
+            // The VMM's user must read it whatever the umask made of the mode.
             std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o444))
                 .map_err(io(step))?;
             digest
@@ -300,6 +311,12 @@ mod tests {
         let (digest, n) = take_out(&root, MEMORY_FILE, &dest, 4096).unwrap();
         assert_eq!(n, 4096);
         assert_eq!(digest, sha256_file(&dest).unwrap());
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o444,
+            "readable by a later VMM user whatever the umask"
+        );
+        let dest = dir.path().join("out2.bin");
         assert!(
             take_out(&root, MEMORY_FILE, &dest, 4095).is_err(),
             "too big"
