@@ -2,11 +2,15 @@
 //! its arguments and becomes a long-lived process, as the jailer becomes Firecracker) and a
 //! fake Firecracker API (`firecracker_fake/fake_api.rs`, checked against Firecracker's
 //! published API shapes). Every failure path must leave no process and no jail behind.
-//! Plus the opt-in real run (`SAFE_RUN_FIRECRACKER_E2E=1`, ignored otherwise).
+//! Snapshots (making one, restoring one) are in `firecracker_fake/snapshots.rs`.
+//! Plus the opt-in real run (`SAFE_RUN_FIRECRACKER_E2E=1`, ignored otherwise): a boot, a
+//! snapshot of that VM's shape, and a run restored from it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "firecracker_fake/fake_api.rs"]
 mod fake_api;
+#[path = "firecracker_fake/snapshots.rs"]
+mod snapshots;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -543,5 +547,34 @@ fn real_firecracker_e2e() {
     let mut vm = FirecrackerVm::new(65534, 65534);
     run(&e, &mut vm, None).unwrap();
     assert!(!vm.facts().guest_kernel.is_empty());
+    stop_and_check(&e, &mut vm, None);
+
+    // A snapshot of that VM's shape, then a run restored from it.
+    let snapshots = runs.join("snapshots");
+    let maker_id = "fcsnapshot01";
+    let maker_dir = runs.join(maker_id);
+    std::fs::create_dir_all(&maker_dir).unwrap();
+    let BackendPlan::Firecracker(plan) = &e.bundle.backend else {
+        unreachable!()
+    };
+    let (manifest, _) = FirecrackerVm::new(65534, 65534)
+        .make_snapshot(sr_runner::microvm::firecracker::SnapshotRequest {
+            plan,
+            run_id: maker_id,
+            run_dir: &maker_dir,
+            out_dir: &snapshots,
+            progress: &mut |step: &str| println!("snapshot: {step}"),
+        })
+        .unwrap();
+    assert!(
+        !maker_dir.join("jail").exists(),
+        "the snapshot VM's jail is left"
+    );
+    let mut vm = FirecrackerVm::new(65534, 65534).with_snapshots(Some(snapshots));
+    run(&e, &mut vm, None).unwrap();
+    let facts = vm.facts().clone();
+    assert_eq!(facts.start, "snapshot", "{:?}", facts.start_note);
+    assert_eq!(facts.snapshot.map(|s| s.key), Some(manifest.key));
+    assert!(facts.guest_crng_reseeded);
     stop_and_check(&e, &mut vm, None);
 }

@@ -64,8 +64,8 @@ pub struct BackendInputs {
     pub allowed_mount_prefixes: Vec<String>,
     /// The unprivileged uid and gid a VMM runs as (the operator's workload identity).
     pub vmm_identity: (u32, u32),
-    /// Where QEMU microVMs look for snapshots to restore instead of booting (none: always
-    /// boot).
+    /// Where microVMs (QEMU's and Firecracker's) look for snapshots to restore instead of
+    /// booting (none: always boot).
     pub snapshots: Option<std::path::PathBuf>,
 }
 
@@ -76,12 +76,13 @@ pub fn for_bundle(bundle: &CompileBundle, inputs: BackendInputs) -> Box<dyn Back
             crate::microvm::qemu::QemuVm::new(inputs.vmm_identity.0, inputs.vmm_identity.1)
                 .with_snapshots(inputs.snapshots),
         ),
-        sr_bundle::BackendPlan::Firecracker(_) => {
-            Box::new(crate::microvm::firecracker::FirecrackerVm::new(
+        sr_bundle::BackendPlan::Firecracker(_) => Box::new(
+            crate::microvm::firecracker::FirecrackerVm::new(
                 inputs.vmm_identity.0,
                 inputs.vmm_identity.1,
-            ))
-        }
+            )
+            .with_snapshots(inputs.snapshots),
+        ),
         sr_bundle::BackendPlan::Sandbox(_) => {
             Box::new(crate::sandbox::launch::ProcessSandbox::new(
                 inputs.init_exe,

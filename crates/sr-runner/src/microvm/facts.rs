@@ -96,9 +96,14 @@ impl VmFacts {
 pub struct SnapshotFact {
     /// Its shape's key (its directory's name).
     pub key: String,
-    /// `sha256:<hex>` of the VM state QEMU loaded (hashed as it was read).
+    /// `sha256:<hex>` of the VM state the VMM loaded: hashed as QEMU read it, or as it was
+    /// placed in Firecracker's jail.
     pub vmstate_sha256: String,
-    /// Milliseconds to load it into QEMU.
+    /// `sha256:<hex>` of the guest memory file, as placed in Firecracker's jail (QEMU's state
+    /// holds the memory: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_sha256: Option<String>,
+    /// Milliseconds to load it into the VMM.
     pub load_ms: u64,
 }
 

@@ -914,6 +914,7 @@ impl QemuVm {
         self.facts.snapshot = Some(super::facts::SnapshotFact {
             key: manifest.key.clone(),
             vmstate_sha256: digest,
+            memory_sha256: None,
             load_ms,
         });
         if let Some(setup) = self.setup.as_mut() {

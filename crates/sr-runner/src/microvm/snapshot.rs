@@ -58,13 +58,19 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// The shape's name: hex of the sha256 of its canonical JSON, cut to 32 digits.
+    /// The shape's name ([`key_of`]).
     pub fn key(&self) -> String {
-        let canonical = serde_json_canonicalizer::to_vec(self).unwrap_or_default();
-        let mut key = hex::encode(Sha256::digest(&canonical));
-        key.truncate(32);
-        key
+        key_of(self)
     }
+}
+
+/// A shape's name, whichever VMM's: hex of the sha256 of its canonical JSON (RFC 8785), cut to
+/// 32 digits. Two VMMs' shapes never share a key: their JSON differs in its field names.
+pub fn key_of(shape: &impl Serialize) -> String {
+    let canonical = serde_json_canonicalizer::to_vec(shape).unwrap_or_default();
+    let mut key = hex::encode(Sha256::digest(&canonical));
+    key.truncate(32);
+    key
 }
 
 /// A snapshot's manifest (`snapshot.json`).
@@ -149,6 +155,59 @@ pub fn lookup(dir: &Path, shape: &Shape) -> Option<(PathBuf, SnapshotManifest)> 
         .then_some((at, manifest))
 }
 
+/// A snapshot being written: `<out>/.<key>.<pid>/`, removed unless published. Publishing
+/// renames it to `<out>/<key>/` only once it is complete, so a run never finds half of one.
+#[derive(Debug)]
+pub struct Staging {
+    dir: PathBuf,
+    out_dir: PathBuf,
+    key: String,
+}
+
+impl Staging {
+    /// A fresh, empty staging directory for the snapshot `key` under `out_dir` (made if need
+    /// be); a leftover of this process's id is replaced.
+    pub fn create(out_dir: &Path, key: &str) -> std::io::Result<Staging> {
+        std::fs::create_dir_all(out_dir)?;
+        let dir = out_dir.join(format!(".{key}.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir)?;
+        Ok(Staging {
+            dir,
+            out_dir: out_dir.to_path_buf(),
+            key: key.to_owned(),
+        })
+    }
+
+    /// Where the snapshot's files are written.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Replaces `<out>/<key>/` with the staged snapshot; its final directory.
+    pub fn publish(self) -> std::io::Result<PathBuf> {
+        let dest = self.out_dir.join(&self.key);
+        if dest.exists() {
+            // The old one goes only once the new one is complete; a run that opened its state
+            // file keeps reading it.
+            let old = self
+                .out_dir
+                .join(format!(".{}.old.{}", self.key, std::process::id()));
+            std::fs::rename(&dest, &old)?;
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        std::fs::rename(&self.dir, &dest)?;
+        // Renamed away: the drop finds nothing left to remove.
+        Ok(dest)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Why a save or a restore failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -177,29 +236,33 @@ fn io(step: &'static str) -> impl Fn(std::io::Error) -> SnapshotError {
     move |source| SnapshotError::Io { step, source }
 }
 
+/// Copies everything `from` reads into `to` while hashing it: the digest (`sha256:<hex>`) and
+/// byte count of what passed, so a copy and its digest are of the same bytes in one pass.
+pub fn copy_and_hash(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<(String, u64)> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        to.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+    to.flush()?;
+    Ok((format!("sha256:{}", hex::encode(h.finalize())), total))
+}
+
 /// Copies `from` to `to` while hashing, on a thread; its digest and byte count.
 fn copy_hashing(
     mut from: impl Read + Send + 'static,
     mut to: impl Write + Send + 'static,
 ) -> JoinHandle<std::io::Result<(String, u64)>> {
-    std::thread::spawn(move || {
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut total = 0u64;
-        loop {
-            let n = match from.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            h.update(&buf[..n]);
-            to.write_all(&buf[..n])?;
-            total += n as u64;
-        }
-        to.flush()?;
-        Ok((format!("sha256:{}", hex::encode(h.finalize())), total))
-    })
+    std::thread::spawn(move || copy_and_hash(&mut from, &mut to))
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), SnapshotError> {
@@ -414,6 +477,36 @@ mod tests {
         assert!(per_run_devices(&plan, 1).is_some_and(|r| r.contains("mounts")));
         plan.extend(args(&["-netdev", "tap,id=n0,fd=6"]));
         assert!(per_run_devices(&plan, 0).is_some_and(|r| r.contains("NIC")));
+    }
+
+    #[test]
+    fn a_staged_snapshot_appears_whole_or_not_at_all() {
+        let out = tempfile::tempdir().expect("tempdir");
+        let out_dir = out.path().join("snapshots");
+        let staged = Staging::create(&out_dir, "k1").expect("staging");
+        std::fs::write(staged.path().join(VMSTATE_FILE), b"new").expect("write");
+        assert!(!out_dir.join("k1").exists(), "not published yet");
+        drop(staged);
+        assert_eq!(
+            std::fs::read_dir(&out_dir).expect("ls").count(),
+            0,
+            "an unpublished staging directory is removed"
+        );
+        std::fs::create_dir(out_dir.join("k1")).expect("mkdir");
+        std::fs::write(out_dir.join("k1").join(VMSTATE_FILE), b"old").expect("write");
+        let staged = Staging::create(&out_dir, "k1").expect("staging");
+        std::fs::write(staged.path().join(VMSTATE_FILE), b"new").expect("write");
+        let dest = staged.publish().expect("publish");
+        assert_eq!(dest, out_dir.join("k1"));
+        assert_eq!(
+            std::fs::read(dest.join(VMSTATE_FILE)).expect("read"),
+            b"new"
+        );
+        let names: Vec<_> = std::fs::read_dir(&out_dir)
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["k1"], "nothing but the published snapshot is left");
     }
 
     #[test]

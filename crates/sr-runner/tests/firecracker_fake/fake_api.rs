@@ -1,11 +1,19 @@
 //! A fake Firecracker API server for tests: it listens where Firecracker would, checks each
 //! request's method, path and body against the shapes of Firecracker's published API
-//! (src/firecracker/swagger/firecracker.yaml: the fields each body may have, those it must
-//! have, their types; unknown fields refused as Firecracker's serde does), checks that the
-//! files it is told to open exist in the jail, answers as Firecracker does (`204` with no
-//! body; `400` with `{"fault_message": "..."}`), and records what it was asked. After a
-//! successful `InstanceStart` it can play the guest: listen on the vsock's Unix socket, answer
+//! (src/firecracker/swagger/firecracker.yaml of v1.10, the release docs/microvm.md installs:
+//! the fields each body may have, those it must have, their types and enums; unknown fields
+//! refused as Firecracker's serde does), checks that the files it is told to open exist in the
+//! jail, answers as Firecracker does (`204` with no body; `400` with `{"fault_message":
+//! "..."}`), and records what it was asked. After a successful `InstanceStart` it can play the
+//! guest: print the agent's console line, listen on the vsock's Unix socket, answer
 //! `CONNECT <port>` with `OK <port>` and the setup line with the agent's facts.
+//!
+//! Snapshots as Firecracker orders them: `PATCH /vm` only once the VM runs;
+//! `PUT /snapshot/create` only while it is paused (the fake writes a state file naming the
+//! vsock device and a small memory file); `PUT /snapshot/load` only on a fresh process (after
+//! nothing but the logger and metrics), with exactly one of `mem_backend` and `mem_file_path`;
+//! it binds the snapshot's vsock socket again, and the guest answers once resumed. A load that
+//! fails leaves the process dead, as Firecracker exits then: later requests get no answer.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -39,16 +47,33 @@ pub struct FakeFirecracker {
     /// Answer 400 to this path (a refusal Firecracker could give, e.g. a kernel it rejects).
     pub refuse: Option<String>,
     pub guest: Guest,
+    /// Firecracker's stdout, the guest's serial console (the agent prints its line there).
+    pub console: Option<PathBuf>,
+    /// The setup lines the guest agent received.
+    pub setups: Arc<Mutex<Vec<Value>>>,
     state: Arc<Mutex<State>>,
 }
+
+/// The console line the guest agent prints once it listens (`AGENT_LISTENING` in the driver).
+pub const AGENT_LINE: &str =
+    "safe-run-agent 0.1.0: kernel 6.1.0-fake, listening on vsock port 1024\n";
+
+/// The bytes of the memory file a fake snapshot holds.
+pub const FAKE_MEMORY: usize = 64 * 1024;
 
 #[derive(Default)]
 struct State {
     boot_source: bool,
-    root_drive: bool,
-    machine: bool,
+    /// A boot-specific resource was configured: a load is no longer allowed.
+    configured: bool,
+    /// Booted or loaded.
     started: bool,
-    vsock_uds: Option<String>,
+    paused: bool,
+    /// A load failed: Firecracker exits, nothing answers any more.
+    dead: bool,
+    vsock: Option<Value>,
+    /// The vsock socket a load bound, served once the VM is resumed.
+    waiting_vsock: Option<UnixListener>,
 }
 
 #[derive(Clone, Copy)]
@@ -57,6 +82,7 @@ enum Ty {
     Bool,
     Int,
     Obj,
+    Enum(&'static [&'static str]),
 }
 
 /// `(field, type, required)` per endpoint, from the published spec.
@@ -94,6 +120,24 @@ fn schema(path: &str) -> Option<Vec<(&'static str, Ty, bool)>> {
             ("vsock_id", Str, false),
         ],
         "/actions" => vec![("action_type", Str, true)],
+        "/vm" => vec![("state", Enum(&["Paused", "Resumed"]), true)],
+        "/snapshot/create" => vec![
+            ("snapshot_type", Enum(&["Full", "Diff"]), false),
+            ("snapshot_path", Str, true),
+            ("mem_file_path", Str, true),
+        ],
+        // v1.10: no track_dirty_pages, network_overrides or vsock_override yet.
+        "/snapshot/load" => vec![
+            ("snapshot_path", Str, true),
+            ("mem_file_path", Str, false),
+            ("mem_backend", Obj, false),
+            ("enable_diff_snapshots", Bool, false),
+            ("resume_vm", Bool, false),
+        ],
+        "mem_backend" => vec![
+            ("backend_type", Enum(&["File", "Uffd"]), true),
+            ("backend_path", Str, true),
+        ],
         p if p.starts_with("/drives/") => vec![
             ("drive_id", Str, true),
             ("is_root_device", Bool, true),
@@ -146,6 +190,21 @@ pub fn check_body(path: &str, body: &Value) -> Result<(), String> {
                     Ty::Bool => v.is_boolean(),
                     Ty::Int => v.is_u64(),
                     Ty::Obj => v.is_object(),
+                    Ty::Enum(names) => {
+                        let Some(name) = v.as_str() else {
+                            return Err(format!(
+                                "An error occurred when deserializing the json body of a request: invalid type for `{f}`: {v}"
+                            ));
+                        };
+                        if !names.contains(&name) {
+                            let expected: Vec<_> = names.iter().map(|n| format!("`{n}`")).collect();
+                            return Err(format!(
+                                "An error occurred when deserializing the json body of a request: unknown variant `{name}`, expected one of {}.",
+                                expected.join(", ")
+                            ));
+                        }
+                        true
+                    }
                 };
                 if !ok {
                     return Err(format!(
@@ -155,7 +214,27 @@ pub fn check_body(path: &str, body: &Value) -> Result<(), String> {
             }
         }
     }
+    if path == "/snapshot/load" {
+        if let Some(b) = obj.get("mem_backend") {
+            check_body("mem_backend", b)?;
+        }
+        match (obj.get("mem_backend"), obj.get("mem_file_path")) {
+            (Some(_), Some(_)) => return Err("An error occurred when deserializing the json body of a request: too many fields: either `mem_backend` or `mem_file_path` exclusively is required.".into()),
+            (None, None) => return Err("An error occurred when deserializing the json body of a request: missing field: either `mem_backend` or `mem_file_path` is required.".into()),
+            _ => {}
+        }
+    }
     Ok(())
+}
+
+/// The method and path pairs Firecracker routes (of those the fake knows).
+fn routed(method: &str, path: &str) -> bool {
+    match (method, path) {
+        ("PATCH", "/vm") => true,
+        ("PUT", "/vm") | ("PUT", "mem_backend") => false,
+        ("PUT", p) => schema(p).is_some(),
+        _ => false,
+    }
 }
 
 impl FakeFirecracker {
@@ -165,8 +244,16 @@ impl FakeFirecracker {
             seen: Arc::new(Mutex::new(Vec::new())),
             refuse: refuse.map(str::to_owned),
             guest,
+            console: None,
+            setups: Arc::new(Mutex::new(Vec::new())),
             state: Arc::new(Mutex::new(State::default())),
         }
+    }
+
+    /// The same, printing the guest's console into `path` (Firecracker's stdout).
+    pub fn with_console(mut self, path: &Path) -> Self {
+        self.console = Some(path.to_path_buf());
+        self
     }
 
     /// Listens on `socket` (as Firecracker creates its API socket) and serves on a thread.
@@ -212,6 +299,10 @@ impl FakeFirecracker {
             let mut body = vec![0u8; length];
             r.read_exact(&mut body).unwrap();
             let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if self.state.lock().unwrap().dead {
+                // Firecracker exited after a failed load.
+                return;
+            }
             let answer = self.handle(&method, &path, &body);
             let status = match &answer {
                 Ok(()) => 204,
@@ -243,17 +334,29 @@ impl FakeFirecracker {
     }
 
     fn handle(&self, method: &str, path: &str, body: &Value) -> Result<(), String> {
-        if method != "PUT" {
-            return Err(format!("Invalid request method {method} for {path}"));
+        if !routed(method, path) {
+            let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+            return Err(format!(
+                "Invalid request method and/or path: {method} {first}."
+            ));
         }
         check_body(path, body)?;
         if self.refuse.as_deref() == Some(path) {
+            if path == "/snapshot/load" {
+                self.state.lock().unwrap().dead = true;
+            }
             return Err(format!("refused by the test at {path}"));
         }
         let mut st = self.state.lock().unwrap();
-        if st.started && path != "/actions" {
+        let runtime = matches!(path, "/actions" | "/vm" | "/snapshot/create");
+        if st.started && !runtime {
             return Err(
                 "The requested operation is not supported after starting the microVM.".into(),
+            );
+        }
+        if !st.started && matches!(path, "/vm" | "/snapshot/create") {
+            return Err(
+                "The requested operation is not supported before starting the microVM.".into(),
             );
         }
         let in_jail = |p: &str| self.root.join(p.trim_start_matches('/'));
@@ -276,7 +379,7 @@ impl FakeFirecracker {
                 if n == 0 || n > 32 || (n > 1 && n % 2 == 1) {
                     return Err("The vCPU number is invalid! The vCPU number can only be 1 or an even number when SMT is enabled.".into());
                 }
-                st.machine = true;
+                st.configured = true;
             }
             "/boot-source" => {
                 let k = body["kernel_image_path"].as_str().unwrap_or("");
@@ -286,31 +389,109 @@ impl FakeFirecracker {
                     ));
                 }
                 st.boot_source = true;
+                st.configured = true;
             }
             "/vsock" => {
                 if body["guest_cid"].as_u64().unwrap_or(0) < 3 {
                     return Err("Invalid guest CID".into());
                 }
-                st.vsock_uds = body["uds_path"].as_str().map(str::to_owned);
+                st.vsock = Some(body.clone());
+                st.configured = true;
             }
-            "/actions" => {
-                match body["action_type"].as_str() {
-                    Some("InstanceStart") => {
-                        if !st.boot_source {
-                            return Err("Cannot start microvm without kernel configuration.".into());
-                        }
-                        if st.started {
-                            return Err("The requested operation is not supported after starting the microVM.".into());
-                        }
-                        st.started = true;
-                        if self.guest == Guest::Agent
-                            && let Some(uds) = st.vsock_uds.clone()
-                        {
-                            self.guest_agent(&in_jail(&uds));
-                        }
+            "/actions" => match body["action_type"].as_str() {
+                Some("InstanceStart") => {
+                    if !st.boot_source {
+                        return Err("Cannot start microvm without kernel configuration.".into());
                     }
-                    Some("FlushMetrics") | Some("SendCtrlAltDel") => {}
-                    other => return Err(format!("unknown variant `{other:?}`")),
+                    if st.started {
+                        return Err(
+                            "The requested operation is not supported after starting the microVM."
+                                .into(),
+                        );
+                    }
+                    st.started = true;
+                    if self.guest == Guest::Agent
+                        && let Some(uds) = st.vsock.as_ref().and_then(|v| v["uds_path"].as_str())
+                    {
+                        let listener = UnixListener::bind(in_jail(uds)).unwrap();
+                        self.guest_agent(listener);
+                        self.print_console(AGENT_LINE);
+                    }
+                }
+                Some("FlushMetrics") | Some("SendCtrlAltDel") => {}
+                other => return Err(format!("unknown variant `{other:?}`")),
+            },
+            "/vm" => {
+                st.paused = body["state"] == "Paused";
+                if !st.paused
+                    && let Some(listener) = st.waiting_vsock.take()
+                {
+                    self.guest_agent(listener);
+                }
+            }
+            "/snapshot/create" => {
+                if body.get("snapshot_type").and_then(Value::as_str) == Some("Diff") {
+                    return Err("The requested operation is not supported: Diff snapshots are not allowed on uVMs with dirty page tracking disabled.".into());
+                }
+                if !st.paused {
+                    return Err("Create snapshot error: Cannot save the microVM state: Operation not allowed: save/restore unavailable while running".into());
+                }
+                let state = json!({"fakeFirecrackerVmState": 1, "vsock": st.vsock});
+                let vmstate = body["snapshot_path"].as_str().unwrap_or("");
+                let memory = body["mem_file_path"].as_str().unwrap_or("");
+                std::fs::write(in_jail(vmstate), state.to_string()).map_err(|e| {
+                    format!("Create snapshot error: Cannot perform open on the snapshot backing file: {e}")
+                })?;
+                std::fs::write(in_jail(memory), vec![0x5a; FAKE_MEMORY]).map_err(|e| {
+                    format!(
+                        "Create snapshot error: Cannot perform open on the memory backing file: {e}"
+                    )
+                })?;
+            }
+            "/snapshot/load" => {
+                if st.configured {
+                    return Err("Load snapshot error: Loading a microVM snapshot not allowed after configuring boot-specific resources.".into());
+                }
+                let memory = body["mem_backend"]["backend_path"]
+                    .as_str()
+                    .or_else(|| body["mem_file_path"].as_str())
+                    .unwrap_or("");
+                let loaded = std::fs::read(in_jail(body["snapshot_path"].as_str().unwrap_or("")))
+                    .map_err(|e| format!("Load snapshot error: Failed to restore from snapshot: Failed to get snapshot state from file: Failed to open snapshot file: {e}"))
+                    .and_then(|b| {
+                        serde_json::from_slice::<Value>(&b)
+                            .ok()
+                            .filter(|v| v["fakeFirecrackerVmState"] == 1)
+                            .ok_or_else(|| "Load snapshot error: Failed to restore from snapshot: Failed to get snapshot state from file: Failed to load snapshot state from file: invalid data".to_owned())
+                    })
+                    .and_then(|state| {
+                        if body["mem_backend"]["backend_type"] == "Uffd" {
+                            return Err("the fake serves the File memory backend only".to_owned());
+                        }
+                        std::fs::metadata(in_jail(memory))
+                            .map_err(|e| format!("Load snapshot error: Failed to restore from snapshot: Failed to load guest memory: {e}"))?;
+                        Ok(state)
+                    })
+                    .and_then(|state| {
+                        let uds = state["vsock"]["uds_path"].as_str().unwrap_or("");
+                        UnixListener::bind(in_jail(uds)).map_err(|e| {
+                            format!("Load snapshot error: Failed to restore from snapshot: Cannot restore devices: {e}")
+                        })
+                    });
+                let listener = match loaded {
+                    Ok(l) => l,
+                    Err(e) => {
+                        st.dead = true;
+                        return Err(e);
+                    }
+                };
+                st.started = true;
+                st.paused = true;
+                if body["resume_vm"] == true {
+                    st.paused = false;
+                    self.guest_agent(listener);
+                } else {
+                    st.waiting_vsock = Some(listener);
                 }
             }
             p if p.starts_with("/drives/") => {
@@ -323,18 +504,31 @@ impl FakeFirecracker {
                         "Unable to create the block device: No such file or directory: {f}"
                     ));
                 }
-                if body["is_root_device"] == true {
-                    st.root_drive = true;
-                }
+                st.configured = true;
             }
+            p if p.starts_with("/network-interfaces/") => st.configured = true,
             _ => {}
         }
         Ok(())
     }
 
+    fn print_console(&self, line: &str) {
+        if let Some(c) = &self.console {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(c)
+                .unwrap();
+            f.write_all(line.as_bytes()).unwrap();
+        }
+    }
+
     /// The guest's side of the hybrid vsock, and the agent's setup answer.
-    fn guest_agent(&self, uds: &Path) {
-        let listener = UnixListener::bind(uds).unwrap();
+    fn guest_agent(&self, listener: UnixListener) {
+        if self.guest != Guest::Agent {
+            return;
+        }
+        let setups = self.setups.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
@@ -348,6 +542,7 @@ impl FakeFirecracker {
                 r.read_line(&mut setup).unwrap();
                 let setup: Value = serde_json::from_str(&setup).unwrap();
                 assert!(setup["entropy"].as_str().unwrap().len() == 128);
+                setups.lock().unwrap().push(setup);
                 w.write_all(
                     b"{\"type\":\"ok\",\"kernelRelease\":\"6.1.0-fake\",\"modules\":[],\"landlockAbi\":0,\"seccomp\":true}\n",
                 )
@@ -357,6 +552,16 @@ impl FakeFirecracker {
                 let _ = r.read_to_end(&mut sink);
             }
         });
+    }
+
+    /// `METHOD path` of each request, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| format!("{} {}", s.method, s.path))
+            .collect()
     }
 
     pub fn paths(&self) -> Vec<String> {

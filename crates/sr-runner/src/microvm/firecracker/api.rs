@@ -1,9 +1,10 @@
 //! Firecracker's API as the driver uses it: the sequence of requests a plan turns into
-//! ([`requests`]), a minimal blocking HTTP/1.1 client over the API's Unix socket
-//! ([`UnixApi`]), and what a refusal says ([`fault_message`]).
+//! ([`requests`]), the VM-state and snapshot requests ([`snapshot`]), a minimal blocking
+//! HTTP/1.1 client over the API's Unix socket ([`UnixApi`]), and what a refusal says
+//! ([`fault_message`]).
 //!
 //! Why not hyper: sr-runner is synchronous (threads, no async runtime), and the conversation is
-//! a handful of `PUT`s with a JSON body to a local socket, each answered `204 No Content` or
+//! a handful of `PUT`s and `PATCH`es with a JSON body to a local socket, each answered `204 No Content` or
 //! `400` with a `Content-Length`-framed `{"fault_message": "..."}`. A client that writes one
 //! request per connection and reads a `Content-Length` body is about a hundred lines, bounded
 //! in what it reads and in how long it waits, and pulls no runtime into the runner.
@@ -14,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+
+pub mod snapshot;
+pub use snapshot::{SnapshotFiles, VmState, set_vm_state, snapshot_create, snapshot_load};
 
 /// Where Firecracker writes its own log, inside the jail (moved to the run's `vm/` at stop).
 pub const LOG_FILE: &str = "firecracker.log";
@@ -28,12 +32,30 @@ const MAX_BODY: usize = 64 * 1024;
 pub struct ApiRequest {
     /// The step as a failure names it: `launch.api.<what>`.
     pub step: String,
-    /// `PUT`.
+    /// `PUT` or `PATCH`.
     pub method: &'static str,
     /// e.g. `/drives/rootfs`.
     pub path: String,
     /// The JSON body.
     pub body: Value,
+}
+
+/// The `PUT`s that configure Firecracker's own logger and metrics, into files in the jail's
+/// root: the first requests of a cold boot and of a restore alike (a snapshot does not hold
+/// them, and the spec allows them before a load).
+pub fn logging_requests() -> Vec<ApiRequest> {
+    vec![
+        put(
+            "logger",
+            "/logger".into(),
+            json!({"log_path": format!("/{LOG_FILE}"), "level": "Info", "show_level": true, "show_log_origin": false}),
+        ),
+        put(
+            "metrics",
+            "/metrics".into(),
+            json!({"metrics_path": format!("/{METRICS_FILE}")}),
+        ),
+    ]
 }
 
 fn put(step: &str, path: String, body: Value) -> ApiRequest {
@@ -63,28 +85,17 @@ pub fn requests(vm_config: &Value) -> Result<Vec<ApiRequest>, String> {
             .cloned()
             .ok_or_else(|| format!("the plan's vm_config has no {name:?} object"))
     };
-    let mut out = vec![
-        put(
-            "logger",
-            "/logger".into(),
-            json!({"log_path": format!("/{LOG_FILE}"), "level": "Info", "show_level": true, "show_log_origin": false}),
-        ),
-        put(
-            "metrics",
-            "/metrics".into(),
-            json!({"metrics_path": format!("/{METRICS_FILE}")}),
-        ),
-        put(
-            "machine-config",
-            "/machine-config".into(),
-            section("machine-config")?,
-        ),
-        put(
-            "boot-source",
-            "/boot-source".into(),
-            section("boot-source")?,
-        ),
-    ];
+    let mut out = logging_requests();
+    out.push(put(
+        "machine-config",
+        "/machine-config".into(),
+        section("machine-config")?,
+    ));
+    out.push(put(
+        "boot-source",
+        "/boot-source".into(),
+        section("boot-source")?,
+    ));
     let list = |name: &str, id_field: &str| -> Result<Vec<(String, Value)>, String> {
         match vm_config.get(name) {
             None => Ok(Vec::new()),
@@ -316,6 +327,15 @@ pub fn hint_for(step: &str) -> &'static str {
         }
         "launch.api.instance-start" => {
             "Firecracker could not start the guest: its log (vm/firecracker.log) says why; /dev/kvm must run normal guests"
+        }
+        "launch.api.snapshot-load" => {
+            "a snapshot loads only into the Firecracker version that made it, on a host of the same CPU model; this Firecracker has exited. Remove the snapshot's directory or make it again (docs/microvm.md, Firecracker: snapshots); vm/firecracker.log says why"
+        }
+        "launch.api.snapshot-create" => {
+            "Firecracker could not write the snapshot into its jail (room on the run directory's filesystem for the guest's memory?); vm/firecracker.log says why"
+        }
+        "launch.api.pause" | "launch.api.resume" => {
+            "Firecracker could not change the VM's state; vm/firecracker.log says why"
         }
         s if s.starts_with("launch.api.drives") => {
             "the rootfs must be a readable ext4 image in the jail; see docs/microvm.md"

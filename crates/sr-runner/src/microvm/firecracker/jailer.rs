@@ -96,7 +96,7 @@ impl JailLayout {
 /// values, which makes it create and join no cgroup.
 pub fn cgroup_args(version: CgroupVersion, plan: &CgroupPlan, parent: Option<&str>) -> Vec<String> {
     let Some(parent) = parent else {
-        return vec!["--cgroup-version".into(), "2".into()];
+        return no_cgroup_args();
     };
     let mut out = vec![
         "--cgroup-version".to_owned(),
@@ -134,6 +134,12 @@ pub fn cgroup_args(version: CgroupVersion, plan: &CgroupPlan, parent: Option<&st
         out.push(v);
     }
     out
+}
+
+/// The jailer's cgroup arguments for a VMM in no cgroup of the run's: v2 with no values, which
+/// makes the jailer create and join no cgroup.
+pub fn no_cgroup_args() -> Vec<String> {
+    vec!["--cgroup-version".into(), "2".into()]
 }
 
 /// The jailer's whole argument list: the plan's own arguments, the cgroup arguments, the

@@ -3,11 +3,14 @@
 //!
 //! * start: build the jail's root in the run directory, place the artifacts in it (hard links
 //!   where possible) and hash what was placed, create Firecracker's log and metrics files for
-//!   the VMM's user, start the jailer with the compiled arguments plus the cgroup arguments
-//!   for this host ([`jailer`]), wait for the API socket.
-//! * connect (after the network attach): configure the VM over the API and start it
-//!   ([`api`]), wait for the guest agent over Firecracker's hybrid vsock
-//!   ([`super::hybrid_vsock`]), send the guest setup line ([`super::guest_setup`]).
+//!   the VMM's user; when the operator keeps a snapshot of this VM's shape, place its files in
+//!   the jail too and check their digests (`restore`); start the jailer with the compiled
+//!   arguments plus the cgroup arguments for this host ([`jailer`]), wait for the API socket.
+//! * connect (after the network attach): configure the VM over the API and start it, or load
+//!   the snapshot and resume it ([`api`]), wait for the guest agent over Firecracker's hybrid
+//!   vsock ([`super::hybrid_vsock`]), send the guest setup line ([`super::guest_setup`]).
+//! * [`FirecrackerVm::make_snapshot`]: boot a VM of a plan's shape, pause it when its agent
+//!   listens, snapshot it in its jail and publish the files with a manifest ([`snapshot`]).
 //! * stop: kill Firecracker (the jailer execs it in place: one pid), reap it, remove the
 //!   cgroup the jailer made inside the run's, keep Firecracker's log and metrics in `vm/`,
 //!   remove the jail. On every path: a guest has no other existence, and `SendCtrlAltDel`
@@ -19,6 +22,11 @@
 
 pub mod api;
 pub mod jailer;
+mod make_snapshot;
+mod restore;
+pub mod snapshot;
+
+pub use make_snapshot::SnapshotRequest;
 
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixStream;
@@ -27,7 +35,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sr_bundle::{FirecrackerPlan, RUN_ID_PLACEHOLDER};
+use sr_bundle::{CgroupPlan, FirecrackerPlan, RUN_ID_PLACEHOLDER};
 use sr_common::{Diagnostic, ErrorCode};
 
 use self::jailer::{CgroupVersion, JailLayout};
@@ -37,8 +45,8 @@ use super::host::{
     check_pinned, console_tail, failed, plain_name, random_hex, sha256_file, version_line,
 };
 use super::hybrid_vsock;
-use crate::cgroup::Layout;
-use crate::life::backend::{Backend, Killer, StartContext};
+use crate::cgroup::{Layout, RunCgroup};
+use crate::life::backend::{Backend, Killer, Phases, StartContext};
 use crate::network_facts::Boundary;
 use crate::network_hook::AttachedNetwork;
 use crate::outcome::{CleanupReport, EnforcementFacts, RunStatus};
@@ -93,6 +101,10 @@ pub struct FirecrackerVm {
     setup: Option<GuestSetup>,
     timeout_ms: u64,
     facts: VmFacts,
+    /// Where snapshots of agent-ready VMs are looked for (none: always boot).
+    snapshots: Option<PathBuf>,
+    /// The snapshot this run restores instead of booting, its files placed in the jail.
+    restore: Option<snapshot::FirecrackerManifest>,
 }
 
 impl FirecrackerVm {
@@ -111,7 +123,16 @@ impl FirecrackerVm {
             setup: None,
             timeout_ms: 0,
             facts: VmFacts::default(),
+            snapshots: None,
+            restore: None,
         }
+    }
+
+    /// Restores a VM from a snapshot of its shape under `dir`, when there is one, instead of
+    /// booting it (docs/microvm.md, "Firecracker: snapshots").
+    pub fn with_snapshots(mut self, dir: Option<PathBuf>) -> Self {
+        self.snapshots = dir;
+        self
     }
 
     /// The same with other timeouts (tests).
@@ -334,6 +355,102 @@ impl FirecrackerVm {
             )),
         }
     }
+
+    /// Everything up to Firecracker's API answering: the jail with the artifacts (and, when
+    /// this VM is restored, the snapshot's files), the facts known before the guest runs, the
+    /// jailer started with the cgroup arguments for `cgroup` (the run's cgroup and its plan;
+    /// none: no cgroup). Records the jail first, so that stop removes whatever was made.
+    fn launch(
+        &mut self,
+        plan: &FirecrackerPlan,
+        run_dir: &Path,
+        run_id: &str,
+        cgroup: Option<(&RunCgroup, &CgroupPlan)>,
+        phases: &mut Phases,
+    ) -> Result<(), RunStatus> {
+        let recompile = "recompile the policy with this safe-run";
+        if !plain_name(&plan.api_socket) {
+            return Err(failed(
+                "launch.vmm",
+                format!(
+                    "the API socket {:?} is not a plain name in the jail",
+                    plan.api_socket
+                ),
+                recompile,
+            ));
+        }
+        let jail = JailLayout::of(&plan.jailer_args, run_dir)
+            .map_err(|e| failed("launch.jail", e, recompile))?;
+        self.vm_dir = run_dir.join("vm");
+        std::fs::create_dir_all(&self.vm_dir)
+            .map_err(|e| failed("launch.vmm", e.to_string(), "see docs/microvm.md"))?;
+        self.jail = Some(jail.clone());
+
+        let t = Instant::now();
+        self.build_jail(plan, &jail)?;
+        phases.insert("artifacts".into(), t.elapsed().as_secs_f64() * 1000.0);
+
+        let vm = &plan.vm_config;
+        let num = |section: &str, field: &str| vm[section][field].as_u64().unwrap_or(0);
+        self.facts.vmm = "firecracker".into();
+        self.facts.vmm_version = version_line(&jail.exec_file);
+        self.facts.accelerator = "kvm".into();
+        self.facts.accelerator_reason = "Firecracker runs on KVM only".into();
+        self.facts.machine = "firecracker".into();
+        self.facts.vcpus = num("machine-config", "vcpu_count");
+        self.facts.memory_mib = num("machine-config", "mem_size_mib");
+        self.facts.kernel_cmdline = vm["boot-source"]["boot_args"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.facts.confinement = VmmConfinement {
+            uid: self.vmm_uid,
+            gid: self.vmm_gid,
+            namespaces: vec!["mount".into()],
+            no_new_privs: false,
+            seccomp: "firecracker's built-in filters".into(),
+            host_seccomp: BTreeMap::new(),
+            cgroup: cgroup.is_some(),
+        };
+
+        let t = Instant::now();
+        self.choose_start(plan, &jail)?;
+        if self.restore.is_some() {
+            phases.insert("snapshot".into(), t.elapsed().as_secs_f64() * 1000.0);
+        }
+
+        let cgroup = match cgroup {
+            Some((cg, cgroup_plan)) => {
+                let version = match cg.layout {
+                    Layout::V1 { .. } => CgroupVersion::V1,
+                    Layout::V2 { .. } => CgroupVersion::V2,
+                };
+                self.jail_cgroups = cg.paths.iter().map(|p| p.join(&jail.id)).collect();
+                let parent = jailer::parent_cgroup(cgroup_plan, run_id);
+                jailer::cgroup_args(version, cgroup_plan, Some(&parent))
+            }
+            None => jailer::no_cgroup_args(),
+        };
+        let argv = jailer::argv(&plan.jailer_args, cgroup, None, &plan.api_socket);
+        let t = Instant::now();
+        self.spawn_jailer(plan, &argv)?;
+        self.wait_api(&jail.root.join(&plan.api_socket))?;
+        phases.insert("vmm_spawn".into(), t.elapsed().as_secs_f64() * 1000.0);
+        Ok(())
+    }
+
+    /// Sends `reqs` to Firecracker's API in the jail; a refusal fails at its step.
+    fn drive(
+        &self,
+        jail: &JailLayout,
+        plan: &FirecrackerPlan,
+        reqs: &[api::ApiRequest],
+    ) -> Result<(), RunStatus> {
+        let mut client =
+            api::UnixApi::new(&jail.root.join(&plan.api_socket), self.timeouts.api_request);
+        api::drive(&mut client, reqs)
+            .map_err(|(step, why)| failed(&step, why, api::hint_for(&step)))
+    }
 }
 
 impl Backend for FirecrackerVm {
@@ -361,75 +478,11 @@ impl Backend for FirecrackerVm {
         }
         let plan =
             substitute(plan, cx.run_id).map_err(|e| failed("launch.vmm", e, "this is a bug"))?;
-        let recompile = "recompile the policy with this safe-run";
-        if !plain_name(&plan.api_socket) {
-            return Err(failed(
-                "launch.vmm",
-                format!(
-                    "the API socket {:?} is not a plain name in the jail",
-                    plan.api_socket
-                ),
-                recompile,
-            ));
-        }
-        let jail = JailLayout::of(&plan.jailer_args, cx.run_dir)
-            .map_err(|e| failed("launch.jail", e, recompile))?;
-        self.vm_dir = cx.run_dir.join("vm");
         self.timeout_ms = cx.bundle.process.timeout_ms;
-        std::fs::create_dir_all(&self.vm_dir)
-            .map_err(|e| failed("launch.vmm", e.to_string(), "see docs/microvm.md"))?;
-        // Recorded before anything is made, so that stop removes whatever was.
-        self.jail = Some(jail.clone());
-
-        let t = Instant::now();
-        self.build_jail(&plan, &jail)?;
-        cx.phases
-            .insert("artifacts".into(), t.elapsed().as_secs_f64() * 1000.0);
-
-        let cgroup = match cx.cgroup {
-            Some(cg) => {
-                let version = match cg.layout {
-                    Layout::V1 { .. } => CgroupVersion::V1,
-                    Layout::V2 { .. } => CgroupVersion::V2,
-                };
-                self.jail_cgroups = cg.paths.iter().map(|p| p.join(&jail.id)).collect();
-                let parent = jailer::parent_cgroup(&cx.bundle.cgroup_plan, cx.run_id);
-                jailer::cgroup_args(version, &cx.bundle.cgroup_plan, Some(&parent))
-            }
-            None => jailer::cgroup_args(CgroupVersion::V2, &cx.bundle.cgroup_plan, None),
-        };
-        let argv = jailer::argv(&plan.jailer_args, cgroup, None, &plan.api_socket);
-
-        let vm = &plan.vm_config;
-        let num = |section: &str, field: &str| vm[section][field].as_u64().unwrap_or(0);
-        self.facts.vmm = "firecracker".into();
-        self.facts.vmm_version = version_line(&jail.exec_file);
-        self.facts.accelerator = "kvm".into();
-        self.facts.accelerator_reason = "Firecracker runs on KVM only".into();
-        self.facts.machine = "firecracker".into();
-        self.facts.vcpus = num("machine-config", "vcpu_count");
-        self.facts.memory_mib = num("machine-config", "mem_size_mib");
-        self.facts.kernel_cmdline = vm["boot-source"]["boot_args"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        self.facts.confinement = VmmConfinement {
-            uid: self.vmm_uid,
-            gid: self.vmm_gid,
-            namespaces: vec!["mount".into()],
-            no_new_privs: false,
-            seccomp: "firecracker's built-in filters".into(),
-            host_seccomp: BTreeMap::new(),
-            cgroup: cx.cgroup.is_some(),
-        };
+        let cgroup = cx.cgroup.map(|cg| (cg, &cx.bundle.cgroup_plan));
+        self.launch(&plan, cx.run_dir, cx.run_id, cgroup, cx.phases)?;
         cx.enforcement.hostname = plan.guest.hostname.clone();
         cx.enforcement.capabilities_kept = plan.guest.capabilities.clone();
-
-        let t = Instant::now();
-        self.spawn_jailer(&plan, &argv)?;
-        self.wait_api(&jail.root.join(&plan.api_socket))?;
-        cx.phases
-            .insert("vmm_spawn".into(), t.elapsed().as_secs_f64() * 1000.0);
         let entropy = random_hex(64).map_err(|e| {
             failed(
                 "launch.vmm",
@@ -463,8 +516,6 @@ impl Backend for FirecrackerVm {
                 "this is a bug",
             ));
         };
-        let reqs = api::requests(&plan.vm_config)
-            .map_err(|e| failed("launch.api", e, "recompile the policy with this safe-run"))?;
         let uds = plan.vm_config["vsock"]["uds_path"].as_str().unwrap_or("");
         if !plain_name(uds) {
             return Err(failed(
@@ -473,12 +524,18 @@ impl Backend for FirecrackerVm {
                 "recompile the policy with this safe-run",
             ));
         }
-        let mut client =
-            api::UnixApi::new(&jail.root.join(&plan.api_socket), self.timeouts.api_request);
-        if let Err((step, why)) = api::drive(&mut client, &reqs) {
-            return Err(failed(&step, why, api::hint_for(&step)));
-        }
-        let started = Instant::now();
+        let chosen = self.restore.take();
+        let restored = chosen.is_some();
+        let started = match chosen {
+            Some(manifest) => self.load_snapshot(&jail, &plan, &manifest)?,
+            None => {
+                let reqs = api::requests(&plan.vm_config).map_err(|e| {
+                    failed("launch.api", e, "recompile the policy with this safe-run")
+                })?;
+                self.drive(&jail, &plan, &reqs)?;
+                Instant::now()
+            }
+        };
         self.started = Some(started);
         let boot_deadline = (started + self.timeouts.boot).min(deadline);
         let stream = match hybrid_vsock::connect_when_ready(
@@ -501,10 +558,17 @@ impl Backend for FirecrackerVm {
                 )));
             }
         };
-        let setup = self
+        let mut setup = self
             .setup
             .take()
             .ok_or_else(|| failed("launch.boot", "no guest setup", "this is a bug"))?;
+        if restored {
+            // The guest's clock stopped when the snapshot was made: the agent sets it from
+            // this, as late as can be.
+            setup.restored = Some(guest_setup::Restored {
+                unix_time_ms: restore::unix_time_ms(),
+            });
+        }
         let reply = guest_setup::exchange(&stream, &setup, boot_deadline)
             .map_err(|e| self.boot_failure(e))?;
         self.facts

@@ -16,7 +16,8 @@ use super::super::host::{failed, version_line};
 use super::super::hybrid_vsock;
 use super::super::qmp::Qmp;
 use super::super::snapshot::{
-    self, AGENT_LISTENING, MANIFEST_FILE, SNAPSHOT_FORMAT, Shape, SnapshotManifest, VMSTATE_FILE,
+    self, AGENT_LISTENING, MANIFEST_FILE, SNAPSHOT_FORMAT, Shape, SnapshotManifest, Staging,
+    VMSTATE_FILE,
 };
 use super::{BOOT_TIMEOUT, QemuVm, fresh_cid, set_guest_cid, vmm_dir, vmm_tail};
 use crate::outcome::{CleanupReport, RunStatus};
@@ -105,11 +106,8 @@ impl QemuVm {
         let boot_ms = t_boot.elapsed().as_millis() as u64;
 
         progress("saving the VM state");
-        std::fs::create_dir_all(out_dir).map_err(io("snapshot.out"))?;
-        let staging = out_dir.join(format!(".{key}.{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir(&staging).map_err(io("snapshot.out"))?;
-        let staged = Staging(staging.clone());
+        let staged = Staging::create(out_dir, &key).map_err(io("snapshot.out"))?;
+        let staging = staged.path().to_path_buf();
         let vmstate =
             std::fs::File::create(staging.join(VMSTATE_FILE)).map_err(io("snapshot.save"))?;
         let t_save = Instant::now();
@@ -139,17 +137,7 @@ impl QemuVm {
         let text = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| io("snapshot.out")(std::io::Error::other(e)))?;
         std::fs::write(staging.join(MANIFEST_FILE), text).map_err(io("snapshot.out"))?;
-        let dest = out_dir.join(&key);
-        if dest.exists() {
-            // The old one goes only once the new one is complete; a run that opened its state
-            // file keeps reading it.
-            let old = out_dir.join(format!(".{key}.old.{}", std::process::id()));
-            std::fs::rename(&dest, &old).map_err(io("snapshot.out"))?;
-            let _ = std::fs::remove_dir_all(&old);
-        }
-        std::fs::rename(&staging, &dest).map_err(io("snapshot.out"))?;
-        // Renamed away: its drop finds nothing left to remove.
-        drop(staged);
+        let dest = staged.publish().map_err(io("snapshot.out"))?;
         Ok((manifest, dest))
     }
 
@@ -207,14 +195,5 @@ impl QemuVm {
                 }
             }
         }
-    }
-}
-
-/// A staged snapshot directory, removed unless published.
-struct Staging(PathBuf);
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
