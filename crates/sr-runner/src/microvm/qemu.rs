@@ -66,6 +66,14 @@ pub const QEMU_SANDBOX: &str =
 const CONSOLE_POLL: Duration = Duration::from_millis(5);
 /// vhost-device-vsock's vhost-user socket in `vm/` (the plan's `--socket`).
 const VHOST_SOCKET: &str = "vhost-vsock.sock";
+/// How long a restored VM's CONNECT waits for its answer before the vsock backend is looked
+/// at and the CONNECT made again: a restored agent answers within milliseconds.
+const RESTORED_ANSWER_WAIT: Duration = Duration::from_secs(1);
+/// The name vhost-user-backend gives the thread that serves the vsock rings.
+const VHOST_RING_WORKER: &str = "vring_worker";
+/// Why a guest with a live VMM can no longer be reached.
+const VHOST_WORKER_GONE: &str =
+    "vhost-device-vsock's ring worker thread ended, so no CONNECT is answered";
 /// How much of the guest console a boot failure's hint carries.
 const CONSOLE_TAIL: usize = 1500;
 
@@ -113,6 +121,23 @@ impl Procs {
     }
 }
 
+/// Whether the process under `outer` (its confinement's outer end) runs without a thread
+/// named [`VHOST_RING_WORKER`]: vhost-user-backend's worker ends on the first error it
+/// meets (vhost-device-vsock 0.3.0 has been seen to meet one when a CONNECT races the guest
+/// driver's setup of the rings), and nothing restarts it, so the process lives on and
+/// answers nothing. False when that cannot be told (no such process, /proc unreadable).
+fn ring_worker_gone(outer: u32) -> bool {
+    children_of(outer)
+        .into_iter()
+        .any(|pid| match std::fs::read_dir(format!("/proc/{pid}/task")) {
+            Ok(tasks) => !tasks.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|name| name.trim_end() == VHOST_RING_WORKER)
+            }),
+            Err(_) => false,
+        })
+}
+
 /// QEMU's start, prepared by `start` and done by `connect`: after the network attach, which
 /// creates the TAP QEMU opens by name and chooses the guest's addresses.
 struct PendingQemu {
@@ -123,6 +148,12 @@ struct PendingQemu {
     /// addressing).
     tap: Option<String>,
     /// The run's cgroup, which QEMU must be in.
+    cgroup: Option<RunCgroup>,
+}
+
+/// What a restored VM needs to be replaced by a cold boot (see `boot_instead`).
+struct BootInstead {
+    confinement: Confinement,
     cgroup: Option<RunCgroup>,
 }
 
@@ -143,6 +174,8 @@ pub struct QemuVm {
     snapshots: Option<PathBuf>,
     /// The snapshot this run restores instead of booting.
     restore: Option<(PathBuf, SnapshotManifest)>,
+    /// Set with `restore`: how to boot instead should the restored VM's vsock fail.
+    boot_instead: Option<BootInstead>,
 }
 
 /// The OOM kills the guest kernel reported on its console: one `Out of memory: Killed process`
@@ -171,6 +204,7 @@ impl QemuVm {
             pending: None,
             snapshots: None,
             restore: None,
+            boot_instead: None,
         }
     }
 
@@ -505,6 +539,10 @@ impl Backend for QemuVm {
         if self.restore.is_some() {
             // A fresh context id per restored VM: siblings of one snapshot must not share one.
             set_guest_cid(&mut vhost_args, fresh_cid().map_err(io)?);
+            self.boot_instead = Some(BootInstead {
+                confinement: confinement.clone(),
+                cgroup: cx.cgroup.cloned(),
+            });
         }
 
         let t_vmm = Instant::now();
@@ -555,52 +593,41 @@ impl Backend for QemuVm {
             .clone()
             .ok_or_else(|| failed("launch.boot", "connect before start", "this is a bug"))?;
         self.spawn_qemu(&plan, network)?;
-        let boot_deadline = self
-            .started
-            .map_or(deadline, |s| (s + BOOT_TIMEOUT).min(deadline));
+        let mut boot_deadline = self.boot_deadline(deadline);
+        let socket = self.vm_dir.join(&plan.vsock_socket);
+        let port = plan.agent_port;
+        let mut reached = None;
         if let Some((dir, manifest)) = self.restore.take() {
             self.restore_snapshot(&dir, &manifest, boot_deadline)?;
-        } else {
-            // The first CONNECT waits for the agent's console line: one made while the guest's
-            // vsock device was still coming up has been seen to go unanswered, and every later
-            // one with it, under heavy load. Past the deadline the loop below decides.
-            self.await_agent_listening(boot_deadline)?;
+            reached =
+                self.reach_agent(&socket, port, deadline, boot_deadline, RESTORED_ANSWER_WAIT)?;
+            if reached.is_none() {
+                self.boot_instead(&plan, format!(
+                    "the snapshot {} was restored, but its vsock backend failed ({VHOST_WORKER_GONE}); booted instead",
+                    manifest.key
+                ))?;
+                boot_deadline = self.boot_deadline(deadline);
+            }
         }
-        let socket = self.vm_dir.join(&plan.vsock_socket);
-        // Retried while nothing listens yet, checking between attempts that the VMM is alive, so
-        // a VMM that died (a guest kernel panic, a bad artifact) ends the wait at once. A
-        // connection the VMM accepted gets `ANSWER_WAIT` (longer than the agent's own wait for
-        // a setup line) before it is abandoned and made again.
-        let stream = loop {
-            let left = boot_deadline.saturating_duration_since(Instant::now());
-            match hybrid_vsock::connect(
-                &socket,
-                plan.agent_port,
-                left.min(hybrid_vsock::ANSWER_WAIT),
-            ) {
-                Ok((s, _)) => break s,
-                Err(e) => {
-                    let qemu_exit = self
-                        .procs()
-                        .qemu
-                        .as_mut()
-                        .and_then(|c| c.try_wait().ok().flatten());
-                    if let Some(status) = qemu_exit {
-                        return Err(self.boot_failure(format!(
-                            "QEMU exited ({status}) before the guest agent answered"
-                        )));
-                    }
-                    if e.is_transient() && Instant::now() + VSOCK_RETRY < boot_deadline {
-                        std::thread::sleep(VSOCK_RETRY);
-                        continue;
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(RunStatus::Timeout {
-                            limit_ms: self.timeout_ms,
-                        });
-                    }
-                    return Err(self.boot_failure(format!("the guest agent did not answer: {e}")));
-                }
+        let stream = match reached {
+            Some(stream) => stream,
+            None => {
+                // The first CONNECT waits for the agent's console line: one made while the
+                // guest's vsock device was still coming up has been seen to go unanswered, and
+                // every later one with it, under heavy load. Past the deadline the loop decides.
+                self.await_agent_listening(boot_deadline)?;
+                self.reach_agent(
+                    &socket,
+                    port,
+                    deadline,
+                    boot_deadline,
+                    hybrid_vsock::ANSWER_WAIT,
+                )?
+                .ok_or_else(|| {
+                    self.boot_failure(format!(
+                        "the guest agent cannot be reached: {VHOST_WORKER_GONE}"
+                    ))
+                })?
             }
         };
         let setup = self
@@ -884,6 +911,127 @@ impl QemuVm {
         }
     }
 
+    /// The boot's own deadline: `BOOT_TIMEOUT` after QEMU started, within the run's.
+    fn boot_deadline(&self, deadline: Instant) -> Instant {
+        self.started
+            .map_or(deadline, |s| (s + BOOT_TIMEOUT).min(deadline))
+    }
+
+    /// A stream to the guest agent over the hybrid vsock, or None when vhost-device-vsock's
+    /// ring worker is gone (no CONNECT will ever be answered). Retried while nothing listens
+    /// yet, checking between attempts that the VMM is alive, so a VMM that died (a guest
+    /// kernel panic, a bad artifact) ends the wait at once. A connection the VMM accepted gets
+    /// `answer_wait` before it is abandoned and made again (the agent takes a connection
+    /// closed without a byte for a probe).
+    fn reach_agent(
+        &mut self,
+        socket: &Path,
+        port: u32,
+        deadline: Instant,
+        boot_deadline: Instant,
+        answer_wait: Duration,
+    ) -> Result<Option<UnixStream>, RunStatus> {
+        loop {
+            let left = boot_deadline.saturating_duration_since(Instant::now());
+            let e = match hybrid_vsock::connect(socket, port, left.min(answer_wait)) {
+                Ok((s, _)) => return Ok(Some(s)),
+                Err(e) => e,
+            };
+            let qemu_exit = self
+                .procs()
+                .qemu
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = qemu_exit {
+                return Err(self.boot_failure(format!(
+                    "QEMU exited ({status}) before the guest agent answered"
+                )));
+            }
+            if self.vhost_worker_gone() {
+                return Ok(None);
+            }
+            if e.is_transient() && Instant::now() + VSOCK_RETRY < boot_deadline {
+                std::thread::sleep(VSOCK_RETRY);
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err(RunStatus::Timeout {
+                    limit_ms: self.timeout_ms,
+                });
+            }
+            return Err(self.boot_failure(format!("the guest agent did not answer: {e}")));
+        }
+    }
+
+    /// Whether vhost-device-vsock is running without its ring worker thread (see
+    /// [`ring_worker_gone`]).
+    fn vhost_worker_gone(&self) -> bool {
+        self.procs()
+            .vhost
+            .as_ref()
+            .is_some_and(|outer| ring_worker_gone(outer.id()))
+    }
+
+    /// Replaces a restored VM whose vsock backend failed with a cold boot of the same plan
+    /// (the snapshot is only a faster start; the report says why it was not used). Only a
+    /// restorable plan gets here: no NIC, no mount images.
+    fn boot_instead(&mut self, plan: &QemuPlan, why: String) -> Result<(), RunStatus> {
+        let BootInstead {
+            confinement,
+            cgroup,
+        } = self.boot_instead.take().ok_or_else(|| {
+            failed(
+                "launch.snapshot",
+                "no boot to fall back to",
+                "this is a bug",
+            )
+        })?;
+        let mut cleanup = CleanupReport::default();
+        crate::life::backend::Backend::stop(self, &mut cleanup);
+        if let Some(e) = cleanup.errors.first() {
+            return Err(failed("launch.snapshot", e.message.clone(), e.hint.clone()));
+        }
+        for file in [
+            VHOST_SOCKET,
+            &plan.vsock_socket,
+            &plan.console_log,
+            "qmp.sock",
+        ] {
+            let _ = std::fs::remove_file(self.vm_dir.join(file));
+        }
+        self.spawn_vhost(plan, &plan.vhost_vsock_args, &confinement, cgroup.as_ref())?;
+        let fds = self.check_artifacts(plan)?;
+        let mut args = plan.args.clone();
+        args.extend(vmm_tail(&self.facts.accelerator));
+        let qemu = self.spawn(
+            &plan.qemu_bin,
+            &args,
+            (&confinement, fds),
+            &self.vm_dir.join("qemu.log"),
+            cgroup.as_ref(),
+        )?;
+        let mut procs = self.procs();
+        procs.qemu = Some(qemu);
+        if procs.stopped {
+            procs.kill();
+            drop(procs);
+            return Err(failed(
+                "launch.vmm",
+                "the run was stopped before the guest started",
+                "see the run's end reason",
+            ));
+        }
+        drop(procs);
+        self.started = Some(Instant::now());
+        self.facts.start = "boot".into();
+        self.facts.start_note = Some(why);
+        self.facts.snapshot = None;
+        if let Some(setup) = self.setup.as_mut() {
+            setup.restored = None;
+        }
+        Ok(())
+    }
+
     /// Loads the snapshot into the paused QEMU, plugs the run's vsock device in and lets the
     /// guest run; the setup line then carries the host's clock.
     fn restore_snapshot(
@@ -909,6 +1057,7 @@ impl QemuVm {
         let load_ms = t.elapsed().as_millis() as u64;
         snapshot::plug_vsock(&mut qmp, VHOST_SOCKET)
             .and_then(|()| snapshot::resume(&mut qmp))
+            .and_then(|()| snapshot::await_vsock_ready(&mut qmp, deadline))
             .map_err(|e| fail(e.to_string()))?;
         self.facts.start = "snapshot".into();
         self.facts.snapshot = Some(super::facts::SnapshotFact {
@@ -958,5 +1107,46 @@ mod tests {
         assert_eq!(tap_fd_of(&args(&["-netdev", "tap,id=n0,fd=3"])), None);
         assert_eq!(tap_fd_of(&args(&["-netdev", "user,id=n0"])), None);
         assert_eq!(tap_fd_of(&args(&["-netdev"])), None);
+    }
+
+    /// A process under a `sh` (the confinement chain's stand-in) with or without a thread
+    /// named like vhost-user-backend's ring worker; `sh` forks it (`; :` keeps it from exec).
+    fn process_with_thread(name: &str) -> std::process::Child {
+        let script = format!(
+            "import ctypes, threading, time, sys\n\
+             def run():\n    ctypes.CDLL(None).prctl(15, b'{name}')\n    time.sleep(30)\n\
+             threading.Thread(target=run, daemon=True).start()\n\
+             print('ready', flush=True)\ntime.sleep(30)\n"
+        );
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("python3 -c \"$0\"; :")
+            .arg(script)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("ready");
+        assert_eq!(line.trim(), "ready");
+        child
+    }
+
+    #[test]
+    fn a_vhost_process_without_its_ring_worker_is_told_apart() {
+        for (thread, gone) in [(VHOST_RING_WORKER, false), ("vhu-vsock-cid-3", true)] {
+            let mut outer = process_with_thread(thread);
+            assert_eq!(ring_worker_gone(outer.id()), gone, "thread {thread}");
+            for pid in children_of(outer.id()) {
+                NsProcess::open(pid).kill();
+            }
+            let _ = outer.kill();
+            let _ = outer.wait();
+        }
+        // No such process: nothing can be told.
+        assert!(!ring_worker_gone(u32::MAX));
     }
 }

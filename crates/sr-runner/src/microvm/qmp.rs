@@ -281,14 +281,14 @@ fn short(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
     use std::os::unix::net::UnixListener;
 
     /// A scripted QEMU: answers each command line with the next canned line(s), records the
     /// commands and whether a descriptor came with each.
-    fn fake_qemu(
+    pub(crate) fn fake_qemu(
         dir: &Path,
         answers: Vec<&'static str>,
     ) -> std::thread::JoinHandle<Vec<(Value, bool)>> {

@@ -19,9 +19,10 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sr_bundle::QemuPlan;
 
@@ -353,6 +354,75 @@ pub fn plug_vsock(qmp: &mut Qmp, vhost_socket: &str) -> Result<(), SnapshotError
     Ok(())
 }
 
+/// Waits until the plugged vsock device is ready for a first CONNECT: the guest's driver has
+/// set it up (`DRIVER_OK`), QEMU has started its vhost-user backend, and the guest has
+/// finished filling the receive ring (its `avail` index is non-zero and stopped moving).
+/// A CONNECT sent earlier has been seen to end vhost-device-vsock's (0.3.0) ring worker
+/// thread, after which no CONNECT is ever answered; the ring's index is read from guest
+/// memory through QEMU's monitor. Returns false (having waited for nothing) when this QEMU
+/// lacks the unstable `x-` commands, and false when `until` passes first: the caller's CONNECT
+/// loop and its check of the backend ([`super::qemu`]) then decide.
+pub fn await_vsock_ready(qmp: &mut Qmp, until: Instant) -> Result<bool, SnapshotError> {
+    let path = format!("/machine/peripheral/{VSOCK_DEVICE}/virtio-backend");
+    let mut last_avail: Option<u16> = None;
+    loop {
+        match vsock_rx_avail(qmp, &path) {
+            Ok(Some(avail)) if avail > 0 && last_avail == Some(avail) => return Ok(true),
+            Ok(avail) => last_avail = avail,
+            Err(QmpError::Command { class, .. }) if class == "CommandNotFound" => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if Instant::now() >= until {
+            return Ok(false);
+        }
+        std::thread::sleep(READY_POLL);
+    }
+}
+
+/// How often [`await_vsock_ready`] asks QEMU.
+const READY_POLL: Duration = Duration::from_millis(5);
+
+/// The guest's receive-ring `avail` index once the device runs (driver ready, backend
+/// started), else None.
+fn vsock_rx_avail(qmp: &mut Qmp, path: &str) -> Result<Option<u16>, QmpError> {
+    let status = qmp.execute("x-query-virtio-status", json!({"path": path}))?;
+    if !driver_ok(&status) || status.get("vhost-started") != Some(&json!(true)) {
+        return Ok(None);
+    }
+    let ring = qmp.execute(
+        "x-query-virtio-vhost-queue-status",
+        json!({"path": path, "queue": 0}),
+    )?;
+    let Some(avail_phys) = ring.get("avail-phys").and_then(Value::as_u64) else {
+        return Ok(None);
+    };
+    // struct vring_avail { le16 flags; le16 idx; ... }
+    let shown = qmp.execute(
+        "human-monitor-command",
+        json!({"command-line": format!("xp /1hx {}", avail_phys + 2)}),
+    )?;
+    Ok(shown.as_str().and_then(parse_xp_halfword))
+}
+
+fn driver_ok(status: &Value) -> bool {
+    status
+        .pointer("/status/statuses")
+        .and_then(Value::as_array)
+        .is_some_and(|s| {
+            s.iter()
+                .filter_map(Value::as_str)
+                .any(|v| v.starts_with("VIRTIO_CONFIG_S_DRIVER_OK"))
+        })
+}
+
+/// The value in the monitor's `xp /1hx` answer (`0000000002a8b002: 0x0080`).
+fn parse_xp_halfword(shown: &str) -> Option<u16> {
+    let (_, value) = shown.trim().rsplit_once(':')?;
+    u16::from_str_radix(value.trim().strip_prefix("0x")?, 16).ok()
+}
+
 /// Lets the restored VM run.
 pub fn resume(qmp: &mut Qmp) -> Result<(), SnapshotError> {
     qmp.execute("cont", json!({}))?;
@@ -519,5 +589,73 @@ mod tests {
             digest,
             format!("sha256:{}", hex::encode(Sha256::digest(&data)))
         );
+    }
+
+    #[test]
+    fn the_monitor_shows_a_halfword_in_hex() {
+        assert_eq!(parse_xp_halfword("0000000002a8b002: 0x0080\r\n"), Some(128));
+        assert_eq!(parse_xp_halfword("0000000002a8b002: 0x0000"), Some(0));
+        assert_eq!(parse_xp_halfword("Cannot access memory"), None);
+        assert_eq!(parse_xp_halfword("0000000002a8b002: 0x1ffff"), None);
+    }
+
+    #[test]
+    fn the_vsock_is_ready_once_the_guest_stops_filling_its_receive_ring() {
+        const NOT_YET: &str = "{\"return\": {\"status\": {\"statuses\": [\"VIRTIO_CONFIG_S_DRIVER: x\"]}, \"vhost-started\": false}}\n";
+        const UP: &str = "{\"return\": {\"status\": {\"statuses\": [\"VIRTIO_CONFIG_S_DRIVER_OK: Driver setup and ready\"]}, \"vhost-started\": true}}\n";
+        const RING: &str = "{\"return\": {\"avail-phys\": 4096}}\n";
+        let shows = |n: u16| -> &'static str {
+            Box::leak(
+                format!("{{\"return\": \"0000000000001002: 0x{n:04x}\\r\\n\"}}\n").into_boxed_str(),
+            )
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = super::super::qmp::tests::fake_qemu(
+            dir.path(),
+            vec![
+                "{\"return\": {}}\n",
+                NOT_YET,
+                UP,
+                RING,
+                shows(0),
+                UP,
+                RING,
+                shows(64),
+                UP,
+                RING,
+                shows(128),
+                UP,
+                RING,
+                shows(128),
+            ],
+        );
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut qmp = Qmp::connect(&dir.path().join("qmp.sock"), until).expect("connect");
+        assert!(await_vsock_ready(&mut qmp, until).expect("ready"));
+        drop(qmp);
+        let seen = server.join().expect("server");
+        let read_at: Vec<&str> = seen
+            .iter()
+            .filter_map(|(v, _)| v.pointer("/arguments/command-line").and_then(Value::as_str))
+            .collect();
+        assert_eq!(read_at, ["xp /1hx 4098"; 4]);
+        assert_eq!(seen.len(), 1 + 1 + 4 * 3);
+    }
+
+    #[test]
+    fn a_qemu_without_the_status_commands_is_not_waited_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = super::super::qmp::tests::fake_qemu(
+            dir.path(),
+            vec![
+                "{\"return\": {}}\n",
+                "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"no\"}}\n",
+            ],
+        );
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut qmp = Qmp::connect(&dir.path().join("qmp.sock"), until).expect("connect");
+        assert!(!await_vsock_ready(&mut qmp, until).expect("not waited for"));
+        drop(qmp);
+        server.join().expect("server");
     }
 }

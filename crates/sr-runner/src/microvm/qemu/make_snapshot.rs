@@ -7,20 +7,26 @@
 //! QEMU's `-sandbox`); it is in no run's cgroup, and the guest runs nothing but the agent.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sr_bundle::QemuPlan;
 
 use super::super::accel;
 use super::super::host::{failed, version_line};
-use super::super::hybrid_vsock;
 use super::super::qmp::Qmp;
 use super::super::snapshot::{
     self, AGENT_LISTENING, MANIFEST_FILE, SNAPSHOT_FORMAT, Shape, SnapshotManifest, Staging,
     VMSTATE_FILE,
 };
-use super::{BOOT_TIMEOUT, QemuVm, fresh_cid, set_guest_cid, vmm_dir, vmm_tail};
+use super::{
+    BOOT_TIMEOUT, QemuVm, RESTORED_ANSWER_WAIT, VHOST_WORKER_GONE, fresh_cid, set_guest_cid,
+    vmm_dir, vmm_tail,
+};
 use crate::outcome::{CleanupReport, RunStatus};
+
+/// How many times the check restores a fresh snapshot before giving up on a failed vsock
+/// backend (see `QemuVm::vhost_worker_gone`).
+const CHECK_ATTEMPTS: u32 = 2;
 
 /// What to snapshot, and where.
 pub struct SnapshotRequest<'a> {
@@ -132,7 +138,23 @@ impl QemuVm {
             made_by: format!("safe-run {}", env!("CARGO_PKG_VERSION")),
         };
         progress("checking it: restoring it once, with a fresh vsock device");
-        manifest.restore_ms = self.check_restore(plan, work_dir, &staging, &manifest)?;
+        let mut restored = None;
+        for attempt in 1..=CHECK_ATTEMPTS {
+            let check_dir = work_dir.join(format!("check-{attempt}"));
+            restored = self.check_restore(plan, &check_dir, &staging, &manifest)?;
+            if restored.is_some() {
+                break;
+            }
+            crate::life::backend::Backend::stop(self, &mut CleanupReport::default());
+            progress(&format!("{VHOST_WORKER_GONE}: checking again"));
+        }
+        manifest.restore_ms = restored.ok_or_else(|| {
+            failed(
+                "snapshot.check",
+                format!("{CHECK_ATTEMPTS} restores of the snapshot failed: {VHOST_WORKER_GONE}"),
+                "run `safe-run artifact snapshot` again; see docs/microvm.md, Snapshots",
+            )
+        })?;
 
         let text = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| io("snapshot.out")(std::io::Error::other(e)))?;
@@ -142,16 +164,16 @@ impl QemuVm {
     }
 
     /// Restores the staged snapshot as a run would (fresh context id, vsock plugged in after
-    /// the load) and waits for the agent to take a connection; the milliseconds from QEMU's
-    /// start to that.
+    /// the load), in `check_dir`, and waits for the agent to take a connection; the
+    /// milliseconds from QEMU's start to that, or None when the vsock backend failed.
     fn check_restore(
         &mut self,
         plan: &QemuPlan,
-        work_dir: &Path,
+        check_dir: &Path,
         staging: &Path,
         manifest: &SnapshotManifest,
-    ) -> Result<u64, RunStatus> {
-        self.vm_dir = work_dir.join("check").join("vm");
+    ) -> Result<Option<u64>, RunStatus> {
+        self.vm_dir = check_dir.join("vm");
         vmm_dir(&self.vm_dir, self.vmm_uid, self.vmm_gid)
             .map_err(|e| failed("snapshot.check", e.to_string(), "see docs/microvm.md"))?;
         let fds = self.check_artifacts(plan)?;
@@ -176,24 +198,15 @@ impl QemuVm {
         let deadline = t + BOOT_TIMEOUT;
         self.restore_snapshot(staging, manifest, deadline)?;
         let socket = self.vm_dir.join(&plan.vsock_socket);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match hybrid_vsock::connect(
-                &socket,
-                plan.agent_port,
-                left.min(hybrid_vsock::ANSWER_WAIT),
-            ) {
-                // Closed without a byte: the agent counts it as a probe and listens on.
-                Ok(_) => return Ok(t.elapsed().as_millis() as u64),
-                Err(e) if e.is_transient() && !left.is_zero() => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => {
-                    return Err(self.boot_failure(format!(
-                        "the restored guest's agent did not answer on its new vsock device: {e}"
-                    )));
-                }
-            }
-        }
+        // The whole check is bounded by the boot's deadline (no run deadline applies).
+        let reached = self.reach_agent(
+            &socket,
+            plan.agent_port,
+            deadline + BOOT_TIMEOUT,
+            deadline,
+            RESTORED_ANSWER_WAIT,
+        )?;
+        // Closed without a byte: the agent counts it as a probe and listens on.
+        Ok(reached.map(|_| t.elapsed().as_millis() as u64))
     }
 }
