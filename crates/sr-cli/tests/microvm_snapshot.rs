@@ -175,9 +175,37 @@ fn a_policy_with_a_network_or_mounts_cannot_be_snapshotted() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(5), "{}", err(&o));
+    assert!(err(&o).contains("snapshots are of microVMs"), "{}", err(&o));
+}
+
+/// A Firecracker policy goes to Firecracker's snapshot path: here (no Firecracker kernel) it
+/// stops at its artifacts with the step named, publishes nothing and leaves no run directory.
+#[test]
+fn a_firecracker_policy_is_snapshotted_by_firecracker() {
+    let env = Env::new();
+    let snapshots = env.dir.path().join("snapshots");
+    env.configure(json!({"microvm": {"snapshots": snapshots}}));
+    let p = env.dir.path().join("firecracker.yaml");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/compile_snapshot/firecracker_none.yaml"),
+        &p,
+    )
+    .unwrap();
+    let o = env
+        .cmd()
+        .args(["artifact", "snapshot", "--policy"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}", err(&o));
     assert!(
-        err(&o).contains("snapshots are of QEMU microVMs"),
+        err(&o).contains("starting Firecracker through its jailer"),
         "{}",
         err(&o)
     );
+    assert!(err(&o).contains("launch.artifacts"), "{}", err(&o));
+    assert!(err(&o).contains("/srv/safe-run/vmlinux"), "{}", err(&o));
+    assert!(!snapshots.exists(), "nothing is published");
+    assert!(env.run_dirs().is_empty(), "no run directory is left");
 }

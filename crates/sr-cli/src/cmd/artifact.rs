@@ -1,8 +1,9 @@
 //! `safe-run artifact build`: the kernel, initramfs and root filesystem a microVM boots, built
 //! reproducibly from Debian's packages (crates/sr-artifacts, docs/artifacts.md).
 //!
-//! `safe-run artifact snapshot`: an agent-ready QEMU guest of a policy's VM shape, saved for
-//! runs to restore instead of booting (sr_runner::microvm::snapshot, docs/microvm.md).
+//! `safe-run artifact snapshot`: an agent-ready guest of a policy's VM shape (QEMU, or
+//! Firecracker through its jailer), saved for runs to restore instead of booting
+//! (sr_runner::microvm::snapshot and ::firecracker, docs/microvm.md).
 //!
 //! Exit codes: 0 built, 11 (SR-ART-xxx) the build failed, 3 an unreadable operator config
 //! (only read when --out is not given), 2 usage; for `snapshot`, the policy's and compile's
@@ -47,12 +48,17 @@ exec (docs/microvm.md, Snapshots, lists what clones still share).
 A snapshot holds no per-run device: policies with a network allowlist or mounts boot cold.
 Needs root, QEMU and vhost-device-vsock (scripts/setup.sh) and the guest artifacts.
 
+A `backend: firecracker` policy (or `microvm` on an operator config whose microvm.vmm is
+firecracker) is booted through the jailer and saved with Firecracker's snapshot API (VM state
+and guest memory, both hashed); that needs a KVM host with firecracker and jailer
+(docs/microvm.md, Firecracker: snapshots).
+
 Examples:
   safe-run artifact snapshot --policy examples/microvm_uname.yaml
   safe-run artifact snapshot --policy p.yaml --out /srv/snapshots --format json"
 )]
 pub struct SnapshotArgs {
-    /// The policy whose VM shape to snapshot (`runtime.backend: microvm`, QEMU).
+    /// The policy whose VM shape to snapshot (`runtime.backend: microvm` or `firecracker`).
     #[arg(long, value_name = "POLICY")]
     pub policy: PathBuf,
     /// The snapshot directory (default: the operator config's microvm.snapshots).
@@ -225,20 +231,27 @@ fn snapshot(args: SnapshotArgs) -> u8 {
             args.format,
         )
     };
-    let Some(plan) = bundle.backend.qemu() else {
-        return usage(
-            format!(
-                "{} runs on backend {}; snapshots are of QEMU microVMs",
-                args.policy.display(),
-                bundle.backend.name()
-            ),
-            "give a policy with runtime.backend: microvm, on an operator config whose microvm.vmm is qemu",
-        );
-    };
     let Some(out_dir) = args.out.clone().or_else(|| config.microvm.snapshot_dir()) else {
         return usage(
             "the operator config turns snapshots off (microvm.snapshots is empty)".into(),
             "give --out DIR, or set microvm.snapshots",
+        );
+    };
+    let start = Instant::now();
+    let mut progress = |line: &str| {
+        eprintln!("[{:5.1}s] {line}", start.elapsed().as_secs_f64());
+    };
+    if let Some(plan) = bundle.backend.firecracker() {
+        return firecracker_snapshot(&args, &config, plan, &out_dir, &mut progress);
+    }
+    let Some(plan) = bundle.backend.qemu() else {
+        return usage(
+            format!(
+                "{} runs on backend {}; snapshots are of microVMs",
+                args.policy.display(),
+                bundle.backend.name()
+            ),
+            "give a policy with runtime.backend: microvm (or firecracker)",
         );
     };
     let plan = sr_runner::microvm::qemu::plan_for_run(plan, "snapshot");
@@ -249,10 +262,6 @@ fn snapshot(args: SnapshotArgs) -> u8 {
             "the snapshot directory must be writable (run as root)",
         );
     }
-    let start = Instant::now();
-    let mut progress = |line: &str| {
-        eprintln!("[{:5.1}s] {line}", start.elapsed().as_secs_f64());
-    };
     let mut vm =
         sr_runner::microvm::qemu::QemuVm::new(config.workload_host_uid, config.workload_host_gid);
     let made = vm.make_snapshot(sr_runner::microvm::qemu::SnapshotRequest {
@@ -264,18 +273,7 @@ fn snapshot(args: SnapshotArgs) -> u8 {
     let _ = std::fs::remove_dir_all(&work_dir);
     let (manifest, dir) = match made {
         Ok(m) => m,
-        Err(status) => {
-            let diagnostic = match status {
-                sr_runner::outcome::RunStatus::LaunchFailed { diagnostic } => diagnostic,
-                other => Diagnostic::new(
-                    ErrorCode::RunLaunch,
-                    "snapshot",
-                    format!("the snapshot VM ended: {other:?}"),
-                    "see docs/microvm.md, Snapshots".to_owned(),
-                ),
-            };
-            return fail(&[diagnostic], args.format);
-        }
+        Err(status) => return fail(&[snapshot_failure(status)], args.format),
     };
     match args.format {
         Format::Json => {
@@ -295,6 +293,76 @@ fn snapshot(args: SnapshotArgs) -> u8 {
                 restore = manifest.restore_ms,
             ))
         }
+    }
+}
+
+/// The diagnostic of a snapshot VM that did not make it.
+fn snapshot_failure(status: sr_runner::outcome::RunStatus) -> Diagnostic {
+    match status {
+        sr_runner::outcome::RunStatus::LaunchFailed { diagnostic } => diagnostic,
+        other => Diagnostic::new(
+            ErrorCode::RunLaunch,
+            "snapshot",
+            format!("the snapshot VM ended: {other:?}"),
+            "see docs/microvm.md, Snapshots".to_owned(),
+        ),
+    }
+}
+
+/// `artifact snapshot` of a Firecracker policy: its VM boots through the jailer in a run
+/// directory of its own (the plan's jail lies under the operator's runDir), is saved with
+/// Firecracker's snapshot API and published under `out_dir`.
+fn firecracker_snapshot(
+    args: &SnapshotArgs,
+    config: &sr_policy::OperatorConfig,
+    plan: &sr_compiler::bundle::FirecrackerPlan,
+    out_dir: &std::path::Path,
+    progress: &mut dyn FnMut(&str),
+) -> u8 {
+    let made = sr_runner::rundir::new_run_id()
+        .map_err(|e| {
+            Diagnostic::new(
+                ErrorCode::RunLaunch,
+                "snapshot",
+                e.to_string(),
+                "see docs/microvm.md".to_owned(),
+            )
+        })
+        .and_then(|run_id| {
+            let run_dir = std::path::Path::new(&config.run_dir).join(&run_id);
+            let mut vm = sr_runner::microvm::firecracker::FirecrackerVm::new(
+                config.workload_host_uid,
+                config.workload_host_gid,
+            );
+            let made = vm.make_snapshot(sr_runner::microvm::firecracker::SnapshotRequest {
+                plan,
+                run_id: &run_id,
+                run_dir: &run_dir,
+                out_dir,
+                progress,
+            });
+            let _ = std::fs::remove_dir_all(&run_dir);
+            made.map_err(snapshot_failure)
+        });
+    let (manifest, dir) = match made {
+        Ok(m) => m,
+        Err(d) => return fail(&[d], args.format),
+    };
+    match args.format {
+        Format::Json => {
+            print_stdout(&(serde_json::to_string_pretty(&manifest).unwrap_or_default() + "\n"))
+        }
+        Format::Text => print_stdout(&format!(
+            "snapshot {key} in {dir}\n  VM state  {vb} bytes  {vs}\n  memory    {mb} bytes  {ms}\n  boot to agent listening {boot} ms, save {save} ms\n",
+            key = manifest.key,
+            dir = dir.display(),
+            vb = manifest.vmstate_bytes,
+            vs = manifest.vmstate_sha256,
+            mb = manifest.memory_bytes,
+            ms = manifest.memory_sha256,
+            boot = manifest.boot_ms,
+            save = manifest.save_ms,
+        )),
     }
 }
 
