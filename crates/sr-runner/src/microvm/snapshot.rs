@@ -266,10 +266,18 @@ fn copy_hashing(
     std::thread::spawn(move || copy_and_hash(&mut from, &mut to))
 }
 
+/// The pipe a VM state passes through, 1 MiB (Linux's default `pipe-max-size`) instead of
+/// 64 KiB: the copier and QEMU then wake each other sixteen times less often while tens of
+/// megabytes pass. Left at the default if refused.
 fn pipe() -> Result<(OwnedFd, OwnedFd), SnapshotError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| io("creating a pipe for the VM state")(e.into()))
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| io("creating a pipe for the VM state")(e.into()))?;
+    let _ = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    Ok((read, write))
 }
+
+/// The VM state pipe's size: Linux's default `pipe-max-size`.
+const PIPE_SIZE: nix::libc::c_int = 1 << 20;
 
 fn join(
     copier: JoinHandle<std::io::Result<(String, u64)>>,
