@@ -6,8 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod run_support;
+mod serve_support;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use run_support::vm::*;
 use run_support::*;
@@ -208,4 +210,96 @@ fn a_firecracker_policy_is_snapshotted_by_firecracker() {
     assert!(err(&o).contains("/srv/safe-run/vmlinux"), "{}", err(&o));
     assert!(!snapshots.exists(), "nothing is published");
     assert!(env.run_dirs().is_empty(), "no run directory is left");
+}
+
+/// `safe-run serve`'s warm pool fills itself with VMs restored from the snapshot of its
+/// template's shape; a sandbox handed out of it runs execs and its report says so.
+#[test]
+fn a_warm_pool_of_microvms_is_filled_by_restores() {
+    if !vm_ready("a_warm_pool_of_microvms_is_filled_by_restores", &[]) {
+        return;
+    }
+    let env = vm_env();
+    let snapshots = env.dir.path().join("snapshots");
+    let template = env.policy("vm", &as_microvm(policy("/bin/true", &[], json!({}))));
+    env.configure(json!({
+        "microvm": {"snapshots": snapshots},
+        "serve": {"templates": {"vm": template}},
+    }));
+    let made = env
+        .cmd()
+        .args(["artifact", "snapshot", "--policy"])
+        .arg(&template)
+        .output()
+        .unwrap();
+    assert_eq!(made.status.code(), Some(0), "{}", err(&made));
+
+    let tokens = env.dir.path().join("state/tokens.json");
+    let admin = serve_support::token(&env, &tokens, "admin");
+    let d = serve_support::start(&env, &tokens);
+    let (s, p) = serve_support::http(
+        &d.socket,
+        "PUT",
+        "/v1/pools/vm",
+        &admin,
+        Some(&json!({"minReady": 1})),
+    );
+    assert_eq!(s, 200, "{p}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, pools) = serve_support::http(&d.socket, "GET", "/v1/pools", &admin, None);
+        if pools[0]["ready"].as_u64() == Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pool did not fill: {pools}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Emptied again, so that no replacement is being made when the daemon stops.
+    let (s, p) = serve_support::http(
+        &d.socket,
+        "PUT",
+        "/v1/pools/vm",
+        &admin,
+        Some(&json!({"minReady": 0})),
+    );
+    assert_eq!(s, 200, "{p}");
+    let (s, sandbox) = serve_support::http(
+        &d.socket,
+        "POST",
+        "/v1/sandboxes",
+        &admin,
+        Some(&json!({"template": "vm"})),
+    );
+    assert_eq!(s, 201, "{sandbox}");
+    assert_eq!(sandbox["fromPool"], true, "{sandbox}");
+    let id = sandbox["id"].as_str().unwrap().to_owned();
+    let (s, r) = serve_support::http(
+        &d.socket,
+        "POST",
+        &format!("/v1/sandboxes/{id}/execs?wait=true"),
+        &admin,
+        Some(&json!({"argv": ["/bin/cat", "/proc/sys/kernel/random/boot_id"]})),
+    );
+    assert_eq!((s, r["exitCode"].as_i64()), (200, Some(0)), "{r}");
+    let (s, _) = serve_support::http(
+        &d.socket,
+        "DELETE",
+        &format!("/v1/sandboxes/{id}"),
+        &admin,
+        None,
+    );
+    assert!(s == 200 || s == 204, "{s}");
+    let (s, report) = serve_support::http(
+        &d.socket,
+        "GET",
+        &format!("/v1/sandboxes/{id}/report"),
+        &admin,
+        None,
+    );
+    assert_eq!(s, 200, "{report}");
+    let vm = &report["enforcement"]["backend"]["microvm"];
+    assert_eq!(vm["start"], "snapshot", "{vm}");
+    assert_eq!(vm["guestCrngReseeded"], true, "{vm}");
+    drop(d);
+    assert_nothing_left(&id);
 }
