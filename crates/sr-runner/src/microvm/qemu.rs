@@ -825,17 +825,29 @@ impl QemuVm {
                 child_fd,
             });
         }
+        self.spawn_qemu_process(plan, &args, &confinement, artifact_fds, cgroup.as_ref())
+    }
+
+    /// Spawns QEMU with `args` and records it, unless the run was stopped meanwhile (a
+    /// signal, a timeout): then nothing may outlive it.
+    fn spawn_qemu_process(
+        &mut self,
+        plan: &QemuPlan,
+        args: &[String],
+        confinement: &Confinement,
+        fds: Vec<FdMapping>,
+        cgroup: Option<&RunCgroup>,
+    ) -> Result<(), RunStatus> {
         let qemu = self.spawn(
             &plan.qemu_bin,
-            &args,
-            (&confinement, artifact_fds),
+            args,
+            (confinement, fds),
             &self.vm_dir.join("qemu.log"),
-            cgroup.as_ref(),
+            cgroup,
         )?;
         let mut procs = self.procs();
         procs.qemu = Some(qemu);
         if procs.stopped {
-            // Killed between start and now (a signal, a timeout): nothing may outlive it.
             procs.kill();
             drop(procs);
             return Err(failed(
@@ -1003,26 +1015,7 @@ impl QemuVm {
         let fds = self.check_artifacts(plan)?;
         let mut args = plan.args.clone();
         args.extend(vmm_tail(&self.facts.accelerator));
-        let qemu = self.spawn(
-            &plan.qemu_bin,
-            &args,
-            (&confinement, fds),
-            &self.vm_dir.join("qemu.log"),
-            cgroup.as_ref(),
-        )?;
-        let mut procs = self.procs();
-        procs.qemu = Some(qemu);
-        if procs.stopped {
-            procs.kill();
-            drop(procs);
-            return Err(failed(
-                "launch.vmm",
-                "the run was stopped before the guest started",
-                "see the run's end reason",
-            ));
-        }
-        drop(procs);
-        self.started = Some(Instant::now());
+        self.spawn_qemu_process(plan, &args, &confinement, fds, cgroup.as_ref())?;
         self.facts.start = "boot".into();
         self.facts.start_note = Some(why);
         self.facts.snapshot = None;
