@@ -226,13 +226,6 @@ impl ChainWriter<File> {
         Ok(writer)
     }
 
-    /// A second handle on the log file, so that another thread can start its sync while the
-    /// report is being prepared (each event is one `write(2)`: nothing waits in this writer).
-    /// [`ChainWriter::finish`] still syncs and decides.
-    pub fn try_clone_file(&self) -> std::io::Result<File> {
-        self.out.try_clone()
-    }
-
     /// Syncs the log to disk and returns its summary. Call once, after the last event and
     /// before the report is sealed.
     pub fn finish(self) -> Result<ChainSummary, EvidenceError> {

@@ -739,13 +739,7 @@ pub fn render(report: &RunReport) -> Result<Vec<u8>, EvidenceError> {
 /// Writes the report to `path` (must not exist; mode 0644: a report is meant to be shared) and
 /// syncs it.
 pub fn write_report(path: &Path, report: &RunReport) -> Result<(), EvidenceError> {
-    write_rendered(path, &render(report)?)
-}
-
-/// Writes a report's bytes as [`render`] made them to `path` (must not exist; mode 0644) and
-/// syncs it: [`write_report`] for a caller that rendered the report while it waited for
-/// something else.
-pub fn write_rendered(path: &Path, bytes: &[u8]) -> Result<(), EvidenceError> {
+    let bytes = render(report)?;
     let io = |source| EvidenceError::Write {
         path: path.to_owned(),
         source,
@@ -756,7 +750,7 @@ pub fn write_rendered(path: &Path, bytes: &[u8]) -> Result<(), EvidenceError> {
         .mode(0o644)
         .open(path)
         .map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
+    file.write_all(&bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
     Ok(())
 }

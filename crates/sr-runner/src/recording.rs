@@ -194,43 +194,30 @@ impl Recording {
             ));
             Default::default()
         });
-        // The log's sync (an fsync, ~0.5 ms here) starts on a thread of its own, through a
-        // second handle on the file, while the report is assembled, sealed and rendered (CPU,
-        // ~0.3 ms). `finish` then syncs again (nothing left to write back) and says whether
-        // the log is whole; the report file is created only after that, so a crash at any
-        // point never leaves a durable report naming a head the log on disk may not reach
-        // (docs/run.md, "What is durable when").
-        let early_sync = chain.try_clone_file().ok().and_then(|file| {
-            std::thread::Builder::new()
-                .name("sr-log-sync".into())
-                .spawn(move || file.sync_all())
-                .ok()
-        });
-        let ctx = ReportContext {
-            policy: &self.policy,
-            bundle: &self.bundle,
-            inputs: self.inputs,
-            chain: chain.summary(),
-            samples,
-            mounts: self.mount_digests.evidence(),
-            activity,
-        };
-        let rendered = report::render_signed_report(outcome, ctx, signer);
-        if let Some(h) = early_sync {
-            // Its outcome is `finish`'s to report.
-            let _ = h.join();
-        }
-        let written = match chain.finish() {
-            Err(e) => Err(e.to_diagnostic()),
-            Ok(_) => rendered.and_then(|bytes| report::write_rendered_report(outcome, &bytes)),
-        };
-        let report_path = match written {
-            Ok(p) => {
-                self.dir.mark_finished();
-                Some(p)
+        let report_path = match chain.finish() {
+            Ok(summary) => {
+                let ctx = ReportContext {
+                    policy: &self.policy,
+                    bundle: &self.bundle,
+                    inputs: self.inputs,
+                    chain: summary,
+                    samples,
+                    mounts: self.mount_digests.evidence(),
+                    activity,
+                };
+                match report::write_signed_report(outcome, ctx, signer) {
+                    Ok(p) => {
+                        self.dir.mark_finished();
+                        Some(p)
+                    }
+                    Err(d) => {
+                        errors.push(d);
+                        None
+                    }
+                }
             }
-            Err(d) => {
-                errors.push(d);
+            Err(e) => {
+                errors.push(e.to_diagnostic());
                 None
             }
         };

@@ -269,28 +269,11 @@ pub fn write_signed_report(
     ctx: ReportContext<'_>,
     signer: Option<&SigningKey>,
 ) -> Result<PathBuf, Diagnostic> {
-    let bytes = render_signed_report(outcome, ctx, signer)?;
-    write_rendered_report(outcome, &bytes)
-}
-
-/// The bytes of the sealed report (assembled, signed with `signer` when the evidence plan
-/// asks, rendered): all of [`write_signed_report`] but the file.
-pub fn render_signed_report(
-    outcome: &RunOutcome,
-    ctx: ReportContext<'_>,
-    signer: Option<&SigningKey>,
-) -> Result<Vec<u8>, Diagnostic> {
     let report = assemble(outcome, ctx);
     let head = report.timeline.head.clone();
     let sealed = report::seal(report, &head, signer).map_err(|e| e.to_diagnostic())?;
-    report::render(&sealed).map_err(|e| e.to_diagnostic())
-}
-
-/// Writes and syncs `<run dir>/run_report.json` from [`render_signed_report`]'s bytes.
-/// Returns its path.
-pub fn write_rendered_report(outcome: &RunOutcome, bytes: &[u8]) -> Result<PathBuf, Diagnostic> {
     let path = outcome.run_dir.join(report::REPORT_FILE);
-    report::write_rendered(&path, bytes).map_err(|e| e.to_diagnostic())?;
+    report::write_report(&path, &sealed).map_err(|e| e.to_diagnostic())?;
     Ok(path)
 }
 
