@@ -12,7 +12,9 @@ OLD=${1:?usage: compare_builds.sh OLD_BIN NEW_BIN}
 NEW=${2:?usage: compare_builds.sh OLD_BIN NEW_BIN}
 RUNS=${RUNS:-40}
 WORK=$(mktemp -d /tmp/sr-compare.XXXXXX)
-export SAFE_RUN_WORKDIR_BASE="$WORK/runs" SAFE_RUN_ARCHIVE="$WORK/archive.db"
+# Each build gets its own run base and archive (set per run below): a build that folds the
+# archive's WAL on close would otherwise delete the WAL the other keeps, and the digest cache
+# of one would serve the other.
 # Both builds are copied (each with the safe-run-init beside it, if it has one), so that both are
 # read from files written the same way: a binary written piecewise by the linker sits in smaller
 # page-cache folios than a copy and measured ~10% slower than its own copy here.
@@ -50,9 +52,14 @@ import os, statistics, subprocess, sys, time
 work, old, new, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 policies = {"true": "examples/bench_true.yaml", "py": os.path.join(work, "py.yaml"),
             "allow": os.path.join(work, "allow.yaml")}
+def env_of(binary):
+    side = os.path.join(work, os.path.basename(os.path.dirname(binary)))
+    return dict(os.environ, SAFE_RUN_WORKDIR_BASE=os.path.join(side, "runs"),
+                SAFE_RUN_ARCHIVE=os.path.join(side, "archive.db"))
+envs = {old: env_of(old), new: env_of(new)}
 def once(binary, policy):
     t = time.perf_counter_ns()
-    subprocess.run([binary, "run", "-q", "--policy", policy], check=True,
+    subprocess.run([binary, "run", "-q", "--policy", policy], check=True, env=envs[binary],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return (time.perf_counter_ns() - t) / 1e6
 print(f"{'workload':10s} {'old median':>11s} {'new median':>11s} {'new/old':>8s} {'pairs new<old':>14s}")

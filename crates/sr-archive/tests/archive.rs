@@ -686,3 +686,96 @@ fn a_copy_in_a_directory_the_reader_cannot_write_is_listed_read_only() {
     assert!(text.contains("aaaaaaaaaaaa"), "{text}");
     assert!(!ro.join("archive.db-shm").exists());
 }
+
+/// Set in the child of `an_append_that_dies_before_close_is_in_the_wal_and_read_back`.
+const CRASH_CHILD_ENV: &str = "SR_ARCHIVE_TEST_CRASH_CHILD";
+
+#[test]
+fn an_append_that_dies_before_close_is_in_the_wal_and_read_back() {
+    // The child: append one run through the writer `safe-run run` uses, then die without
+    // closing anything (no destructor runs on abort), as a SIGKILLed safe-run would.
+    if let Some(spec) = std::env::var_os(CRASH_CHILD_ENV) {
+        let spec = std::path::PathBuf::from(spec);
+        let (db_path, run_dir) = (spec.join("archive.db"), spec.join("runs/000000000007"));
+        let mut db = Archive::open_appending(&db_path).unwrap();
+        let done = sr_archive::index_run_in(&mut db, &run_dir, Some(&key())).unwrap();
+        assert_eq!(done.recorded.leaf_index(), 1);
+        std::process::abort();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let db_path = tmp.path().join("archive.db");
+    let base = tmp.path().join("runs");
+    let key = key();
+    for id in ["000000000006", "000000000007"] {
+        make_run(
+            &base,
+            &Run {
+                id,
+                ..Default::default()
+            },
+            &key,
+        );
+    }
+    // A first run appended and closed the ordinary way (the WAL folded in and deleted).
+    index_run(&db_path, &base.join("000000000006"), Some(&key)).unwrap();
+    let wal = tmp.path().join("archive.db-wal");
+    assert!(!wal.exists());
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "an_append_that_dies_before_close_is_in_the_wal_and_read_back",
+            "--nocapture",
+        ])
+        .env(CRASH_CHILD_ENV, tmp.path())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child must die, not exit");
+    // The commit is in the WAL, which nothing folded in.
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    let db = Archive::open_read_only(&db_path).unwrap();
+    assert_eq!(db.count().unwrap(), 2);
+    assert_eq!(db.tree_size().unwrap(), 2);
+    drop(db);
+    // An ordinary writer folds the WAL in on close: the database file alone then holds both.
+    drop(Archive::open(&db_path).unwrap());
+    assert!(!wal.exists());
+    let copy = tmp.path().join("copy.db");
+    std::fs::copy(&db_path, &copy).unwrap();
+    let db = Archive::open_read_only(&copy).unwrap();
+    assert_eq!(db.count().unwrap(), 2);
+    let again = index_run(&db_path, &base.join("000000000007"), None).unwrap();
+    assert_eq!(again.recorded.leaf_index(), 1, "recorded once");
+}
+
+#[test]
+fn an_appending_writer_keeps_the_wal_on_close_and_the_next_one_reuses_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_path = tmp.path().join("archive.db");
+    let base = tmp.path().join("runs");
+    let key = key();
+    let wal = tmp.path().join("archive.db-wal");
+    let mut inodes = Vec::new();
+    for (i, id) in ["000000000011", "000000000012", "000000000013"]
+        .into_iter()
+        .enumerate()
+    {
+        let dir = make_run(
+            &base,
+            &Run {
+                id,
+                ..Default::default()
+            },
+            &key,
+        );
+        let mut db = Archive::open_appending(&db_path).unwrap();
+        let done = sr_archive::index_run_in(&mut db, &dir, None).unwrap();
+        assert_eq!(done.recorded.leaf_index(), i as u64);
+        drop(db);
+        use std::os::unix::fs::MetadataExt;
+        inodes.push(std::fs::metadata(&wal).unwrap().ino());
+    }
+    // One WAL file for all three: never deleted and made again.
+    assert!(inodes.windows(2).all(|w| w[0] == w[1]), "{inodes:?}");
+    let db = Archive::open_read_only(&db_path).unwrap();
+    assert_eq!(db.count().unwrap(), 3);
+}

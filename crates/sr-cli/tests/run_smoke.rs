@@ -222,3 +222,45 @@ fn the_small_init_binary_beside_safe_run_is_the_init() {
     let _ = child.wait();
     assert_eq!(exe.unwrap(), init.canonicalize().unwrap());
 }
+
+#[test]
+fn the_binary_digest_is_reused_for_an_unchanged_file_and_stays_verifiable() {
+    if !require_root("the_binary_digest_is_reused_for_an_unchanged_file_and_stays_verifiable") {
+        return;
+    }
+    let env = Env::new();
+    // /bin/true has not changed for far longer than the cache's settle time.
+    let p = env.policy("cache", &policy("/bin/true", &[], json!({})));
+    let binary_event = |dir: &std::path::Path| {
+        events_of(dir, "artifact.hashed")
+            .into_iter()
+            .find(|e| e["payload"]["role"] == "binary")
+            .unwrap()
+    };
+    assert!(env.run(&p, &[]).status.success());
+    let first = env.run_dirs();
+    assert!(env.run(&p, &[]).status.success());
+    let second: Vec<_> = env
+        .run_dirs()
+        .into_iter()
+        .filter(|d| !first.contains(d))
+        .collect();
+    let (a, b) = (binary_event(&first[0]), binary_event(&second[0]));
+    assert_eq!(a["payload"].get("fromCache"), None, "{a}");
+    assert_eq!(b["payload"]["fromCache"], true, "{b}");
+    let host = b["payload"]["path"].as_str().unwrap();
+    assert_eq!(a["payload"]["digest"], b["payload"]["digest"]);
+    assert_eq!(
+        b["payload"]["digest"],
+        sha256_file(std::path::Path::new(host))
+    );
+    // The report of the run served from the cache verifies, host file re-hashed included.
+    let o = env
+        .cmd()
+        .args(["report", "verify", "--check-host-files"])
+        .arg(&second[0])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    assert!(out(&o).contains("PASS  input:binary:"), "{}", out(&o));
+}

@@ -2,6 +2,7 @@
 //!
 //! * [`preflight`]: host preconditions (SR-RUN-001), behind probes.
 //! * [`rundir`]: the run directory, its id and its lock.
+//! * [`digest_cache`]: input digests reused for a host file in the state it was hashed in.
 //! * [`cgroup`]: limits, samples, OOM detection, removal (v1 and v2).
 //! * [`life`]: a sandbox's life (create, exec, destroy) over a [`life::Backend`].
 //! * [`sandbox`]: the process-sandbox backend (launch on the runner side, init and agent inside).
@@ -16,6 +17,7 @@
 //! Unsafe code is confined to [`sandbox::sys`], each block with a `// SAFETY:` comment.
 
 pub mod cgroup;
+pub mod digest_cache;
 pub mod error;
 pub mod gc;
 pub mod life;

@@ -19,6 +19,7 @@ use sr_evidence::report::Input;
 use sr_evidence::{ChainWriter, EventSink, SigningKey, SystemClock, events};
 use sr_policy::{OperatorConfig, ValidatedPolicy};
 
+use crate::digest_cache::DirStore;
 use crate::network::AllowlistNetwork;
 use crate::report::{self, CountingSink, MountDigests, ReportContext};
 use crate::{NetworkHook, NoNetwork, RunDir, RunOutcome};
@@ -134,7 +135,8 @@ impl Recording {
             payload.insert("policyOverrides".into(), json!(bundle.policy_overrides));
         }
         let _ = chain.emit(events::POLICY_COMPILED, compiled);
-        let inputs = report::hash_inputs(policy, bundle, &mut chain)?;
+        let digests = DirStore::under(dir.path.parent().unwrap_or(&dir.path));
+        let inputs = report::hash_inputs(policy, bundle, &mut chain, &digests)?;
         // mode none: a private network namespace with loopback only; allowlist: the network
         // module.
         let hook: Box<dyn NetworkHook + Send> = match &bundle.network_plan {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::Layout;
+use crate::digest_cache::{self, EntryStore};
 use crate::{RunOutcome, RunStatus};
 use serde_json::{Value, json};
 use sr_bundle::{CompileBundle, MountStep};
@@ -54,11 +55,13 @@ impl<S: EventSink> EventSink for CountingSink<S> {
 
 /// Digests every input of the run before it starts, records an `artifact.hashed` event for
 /// each, and returns them for the report: the canonical policy, the bundle, the command line
-/// and the host file the command resolves to.
+/// and the host file the command resolves to (through the digest cache `digests`, see
+/// [`crate::digest_cache`]; its event then says `"fromCache": true`).
 pub fn hash_inputs(
     policy: &ValidatedPolicy,
     bundle: &CompileBundle,
     sink: &mut dyn EventSink,
+    digests: &dyn EntryStore,
 ) -> Result<Vec<Input>, Diagnostic> {
     let encode = |e: sr_evidence::EvidenceError| e.to_diagnostic();
     let mut inputs = vec![Input {
@@ -71,14 +74,23 @@ pub fn hash_inputs(
     let mut argv = vec![bundle.process.command.clone()];
     argv.extend(bundle.process.args.iter().cloned());
     inputs.push(Input::from_json(InputRole::Command, "command", &argv).map_err(encode)?);
+    let mut from_cache = false;
     if let Some(host_path) = resolve_command_on_host(bundle) {
         let name = host_path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "binary".into());
         // A command that cannot be read here is reported by the launch itself (SR-RUN-002).
-        if let Ok(input) = Input::from_file(InputRole::Binary, &name, &host_path) {
-            inputs.push(input);
+        if let Ok((digest, source)) =
+            digest_cache::digest(digests, &host_path, digest_cache::system_now_ns)
+        {
+            from_cache = source == digest_cache::Source::Cache;
+            inputs.push(Input {
+                role: InputRole::Binary,
+                name,
+                path: Some(host_path.display().to_string()),
+                digest,
+            });
         }
     }
     if let Some(fc) = bundle.backend.firecracker() {
@@ -101,11 +113,15 @@ pub fn hash_inputs(
         }
     }
     for input in &inputs {
+        let mut payload = json!({"role": input.role, "name": input.name, "path": input.path, "digest": input.digest});
+        if from_cache
+            && input.role == InputRole::Binary
+            && let Some(p) = payload.as_object_mut()
+        {
+            p.insert("fromCache".into(), Value::Bool(true));
+        }
         // A failed event write poisons the chain; the runner stops on its next emit.
-        let _ = sink.emit(
-            events::ARTIFACT_HASHED,
-            json!({"role": input.role, "name": input.name, "path": input.path, "digest": input.digest}),
-        );
+        let _ = sink.emit(events::ARTIFACT_HASHED, payload);
     }
     Ok(inputs)
 }

@@ -189,7 +189,7 @@ fn verification_failed(v: &Verification) -> Diagnostic {
 /// can open it while its workload runs.
 pub fn open_archive_in_background()
 -> std::thread::JoinHandle<Result<sr_archive::Archive, sr_archive::ArchiveError>> {
-    std::thread::spawn(|| sr_archive::Archive::open(&sr_archive::archive_path(None)))
+    std::thread::spawn(|| sr_archive::Archive::open_appending(&sr_archive::archive_path(None)))
 }
 
 /// What [`open_archive_in_background`] opened (or why not).
@@ -198,7 +198,7 @@ pub fn opened_archive(
 ) -> Result<sr_archive::Archive, sr_archive::ArchiveError> {
     handle
         .join()
-        .unwrap_or_else(|_| sr_archive::Archive::open(&sr_archive::archive_path(None)))
+        .unwrap_or_else(|_| sr_archive::Archive::open_appending(&sr_archive::archive_path(None)))
 }
 
 /// Indexes a finished run whose report is durable and appends its leaf (with `signer`, also a
