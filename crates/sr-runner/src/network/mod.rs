@@ -35,6 +35,7 @@ pub mod exec;
 pub mod forwarding;
 pub mod gc;
 pub mod ledger;
+pub mod release;
 pub mod ruleset;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,10 +66,6 @@ use ruleset::RunBinding;
 /// Where the sandbox's resolv.conf and the applied ruleset are written, under the run dir.
 pub const NET_DIR: &str = "net";
 
-/// How long release waits for a veth to go with the sandbox's network namespace before it
-/// deletes the link itself (a bound for a namespace something still holds, not an expectation:
-/// it goes in under a millisecond).
-const VETH_GONE_WITHIN_MS: u64 = 1000;
 /// How the ruleset digest is computed (recorded next to it in the facts).
 pub const DIGEST_METHOD: &str = "sha256 over RFC 8785 JSON of `nft -j list table <family> <table>` \
     read back after apply, without metainfo, handles, counter values and set elements";
@@ -89,6 +86,10 @@ pub struct Options {
     /// (unit tests, where the recorded host has no such address or link). The sandbox's
     /// resolv.conf still names the host side.
     pub resolver_bind: Option<std::net::Ipv4Addr>,
+    /// Releases a finished process sandbox's objects off the waited-for path (see
+    /// [`release`]); `None`: release removes them itself. Default: what
+    /// [`release::defer_to`] chose for this process.
+    pub detacher: Option<Arc<dyn release::Detacher>>,
 }
 
 impl std::fmt::Debug for Options {
@@ -96,6 +97,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("dns_port", &self.dns_port)
             .field("state_dir", &self.state_dir)
+            .field("deferred_release", &self.detacher.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -108,6 +110,7 @@ impl Default for Options {
             dns_port: 53,
             state_dir: PathBuf::from(forwarding::DEFAULT_STATE_DIR),
             resolver_bind: None,
+            detacher: release::default_detacher(),
         }
     }
 }
@@ -152,6 +155,11 @@ pub struct AllowlistNetwork {
     released: bool,
     final_sampled: bool,
     released_objects: Vec<String>,
+    run_dir: Option<PathBuf>,
+    /// What a deferred release took over: the releaser's pid and the objects.
+    deferred: Option<(u32, Vec<String>)>,
+    /// Why a deferred release could not be started (release then ran inline).
+    deferral_failed: Option<String>,
 }
 
 impl std::fmt::Debug for AllowlistNetwork {
@@ -229,6 +237,9 @@ impl AllowlistNetwork {
             released: false,
             final_sampled: false,
             released_objects: Vec::new(),
+            run_dir: None,
+            deferred: None,
+            deferral_failed: None,
         })
     }
 
@@ -287,6 +298,7 @@ impl AllowlistNetwork {
                 LinkKind::Tap
             }
         };
+        self.run_dir = Some(run_dir.to_path_buf());
         // 1. Address and render.
         let addrs = self.run(
             "listing host addresses",
@@ -630,73 +642,79 @@ impl AllowlistNetwork {
                 .extend(evs.into_iter().map(|e| (events::NETWORK_DNS_QUERY, e)));
             removed.push("resolver".to_owned());
         }
-        if let Some((family, table)) = self.created.table.clone() {
-            // Keep the final counters for a sample after release, unless the final sample
-            // has just read them.
-            if !self.final_sampled {
-                if let Ok(c) = self.read_counters() {
-                    self.last_counters = c;
-                }
-            }
-            match self
-                .opts
-                .exec
-                .run(&NetCommand::nft(&["delete", "table", &family, &table]))
-            {
-                Ok(_) => {
-                    removed.push(format!("table {family} {table}"));
-                    self.created.table = None;
-                }
-                Err(e) if e.is_not_found() => self.created.table = None,
-                Err(e) => errors.push(e.to_string()),
+        // Keep the final counters for a sample after release, unless the final sample has
+        // just read them: the audit is always taken before any object goes.
+        if self.created.table.is_some() && !self.final_sampled {
+            if let Ok(c) = self.read_counters() {
+                self.last_counters = c;
             }
         }
-        if let Some(link) = self.created.link.clone() {
-            // A veth pair goes with the sandbox's network namespace, which the kernel tears down
-            // as soon as its last process has gone (the host side vanished 0.45 ms after, here),
-            // while `ip link del` waits about 19 ms for RCU grace periods under the rtnl lock.
-            // So after the sandbox, wait for the kernel; delete only a link that outlives it (a
-            // TAP, a namespace still alive, the bound passed).
-            if self.created.veth
-                && sandbox_ended
-                && self
-                    .opts
-                    .exec
-                    .run(&NetCommand::AwaitLinkGone {
-                        name: link.clone(),
-                        within_ms: VETH_GONE_WITHIN_MS,
-                    })
-                    .is_ok()
-            {
-                removed.push(format!("link {link}"));
-                self.created.link = None;
+        let mut pending = release::Pending {
+            run_id: self.run_id.clone(),
+            state_dir: self.opts.state_dir.clone(),
+            table: self.created.table.clone(),
+            link: self.created.link.clone(),
+            veth: self.created.veth,
+            shared: self.created.forwarding_touched || self.created.subnet_claimed,
+        };
+        if sandbox_ended && self.created.veth && !pending.is_empty() {
+            match self.defer(&pending) {
+                Ok(Some(pid)) => {
+                    self.deferred = Some((pid, pending.objects()));
+                    self.created = Created::default();
+                    self.released_objects.extend(removed);
+                    return Ok(());
+                }
+                Ok(None) => {}
+                // Released here instead; the report says why it was not deferred.
+                Err(e) => self.deferral_failed = Some(e),
             }
         }
-        if let Some(link) = self.created.link.clone() {
-            match self.opts.exec.run(&NetCommand::ip(&["link", "del", &link])) {
-                Ok(_) => {
-                    removed.push(format!("link {link}"));
-                    self.created.link = None;
-                }
-                Err(e) if e.is_not_found() => self.created.link = None,
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
-        if self.created.forwarding_touched || self.created.subnet_claimed {
-            match gc::release_shared(self.opts.exec.as_ref(), &self.opts.state_dir, &self.run_id) {
-                Ok(given_back) => {
-                    removed.extend(given_back);
-                    self.created.forwarding_touched = false;
-                    self.created.subnet_claimed = false;
-                }
-                Err(e) => errors.push(e),
-            }
+        let (gone, failed) =
+            release::release_objects(self.opts.exec.as_ref(), &mut pending, sandbox_ended);
+        removed.extend(gone);
+        errors.extend(failed);
+        self.created.table = pending.table;
+        self.created.link = pending.link;
+        if !pending.shared {
+            self.created.forwarding_touched = false;
+            self.created.subnet_claimed = false;
         }
         self.released_objects.extend(removed);
         if !errors.is_empty() {
             return Err(NetworkError::Release(errors.join("; ")));
         }
         Ok(())
+    }
+
+    /// Hands `pending` to a deferred releaser, when this process has one: writes and locks
+    /// `<run dir>/release.pending`, starts the releaser with the lock. `Ok(None)`: no releaser
+    /// (release inline).
+    fn defer(&self, pending: &release::Pending) -> Result<Option<u32>, String> {
+        let (Some(detacher), Some(run_dir)) = (&self.opts.detacher, &self.run_dir) else {
+            return Ok(None);
+        };
+        let lock = release::write_pending(run_dir, pending)?;
+        match detacher.detach(&release::pending_path(run_dir), &lock) {
+            Ok(pid) => {
+                // The releaser holds the lock through its inherited descriptor. Dropping the
+                // Flock here would unlock the shared open file description (flock(LOCK_UN)),
+                // so this descriptor stays open until this process exits instead.
+                std::mem::forget(lock);
+                Ok(Some(pid))
+            }
+            Err(e) => {
+                drop(lock);
+                let _ = std::fs::remove_file(release::pending_path(run_dir));
+                Err(e)
+            }
+        }
+    }
+
+    /// The release handed to a deferred releaser, if any: the pid of the process that started
+    /// it and the objects it removes.
+    pub fn deferred_release(&self) -> Option<(u32, &[String])> {
+        self.deferred.as_ref().map(|(pid, o)| (*pid, o.as_slice()))
     }
 
     /// What release has removed so far (`resolver`, `table inet safe_run_<id>`, `link ...`,
@@ -769,6 +787,22 @@ impl NetworkHook for AllowlistNetwork {
         let result = self.release_inner(true);
         self.released = true;
         result.map_err(|e| e.to_diagnostic())
+    }
+
+    fn release_summary(&self) -> Value {
+        let mut v = serde_json::json!({ "removed": self.released_objects });
+        if let Some((pid, objects)) = &self.deferred {
+            v["deferred"] = serde_json::json!({
+                "objects": objects,
+                "startedBy": pid,
+                "pending": crate::rundir::RELEASE_PENDING_FILE,
+                "record": release::RECORD_FILE,
+            });
+        }
+        if let Some(e) = &self.deferral_failed {
+            v["deferralFailed"] = Value::String(e.clone());
+        }
+        v
     }
 }
 

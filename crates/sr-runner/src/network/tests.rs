@@ -24,7 +24,7 @@ use super::dns::{self, NameTargets, Resolver, Upstream};
 use super::exec::{NetCommand, NetCommandExecutor, RecordingExecutor};
 use super::ruleset::{self, RunBinding};
 use super::{AllowlistNetwork, Options};
-use super::{forwarding, ledger};
+use super::{forwarding, ledger, release};
 use crate::network_hook::NetworkHook;
 
 const RUN: &str = "0123456789ab";
@@ -778,6 +778,7 @@ fn network_with_id(
         dns_port: 0,
         state_dir: state.to_path_buf(),
         resolver_bind: Some(Ipv4Addr::LOCALHOST),
+        detacher: None,
     };
     AllowlistNetwork::with_options(&two_rule_plan(), run_id, &NetworkConfig::default(), opts)
         .unwrap()
@@ -1505,6 +1506,7 @@ fn concurrent_attaches_never_share_a_subnet() {
                         dns_port: 0,
                         state_dir: state.clone(),
                         resolver_bind: Some(Ipv4Addr::LOCALHOST),
+                        detacher: None,
                     };
                     let mut net =
                         AllowlistNetwork::with_options(&two_rule_plan(), &run_id, &config, opts)
@@ -1526,4 +1528,102 @@ fn concurrent_attaches_never_share_a_subnet() {
     }
     // Every finished run gave its block back.
     assert!(!dir.path().join("subnets.json").exists());
+}
+
+/// A detacher that starts nothing: it keeps the pending file's path (a test then plays the
+/// releaser, or its death).
+#[derive(Debug, Default)]
+struct NoProcess(Mutex<Vec<std::path::PathBuf>>);
+
+impl release::Detacher for NoProcess {
+    fn detach(&self, pending: &std::path::Path, _lock: &std::fs::File) -> Result<u32, String> {
+        self.0.lock().unwrap().push(pending.to_path_buf());
+        Ok(4343)
+    }
+}
+
+/// With a releaser, release on the waited-for path only stops the resolver: the counters were
+/// read by the final sample, and the table, link and shared state go to `release.pending`
+/// (locked, so gc leaves it to the releaser). The releaser's work is then exactly the inline
+/// release's, and it leaves nothing pending.
+#[test]
+fn a_deferred_release_leaves_the_objects_to_the_releaser() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = scripted(None);
+    let detacher = Arc::new(NoProcess::default());
+    let mut net = network(exec.clone(), dir.path());
+    net.opts.detacher = Some(detacher.clone());
+    net.attach(&Boundary::Namespace { pid: 4242 }, dir.path())
+        .unwrap();
+    let sample = net.sample(true).unwrap();
+    assert!(sample.audit.is_some());
+    let before = exec.commands().len();
+    net.release().unwrap();
+    assert_eq!(
+        exec.commands().len(),
+        before,
+        "{:?}",
+        &exec.commands()[before..]
+    );
+    let pending_file = release::pending_path(dir.path());
+    assert_eq!(*detacher.0.lock().unwrap(), [pending_file.clone()]);
+    assert_eq!(
+        release::pending_state(dir.path()),
+        release::PendingState::Working
+    );
+    let (pid, objects) = net.deferred_release().unwrap();
+    assert_eq!(pid, 4343);
+    assert_eq!(
+        objects,
+        [
+            format!("table inet safe_run_{RUN}"),
+            format!("link sr{RUN}h"),
+            "forwarding holds and subnet ledger entry".to_owned(),
+        ]
+    );
+    let summary = net.release_summary();
+    assert_eq!(summary["removed"], json!(["resolver"]));
+    assert_eq!(summary["deferred"]["pending"], "release.pending");
+    // Idempotent: nothing left for this process to do.
+    net.release().unwrap();
+    assert_eq!(exec.commands().len(), before);
+    // The ledger still holds the run's block until the releaser is done.
+    assert!(dir.path().join(ledger::LEDGER_FILE).exists());
+
+    let record = release::work_with(exec.as_ref(), &pending_file).unwrap();
+    let released: Vec<String> = exec.commands()[before..]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        released,
+        [
+            format!("nft -j delete table inet safe_run_{RUN}"),
+            format!("await link sr{RUN}h gone within 1000 ms"),
+            "sysctl -w net.ipv4.conf.eth0.forwarding=0".to_string(),
+        ]
+    );
+    assert!(record.errors.is_empty(), "{record:?}");
+    assert!(!pending_file.exists());
+    assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
+    assert!(!dir.path().join("forwarding.json").exists());
+}
+
+/// Attach's own rollback never defers: the sandbox still runs, and the caller gets the
+/// failure only after everything is gone.
+#[test]
+fn a_failed_attach_rolls_back_inline_even_with_a_releaser() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = scripted(Some("nft -j -f -"));
+    let detacher = Arc::new(NoProcess::default());
+    let mut net = network(exec.clone(), dir.path());
+    net.opts.detacher = Some(detacher.clone());
+    assert!(
+        net.attach(&Boundary::Namespace { pid: 4242 }, dir.path())
+            .is_err()
+    );
+    assert!(detacher.0.lock().unwrap().is_empty());
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    assert!(cmds.contains(&format!("ip link del sr{RUN}h")), "{cmds:?}");
+    assert!(!release::pending_path(dir.path()).exists());
 }
