@@ -300,10 +300,7 @@ impl AllowlistNetwork {
         };
         self.run_dir = Some(run_dir.to_path_buf());
         // 1. Address and render.
-        let addrs = self.run(
-            "listing host addresses",
-            NetCommand::ip(&["-j", "-4", "addr", "show"]),
-        )?;
+        let addrs = self.run("listing host addresses", NetCommand::HostAddresses)?;
         // Picked and recorded under the state lock: a run attaching at the same instant sees
         // this claim before the address exists on the host.
         let subnet = {
@@ -332,9 +329,8 @@ impl AllowlistNetwork {
         let host_cidr = format!("{}/{}", b.host_addr, subnet.prefix_len());
         let guest_cidr = format!("{}/{}", b.guest_addr, subnet.prefix_len());
 
-        // 2. The link: a veth pair whose peer is created inside the sandbox's namespace, or a
-        //    TAP device (down-carrier until the backend attaches to it; addresses and routes
-        //    do not need the carrier).
+        // 2. The link: a veth pair, or a TAP device (down-carrier until the backend attaches
+        //    to it; addresses and routes do not need the carrier).
         self.created.link = Some(h.clone());
         self.created.veth = matches!(kind, LinkKind::Veth { .. });
         match kind {
@@ -343,62 +339,52 @@ impl AllowlistNetwork {
                     "creating the TAP device",
                     NetCommand::ip(&["tuntap", "add", "dev", &h, "mode", "tap"]),
                 )?;
+                self.disable_ipv6(&h)?;
+                self.run(
+                    "addressing the host side",
+                    NetCommand::ip(&["addr", "add", &host_cidr, "dev", &h]),
+                )?;
+                self.run(
+                    "raising the host side",
+                    NetCommand::ip(&["link", "set", &h, "up"]),
+                )?;
+                self.enable_forwarding_from(&h)?;
             }
             LinkKind::Veth { pid } => {
-                let pid = pid.to_string();
+                // 3. One child in the sandbox's namespace creates the pair, its host end put
+                //    straight into this process's namespace (`netns <our pid>`: the namespace
+                //    the runner works in, whatever it is), and configures the sandbox end:
+                //    loopback, address, link, default route. One process instead of creating
+                //    the pair from here and entering the namespace afterwards.
                 self.run(
-                    "creating the veth pair",
-                    NetCommand::ip(&[
-                        "link", "add", &h, "type", "veth", "peer", "name", &g, "netns", &pid,
+                    "creating the veth pair and configuring the sandbox side",
+                    NetCommand::ip_in(
+                        pid,
+                        &[
+                            format!(
+                                "link add {g} type veth peer name {h} netns {}",
+                                std::process::id()
+                            ),
+                            "link set lo up".to_owned(),
+                            format!("addr add {guest_cidr} dev {g}"),
+                            format!("link set {g} up"),
+                            format!("route add default via {}", b.host_addr),
+                        ],
+                    ),
+                )?;
+                // IPv6 off before the host end goes up (no link-local address, no DAD).
+                self.disable_ipv6(&h)?;
+                self.enable_forwarding_from(&h)?;
+                self.run(
+                    "addressing and raising the host side",
+                    NetCommand::ip_batch(&[
+                        format!("addr add {host_cidr} dev {h}"),
+                        format!("link set {h} up"),
                     ]),
                 )?;
             }
         }
-        // A kernel without IPv6 has no such sysctl, and nothing to disable.
-        match self.opts.exec.run(&NetCommand::SysctlWrite {
-            key: format!("net.ipv6.conf.{h}.disable_ipv6"),
-            value: "1".into(),
-        }) {
-            Err(e) if !e.is_not_found() => {
-                return Err(NetworkError::Apply {
-                    step: "disabling IPv6 on the host side".into(),
-                    source: e,
-                });
-            }
-            _ => {}
-        }
-        self.run(
-            "addressing the host side",
-            NetCommand::ip(&["addr", "add", &host_cidr, "dev", &h]),
-        )?;
-        self.run(
-            "raising the host side",
-            NetCommand::ip(&["link", "set", &h, "up"]),
-        )?;
-        self.run(
-            "enabling forwarding from the run",
-            NetCommand::SysctlWrite {
-                key: format!("net.ipv4.conf.{h}.forwarding"),
-                value: "1".into(),
-            },
-        )?;
-
-        // 3. The sandbox side, in one child: loopback, address, link, default route. A guest
-        //    configures its own side from its kernel command line (`AttachedNetwork.guest`).
-        if let LinkKind::Veth { pid } = kind {
-            self.run(
-                "configuring the sandbox side",
-                NetCommand::ip_in(
-                    pid,
-                    &[
-                        "link set lo up".to_owned(),
-                        format!("addr add {guest_cidr} dev {g}"),
-                        format!("link set {g} up"),
-                        format!("route add default via {}", b.host_addr),
-                    ],
-                ),
-            )?;
-        }
+        // A guest configures its own side from its kernel command line (`AttachedNetwork.guest`).
 
         // 4. The table, atomically; read back and hashed.
         self.created.table = Some((b.family.clone(), b.table.clone()));
@@ -685,6 +671,33 @@ impl AllowlistNetwork {
             return Err(NetworkError::Release(errors.join("; ")));
         }
         Ok(())
+    }
+
+    /// `disable_ipv6=1` on the host side. A kernel without IPv6 has no such sysctl, and
+    /// nothing to disable.
+    fn disable_ipv6(&self, link: &str) -> Result<(), NetworkError> {
+        match self.opts.exec.run(&NetCommand::SysctlWrite {
+            key: format!("net.ipv6.conf.{link}.disable_ipv6"),
+            value: "1".into(),
+        }) {
+            Err(e) if !e.is_not_found() => Err(NetworkError::Apply {
+                step: "disabling IPv6 on the host side".into(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The host side's own forwarding flag (it vanishes with the link).
+    fn enable_forwarding_from(&self, link: &str) -> Result<(), NetworkError> {
+        self.run(
+            "enabling forwarding from the run",
+            NetCommand::SysctlWrite {
+                key: format!("net.ipv4.conf.{link}.forwarding"),
+                value: "1".into(),
+            },
+        )
+        .map(drop)
     }
 
     /// Hands `pending` to a deferred releaser, when this process has one: writes and locks

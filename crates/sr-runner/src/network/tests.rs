@@ -739,6 +739,7 @@ fn scripted(fail: Option<&'static str>) -> Arc<RecordingExecutor> {
             return Err(RecordingExecutor::failure(cmd, "Operation not permitted"));
         }
         Ok(match cmd {
+            NetCommand::HostAddresses => "[]".into(),
             NetCommand::Ip { args } if args.starts_with(&["-j".to_string(), "-4".to_string()]) => {
                 "[]".into()
             }
@@ -830,7 +831,7 @@ fn tap_lifecycle_command_sequence_and_release() {
     let b = net.binding().unwrap().clone();
     let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
     let expected = [
-        "ip -j -4 addr show".to_string(),
+        "getifaddrs ipv4".to_string(),
         "ip tuntap add dev srtRUN mode tap".into(),
         "sysctl -w net.ipv6.conf.srtRUN.disable_ipv6=1".into(),
         format!("ip addr add {}/30 dev srtRUN", b.host_addr),
@@ -932,16 +933,22 @@ fn lifecycle_command_sequence_and_release() {
     let b = net.binding().unwrap().clone();
     let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
     let expected = [
-        "ip -j -4 addr show".to_string(),
-        "ip link add srRUNh type veth peer name srRUNg netns 4242".into(),
+        "getifaddrs ipv4".to_string(),
+        // The pair is created from inside the sandbox's namespace, its host end put into this
+        // process's: one child for the pair and the whole sandbox side.
+        format!(
+            "nsenter -t 4242 -n ip -batch - <<< 'link add srRUNg type veth peer name srRUNh \
+             netns {}; link set lo up; addr add {}/30 dev srRUNg; link set srRUNg up; route \
+             add default via {}'",
+            std::process::id(),
+            b.guest_addr,
+            b.host_addr
+        ),
         "sysctl -w net.ipv6.conf.srRUNh.disable_ipv6=1".into(),
-        format!("ip addr add {}/30 dev srRUNh", b.host_addr),
-        "ip link set srRUNh up".into(),
         "sysctl -w net.ipv4.conf.srRUNh.forwarding=1".into(),
         format!(
-            "nsenter -t 4242 -n ip -batch - <<< 'link set lo up; addr add {}/30 dev srRUNg; \
-             link set srRUNg up; route add default via {}'",
-            b.guest_addr, b.host_addr
+            "ip -batch - <<< 'addr add {}/30 dev srRUNh; link set srRUNh up'",
+            b.host_addr
         ),
         "nft -j -f -".into(),
         "nft -j list table inet safe_run_RUN".into(),
