@@ -333,7 +333,25 @@ impl AllowlistNetwork {
         //    to it; addresses and routes do not need the carrier).
         self.created.link = Some(h.clone());
         self.created.veth = matches!(kind, LinkKind::Veth { .. });
-        match kind {
+        // 4. (below) The table, atomically; read back and hashed: the digest covers what the
+        //    kernel holds. Its rules name the link (`iifname`/`oifname`), never its index, so
+        //    for a veth it is applied while the link is made, by a second thread: the two
+        //    children run side by side.
+        let table = (b.family.clone(), b.table.clone());
+        let apply_table = |exec: &dyn NetCommandExecutor| -> Result<String, NetworkError> {
+            let step = |step: &str, cmd: NetCommand| {
+                exec.run(&cmd).map_err(|source| NetworkError::Apply {
+                    step: step.to_owned(),
+                    source,
+                })
+            };
+            step("applying the nftables table", NetCommand::NftApply { doc })?;
+            step(
+                "reading the applied table",
+                NetCommand::nft(&["list", "table", &table.0, &table.1]),
+            )
+        };
+        let listing = match kind {
             LinkKind::Tap => {
                 self.run(
                     "creating the TAP device",
@@ -349,50 +367,28 @@ impl AllowlistNetwork {
                     NetCommand::ip(&["link", "set", &h, "up"]),
                 )?;
                 self.enable_forwarding_from(&h)?;
+                self.created.table = Some((b.family.clone(), b.table.clone()));
+                apply_table(self.opts.exec.as_ref())?
             }
             LinkKind::Veth { pid } => {
-                // 3. One child in the sandbox's namespace creates the pair, its host end put
-                //    straight into this process's namespace (`netns <our pid>`: the namespace
-                //    the runner works in, whatever it is), and configures the sandbox end:
-                //    loopback, address, link, default route. One process instead of creating
-                //    the pair from here and entering the namespace afterwards.
-                self.run(
-                    "creating the veth pair and configuring the sandbox side",
-                    NetCommand::ip_in(
-                        pid,
-                        &[
-                            format!(
-                                "link add {g} type veth peer name {h} netns {}",
-                                std::process::id()
-                            ),
-                            "link set lo up".to_owned(),
-                            format!("addr add {guest_cidr} dev {g}"),
-                            format!("link set {g} up"),
-                            format!("route add default via {}", b.host_addr),
-                        ],
-                    ),
-                )?;
-                // IPv6 off before the host end goes up (no link-local address, no DAD).
-                self.disable_ipv6(&h)?;
-                self.enable_forwarding_from(&h)?;
-                self.run(
-                    "addressing and raising the host side",
-                    NetCommand::ip_batch(&[
-                        format!("addr add {host_cidr} dev {h}"),
-                        format!("link set {h} up"),
-                    ]),
-                )?;
+                // Before either child starts: a rollback removes what may exist ("not found"
+                // is done).
+                self.created.table = Some((b.family.clone(), b.table.clone()));
+                let this = &*self;
+                let exec = self.opts.exec.clone();
+                let (link, table) = std::thread::scope(|scope| {
+                    let table = scope.spawn(move || apply_table(exec.as_ref()));
+                    let link = this.veth_link(pid, &b, &guest_cidr, &host_cidr);
+                    let table = table.join().unwrap_or_else(|_| {
+                        Err(NetworkError::Config("the nftables thread panicked".into()))
+                    });
+                    (link, table)
+                });
+                link?;
+                table?
             }
-        }
+        };
         // A guest configures its own side from its kernel command line (`AttachedNetwork.guest`).
-
-        // 4. The table, atomically; read back and hashed.
-        self.created.table = Some((b.family.clone(), b.table.clone()));
-        self.run("applying the nftables table", NetCommand::NftApply { doc })?;
-        let listing = self.run(
-            "reading the applied table",
-            NetCommand::nft(&["list", "table", &b.family, &b.table]),
-        )?;
         let listing: Value = serde_json::from_str(&listing)
             .map_err(|e| NetworkError::Plan(format!("nft listing is not JSON: {e}")))?;
         let digest = audit::ruleset_digest(&listing);
@@ -671,6 +667,47 @@ impl AllowlistNetwork {
             return Err(NetworkError::Release(errors.join("; ")));
         }
         Ok(())
+    }
+
+    /// 3. The veth pair and both its ends. One child in the sandbox's namespace creates the
+    /// pair, its host end put straight into this process's namespace (`netns <our pid>`: the
+    /// namespace the runner works in, whatever it is), and configures the sandbox end:
+    /// loopback, address, link, default route. Then the host end: IPv6 off before it goes up
+    /// (no link-local address, no DAD), its forwarding flag, address and link-up.
+    fn veth_link(
+        &self,
+        pid: u32,
+        b: &RunBinding,
+        guest_cidr: &str,
+        host_cidr: &str,
+    ) -> Result<(), NetworkError> {
+        let (h, g) = (&b.host_if, &b.guest_if);
+        self.run(
+            "creating the veth pair and configuring the sandbox side",
+            NetCommand::ip_in(
+                pid,
+                &[
+                    format!(
+                        "link add {g} type veth peer name {h} netns {}",
+                        std::process::id()
+                    ),
+                    "link set lo up".to_owned(),
+                    format!("addr add {guest_cidr} dev {g}"),
+                    format!("link set {g} up"),
+                    format!("route add default via {}", b.host_addr),
+                ],
+            ),
+        )?;
+        self.disable_ipv6(h)?;
+        self.enable_forwarding_from(h)?;
+        self.run(
+            "addressing and raising the host side",
+            NetCommand::ip_batch(&[
+                format!("addr add {host_cidr} dev {h}"),
+                format!("link set {h} up"),
+            ]),
+        )
+        .map(drop)
     }
 
     /// `disable_ipv6=1` on the host side. A kernel without IPv6 has no such sysctl, and

@@ -932,6 +932,26 @@ fn lifecycle_command_sequence_and_release() {
         .unwrap();
     let b = net.binding().unwrap().clone();
     let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    // The table is applied and read back by a second thread while the link is made: each
+    // thread's commands in order, the two interleaved in any order.
+    let first_nft = cmds.iter().position(|c| c.starts_with("nft")).unwrap();
+    assert_eq!(cmds[first_nft], "nft -j -f -");
+    let second_nft = cmds[first_nft + 1..]
+        .iter()
+        .position(|c| c.starts_with("nft"))
+        .unwrap()
+        + first_nft
+        + 1;
+    assert_eq!(
+        cmds[second_nft],
+        format!("nft -j list table inet safe_run_{RUN}")
+    );
+    let cmds: Vec<String> = cmds
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != first_nft && *i != second_nft)
+        .map(|(_, c)| c.clone())
+        .collect();
     let expected = [
         "getifaddrs ipv4".to_string(),
         // The pair is created from inside the sandbox's namespace, its host end put into this
@@ -950,8 +970,6 @@ fn lifecycle_command_sequence_and_release() {
             "ip -batch - <<< 'addr add {}/30 dev srRUNh; link set srRUNh up'",
             b.host_addr
         ),
-        "nft -j -f -".into(),
-        "nft -j list table inet safe_run_RUN".into(),
         // First resolution of allowed.test fills egress_1_v4.
         "nft -j -f -".into(),
         // Uplinks towards 10.214.1.2 (from DNS) and 10.214.1.1 (first host of the CIDR).
