@@ -669,7 +669,7 @@ impl AllowlistNetwork {
         Ok(())
     }
 
-    /// 3. The veth pair and both its ends. One child in the sandbox's namespace creates the
+    /// Step 3: the veth pair and both its ends. One child in the sandbox's namespace creates the
     /// pair, its host end put straight into this process's namespace (`netns <our pid>`: the
     /// namespace the runner works in, whatever it is), and configures the sandbox end:
     /// loopback, address, link, default route. Then the host end: IPv6 off before it goes up

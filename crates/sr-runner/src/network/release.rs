@@ -48,8 +48,9 @@ use crate::rundir;
 pub const SUBCOMMAND: &str = "__release-network";
 /// What the worker writes when it is done, under the run dir.
 pub const RECORD_FILE: &str = "net/release.json";
-/// The worker's process name (`comm`), so that it can be told from any other child.
-pub const WORKER_NAME: &str = "sr-release";
+/// The releaser's process name (`comm`, worker and intermediate), so that it can be told from
+/// any other child.
+pub const WORKER_COMM: &std::ffi::CStr = c"sr-release";
 
 /// How long release waits for a veth to go with the sandbox's network namespace before it
 /// deletes the link itself (a bound for a namespace something still holds, not an expectation:
@@ -213,16 +214,14 @@ impl Detacher for SpawnReleaser {
     }
 }
 
-/// Waits for the intermediate processes [`SpawnReleaser`] started (each exits right after
-/// starting its worker), so that none is left a zombie. `safe-run run` calls it last; by then
-/// they have long exited.
+/// Reaps the intermediate processes [`SpawnReleaser`] started that have exited (each exits
+/// right after starting its worker), without waiting for the others: `safe-run run` calls it
+/// last, and its exit must not wait for an exec of itself. One still running then is
+/// re-parented (to the nearest subreaper, else the host's pid 1) like its worker; it names
+/// itself `sr-release` too.
 pub fn reap_detached() {
-    let children = DETACHING
-        .lock()
-        .map(|mut v| std::mem::take(&mut *v))
-        .unwrap_or_default();
-    for mut c in children {
-        let _ = c.wait();
+    if let Ok(mut v) = DETACHING.lock() {
+        v.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_)) | Err(_)));
     }
 }
 
@@ -364,6 +363,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
         // A session of its own: no terminal, no signal sent to safe-run's process group
         // reaches the worker. The worker is started by exec, not fork, and this process exits
         // at once, so the worker is nobody's child but the reaper's.
+        let _ = nix::sys::prctl::set_name(WORKER_COMM);
         let _ = nix::unistd::setsid();
         let Ok(me) = std::env::current_exe() else {
             return 5;
@@ -382,7 +382,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
         };
     }
     if stage == "work" {
-        let _ = nix::sys::prctl::set_name(c"sr-release");
+        let _ = nix::sys::prctl::set_name(WORKER_COMM);
         return match work_with(&SystemExecutor, &pending) {
             Ok(r) if r.errors.is_empty() => 0,
             _ => 5,

@@ -1591,7 +1591,10 @@ fn a_deferred_release_leaves_the_objects_to_the_releaser() {
         &exec.commands()[before..]
     );
     let pending_file = release::pending_path(dir.path());
-    assert_eq!(*detacher.0.lock().unwrap(), [pending_file.clone()]);
+    assert_eq!(
+        *detacher.0.lock().unwrap(),
+        std::slice::from_ref(&pending_file)
+    );
     assert_eq!(
         release::pending_state(dir.path()),
         release::PendingState::Working
