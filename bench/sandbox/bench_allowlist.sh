@@ -73,7 +73,7 @@ for line in sys.stdin:
     p, k, x = line.split()
     v[(k, p)].append(float(x))
 keys = sorted({k for k, _ in v})
-print(f"{"phase":18s} {"none":>9s} {"allowlist":>10s}  (medians, ms)")
+print("%-18s %9s %10s  (medians, ms)" % ("phase", "none", "allowlist"))
 for k in keys:
     a = statistics.median(v[(k, "none")]) if v[(k, "none")] else float("nan")
     b = statistics.median(v[(k, "allow")]) if v[(k, "allow")] else float("nan")
