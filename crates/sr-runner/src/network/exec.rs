@@ -67,6 +67,12 @@ pub enum NetCommand {
     /// "addr_info": [{"local", "prefixlen"}]}]`), read in-process with `getifaddrs(3)`: one
     /// process fewer on the path of every allowlist run.
     HostAddresses,
+    /// The host's route to an IPv4 address, as `ip -j route get <dst>` prints it (`[{"dst",
+    /// "dev"}]`), asked over an in-process netlink socket ([`super::route`]).
+    RouteGet {
+        /// The destination.
+        dst: String,
+    },
     /// Wait, at most `within_ms`, until the host has no link named `name` (it fails with status
     /// `timeout` when the link is still there).
     AwaitLinkGone {
@@ -123,6 +129,7 @@ impl fmt::Display for NetCommand {
             NetCommand::Nft { args } => write!(f, "nft -j {}", args.join(" ")),
             NetCommand::SysctlRead { key } => write!(f, "sysctl {key}"),
             NetCommand::HostAddresses => f.write_str("getifaddrs ipv4"),
+            NetCommand::RouteGet { dst } => write!(f, "route get {dst} (netlink)"),
             NetCommand::SysctlWrite { key, value } => write!(f, "sysctl -w {key}={value}"),
             NetCommand::AwaitLinkGone { name, within_ms } => {
                 write!(f, "await link {name} gone within {within_ms} ms")
@@ -224,6 +231,14 @@ impl NetCommandExecutor for SystemExecutor {
             }
             NetCommand::HostAddresses => {
                 return host_addresses().map_err(|e| fail("io".into(), e));
+            }
+            NetCommand::RouteGet { dst } => {
+                let addr: std::net::Ipv4Addr = dst
+                    .parse()
+                    .map_err(|_| fail("io".into(), format!("{dst:?} is not an IPv4 address")))?;
+                return super::route::lookup(addr)
+                    .map(|dev| serde_json::json!([{"dst": dst, "dev": dev}]).to_string())
+                    .map_err(|e| fail("netlink".into(), e));
             }
             NetCommand::AwaitLinkGone { name, within_ms } => {
                 return await_link_gone(name, *within_ms)

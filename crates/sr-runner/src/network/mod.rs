@@ -36,6 +36,7 @@ pub mod forwarding;
 pub mod gc;
 pub mod ledger;
 pub mod release;
+pub mod route;
 pub mod ruleset;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -488,11 +489,9 @@ impl AllowlistNetwork {
         let mut unroutable = Vec::new();
         for dest in destinations.iter().filter(|d| d.is_ipv4()) {
             // No route means no reply path to enable: record it; the rule stays inert.
-            let Ok(out) =
-                self.opts
-                    .exec
-                    .run(&NetCommand::ip(&["-j", "route", "get", &dest.to_string()]))
-            else {
+            let Ok(out) = self.opts.exec.run(&NetCommand::RouteGet {
+                dst: dest.to_string(),
+            }) else {
                 unroutable.push(dest.to_string());
                 continue;
             };

@@ -743,6 +743,7 @@ fn scripted(fail: Option<&'static str>) -> Arc<RecordingExecutor> {
             NetCommand::Ip { args } if args.starts_with(&["-j".to_string(), "-4".to_string()]) => {
                 "[]".into()
             }
+            NetCommand::RouteGet { .. } => r#"[{"dev":"eth0"}]"#.into(),
             NetCommand::Ip { args } if args.get(1).map(String::as_str) == Some("route") => {
                 r#"[{"dev":"eth0"}]"#.into()
             }
@@ -840,8 +841,8 @@ fn tap_lifecycle_command_sequence_and_release() {
         "nft -j -f -".into(),
         "nft -j list table inet safe_run_RUN".into(),
         "nft -j -f -".into(),
-        "ip -j route get 10.214.1.1".into(),
-        "ip -j route get 10.214.1.2".into(),
+        "route get 10.214.1.1 (netlink)".into(),
+        "route get 10.214.1.2 (netlink)".into(),
         "sysctl net.ipv4.conf.eth0.forwarding".into(),
         "sysctl -w net.ipv4.conf.eth0.forwarding=1".into(),
     ]
@@ -973,8 +974,8 @@ fn lifecycle_command_sequence_and_release() {
         // First resolution of allowed.test fills egress_1_v4.
         "nft -j -f -".into(),
         // Uplinks towards 10.214.1.2 (from DNS) and 10.214.1.1 (first host of the CIDR).
-        "ip -j route get 10.214.1.1".into(),
-        "ip -j route get 10.214.1.2".into(),
+        "route get 10.214.1.1 (netlink)".into(),
+        "route get 10.214.1.2 (netlink)".into(),
         "sysctl net.ipv4.conf.eth0.forwarding".into(),
         "sysctl -w net.ipv4.conf.eth0.forwarding=1".into(),
     ]
