@@ -177,7 +177,7 @@ mod tests {
         let mut bad = r.clone();
         bad[NLMSG_HDRLEN + RTMSG_LEN] = 200;
         assert!(parse_reply(&bad, 9).is_err());
-        let no_oif = reply(RTM_NEWROUTE, 9, &vec![0u8; RTMSG_LEN]);
+        let no_oif = reply(RTM_NEWROUTE, 9, &[0u8; RTMSG_LEN]);
         assert!(parse_reply(&no_oif, 9).is_err());
     }
 
