@@ -4,28 +4,30 @@
 //! [`AllowlistNetwork`] implements [`NetworkHook`] for `network.mode: allowlist`. The order of
 //! [`NetworkHook::attach`] is the order of dependencies:
 //!
-//! 1. pick the run's /30 (needs the host's addresses; claimed in the subnet ledger under the
-//!    state lock, see [`ledger`]) and render the whole ruleset (pure; a plan the runner cannot
-//!    render faithfully fails here, before any host change);
-//! 2. create the link: for a sandbox ([`Boundary::Namespace`]) the veth pair with its peer
-//!    directly in the sandbox's namespace; for a microVM ([`Boundary::Tap`]) a TAP device
-//!    (root's), to which the VMM backend attaches and passes QEMU the descriptor. Then
-//!    address and raise the host side, and set that interface's own forwarding flag (vanishes
-//!    with the link). The same table, resolver, counters and release follow for both;
-//! 3. configure the sandbox side from one child, `nsenter -t <pid> -n ip -batch -` (never
-//!    `setns` in the multi-threaded parent): loopback, address, default route via the host side.
-//!    A guest configures its side itself: attach returns its address and gateway
-//!    ([`AttachedNetwork::guest`]) for the backend to put on its kernel command line;
-//! 4. apply the table in one `nft -j -f -` transaction (all or nothing), then read it back and
-//!    hash it: the digest covers what the kernel holds, not what we meant to send;
-//! 5. start the resolver on `<host side>:53` (bound to the run's host interface, answering
+//! 1. pick the run's /30 (needs the host's addresses, read with `getifaddrs`; claimed in the
+//!    subnet ledger under the state lock, see [`ledger`]) and render the whole ruleset (pure; a
+//!    plan the runner cannot render faithfully fails here, before any host change);
+//! 2. create the link: for a sandbox ([`Boundary::Namespace`]) the veth pair, from one child
+//!    in the sandbox's namespace (`nsenter -t <pid> -n ip -batch -`; never `setns` in the
+//!    multi-threaded parent) that creates it with its host end in the runner's namespace and
+//!    configures the sandbox end (loopback, address, default route via the host side); for a
+//!    microVM ([`Boundary::Tap`]) a TAP device (root's), to which the VMM backend attaches
+//!    and passes QEMU the descriptor. Then the host side: IPv6 off and its own forwarding flag
+//!    (both vanish with the link), address and link-up. A guest configures its side itself:
+//!    attach returns its address and gateway ([`AttachedNetwork::guest`]) for the backend to
+//!    put on its kernel command line;
+//! 3. apply the table in one `nft -j -f -` transaction (all or nothing), then read it back and
+//!    hash it: the digest covers what the kernel holds, not what we meant to send. Its rules
+//!    name the link, never its index, so for a veth this runs on a second thread beside step 2;
+//! 4. start the resolver on `<host side>:53` (bound to the run's host interface, answering
 //!    only the sandbox's address) and resolve every allowed name once, so the host sets are
 //!    filled before the workload starts;
-//! 6. enable forwarding on the uplinks that reach the destinations (shared, given back; see
-//!    [`forwarding`]), and write the sandbox's resolv.conf.
+//! 5. enable forwarding on the uplinks that reach the destinations (routes asked over netlink,
+//!    [`route`]; shared, given back; see [`forwarding`]), and write the sandbox's resolv.conf.
 //!
 //! Any failure releases what was created so far and returns SR-RUN-201. [`NetworkHook::release`]
-//! is idempotent and attempts every step even when one fails (SR-RUN-202 lists them all).
+//! is idempotent and attempts every step even when one fails (SR-RUN-202 lists them all); in
+//! `safe-run run` a process sandbox's objects go after the report, see [`release`].
 
 pub mod addressing;
 pub mod audit;
@@ -334,7 +336,7 @@ impl AllowlistNetwork {
         //    to it; addresses and routes do not need the carrier).
         self.created.link = Some(h.clone());
         self.created.veth = matches!(kind, LinkKind::Veth { .. });
-        // 4. (below) The table, atomically; read back and hashed: the digest covers what the
+        // 3. (below) The table, atomically; read back and hashed: the digest covers what the
         //    kernel holds. Its rules name the link (`iifname`/`oifname`), never its index, so
         //    for a veth it is applied while the link is made, by a second thread: the two
         //    children run side by side.
@@ -408,7 +410,7 @@ impl AllowlistNetwork {
             .unwrap_or_default();
         write("ruleset.json", canonical)?;
 
-        // 5. The resolver, and the first resolution of every allowed name.
+        // 4. The resolver, and the first resolution of every allowed name.
         let upstream: Arc<dyn Upstream> = match (&self.opts.upstream, self.upstream_addr) {
             (Some(u), _) => u.clone(),
             (None, Some(server)) => Arc::new(UdpUpstream {
@@ -478,7 +480,7 @@ impl AllowlistNetwork {
             );
         }
 
-        // 6. Forwarding on the uplinks towards the destinations, and resolv.conf.
+        // 5. Forwarding on the uplinks towards the destinations, and resolv.conf.
         for rule in &self.plan.nft.rules {
             if let Some(net) = rule.daddr.as_deref().and_then(|d| d.parse::<IpNet>().ok()) {
                 let probe = net.hosts().next().unwrap_or(net.addr());
@@ -668,11 +670,11 @@ impl AllowlistNetwork {
         Ok(())
     }
 
-    /// Step 3: the veth pair and both its ends. One child in the sandbox's namespace creates the
-    /// pair, its host end put straight into this process's namespace (`netns <our pid>`: the
-    /// namespace the runner works in, whatever it is), and configures the sandbox end:
-    /// loopback, address, link, default route. Then the host end: IPv6 off before it goes up
-    /// (no link-local address, no DAD), its forwarding flag, address and link-up.
+    /// Step 2 for a veth: the pair and both its ends. One child in the sandbox's namespace
+    /// creates the pair, its host end put straight into this process's namespace (`netns <our
+    /// pid>`: the namespace the runner works in, whatever it is), and configures the sandbox
+    /// end: loopback, address, link, default route. Then the host end: IPv6 off before it goes
+    /// up (no link-local address, no DAD), its forwarding flag, address and link-up.
     fn veth_link(
         &self,
         pid: u32,
