@@ -24,6 +24,7 @@ cp "$BIN" "$COPY/safe-run"
 [ -x "$(dirname "$BIN")/safe-run-init" ] && cp "$(dirname "$BIN")/safe-run-init" "$COPY/"
 BIN=$COPY/safe-run
 WORK=$(mktemp -d /tmp/sr-bench-allow.XXXXXX)
+trap 'rm -rf "$WORK" "$COPY"' EXIT
 export SAFE_RUN_WORKDIR_BASE="$WORK/runs" SAFE_RUN_ARCHIVE="$WORK/archive.db"
 cat > "$WORK/none.yaml" <<'YAML'
 version: 1
@@ -80,7 +81,6 @@ for k in keys:
     print(f"{k:18s} {a:9.3f} {b:10.3f}")
 '
   settle
-  rm -rf "$WORK" "$COPY"
   exit 0
 fi
 
@@ -96,4 +96,3 @@ print(f"allowlist median {allow:7.2f} ms")
 print(f"allowlist - none = {allow - none:+.2f} ms; allowlist / none = {allow / none:.2f}x")
 PY
 settle
-rm -rf "$WORK" "$COPY"
