@@ -69,12 +69,30 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "__init") {
         return ExitCode::from(cmd::init::execute_early());
     }
+    // The deferred network releaser (detached from the run that started it).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == sr_runner::network::release::SUBCOMMAND)
+    {
+        return ExitCode::from(sr_runner::network::release::main(
+            std::env::args_os().skip(2),
+        ));
+    }
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Init(args) => cmd::starter::execute(args),
         Command::Validate(args) => cmd::validate::execute(args),
         Command::Compile(args) => cmd::compile::execute(args),
-        Command::Run(args) => cmd::run::execute(args),
+        Command::Run(args) => {
+            // This binary hosts the releaser: an allowlist run's network objects go after the
+            // report, off the path the user waits for (docs/network.md, "Release").
+            if let Ok(me) = std::env::current_exe() {
+                sr_runner::network::release::defer_to(me);
+            }
+            let code = cmd::run::execute(args);
+            sr_runner::network::release::reap_detached();
+            code
+        }
         Command::Report(c) => cmd::report::execute(c),
         Command::Log(c) => cmd::log::execute(c),
         Command::Key(c) => cmd::key::execute(c),

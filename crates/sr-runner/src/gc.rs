@@ -7,6 +7,11 @@
 //! evidence (which it never deletes). Mounts need no gc: they lived in the sandbox's private
 //! mount namespace, which died with its last process.
 //!
+//! A run whose report is written but whose deferred network release is pending
+//! (`<run dir>/release.pending`, see [`crate::network::release`]) counts as unfinished: gc
+//! leaves it alone while its releaser holds the file's lock, and takes the release over when
+//! nobody does (the releaser was killed).
+//!
 //! `safe-run run` calls [`collect`] before every run (the quick pass: only the runs listed as
 //! unfinished, see [`rundir::UNFINISHED_DIR`]), `safe-run gc` on demand (every run dir).
 
@@ -15,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::cgroup::{self, CgroupFs, Layout};
+use crate::network::release::{self, PendingState};
 use crate::rundir::{self, RECOVERED_FILE};
 
 /// The network module's leftover cleanup (links, nftables tables of a dead run).
@@ -76,8 +82,14 @@ pub fn collect(
             let _ = std::fs::remove_file(&marker);
             continue;
         }
+        // A deferred release: its releaser is still on it, or it was killed (orphaned).
+        let pending = match release::pending_state(&dir) {
+            PendingState::Working => continue,
+            PendingState::Orphaned => true,
+            PendingState::None => false,
+        };
         let finished = dir.join("run_report.json").exists();
-        if (finished && !thorough) || dir.join(RECOVERED_FILE).exists() {
+        if !pending && ((finished && !thorough) || dir.join(RECOVERED_FILE).exists()) {
             let _ = std::fs::remove_file(&marker);
             continue;
         }
@@ -89,14 +101,27 @@ pub fn collect(
             removed.extend(r.iter().map(|p| format!("cgroup:{}", p.display())));
             errors.extend(e);
         }
-        match net.release_leftovers(&run_id) {
-            Ok(r) => removed.extend(r),
-            Err(e) => errors.push(e),
+        let net_released = match net.release_leftovers(&run_id) {
+            Ok(r) => {
+                removed.extend(r);
+                true
+            }
+            Err(e) => {
+                errors.push(e);
+                false
+            }
+        };
+        if pending && net_released {
+            release::clear_pending(&dir);
+            removed.push(format!(
+                "{} (deferred release taken over)",
+                rundir::RELEASE_PENDING_FILE
+            ));
         }
         if std::fs::remove_dir(dir.join("root")).is_ok() {
             removed.push("root mount point".into());
         }
-        if finished && removed.is_empty() && errors.is_empty() {
+        if finished && !pending && removed.is_empty() && errors.is_empty() {
             let _ = std::fs::remove_file(&marker);
             continue;
         }
@@ -106,12 +131,15 @@ pub fn collect(
             removed,
             errors,
         };
-        if !finished {
+        if !finished || pending {
             if let Ok(text) = serde_json::to_string_pretty(&rec) {
                 let _ = std::fs::write(dir.join(RECOVERED_FILE), text);
             }
         }
-        let _ = std::fs::remove_file(&marker);
+        // A release gc could not finish either stays listed, for the next gc.
+        if !pending || net_released {
+            let _ = std::fs::remove_file(&marker);
+        }
         out.push(rec);
     }
     out
@@ -245,5 +273,37 @@ mod tests {
         // The thorough pass still finds the unlisted dead run.
         let got = collect(&base, Some(&layout), &HostFs, &net, true);
         assert!(got.iter().any(|r| r.run_id == dead), "{got:?}");
+    }
+
+    /// A run whose report is written but whose deferred network release is pending stays
+    /// listed: left alone while its releaser holds `release.pending`, taken over by the quick
+    /// pass once the releaser is gone (killed), and then no longer listed.
+    #[test]
+    fn a_pending_release_is_left_to_its_releaser_and_taken_over_when_it_died() {
+        let (_tmp, base, _cg_root, layout) = fixture();
+        let dir = RunDir::create(&base).unwrap();
+        let id = dir.run_id.clone();
+        let pending = crate::network::release::Pending {
+            run_id: id.clone(),
+            ..Default::default()
+        };
+        let releaser = crate::network::release::write_pending(&dir.path, &pending).unwrap();
+        std::fs::write(dir.path.join("run_report.json"), "{}").unwrap();
+        dir.mark_finished();
+        drop(dir);
+        assert!(rundir::unfinished_marker(&base, &id).exists());
+        let net = Net(Default::default());
+        // The releaser works: nothing is done, the run stays listed.
+        assert!(collect(&base, Some(&layout), &HostFs, &net, false).is_empty());
+        assert!(net.0.borrow().is_empty());
+        // The releaser dies: the quick pass releases by run id and clears the pending state.
+        drop(releaser);
+        let got = collect(&base, Some(&layout), &HostFs, &net, false);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(*net.0.borrow(), vec![id.clone()]);
+        assert!(!base.join(&id).join(rundir::RELEASE_PENDING_FILE).exists());
+        assert!(!rundir::unfinished_marker(&base, &id).exists());
+        assert!(base.join(&id).join(RECOVERED_FILE).exists());
+        assert!(collect(&base, Some(&layout), &HostFs, &net, false).is_empty());
     }
 }

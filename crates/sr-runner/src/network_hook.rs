@@ -73,6 +73,13 @@ pub trait NetworkHook {
     /// processes have ended, so a link that goes with its namespace may be awaited rather
     /// than deleted.
     fn release(&mut self) -> Result<(), Diagnostic>;
+
+    /// What release did, for the `network.released` event (merged into its payload): the
+    /// objects removed, and a release handed to a deferred releaser (`deferred`). Null when
+    /// there is nothing to say.
+    fn release_summary(&self) -> Value {
+        Value::Null
+    }
 }
 
 /// `network.mode: none`: the sandbox keeps a network namespace with only loopback.

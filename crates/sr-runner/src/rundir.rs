@@ -22,6 +22,10 @@ use crate::error::RunnerError;
 pub const LOCK_FILE: &str = "run.lock";
 /// Marker gc writes into a run dir it recovered.
 pub const RECOVERED_FILE: &str = "recovered.json";
+/// Present while a deferred release of the run's host objects (its network table and link)
+/// has not finished: gc treats the run as unfinished until it is gone, and takes the release
+/// over when nobody holds the file's lock (`crate::network::release`).
+pub const RELEASE_PENDING_FILE: &str = "release.pending";
 /// The directory under the run base holding one empty file per unfinished run.
 pub const UNFINISHED_DIR: &str = ".unfinished";
 
@@ -127,8 +131,12 @@ impl RunDir {
         Ok(RunDir { run_id, path, lock })
     }
 
-    /// Says the run has its report: gc's quick pass no longer looks at it.
+    /// Says the run has its report: gc's quick pass no longer looks at it, unless a deferred
+    /// release is still pending (its releaser removes the marker when it is done).
     pub fn mark_finished(&self) {
+        if self.path.join(RELEASE_PENDING_FILE).exists() {
+            return;
+        }
         if let Some(base) = self.path.parent() {
             let _ = fs::remove_file(unfinished_marker(base, &self.run_id));
         }

@@ -131,7 +131,10 @@ pub fn execute(args: GcArgs) -> u8 {
 fn network_leftovers(base: &Path) -> Result<Vec<String>, sr_common::Diagnostic> {
     let alive = |run_id: &str| {
         let dir = base.join(run_id);
-        !dir.exists() || sr_runner::rundir::is_locked(&dir)
+        !dir.exists()
+            || sr_runner::rundir::is_locked(&dir)
+            || sr_runner::network::release::pending_state(&dir)
+                == sr_runner::network::release::PendingState::Working
     };
     sr_runner::network::gc::release_leftovers(&alive)
 }

@@ -627,17 +627,27 @@ impl<S: EventSink + 'static> Sandbox<S> {
             }));
         }
         // Always, even when attach failed midway or never happened.
-        let released = self
-            .hook
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .release();
+        let (released, summary) = {
+            let mut hook = self
+                .hook
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (hook.release(), hook.release_summary())
+        };
         match released {
             Ok(()) => {
                 if self.network_attached && self.network_facts != NetworkFacts::None {
-                    cleanup.removed.push("network".into());
-                    self.evidence
-                        .emit(events::NETWORK_RELEASED, json!({"runId": self.run_id}));
+                    // A deferred release finishes after the report (docs/network.md).
+                    cleanup.removed.push(if summary.get("deferred").is_some() {
+                        "network (release deferred)".into()
+                    } else {
+                        "network".into()
+                    });
+                    let mut payload = json!({"runId": self.run_id});
+                    if let (Some(p), Some(s)) = (payload.as_object_mut(), summary.as_object()) {
+                        p.extend(s.clone());
+                    }
+                    self.evidence.emit(events::NETWORK_RELEASED, payload);
                 }
             }
             Err(d) => cleanup.errors.push(d),

@@ -27,6 +27,12 @@ pub enum NetCommand {
         /// Arguments.
         args: Vec<String>,
     },
+    /// `ip -batch -` in the host's network namespace: several iproute2 commands, one process
+    /// (ip stops at the first that fails).
+    IpBatch {
+        /// One `ip` command line (without `ip`) per entry.
+        batch: Vec<String>,
+    },
     /// `nsenter -t <pid> -n ip -batch -`: iproute2 commands inside the network namespace of
     /// `pid`, one process for all of them (ip stops at the first that fails).
     IpIn {
@@ -57,6 +63,16 @@ pub enum NetCommand {
         /// The value.
         value: String,
     },
+    /// The host's IPv4 addresses, as `ip -j -4 addr show` prints them (`[{"ifname",
+    /// "addr_info": [{"local", "prefixlen"}]}]`), read in-process with `getifaddrs(3)`: one
+    /// process fewer on the path of every allowlist run.
+    HostAddresses,
+    /// The host's route to an IPv4 address, as `ip -j route get <dst>` prints it (`[{"dst",
+    /// "dev"}]`), asked over an in-process netlink socket ([`super::route`]).
+    RouteGet {
+        /// The destination.
+        dst: String,
+    },
     /// Wait, at most `within_ms`, until the host has no link named `name` (it fails with status
     /// `timeout` when the link is still there).
     AwaitLinkGone {
@@ -72,6 +88,12 @@ impl NetCommand {
     pub fn ip<S: AsRef<str>>(args: &[S]) -> Self {
         NetCommand::Ip {
             args: args.iter().map(|a| a.as_ref().to_owned()).collect(),
+        }
+    }
+    /// `ip -batch -` with these command lines.
+    pub fn ip_batch<S: AsRef<str>>(batch: &[S]) -> Self {
+        NetCommand::IpBatch {
+            batch: batch.iter().map(|a| a.as_ref().to_owned()).collect(),
         }
     }
     /// `nsenter -t pid -n ip -batch -` with these command lines.
@@ -93,6 +115,9 @@ impl fmt::Display for NetCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NetCommand::Ip { args } => write!(f, "ip {}", args.join(" ")),
+            NetCommand::IpBatch { batch } => {
+                write!(f, "ip -batch - <<< '{}'", batch.join("; "))
+            }
             NetCommand::IpIn { pid, batch } => {
                 write!(
                     f,
@@ -103,6 +128,8 @@ impl fmt::Display for NetCommand {
             NetCommand::NftApply { .. } => f.write_str("nft -j -f -"),
             NetCommand::Nft { args } => write!(f, "nft -j {}", args.join(" ")),
             NetCommand::SysctlRead { key } => write!(f, "sysctl {key}"),
+            NetCommand::HostAddresses => f.write_str("getifaddrs ipv4"),
+            NetCommand::RouteGet { dst } => write!(f, "route get {dst} (netlink)"),
             NetCommand::SysctlWrite { key, value } => write!(f, "sysctl -w {key}={value}"),
             NetCommand::AwaitLinkGone { name, within_ms } => {
                 write!(f, "await link {name} gone within {within_ms} ms")
@@ -161,6 +188,11 @@ impl NetCommandExecutor for SystemExecutor {
                 c.args(args);
                 (c, None)
             }
+            NetCommand::IpBatch { batch } => {
+                let mut c = Command::new("ip");
+                c.args(["-batch", "-"]);
+                (c, Some(batch.join("\n") + "\n"))
+            }
             NetCommand::IpIn { pid, batch } => {
                 let mut c = Command::new("nsenter");
                 c.arg("-t")
@@ -197,6 +229,17 @@ impl NetCommandExecutor for SystemExecutor {
                     .map(|()| String::new())
                     .map_err(|e| fail("io".into(), e.to_string()));
             }
+            NetCommand::HostAddresses => {
+                return host_addresses().map_err(|e| fail("io".into(), e));
+            }
+            NetCommand::RouteGet { dst } => {
+                let addr: std::net::Ipv4Addr = dst
+                    .parse()
+                    .map_err(|_| fail("io".into(), format!("{dst:?} is not an IPv4 address")))?;
+                return super::route::lookup(addr)
+                    .map(|dev| serde_json::json!([{"dst": dst, "dev": dev}]).to_string())
+                    .map_err(|e| fail("netlink".into(), e));
+            }
             NetCommand::AwaitLinkGone { name, within_ms } => {
                 return await_link_gone(name, *within_ms)
                     .map(|()| String::new())
@@ -231,6 +274,30 @@ impl NetCommandExecutor for SystemExecutor {
             ))
         }
     }
+}
+
+/// The host's IPv4 addresses in `ip -j -4 addr show`'s shape (only the fields
+/// [`super::addressing::networks_in_use`] reads).
+fn host_addresses() -> Result<String, String> {
+    let mut links: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    for ifa in nix::ifaddrs::getifaddrs().map_err(|e| format!("getifaddrs: {e}"))? {
+        let (Some(addr), Some(mask)) = (
+            ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()),
+            ifa.netmask.as_ref().and_then(|m| m.as_sockaddr_in()),
+        ) else {
+            continue;
+        };
+        let prefixlen = mask.ip().to_bits().leading_ones();
+        links
+            .entry(ifa.interface_name.clone())
+            .or_default()
+            .push(serde_json::json!({"local": addr.ip().to_string(), "prefixlen": prefixlen}));
+    }
+    let doc: Vec<Value> = links
+        .into_iter()
+        .map(|(ifname, addr_info)| serde_json::json!({"ifname": ifname, "addr_info": addr_info}))
+        .collect();
+    Ok(Value::Array(doc).to_string())
 }
 
 /// Polls `/sys/class/net/<name>` (starting at 100 µs, doubling to 5 ms between looks) until it

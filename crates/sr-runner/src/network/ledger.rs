@@ -98,6 +98,21 @@ pub fn claim(
     Ok(subnet)
 }
 
+/// Makes `holder` the holder of its run's entries (the deferred releaser takes over from the
+/// safe-run that claimed them); returns whether the run held one. Call under the lock.
+pub fn transfer(lock: &StateLock, holder: Holder) -> Result<bool, String> {
+    let mut ledger: Ledger = lock.read_file(LEDGER_FILE);
+    let mut held = false;
+    for h in ledger.values_mut().filter(|h| h.run_id == holder.run_id) {
+        *h = holder.clone();
+        held = true;
+    }
+    if held {
+        lock.write_file(LEDGER_FILE, &ledger)?;
+    }
+    Ok(held)
+}
+
 /// Removes `run_id`'s entries (dead holders too); returns whether it held one. Call under the
 /// lock.
 pub fn release(lock: &StateLock, run_id: &str) -> Result<bool, String> {
@@ -144,6 +159,11 @@ mod tests {
             claim(&lock, &pool, &[], holder("dddddddddddd", 4), &alive),
             Err(NetworkError::PoolExhausted(_))
         ));
+        // A releaser takes a's block over: a's claiming process no longer keeps it.
+        assert!(transfer(&lock, holder("aaaaaaaaaaaa", 5)).unwrap());
+        assert!(!transfer(&lock, holder("eeeeeeeeeeee", 5)).unwrap());
+        let ledger: Ledger = lock.read_file(LEDGER_FILE);
+        assert_eq!(ledger[&a.to_string()].pid, 5);
         assert!(release(&lock, "aaaaaaaaaaaa").unwrap());
         assert!(!release(&lock, "aaaaaaaaaaaa").unwrap());
         assert!(release(&lock, "cccccccccccc").unwrap());

@@ -4,28 +4,30 @@
 //! [`AllowlistNetwork`] implements [`NetworkHook`] for `network.mode: allowlist`. The order of
 //! [`NetworkHook::attach`] is the order of dependencies:
 //!
-//! 1. pick the run's /30 (needs the host's addresses; claimed in the subnet ledger under the
-//!    state lock, see [`ledger`]) and render the whole ruleset (pure; a plan the runner cannot
-//!    render faithfully fails here, before any host change);
-//! 2. create the link: for a sandbox ([`Boundary::Namespace`]) the veth pair with its peer
-//!    directly in the sandbox's namespace; for a microVM ([`Boundary::Tap`]) a TAP device
-//!    (root's), to which the VMM backend attaches and passes QEMU the descriptor. Then
-//!    address and raise the host side, and set that interface's own forwarding flag (vanishes
-//!    with the link). The same table, resolver, counters and release follow for both;
-//! 3. configure the sandbox side from one child, `nsenter -t <pid> -n ip -batch -` (never
-//!    `setns` in the multi-threaded parent): loopback, address, default route via the host side.
-//!    A guest configures its side itself: attach returns its address and gateway
-//!    ([`AttachedNetwork::guest`]) for the backend to put on its kernel command line;
-//! 4. apply the table in one `nft -j -f -` transaction (all or nothing), then read it back and
-//!    hash it: the digest covers what the kernel holds, not what we meant to send;
-//! 5. start the resolver on `<host side>:53` (bound to the run's host interface, answering
+//! 1. pick the run's /30 (needs the host's addresses, read with `getifaddrs`; claimed in the
+//!    subnet ledger under the state lock, see [`ledger`]) and render the whole ruleset (pure; a
+//!    plan the runner cannot render faithfully fails here, before any host change);
+//! 2. create the link: for a sandbox ([`Boundary::Namespace`]) the veth pair, from one child
+//!    in the sandbox's namespace (`nsenter -t <pid> -n ip -batch -`; never `setns` in the
+//!    multi-threaded parent) that creates it with its host end in the runner's namespace and
+//!    configures the sandbox end (loopback, address, default route via the host side); for a
+//!    microVM ([`Boundary::Tap`]) a TAP device (root's), to which the VMM backend attaches
+//!    and passes QEMU the descriptor. Then the host side: IPv6 off and its own forwarding flag
+//!    (both vanish with the link), address and link-up. A guest configures its side itself:
+//!    attach returns its address and gateway ([`AttachedNetwork::guest`]) for the backend to
+//!    put on its kernel command line;
+//! 3. apply the table in one `nft -j -f -` transaction (all or nothing), then read it back and
+//!    hash it: the digest covers what the kernel holds, not what we meant to send. Its rules
+//!    name the link, never its index, so for a veth this runs on a second thread beside step 2;
+//! 4. start the resolver on `<host side>:53` (bound to the run's host interface, answering
 //!    only the sandbox's address) and resolve every allowed name once, so the host sets are
 //!    filled before the workload starts;
-//! 6. enable forwarding on the uplinks that reach the destinations (shared, given back; see
-//!    [`forwarding`]), and write the sandbox's resolv.conf.
+//! 5. enable forwarding on the uplinks that reach the destinations (routes asked over netlink,
+//!    [`route`]; shared, given back; see [`forwarding`]), and write the sandbox's resolv.conf.
 //!
 //! Any failure releases what was created so far and returns SR-RUN-201. [`NetworkHook::release`]
-//! is idempotent and attempts every step even when one fails (SR-RUN-202 lists them all).
+//! is idempotent and attempts every step even when one fails (SR-RUN-202 lists them all); in
+//! `safe-run run` a process sandbox's objects go after the report, see [`release`].
 
 pub mod addressing;
 pub mod audit;
@@ -35,6 +37,8 @@ pub mod exec;
 pub mod forwarding;
 pub mod gc;
 pub mod ledger;
+pub mod release;
+pub mod route;
 pub mod ruleset;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,10 +69,6 @@ use ruleset::RunBinding;
 /// Where the sandbox's resolv.conf and the applied ruleset are written, under the run dir.
 pub const NET_DIR: &str = "net";
 
-/// How long release waits for a veth to go with the sandbox's network namespace before it
-/// deletes the link itself (a bound for a namespace something still holds, not an expectation:
-/// it goes in under a millisecond).
-const VETH_GONE_WITHIN_MS: u64 = 1000;
 /// How the ruleset digest is computed (recorded next to it in the facts).
 pub const DIGEST_METHOD: &str = "sha256 over RFC 8785 JSON of `nft -j list table <family> <table>` \
     read back after apply, without metainfo, handles, counter values and set elements";
@@ -89,6 +89,10 @@ pub struct Options {
     /// (unit tests, where the recorded host has no such address or link). The sandbox's
     /// resolv.conf still names the host side.
     pub resolver_bind: Option<std::net::Ipv4Addr>,
+    /// Releases a finished process sandbox's objects off the waited-for path (see
+    /// [`release`]); `None`: release removes them itself. Default: what
+    /// [`release::defer_to`] chose for this process.
+    pub detacher: Option<Arc<dyn release::Detacher>>,
 }
 
 impl std::fmt::Debug for Options {
@@ -96,6 +100,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("dns_port", &self.dns_port)
             .field("state_dir", &self.state_dir)
+            .field("deferred_release", &self.detacher.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -108,6 +113,7 @@ impl Default for Options {
             dns_port: 53,
             state_dir: PathBuf::from(forwarding::DEFAULT_STATE_DIR),
             resolver_bind: None,
+            detacher: release::default_detacher(),
         }
     }
 }
@@ -152,6 +158,11 @@ pub struct AllowlistNetwork {
     released: bool,
     final_sampled: bool,
     released_objects: Vec<String>,
+    run_dir: Option<PathBuf>,
+    /// What a deferred release took over: the releaser's pid and the objects.
+    deferred: Option<(u32, Vec<String>)>,
+    /// Why a deferred release could not be started (release then ran inline).
+    deferral_failed: Option<String>,
 }
 
 impl std::fmt::Debug for AllowlistNetwork {
@@ -229,6 +240,9 @@ impl AllowlistNetwork {
             released: false,
             final_sampled: false,
             released_objects: Vec::new(),
+            run_dir: None,
+            deferred: None,
+            deferral_failed: None,
         })
     }
 
@@ -287,11 +301,9 @@ impl AllowlistNetwork {
                 LinkKind::Tap
             }
         };
+        self.run_dir = Some(run_dir.to_path_buf());
         // 1. Address and render.
-        let addrs = self.run(
-            "listing host addresses",
-            NetCommand::ip(&["-j", "-4", "addr", "show"]),
-        )?;
+        let addrs = self.run("listing host addresses", NetCommand::HostAddresses)?;
         // Picked and recorded under the state lock: a run attaching at the same instant sees
         // this claim before the address exists on the host.
         let subnet = {
@@ -320,81 +332,66 @@ impl AllowlistNetwork {
         let host_cidr = format!("{}/{}", b.host_addr, subnet.prefix_len());
         let guest_cidr = format!("{}/{}", b.guest_addr, subnet.prefix_len());
 
-        // 2. The link: a veth pair whose peer is created inside the sandbox's namespace, or a
-        //    TAP device (down-carrier until the backend attaches to it; addresses and routes
-        //    do not need the carrier).
+        // 2. The link: a veth pair, or a TAP device (down-carrier until the backend attaches
+        //    to it; addresses and routes do not need the carrier).
         self.created.link = Some(h.clone());
         self.created.veth = matches!(kind, LinkKind::Veth { .. });
-        match kind {
+        // 3. (below) The table, atomically; read back and hashed: the digest covers what the
+        //    kernel holds. Its rules name the link (`iifname`/`oifname`), never its index, so
+        //    for a veth it is applied while the link is made, by a second thread: the two
+        //    children run side by side.
+        let table = (b.family.clone(), b.table.clone());
+        let apply_table = |exec: &dyn NetCommandExecutor| -> Result<String, NetworkError> {
+            let step = |step: &str, cmd: NetCommand| {
+                exec.run(&cmd).map_err(|source| NetworkError::Apply {
+                    step: step.to_owned(),
+                    source,
+                })
+            };
+            step("applying the nftables table", NetCommand::NftApply { doc })?;
+            step(
+                "reading the applied table",
+                NetCommand::nft(&["list", "table", &table.0, &table.1]),
+            )
+        };
+        let listing = match kind {
             LinkKind::Tap => {
                 self.run(
                     "creating the TAP device",
                     NetCommand::ip(&["tuntap", "add", "dev", &h, "mode", "tap"]),
                 )?;
+                self.disable_ipv6(&h)?;
+                self.run(
+                    "addressing the host side",
+                    NetCommand::ip(&["addr", "add", &host_cidr, "dev", &h]),
+                )?;
+                self.run(
+                    "raising the host side",
+                    NetCommand::ip(&["link", "set", &h, "up"]),
+                )?;
+                self.enable_forwarding_from(&h)?;
+                self.created.table = Some((b.family.clone(), b.table.clone()));
+                apply_table(self.opts.exec.as_ref())?
             }
             LinkKind::Veth { pid } => {
-                let pid = pid.to_string();
-                self.run(
-                    "creating the veth pair",
-                    NetCommand::ip(&[
-                        "link", "add", &h, "type", "veth", "peer", "name", &g, "netns", &pid,
-                    ]),
-                )?;
-            }
-        }
-        // A kernel without IPv6 has no such sysctl, and nothing to disable.
-        match self.opts.exec.run(&NetCommand::SysctlWrite {
-            key: format!("net.ipv6.conf.{h}.disable_ipv6"),
-            value: "1".into(),
-        }) {
-            Err(e) if !e.is_not_found() => {
-                return Err(NetworkError::Apply {
-                    step: "disabling IPv6 on the host side".into(),
-                    source: e,
+                // Before either child starts: a rollback removes what may exist ("not found"
+                // is done).
+                self.created.table = Some((b.family.clone(), b.table.clone()));
+                let this = &*self;
+                let exec = self.opts.exec.clone();
+                let (link, table) = std::thread::scope(|scope| {
+                    let table = scope.spawn(move || apply_table(exec.as_ref()));
+                    let link = this.veth_link(pid, &b, &guest_cidr, &host_cidr);
+                    let table = table.join().unwrap_or_else(|_| {
+                        Err(NetworkError::Config("the nftables thread panicked".into()))
+                    });
+                    (link, table)
                 });
+                link?;
+                table?
             }
-            _ => {}
-        }
-        self.run(
-            "addressing the host side",
-            NetCommand::ip(&["addr", "add", &host_cidr, "dev", &h]),
-        )?;
-        self.run(
-            "raising the host side",
-            NetCommand::ip(&["link", "set", &h, "up"]),
-        )?;
-        self.run(
-            "enabling forwarding from the run",
-            NetCommand::SysctlWrite {
-                key: format!("net.ipv4.conf.{h}.forwarding"),
-                value: "1".into(),
-            },
-        )?;
-
-        // 3. The sandbox side, in one child: loopback, address, link, default route. A guest
-        //    configures its own side from its kernel command line (`AttachedNetwork.guest`).
-        if let LinkKind::Veth { pid } = kind {
-            self.run(
-                "configuring the sandbox side",
-                NetCommand::ip_in(
-                    pid,
-                    &[
-                        "link set lo up".to_owned(),
-                        format!("addr add {guest_cidr} dev {g}"),
-                        format!("link set {g} up"),
-                        format!("route add default via {}", b.host_addr),
-                    ],
-                ),
-            )?;
-        }
-
-        // 4. The table, atomically; read back and hashed.
-        self.created.table = Some((b.family.clone(), b.table.clone()));
-        self.run("applying the nftables table", NetCommand::NftApply { doc })?;
-        let listing = self.run(
-            "reading the applied table",
-            NetCommand::nft(&["list", "table", &b.family, &b.table]),
-        )?;
+        };
+        // A guest configures its own side from its kernel command line (`AttachedNetwork.guest`).
         let listing: Value = serde_json::from_str(&listing)
             .map_err(|e| NetworkError::Plan(format!("nft listing is not JSON: {e}")))?;
         let digest = audit::ruleset_digest(&listing);
@@ -413,7 +410,7 @@ impl AllowlistNetwork {
             .unwrap_or_default();
         write("ruleset.json", canonical)?;
 
-        // 5. The resolver, and the first resolution of every allowed name.
+        // 4. The resolver, and the first resolution of every allowed name.
         let upstream: Arc<dyn Upstream> = match (&self.opts.upstream, self.upstream_addr) {
             (Some(u), _) => u.clone(),
             (None, Some(server)) => Arc::new(UdpUpstream {
@@ -483,7 +480,7 @@ impl AllowlistNetwork {
             );
         }
 
-        // 6. Forwarding on the uplinks towards the destinations, and resolv.conf.
+        // 5. Forwarding on the uplinks towards the destinations, and resolv.conf.
         for rule in &self.plan.nft.rules {
             if let Some(net) = rule.daddr.as_deref().and_then(|d| d.parse::<IpNet>().ok()) {
                 let probe = net.hosts().next().unwrap_or(net.addr());
@@ -494,11 +491,9 @@ impl AllowlistNetwork {
         let mut unroutable = Vec::new();
         for dest in destinations.iter().filter(|d| d.is_ipv4()) {
             // No route means no reply path to enable: record it; the rule stays inert.
-            let Ok(out) =
-                self.opts
-                    .exec
-                    .run(&NetCommand::ip(&["-j", "route", "get", &dest.to_string()]))
-            else {
+            let Ok(out) = self.opts.exec.run(&NetCommand::RouteGet {
+                dst: dest.to_string(),
+            }) else {
                 unroutable.push(dest.to_string());
                 continue;
             };
@@ -630,73 +625,147 @@ impl AllowlistNetwork {
                 .extend(evs.into_iter().map(|e| (events::NETWORK_DNS_QUERY, e)));
             removed.push("resolver".to_owned());
         }
-        if let Some((family, table)) = self.created.table.clone() {
-            // Keep the final counters for a sample after release, unless the final sample
-            // has just read them.
-            if !self.final_sampled {
-                if let Ok(c) = self.read_counters() {
-                    self.last_counters = c;
-                }
-            }
-            match self
-                .opts
-                .exec
-                .run(&NetCommand::nft(&["delete", "table", &family, &table]))
-            {
-                Ok(_) => {
-                    removed.push(format!("table {family} {table}"));
-                    self.created.table = None;
-                }
-                Err(e) if e.is_not_found() => self.created.table = None,
-                Err(e) => errors.push(e.to_string()),
+        // Keep the final counters for a sample after release, unless the final sample has
+        // just read them: the audit is always taken before any object goes.
+        if self.created.table.is_some() && !self.final_sampled {
+            if let Ok(c) = self.read_counters() {
+                self.last_counters = c;
             }
         }
-        if let Some(link) = self.created.link.clone() {
-            // A veth pair goes with the sandbox's network namespace, which the kernel tears down
-            // as soon as its last process has gone (the host side vanished 0.45 ms after, here),
-            // while `ip link del` waits about 19 ms for RCU grace periods under the rtnl lock.
-            // So after the sandbox, wait for the kernel; delete only a link that outlives it (a
-            // TAP, a namespace still alive, the bound passed).
-            if self.created.veth
-                && sandbox_ended
-                && self
-                    .opts
-                    .exec
-                    .run(&NetCommand::AwaitLinkGone {
-                        name: link.clone(),
-                        within_ms: VETH_GONE_WITHIN_MS,
-                    })
-                    .is_ok()
-            {
-                removed.push(format!("link {link}"));
-                self.created.link = None;
+        let mut pending = release::Pending {
+            run_id: self.run_id.clone(),
+            state_dir: self.opts.state_dir.clone(),
+            table: self.created.table.clone(),
+            link: self.created.link.clone(),
+            veth: self.created.veth,
+            shared: self.created.forwarding_touched || self.created.subnet_claimed,
+        };
+        if sandbox_ended && self.created.veth && !pending.is_empty() {
+            match self.defer(&pending) {
+                Ok(Some(pid)) => {
+                    self.deferred = Some((pid, pending.objects()));
+                    self.created = Created::default();
+                    self.released_objects.extend(removed);
+                    return Ok(());
+                }
+                Ok(None) => {}
+                // Released here instead; the report says why it was not deferred.
+                Err(e) => self.deferral_failed = Some(e),
             }
         }
-        if let Some(link) = self.created.link.clone() {
-            match self.opts.exec.run(&NetCommand::ip(&["link", "del", &link])) {
-                Ok(_) => {
-                    removed.push(format!("link {link}"));
-                    self.created.link = None;
-                }
-                Err(e) if e.is_not_found() => self.created.link = None,
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
-        if self.created.forwarding_touched || self.created.subnet_claimed {
-            match gc::release_shared(self.opts.exec.as_ref(), &self.opts.state_dir, &self.run_id) {
-                Ok(given_back) => {
-                    removed.extend(given_back);
-                    self.created.forwarding_touched = false;
-                    self.created.subnet_claimed = false;
-                }
-                Err(e) => errors.push(e),
-            }
+        let (gone, failed) =
+            release::release_objects(self.opts.exec.as_ref(), &mut pending, sandbox_ended);
+        removed.extend(gone);
+        errors.extend(failed);
+        self.created.table = pending.table;
+        self.created.link = pending.link;
+        if !pending.shared {
+            self.created.forwarding_touched = false;
+            self.created.subnet_claimed = false;
         }
         self.released_objects.extend(removed);
         if !errors.is_empty() {
             return Err(NetworkError::Release(errors.join("; ")));
         }
         Ok(())
+    }
+
+    /// Step 2 for a veth: the pair and both its ends. One child in the sandbox's namespace
+    /// creates the pair, its host end put straight into this process's namespace (`netns <our
+    /// pid>`: the namespace the runner works in, whatever it is), and configures the sandbox
+    /// end: loopback, address, link, default route. Then the host end: IPv6 off before it goes
+    /// up (no link-local address, no DAD), its forwarding flag, address and link-up.
+    fn veth_link(
+        &self,
+        pid: u32,
+        b: &RunBinding,
+        guest_cidr: &str,
+        host_cidr: &str,
+    ) -> Result<(), NetworkError> {
+        let (h, g) = (&b.host_if, &b.guest_if);
+        self.run(
+            "creating the veth pair and configuring the sandbox side",
+            NetCommand::ip_in(
+                pid,
+                &[
+                    format!(
+                        "link add {g} type veth peer name {h} netns {}",
+                        std::process::id()
+                    ),
+                    "link set lo up".to_owned(),
+                    format!("addr add {guest_cidr} dev {g}"),
+                    format!("link set {g} up"),
+                    format!("route add default via {}", b.host_addr),
+                ],
+            ),
+        )?;
+        self.disable_ipv6(h)?;
+        self.enable_forwarding_from(h)?;
+        self.run(
+            "addressing and raising the host side",
+            NetCommand::ip_batch(&[
+                format!("addr add {host_cidr} dev {h}"),
+                format!("link set {h} up"),
+            ]),
+        )
+        .map(drop)
+    }
+
+    /// `disable_ipv6=1` on the host side. A kernel without IPv6 has no such sysctl, and
+    /// nothing to disable.
+    fn disable_ipv6(&self, link: &str) -> Result<(), NetworkError> {
+        match self.opts.exec.run(&NetCommand::SysctlWrite {
+            key: format!("net.ipv6.conf.{link}.disable_ipv6"),
+            value: "1".into(),
+        }) {
+            Err(e) if !e.is_not_found() => Err(NetworkError::Apply {
+                step: "disabling IPv6 on the host side".into(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The host side's own forwarding flag (it vanishes with the link).
+    fn enable_forwarding_from(&self, link: &str) -> Result<(), NetworkError> {
+        self.run(
+            "enabling forwarding from the run",
+            NetCommand::SysctlWrite {
+                key: format!("net.ipv4.conf.{link}.forwarding"),
+                value: "1".into(),
+            },
+        )
+        .map(drop)
+    }
+
+    /// Hands `pending` to a deferred releaser, when this process has one: writes and locks
+    /// `<run dir>/release.pending`, starts the releaser with the lock. `Ok(None)`: no releaser
+    /// (release inline).
+    fn defer(&self, pending: &release::Pending) -> Result<Option<u32>, String> {
+        let (Some(detacher), Some(run_dir)) = (&self.opts.detacher, &self.run_dir) else {
+            return Ok(None);
+        };
+        let lock = release::write_pending(run_dir, pending)?;
+        match detacher.detach(&release::pending_path(run_dir), &lock) {
+            Ok(pid) => {
+                // The releaser holds the lock through its inherited descriptor. Dropping the
+                // Flock here would unlock the shared open file description (flock(LOCK_UN)),
+                // so this descriptor stays open until this process exits instead.
+                std::mem::forget(lock);
+                Ok(Some(pid))
+            }
+            Err(e) => {
+                drop(lock);
+                let _ = std::fs::remove_file(release::pending_path(run_dir));
+                Err(e)
+            }
+        }
+    }
+
+    /// The release handed to a deferred releaser, if any: the pid of the process that started
+    /// it and the objects it removes.
+    pub fn deferred_release(&self) -> Option<(u32, &[String])> {
+        self.deferred.as_ref().map(|(pid, o)| (*pid, o.as_slice()))
     }
 
     /// What release has removed so far (`resolver`, `table inet safe_run_<id>`, `link ...`,
@@ -769,6 +838,22 @@ impl NetworkHook for AllowlistNetwork {
         let result = self.release_inner(true);
         self.released = true;
         result.map_err(|e| e.to_diagnostic())
+    }
+
+    fn release_summary(&self) -> Value {
+        let mut v = serde_json::json!({ "removed": self.released_objects });
+        if let Some((pid, objects)) = &self.deferred {
+            v["deferred"] = serde_json::json!({
+                "objects": objects,
+                "startedBy": pid,
+                "pending": crate::rundir::RELEASE_PENDING_FILE,
+                "record": release::RECORD_FILE,
+            });
+        }
+        if let Some(e) = &self.deferral_failed {
+            v["deferralFailed"] = Value::String(e.clone());
+        }
+        v
     }
 }
 

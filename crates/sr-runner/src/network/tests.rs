@@ -24,7 +24,7 @@ use super::dns::{self, NameTargets, Resolver, Upstream};
 use super::exec::{NetCommand, NetCommandExecutor, RecordingExecutor};
 use super::ruleset::{self, RunBinding};
 use super::{AllowlistNetwork, Options};
-use super::{forwarding, ledger};
+use super::{forwarding, ledger, release};
 use crate::network_hook::NetworkHook;
 
 const RUN: &str = "0123456789ab";
@@ -739,9 +739,11 @@ fn scripted(fail: Option<&'static str>) -> Arc<RecordingExecutor> {
             return Err(RecordingExecutor::failure(cmd, "Operation not permitted"));
         }
         Ok(match cmd {
+            NetCommand::HostAddresses => "[]".into(),
             NetCommand::Ip { args } if args.starts_with(&["-j".to_string(), "-4".to_string()]) => {
                 "[]".into()
             }
+            NetCommand::RouteGet { .. } => r#"[{"dev":"eth0"}]"#.into(),
             NetCommand::Ip { args } if args.get(1).map(String::as_str) == Some("route") => {
                 r#"[{"dev":"eth0"}]"#.into()
             }
@@ -778,6 +780,7 @@ fn network_with_id(
         dns_port: 0,
         state_dir: state.to_path_buf(),
         resolver_bind: Some(Ipv4Addr::LOCALHOST),
+        detacher: None,
     };
     AllowlistNetwork::with_options(&two_rule_plan(), run_id, &NetworkConfig::default(), opts)
         .unwrap()
@@ -829,7 +832,7 @@ fn tap_lifecycle_command_sequence_and_release() {
     let b = net.binding().unwrap().clone();
     let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
     let expected = [
-        "ip -j -4 addr show".to_string(),
+        "getifaddrs ipv4".to_string(),
         "ip tuntap add dev srtRUN mode tap".into(),
         "sysctl -w net.ipv6.conf.srtRUN.disable_ipv6=1".into(),
         format!("ip addr add {}/30 dev srtRUN", b.host_addr),
@@ -838,8 +841,8 @@ fn tap_lifecycle_command_sequence_and_release() {
         "nft -j -f -".into(),
         "nft -j list table inet safe_run_RUN".into(),
         "nft -j -f -".into(),
-        "ip -j route get 10.214.1.1".into(),
-        "ip -j route get 10.214.1.2".into(),
+        "route get 10.214.1.1 (netlink)".into(),
+        "route get 10.214.1.2 (netlink)".into(),
         "sysctl net.ipv4.conf.eth0.forwarding".into(),
         "sysctl -w net.ipv4.conf.eth0.forwarding=1".into(),
     ]
@@ -930,25 +933,49 @@ fn lifecycle_command_sequence_and_release() {
         .unwrap();
     let b = net.binding().unwrap().clone();
     let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    // The table is applied and read back by a second thread while the link is made: each
+    // thread's commands in order, the two interleaved in any order.
+    let first_nft = cmds.iter().position(|c| c.starts_with("nft")).unwrap();
+    assert_eq!(cmds[first_nft], "nft -j -f -");
+    let second_nft = cmds[first_nft + 1..]
+        .iter()
+        .position(|c| c.starts_with("nft"))
+        .unwrap()
+        + first_nft
+        + 1;
+    assert_eq!(
+        cmds[second_nft],
+        format!("nft -j list table inet safe_run_{RUN}")
+    );
+    let cmds: Vec<String> = cmds
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != first_nft && *i != second_nft)
+        .map(|(_, c)| c.clone())
+        .collect();
     let expected = [
-        "ip -j -4 addr show".to_string(),
-        "ip link add srRUNh type veth peer name srRUNg netns 4242".into(),
+        "getifaddrs ipv4".to_string(),
+        // The pair is created from inside the sandbox's namespace, its host end put into this
+        // process's: one child for the pair and the whole sandbox side.
+        format!(
+            "nsenter -t 4242 -n ip -batch - <<< 'link add srRUNg type veth peer name srRUNh \
+             netns {}; link set lo up; addr add {}/30 dev srRUNg; link set srRUNg up; route \
+             add default via {}'",
+            std::process::id(),
+            b.guest_addr,
+            b.host_addr
+        ),
         "sysctl -w net.ipv6.conf.srRUNh.disable_ipv6=1".into(),
-        format!("ip addr add {}/30 dev srRUNh", b.host_addr),
-        "ip link set srRUNh up".into(),
         "sysctl -w net.ipv4.conf.srRUNh.forwarding=1".into(),
         format!(
-            "nsenter -t 4242 -n ip -batch - <<< 'link set lo up; addr add {}/30 dev srRUNg; \
-             link set srRUNg up; route add default via {}'",
-            b.guest_addr, b.host_addr
+            "ip -batch - <<< 'addr add {}/30 dev srRUNh; link set srRUNh up'",
+            b.host_addr
         ),
-        "nft -j -f -".into(),
-        "nft -j list table inet safe_run_RUN".into(),
         // First resolution of allowed.test fills egress_1_v4.
         "nft -j -f -".into(),
         // Uplinks towards 10.214.1.2 (from DNS) and 10.214.1.1 (first host of the CIDR).
-        "ip -j route get 10.214.1.1".into(),
-        "ip -j route get 10.214.1.2".into(),
+        "route get 10.214.1.1 (netlink)".into(),
+        "route get 10.214.1.2 (netlink)".into(),
         "sysctl net.ipv4.conf.eth0.forwarding".into(),
         "sysctl -w net.ipv4.conf.eth0.forwarding=1".into(),
     ]
@@ -1505,6 +1532,7 @@ fn concurrent_attaches_never_share_a_subnet() {
                         dns_port: 0,
                         state_dir: state.clone(),
                         resolver_bind: Some(Ipv4Addr::LOCALHOST),
+                        detacher: None,
                     };
                     let mut net =
                         AllowlistNetwork::with_options(&two_rule_plan(), &run_id, &config, opts)
@@ -1526,4 +1554,105 @@ fn concurrent_attaches_never_share_a_subnet() {
     }
     // Every finished run gave its block back.
     assert!(!dir.path().join("subnets.json").exists());
+}
+
+/// A detacher that starts nothing: it keeps the pending file's path (a test then plays the
+/// releaser, or its death).
+#[derive(Debug, Default)]
+struct NoProcess(Mutex<Vec<std::path::PathBuf>>);
+
+impl release::Detacher for NoProcess {
+    fn detach(&self, pending: &std::path::Path, _lock: &std::fs::File) -> Result<u32, String> {
+        self.0.lock().unwrap().push(pending.to_path_buf());
+        Ok(4343)
+    }
+}
+
+/// With a releaser, release on the waited-for path only stops the resolver: the counters were
+/// read by the final sample, and the table, link and shared state go to `release.pending`
+/// (locked, so gc leaves it to the releaser). The releaser's work is then exactly the inline
+/// release's, and it leaves nothing pending.
+#[test]
+fn a_deferred_release_leaves_the_objects_to_the_releaser() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = scripted(None);
+    let detacher = Arc::new(NoProcess::default());
+    let mut net = network(exec.clone(), dir.path());
+    net.opts.detacher = Some(detacher.clone());
+    net.attach(&Boundary::Namespace { pid: 4242 }, dir.path())
+        .unwrap();
+    let sample = net.sample(true).unwrap();
+    assert!(sample.audit.is_some());
+    let before = exec.commands().len();
+    net.release().unwrap();
+    assert_eq!(
+        exec.commands().len(),
+        before,
+        "{:?}",
+        &exec.commands()[before..]
+    );
+    let pending_file = release::pending_path(dir.path());
+    assert_eq!(
+        *detacher.0.lock().unwrap(),
+        std::slice::from_ref(&pending_file)
+    );
+    assert_eq!(
+        release::pending_state(dir.path()),
+        release::PendingState::Working
+    );
+    let (pid, objects) = net.deferred_release().unwrap();
+    assert_eq!(pid, 4343);
+    assert_eq!(
+        objects,
+        [
+            format!("table inet safe_run_{RUN}"),
+            format!("link sr{RUN}h"),
+            "forwarding holds and subnet ledger entry".to_owned(),
+        ]
+    );
+    let summary = net.release_summary();
+    assert_eq!(summary["removed"], json!(["resolver"]));
+    assert_eq!(summary["deferred"]["pending"], "release.pending");
+    // Idempotent: nothing left for this process to do.
+    net.release().unwrap();
+    assert_eq!(exec.commands().len(), before);
+    // The ledger still holds the run's block until the releaser is done.
+    assert!(dir.path().join(ledger::LEDGER_FILE).exists());
+
+    let record = release::work_with(exec.as_ref(), &pending_file).unwrap();
+    let released: Vec<String> = exec.commands()[before..]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        released,
+        [
+            format!("nft -j delete table inet safe_run_{RUN}"),
+            format!("await link sr{RUN}h gone within 1000 ms"),
+            "sysctl -w net.ipv4.conf.eth0.forwarding=0".to_string(),
+        ]
+    );
+    assert!(record.errors.is_empty(), "{record:?}");
+    assert!(!pending_file.exists());
+    assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
+    assert!(!dir.path().join("forwarding.json").exists());
+}
+
+/// Attach's own rollback never defers: the sandbox still runs, and the caller gets the
+/// failure only after everything is gone.
+#[test]
+fn a_failed_attach_rolls_back_inline_even_with_a_releaser() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = scripted(Some("nft -j -f -"));
+    let detacher = Arc::new(NoProcess::default());
+    let mut net = network(exec.clone(), dir.path());
+    net.opts.detacher = Some(detacher.clone());
+    assert!(
+        net.attach(&Boundary::Namespace { pid: 4242 }, dir.path())
+            .is_err()
+    );
+    assert!(detacher.0.lock().unwrap().is_empty());
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    assert!(cmds.contains(&format!("ip link del sr{RUN}h")), "{cmds:?}");
+    assert!(!release::pending_path(dir.path()).exists());
 }

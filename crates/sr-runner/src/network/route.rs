@@ -1,0 +1,189 @@
+//! The host's route to an IPv4 address, asked of the kernel over a netlink socket in-process
+//! (`RTM_GETROUTE`, the request `ip route get` sends), instead of an `ip -j route get` child:
+//! each child costs 1.4-1.9 ms here, on the path of every allowlist run.
+//!
+//! The message is built and the reply parsed by pure functions ([`request`], [`parse_reply`]);
+//! [`lookup`] does the I/O. The kernel answers with the route the host's routing (rules and
+//! tables included) would use, and the executor maps its output interface to its name.
+
+use std::net::Ipv4Addr;
+
+const NLMSG_ERROR: u16 = 2;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_GETROUTE: u16 = 26;
+const NLM_F_REQUEST: u16 = 1;
+const AF_INET: u8 = 2;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const NLMSG_HDRLEN: usize = 16;
+const RTMSG_LEN: usize = 12;
+
+/// An `RTM_GETROUTE` request for `dst` with sequence number `seq`.
+pub fn request(dst: Ipv4Addr, seq: u32) -> Vec<u8> {
+    let len = NLMSG_HDRLEN + RTMSG_LEN + 8;
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
+    m.extend_from_slice(&RTM_GETROUTE.to_ne_bytes());
+    m.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
+    m.extend_from_slice(&[AF_INET, 32, 0, 0, 0, 0, 0, 0]);
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    // RTA_DST.
+    m.extend_from_slice(&8u16.to_ne_bytes());
+    m.extend_from_slice(&RTA_DST.to_ne_bytes());
+    m.extend_from_slice(&dst.octets());
+    m
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The output interface index of the route in a reply to the request with `seq`. `Err`: the
+/// kernel's error (no route: `ENETUNREACH`...), or a reply that is not one.
+pub fn parse_reply(reply: &[u8], seq: u32) -> Result<u32, String> {
+    let mut at = 0;
+    while at + NLMSG_HDRLEN <= reply.len() {
+        let len = u32_at(reply, at).ok_or("short header")? as usize;
+        let kind = u16_at(reply, at + 4).ok_or("short header")?;
+        let msg_seq = u32_at(reply, at + 8).ok_or("short header")?;
+        if len < NLMSG_HDRLEN || at + len > reply.len() {
+            return Err(format!("netlink message length {len} out of bounds"));
+        }
+        let body = &reply[at + NLMSG_HDRLEN..at + len];
+        if msg_seq == seq {
+            match kind {
+                NLMSG_ERROR => {
+                    let errno = u32_at(body, 0).map_or(0, |e| e as i32);
+                    return Err(format!(
+                        "no route: {}",
+                        std::io::Error::from_raw_os_error(-errno)
+                    ));
+                }
+                RTM_NEWROUTE => {
+                    let mut a = RTMSG_LEN;
+                    while a + 4 <= body.len() {
+                        let alen = usize::from(u16_at(body, a).ok_or("short attribute")?);
+                        let akind = u16_at(body, a + 2).ok_or("short attribute")?;
+                        if alen < 4 || a + alen > body.len() {
+                            return Err(format!("route attribute length {alen} out of bounds"));
+                        }
+                        if akind == RTA_OIF {
+                            return u32_at(body, a + 4).ok_or_else(|| "short RTA_OIF".to_owned());
+                        }
+                        a += (alen + 3) & !3;
+                    }
+                    return Err("the route has no output interface".to_owned());
+                }
+                _ => {}
+            }
+        }
+        at += (len + 3) & !3;
+    }
+    Err("no answer to the route request".to_owned())
+}
+
+/// The name of the interface the host routes `dst` through.
+pub fn lookup(dst: Ipv4Addr) -> Result<String, String> {
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send,
+        socket,
+    };
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )
+    .map_err(|e| format!("netlink socket: {e}"))?;
+    use std::os::fd::AsRawFd;
+    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| format!("netlink bind: {e}"))?;
+    let seq = std::process::id();
+    send(fd.as_raw_fd(), &request(dst, seq), MsgFlags::empty())
+        .map_err(|e| format!("netlink send: {e}"))?;
+    let mut buf = vec![0u8; 8192];
+    let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())
+        .map_err(|e| format!("netlink recv: {e}"))?;
+    let index = parse_reply(&buf[..n], seq)?;
+    nix::net::if_::if_indextoname(index)
+        .map_err(|e| format!("interface {index}: {e}"))
+        .map(|n| n.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn reply(kind: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+        let len = NLMSG_HDRLEN + body.len();
+        let mut m = Vec::new();
+        m.extend_from_slice(&(len as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&0u16.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut a = Vec::new();
+        a.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+        a.extend_from_slice(&kind.to_ne_bytes());
+        a.extend_from_slice(value);
+        while a.len() % 4 != 0 {
+            a.push(0);
+        }
+        a
+    }
+
+    #[test]
+    fn the_request_is_an_rtm_getroute_for_one_address() {
+        let m = request(Ipv4Addr::new(192, 0, 2, 1), 7);
+        assert_eq!(m.len(), 36);
+        assert_eq!(u32_at(&m, 0), Some(36));
+        assert_eq!(u16_at(&m, 4), Some(RTM_GETROUTE));
+        assert_eq!(u32_at(&m, 8), Some(7));
+        assert_eq!(m[16], AF_INET);
+        assert_eq!(m[17], 32);
+        assert_eq!(&m[32..36], &[192, 0, 2, 1]);
+    }
+
+    #[test]
+    fn replies_give_the_output_interface_or_the_error() {
+        let mut body = vec![0u8; RTMSG_LEN];
+        body.extend(attr(RTA_DST, &[192, 0, 2, 1]));
+        body.extend(attr(15, &[0, 0, 0, 0, 0]));
+        body.extend(attr(RTA_OIF, &3u32.to_ne_bytes()));
+        assert_eq!(parse_reply(&reply(RTM_NEWROUTE, 9, &body), 9), Ok(3));
+        // Another sequence number is not our answer.
+        assert!(parse_reply(&reply(RTM_NEWROUTE, 8, &body), 9).is_err());
+        let unreachable = reply(NLMSG_ERROR, 9, &(-101i32).to_ne_bytes());
+        let err = parse_reply(&unreachable, 9).unwrap_err();
+        assert!(err.contains("unreachable"), "{err}");
+        // Truncated or lying lengths are errors, never panics.
+        let r = reply(RTM_NEWROUTE, 9, &body);
+        for cut in 0..r.len() {
+            let _ = parse_reply(&r[..cut], 9);
+        }
+        let mut bad = r.clone();
+        bad[NLMSG_HDRLEN + RTMSG_LEN] = 200;
+        assert!(parse_reply(&bad, 9).is_err());
+        let no_oif = reply(RTM_NEWROUTE, 9, &[0u8; RTMSG_LEN]);
+        assert!(parse_reply(&no_oif, 9).is_err());
+    }
+
+    /// The kernel's answer for loopback is `lo`, as `ip route get 127.0.0.1` says.
+    #[test]
+    fn loopback_routes_through_lo() {
+        assert_eq!(lookup(Ipv4Addr::LOCALHOST).as_deref(), Ok("lo"));
+    }
+}
