@@ -216,11 +216,47 @@ impl ChainWriter<File> {
             .write(true)
             .create_new(true)
             .mode(0o600)
+            .open(&path);
+        Self::on(path, file, plan_events, clock)
+    }
+
+    /// Like [`ChainWriter::create`], into an `events.jsonl` made ahead of time (a run
+    /// directory claimed from a spare, which made it 0600): it must be an empty regular file,
+    /// opened without following a symlink, so the chain starts as in a created one.
+    pub fn adopt(
+        run_dir: &Path,
+        plan_events: &[String],
+        clock: Box<dyn Clock>,
+    ) -> Result<Self, EvidenceError> {
+        let path = run_dir.join(EVENTS_FILE);
+        let file = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(|source| EvidenceError::CreateLog {
-                path: path.clone(),
-                source,
-            })?;
+            .and_then(|f| {
+                let m = f.metadata()?;
+                if m.is_file() && m.len() == 0 {
+                    Ok(f)
+                } else {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "not an empty file",
+                    ))
+                }
+            });
+        Self::on(path, file, plan_events, clock)
+    }
+
+    fn on(
+        path: PathBuf,
+        file: std::io::Result<File>,
+        plan_events: &[String],
+        clock: Box<dyn Clock>,
+    ) -> Result<Self, EvidenceError> {
+        let file = file.map_err(|source| EvidenceError::CreateLog {
+            path: path.clone(),
+            source,
+        })?;
         let mut writer = ChainWriter::from_writer(file, plan_events, clock);
         writer.path = Some(path);
         Ok(writer)

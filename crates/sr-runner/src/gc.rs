@@ -13,7 +13,8 @@
 //! nobody does (the releaser was killed).
 //!
 //! `safe-run run` calls [`collect`] before every run (the quick pass: only the runs listed as
-//! unfinished, see [`rundir::UNFINISHED_DIR`]), `safe-run gc` on demand (every run dir).
+//! unfinished, see [`rundir::UNFINISHED_DIR`]), `safe-run gc` on demand (every run dir). Both
+//! also remove the spare run dirs ([`crate::spare`]) whose builder died before completing them.
 
 use std::path::{Path, PathBuf};
 
@@ -64,6 +65,8 @@ pub fn collect(
     net: &dyn LeftoverCleaner,
     thorough: bool,
 ) -> Vec<Recovered> {
+    // Spares whose refill was killed half way (never claimable: see crate::spare).
+    crate::spare::remove_dead(base);
     let mut ids = if thorough {
         run_dirs(base)
     } else {

@@ -33,6 +33,7 @@ pub mod report;
 pub mod rundir;
 pub mod sandbox;
 pub mod signals;
+pub mod spare;
 
 pub use error::RunnerError;
 pub use life::{Canceller, RunOptions, Runner};

@@ -27,6 +27,15 @@ use crate::{NetworkHook, NoNetwork, RunDir, RunOutcome};
 /// The sink a recorded sandbox writes into: the run's chain, with its samples counted.
 pub type RunSink = CountingSink<ChainWriter>;
 
+/// What [`Recording::start`] made before the sandbox: the chain, the inputs' digests, the
+/// network hook, the read-only mounts' digests.
+type Begun = (
+    ChainWriter,
+    Vec<Input>,
+    Box<dyn NetworkHook + Send>,
+    MountDigests,
+);
+
 /// Where the policy came from, for the run directory's copy of it.
 #[derive(Debug, Clone, Copy)]
 pub enum PolicySource<'a> {
@@ -84,26 +93,58 @@ fn policy_copy_name(path: &Path) -> String {
 }
 
 impl Recording {
-    /// Starts the evidence of a run of `bundle` (compiled from `policy`) in `dir`.
+    /// Starts the evidence of a run of `bundle` (compiled from `policy`) in `dir`. When it
+    /// fails, `dir` keeps only what was written (a claimed spare's other files are removed).
     pub fn start(
-        dir: RunDir,
+        mut dir: RunDir,
         policy: &ValidatedPolicy,
         bundle: &CompileBundle,
         source: PolicySource<'_>,
         config: &OperatorConfig,
     ) -> Result<Started, Diagnostic> {
+        match Self::begin(&mut dir, policy, bundle, source, config) {
+            Ok((chain, inputs, hook, mount_digests)) => Ok(Started {
+                recording: Recording {
+                    dir,
+                    policy: policy.clone(),
+                    bundle: bundle.clone(),
+                    inputs,
+                    mount_digests,
+                },
+                hook,
+                sink: CountingSink::new(chain),
+            }),
+            Err(d) => {
+                dir.discard_unwritten();
+                Err(d)
+            }
+        }
+    }
+
+    fn begin(
+        dir: &mut RunDir,
+        policy: &ValidatedPolicy,
+        bundle: &CompileBundle,
+        source: PolicySource<'_>,
+        config: &OperatorConfig,
+    ) -> Result<Begun, Diagnostic> {
         let bundle_copy = dir.path.join("bundle.json");
         let copied = match source {
             PolicySource::File(path) => {
-                let copy = dir.path.join(policy_copy_name(path));
+                let name = policy_copy_name(path);
+                dir.take_file(&name);
+                let copy = dir.path.join(name);
+                // fs::copy gives the copy the source's mode, also into an existing file.
                 std::fs::copy(path, &copy).map(drop).map_err(|e| (copy, e))
             }
             PolicySource::Text { name, text } => {
+                dir.take_file(name);
                 let copy = dir.path.join(name);
                 std::fs::write(&copy, text).map_err(|e| (copy, e))
             }
         }
         .and_then(|()| {
+            dir.take_file("bundle.json");
             std::fs::write(&bundle_copy, sr_bundle::to_canonical_json(bundle))
                 .map_err(|e| (bundle_copy, e))
         });
@@ -114,11 +155,13 @@ impl Recording {
                 "check free space and permissions of the run directory",
             ));
         }
-        let mut chain = ChainWriter::create(
-            &dir.path,
-            &bundle.evidence_plan.events,
-            Box::new(SystemClock),
-        )
+        let clock = Box::new(SystemClock);
+        let plan = &bundle.evidence_plan.events;
+        let mut chain = if dir.take_file(sr_evidence::chain::EVENTS_FILE) {
+            ChainWriter::adopt(&dir.path, plan, clock)
+        } else {
+            ChainWriter::create(&dir.path, plan, clock)
+        }
         .map_err(|e| {
             evidence_error(
                 "evidence.events",
@@ -150,17 +193,7 @@ impl Recording {
         // Read-only mounts as they were before the workload could read them.
         let mut mount_digests = MountDigests::new(&config.mount_digests);
         mount_digests.take(bundle, Taken::Start);
-        Ok(Started {
-            recording: Recording {
-                dir,
-                policy: policy.clone(),
-                bundle: bundle.clone(),
-                inputs,
-                mount_digests,
-            },
-            hook,
-            sink: CountingSink::new(chain),
-        })
+        Ok((chain, inputs, hook, mount_digests))
     }
 
     /// Finishes the evidence of the destroyed sandbox's `outcome` with the `sink` it gave back,
