@@ -34,16 +34,7 @@ mounts: []
 network: { mode: none }
 evidence: { sign: false }
 YAML
-cat > "$WORK/allow.yaml" <<'YAML'
-version: 1
-name: bench-allowlist
-runtime: { command: /bin/true, args: [] }
-mounts: []
-network:
-  mode: allowlist
-  egress: [ { cidr: 192.0.2.1/32, protocol: tcp, ports: [443] } ]
-evidence: { sign: false }
-YAML
+cp examples/bench_allowlist.yaml "$WORK/allow.yaml"
 
 settle() {
   # Every deferred release done (bounded: 30 s), then nothing of these runs left.

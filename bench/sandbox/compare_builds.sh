@@ -34,16 +34,7 @@ runtime: { command: /usr/bin/python3, args: ["-c", "pass"] }
 mounts: []
 evidence: { sign: false }
 YAML
-cat > "$WORK/allow.yaml" <<'YAML'
-version: 1
-name: bench-allowlist
-runtime: { command: /bin/true, args: [] }
-mounts: []
-network:
-  mode: allowlist
-  egress: [ { cidr: 192.0.2.1/32, protocol: tcp, ports: [443] } ]
-evidence: { sign: false }
-YAML
+cp examples/bench_allowlist.yaml "$WORK/allow.yaml"
 # Interleaved (old, new, new, old, ...) rather than hyperfine's one block per command: on a
 # shared VM the speed drifts by more than the difference measured, and interleaving gives both
 # builds the same drift. Each run is timed from spawn to exit.
