@@ -44,5 +44,5 @@ print(f"{'what':44s} {'boot ms':>9s} {'snapshot ms':>12s} {'ratio':>6s}")
 print(f"{'VMM start to agent ready (median of reports)':44s} {b:9.0f} {s:12.0f} {s / b:6.2f}   ({nb}/{ns} runs)")
 hb, hs = hf["boot"]["median"] * 1000, hf["snapshot"]["median"] * 1000
 print(f"{'safe-run run /bin/true (hyperfine median)':44s} {hb:9.0f} {hs:12.0f} {hs / hb:6.2f}")
-print(f"snapshot: {m['vmstateBytes']} bytes of VM state; made in {m['bootMs']} ms boot + {m['saveMs']} ms save; its check restore {m['restoreMs']} ms")
+print(f"snapshot: {m['vmstateBytes']} bytes of device state, {m['memoryBytes']} bytes of memory pages; made in {m['bootMs']} ms boot + {m['saveMs']} ms save; its check restore {m['restoreMs']} ms")
 PY

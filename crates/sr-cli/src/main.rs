@@ -69,7 +69,8 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "__init") {
         return ExitCode::from(cmd::init::execute_early());
     }
-    // The deferred network releaser (detached from the run that started it).
+    // The deferred network releaser (detached from the run that started it), and the copier
+    // of a restored microVM's memory (started by a run, in its cgroup).
     if std::env::args_os()
         .nth(1)
         .is_some_and(|a| a == sr_runner::network::release::SUBCOMMAND)
@@ -78,7 +79,24 @@ fn main() -> ExitCode {
             std::env::args_os().skip(2),
         ));
     }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == sr_runner::microvm::ram_copier::SUBCOMMAND)
+    {
+        return ExitCode::from(sr_runner::microvm::ram_copier::main(
+            std::env::args_os().skip(2),
+        ));
+    }
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Serve(_) | Command::Mcp(_) | Command::Artifact(_)
+    ) && let Ok(me) = std::env::current_exe()
+    {
+        // This binary hosts the copier of restored microVMs' memory: its pages are then
+        // charged to the run's cgroup (docs/microvm.md, "Snapshots").
+        sr_runner::microvm::ram_copier::copy_with(me);
+    }
     let code = match cli.command {
         Command::Init(args) => cmd::starter::execute(args),
         Command::Validate(args) => cmd::validate::execute(args),

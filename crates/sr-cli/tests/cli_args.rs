@@ -424,3 +424,41 @@ fn backend_takes_only_the_policys_backends() {
         out(&o)
     );
 }
+
+#[test]
+fn the_memory_copier_writes_nothing_without_its_go_and_refuses_bad_arguments() {
+    let env = Env::new();
+    let image = env.dir.path().join("memory.bin");
+    let size = 4 * 4096u64;
+    let mut bytes = vec![0u8; size as usize];
+    bytes[4096..8192].fill(7);
+    std::fs::write(&image, &bytes).unwrap();
+    let copier = |args: &[&str], stdin: &[u8]| {
+        use std::io::Write;
+        let mut child = env
+            .cmd()
+            .arg("__copy-guest-memory")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let path = image.display().to_string();
+    let o = copier(&[&path], b"g");
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("usage"), "{}", err(&o));
+    let o = copier(&[&path, "-1"], b"g");
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    // No go (the runner could not put it in the run's cgroup): nothing is touched.
+    let o = copier(&[&path, &size.to_string()], b"");
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    assert!(o.stdout.is_empty());
+    // Its descriptor 3 is not there: refused, never a panic.
+    let o = copier(&[&path, &size.to_string()], b"g");
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    assert!(o.stdout.is_empty());
+}

@@ -105,6 +105,18 @@ fn a_snapshot_restores_fresh_clones_and_a_tampered_one_is_refused() {
         assert_eq!(vm["start"], "snapshot", "{vm}");
         assert_eq!(vm["snapshot"]["key"], key.as_str());
         assert_eq!(vm["snapshot"]["vmstateSha256"], manifest["vmstateSha256"]);
+        assert_eq!(vm["snapshot"]["memorySha256"], manifest["memorySha256"]);
+        // The memory image's pages are charged to the run's cgroup (their copier runs in it),
+        // on top of QEMU's own memory (tens of MiB under TCG); copied by safe-run itself, the
+        // peak would be QEMU's alone, a few MiB above the image's size.
+        let peak = report_of(&dir)["resources"]["memoryPeakBytes"]
+            .as_u64()
+            .unwrap();
+        let image = manifest["memoryBytes"].as_u64().unwrap();
+        assert!(
+            peak >= image + (16 << 20),
+            "the run's cgroup peaked at {peak} bytes, the memory image alone is {image}"
+        );
         assert_eq!(vm["guestCrngReseeded"], true);
         let text = out(&o);
         let mut lines = text.lines();
@@ -123,6 +135,23 @@ fn a_snapshot_restores_fresh_clones_and_a_tampered_one_is_refused() {
         seen[0].1, seen[1].1,
         "two clones read the same random bytes"
     );
+
+    // A memory image that is not the one its manifest names is refused before the guest
+    // runs: one byte of one page changed.
+    let memory = snapshots.join(&key).join("memory.bin");
+    let image = std::fs::read(&memory).unwrap();
+    let at = image.iter().position(|b| *b != 0).unwrap();
+    let mut changed = image.clone();
+    changed[at] ^= 0xff;
+    std::fs::write(&memory, &changed).unwrap();
+    let (o, dir) = run_once(&env, &p);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(err(&o).contains("launch.snapshot"), "{}", err(&o));
+    assert!(err(&o).contains("memory.bin's digest"), "{}", err(&o));
+    verify(&env, &dir);
+    assert_nothing_left(&run_id(&dir));
+    std::fs::write(&memory, &image).unwrap();
+    drop((image, changed));
 
     // A state that is not the one its manifest names is refused before the guest runs.
     let mut bytes = std::fs::read(&vmstate).unwrap();

@@ -283,11 +283,13 @@ fn snapshot(args: SnapshotArgs) -> u8 {
         Format::Text => {
             let ratio = manifest.restore_ms as f64 / manifest.boot_ms.max(1) as f64;
             print_stdout(&format!(
-                "snapshot {key} in {dir}\n  VM state  {bytes} bytes  {sha}\n  boot to agent listening {boot} ms, save {save} ms, restore to agent answering {restore} ms ({ratio:.2}x the boot)\n",
+                "snapshot {key} in {dir}\n  VM state  {bytes} bytes  {sha}\n  memory    {mb} bytes  {ms}\n  boot to agent listening {boot} ms, save {save} ms, restore to agent answering {restore} ms ({ratio:.2}x the boot)\n",
                 key = manifest.key,
                 dir = dir.display(),
                 bytes = manifest.vmstate_bytes,
                 sha = manifest.vmstate_sha256,
+                mb = manifest.memory_bytes,
+                ms = manifest.memory_sha256,
                 boot = manifest.boot_ms,
                 save = manifest.save_ms,
                 restore = manifest.restore_ms,

@@ -99,8 +99,8 @@ pub struct SnapshotFact {
     /// `sha256:<hex>` of the VM state the VMM loaded: hashed as QEMU read it, or as it was
     /// placed in Firecracker's jail.
     pub vmstate_sha256: String,
-    /// `sha256:<hex>` of the guest memory file, as placed in Firecracker's jail (QEMU's state
-    /// holds the memory: none).
+    /// `sha256:<hex>` of the guest memory: of the file as placed in Firecracker's jail, or of
+    /// the non-zero pages copied into QEMU's RAM (`microvm::memory_image`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_sha256: Option<String>,
     /// Milliseconds to load it into the VMM.

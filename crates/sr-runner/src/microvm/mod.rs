@@ -9,6 +9,8 @@
 //! * [`host_seccomp`]: the seccomp filter the VMM processes run under on the host.
 //! * [`accel`]: KVM where it runs a normal guest, software emulation otherwise.
 //! * [`mount_image`]: a policy mount as an ext4 image on its own drive.
+//! * [`memory_image`]: a QEMU snapshot's guest memory as a sparse file of its non-zero pages.
+//! * [`ram_copier`]: who copies it into a restored VM's RAM (a process in the run's cgroup).
 //! * [`facts`]: what the report says a microVM enforced.
 //! * [`guest_setup`]: the line each way before the agent protocol (confinement, entropy, facts).
 
@@ -20,8 +22,10 @@ pub mod guest_setup;
 pub mod host;
 pub mod host_seccomp;
 pub mod hybrid_vsock;
+pub mod memory_image;
 pub mod mount_image;
 pub mod mount_sync;
 pub mod qemu;
 pub mod qmp;
+pub mod ram_copier;
 pub mod snapshot;

@@ -37,10 +37,10 @@ use super::host::{
 };
 use super::host_seccomp;
 use super::hybrid_vsock;
-use super::qmp::Qmp;
 use super::snapshot::{self, Shape, SnapshotManifest};
 
 mod make_snapshot;
+mod restore;
 use crate::cgroup::{self, RunCgroup};
 use crate::life::backend::{Backend, Killer, StartContext};
 use crate::network_facts::Boundary;
@@ -176,6 +176,8 @@ pub struct QemuVm {
     restore: Option<(PathBuf, SnapshotManifest)>,
     /// Set with `restore`: how to boot instead should the restored VM's vsock fail.
     boot_instead: Option<BootInstead>,
+    /// The snapshot's memory image being copied into the restored VM's RAM.
+    ram_fill: Option<restore::RamFill>,
 }
 
 /// The OOM kills the guest kernel reported on its console: one `Out of memory: Killed process`
@@ -205,6 +207,7 @@ impl QemuVm {
             snapshots: None,
             restore: None,
             boot_instead: None,
+            ram_fill: None,
         }
     }
 
@@ -547,14 +550,11 @@ impl Backend for QemuVm {
 
         let t_vmm = Instant::now();
         self.spawn_vhost(&plan, &vhost_args, &confinement, cx.cgroup)?;
-        let mut args = if self.restore.is_some() {
-            // The VM state comes over QMP (`migrate-incoming`); the vsock device is plugged in
-            // after it, so it is not on the command line.
-            let mut a = snapshot::without_vsock(&plan.args);
-            a.extend(["-incoming".to_owned(), "defer".to_owned()]);
-            a
-        } else {
-            plan.args.clone()
+        let mut args = match self.restore.clone() {
+            // The memory image is copied into the RAM while QEMU starts; the devices' state
+            // comes over QMP (`migrate-incoming`) and the vsock device is plugged in after it.
+            Some((dir, _)) => self.restore_args(&plan.args, &dir, &mut artifact_fds, cx.cgroup)?,
+            None => plan.args.clone(),
         };
         args.extend(vmm_tail(accel.name));
         cx.phases
@@ -655,6 +655,10 @@ impl Backend for QemuVm {
     }
 
     fn stop(&mut self, cleanup: &mut CleanupReport) {
+        // A copier still at work ends by itself (its copy is bounded); nothing outlives stop.
+        if let Some(fill) = self.ram_fill.take() {
+            let _ = fill.join();
+        }
         let mut procs = std::mem::take(&mut *self.procs());
         let inner = procs.kill();
         for (name, child) in [
@@ -914,10 +918,21 @@ impl QemuVm {
         match snapshot::lookup(&dir, &shape) {
             Some(found) => self.restore = Some(found),
             None => {
+                let why = match snapshot::other_format(&dir, &shape) {
+                    Some(format) => format!(
+                        "the snapshot of this VM's shape ({}) in {} is of format {format}, not {}",
+                        shape.key(),
+                        dir.display(),
+                        snapshot::SNAPSHOT_FORMAT
+                    ),
+                    None => format!(
+                        "no snapshot of this VM's shape ({}) in {}",
+                        shape.key(),
+                        dir.display()
+                    ),
+                };
                 self.facts.start_note = Some(format!(
-                    "no snapshot of this VM's shape ({}) in {}; `safe-run artifact snapshot --policy <policy>` makes one",
-                    shape.key(),
-                    dir.display()
+                    "{why}; `safe-run artifact snapshot --policy <policy>` makes one"
                 ));
             }
         }
@@ -1021,49 +1036,6 @@ impl QemuVm {
         self.facts.snapshot = None;
         if let Some(setup) = self.setup.as_mut() {
             setup.restored = None;
-        }
-        Ok(())
-    }
-
-    /// Loads the snapshot into the paused QEMU, plugs the run's vsock device in and lets the
-    /// guest run; the setup line then carries the host's clock.
-    fn restore_snapshot(
-        &mut self,
-        dir: &Path,
-        manifest: &SnapshotManifest,
-        deadline: Instant,
-    ) -> Result<(), RunStatus> {
-        let t = Instant::now();
-        let fail = |e: String| {
-            failed(
-                "launch.snapshot",
-                format!("restoring the snapshot {}: {e}", dir.display()),
-                "remove it or make it again with `safe-run artifact snapshot` (docs/microvm.md, Snapshots); QEMU's messages are in <run dir>/vm/qemu.log",
-            )
-        };
-        let vmstate = std::fs::File::open(dir.join(snapshot::VMSTATE_FILE))
-            .map_err(|e| fail(e.to_string()))?;
-        let mut qmp = Qmp::connect(&self.vm_dir.join("qmp.sock"), deadline)
-            .map_err(|e| fail(e.to_string()))?;
-        let digest = snapshot::load(&mut qmp, vmstate, &manifest.vmstate_sha256)
-            .map_err(|e| fail(e.to_string()))?;
-        let load_ms = t.elapsed().as_millis() as u64;
-        snapshot::plug_vsock(&mut qmp, VHOST_SOCKET)
-            .and_then(|()| snapshot::resume(&mut qmp))
-            .and_then(|()| snapshot::await_vsock_ready(&mut qmp, deadline))
-            .map_err(|e| fail(e.to_string()))?;
-        self.facts.start = "snapshot".into();
-        self.facts.snapshot = Some(super::facts::SnapshotFact {
-            key: manifest.key.clone(),
-            vmstate_sha256: digest,
-            memory_sha256: None,
-            load_ms,
-        });
-        if let Some(setup) = self.setup.as_mut() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            setup.restored = Some(guest_setup::Restored { unix_time_ms: now });
         }
         Ok(())
     }

@@ -9,8 +9,12 @@
 //! (ACPI PCI hot plug), and the agent's listener starts taking connections. Policies whose VM
 //! needs other per-run devices at boot (a NIC, mount drives) boot cold and the report says why.
 //!
-//! The VM state travels through a pipe that a thread fills or drains while hashing, so the
-//! digest in the report is of the very bytes QEMU loaded, at no extra latency.
+//! A snapshot is two files. The guest's RAM is not in QEMU's migration stream: a
+//! snapshot-shaped VM's RAM is a descriptor the runner made ([`file_backed_ram`]), which QEMU
+//! migrates with `x-ignore-shared`, and its non-zero pages are copied to and from
+//! [`MEMORY_FILE`] directly ([`super::memory_image`]), several times faster than QEMU's
+//! page-by-page stream. The devices' state travels through a pipe that a thread fills or
+//! drains while hashing, so the digest in the report is of the very bytes QEMU loaded.
 //!
 //! Pure except [`lookup`], [`save`], [`load`], [`plug_vsock`] and [`resume`].
 
@@ -29,11 +33,16 @@ use sr_bundle::QemuPlan;
 use super::qmp::{Qmp, QmpError};
 
 /// The manifest's `format`.
-pub const SNAPSHOT_FORMAT: &str = "safe-run-snapshot/1";
+pub const SNAPSHOT_FORMAT: &str = "safe-run-snapshot/2";
 /// The manifest's file name in a snapshot's directory.
 pub const MANIFEST_FILE: &str = "snapshot.json";
-/// The VM state's file name in a snapshot's directory.
+/// The VM state's file name in a snapshot's directory (the devices and vCPUs).
 pub const VMSTATE_FILE: &str = "vmstate.bin";
+/// The guest memory image's file name in a snapshot's directory ([`super::memory_image`]).
+pub const MEMORY_FILE: &str = "memory.bin";
+/// The descriptor a snapshot-shaped QEMU maps its RAM from (`/proc/self/fd/N`): clear of the
+/// artifacts (3 on) and of a plan's TAP and mount drives, which such a VM never has anyway.
+pub const RAM_FD: i32 = 20;
 /// The console line the guest agent prints once its vsock listener is bound.
 pub const AGENT_LISTENING: &str = "listening on vsock port";
 /// `-name` of every snapshot-shaped VM (the run's own name would make each run a new shape).
@@ -88,6 +97,10 @@ pub struct SnapshotManifest {
     pub vmstate_sha256: String,
     /// Its size in bytes.
     pub vmstate_bytes: u64,
+    /// The digest of [`MEMORY_FILE`]'s non-zero pages ([`super::memory_image`]).
+    pub memory_sha256: String,
+    /// How many bytes of non-zero pages it holds.
+    pub memory_bytes: u64,
     /// From QEMU's start to the agent listening, when the snapshot was made.
     pub boot_ms: u64,
     /// The save itself.
@@ -145,6 +158,25 @@ pub fn without_vsock(args: &[String]) -> Vec<String> {
     out
 }
 
+/// `args` with the guest's RAM mapped from the descriptor [`RAM_FD`] instead of a memfd QEMU
+/// makes itself (still shared: the vsock backend maps it too), and the RAM's size in bytes;
+/// None when `args` has no `memory-backend-memfd` of a size in MiB.
+pub fn file_backed_ram(args: &[String]) -> Option<(Vec<String>, u64)> {
+    let mut out = args.to_vec();
+    let backend = out
+        .iter_mut()
+        .find(|a| a.starts_with("memory-backend-memfd,"))?;
+    let rest = backend.strip_prefix("memory-backend-memfd,")?.to_owned();
+    let mib: u64 = rest
+        .split(',')
+        .find_map(|kv| kv.strip_prefix("size="))?
+        .strip_suffix('M')?
+        .parse()
+        .ok()?;
+    *backend = format!("memory-backend-file,{rest},mem-path=/proc/self/fd/{RAM_FD}");
+    Some((out, mib.checked_mul(1 << 20)?))
+}
+
 /// The snapshot of `key` under `dir`, if one is there and its manifest is well formed and
 /// names that shape.
 pub fn lookup(dir: &Path, shape: &Shape) -> Option<(PathBuf, SnapshotManifest)> {
@@ -154,6 +186,18 @@ pub fn lookup(dir: &Path, shape: &Shape) -> Option<(PathBuf, SnapshotManifest)> 
     let manifest: SnapshotManifest = serde_json::from_slice(&text).ok()?;
     (manifest.format == SNAPSHOT_FORMAT && manifest.key == key && &manifest.shape == shape)
         .then_some((at, manifest))
+}
+
+/// The format of a snapshot of `shape` under `dir` that [`lookup`] cannot take because an
+/// older (or newer) safe-run wrote it; None when there is none or its format is this one's.
+pub fn other_format(dir: &Path, shape: &Shape) -> Option<String> {
+    #[derive(Deserialize)]
+    struct FormatOnly {
+        format: String,
+    }
+    let text = std::fs::read(dir.join(shape.key()).join(MANIFEST_FILE)).ok()?;
+    let found: FormatOnly = serde_json::from_slice(&text).ok()?;
+    (found.format != SNAPSHOT_FORMAT).then_some(found.format)
 }
 
 /// A snapshot being written: `<out>/.<key>.<pid>/`, removed unless published. Publishing
@@ -224,8 +268,10 @@ pub enum SnapshotError {
         source: std::io::Error,
     },
     /// The state loaded is not the one the manifest names.
-    #[error("the VM state's digest is {found}, its manifest says {expected}")]
+    #[error("the {what}'s digest is {found}, its manifest says {expected}")]
     Digest {
+        /// Which file.
+        what: String,
         /// From the manifest.
         expected: String,
         /// Of the bytes QEMU read.
@@ -296,9 +342,21 @@ fn abandon(qmp: &mut Qmp) {
     let _ = qmp.execute("closefd", json!({"fdname": "vmstate"}));
 }
 
-/// Stops the VM and saves its state into `dest`; the digest and size of what QEMU wrote.
+/// Tells QEMU to leave shared RAM out of the migration stream: the memory image carries it
+/// ([`file_backed_ram`]). Both ends of a migration must say so.
+fn ram_apart(qmp: &mut Qmp) -> Result<(), QmpError> {
+    qmp.execute(
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+    )
+    .map(drop)
+}
+
+/// Stops the VM and saves its devices' state into `dest` (its RAM, shared, stays where it is:
+/// the caller copies it); the digest and size of what QEMU wrote.
 pub fn save(qmp: &mut Qmp, dest: std::fs::File) -> Result<(String, u64), SnapshotError> {
     qmp.execute("stop", json!({}))?;
+    ram_apart(qmp)?;
     let (read, write) = pipe()?;
     let copier = copy_hashing(std::fs::File::from(read), dest);
     qmp.execute_with_fd("getfd", json!({"fdname": "vmstate"}), write.as_fd())?;
@@ -314,13 +372,15 @@ pub fn save(qmp: &mut Qmp, dest: std::fs::File) -> Result<(String, u64), Snapsho
     join(copier)
 }
 
-/// Loads `vmstate` into a QEMU started with `-incoming defer` (the VM stays paused); fails
-/// unless the bytes QEMU read have the digest `expected`. Returns that digest.
+/// Loads `vmstate` into a QEMU started with `-incoming defer` (the VM stays paused), whose
+/// RAM already holds the snapshot's memory image; fails unless the bytes QEMU read have the
+/// digest `expected`. Returns that digest.
 pub fn load(
     qmp: &mut Qmp,
     vmstate: std::fs::File,
     expected: &str,
 ) -> Result<String, SnapshotError> {
+    ram_apart(qmp)?;
     let (read, write) = pipe()?;
     let copier = copy_hashing(vmstate, std::fs::File::from(write));
     qmp.execute_with_fd("getfd", json!({"fdname": "vmstate"}), read.as_fd())?;
@@ -335,6 +395,7 @@ pub fn load(
     let (found, _) = join(copier)?;
     if found != expected {
         return Err(SnapshotError::Digest {
+            what: VMSTATE_FILE.into(),
             expected: expected.to_owned(),
             found,
         });
@@ -527,6 +588,8 @@ mod tests {
             shape: s.clone(),
             vmstate_sha256: "sha256:00".into(),
             vmstate_bytes: 1,
+            memory_sha256: "sha256:01".into(),
+            memory_bytes: 4096,
             boot_ms: 1,
             save_ms: 1,
             restore_ms: 1,
@@ -546,6 +609,49 @@ mod tests {
         );
         std::fs::write(at.join(MANIFEST_FILE), b"{not json").expect("write");
         assert!(lookup(dir.path(), &s).is_none());
+        assert_eq!(other_format(dir.path(), &s), None);
+    }
+
+    #[test]
+    fn a_snapshot_of_an_older_format_is_not_taken_and_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = shape();
+        let at = dir.path().join(s.key());
+        std::fs::create_dir_all(&at).expect("mkdir");
+        // What safe-run-snapshot/1 wrote: the memory inside the VM state, no memory fields.
+        let old = json!({"format": "safe-run-snapshot/1", "key": s.key(), "shape": s,
+            "vmstateSha256": "sha256:00", "vmstateBytes": 1, "bootMs": 1, "saveMs": 1,
+            "restoreMs": 1, "madeBy": "safe-run 0.1.0"});
+        std::fs::write(at.join(MANIFEST_FILE), old.to_string()).expect("write");
+        assert!(lookup(dir.path(), &s).is_none());
+        assert_eq!(
+            other_format(dir.path(), &s).as_deref(),
+            Some("safe-run-snapshot/1")
+        );
+    }
+
+    #[test]
+    fn a_snapshot_shaped_vm_maps_its_ram_from_the_runners_descriptor() {
+        let plan = args(&[
+            "-m",
+            "256M",
+            "-object",
+            "memory-backend-memfd,id=mem,size=256M,share=on",
+            "-numa",
+            "node,memdev=mem",
+        ]);
+        let (out, size) = file_backed_ram(&plan).expect("a memfd backend");
+        assert_eq!(size, 256 << 20);
+        assert_eq!(
+            out[3],
+            format!(
+                "memory-backend-file,id=mem,size=256M,share=on,mem-path=/proc/self/fd/{RAM_FD}"
+            )
+        );
+        assert_eq!((&out[..3], &out[4..]), (&plan[..3], &plan[4..]));
+        assert_eq!(file_backed_ram(&args(&["-m", "256M"])), None);
+        let odd = args(&["-object", "memory-backend-memfd,id=mem,size=1G,share=on"]);
+        assert_eq!(file_backed_ram(&odd), None, "sizes are compiled in MiB");
     }
 
     #[test]

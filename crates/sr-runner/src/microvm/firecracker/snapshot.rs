@@ -203,6 +203,7 @@ pub fn place(dir: &Path, name: &str, root: &Path, expected: &str) -> Result<(), 
     };
     if found != expected {
         return Err(SnapshotError::Digest {
+            what: name.to_owned(),
             expected: expected.to_owned(),
             found,
         });
@@ -342,7 +343,9 @@ mod tests {
         assert_eq!(std::fs::read(root.join(VMSTATE_FILE)).unwrap(), b"state");
         std::fs::write(snap.join(MEMORY_FILE), b"memory").unwrap();
         match place(&snap, MEMORY_FILE, &root, &digest) {
-            Err(SnapshotError::Digest { expected, found }) => {
+            Err(SnapshotError::Digest {
+                expected, found, ..
+            }) => {
                 assert_eq!(expected, digest);
                 assert_eq!(found, sha256_file(&snap.join(MEMORY_FILE)).unwrap());
             }

@@ -11,12 +11,15 @@ use std::time::Instant;
 
 use sr_bundle::QemuPlan;
 
+use command_fds::FdMapping;
+
 use super::super::accel;
 use super::super::host::{failed, version_line};
+use super::super::memory_image;
 use super::super::qmp::Qmp;
 use super::super::snapshot::{
-    self, AGENT_LISTENING, MANIFEST_FILE, SNAPSHOT_FORMAT, Shape, SnapshotManifest, Staging,
-    VMSTATE_FILE,
+    self, AGENT_LISTENING, MANIFEST_FILE, MEMORY_FILE, SNAPSHOT_FORMAT, Shape, SnapshotManifest,
+    Staging, VMSTATE_FILE,
 };
 use super::{
     BOOT_TIMEOUT, QemuVm, RESTORED_ANSWER_WAIT, VHOST_WORKER_GONE, fresh_cid, set_guest_cid,
@@ -86,8 +89,21 @@ impl QemuVm {
         };
         let key = shape.key();
         let confinement = self.vmm_confinement()?;
-        let mut args = shape.args.clone();
+        let (mut args, ram_size) = snapshot::file_backed_ram(&shape.args).ok_or_else(|| {
+            failed(
+                "snapshot.shape",
+                "the plan's QEMU command line has no memory-backend-memfd of a size in MiB",
+                "recompile the policy with this safe-run",
+            )
+        })?;
         args.extend(vmm_tail(accel.name));
+        // The guest's RAM: ours to copy from once the VM is stopped and its devices saved.
+        let ram = memory_image::guest_ram(ram_size).map_err(io("snapshot.vmm"))?;
+        let mut fds = fds;
+        fds.push(FdMapping {
+            parent_fd: ram.try_clone().map_err(io("snapshot.vmm"))?.into(),
+            child_fd: snapshot::RAM_FD,
+        });
 
         progress(&format!(
             "booting the guest ({}, no vsock device yet)",
@@ -121,6 +137,13 @@ impl QemuVm {
             .map_err(|e| failed("snapshot.save", e.to_string(), "see QEMU's log"))?;
         let (vmstate_sha256, vmstate_bytes) = snapshot::save(&mut qmp, vmstate)
             .map_err(|e| failed("snapshot.save", e.to_string(), "see QEMU's log"))?;
+        let memory = std::fs::File::create_new(staging.join(MEMORY_FILE))
+            .and_then(|image| {
+                image.set_len(ram_size)?;
+                memory_image::copy_pages(&ram, &image, ram_size)
+            })
+            .map_err(io("snapshot.save"))?;
+        drop(ram);
         let save_ms = t_save.elapsed().as_millis() as u64;
         drop(qmp);
         let mut cleanup = CleanupReport::default();
@@ -132,6 +155,8 @@ impl QemuVm {
             shape,
             vmstate_sha256,
             vmstate_bytes,
+            memory_sha256: memory.sha256,
+            memory_bytes: memory.bytes,
             boot_ms,
             save_ms,
             restore_ms: 0,
@@ -183,8 +208,8 @@ impl QemuVm {
             .map_err(|e| failed("snapshot.check", e.to_string(), "see docs/microvm.md"))?;
         set_guest_cid(&mut vhost_args, cid);
         self.spawn_vhost(plan, &vhost_args, &confinement, None)?;
-        let mut args = snapshot::without_vsock(&plan.args);
-        args.extend(["-incoming".to_owned(), "defer".to_owned()]);
+        let mut fds = fds;
+        let mut args = self.restore_args(&plan.args, staging, &mut fds, None)?;
         args.extend(vmm_tail(accel::host_accel().name));
         let t = Instant::now();
         let qemu = self.spawn(
