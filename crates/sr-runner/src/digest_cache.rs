@@ -1,4 +1,5 @@
-//! The digest cache of the host files a run records as inputs (the workload's binary): owns
+//! The digest cache of the host files a run records as inputs (the workload's binary, a
+//! microVM's kernel, initramfs and root image): owns
 //! `<run base>/.digests/` and the rule deciding when a digest may be reused instead of hashing
 //! the file again.
 //!
@@ -175,14 +176,50 @@ pub fn digest(
         return Ok((d, Source::Cache));
     }
     let started = now_ns();
-    let mut file = File::open(path)?;
+    let file = File::open(path)?;
     let opened = Identity::of(&file.metadata()?);
+    Ok((
+        hash_and_cache(store, &file, opened, started)?,
+        Source::Hashed,
+    ))
+}
+
+/// The `sha256:` digest of the open `file` (what a VMM is handed, so that the digest is of the
+/// very file it reads): from `store` when the file is in a state hashed before, else by
+/// reading it from its current offset to its end (and then cached when [`settled`]).
+pub fn digest_open(
+    store: &dyn EntryStore,
+    file: &File,
+    now_ns: impl Fn() -> i128,
+) -> io::Result<(String, Source)> {
+    let opened = Identity::of(&file.metadata()?);
+    if let Some(d) = store
+        .read(&entry_name(&opened))
+        .and_then(|b| parse_entry(&b))
+    {
+        return Ok((d, Source::Cache));
+    }
+    let started = now_ns();
+    Ok((
+        hash_and_cache(store, file, opened, started)?,
+        Source::Hashed,
+    ))
+}
+
+/// Hashes `file` (in state `opened` when opened) and caches the digest when the file did not
+/// change while it was read and had settled before `started`.
+fn hash_and_cache(
+    store: &dyn EntryStore,
+    mut file: &File,
+    opened: Identity,
+    started: i128,
+) -> io::Result<String> {
     let digest = hash_reader(&mut file)?;
     let after = Identity::of(&file.metadata()?);
     if opened == after && settled(&after, started) {
         store.write(&entry_name(&after), &render_entry(&digest));
     }
-    Ok((digest, Source::Hashed))
+    Ok(digest)
 }
 
 /// `sha256:` of everything `r` yields.
@@ -307,6 +344,31 @@ mod tests {
         );
         let (d2, s2) = digest(&store, &p, later).unwrap();
         assert_eq!((d2, s2), (d1, Source::Cache));
+    }
+
+    #[test]
+    fn an_open_file_shares_the_cache_of_its_path_and_is_read_to_its_end() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = old_file(tmp.path(), b"hello");
+        let store = MemStore::default();
+        let later = || system_now_ns() + 2 * SETTLE_NS;
+        let (d1, s1) = digest_open(&store, &File::open(&p).unwrap(), later).unwrap();
+        assert_eq!(s1, Source::Hashed);
+        assert_eq!(
+            (digest(&store, &p, later).unwrap()),
+            (d1.clone(), Source::Cache)
+        );
+        let (d2, s2) = digest_open(&store, &File::open(&p).unwrap(), later).unwrap();
+        assert_eq!((d2, s2), (d1, Source::Cache));
+        // A file changed since is another entry.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::fs::write(&p, b"HELLO").unwrap();
+        let (d3, s3) = digest_open(&store, &File::open(&p).unwrap(), later).unwrap();
+        assert_eq!(s3, Source::Hashed);
+        assert_eq!(
+            d3,
+            format!("sha256:{}", hex::encode(Sha256::digest(b"HELLO")))
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! VMM and how it was confined, the accelerator, the machine, the guest's size, the digest of
 //! every artifact it booted, the kernel command line, and what the guest agent reported.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -26,6 +26,11 @@ pub struct VmFacts {
     pub memory_mib: u64,
     /// role (`kernel`, `initramfs`, `rootfs`) -> `sha256:<hex>` of the file booted.
     pub artifacts: BTreeMap<String, String>,
+    /// The roles whose digest came from the runs' digest cache: the file opened was in the
+    /// state (device, inode, size, mtime, ctime) it was in when hashed before
+    /// (docs/evidence.md, "Digest cache").
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub artifacts_from_cache: BTreeSet<String>,
     /// The guest kernel's command line.
     pub kernel_cmdline: String,
     /// The guest kernel's release, as the agent reported it.

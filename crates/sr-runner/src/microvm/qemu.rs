@@ -42,6 +42,7 @@ use super::snapshot::{self, Shape, SnapshotManifest};
 mod make_snapshot;
 mod restore;
 use crate::cgroup::{self, RunCgroup};
+use crate::digest_cache::{self, DirStore};
 use crate::life::backend::{Backend, Killer, StartContext};
 use crate::network_facts::Boundary;
 use crate::network_hook::AttachedNetwork;
@@ -178,6 +179,8 @@ pub struct QemuVm {
     boot_instead: Option<BootInstead>,
     /// The snapshot's memory image being copied into the restored VM's RAM.
     ram_fill: Option<restore::RamFill>,
+    /// The runs' digest cache, for the artifacts (none: each is hashed).
+    digests: Option<DirStore>,
 }
 
 /// The OOM kills the guest kernel reported on its console: one `Out of memory: Killed process`
@@ -208,6 +211,7 @@ impl QemuVm {
             restore: None,
             boot_instead: None,
             ram_fill: None,
+            digests: None,
         }
     }
 
@@ -244,7 +248,18 @@ impl QemuVm {
                     "point artifacts.* at the files `safe-run artifact build` wrote",
                 ));
             }
-            let digest = sha256_of(&file).map_err(unreadable)?;
+            let digest = match &self.digests {
+                Some(store) => {
+                    let (digest, source) =
+                        digest_cache::digest_open(store, &file, digest_cache::system_now_ns)
+                            .map_err(unreadable)?;
+                    if source == digest_cache::Source::Cache {
+                        self.facts.artifacts_from_cache.insert(a.role.clone());
+                    }
+                    digest
+                }
+                None => sha256_of(&file).map_err(unreadable)?,
+            };
             let child_fd = a
                 .jail_path
                 .strip_prefix("/proc/self/fd/")
@@ -494,6 +509,7 @@ impl Backend for QemuVm {
             ));
         }
         let t_artifacts = Instant::now();
+        self.digests = Some(DirStore::under(cx.run_dir.parent().unwrap_or(cx.run_dir)));
         let mut artifact_fds = self.check_artifacts(&plan)?;
         artifact_fds.extend(self.mount_images(&plan, cx.run_dir)?);
         cx.phases.insert(
