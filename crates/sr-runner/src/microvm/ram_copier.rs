@@ -14,7 +14,9 @@
 //! 2. it attaches that process to the run's cgroup, then writes one byte to its stdin. The
 //!    copier writes nothing before that byte (end of file instead: it exits);
 //! 3. the copier copies ([`super::memory_image::copy_pages`]) and prints the digest and byte
-//!    count as one line; a thread of the runner waits for it.
+//!    count as one line; a thread of the runner waits for it. The copier dies with the
+//!    runner (`PR_SET_PDEATHSIG`; the runner's spawner thread lives as long as it does), and
+//!    the runner's stop waits for a copy under way, so nothing outlives a run.
 //!
 //! Without a host binary (this library's own tests) the copy runs on a thread of the caller,
 //! charged to the caller's cgroup.
@@ -129,6 +131,8 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
         eprintln!("{SUBCOMMAND}: the size is not a number of bytes");
         return 2;
     };
+    // A runner that dies takes its copier with it (before the go, the pipe's end does).
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     // Nothing is written before the runner has put this process in the run's cgroup.
     let mut go = [0u8; 1];
     if !matches!(std::io::stdin().read(&mut go), Ok(1)) {
