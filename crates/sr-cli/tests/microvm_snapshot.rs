@@ -141,34 +141,27 @@ fn a_snapshot_restores_fresh_clones_and_a_tampered_one_is_refused() {
         "two clones read the same random bytes"
     );
 
-    // A memory image that is not the one its manifest names is refused before the guest
-    // runs: one byte of one page changed.
-    let memory = snapshots.join(&key).join("memory.bin");
-    let image = std::fs::read(&memory).unwrap();
-    let at = image.iter().position(|b| *b != 0).unwrap();
-    let mut changed = image.clone();
-    changed[at] ^= 0xff;
-    std::fs::write(&memory, &changed).unwrap();
-    let (o, dir) = run_once(&env, &p);
-    assert_ne!(o.status.code(), Some(0));
-    assert!(err(&o).contains("launch.snapshot"), "{}", err(&o));
-    assert!(err(&o).contains("memory.bin's digest"), "{}", err(&o));
-    verify(&env, &dir);
-    assert_nothing_left(&run_id(&dir));
-    std::fs::write(&memory, &image).unwrap();
-    drop((image, changed));
-
-    // A state that is not the one its manifest names is refused before the guest runs.
-    let mut bytes = std::fs::read(&vmstate).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0xff;
-    std::fs::write(&vmstate, &bytes).unwrap();
-    let (o, dir) = run_once(&env, &p);
-    assert_ne!(o.status.code(), Some(0));
-    assert!(err(&o).contains("launch.snapshot"), "{}", err(&o));
-    assert!(err(&o).contains("digest"), "{}", err(&o));
-    verify(&env, &dir);
-    assert_nothing_left(&run_id(&dir));
+    // A file that is not the one its manifest names is refused before the guest runs: one
+    // byte of one page of the memory image, then one byte of the device state, changed.
+    let refused_when_changed = |file: &Path, at: fn(&[u8]) -> usize, says: &str| {
+        let bytes = std::fs::read(file).unwrap();
+        let mut changed = bytes.clone();
+        changed[at(&bytes)] ^= 0xff;
+        std::fs::write(file, &changed).unwrap();
+        let (o, dir) = run_once(&env, &p);
+        assert_ne!(o.status.code(), Some(0));
+        assert!(err(&o).contains("launch.snapshot"), "{}", err(&o));
+        assert!(err(&o).contains(says), "{}", err(&o));
+        verify(&env, &dir);
+        assert_nothing_left(&run_id(&dir));
+        std::fs::write(file, &bytes).unwrap();
+    };
+    refused_when_changed(
+        &snapshots.join(&key).join("memory.bin"),
+        |b| b.iter().position(|x| *x != 0).unwrap(),
+        "memory.bin's digest",
+    );
+    refused_when_changed(&vmstate, |b| b.len() / 2, "vmstate.bin's digest");
 }
 
 #[test]
