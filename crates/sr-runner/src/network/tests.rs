@@ -830,16 +830,16 @@ fn tap_lifecycle_command_sequence_and_release() {
     let mut net = tap_network(exec.clone(), dir.path());
     let attached = net.attach(&tap(&format!("srt{RUN}")), dir.path()).unwrap();
     let b = net.binding().unwrap().clone();
-    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    let cmds = without_table_thread(&exec);
     let expected = [
         "getifaddrs ipv4".to_string(),
         "ip tuntap add dev srtRUN mode tap".into(),
         "sysctl -w net.ipv6.conf.srtRUN.disable_ipv6=1".into(),
-        format!("ip addr add {}/30 dev srtRUN", b.host_addr),
-        "ip link set srtRUN up".into(),
+        format!(
+            "addr add {}/30 dev srtRUN; link set srtRUN up (netlink)",
+            b.host_addr
+        ),
         "sysctl -w net.ipv4.conf.srtRUN.forwarding=1".into(),
-        "nft -j -f -".into(),
-        "nft -j list table inet safe_run_RUN".into(),
         "nft -j -f -".into(),
         "route get 10.214.1.1 (netlink)".into(),
         "route get 10.214.1.2 (netlink)".into(),
@@ -923,6 +923,29 @@ fn a_tap_creation_failure_is_sr_run_201_and_rolls_back() {
     assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
 }
 
+/// The commands run, without the table thread's two (checked here: its apply, then its
+/// read-back, interleaved in any order with the link's commands, which run meanwhile).
+fn without_table_thread(exec: &RecordingExecutor) -> Vec<String> {
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    let first_nft = cmds.iter().position(|c| c.starts_with("nft")).unwrap();
+    assert_eq!(cmds[first_nft], "nft -j -f -");
+    let second_nft = cmds[first_nft + 1..]
+        .iter()
+        .position(|c| c.starts_with("nft"))
+        .unwrap()
+        + first_nft
+        + 1;
+    assert!(
+        cmds[second_nft].starts_with("nft -j list table inet safe_run_"),
+        "{cmds:?}"
+    );
+    cmds.iter()
+        .enumerate()
+        .filter(|(i, _)| *i != first_nft && *i != second_nft)
+        .map(|(_, c)| c.clone())
+        .collect()
+}
+
 #[test]
 fn lifecycle_command_sequence_and_release() {
     let dir = tempfile::tempdir().unwrap();
@@ -932,44 +955,23 @@ fn lifecycle_command_sequence_and_release() {
         .attach(&Boundary::Namespace { pid: 4242 }, dir.path())
         .unwrap();
     let b = net.binding().unwrap().clone();
-    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
-    // The table is applied and read back by a second thread while the link is made: each
-    // thread's commands in order, the two interleaved in any order.
-    let first_nft = cmds.iter().position(|c| c.starts_with("nft")).unwrap();
-    assert_eq!(cmds[first_nft], "nft -j -f -");
-    let second_nft = cmds[first_nft + 1..]
-        .iter()
-        .position(|c| c.starts_with("nft"))
-        .unwrap()
-        + first_nft
-        + 1;
-    assert_eq!(
-        cmds[second_nft],
-        format!("nft -j list table inet safe_run_{RUN}")
-    );
-    let cmds: Vec<String> = cmds
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != first_nft && *i != second_nft)
-        .map(|(_, c)| c.clone())
-        .collect();
+    let cmds = without_table_thread(&exec);
     let expected = [
         "getifaddrs ipv4".to_string(),
-        // The pair is created from inside the sandbox's namespace, its host end put into this
-        // process's: one child for the pair and the whole sandbox side.
-        format!(
-            "nsenter -t 4242 -n ip -batch - <<< 'link add srRUNg type veth peer name srRUNh \
-             netns {}; link set lo up; addr add {}/30 dev srRUNg; link set srRUNg up; route \
-             add default via {}'",
-            std::process::id(),
-            b.guest_addr,
-            b.host_addr
-        ),
+        // The pair is created in-process, its sandbox end put into the sandbox's namespace;
+        // the host end is made ready, IPv6 off before it goes up; then the sandbox side, from
+        // a thread in the sandbox's namespace. No child process.
+        "link add srRUNh type veth peer name srRUNg netns 4242 (netlink)".to_string(),
         "sysctl -w net.ipv6.conf.srRUNh.disable_ipv6=1".into(),
         "sysctl -w net.ipv4.conf.srRUNh.forwarding=1".into(),
         format!(
-            "ip -batch - <<< 'addr add {}/30 dev srRUNh; link set srRUNh up'",
+            "addr add {}/30 dev srRUNh; link set srRUNh up (netlink)",
             b.host_addr
+        ),
+        format!(
+            "in the netns of 4242: link set lo up; addr add {}/30 dev srRUNg; link set srRUNg \
+             up; route add default via {} (netlink)",
+            b.guest_addr, b.host_addr
         ),
         // First resolution of allowed.test fills egress_1_v4.
         "nft -j -f -".into(),
