@@ -2,7 +2,9 @@
 //! run's DNS resolver, counters and release. docs/network.md is the long form.
 //!
 //! [`AllowlistNetwork`] implements [`NetworkHook`] for `network.mode: allowlist`. The order of
-//! [`NetworkHook::attach`] is the order of dependencies:
+//! [`NetworkHook::prepare`] (steps 1 and the start of 3, before the boundary starts; done by
+//! attach when the launcher did not call it) and [`NetworkHook::attach`] is the order of
+//! dependencies:
 //!
 //! 1. pick the run's /30 (needs the host's addresses, read with `getifaddrs`; claimed in the
 //!    subnet ledger under the state lock, see [`ledger`]) and render the whole ruleset (pure; a
@@ -15,12 +17,14 @@
 //!    A veth's sandbox end is configured over netlink from inside the sandbox's namespace
 //!    (loopback, address, default route via the host side), by a thread made for that alone
 //!    ([`rtnl::configure_in`]; no other thread of the runner changes namespace). No child
-//!    process makes the link. A guest configures its side itself:
-//!    attach returns its address and gateway ([`AttachedNetwork::guest`]) for the backend to
-//!    put on its kernel command line;
+//!    process makes the link. A guest configures its side itself: attach returns its address
+//!    and gateway ([`AttachedNetwork::guest`]) for the backend to put on its kernel command
+//!    line;
 //! 3. apply the table in one `nft -j -f -` transaction (all or nothing), then read it back and
 //!    hash it: the digest covers what the kernel holds, not what we meant to send. Its rules
-//!    name the link, never its index, so for a veth this runs on a second thread beside step 2;
+//!    name the link, never its index, so this runs on a thread of its own (`sr-nft`), started
+//!    by prepare while the boundary starts, and attach joins it after step 2. Release and
+//!    sample wait for that thread before they touch the table;
 //! 4. start the resolver on `<host side>:53` (bound to the run's host interface, answering
 //!    only the sandbox's address) and resolve every allowed name once, so the host sets are
 //!    filled before the workload starts;
@@ -130,8 +134,8 @@ enum LinkKind {
     Tap,
 }
 
-/// The table's apply and read-back ([`apply_table`]), on a thread of its own until attach
-/// takes its result.
+/// The table's apply and read-back ([`apply_table`]), on a thread of its own from
+/// `prepare` (or attach) until attach takes its result.
 #[derive(Debug)]
 enum TableApply {
     Running(std::thread::JoinHandle<Result<String, NetworkError>>),
@@ -179,7 +183,7 @@ pub struct AllowlistNetwork {
     upstream_addr: Option<SocketAddr>,
     opts: Options,
     binding: Option<RunBinding>,
-    /// The table's apply, until attach takes its result.
+    /// The table's apply, from `prepare` (or attach) until attach takes its result.
     table_apply: Option<TableApply>,
     created: Created,
     dns: Option<DnsServer>,
@@ -337,7 +341,7 @@ impl AllowlistNetwork {
         };
         self.run_dir = Some(run_dir.to_path_buf());
         // 1 and 3 (started): the /30, the rendering, and the table's apply and read-back on a
-        // thread of its own.
+        // thread of its own, unless `prepare` started them while the boundary started.
         if self.table_apply.is_none() {
             self.prepare_inner()?;
         }
@@ -839,6 +843,19 @@ impl AllowlistNetwork {
 }
 
 impl NetworkHook for AllowlistNetwork {
+    fn prepare(&mut self, run_dir: &Path) -> Result<(), Diagnostic> {
+        self.run_dir = Some(run_dir.to_path_buf());
+        self.prepare_inner().map_err(|e| {
+            let mut d = e.to_diagnostic();
+            if let Err(release) = self.release_inner(false) {
+                d.message
+                    .push_str(&format!("; rolling back also failed: {release}"));
+            }
+            self.released = true;
+            d
+        })
+    }
+
     fn attach(
         &mut self,
         boundary: &Boundary,
@@ -862,7 +879,7 @@ impl NetworkHook for AllowlistNetwork {
     fn sample(&mut self, final_sample: bool) -> Result<NetworkSample, Diagnostic> {
         let mut out = std::mem::take(&mut self.pending);
         out.extend(self.drain_dns());
-        // Counters only of a table that is there.
+        // Counters only of a table that is there (a sample between prepare and attach).
         self.settle_table();
         if self.created.table.is_some() {
             match self.read_counters() {

@@ -1108,6 +1108,128 @@ fn apply_failure_is_sr_run_201_and_rolls_back() {
     assert!(cmds.contains(&format!("ip link del sr{RUN}h")));
 }
 
+/// `prepare` (before the boundary starts) claims the /30 and starts the table's thread; attach
+/// then makes only the link and the rest, and takes the table's listing.
+#[test]
+fn prepare_starts_the_table_before_the_boundary_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = scripted(None);
+    let mut net = network(exec.clone(), dir.path());
+    net.prepare(dir.path()).unwrap();
+    assert!(dir.path().join(ledger::LEDGER_FILE).exists());
+    let b = net.binding().unwrap().clone();
+    // No link yet: only the addresses, and the table's commands (its thread may still run).
+    let wait = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while exec.commands().len() < 3 && std::time::Instant::now() < wait {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        cmds,
+        [
+            "getifaddrs ipv4".to_string(),
+            "nft -j -f -".into(),
+            format!("nft -j list table inet safe_run_{RUN}"),
+        ]
+    );
+    let attached = net
+        .attach(&Boundary::Namespace { pid: 4242 }, dir.path())
+        .unwrap();
+    // The same /30 (claimed once), and no second apply of the table.
+    assert_eq!(net.binding().unwrap().subnet, b.subnet);
+    let cmds: Vec<String> = exec.commands()[3..]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        cmds[0],
+        format!("link add sr{RUN}h type veth peer name sr{RUN}g netns 4242 (netlink)")
+    );
+    assert!(!cmds.iter().any(|c| c.contains("getifaddrs")), "{cmds:?}");
+    assert!(
+        !cmds.iter().any(|c| c.starts_with("nft -j list")),
+        "{cmds:?}"
+    );
+    let NetworkFacts::Allowlist(facts) = &attached.facts else {
+        panic!("{:?}", attached.facts);
+    };
+    assert_eq!(
+        facts.nft_ruleset_digest,
+        audit::ruleset_digest(&serde_json::from_str(LISTING).unwrap())
+    );
+    assert_eq!(facts.subnet, b.subnet.to_string());
+    net.release().unwrap();
+    assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
+}
+
+/// A boundary that fails to start after `prepare`: release removes the table (once its
+/// apply is over, never racing it) and the /30, and touches no link.
+#[test]
+fn release_after_prepare_alone_waits_for_the_table_and_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let applied = Arc::new(Mutex::new(false));
+    let raced = Arc::new(Mutex::new(false));
+    let (a, r) = (applied.clone(), raced.clone());
+    let exec = Arc::new(RecordingExecutor::new(move |cmd| {
+        Ok(match cmd {
+            NetCommand::HostAddresses => "[]".into(),
+            NetCommand::NftApply { .. } => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                *a.lock().unwrap() = true;
+                String::new()
+            }
+            NetCommand::Nft { args } if args[0] == "list" => LISTING.into(),
+            NetCommand::Nft { args } if args[0] == "delete" => {
+                if !*a.lock().unwrap() {
+                    *r.lock().unwrap() = true;
+                }
+                String::new()
+            }
+            _ => String::new(),
+        })
+    }));
+    let mut net = network(exec.clone(), dir.path());
+    net.prepare(dir.path()).unwrap();
+    net.release().unwrap();
+    assert!(*applied.lock().unwrap());
+    assert!(
+        !*raced.lock().unwrap(),
+        "the table was deleted before it was applied"
+    );
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    assert!(
+        cmds.contains(&format!("nft -j delete table inet safe_run_{RUN}")),
+        "{cmds:?}"
+    );
+    assert!(!cmds.iter().any(|c| c.contains("link")), "{cmds:?}");
+    assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
+    assert_eq!(
+        net.released_objects(),
+        [
+            format!("table inet safe_run_{RUN}"),
+            "subnet ledger entry".to_owned()
+        ]
+    );
+}
+
+/// A table the kernel refuses at `prepare`'s apply fails attach (SR-RUN-201) after the link
+/// was made, and the rollback removes both.
+#[test]
+fn a_prepared_table_that_failed_fails_attach() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = scripted(Some("nft -j -f -"));
+    let mut net = network(exec.clone(), dir.path());
+    net.prepare(dir.path()).unwrap();
+    let err = net
+        .attach(&Boundary::Namespace { pid: 4242 }, dir.path())
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::RunNetworkApply);
+    assert!(err.message.contains("applying the nftables table"), "{err}");
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    assert!(cmds.contains(&format!("ip link del sr{RUN}h")), "{cmds:?}");
+    assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
+}
+
 #[test]
 fn a_veth_that_outlives_its_namespace_is_deleted() {
     let dir = tempfile::tempdir().unwrap();
