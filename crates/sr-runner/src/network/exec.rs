@@ -43,6 +43,17 @@ pub enum NetCommand {
         /// Arguments after `-j`.
         args: Vec<String>,
     },
+    /// The counters of a table's rules and of its set `set`'s elements, read over an
+    /// in-process nf_tables netlink socket ([`super::counters`]), returned in the shape of
+    /// `nft -j list table` that [`super::audit::parse_counters`] reads.
+    NftCounters {
+        /// The table's family.
+        family: String,
+        /// The table.
+        table: String,
+        /// The set whose elements carry counters (`blocked_v4`).
+        set: String,
+    },
     /// Read `/proc/sys/<key with dots as slashes>`.
     SysctlRead {
         /// e.g. `net.ipv4.conf.eth0.forwarding`.
@@ -137,6 +148,12 @@ impl fmt::Display for NetCommand {
             NetCommand::NftApply { .. } => f.write_str("nft -j -f -"),
             NetCommand::Nft { args } => write!(f, "nft -j {}", args.join(" ")),
             NetCommand::SysctlRead { key } => write!(f, "sysctl {key}"),
+            NetCommand::NftCounters { family, table, set } => {
+                write!(
+                    f,
+                    "counters of table {family} {table} and set {set} (netlink)"
+                )
+            }
             NetCommand::HostAddresses => f.write_str("getifaddrs ipv4"),
             NetCommand::RouteGet { dst } => write!(f, "route get {dst} (netlink)"),
             NetCommand::SysctlWrite { key, value } => write!(f, "sysctl -w {key}={value}"),
@@ -235,6 +252,11 @@ impl NetCommandExecutor for SystemExecutor {
                 let mut c = Command::new("nft");
                 c.arg("-j").args(args);
                 (c, None)
+            }
+            NetCommand::NftCounters { family, table, set } => {
+                return super::counters::read(family, table, set)
+                    .map(|doc| doc.to_string())
+                    .map_err(|e| fail("netlink".into(), e));
             }
             NetCommand::SysctlRead { key } => {
                 return std::fs::read_to_string(sysctl_path(key))

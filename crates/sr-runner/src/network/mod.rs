@@ -37,6 +37,7 @@
 
 pub mod addressing;
 pub mod audit;
+pub mod counters;
 pub mod dns;
 pub mod error;
 pub mod exec;
@@ -560,7 +561,11 @@ impl AllowlistNetwork {
         let out = self
             .opts
             .exec
-            .run(&NetCommand::nft(&["list", "table", &b.family, &b.table]))
+            .run(&NetCommand::NftCounters {
+                family: b.family.clone(),
+                table: b.table.clone(),
+                set: ruleset::BLOCKED_SET.to_owned(),
+            })
             .map_err(NetworkError::Sample)?;
         let listing: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
         Ok(audit::parse_counters(&listing))

@@ -751,6 +751,7 @@ fn scripted(fail: Option<&'static str>) -> Arc<RecordingExecutor> {
                 r#"{"nftables":[]}"#.into()
             }
             NetCommand::Nft { args } if args[0] == "list" => LISTING.into(),
+            NetCommand::NftCounters { .. } => LISTING.into(),
             NetCommand::SysctlRead { .. } => "0".into(),
             _ => String::new(),
         })
@@ -893,7 +894,7 @@ fn tap_lifecycle_command_sequence_and_release() {
     assert_eq!(
         released,
         [
-            format!("nft -j list table inet safe_run_{RUN}"),
+            format!("counters of table inet safe_run_{RUN} and set blocked_v4 (netlink)"),
             format!("nft -j delete table inet safe_run_{RUN}"),
             format!("ip link del srt{RUN}"),
             "sysctl -w net.ipv4.conf.eth0.forwarding=0".to_string(),
@@ -1046,7 +1047,7 @@ fn lifecycle_command_sequence_and_release() {
     assert_eq!(
         released,
         [
-            format!("nft -j list table inet safe_run_{RUN}"),
+            format!("counters of table inet safe_run_{RUN} and set blocked_v4 (netlink)"),
             format!("nft -j delete table inet safe_run_{RUN}"),
             // The veth goes with the sandbox's namespace: awaited, not deleted.
             format!("await link sr{RUN}h gone within 1000 ms"),
@@ -1087,7 +1088,7 @@ fn resolver_start_failure_is_sr_run_201_and_rolls_back() {
     assert!(err.message.contains("DNS resolver"), "{err}");
     let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
     assert!(cmds.ends_with(&[
-        format!("nft -j list table inet safe_run_{RUN}"),
+        format!("counters of table inet safe_run_{RUN} and set blocked_v4 (netlink)"),
         format!("nft -j delete table inet safe_run_{RUN}"),
         format!("ip link del sr{RUN}h"),
     ]));
@@ -1201,7 +1202,12 @@ fn release_after_prepare_alone_waits_for_the_table_and_removes_it() {
         cmds.contains(&format!("nft -j delete table inet safe_run_{RUN}")),
         "{cmds:?}"
     );
-    assert!(!cmds.iter().any(|c| c.contains("link")), "{cmds:?}");
+    assert!(
+        !cmds
+            .iter()
+            .any(|c| c.contains("link del") || c.contains("await link")),
+        "{cmds:?}"
+    );
     assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
     assert_eq!(
         net.released_objects(),
@@ -1472,7 +1478,8 @@ fn a_failed_sample_is_sr_run_201_at_monitor_and_keeps_events() {
     let broken = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = broken.clone();
     let exec = Arc::new(RecordingExecutor::new(move |cmd| {
-        if flag.load(std::sync::atomic::Ordering::SeqCst) && cmd.to_string().contains("list table")
+        if flag.load(std::sync::atomic::Ordering::SeqCst)
+            && cmd.to_string().starts_with("counters of table")
         {
             return Err(RecordingExecutor::failure(
                 cmd,
