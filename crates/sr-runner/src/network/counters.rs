@@ -8,7 +8,9 @@
 //! the element's counter). The result is given in the shape of `nft -j list table` that
 //! [`super::audit::parse_counters`] reads (rule `comment` and `expr[].counter`; set `name` and
 //! `elem[].elem.{val.concat, counter}`), so the audit's semantics stay in one place. Nothing
-//! here writes to the kernel.
+//! here writes to the kernel. A dump the kernel flags as interrupted (`NLM_F_DUMP_INTR`: a
+//! transaction, such as the resolver's set update, committed meanwhile) is read as it is: the
+//! run's rules never change after apply, so the dump neither skips nor repeats one.
 //!
 //! The requests are built and the replies parsed by pure functions ([`dump_request`],
 //! [`parse_rules`], [`parse_elements`]); [`read`] does the I/O.
