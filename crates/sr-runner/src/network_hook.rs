@@ -1,10 +1,11 @@
 //! The seam between the sandbox launcher and the network lifecycle.
 //!
 //! The launcher owns namespaces and processes; the network module owns links, addresses,
-//! nftables and DNS. The launcher calls [`NetworkHook::attach`] once the boundary's network
-//! exists (a sandbox's namespace; a microVM's TAP device, see [`Boundary`]) and before the
-//! workload starts, and [`NetworkHook::release`] on every exit path. For `network.mode: none`
-//! it uses [`NoNetwork`].
+//! nftables and DNS. The launcher calls [`NetworkHook::prepare`] before it starts the
+//! boundary, [`NetworkHook::attach`] once the boundary's network exists (a sandbox's
+//! namespace; a microVM's TAP device, see [`Boundary`]) and before the workload starts, and
+//! [`NetworkHook::release`] on every exit path. For `network.mode: none` it uses
+//! [`NoNetwork`].
 
 use std::path::{Path, PathBuf};
 
@@ -56,6 +57,15 @@ pub struct NetworkSample {
 
 /// Network lifecycle of one run.
 pub trait NetworkHook {
+    /// Starts what needs nothing of the boundary, before the boundary is started, so that it
+    /// runs while the boundary starts (the allowlist: the run's /30 and its nftables table).
+    /// [`NetworkHook::attach`] still returns only once everything is in place, and
+    /// [`NetworkHook::release`] removes what this made whether or not attach is ever called.
+    /// Optional: attach does it all when prepare was not called. Failure is SR-RUN-201.
+    fn prepare(&mut self, _run_dir: &Path) -> Result<(), Diagnostic> {
+        Ok(())
+    }
+
     /// Connects `boundary` (the sandbox's namespace, or a microVM's TAP device) to the host and
     /// applies the run's rules. `run_dir` is the run directory. Failure is SR-RUN-201.
     fn attach(

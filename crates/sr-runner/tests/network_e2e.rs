@@ -23,7 +23,7 @@ use serde_json::Value;
 use sr_bundle::NetworkPlan;
 use sr_evidence::events;
 use sr_policy::operator::NetworkConfig;
-use sr_runner::network::{AllowlistNetwork, gc};
+use sr_runner::network::{AllowlistNetwork, audit, counters, gc};
 use sr_runner::network_facts::{Boundary, NetworkAudit, NetworkFacts};
 use sr_runner::network_hook::NetworkHook;
 use sr_testhosts::{TestHosts, probe_script, sh, wait_for_echo_servers};
@@ -380,6 +380,19 @@ fn allowlist_enforces_counts_and_cleans_up() {
 
     let s = net.sample(true).unwrap();
     let audit = &audit_json(&s.audit);
+    // The samples read the counters over netlink in-process: the same counters, rule by rule
+    // and destination by destination, as nft's own listing of the table now.
+    let table = facts["table"].as_str().unwrap().split(' ').nth(1).unwrap();
+    let listing = Command::new("nft")
+        .args(["-j", "list", "table", "inet", table])
+        .output()
+        .unwrap();
+    assert!(listing.status.success());
+    let by_nft = audit::parse_counters(&serde_json::from_slice(&listing.stdout).unwrap());
+    let in_process = audit::parse_counters(&counters::read("inet", table, "blocked_v4").unwrap());
+    assert_eq!(in_process, by_nft);
+    assert!(by_nft.rules.values().any(|c| c.packets > 0), "{by_nft:?}");
+    assert!(!by_nft.blocked.is_empty(), "{by_nft:?}");
     // Two TCP connections; three UDP flows (each probe uses a fresh socket).
     assert_eq!(rule_audit(audit, "egress-0")["allowedHits"], 2, "{audit}");
     assert_eq!(rule_audit(audit, "egress-1")["allowedHits"], 3, "{audit}");

@@ -293,6 +293,18 @@ impl<S: EventSink + 'static> Sandbox<S> {
         self.cgroup = Some(cg);
         self.phases.insert("cgroup".into(), ms(t.elapsed()));
 
+        // What the network needs nothing of the boundary for (the allowlist's /30 and its
+        // nftables table) starts now and runs while the boundary starts; attach waits for it.
+        // release() runs on every path from here, attached or not.
+        let t = Instant::now();
+        self.hook
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .prepare(&self.run_dir)
+            .map_err(|d| RunStatus::LaunchFailed { diagnostic: d })?;
+        self.phases
+            .insert("network_prepare".into(), ms(t.elapsed()));
+
         let boundary = self.backend.start(StartContext {
             run_id: &self.run_id,
             run_dir: &self.run_dir,

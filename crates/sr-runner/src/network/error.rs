@@ -98,8 +98,8 @@ impl NetworkError {
             ),
             NetworkError::Sample(_) => (
                 PHASE_MONITOR,
-                "the run's table disappeared or nft failed; check `nft list table inet \
-                 safe_run_<runId>`",
+                "the run's table disappeared or reading its counters failed; check `nft list \
+                 table inet safe_run_<runId>`",
             ),
             NetworkError::Resolver { .. } => (
                 PHASE_APPLY,

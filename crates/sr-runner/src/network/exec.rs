@@ -1,13 +1,13 @@
 //! The one seam through which the network module touches the host.
 //!
 //! Every side effect is a [`NetCommand`] value handed to a [`NetCommandExecutor`]:
-//! [`SystemExecutor`] runs it (iproute2, nftables, nsenter, /proc/sys), and
+//! [`SystemExecutor`] runs it (iproute2, nftables, /proc/sys, in-process netlink), and
 //! [`RecordingExecutor`] records it and answers from a script, so unit tests see the exact
 //! sequence of host changes without root. Commands are data so that a test can compare them.
 //!
-//! The sandbox's namespace is entered only by a child process (`nsenter -t <pid> -n ip ...`),
-//! never by the safe-run parent: the parent is multi-threaded and `setns` there would move
-//! just one thread.
+//! The sandbox's namespace is entered only by one thread made for that alone, which ends after
+//! configuring the sandbox's end ([`NetCommand::ConfigureIn`]); `setns` moves just the calling
+//! thread, so the runner's other threads never leave its namespace.
 
 use std::fmt;
 use std::io::Write;
@@ -33,14 +33,6 @@ pub enum NetCommand {
         /// One `ip` command line (without `ip`) per entry.
         batch: Vec<String>,
     },
-    /// `nsenter -t <pid> -n ip -batch -`: iproute2 commands inside the network namespace of
-    /// `pid`, one process for all of them (ip stops at the first that fails).
-    IpIn {
-        /// A process in the target namespace.
-        pid: u32,
-        /// One `ip` command line (without `ip`) per entry.
-        batch: Vec<String>,
-    },
     /// `nft -j -f -` with this document on stdin: one atomic transaction.
     NftApply {
         /// The `{"nftables": [...]}` document.
@@ -50,6 +42,17 @@ pub enum NetCommand {
     Nft {
         /// Arguments after `-j`.
         args: Vec<String>,
+    },
+    /// The counters of a table's rules and of its set `set`'s elements, read over an
+    /// in-process nf_tables netlink socket ([`super::counters`]), returned in the shape of
+    /// `nft -j list table` that [`super::audit::parse_counters`] reads.
+    NftCounters {
+        /// The table's family.
+        family: String,
+        /// The table.
+        table: String,
+        /// The set whose elements carry counters (`blocked_v4`).
+        set: String,
     },
     /// Read `/proc/sys/<key with dots as slashes>`.
     SysctlRead {
@@ -72,6 +75,37 @@ pub enum NetCommand {
     RouteGet {
         /// The destination.
         dst: String,
+    },
+    /// Create a veth pair over an in-process netlink socket ([`super::rtnl`]): `host` in this
+    /// process's network namespace, its peer `peer` in the network namespace of `peer_pid`.
+    VethCreate {
+        /// The host end.
+        host: String,
+        /// The sandbox end.
+        peer: String,
+        /// A process in the sandbox's namespace.
+        peer_pid: u32,
+    },
+    /// Give `link` the address `cidr` and raise it, over an in-process netlink socket
+    /// ([`super::rtnl`]): what `ip addr add <cidr> dev <link>; ip link set <link> up` does.
+    AddressUp {
+        /// The link, in this process's network namespace.
+        link: String,
+        /// `a.b.c.d/len`.
+        cidr: String,
+    },
+    /// Configure the sandbox's end of the link inside the network namespace of `pid`, over
+    /// netlink from a thread that enters it ([`super::rtnl::configure_in`]): loopback up,
+    /// `cidr` on `link`, `link` up, default route via `gateway`.
+    ConfigureIn {
+        /// A process in the sandbox's namespace.
+        pid: u32,
+        /// The sandbox end.
+        link: String,
+        /// Its `a.b.c.d/len`.
+        cidr: String,
+        /// The host side's address.
+        gateway: std::net::Ipv4Addr,
     },
     /// Wait, at most `within_ms`, until the host has no link named `name` (it fails with status
     /// `timeout` when the link is still there).
@@ -96,13 +130,6 @@ impl NetCommand {
             batch: batch.iter().map(|a| a.as_ref().to_owned()).collect(),
         }
     }
-    /// `nsenter -t pid -n ip -batch -` with these command lines.
-    pub fn ip_in<S: AsRef<str>>(pid: u32, batch: &[S]) -> Self {
-        NetCommand::IpIn {
-            pid,
-            batch: batch.iter().map(|a| a.as_ref().to_owned()).collect(),
-        }
-    }
     /// `nft -j ...`.
     pub fn nft<S: AsRef<str>>(args: &[S]) -> Self {
         NetCommand::Nft {
@@ -118,22 +145,45 @@ impl fmt::Display for NetCommand {
             NetCommand::IpBatch { batch } => {
                 write!(f, "ip -batch - <<< '{}'", batch.join("; "))
             }
-            NetCommand::IpIn { pid, batch } => {
-                write!(
-                    f,
-                    "nsenter -t {pid} -n ip -batch - <<< '{}'",
-                    batch.join("; ")
-                )
-            }
             NetCommand::NftApply { .. } => f.write_str("nft -j -f -"),
             NetCommand::Nft { args } => write!(f, "nft -j {}", args.join(" ")),
             NetCommand::SysctlRead { key } => write!(f, "sysctl {key}"),
+            NetCommand::NftCounters { family, table, set } => {
+                write!(
+                    f,
+                    "counters of table {family} {table} and set {set} (netlink)"
+                )
+            }
             NetCommand::HostAddresses => f.write_str("getifaddrs ipv4"),
             NetCommand::RouteGet { dst } => write!(f, "route get {dst} (netlink)"),
             NetCommand::SysctlWrite { key, value } => write!(f, "sysctl -w {key}={value}"),
             NetCommand::AwaitLinkGone { name, within_ms } => {
                 write!(f, "await link {name} gone within {within_ms} ms")
             }
+            NetCommand::VethCreate {
+                host,
+                peer,
+                peer_pid,
+            } => write!(
+                f,
+                "link add {host} type veth peer name {peer} netns {peer_pid} (netlink)"
+            ),
+            NetCommand::AddressUp { link, cidr } => {
+                write!(
+                    f,
+                    "addr add {cidr} dev {link}; link set {link} up (netlink)"
+                )
+            }
+            NetCommand::ConfigureIn {
+                pid,
+                link,
+                cidr,
+                gateway,
+            } => write!(
+                f,
+                "in the netns of {pid}: link set lo up; addr add {cidr} dev {link}; link set \
+                 {link} up; route add default via {gateway} (netlink)"
+            ),
         }
     }
 }
@@ -193,22 +243,6 @@ impl NetCommandExecutor for SystemExecutor {
                 c.args(["-batch", "-"]);
                 (c, Some(batch.join("\n") + "\n"))
             }
-            NetCommand::IpIn { pid, batch } => {
-                let mut c = Command::new("nsenter");
-                c.arg("-t")
-                    .arg(pid.to_string())
-                    .args(["-n", "ip", "-batch", "-"]);
-                (
-                    c,
-                    Some(
-                        batch.join(
-                            "
-",
-                        ) + "
-",
-                    ),
-                )
-            }
             NetCommand::NftApply { doc } => {
                 let mut c = Command::new("nft");
                 c.args(["-j", "-f", "-"]);
@@ -218,6 +252,11 @@ impl NetCommandExecutor for SystemExecutor {
                 let mut c = Command::new("nft");
                 c.arg("-j").args(args);
                 (c, None)
+            }
+            NetCommand::NftCounters { family, table, set } => {
+                return super::counters::read(family, table, set)
+                    .map(|doc| doc.to_string())
+                    .map_err(|e| fail("netlink".into(), e));
             }
             NetCommand::SysctlRead { key } => {
                 return std::fs::read_to_string(sysctl_path(key))
@@ -238,6 +277,30 @@ impl NetCommandExecutor for SystemExecutor {
                     .map_err(|_| fail("io".into(), format!("{dst:?} is not an IPv4 address")))?;
                 return super::route::lookup(addr)
                     .map(|dev| serde_json::json!([{"dst": dst, "dev": dev}]).to_string())
+                    .map_err(|e| fail("netlink".into(), e));
+            }
+            NetCommand::VethCreate {
+                host,
+                peer,
+                peer_pid,
+            } => {
+                return super::rtnl::create_veth(host, peer, *peer_pid)
+                    .map(|()| String::new())
+                    .map_err(|e| fail("netlink".into(), e));
+            }
+            NetCommand::AddressUp { link, cidr } => {
+                return super::rtnl::address_and_up(link, cidr)
+                    .map(|()| String::new())
+                    .map_err(|e| fail("netlink".into(), e));
+            }
+            NetCommand::ConfigureIn {
+                pid,
+                link,
+                cidr,
+                gateway,
+            } => {
+                return super::rtnl::configure_in(*pid, link, cidr, *gateway)
+                    .map(|()| String::new())
                     .map_err(|e| fail("netlink".into(), e));
             }
             NetCommand::AwaitLinkGone { name, within_ms } => {

@@ -2,23 +2,29 @@
 //! run's DNS resolver, counters and release. docs/network.md is the long form.
 //!
 //! [`AllowlistNetwork`] implements [`NetworkHook`] for `network.mode: allowlist`. The order of
-//! [`NetworkHook::attach`] is the order of dependencies:
+//! [`NetworkHook::prepare`] (steps 1 and the start of 3, before the boundary starts; done by
+//! attach when the launcher did not call it) and [`NetworkHook::attach`] is the order of
+//! dependencies:
 //!
 //! 1. pick the run's /30 (needs the host's addresses, read with `getifaddrs`; claimed in the
 //!    subnet ledger under the state lock, see [`ledger`]) and render the whole ruleset (pure; a
 //!    plan the runner cannot render faithfully fails here, before any host change);
-//! 2. create the link: for a sandbox ([`Boundary::Namespace`]) the veth pair, from one child
-//!    in the sandbox's namespace (`nsenter -t <pid> -n ip -batch -`; never `setns` in the
-//!    multi-threaded parent) that creates it with its host end in the runner's namespace and
-//!    configures the sandbox end (loopback, address, default route via the host side); for a
-//!    microVM ([`Boundary::Tap`]) a TAP device (root's), to which the VMM backend attaches
-//!    and passes QEMU the descriptor. Then the host side: IPv6 off and its own forwarding flag
-//!    (both vanish with the link), address and link-up. A guest configures its side itself:
-//!    attach returns its address and gateway ([`AttachedNetwork::guest`]) for the backend to
-//!    put on its kernel command line;
+//! 2. create the link: for a sandbox ([`Boundary::Namespace`]) the veth pair, over an
+//!    in-process netlink socket with its sandbox end put straight into the sandbox's namespace
+//!    ([`rtnl`]); for a microVM ([`Boundary::Tap`]) a TAP device (root's), to which the VMM
+//!    backend attaches and passes QEMU the descriptor. Then the host side: IPv6 off and its own
+//!    forwarding flag (both vanish with the link), address and link-up (netlink, in-process).
+//!    A veth's sandbox end is configured over netlink from inside the sandbox's namespace
+//!    (loopback, address, default route via the host side), by a thread made for that alone
+//!    ([`rtnl::configure_in`]; no other thread of the runner changes namespace). No child
+//!    process makes the link. A guest configures its side itself: attach returns its address
+//!    and gateway ([`AttachedNetwork::guest`]) for the backend to put on its kernel command
+//!    line;
 //! 3. apply the table in one `nft -j -f -` transaction (all or nothing), then read it back and
 //!    hash it: the digest covers what the kernel holds, not what we meant to send. Its rules
-//!    name the link, never its index, so for a veth this runs on a second thread beside step 2;
+//!    name the link, never its index, so this runs on a thread of its own (`sr-nft`), started
+//!    by prepare while the boundary starts, and attach joins it after step 2. Release and
+//!    sample wait for that thread before they touch the table;
 //! 4. start the resolver on `<host side>:53` (bound to the run's host interface, answering
 //!    only the sandbox's address) and resolve every allowed name once, so the host sets are
 //!    filled before the workload starts;
@@ -31,6 +37,7 @@
 
 pub mod addressing;
 pub mod audit;
+pub mod counters;
 pub mod dns;
 pub mod error;
 pub mod exec;
@@ -39,6 +46,7 @@ pub mod gc;
 pub mod ledger;
 pub mod release;
 pub mod route;
+pub mod rtnl;
 pub mod ruleset;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -127,6 +135,34 @@ enum LinkKind {
     Tap,
 }
 
+/// The table's apply and read-back ([`apply_table`]), on a thread of its own from
+/// `prepare` (or attach) until attach takes its result.
+#[derive(Debug)]
+enum TableApply {
+    Running(std::thread::JoinHandle<Result<String, NetworkError>>),
+    Done(Result<String, NetworkError>),
+}
+
+/// Step 3: the table in one transaction, then read back (the digest covers what the kernel
+/// holds, not what was sent). Returns the listing.
+fn apply_table(
+    exec: &dyn NetCommandExecutor,
+    doc: Value,
+    table: &(String, String),
+) -> Result<String, NetworkError> {
+    let step = |step: &str, cmd: NetCommand| {
+        exec.run(&cmd).map_err(|source| NetworkError::Apply {
+            step: step.to_owned(),
+            source,
+        })
+    };
+    step("applying the nftables table", NetCommand::NftApply { doc })?;
+    step(
+        "reading the applied table",
+        NetCommand::nft(&["list", "table", &table.0, &table.1]),
+    )
+}
+
 /// What attach created, so release removes exactly that.
 #[derive(Debug, Default)]
 struct Created {
@@ -148,6 +184,8 @@ pub struct AllowlistNetwork {
     upstream_addr: Option<SocketAddr>,
     opts: Options,
     binding: Option<RunBinding>,
+    /// The table's apply, from `prepare` (or attach) until attach takes its result.
+    table_apply: Option<TableApply>,
     created: Created,
     dns: Option<DnsServer>,
     last_hits: BTreeMap<String, (u64, u64)>,
@@ -230,6 +268,7 @@ impl AllowlistNetwork {
             upstream_addr,
             opts,
             binding: None,
+            table_apply: None,
             created: Created::default(),
             dns: None,
             last_hits: BTreeMap::new(),
@@ -302,95 +341,37 @@ impl AllowlistNetwork {
             }
         };
         self.run_dir = Some(run_dir.to_path_buf());
-        // 1. Address and render.
-        let addrs = self.run("listing host addresses", NetCommand::HostAddresses)?;
-        // Picked and recorded under the state lock: a run attaching at the same instant sees
-        // this claim before the address exists on the host.
-        let subnet = {
-            let lock = forwarding::StateLock::acquire(&self.opts.state_dir)
-                .map_err(NetworkError::Config)?;
-            self.created.subnet_claimed = true;
-            ledger::claim(
-                &lock,
-                &self.pool,
-                &addressing::networks_in_use(&addrs),
-                ledger::Holder::this_process(&self.run_id),
-                &ledger::holder_alive,
-            )?
+        // 1 and 3 (started): the /30, the rendering, and the table's apply and read-back on a
+        // thread of its own, unless `prepare` started them while the boundary started.
+        if self.table_apply.is_none() {
+            self.prepare_inner()?;
+        }
+        let Some(b) = self.binding.clone() else {
+            return Err(NetworkError::Config("attach without a binding".into()));
         };
-        let mut b = RunBinding::new(
-            &self.plan,
-            &self.run_id,
-            subnet,
-            self.pool,
-            self.max_connections,
-        )?;
-        b.reject_blocked = self.blocked == BlockedVerdict::Reject;
-        let doc = ruleset::render(&self.plan, &b)?;
-        self.binding = Some(b.clone());
+        let subnet = b.subnet;
         let (h, g) = (b.host_if.clone(), b.guest_if.clone());
         let host_cidr = format!("{}/{}", b.host_addr, subnet.prefix_len());
         let guest_cidr = format!("{}/{}", b.guest_addr, subnet.prefix_len());
 
         // 2. The link: a veth pair, or a TAP device (down-carrier until the backend attaches
-        //    to it; addresses and routes do not need the carrier).
+        //    to it; addresses and routes do not need the carrier). The table's rules name the
+        //    link (`iifname`/`oifname`), never its index, so its thread runs meanwhile.
         self.created.link = Some(h.clone());
         self.created.veth = matches!(kind, LinkKind::Veth { .. });
-        // 3. (below) The table, atomically; read back and hashed: the digest covers what the
-        //    kernel holds. Its rules name the link (`iifname`/`oifname`), never its index, so
-        //    for a veth it is applied while the link is made, by a second thread: the two
-        //    children run side by side.
-        let table = (b.family.clone(), b.table.clone());
-        let apply_table = |exec: &dyn NetCommandExecutor| -> Result<String, NetworkError> {
-            let step = |step: &str, cmd: NetCommand| {
-                exec.run(&cmd).map_err(|source| NetworkError::Apply {
-                    step: step.to_owned(),
-                    source,
-                })
-            };
-            step("applying the nftables table", NetCommand::NftApply { doc })?;
-            step(
-                "reading the applied table",
-                NetCommand::nft(&["list", "table", &table.0, &table.1]),
-            )
+        let link = match kind {
+            LinkKind::Tap => self.tap_link(&h, &host_cidr),
+            LinkKind::Veth { pid } => self.veth_link(pid, &b, &guest_cidr, &host_cidr),
         };
-        let listing = match kind {
-            LinkKind::Tap => {
-                self.run(
-                    "creating the TAP device",
-                    NetCommand::ip(&["tuntap", "add", "dev", &h, "mode", "tap"]),
-                )?;
-                self.disable_ipv6(&h)?;
-                self.run(
-                    "addressing the host side",
-                    NetCommand::ip(&["addr", "add", &host_cidr, "dev", &h]),
-                )?;
-                self.run(
-                    "raising the host side",
-                    NetCommand::ip(&["link", "set", &h, "up"]),
-                )?;
-                self.enable_forwarding_from(&h)?;
-                self.created.table = Some((b.family.clone(), b.table.clone()));
-                apply_table(self.opts.exec.as_ref())?
-            }
-            LinkKind::Veth { pid } => {
-                // Before either child starts: a rollback removes what may exist ("not found"
-                // is done).
-                self.created.table = Some((b.family.clone(), b.table.clone()));
-                let this = &*self;
-                let exec = self.opts.exec.clone();
-                let (link, table) = std::thread::scope(|scope| {
-                    let table = scope.spawn(move || apply_table(exec.as_ref()));
-                    let link = this.veth_link(pid, &b, &guest_cidr, &host_cidr);
-                    let table = table.join().unwrap_or_else(|_| {
-                        Err(NetworkError::Config("the nftables thread panicked".into()))
-                    });
-                    (link, table)
-                });
-                link?;
-                table?
-            }
-        };
+        // 3. The table: joined whether or not the link failed, so that a rollback never races
+        //    its creation.
+        let table = self.take_table().unwrap_or_else(|| {
+            Err(NetworkError::Config(
+                "the nftables table was not applied".into(),
+            ))
+        });
+        link?;
+        let listing = table?;
         // A guest configures its own side from its kernel command line (`AttachedNetwork.guest`).
         let listing: Value = serde_json::from_str(&listing)
             .map_err(|e| NetworkError::Plan(format!("nft listing is not JSON: {e}")))?;
@@ -580,7 +561,11 @@ impl AllowlistNetwork {
         let out = self
             .opts
             .exec
-            .run(&NetCommand::nft(&["list", "table", &b.family, &b.table]))
+            .run(&NetCommand::NftCounters {
+                family: b.family.clone(),
+                table: b.table.clone(),
+                set: ruleset::BLOCKED_SET.to_owned(),
+            })
             .map_err(NetworkError::Sample)?;
         let listing: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
         Ok(audit::parse_counters(&listing))
@@ -612,6 +597,8 @@ impl AllowlistNetwork {
     /// Removes what attach made. `sandbox_ended`: the sandbox's processes are gone, so its
     /// network namespace is going too (not so when attach itself rolls back).
     fn release_inner(&mut self, sandbox_ended: bool) -> Result<(), NetworkError> {
+        // A table still being applied is waited for: removing it first would race its creation.
+        self.settle_table();
         let mut removed = Vec::new();
         let mut errors = Vec::new();
         if let Some(mut server) = self.dns.take() {
@@ -670,11 +657,95 @@ impl AllowlistNetwork {
         Ok(())
     }
 
-    /// Step 2 for a veth: the pair and both its ends. One child in the sandbox's namespace
-    /// creates the pair, its host end put straight into this process's namespace (`netns <our
-    /// pid>`: the namespace the runner works in, whatever it is), and configures the sandbox
-    /// end: loopback, address, link, default route. Then the host end: IPv6 off before it goes
-    /// up (no link-local address, no DAD), its forwarding flag, address and link-up.
+    /// Step 1 and the start of step 3: the host's addresses, the run's /30 (claimed in the
+    /// ledger), the rendering, then the table's apply and read-back on a thread of its own
+    /// ([`Self::take_table`] joins it). Needs nothing of the boundary.
+    fn prepare_inner(&mut self) -> Result<(), NetworkError> {
+        let addrs = self.run("listing host addresses", NetCommand::HostAddresses)?;
+        // Picked and recorded under the state lock: a run attaching at the same instant sees
+        // this claim before the address exists on the host.
+        let subnet = {
+            let lock = forwarding::StateLock::acquire(&self.opts.state_dir)
+                .map_err(NetworkError::Config)?;
+            self.created.subnet_claimed = true;
+            ledger::claim(
+                &lock,
+                &self.pool,
+                &addressing::networks_in_use(&addrs),
+                ledger::Holder::this_process(&self.run_id),
+                &ledger::holder_alive,
+            )?
+        };
+        let mut b = RunBinding::new(
+            &self.plan,
+            &self.run_id,
+            subnet,
+            self.pool,
+            self.max_connections,
+        )?;
+        b.reject_blocked = self.blocked == BlockedVerdict::Reject;
+        let doc = ruleset::render(&self.plan, &b)?;
+        let table = (b.family.clone(), b.table.clone());
+        self.binding = Some(b);
+        // Before the thread starts: a rollback removes what may exist ("not found" is done),
+        // after joining it.
+        self.created.table = Some(table.clone());
+        let exec = self.opts.exec.clone();
+        let handle = std::thread::Builder::new()
+            .name("sr-nft".into())
+            .spawn(move || apply_table(exec.as_ref(), doc, &table))
+            .map_err(|e| NetworkError::Config(format!("starting the nftables thread: {e}")))?;
+        self.table_apply = Some(TableApply::Running(handle));
+        Ok(())
+    }
+
+    /// Waits for the table's thread, if one runs; its result stays for [`Self::take_table`].
+    fn settle_table(&mut self) {
+        if let Some(TableApply::Running(handle)) = self.table_apply.take() {
+            let result = handle.join().unwrap_or_else(|_| {
+                Err(NetworkError::Config("the nftables thread panicked".into()))
+            });
+            self.table_apply = Some(TableApply::Done(result));
+        }
+    }
+
+    /// The table's listing as read back after apply (waiting for its thread), or why it is not
+    /// there; `None` when no apply was started.
+    fn take_table(&mut self) -> Option<Result<String, NetworkError>> {
+        self.settle_table();
+        match self.table_apply.take() {
+            Some(TableApply::Done(result)) => Some(result),
+            Some(running) => {
+                self.table_apply = Some(running);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Step 2 for a TAP: the device, then its host side as a veth's.
+    fn tap_link(&self, h: &str, host_cidr: &str) -> Result<(), NetworkError> {
+        self.run(
+            "creating the TAP device",
+            NetCommand::ip(&["tuntap", "add", "dev", h, "mode", "tap"]),
+        )?;
+        self.disable_ipv6(h)?;
+        self.run(
+            "addressing and raising the host side",
+            NetCommand::AddressUp {
+                link: h.to_owned(),
+                cidr: host_cidr.to_owned(),
+            },
+        )?;
+        self.enable_forwarding_from(h)
+    }
+
+    /// Step 2 for a veth: the pair and both its ends. The pair is created over this process's
+    /// netlink socket, its sandbox end put straight into the sandbox's namespace (`netns <pid
+    /// of its init>`), then the host end is made ready in-process: IPv6 off before it goes up
+    /// (no link-local address, no DAD), its forwarding flag, address and link-up. Last, the
+    /// sandbox end, from a thread that enters the sandbox's namespace for it: loopback,
+    /// address, link, default route via the host side.
     fn veth_link(
         &self,
         pid: u32,
@@ -684,29 +755,30 @@ impl AllowlistNetwork {
     ) -> Result<(), NetworkError> {
         let (h, g) = (&b.host_if, &b.guest_if);
         self.run(
-            "creating the veth pair and configuring the sandbox side",
-            NetCommand::ip_in(
-                pid,
-                &[
-                    format!(
-                        "link add {g} type veth peer name {h} netns {}",
-                        std::process::id()
-                    ),
-                    "link set lo up".to_owned(),
-                    format!("addr add {guest_cidr} dev {g}"),
-                    format!("link set {g} up"),
-                    format!("route add default via {}", b.host_addr),
-                ],
-            ),
+            "creating the veth pair",
+            NetCommand::VethCreate {
+                host: h.clone(),
+                peer: g.clone(),
+                peer_pid: pid,
+            },
         )?;
         self.disable_ipv6(h)?;
         self.enable_forwarding_from(h)?;
         self.run(
             "addressing and raising the host side",
-            NetCommand::ip_batch(&[
-                format!("addr add {host_cidr} dev {h}"),
-                format!("link set {h} up"),
-            ]),
+            NetCommand::AddressUp {
+                link: h.clone(),
+                cidr: host_cidr.to_owned(),
+            },
+        )?;
+        self.run(
+            "configuring the sandbox side",
+            NetCommand::ConfigureIn {
+                pid,
+                link: g.clone(),
+                cidr: guest_cidr.to_owned(),
+                gateway: b.host_addr,
+            },
         )
         .map(drop)
     }
@@ -776,6 +848,19 @@ impl AllowlistNetwork {
 }
 
 impl NetworkHook for AllowlistNetwork {
+    fn prepare(&mut self, run_dir: &Path) -> Result<(), Diagnostic> {
+        self.run_dir = Some(run_dir.to_path_buf());
+        self.prepare_inner().map_err(|e| {
+            let mut d = e.to_diagnostic();
+            if let Err(release) = self.release_inner(false) {
+                d.message
+                    .push_str(&format!("; rolling back also failed: {release}"));
+            }
+            self.released = true;
+            d
+        })
+    }
+
     fn attach(
         &mut self,
         boundary: &Boundary,
@@ -799,6 +884,8 @@ impl NetworkHook for AllowlistNetwork {
     fn sample(&mut self, final_sample: bool) -> Result<NetworkSample, Diagnostic> {
         let mut out = std::mem::take(&mut self.pending);
         out.extend(self.drain_dns());
+        // Counters only of a table that is there (a sample between prepare and attach).
+        self.settle_table();
         if self.created.table.is_some() {
             match self.read_counters() {
                 Ok(c) => {

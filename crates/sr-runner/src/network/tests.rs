@@ -751,6 +751,7 @@ fn scripted(fail: Option<&'static str>) -> Arc<RecordingExecutor> {
                 r#"{"nftables":[]}"#.into()
             }
             NetCommand::Nft { args } if args[0] == "list" => LISTING.into(),
+            NetCommand::NftCounters { .. } => LISTING.into(),
             NetCommand::SysctlRead { .. } => "0".into(),
             _ => String::new(),
         })
@@ -830,16 +831,16 @@ fn tap_lifecycle_command_sequence_and_release() {
     let mut net = tap_network(exec.clone(), dir.path());
     let attached = net.attach(&tap(&format!("srt{RUN}")), dir.path()).unwrap();
     let b = net.binding().unwrap().clone();
-    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    let cmds = without_table_thread(&exec);
     let expected = [
         "getifaddrs ipv4".to_string(),
         "ip tuntap add dev srtRUN mode tap".into(),
         "sysctl -w net.ipv6.conf.srtRUN.disable_ipv6=1".into(),
-        format!("ip addr add {}/30 dev srtRUN", b.host_addr),
-        "ip link set srtRUN up".into(),
+        format!(
+            "addr add {}/30 dev srtRUN; link set srtRUN up (netlink)",
+            b.host_addr
+        ),
         "sysctl -w net.ipv4.conf.srtRUN.forwarding=1".into(),
-        "nft -j -f -".into(),
-        "nft -j list table inet safe_run_RUN".into(),
         "nft -j -f -".into(),
         "route get 10.214.1.1 (netlink)".into(),
         "route get 10.214.1.2 (netlink)".into(),
@@ -893,7 +894,7 @@ fn tap_lifecycle_command_sequence_and_release() {
     assert_eq!(
         released,
         [
-            format!("nft -j list table inet safe_run_{RUN}"),
+            format!("counters of table inet safe_run_{RUN} and set blocked_v4 (netlink)"),
             format!("nft -j delete table inet safe_run_{RUN}"),
             format!("ip link del srt{RUN}"),
             "sysctl -w net.ipv4.conf.eth0.forwarding=0".to_string(),
@@ -923,6 +924,29 @@ fn a_tap_creation_failure_is_sr_run_201_and_rolls_back() {
     assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
 }
 
+/// The commands run, without the table thread's two (checked here: its apply, then its
+/// read-back, interleaved in any order with the link's commands, which run meanwhile).
+fn without_table_thread(exec: &RecordingExecutor) -> Vec<String> {
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    let first_nft = cmds.iter().position(|c| c.starts_with("nft")).unwrap();
+    assert_eq!(cmds[first_nft], "nft -j -f -");
+    let second_nft = cmds[first_nft + 1..]
+        .iter()
+        .position(|c| c.starts_with("nft"))
+        .unwrap()
+        + first_nft
+        + 1;
+    assert!(
+        cmds[second_nft].starts_with("nft -j list table inet safe_run_"),
+        "{cmds:?}"
+    );
+    cmds.iter()
+        .enumerate()
+        .filter(|(i, _)| *i != first_nft && *i != second_nft)
+        .map(|(_, c)| c.clone())
+        .collect()
+}
+
 #[test]
 fn lifecycle_command_sequence_and_release() {
     let dir = tempfile::tempdir().unwrap();
@@ -932,44 +956,23 @@ fn lifecycle_command_sequence_and_release() {
         .attach(&Boundary::Namespace { pid: 4242 }, dir.path())
         .unwrap();
     let b = net.binding().unwrap().clone();
-    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
-    // The table is applied and read back by a second thread while the link is made: each
-    // thread's commands in order, the two interleaved in any order.
-    let first_nft = cmds.iter().position(|c| c.starts_with("nft")).unwrap();
-    assert_eq!(cmds[first_nft], "nft -j -f -");
-    let second_nft = cmds[first_nft + 1..]
-        .iter()
-        .position(|c| c.starts_with("nft"))
-        .unwrap()
-        + first_nft
-        + 1;
-    assert_eq!(
-        cmds[second_nft],
-        format!("nft -j list table inet safe_run_{RUN}")
-    );
-    let cmds: Vec<String> = cmds
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != first_nft && *i != second_nft)
-        .map(|(_, c)| c.clone())
-        .collect();
+    let cmds = without_table_thread(&exec);
     let expected = [
         "getifaddrs ipv4".to_string(),
-        // The pair is created from inside the sandbox's namespace, its host end put into this
-        // process's: one child for the pair and the whole sandbox side.
-        format!(
-            "nsenter -t 4242 -n ip -batch - <<< 'link add srRUNg type veth peer name srRUNh \
-             netns {}; link set lo up; addr add {}/30 dev srRUNg; link set srRUNg up; route \
-             add default via {}'",
-            std::process::id(),
-            b.guest_addr,
-            b.host_addr
-        ),
+        // The pair is created in-process, its sandbox end put into the sandbox's namespace;
+        // the host end is made ready, IPv6 off before it goes up; then the sandbox side, from
+        // a thread in the sandbox's namespace. No child process.
+        "link add srRUNh type veth peer name srRUNg netns 4242 (netlink)".to_string(),
         "sysctl -w net.ipv6.conf.srRUNh.disable_ipv6=1".into(),
         "sysctl -w net.ipv4.conf.srRUNh.forwarding=1".into(),
         format!(
-            "ip -batch - <<< 'addr add {}/30 dev srRUNh; link set srRUNh up'",
+            "addr add {}/30 dev srRUNh; link set srRUNh up (netlink)",
             b.host_addr
+        ),
+        format!(
+            "in the netns of 4242: link set lo up; addr add {}/30 dev srRUNg; link set srRUNg \
+             up; route add default via {} (netlink)",
+            b.guest_addr, b.host_addr
         ),
         // First resolution of allowed.test fills egress_1_v4.
         "nft -j -f -".into(),
@@ -1044,7 +1047,7 @@ fn lifecycle_command_sequence_and_release() {
     assert_eq!(
         released,
         [
-            format!("nft -j list table inet safe_run_{RUN}"),
+            format!("counters of table inet safe_run_{RUN} and set blocked_v4 (netlink)"),
             format!("nft -j delete table inet safe_run_{RUN}"),
             // The veth goes with the sandbox's namespace: awaited, not deleted.
             format!("await link sr{RUN}h gone within 1000 ms"),
@@ -1085,7 +1088,7 @@ fn resolver_start_failure_is_sr_run_201_and_rolls_back() {
     assert!(err.message.contains("DNS resolver"), "{err}");
     let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
     assert!(cmds.ends_with(&[
-        format!("nft -j list table inet safe_run_{RUN}"),
+        format!("counters of table inet safe_run_{RUN} and set blocked_v4 (netlink)"),
         format!("nft -j delete table inet safe_run_{RUN}"),
         format!("ip link del sr{RUN}h"),
     ]));
@@ -1104,6 +1107,133 @@ fn apply_failure_is_sr_run_201_and_rolls_back() {
     assert!(err.message.contains("applying the nftables table"), "{err}");
     let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
     assert!(cmds.contains(&format!("ip link del sr{RUN}h")));
+}
+
+/// `prepare` (before the boundary starts) claims the /30 and starts the table's thread; attach
+/// then makes only the link and the rest, and takes the table's listing.
+#[test]
+fn prepare_starts_the_table_before_the_boundary_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = scripted(None);
+    let mut net = network(exec.clone(), dir.path());
+    net.prepare(dir.path()).unwrap();
+    assert!(dir.path().join(ledger::LEDGER_FILE).exists());
+    let b = net.binding().unwrap().clone();
+    // No link yet: only the addresses, and the table's commands (its thread may still run).
+    let wait = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while exec.commands().len() < 3 && std::time::Instant::now() < wait {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        cmds,
+        [
+            "getifaddrs ipv4".to_string(),
+            "nft -j -f -".into(),
+            format!("nft -j list table inet safe_run_{RUN}"),
+        ]
+    );
+    let attached = net
+        .attach(&Boundary::Namespace { pid: 4242 }, dir.path())
+        .unwrap();
+    // The same /30 (claimed once), and no second apply of the table.
+    assert_eq!(net.binding().unwrap().subnet, b.subnet);
+    let cmds: Vec<String> = exec.commands()[3..]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        cmds[0],
+        format!("link add sr{RUN}h type veth peer name sr{RUN}g netns 4242 (netlink)")
+    );
+    assert!(!cmds.iter().any(|c| c.contains("getifaddrs")), "{cmds:?}");
+    assert!(
+        !cmds.iter().any(|c| c.starts_with("nft -j list")),
+        "{cmds:?}"
+    );
+    let NetworkFacts::Allowlist(facts) = &attached.facts else {
+        panic!("{:?}", attached.facts);
+    };
+    assert_eq!(
+        facts.nft_ruleset_digest,
+        audit::ruleset_digest(&serde_json::from_str(LISTING).unwrap())
+    );
+    assert_eq!(facts.subnet, b.subnet.to_string());
+    net.release().unwrap();
+    assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
+}
+
+/// A boundary that fails to start after `prepare`: release removes the table (once its
+/// apply is over, never racing it) and the /30, and touches no link.
+#[test]
+fn release_after_prepare_alone_waits_for_the_table_and_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let applied = Arc::new(Mutex::new(false));
+    let raced = Arc::new(Mutex::new(false));
+    let (a, r) = (applied.clone(), raced.clone());
+    let exec = Arc::new(RecordingExecutor::new(move |cmd| {
+        Ok(match cmd {
+            NetCommand::HostAddresses => "[]".into(),
+            NetCommand::NftApply { .. } => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                *a.lock().unwrap() = true;
+                String::new()
+            }
+            NetCommand::Nft { args } if args[0] == "list" => LISTING.into(),
+            NetCommand::Nft { args } if args[0] == "delete" => {
+                if !*a.lock().unwrap() {
+                    *r.lock().unwrap() = true;
+                }
+                String::new()
+            }
+            _ => String::new(),
+        })
+    }));
+    let mut net = network(exec.clone(), dir.path());
+    net.prepare(dir.path()).unwrap();
+    net.release().unwrap();
+    assert!(*applied.lock().unwrap());
+    assert!(
+        !*raced.lock().unwrap(),
+        "the table was deleted before it was applied"
+    );
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    assert!(
+        cmds.contains(&format!("nft -j delete table inet safe_run_{RUN}")),
+        "{cmds:?}"
+    );
+    assert!(
+        !cmds
+            .iter()
+            .any(|c| c.contains("link del") || c.contains("await link")),
+        "{cmds:?}"
+    );
+    assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
+    assert_eq!(
+        net.released_objects(),
+        [
+            format!("table inet safe_run_{RUN}"),
+            "subnet ledger entry".to_owned()
+        ]
+    );
+}
+
+/// A table the kernel refuses at `prepare`'s apply fails attach (SR-RUN-201) after the link
+/// was made, and the rollback removes both.
+#[test]
+fn a_prepared_table_that_failed_fails_attach() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = scripted(Some("nft -j -f -"));
+    let mut net = network(exec.clone(), dir.path());
+    net.prepare(dir.path()).unwrap();
+    let err = net
+        .attach(&Boundary::Namespace { pid: 4242 }, dir.path())
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::RunNetworkApply);
+    assert!(err.message.contains("applying the nftables table"), "{err}");
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    assert!(cmds.contains(&format!("ip link del sr{RUN}h")), "{cmds:?}");
+    assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
 }
 
 #[test]
@@ -1348,7 +1478,8 @@ fn a_failed_sample_is_sr_run_201_at_monitor_and_keeps_events() {
     let broken = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = broken.clone();
     let exec = Arc::new(RecordingExecutor::new(move |cmd| {
-        if flag.load(std::sync::atomic::Ordering::SeqCst) && cmd.to_string().contains("list table")
+        if flag.load(std::sync::atomic::Ordering::SeqCst)
+            && cmd.to_string().starts_with("counters of table")
         {
             return Err(RecordingExecutor::failure(
                 cmd,
