@@ -17,11 +17,10 @@
 
 use serde_json::{Value, json};
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
+use super::netlink::{self, NLMSG_DONE, NLMSG_ERROR, attrs};
+
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_HDRLEN: usize = 16;
 const NFGENMSG_LEN: usize = 4;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWRULE: u16 = 6;
@@ -45,9 +44,6 @@ const NFTA_SET_ELEM_EXPRESSIONS: u16 = 11;
 const NFTA_DATA_VALUE: u16 = 1;
 /// libnftnl's user data type of a rule's comment.
 const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
-/// The attribute type bits (without `NLA_F_NESTED` and `NLA_F_NET_BYTEORDER`).
-const NLA_TYPE_MASK: u16 = 0x3fff;
-
 /// `NFPROTO_*` of a table family nft names.
 pub fn family_number(family: &str) -> Option<u8> {
     Some(match family {
@@ -86,32 +82,8 @@ pub fn dump_request(msg: u16, family: u8, attrs: &[(u16, &str)], seq: u32) -> Ve
     m
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 fn be64(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.get(..8)?.try_into().ok()?))
-}
-
-/// The attributes in `b`: (type without flags, value). A truncated attribute is an error.
-fn attrs(b: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 4 <= b.len() {
-        let len = usize::from(u16_at(b, at).ok_or("short attribute")?);
-        let kind = u16_at(b, at + 2).ok_or("short attribute")? & NLA_TYPE_MASK;
-        if len < 4 || at + len > b.len() {
-            return Err(format!("attribute length {len} out of bounds"));
-        }
-        out.push((kind, &b[at + 4..at + len]));
-        at += (len + 3) & !3;
-    }
-    Ok(out)
 }
 
 fn attr<'a>(list: &[(u16, &'a [u8])], kind: u16) -> Option<&'a [u8]> {
@@ -130,31 +102,19 @@ enum Part<'a> {
 /// table: "No such file or directory") or a malformed buffer.
 fn parts(buf: &[u8], seq: u32) -> Result<Vec<Part<'_>>, String> {
     let mut out = Vec::new();
-    let mut at = 0;
-    while at + NLMSG_HDRLEN <= buf.len() {
-        let len = u32_at(buf, at).ok_or("short header")? as usize;
-        let kind = u16_at(buf, at + 4).ok_or("short header")?;
-        let msg_seq = u32_at(buf, at + 8).ok_or("short header")?;
-        if len < NLMSG_HDRLEN || at + len > buf.len() {
-            return Err(format!("netlink message length {len} out of bounds"));
-        }
-        let body = &buf[at + NLMSG_HDRLEN..at + len];
-        if msg_seq == seq {
-            match kind {
-                NLMSG_DONE => out.push(Part::Done),
-                NLMSG_ERROR => {
-                    let errno = u32_at(body, 0).map_or(0, |e| e as i32);
-                    if errno != 0 {
-                        return Err(std::io::Error::from_raw_os_error(-errno).to_string());
-                    }
-                }
-                _ => out.push(Part::Object(
-                    kind & 0xff,
-                    body.get(NFGENMSG_LEN..).ok_or("short nfgenmsg")?,
-                )),
+    for m in netlink::messages(buf)?.into_iter().filter(|m| m.seq == seq) {
+        match (m.kind, m.errno()) {
+            (NLMSG_DONE, _) => out.push(Part::Done),
+            (_, Some(0)) => {}
+            (_, Some(errno)) => {
+                return Err(std::io::Error::from_raw_os_error(errno).to_string());
             }
+            (kind, None) if kind == NLMSG_ERROR => return Err("short error message".into()),
+            (kind, None) => out.push(Part::Object(
+                kind & 0xff,
+                m.body.get(NFGENMSG_LEN..).ok_or("short nfgenmsg")?,
+            )),
         }
-        at += (len + 3) & !3;
     }
     Ok(out)
 }
@@ -309,19 +269,8 @@ fn dump(
 /// The counters of table `family name` and of its set `set`, as an `nft -j list table`-shaped
 /// document (see the module docs).
 pub fn read(family: &str, table: &str, set: &str) -> Result<Value, String> {
-    use nix::sys::socket::{
-        AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, socket,
-    };
-    use std::os::fd::AsRawFd;
     let fam = family_number(family).ok_or_else(|| format!("unknown family {family:?}"))?;
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkNetFilter,
-    )
-    .map_err(|e| format!("netlink socket: {e}"))?;
-    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| format!("netlink bind: {e}"))?;
+    let fd = netlink::open(nix::sys::socket::SockProtocol::NetlinkNetFilter)?;
     let seq = std::process::id();
     let mut objects = Vec::new();
     let request = dump_request(NFT_MSG_GETRULE, fam, &[(NFTA_RULE_TABLE, table)], seq);
@@ -349,6 +298,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::network::netlink::{NLMSG_HDRLEN, u16_at, u32_at};
 
     fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
         let mut a = Vec::new();

@@ -44,6 +44,7 @@ pub mod exec;
 pub mod forwarding;
 pub mod gc;
 pub mod ledger;
+pub mod netlink;
 pub mod release;
 pub mod route;
 pub mod rtnl;

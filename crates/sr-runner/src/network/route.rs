@@ -8,14 +8,14 @@
 
 use std::net::Ipv4Addr;
 
-const NLMSG_ERROR: u16 = 2;
+use super::netlink::{self, NLMSG_HDRLEN};
+
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
 const NLM_F_REQUEST: u16 = 1;
 const AF_INET: u8 = 2;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
-const NLMSG_HDRLEN: usize = 16;
 const RTMSG_LEN: usize = 12;
 
 /// An `RTM_GETROUTE` request for `dst` with sequence number `seq`.
@@ -37,73 +37,37 @@ pub fn request(dst: Ipv4Addr, seq: u32) -> Vec<u8> {
     m
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 /// The output interface index of the route in a reply to the request with `seq`. `Err`: the
 /// kernel's error (no route: `ENETUNREACH`...), or a reply that is not one.
 pub fn parse_reply(reply: &[u8], seq: u32) -> Result<u32, String> {
-    let mut at = 0;
-    while at + NLMSG_HDRLEN <= reply.len() {
-        let len = u32_at(reply, at).ok_or("short header")? as usize;
-        let kind = u16_at(reply, at + 4).ok_or("short header")?;
-        let msg_seq = u32_at(reply, at + 8).ok_or("short header")?;
-        if len < NLMSG_HDRLEN || at + len > reply.len() {
-            return Err(format!("netlink message length {len} out of bounds"));
+    for m in netlink::messages(reply)?
+        .into_iter()
+        .filter(|m| m.seq == seq)
+    {
+        if let Some(errno) = m.errno() {
+            return Err(format!(
+                "no route: {}",
+                std::io::Error::from_raw_os_error(errno)
+            ));
         }
-        let body = &reply[at + NLMSG_HDRLEN..at + len];
-        if msg_seq == seq {
-            match kind {
-                NLMSG_ERROR => {
-                    let errno = u32_at(body, 0).map_or(0, |e| e as i32);
-                    return Err(format!(
-                        "no route: {}",
-                        std::io::Error::from_raw_os_error(-errno)
-                    ));
-                }
-                RTM_NEWROUTE => {
-                    let mut a = RTMSG_LEN;
-                    while a + 4 <= body.len() {
-                        let alen = usize::from(u16_at(body, a).ok_or("short attribute")?);
-                        let akind = u16_at(body, a + 2).ok_or("short attribute")?;
-                        if alen < 4 || a + alen > body.len() {
-                            return Err(format!("route attribute length {alen} out of bounds"));
-                        }
-                        if akind == RTA_OIF {
-                            return u32_at(body, a + 4).ok_or_else(|| "short RTA_OIF".to_owned());
-                        }
-                        a += (alen + 3) & !3;
-                    }
-                    return Err("the route has no output interface".to_owned());
-                }
-                _ => {}
-            }
+        if m.kind == RTM_NEWROUTE {
+            let attrs = netlink::attrs(m.body.get(RTMSG_LEN..).ok_or("short rtmsg")?)
+                .map_err(|e| format!("route {e}"))?;
+            let (_, oif) = attrs
+                .iter()
+                .find(|(kind, _)| *kind == RTA_OIF)
+                .ok_or("the route has no output interface")?;
+            return netlink::u32_at(oif, 0).ok_or_else(|| "short RTA_OIF".to_owned());
         }
-        at += (len + 3) & !3;
     }
     Err("no answer to the route request".to_owned())
 }
 
 /// The name of the interface the host routes `dst` through.
 pub fn lookup(dst: Ipv4Addr) -> Result<String, String> {
-    use nix::sys::socket::{
-        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send,
-        socket,
-    };
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkRoute,
-    )
-    .map_err(|e| format!("netlink socket: {e}"))?;
+    use nix::sys::socket::{MsgFlags, SockProtocol, recv, send};
     use std::os::fd::AsRawFd;
-    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| format!("netlink bind: {e}"))?;
+    let fd = netlink::open(SockProtocol::NetlinkRoute)?;
     let seq = std::process::id();
     send(fd.as_raw_fd(), &request(dst, seq), MsgFlags::empty())
         .map_err(|e| format!("netlink send: {e}"))?;
@@ -121,6 +85,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::network::netlink::{NLMSG_ERROR, u16_at, u32_at};
 
     fn reply(kind: u16, seq: u32, body: &[u8]) -> Vec<u8> {
         let len = NLMSG_HDRLEN + body.len();

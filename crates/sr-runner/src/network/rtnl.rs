@@ -17,7 +17,8 @@
 
 use std::net::Ipv4Addr;
 
-const NLMSG_ERROR: u16 = 2;
+use super::netlink;
+
 const RTM_NEWLINK: u16 = 16;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
@@ -41,7 +42,6 @@ const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_BOOT: u8 = 3;
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const RTN_UNICAST: u8 = 1;
-const NLMSG_HDRLEN: usize = 16;
 #[cfg(test)]
 const IFINFOMSG_LEN: usize = 16;
 /// The kernel's limit on an interface name, its NUL included (`IFNAMSIZ`).
@@ -217,37 +217,21 @@ pub fn default_route_request(gateway: Ipv4Addr, seq: u32) -> Vec<u8> {
     m.finish()
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 /// The kernel's answer to the request with `seq`: `Ok` for an acknowledgement (error 0),
 /// [`AckError::Refused`] with the errno of a refusal, [`AckError::NoAnswer`] when `reply`
 /// holds no answer to it (a notification), [`AckError::Malformed`] when it is not netlink.
 pub fn parse_ack(reply: &[u8], seq: u32) -> Result<(), AckError> {
-    let mut at = 0;
-    while at + NLMSG_HDRLEN <= reply.len() {
-        let len = u32_at(reply, at).ok_or(AckError::Malformed)? as usize;
-        let kind = u16_at(reply, at + 4).ok_or(AckError::Malformed)?;
-        let msg_seq = u32_at(reply, at + 8).ok_or(AckError::Malformed)?;
-        if len < NLMSG_HDRLEN || at + len > reply.len() {
-            return Err(AckError::Malformed);
-        }
-        if msg_seq == seq && kind == NLMSG_ERROR {
-            let errno = u32_at(reply, at + NLMSG_HDRLEN).ok_or(AckError::Malformed)? as i32;
-            return if errno == 0 {
-                Ok(())
-            } else {
-                Err(AckError::Refused(-errno))
-            };
-        }
-        at += (len + 3) & !3;
+    let messages = netlink::messages(reply).map_err(|_| AckError::Malformed)?;
+    let Some(answer) = messages
+        .iter()
+        .find(|m| m.seq == seq && m.kind == netlink::NLMSG_ERROR)
+    else {
+        return Err(AckError::NoAnswer);
+    };
+    match answer.errno().ok_or(AckError::Malformed)? {
+        0 => Ok(()),
+        errno => Err(AckError::Refused(errno)),
     }
-    Err(AckError::NoAnswer)
 }
 
 /// Why a request was not acknowledged.
@@ -281,20 +265,8 @@ struct Socket {
 
 impl Socket {
     fn open() -> Result<Self, String> {
-        use nix::sys::socket::{
-            AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, socket,
-        };
-        use std::os::fd::AsRawFd;
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
-        )
-        .map_err(|e| format!("netlink socket: {e}"))?;
-        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| format!("netlink bind: {e}"))?;
         Ok(Socket {
-            fd,
+            fd: netlink::open(nix::sys::socket::SockProtocol::NetlinkRoute)?,
             seq: std::process::id(),
         })
     }
@@ -399,6 +371,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::network::netlink::{NLMSG_ERROR, NLMSG_HDRLEN, u16_at, u32_at};
 
     /// The attributes of a message body: (kind, value), in order.
     fn attrs(body: &[u8]) -> Vec<(u16, Vec<u8>)> {
