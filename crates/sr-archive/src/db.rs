@@ -74,7 +74,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Archive {
     conn: Connection,
     path: PathBuf,
+    /// An appending connection's WAL size past which a commit folds it in and empties it.
+    wal_limit: Option<u64>,
 }
+
+/// The WAL size past which an appending connection folds the WAL into the database and
+/// empties it: SQLite's own auto-checkpoint size (1,000 pages of 4 KiB), about 120 runs.
+pub const WAL_LIMIT_BYTES: u64 = 1000 * 4096;
 
 /// A run as the index holds it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -233,8 +239,9 @@ fn row_to_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArchivedRun> {
 enum Close {
     /// Checkpoint it into the database and delete it (SQLite's default, last connection only).
     Fold,
-    /// Leave it for the next connection.
-    Keep,
+    /// Leave it for the next connection; fold it in and empty it once a commit finds it
+    /// larger than this many bytes.
+    Keep(u64),
 }
 
 /// Switches the database to WAL (persistent, so later opens only read it). Switching a fresh
@@ -271,11 +278,22 @@ impl Archive {
     /// database, deleting both files and creating them again at the next open (two fsyncs, two
     /// unlinks and two inode allocations per run, about half of the append's cost here). Every
     /// commit is as durable as with [`Archive::open`] (`synchronous = FULL`: the WAL is synced
-    /// before the commit returns); SQLite folds the WAL in when it passes its auto-checkpoint
-    /// size (1,000 pages, about 120 runs), and any connection opened with [`Archive::open`]
-    /// folds it on close.
+    /// before the commit returns). A commit that leaves the WAL larger than [`WAL_LIMIT_BYTES`]
+    /// folds it into the database and empties it (`wal_checkpoint(TRUNCATE)`), once in about
+    /// 120 runs; SQLite's own auto-checkpoint is off on this connection, because it folds the
+    /// WAL without emptying it: the next writer then kept appending, and every commit from
+    /// then on paid a checkpoint and a sync of the database while the WAL grew without bound.
+    /// Any connection opened with [`Archive::open`] folds the WAL on close.
     pub fn open_appending(path: &Path) -> Result<Archive, ArchiveError> {
-        Archive::open_with(path, Close::Keep)
+        Archive::open_with(path, Close::Keep(WAL_LIMIT_BYTES))
+    }
+
+    /// [`Archive::open_appending`] with another WAL limit (tests and benchmarks).
+    pub fn open_appending_with_wal_limit(
+        path: &Path,
+        wal_limit: u64,
+    ) -> Result<Archive, ArchiveError> {
+        Archive::open_with(path, Close::Keep(wal_limit))
     }
 
     fn open_with(path: &Path, close: Close) -> Result<Archive, ArchiveError> {
@@ -296,16 +314,23 @@ impl Archive {
         enable_wal(&conn).map_err(store_err(path, "enable WAL"))?;
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(store_err(path, "set pragmas"))?;
-        if close == Close::Keep {
-            conn.set_db_config(
-                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-                true,
-            )
-            .map_err(store_err(path, "keep the WAL on close"))?;
-        }
+        let wal_limit = match close {
+            Close::Keep(limit) => {
+                conn.set_db_config(
+                    rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                    true,
+                )
+                .map_err(store_err(path, "keep the WAL on close"))?;
+                conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
+                    .map_err(store_err(path, "set pragmas"))?;
+                Some(limit)
+            }
+            Close::Fold => None,
+        };
         let mut archive = Archive {
             conn,
             path: path.to_owned(),
+            wal_limit,
         };
         archive.migrate()?;
         Ok(archive)
@@ -329,6 +354,7 @@ impl Archive {
             Ok::<_, ArchiveError>(Archive {
                 conn,
                 path: path.to_owned(),
+                wal_limit: None,
             })
         };
         let target = path.display().to_string();
@@ -482,6 +508,7 @@ impl Archive {
         )
         .map_err(store_err(&path, action.clone()))?;
         tx.commit().map_err(store_err(&path, action))?;
+        self.fold_large_wal();
         Ok(Recorded::New {
             leaf_index,
             tree_size: leaf_index + 1,
@@ -501,7 +528,25 @@ impl Archive {
         }
         let size = tree_size_in(&tx).map_err(store_err(&path, "append"))?;
         tx.commit().map_err(store_err(&path, "append"))?;
+        self.fold_large_wal();
         Ok(size)
+    }
+
+    /// After a commit of an appending connection: folds the WAL into the database and empties
+    /// it once it is larger than the connection's limit. The commit is durable already; a fold
+    /// that fails or finds readers in the way (`SQLITE_BUSY` after the busy timeout) is left
+    /// to a later commit.
+    fn fold_large_wal(&self) {
+        let Some(limit) = self.wal_limit else {
+            return;
+        };
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > limit) {
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
     }
 
     /// The run with this id.

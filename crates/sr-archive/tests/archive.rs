@@ -779,3 +779,40 @@ fn an_appending_writer_keeps_the_wal_on_close_and_the_next_one_reuses_it() {
     let db = Archive::open_read_only(&db_path).unwrap();
     assert_eq!(db.count().unwrap(), 3);
 }
+
+#[test]
+fn an_appending_writer_empties_the_wal_once_it_passes_its_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_path = tmp.path().join("archive.db");
+    let base = tmp.path().join("runs");
+    let key = key();
+    let wal = tmp.path().join("archive.db-wal");
+    let limit = 64 * 1024;
+    let mut sizes = Vec::new();
+    for i in 0..40u64 {
+        let id = format!("{:012}", 100 + i);
+        let dir = make_run(
+            &base,
+            &Run {
+                id: &id,
+                ..Default::default()
+            },
+            &key,
+        );
+        let mut db = Archive::open_appending_with_wal_limit(&db_path, limit).unwrap();
+        sr_archive::index_run_in(&mut db, &dir, None).unwrap();
+        drop(db);
+        sizes.push(std::fs::metadata(&wal).unwrap().len());
+    }
+    // Bounded: never more than the limit plus one commit's frames, and emptied on the way
+    // (a WAL that is only folded, never emptied, grows with every run).
+    let most = *sizes.iter().max().unwrap();
+    assert!(
+        most < limit + 32 * 1024,
+        "the WAL grew to {most} bytes: {sizes:?}"
+    );
+    assert!(sizes.contains(&0), "never emptied: {sizes:?}");
+    let db = Archive::open_read_only(&db_path).unwrap();
+    assert_eq!(db.count().unwrap(), 40);
+    assert_eq!(db.tree_size().unwrap(), 40);
+}
