@@ -85,8 +85,11 @@ pub fn start(
         )));
     }
     let mut go = child.stdin.take();
-    if let Some(stdin) = go.as_mut() {
-        stdin.write_all(b"g")?;
+    if let Some(Err(e)) = go.as_mut().map(|stdin| stdin.write_all(b"g")) {
+        // It died before its go: reaped here, never left a zombie.
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
     }
     Ok(std::thread::spawn(move || {
         drop(go);
