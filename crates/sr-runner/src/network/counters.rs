@@ -298,29 +298,16 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::network::netlink::{NLMSG_HDRLEN, u16_at, u32_at};
+    use crate::network::netlink::build;
+    use crate::network::netlink::{u16_at, u32_at};
 
     fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
-        let mut a = Vec::new();
-        a.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-        a.extend_from_slice(&kind.to_ne_bytes());
-        a.extend_from_slice(value);
-        while a.len() % 4 != 0 {
-            a.push(0);
-        }
-        a
+        build::attr(kind, value)
     }
 
     fn msg(kind: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
-        let len = NLMSG_HDRLEN + payload.len();
-        let mut m = Vec::new();
-        m.extend_from_slice(&(len as u32).to_ne_bytes());
-        m.extend_from_slice(&kind.to_ne_bytes());
-        m.extend_from_slice(&0x2u16.to_ne_bytes());
-        m.extend_from_slice(&seq.to_ne_bytes());
-        m.extend_from_slice(&0u32.to_ne_bytes());
-        m.extend_from_slice(payload);
-        m
+        // NLM_F_MULTI, as in a dump's answers.
+        build::message(kind, 0x2, seq, payload)
     }
 
     fn counter(packets: u64, bytes: u64) -> Vec<u8> {

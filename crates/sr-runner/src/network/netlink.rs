@@ -104,6 +104,42 @@ pub fn open(protocol: nix::sys::socket::SockProtocol) -> Result<OwnedFd, String>
     Ok(fd)
 }
 
+/// Netlink messages and attributes as the kernel frames them, for the parsers' tests.
+#[cfg(test)]
+pub mod build {
+    use super::NLMSG_HDRLEN;
+
+    /// One message (`nlmsg_flags` as given, pid 0), padded to 4 bytes.
+    pub fn message(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+        let len = NLMSG_HDRLEN + body.len();
+        let mut m = Vec::new();
+        m.extend_from_slice(&(len as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&flags.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(body);
+        pad(&mut m);
+        m
+    }
+
+    /// One attribute, padded to 4 bytes.
+    pub fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut a = Vec::new();
+        a.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+        a.extend_from_slice(&kind.to_ne_bytes());
+        a.extend_from_slice(value);
+        pad(&mut a);
+        a
+    }
+
+    fn pad(v: &mut Vec<u8>) {
+        while v.len() % 4 != 0 {
+            v.push(0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -111,18 +147,7 @@ mod tests {
     use super::*;
 
     fn msg(kind: u16, seq: u32, body: &[u8]) -> Vec<u8> {
-        let len = NLMSG_HDRLEN + body.len();
-        let mut m = Vec::new();
-        m.extend_from_slice(&(len as u32).to_ne_bytes());
-        m.extend_from_slice(&kind.to_ne_bytes());
-        m.extend_from_slice(&0u16.to_ne_bytes());
-        m.extend_from_slice(&seq.to_ne_bytes());
-        m.extend_from_slice(&0u32.to_ne_bytes());
-        m.extend_from_slice(body);
-        while m.len() % 4 != 0 {
-            m.push(0);
-        }
-        m
+        build::message(kind, 0, seq, body)
     }
 
     #[test]

@@ -85,29 +85,11 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::network::netlink::build::{self, attr};
     use crate::network::netlink::{NLMSG_ERROR, u16_at, u32_at};
 
     fn reply(kind: u16, seq: u32, body: &[u8]) -> Vec<u8> {
-        let len = NLMSG_HDRLEN + body.len();
-        let mut m = Vec::new();
-        m.extend_from_slice(&(len as u32).to_ne_bytes());
-        m.extend_from_slice(&kind.to_ne_bytes());
-        m.extend_from_slice(&0u16.to_ne_bytes());
-        m.extend_from_slice(&seq.to_ne_bytes());
-        m.extend_from_slice(&0u32.to_ne_bytes());
-        m.extend_from_slice(body);
-        m
-    }
-
-    fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
-        let mut a = Vec::new();
-        a.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-        a.extend_from_slice(&kind.to_ne_bytes());
-        a.extend_from_slice(value);
-        while a.len() % 4 != 0 {
-            a.push(0);
-        }
-        a
+        build::message(kind, 0, seq, body)
     }
 
     #[test]
