@@ -455,22 +455,7 @@ fn serve_creates_a_microvm_sandbox_that_takes_execs_and_files_and_signs_its_repo
     );
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["stdout"], "over http into a guest\n");
-    let (s, _) = serve_support::http(
-        &d.socket,
-        "DELETE",
-        &format!("/v1/sandboxes/{id}"),
-        &token,
-        None,
-    );
-    assert!(s == 200 || s == 204, "{s}");
-    let (s, report) = serve_support::http(
-        &d.socket,
-        "GET",
-        &format!("/v1/sandboxes/{id}/report"),
-        &token,
-        None,
-    );
-    assert_eq!(s, 200, "{report}");
+    let report = serve_support::end_and_report(&d.socket, &id, &token);
     assert_eq!(
         report["enforcement"]["backend"]["microvm"]["vmm"], "qemu",
         "{report}"

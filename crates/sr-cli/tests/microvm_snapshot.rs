@@ -264,14 +264,17 @@ fn a_warm_pool_of_microvms_is_filled_by_restores() {
     let tokens = env.dir.path().join("state/tokens.json");
     let admin = serve_support::token(&env, &tokens, "admin");
     let d = serve_support::start(&env, &tokens);
-    let (s, p) = serve_support::http(
-        &d.socket,
-        "PUT",
-        "/v1/pools/vm",
-        &admin,
-        Some(&json!({"minReady": 1})),
-    );
-    assert_eq!(s, 200, "{p}");
+    let set_min_ready = |n: u64| {
+        let (s, p) = serve_support::http(
+            &d.socket,
+            "PUT",
+            "/v1/pools/vm",
+            &admin,
+            Some(&json!({"minReady": n})),
+        );
+        assert_eq!(s, 200, "{p}");
+    };
+    set_min_ready(1);
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let (_, pools) = serve_support::http(&d.socket, "GET", "/v1/pools", &admin, None);
@@ -282,14 +285,7 @@ fn a_warm_pool_of_microvms_is_filled_by_restores() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Emptied again, so that no replacement is being made when the daemon stops.
-    let (s, p) = serve_support::http(
-        &d.socket,
-        "PUT",
-        "/v1/pools/vm",
-        &admin,
-        Some(&json!({"minReady": 0})),
-    );
-    assert_eq!(s, 200, "{p}");
+    set_min_ready(0);
     let (s, sandbox) = serve_support::http(
         &d.socket,
         "POST",
@@ -308,22 +304,7 @@ fn a_warm_pool_of_microvms_is_filled_by_restores() {
         Some(&json!({"argv": ["/bin/cat", "/proc/sys/kernel/random/boot_id"]})),
     );
     assert_eq!((s, r["exitCode"].as_i64()), (200, Some(0)), "{r}");
-    let (s, _) = serve_support::http(
-        &d.socket,
-        "DELETE",
-        &format!("/v1/sandboxes/{id}"),
-        &admin,
-        None,
-    );
-    assert!(s == 200 || s == 204, "{s}");
-    let (s, report) = serve_support::http(
-        &d.socket,
-        "GET",
-        &format!("/v1/sandboxes/{id}/report"),
-        &admin,
-        None,
-    );
-    assert_eq!(s, 200, "{report}");
+    let report = serve_support::end_and_report(&d.socket, &id, &admin);
     let vm = &report["enforcement"]["backend"]["microvm"];
     assert_eq!(vm["start"], "snapshot", "{vm}");
     assert_eq!(vm["guestCrngReseeded"], true, "{vm}");

@@ -460,6 +460,25 @@ print(json.dumps({
 /// A `safe-run` started by a test: SIGTERMed and reaped if the test fails before it ends.
 struct Running(Option<std::process::Child>);
 
+/// Starts a run of `p` in the background and waits until its workload has started (the
+/// network is attached by then).
+fn start_in_background(env: &Env, p: &std::path::Path) -> Running {
+    let child = Running(Some(
+        env.run_cmd(p)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let started = wait_for(20, || {
+        env.run_dirs()
+            .first()
+            .is_some_and(|d| events_of(d).iter().any(|e| e["type"] == "process.started"))
+    });
+    assert!(started, "the run never started its workload");
+    child
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(mut child) = self.0.take() {
@@ -572,20 +591,8 @@ fn gc_after_sigkill_restores_the_uplink_forwarding_flag() {
     std::fs::write(format!("/proc/sys/net/ipv4/conf/{uplink}/forwarding"), "0").unwrap();
     let env = topo.env();
     let p = env.policy("killed", &topo.policy("/bin/sleep", &["30"], "30s"));
-    let mut child = Running(Some(
-        env.run_cmd(&p)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
     // The run has attached once the workload started (forwarding is set before that).
-    let started = wait_for(20, || {
-        env.run_dirs()
-            .first()
-            .is_some_and(|d| events_of(d).iter().any(|e| e["type"] == "process.started"))
-    });
-    assert!(started, "the run never started its workload");
+    let mut child = start_in_background(&env, &p);
     assert_eq!(
         uplink_flag(topo.allowed).1,
         "1",
@@ -770,19 +777,7 @@ fn a_killed_releaser_is_recovered_by_the_next_runs_gc() {
     let topo = Topology::new();
     let env = topo.env();
     let p = env.policy("slow", &topo.policy("/bin/sleep", &["1"], "20s"));
-    let mut child = Running(Some(
-        env.run_cmd(&p)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
-    let started = wait_for(20, || {
-        env.run_dirs()
-            .first()
-            .is_some_and(|d| events_of(d).iter().any(|e| e["type"] == "process.started"))
-    });
-    assert!(started, "the run never started its workload");
+    let mut child = start_in_background(&env, &p);
     let dir = env.run_dirs()[0].clone();
     let id = run_id(&dir);
     // Hold the shared network state: the releaser's first step (taking the run's subnet over)

@@ -282,17 +282,15 @@ fn snapshot(args: SnapshotArgs) -> u8 {
         }
         Format::Text => {
             let ratio = manifest.restore_ms as f64 / manifest.boot_ms.max(1) as f64;
-            print_stdout(&format!(
-                "snapshot {key} in {dir}\n  VM state  {bytes} bytes  {sha}\n  memory    {mb} bytes  {ms}\n  boot to agent listening {boot} ms, save {save} ms, restore to agent answering {restore} ms ({ratio:.2}x the boot)\n",
-                key = manifest.key,
-                dir = dir.display(),
-                bytes = manifest.vmstate_bytes,
-                sha = manifest.vmstate_sha256,
-                mb = manifest.memory_bytes,
-                ms = manifest.memory_sha256,
-                boot = manifest.boot_ms,
-                save = manifest.save_ms,
-                restore = manifest.restore_ms,
+            print_stdout(&snapshot_text(
+                &manifest.key,
+                &dir,
+                (manifest.vmstate_bytes, &manifest.vmstate_sha256),
+                (manifest.memory_bytes, &manifest.memory_sha256),
+                &format!(
+                    "boot to agent listening {} ms, save {} ms, restore to agent answering {} ms ({ratio:.2}x the boot)",
+                    manifest.boot_ms, manifest.save_ms, manifest.restore_ms
+                ),
             ))
         }
     }
@@ -354,18 +352,32 @@ fn firecracker_snapshot(
         Format::Json => {
             print_stdout(&(serde_json::to_string_pretty(&manifest).unwrap_or_default() + "\n"))
         }
-        Format::Text => print_stdout(&format!(
-            "snapshot {key} in {dir}\n  VM state  {vb} bytes  {vs}\n  memory    {mb} bytes  {ms}\n  boot to agent listening {boot} ms, save {save} ms\n",
-            key = manifest.key,
-            dir = dir.display(),
-            vb = manifest.vmstate_bytes,
-            vs = manifest.vmstate_sha256,
-            mb = manifest.memory_bytes,
-            ms = manifest.memory_sha256,
-            boot = manifest.boot_ms,
-            save = manifest.save_ms,
+        Format::Text => print_stdout(&snapshot_text(
+            &manifest.key,
+            &dir,
+            (manifest.vmstate_bytes, &manifest.vmstate_sha256),
+            (manifest.memory_bytes, &manifest.memory_sha256),
+            &format!(
+                "boot to agent listening {} ms, save {} ms",
+                manifest.boot_ms, manifest.save_ms
+            ),
         )),
     }
+}
+
+/// A published snapshot as `artifact snapshot` prints it (either VMM): its two files, each
+/// with its size and digest, then how long it took.
+fn snapshot_text(
+    key: &str,
+    dir: &std::path::Path,
+    (vmstate_bytes, vmstate_sha256): (u64, &str),
+    (memory_bytes, memory_sha256): (u64, &str),
+    timings: &str,
+) -> String {
+    format!(
+        "snapshot {key} in {}\n  VM state  {vmstate_bytes} bytes  {vmstate_sha256}\n  memory    {memory_bytes} bytes  {memory_sha256}\n  {timings}\n",
+        dir.display()
+    )
 }
 
 #[cfg(test)]

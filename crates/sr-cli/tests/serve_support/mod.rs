@@ -27,6 +27,27 @@ pub fn http(
     (status, serde_json::from_slice(&raw).unwrap_or(Value::Null))
 }
 
+/// Ends sandbox `id` (`DELETE`, which must succeed) and returns its report.
+pub fn end_and_report(socket: &Path, id: &str, token: &str) -> Value {
+    let (s, _) = http(
+        socket,
+        "DELETE",
+        &format!("/v1/sandboxes/{id}"),
+        token,
+        None,
+    );
+    assert!(s == 200 || s == 204, "{s}");
+    let (s, report) = http(
+        socket,
+        "GET",
+        &format!("/v1/sandboxes/{id}/report"),
+        token,
+        None,
+    );
+    assert_eq!(s, 200, "{report}");
+    report
+}
+
 /// One HTTP/1.1 request with a raw body; returns (status, raw body).
 pub fn http_raw(
     socket: &Path,
