@@ -7,7 +7,7 @@ Run by crates/sr-cli/tests/independent_verifier.rs with the repo's .venv python:
 import json
 import unittest
 
-from verify_report import _rebuild_activity, jcs, sha256_tagged
+from verify_report import _rebuild_activity, _rebuild_pool, jcs, sha256_tagged
 
 EMPTY = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -76,3 +76,27 @@ class ActivityTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def claimed(template="small", waited_ms=12):
+    return {"type": "sandbox.claimed", "payload": {"template": template, "waitedMs": waited_ms}}
+
+
+def pool(*events):
+    return _rebuild_pool([json.dumps(e).encode() for e in events])
+
+
+class PoolClaimTest(unittest.TestCase):
+    def test_a_claim_before_anything_ran_is_the_reports_pool(self):
+        self.assertEqual(pool(claimed(), started(1), exited(1)),
+                         ({"template": "small", "waitedMs": 12}, []))
+        self.assertEqual(pool(started(1), exited(1)), (None, []))
+
+    def test_a_second_or_late_claim_or_another_shape_is_a_problem(self):
+        odd = claimed()
+        odd["payload"]["by"] = "someone"
+        for events in ([claimed(), claimed()], [started(1), claimed()], [transfer(1), claimed()],
+                       [odd]):
+            _, problems = pool(*events)
+            self.assertTrue(problems, events)
+

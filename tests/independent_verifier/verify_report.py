@@ -250,8 +250,29 @@ def _rebuild_activity(lines):
     return [execs[k] for k in sorted(execs)], sorted(transfers, key=lambda t: t["transferId"]), problems
 
 
+def _rebuild_pool(lines):
+    """The report's pool claim as the chain states it: at most one `sandbox.claimed`, before any
+    exec or transfer; and what contradicts that."""
+    claim, problems, active = None, [], False
+    for line in lines:
+        if not line:
+            continue
+        event = json.loads(line)
+        kind, p = event.get("type"), event.get("payload") or {}
+        if kind in ("exec.started", "exec.exited", "file.transferred", "file.removed"):
+            active = True
+        elif kind == "sandbox.claimed":
+            if claim is not None or active:
+                problems.append("a sandbox is claimed once, before anything ran in it")
+            if set(p) != {"template", "waitedMs"}:
+                problems.append("a sandbox.claimed payload of another shape")
+            claim = p
+    return claim, problems
+
+
 def check_activity(res, events_path, report):
-    """The report's execs and transfers, rebuilt from the chain; argv digests recomputed."""
+    """The report's execs, transfers and pool claim, rebuilt from the chain; argv digests
+    recomputed."""
     try:
         with open(events_path, "rb") as f:
             lines = f.read().split(b"\n")
@@ -263,6 +284,10 @@ def check_activity(res, events_path, report):
         problems.append("the report's execs differ from the chain's")
     if jcs(want_transfers) != jcs(report.get("transfers", [])):
         problems.append("the report's transfers differ from the chain's")
+    claim, claim_problems = _rebuild_pool(lines)
+    problems.extend(claim_problems)
+    if jcs(claim) != jcs(report.get("pool")):
+        problems.append("the report's pool differs from the chain's")
     return res.check("activity", not problems,
                      "; ".join(problems) or f"{len(want_execs)} execs, {len(want_transfers)} transfers")
 

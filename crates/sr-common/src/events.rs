@@ -82,13 +82,23 @@ catalogue! {
     RUN_PREPARE = RunPrepare => "run.prepare",
     /// The workload exceeded its timeout.
     RUN_TIMEOUT = RunTimeout => "run.timeout",
+    /// A sandbox made ahead for a warm pool was handed out (payload: `template`, `waitedMs`:
+    /// how long it had been ready in the pool). Recorded before its first exec.
+    SANDBOX_CLAIMED = SandboxClaimed => "sandbox.claimed",
     /// Isolation was enforced (payload: the enforcement facts).
     SANDBOX_ENFORCED = SandboxEnforced => "sandbox.enforced",
 }
 
-/// The types written whatever the policy's `evidence.events` says: the report's `execs` and
-/// `transfers` are built from them, so a run without them could not say what ran in it.
-pub const ACTIVITY: [EventType; 4] = [EXEC_EXITED, EXEC_STARTED, FILE_REMOVED, FILE_TRANSFERRED];
+/// The types written whatever the policy's `evidence.events` says: the report's `execs`,
+/// `transfers` and `pool` are built from them, so a run without them could not say what ran in
+/// it, or that its sandbox was made before it was asked for.
+pub const ACTIVITY: [EventType; 5] = [
+    EXEC_EXITED,
+    EXEC_STARTED,
+    FILE_REMOVED,
+    FILE_TRANSFERRED,
+    SANDBOX_CLAIMED,
+];
 
 /// Whether `name` is a known event type.
 pub fn is_known(name: &str) -> bool {
@@ -131,7 +141,7 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted, names);
-        assert_eq!(names.len(), 20);
+        assert_eq!(names.len(), 21);
         for e in EventType::ALL {
             assert_eq!(EventType::parse(e.as_str()), Some(*e));
         }

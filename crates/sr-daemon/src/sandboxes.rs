@@ -422,6 +422,21 @@ impl Live {
         self.view()
     }
 
+    /// Records in its chain that it was handed out from the pool of `template` (the report's
+    /// `pool`), before anything runs in it.
+    fn record_claim(&self, template: &str) {
+        if let Life::Running { sandbox, .. } = &*self.lock() {
+            let claim = sr_evidence::activity::PoolClaim {
+                template: template.to_owned(),
+                waited_ms: unix_ms().saturating_sub(self.created_at_ms),
+            };
+            sandbox.evidence().emit(
+                sr_common::events::SANDBOX_CLAIMED,
+                serde_json::to_value(claim).unwrap_or_default(),
+            );
+        }
+    }
+
     /// The report's path once it is written.
     pub fn report_path(&self) -> Option<PathBuf> {
         match &*self.lock() {
@@ -786,6 +801,7 @@ impl Daemon {
         }
         if let Some((live, token)) = self.pools.take(name) {
             live.handed_out_from_pool.store(true, Ordering::Relaxed);
+            live.record_claim(name);
             *lock(&live.owner) = owner;
             lease::with(&live.lease, |l| {
                 l.set_waiting_in_pool(false, Instant::now())

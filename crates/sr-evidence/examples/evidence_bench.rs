@@ -108,6 +108,7 @@ fn base_report() -> RunReport {
         mounts: None,
         execs: Vec::new(),
         transfers: Vec::new(),
+        pool: None,
         warnings: vec![],
         integrity: None,
     }

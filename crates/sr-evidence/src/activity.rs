@@ -1,6 +1,7 @@
-//! What ran in a sandbox and what moved in and out of it: the typed payloads of `exec.started`,
-//! `exec.exited`, `file.transferred` and `file.removed`, and the [`Ledger`] that turns a chain's
-//! events into the report's `execs` and `transfers`. The chain writer feeds the ledger each event
+//! What ran in a sandbox, what moved in and out of it, and where the sandbox came from: the
+//! typed payloads of `exec.started`, `exec.exited`, `file.transferred`, `file.removed` and
+//! `sandbox.claimed`, and the [`Ledger`] that turns a chain's events into the report's `execs`,
+//! `transfers` and `pool`. The chain writer feeds the ledger each event
 //! it writes (so the report lists exactly what the chain holds); `report verify` rebuilds it from
 //! events.jsonl and compares, so a report whose list differs from its own chain (an exit code
 //! edited, an exec dropped, a digest changed) fails. The ledger also refuses a chain that
@@ -163,6 +164,28 @@ pub struct FileRemoved {
     pub path: String,
 }
 
+/// `sandbox.claimed`, and the report's `pool`: the sandbox was made ahead for a warm pool and
+/// handed out from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoolClaim {
+    /// The operator's template it was made from.
+    pub template: String,
+    /// How long it had been ready in the pool when it was handed out.
+    pub waited_ms: u64,
+}
+
+/// What the report lists of a chain's activity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// Every exec, by id.
+    pub execs: Vec<ExecRecord>,
+    /// Every transfer, by id.
+    pub transfers: Vec<FileTransferred>,
+    /// The pool claim, when the sandbox came from a warm pool.
+    pub pool: Option<PoolClaim>,
+}
+
 /// One exec as the report lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -223,6 +246,7 @@ pub struct Ledger {
     ended: BTreeSet<u64>,
     transfer_ids: BTreeSet<u64>,
     transfers: Vec<FileTransferred>,
+    pool: Option<PoolClaim>,
     problem: Option<LedgerError>,
 }
 
@@ -336,6 +360,17 @@ impl Ledger {
                 let r: FileRemoved = parse(seq, ty, payload)?;
                 self.claim_transfer(seq, r.transfer_id)?;
             }
+            Some(events::SANDBOX_CLAIMED) => {
+                let c: PoolClaim = parse(seq, ty, payload)?;
+                if self.pool.is_some() || !self.execs.is_empty() || !self.transfer_ids.is_empty() {
+                    return Err(LedgerError::Malformed {
+                        seq,
+                        ty: ty.to_owned(),
+                        reason: "a sandbox is claimed once, before anything ran in it".into(),
+                    });
+                }
+                self.pool = Some(c);
+            }
             _ => {}
         }
         Ok(())
@@ -353,17 +388,18 @@ impl Ledger {
         }
     }
 
-    /// The lists, sorted by id; an exec with no end in the chain is `lost`.
-    pub fn finish(self) -> Result<(Vec<ExecRecord>, Vec<FileTransferred>), LedgerError> {
+    /// The lists, sorted by id (an exec with no end in the chain is `lost`), and the claim.
+    pub fn finish(self) -> Result<Activity, LedgerError> {
         if let Some(p) = self.problem {
             return Err(p);
         }
         let mut transfers = self.transfers;
         transfers.sort_by_key(|t| t.transfer_id);
-        Ok((
-            self.execs.into_values().map(|(r, _)| r).collect(),
+        Ok(Activity {
+            execs: self.execs.into_values().map(|(r, _)| r).collect(),
             transfers,
-        ))
+            pool: self.pool,
+        })
     }
 }
 
@@ -401,14 +437,55 @@ mod tests {
         json!({"transferId": id, "direction": "in", "path": "/tmp/x", "kind": "file", "bytes": 0, "sha256": sha256})
     }
 
-    fn ledger(
-        events_in: &[(EventType, Value)],
-    ) -> Result<(Vec<ExecRecord>, Vec<FileTransferred>), LedgerError> {
+    fn activity(events_in: &[(EventType, Value)]) -> Result<Activity, LedgerError> {
         let mut l = Ledger::default();
         for (seq, (ty, p)) in events_in.iter().enumerate() {
             l.feed(seq as u64 + 10, ty.as_str(), p);
         }
         l.finish()
+    }
+
+    fn ledger(
+        events_in: &[(EventType, Value)],
+    ) -> Result<(Vec<ExecRecord>, Vec<FileTransferred>), LedgerError> {
+        activity(events_in).map(|a| (a.execs, a.transfers))
+    }
+
+    #[test]
+    fn a_pool_claim_is_kept_once_and_only_before_any_activity() {
+        let claim = json!({"template": "small", "waitedMs": 812});
+        let a = activity(&[
+            (events::SANDBOX_CLAIMED, claim.clone()),
+            (events::EXEC_STARTED, started(1)),
+            (events::EXEC_EXITED, exited(1, 0)),
+        ])
+        .unwrap();
+        assert_eq!(
+            a.pool,
+            Some(PoolClaim {
+                template: "small".into(),
+                waited_ms: 812
+            })
+        );
+        assert_eq!(activity(&[]).unwrap().pool, None);
+        let refused: [&[(EventType, Value)]; 4] = [
+            &[
+                (events::SANDBOX_CLAIMED, claim.clone()),
+                (events::SANDBOX_CLAIMED, claim.clone()),
+            ],
+            &[
+                (events::EXEC_STARTED, started(1)),
+                (events::SANDBOX_CLAIMED, claim.clone()),
+            ],
+            &[
+                (events::FILE_TRANSFERRED, transfer(1, EMPTY)),
+                (events::SANDBOX_CLAIMED, claim.clone()),
+            ],
+            &[(events::SANDBOX_CLAIMED, json!({"template": "small"}))],
+        ];
+        for events_in in refused {
+            assert!(activity(events_in).is_err(), "{events_in:?}");
+        }
     }
 
     #[test]

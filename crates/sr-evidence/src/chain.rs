@@ -46,7 +46,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::activity::{ExecRecord, FileTransferred, Ledger, LedgerError};
+use crate::activity::{Activity, Ledger, LedgerError};
 use crate::canonical::{check_numbers, jcs, jcs_value_into, sha256_tagged};
 use crate::error::EvidenceError;
 use crate::events::{self, EventType};
@@ -312,11 +312,10 @@ impl<W: Write + Send> ChainWriter<W> {
         }
     }
 
-    /// The report's `execs` and `transfers`: what the events written so far say (each written
-    /// event was fed to a [`Ledger`] at its own position), leaving an empty ledger behind.
-    pub fn take_activity(
-        &mut self,
-    ) -> Result<(Vec<ExecRecord>, Vec<FileTransferred>), LedgerError> {
+    /// The report's `execs`, `transfers` and `pool`: what the events written so far say (each
+    /// written event was fed to a [`Ledger`] at its own position), leaving an empty ledger
+    /// behind.
+    pub fn take_activity(&mut self) -> Result<Activity, LedgerError> {
         std::mem::take(&mut self.ledger).finish()
     }
 

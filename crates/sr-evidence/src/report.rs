@@ -83,6 +83,10 @@ pub struct RunReport {
     /// Every file moved in or out, by id.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transfers: Vec<crate::activity::FileTransferred>,
+    /// The warm pool the sandbox came from, as its chain records it; absent when it was made
+    /// for this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<crate::activity::PoolClaim>,
     /// Evidence the run could not record, or recorded only in part, each as `CODE at path:
     /// message` (a failed or panicked output tee, an event or sample that could not be
     /// taken). Absent when there was none.

@@ -655,8 +655,12 @@ fn check_activity(v: &mut Verification, report: &RunReport, events_path: &Path) 
         let seq = event.get("seq").and_then(Value::as_u64).unwrap_or_default();
         ledger.feed(seq, ty, event.get("payload").unwrap_or(&Value::Null));
     }
-    let (execs, transfers) = match ledger.finish() {
-        Ok(lists) => lists,
+    let crate::activity::Activity {
+        execs,
+        transfers,
+        pool,
+    } = match ledger.finish() {
+        Ok(activity) => activity,
         Err(e) => {
             v.push(
                 "activity",
@@ -688,14 +692,24 @@ fn check_activity(v: &mut Verification, report: &RunReport, events_path: &Path) 
             report.transfers.len()
         ));
     }
+    if pool != report.pool {
+        problems.push(format!(
+            "the chain's pool claim is {pool:?}, the report's {:?}",
+            report.pool
+        ));
+    }
     if problems.is_empty() {
         v.push(
             "activity",
             Status::Pass,
             format!(
-                "{} execs and {} transfers match the chain",
+                "{} execs and {} transfers match the chain{}",
                 execs.len(),
-                transfers.len()
+                transfers.len(),
+                pool.map_or(String::new(), |p| format!(
+                    ", as does the claim from the pool of {:?}",
+                    p.template
+                ))
             ),
         );
     } else {

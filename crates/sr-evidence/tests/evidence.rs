@@ -161,6 +161,7 @@ fn sample_report() -> RunReport {
         mounts: None,
         execs: Vec::new(),
         transfers: Vec::new(),
+        pool: None,
         warnings: vec![],
         integrity: None,
     }

@@ -16,7 +16,7 @@ use crate::{RunOutcome, RunStatus};
 use serde_json::{Value, json};
 use sr_bundle::{CompileBundle, MountStep};
 use sr_common::{Diagnostic, ErrorCode};
-use sr_evidence::activity::{ExecRecord, FileTransferred};
+use sr_evidence::activity::Activity;
 use sr_evidence::mounts::{self, Budget, MountEvidence, MountManifest, Taken};
 use sr_evidence::report::{
     self, AbsentFeature, BlockedSummary, Cgroup, Cleanup, Enforcement, ExitInfo, ExitStatus,
@@ -186,8 +186,8 @@ pub struct ReportContext<'a> {
     pub samples: u64,
     /// Mount manifests taken before and after the run ([`MountDigests`]).
     pub mounts: Option<MountEvidence>,
-    /// The execs and transfers the chain recorded.
-    pub activity: (Vec<ExecRecord>, Vec<FileTransferred>),
+    /// The execs, transfers and pool claim the chain recorded.
+    pub activity: Activity,
 }
 
 /// The run's mount digests, taken in two steps within one per-run budget: read-only mounts
@@ -355,8 +355,9 @@ pub fn assemble(outcome: &RunOutcome, ctx: ReportContext<'_>) -> RunReport {
                 .collect(),
         },
         mounts: ctx.mounts,
-        execs: ctx.activity.0,
-        transfers: ctx.activity.1,
+        execs: ctx.activity.execs,
+        transfers: ctx.activity.transfers,
+        pool: ctx.activity.pool,
         warnings: outcome
             .warnings
             .iter()

@@ -121,6 +121,7 @@ pub fn make_run(base: &Path, run: &Run<'_>, key: &SigningKey) -> PathBuf {
         mounts: None,
         execs: Vec::new(),
         transfers: Vec::new(),
+        pool: None,
         warnings: Vec::new(),
         integrity: None,
     };

@@ -537,6 +537,7 @@ mod tests {
             mounts: None,
             execs: Vec::new(),
             transfers: Vec::new(),
+            pool: None,
             warnings: vec![],
             integrity: None,
         };
