@@ -172,6 +172,37 @@ pub(super) fn streamed(live: &Live, eid: u64) -> Result<Arc<crate::streams::Exec
     })
 }
 
+/// How output events carry their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum OutputEncoding {
+    /// `{"text": ...}`: lossy UTF-8, for people and simple clients.
+    #[default]
+    Text,
+    /// `{"base64": ...}`: the bytes exactly as the program wrote them.
+    Base64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EventsQuery {
+    #[serde(default)]
+    encoding: OutputEncoding,
+}
+
+/// One event's `data`: an output chunk in `encoding`; anything else as the API names it.
+fn event_data(e: &crate::streams::Sent, encoding: OutputEncoding) -> String {
+    use crate::streams::Sent;
+    use base64::Engine;
+    match (e, encoding) {
+        (Sent::Stdout { bytes } | Sent::Stderr { bytes }, OutputEncoding::Base64) => {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+            serde_json::json!({ "base64": encoded }).to_string()
+        }
+        _ => serde_json::to_string(e).unwrap_or_default(),
+    }
+}
+
 /// `GET .../execs/{eid}/events`: Server-Sent Events whose ids are stream offsets; resumes after
 /// `Last-Event-ID`; ends after `exit`.
 #[utoipa::path(
@@ -183,6 +214,7 @@ pub(super) fn streamed(live: &Live, eid: u64) -> Result<Arc<crate::streams::Exec
         ("id" = String, Path, description = "The sandbox id"),
         ("eid" = u64, Path, description = "The streamed exec id"),
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this offset"),
+        ("encoding" = Option<OutputEncoding>, Query, description = "How stdout and stderr events carry their bytes: `text` (lossy UTF-8, the default) or `base64` (exact)"),
     ),
     responses(
         (status = 200, description = "stdout, stderr, cut and exit events", body = crate::streams::Sent, content_type = "text/event-stream"),
@@ -195,8 +227,10 @@ pub(super) async fn exec_events(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((id, eid)): Path<(String, u64)>,
+    Query(q): Query<EventsQuery>,
 ) -> Result<Response, Problem> {
     use axum::response::sse::{Event, KeepAlive, Sse};
+    let encoding = q.encoding;
     let c = caller(&state, &headers)?;
     let live = reach(&state, &c, &id, Scope::Read)?;
     let log = streamed(&live, eid)?;
@@ -224,7 +258,7 @@ pub(super) async fn exec_events(
     let rx = log.subscribe();
     let stream = futures_util::stream::unfold(
         (log, rx, crate::streams::Cursor::after(resume), false),
-        |(log, mut rx, mut cursor, done)| async move {
+        move |(log, mut rx, mut cursor, done)| async move {
             if done {
                 return None;
             }
@@ -238,7 +272,7 @@ pub(super) async fn exec_events(
                     let mut finished = false;
                     for (off, e) in events {
                         finished |= matches!(e, crate::streams::Sent::Exit { .. });
-                        let data = serde_json::to_string(&e).unwrap_or_default();
+                        let data = event_data(&e, encoding);
                         out.push(Ok::<_, std::convert::Infallible>(
                             Event::default()
                                 .id(off.to_string())
