@@ -13,6 +13,7 @@
 //! * [`tokens`]: bearer tokens, kept as hashes.
 //! * [`tls`]: TLS on the TCP listener (rustls).
 //! * [`problem`]: errors as `application/problem+json`.
+//! * [`client`]: a client of a running daemon (`safe-run run --pool`).
 //!
 //! [`serve`] listens on a Unix socket (0600) and, if asked, on a loopback TCP address; on
 //! SIGTERM or SIGINT it stops accepting, destroys every sandbox and writes every report. A
@@ -20,6 +21,7 @@
 //! reaper, whether or not a client is still there.
 
 pub mod api;
+pub mod client;
 pub mod lease;
 pub mod limits;
 pub mod mcp;

@@ -9,6 +9,7 @@ pub mod key;
 pub mod log;
 pub mod mcp;
 pub mod policy_arg;
+pub mod pool_run;
 pub mod prune;
 pub mod report;
 pub mod report_target;

@@ -43,6 +43,19 @@ pub struct RunResult {
     pub limits_hit: Vec<String>,
     /// Every error and warning safe-run reported, in order.
     pub diagnostics: Vec<Diagnostic>,
+    /// For `--pool`: the template, and whether the sandbox came ready from its pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolUse>,
+}
+
+/// The warm pool a `--pool` run used.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolUse {
+    /// The template named.
+    pub template: String,
+    /// Whether the sandbox was ready in the pool (else the daemon made it on request).
+    pub from_pool: bool,
 }
 
 /// The policy a result concerns.
@@ -76,6 +89,7 @@ impl Default for RunResult {
             policy: None,
             limits_hit: Vec::new(),
             diagnostics: Vec::new(),
+            pool: None,
         }
     }
 }

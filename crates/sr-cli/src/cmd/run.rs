@@ -30,6 +30,7 @@ use crate::output::{Format, exit_code, fail};
   safe-run run --policy examples/readonly_root.yaml -- /bin/sh -c 'touch /x; touch /tmp/y && echo ok'
   safe-run run policy.yaml --result result.json -- /usr/bin/python3 job.py
   safe-run run policy.yaml --backend microvm    # the same policy behind a guest kernel
+  safe-run run --pool small -- /bin/echo hi     # a ready sandbox of a running serve's pool
 
 A positional POLICY must end in .yaml, .yml or .json (so a command is never mistaken for one);
 the command always comes after `--` and must be an absolute path inside the sandbox.
@@ -73,6 +74,16 @@ pub struct RunArgs {
     /// Needs stdin to be a terminal; the workload's stdout and stderr arrive together.
     #[arg(long, short = 't')]
     pub tty: bool,
+    /// Run in a sandbox from the warm pool of this template of a running `safe-run serve`
+    /// (serve.templates): made, isolated and ready before the run asked for it, used once,
+    /// then destroyed with its signed report. Needs an operator token with the create scope
+    /// in $SAFE_RUN_TOKEN and a command after `--`; the policy is the template's.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub pool: Option<String>,
+    /// The daemon's socket for --pool (default: $SAFE_RUN_SOCKET, else serve.socket of the
+    /// operator config).
+    #[arg(long, value_name = "PATH", requires = "pool")]
+    pub socket: Option<PathBuf>,
     /// Command and arguments replacing the policy's runtime.command and runtime.args
     /// (the command must be an absolute path inside the sandbox).
     #[arg(last = true)]
@@ -108,7 +119,7 @@ pub fn execute(args: RunArgs) -> u8 {
 
 /// Prints diagnostics as text on stderr (unless the result is printed as JSON), records them in
 /// the result, and returns the exit code of the first one's family.
-fn fail_with(result: &mut RunResult, format: Format, diagnostics: &[Diagnostic]) -> u8 {
+pub(super) fn fail_with(result: &mut RunResult, format: Format, diagnostics: &[Diagnostic]) -> u8 {
     if format == Format::Text {
         fail(diagnostics, Format::Text);
     }
@@ -160,6 +171,27 @@ fn run(args: &RunArgs, result: &mut RunResult) -> u8 {
             "-t needs stdin to be a terminal",
             "run it from an interactive terminal, or drop -t (a piped stdin reaches the workload without it)",
         );
+    }
+    if let Some(template) = &args.pool {
+        if chosen.is_some() || !args.overrides.overrides().is_empty() || args.tty {
+            return usage(
+                result,
+                "--pool runs the template's policy: it takes no policy file, no override and no -t",
+                "give either a policy (a cold run) or --pool TEMPLATE (the daemon's policy)",
+            );
+        }
+        if args.command.is_empty() {
+            return usage(
+                result,
+                "--pool needs the command after `--`",
+                "safe-run run --pool TEMPLATE -- /absolute/path ARGS",
+            );
+        }
+        if let Some((message, hint)) = sr_policy::rules::command_problem(&args.command[0]) {
+            let d = Diagnostic::new(ErrorCode::PolicyBadFormat, "runtime.command", message, hint);
+            return fail_with(result, format, &[d]);
+        }
+        return super::pool_run::run(args, template, result);
     }
     if chosen.is_none() && args.command.is_empty() {
         return usage(

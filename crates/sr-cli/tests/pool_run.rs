@@ -1,0 +1,314 @@
+//! `safe-run run --pool TEMPLATE` against a real `safe-run serve`: the command runs in a
+//! sandbox the daemon made ahead for its warm pool, its stdin, stdout and stderr pass byte for
+//! byte, its exit status is the run's, and the sandbox's signed report (which `report verify`
+//! accepts) says it came from the pool. A run when the pool is empty still works (the daemon
+//! makes one) and says so; SIGINT destroys the sandbox; refusals are precise and exit with
+//! their family's code.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod run_support;
+mod serve_support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use run_support::*;
+use serde_json::{Value, json};
+use serve_support::*;
+
+const TEMPLATE: &str = "version: 1\nname: pooled\nruntime:\n  command: /bin/true\n  args: []\n  timeout: 60s\nmounts: []\n";
+
+struct Served {
+    env: Env,
+    daemon: Daemon,
+    admin: String,
+    runner: String,
+}
+
+fn serve(min_ready: u32) -> Served {
+    let env = Env::new();
+    let template = env.dir.path().join("template.yaml");
+    std::fs::write(&template, TEMPLATE).unwrap();
+    env.configure(json!({"serve": {"templates": {"small": template}}}));
+    let tokens = env.dir.path().join("state/tokens.json");
+    let admin = token(&env, &tokens, "admin");
+    let runner = token(&env, &tokens, "create");
+    let daemon = start(&env, &tokens);
+    let served = Served {
+        env,
+        daemon,
+        admin,
+        runner,
+    };
+    if min_ready > 0 {
+        let (s, p) = http(
+            &served.daemon.socket,
+            "PUT",
+            "/v1/pools/small",
+            &served.admin,
+            Some(&json!({"minReady": min_ready})),
+        );
+        assert_eq!(s, 200, "{p}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, pools) = http(
+                &served.daemon.socket,
+                "GET",
+                "/v1/pools",
+                &served.admin,
+                None,
+            );
+            if pools[0]["ready"].as_u64() == Some(u64::from(min_ready)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the pool did not fill: {pools}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    served
+}
+
+impl Served {
+    fn pool_run(&self, result: &Path, argv: &[&str]) -> Command {
+        let mut c = self.env.cmd();
+        c.env("SAFE_RUN_TOKEN", &self.runner)
+            .env_remove("SAFE_RUN_SOCKET")
+            .args(["run", "--pool", "small", "--socket"])
+            .arg(&self.daemon.socket)
+            .arg("--result")
+            .arg(result)
+            .arg("--")
+            .args(argv);
+        c
+    }
+
+    fn sandbox(&self, id: &str) -> Value {
+        let (s, v) = http(
+            &self.daemon.socket,
+            "GET",
+            &format!("/v1/sandboxes/{id}"),
+            &self.admin,
+            None,
+        );
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+}
+
+fn with_stdin(mut c: Command, input: &[u8]) -> Output {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn verify(env: &Env, report: &str) {
+    let v = env
+        .cmd()
+        .args(["report", "verify", report])
+        .output()
+        .unwrap();
+    assert!(
+        v.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+}
+
+#[test]
+fn a_run_from_the_warm_pool_passes_bytes_and_status_and_its_report_says_so() {
+    if !require_root("a_run_from_the_warm_pool_passes_bytes_and_status_and_its_report_says_so") {
+        return;
+    }
+    let s = serve(1);
+    let result = s.env.dir.path().join("result.json");
+    // Bytes that are not UTF-8 on stdout, stdin copied through, stderr apart, a code of its own.
+    let out = with_stdin(
+        s.pool_run(
+            &result,
+            &[
+                "/bin/sh",
+                "-c",
+                "cat; printf '\\377\\000x'; echo err >&2; exit 3",
+            ],
+        ),
+        b"from stdin\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(out.stdout, b"from stdin\n\xff\x00x", "{stderr}");
+    assert!(stderr.starts_with("err\n"), "{stderr}");
+    assert!(
+        stderr.contains("from the warm pool of \"small\""),
+        "{stderr}"
+    );
+
+    let r = read_json(&result);
+    assert_eq!(r["status"], "exited", "{r}");
+    assert_eq!(r["workloadExitCode"], 3, "{r}");
+    assert_eq!(
+        r["pool"],
+        json!({"template": "small", "fromPool": true}),
+        "{r}"
+    );
+    let report_path = r["reportPath"].as_str().unwrap().to_owned();
+    let report = read_json(Path::new(&report_path));
+    assert_eq!(report["pool"]["template"], "small", "{report}");
+    assert!(report["pool"]["waitedMs"].is_u64(), "{report}");
+    assert_eq!(
+        report["execs"][0]["status"],
+        json!({"kind": "exited", "code": 3})
+    );
+    assert_eq!(report["execs"][0]["stdout"]["bytes"], 14, "{report}");
+    assert!(report["execs"][0]["stdin"].is_object(), "{report}");
+    verify(&s.env, &report_path);
+
+    // Used once: ended, with nothing of it left; the pool makes another.
+    let id = r["runId"].as_str().unwrap();
+    assert_eq!(s.sandbox(id)["state"], "ended");
+    assert!(sandbox_cgroups(id).is_empty());
+}
+
+#[test]
+fn an_empty_pool_still_runs_and_says_the_sandbox_was_made_on_request() {
+    if !require_root("an_empty_pool_still_runs_and_says_the_sandbox_was_made_on_request") {
+        return;
+    }
+    let s = serve(0);
+    let result = s.env.dir.path().join("result.json");
+    let out = s
+        .pool_run(&result, &["/bin/echo", "made"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(out.stdout, b"made\n");
+    assert!(stderr.contains("made on request"), "{stderr}");
+    let r = read_json(&result);
+    assert_eq!(r["pool"]["fromPool"], false, "{r}");
+    let report_path = r["reportPath"].as_str().unwrap();
+    assert!(read_json(Path::new(report_path)).get("pool").is_none());
+    verify(&s.env, report_path);
+
+    // A program that is not there: the launch family (5), and the sandbox still ends.
+    let out = s
+        .pool_run(&result, &["/no/such/program"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("SR-RUN-002"), "{stderr}");
+    let r = read_json(&result);
+    assert_eq!(r["status"], "launchFailed", "{r}");
+    assert_eq!(s.sandbox(r["runId"].as_str().unwrap())["state"], "ended");
+}
+
+#[test]
+fn sigint_destroys_the_pooled_sandbox_with_its_report() {
+    if !require_root("sigint_destroys_the_pooled_sandbox_with_its_report") {
+        return;
+    }
+    let s = serve(1);
+    let result = s.env.dir.path().join("result.json");
+    let mut child = s
+        .pool_run(&result, &["/bin/sh", "-c", "echo ready; exec sleep 300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let r = read_json(&result);
+    assert_eq!(r["status"], "interrupted", "{r}");
+    let id = r["runId"].as_str().unwrap();
+    let view = s.sandbox(id);
+    assert_eq!(view["state"], "ended", "{view}");
+    let report = read_json(Path::new(r["reportPath"].as_str().unwrap()));
+    assert_eq!(report["exit"]["status"], "destroyed", "{report}");
+    assert!(sandbox_cgroups(id).is_empty());
+}
+
+#[test]
+fn refusals_are_precise_and_exit_with_their_family() {
+    if !require_root("refusals_are_precise_and_exit_with_their_family") {
+        return;
+    }
+    let s = serve(0);
+    let result = s.env.dir.path().join("result.json");
+    let code_and_text = |mut c: Command| {
+        let out = c.stdin(Stdio::null()).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No token; a token that is not one; a token that may only read.
+    let mut c = s.pool_run(&result, &["/bin/true"]);
+    c.env_remove("SAFE_RUN_TOKEN");
+    let (code, text) = code_and_text(c);
+    assert_eq!(code, Some(10), "{text}");
+    assert!(text.contains("SAFE_RUN_TOKEN"), "{text}");
+    let mut c = s.pool_run(&result, &["/bin/true"]);
+    c.env("SAFE_RUN_TOKEN", "srt_made-up");
+    let (code, text) = code_and_text(c);
+    assert_eq!(code, Some(10), "{text}");
+    assert!(text.contains("SR-SRV-001"), "{text}");
+    // A template the daemon does not have: the policy family.
+    let mut c = s.env.cmd();
+    c.env("SAFE_RUN_TOKEN", &s.runner)
+        .args(["run", "--pool", "nope", "--socket"])
+        .arg(&s.daemon.socket)
+        .args(["--", "/bin/true"]);
+    let (code, text) = code_and_text(c);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("no template \"nope\""), "{text}");
+    // No daemon there: the preflight family.
+    let mut c = s.env.cmd();
+    c.env("SAFE_RUN_TOKEN", &s.runner)
+        .args(["run", "--pool", "small", "--socket"])
+        .arg(s.env.dir.path().join("absent.sock"))
+        .args(["--", "/bin/true"]);
+    let (code, text) = code_and_text(c);
+    assert_eq!(code, Some(5), "{text}");
+    assert!(
+        text.contains("SR-RUN-001") && text.contains("absent.sock"),
+        "{text}"
+    );
+    // Usage: a policy beside --pool, no command, a relative command.
+    for args in [
+        &["run", "--pool", "small", "p.yaml", "--", "/bin/true"][..],
+        &["run", "--pool", "small"][..],
+    ] {
+        let mut c = s.env.cmd();
+        c.env("SAFE_RUN_TOKEN", &s.runner).args(args);
+        let (code, text) = code_and_text(c);
+        assert_eq!(code, Some(2), "{args:?}: {text}");
+    }
+    let mut c = s.env.cmd();
+    c.env("SAFE_RUN_TOKEN", &s.runner)
+        .args(["run", "--pool", "small", "--", "true"]);
+    let (code, text) = code_and_text(c);
+    assert_eq!(code, Some(3), "{text}");
+}
