@@ -312,3 +312,43 @@ fn refusals_are_precise_and_exit_with_their_family() {
     let (code, text) = code_and_text(c);
     assert_eq!(code, Some(3), "{text}");
 }
+
+#[test]
+fn concurrent_pool_runs_never_share_a_sandbox() {
+    if !require_root("concurrent_pool_runs_never_share_a_sandbox") {
+        return;
+    }
+    let s = serve(2);
+    // Three at once against a pool of two: each gets a sandbox of its own (the third one made
+    // on request), and a file one writes is not there for another.
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            let result = s.env.dir.path().join(format!("result-{i}.json"));
+            let script = format!("ls /tmp; touch /tmp/mine-{i}");
+            let child = s
+                .pool_run(&result, &["/bin/sh", "-c", &script])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (result, child)
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut from_pool = 0;
+    for (result, child) in children {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "another run's file: {:?}",
+            out.stdout
+        );
+        let r = read_json(&result);
+        assert!(ids.insert(r["runId"].as_str().unwrap().to_owned()), "{r}");
+        from_pool += usize::from(r["pool"]["fromPool"] == true);
+    }
+    assert!(from_pool >= 1, "none came from the pool");
+}
