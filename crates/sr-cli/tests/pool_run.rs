@@ -352,3 +352,52 @@ fn concurrent_pool_runs_never_share_a_sandbox() {
     }
     assert!(from_pool >= 1, "none came from the pool");
 }
+
+/// The daemon forgets an ended sandbox once retention passes (here: asked as if 11 minutes
+/// had gone by), and keeps a running one and a freshly ended one; the report stays on disk.
+#[test]
+fn ended_sandboxes_are_forgotten_after_their_retention_and_their_reports_stay() {
+    if !require_root("ended_sandboxes_are_forgotten_after_their_retention_and_their_reports_stay") {
+        return;
+    }
+    let env = Env::new();
+    let base = env.dir.path().join("runs");
+    let init_exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_safe-run-init"));
+    let probes = sr_runner::preflight::RealProbes::of_host(init_exe.clone(), base.clone());
+    let host = sr_runner::preflight::check(
+        &probes,
+        sr_runner::preflight::Needs {
+            landlock_required: false,
+            landlock_min_abi: 1,
+        },
+    )
+    .unwrap();
+    let config = sr_policy::OperatorConfig {
+        run_dir: base.display().to_string(),
+        ..Default::default()
+    };
+    let daemon = sr_daemon::Daemon::new(sr_daemon::Host {
+        config,
+        layout: host.cgroup,
+        init_exe,
+        signer: None,
+    });
+    let (ended, _) = daemon.create(TEMPLATE).unwrap();
+    let (running, _) = daemon.create(TEMPLATE).unwrap();
+    let report = ended.destroy(None).report_path.unwrap();
+    let now = Instant::now();
+    assert_eq!(daemon.forget_ended(now), 0, "ended just now: kept");
+    assert_eq!(
+        daemon.forget_ended(now + Duration::from_secs(11 * 60)),
+        1,
+        "ended 11 minutes ago: forgotten"
+    );
+    assert!(daemon.get(&ended.id).is_none());
+    assert!(
+        daemon.get(&running.id).is_some(),
+        "a running one is never forgotten"
+    );
+    assert!(report.is_file(), "the report stays");
+    daemon.shutdown();
+    assert!(sandbox_cgroups(&running.id).is_empty());
+}

@@ -8,6 +8,7 @@
 //! * [`mcp`]: the same sandboxes as MCP tools, over stdio (`safe-run mcp`) and at `/mcp`.
 //! * [`streams`]: execs read as Server-Sent Events, resumable by stream offset.
 //! * [`lease`]: a sandbox's deadline and idleness.
+//! * [`retention`]: how long an ended sandbox stays reachable.
 //! * [`limits`]: execs at once and request rates, per token and over all.
 //! * [`pool`]: warm pools of ready sandboxes per template.
 //! * [`tokens`]: bearer tokens, kept as hashes.
@@ -27,6 +28,7 @@ pub mod limits;
 pub mod mcp;
 pub mod pool;
 pub mod problem;
+pub mod retention;
 pub mod sandboxes;
 pub mod stdio;
 pub mod streams;

@@ -46,6 +46,8 @@ enum Life {
         status: String,
         report_path: Option<PathBuf>,
         errors: Vec<Diagnostic>,
+        /// When it ended (for [`crate::retention`]).
+        at: Instant,
     },
     /// Being destroyed right now (by a request, the reaper or the shutdown).
     Ending,
@@ -414,6 +416,7 @@ impl Live {
                     status: outcome.status_word().into(),
                     report_path: finished.report_path,
                     errors: finished.errors,
+                    at: Instant::now(),
                 }
             }
             other => other,
@@ -441,6 +444,14 @@ impl Live {
     pub fn report_path(&self) -> Option<PathBuf> {
         match &*self.lock() {
             Life::Ended { report_path, .. } => report_path.clone(),
+            _ => None,
+        }
+    }
+
+    /// When it ended, once it has.
+    fn ended_at(&self) -> Option<Instant> {
+        match &*self.lock() {
+            Life::Ended { at, .. } => Some(*at),
             _ => None,
         }
     }
@@ -864,7 +875,28 @@ impl Daemon {
         for (l, reason) in &due {
             l.end(*reason, self.host.signer.as_ref());
         }
+        self.forget_ended(Instant::now());
         due.iter().map(|(l, _)| l.id.clone()).collect()
+    }
+
+    /// Forgets the ended sandboxes [`crate::retention`] no longer keeps; returns how many.
+    pub fn forget_ended(&self, now: Instant) -> usize {
+        let ended: Vec<(String, Instant)> = self
+            .list()
+            .iter()
+            .filter_map(|l| l.ended_at().map(|at| (l.id.clone(), at)))
+            .collect();
+        let gone = crate::retention::to_forget(
+            &ended,
+            now,
+            crate::retention::KEPT_FOR,
+            crate::retention::KEPT_MAX,
+        );
+        let mut map = self.map();
+        for id in &gone {
+            map.remove(id);
+        }
+        gone.len()
     }
 
     /// Destroys every running sandbox and writes its report (the daemon is stopping).
