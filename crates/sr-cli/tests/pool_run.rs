@@ -162,6 +162,15 @@ fn a_run_from_the_warm_pool_passes_bytes_and_status_and_its_report_says_so() {
         json!({"template": "small", "fromPool": true}),
         "{r}"
     );
+    // The policy is the template's, as the daemon's report names it.
+    assert_eq!(r["policy"]["name"], "pooled", "{r}");
+    assert!(
+        r["policy"]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "{r}"
+    );
     let report_path = r["reportPath"].as_str().unwrap().to_owned();
     let report = read_json(Path::new(&report_path));
     assert_eq!(report["pool"]["template"], "small", "{report}");

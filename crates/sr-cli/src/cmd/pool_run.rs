@@ -12,7 +12,7 @@ use std::time::Instant;
 use sr_common::{Diagnostic, ErrorCode};
 use sr_daemon::client::pool_run::{self, ExecEnd, Output, PoolRunOutcome, PoolRunRequest};
 
-use super::result::{PoolUse, RunResult};
+use super::result::{PolicyRef, PoolUse, RunResult};
 use super::run::RunArgs;
 use crate::output::Format;
 
@@ -151,6 +151,7 @@ fn record(result: &mut RunResult, template: &str, o: &PoolRunOutcome) -> u8 {
         .report_path
         .as_ref()
         .and_then(|p| p.parent().map(PathBuf::from));
+    result.policy = o.report_path.as_deref().and_then(policy_of_report);
     result.pool = Some(PoolUse {
         template: template.to_owned(),
         from_pool: o.from_pool,
@@ -178,6 +179,19 @@ fn record(result: &mut RunResult, template: &str, o: &PoolRunOutcome) -> u8 {
     };
     result.status = status.to_owned();
     crate::output::exit_code(code)
+}
+
+/// The policy the daemon held the run to, as its report names it (the client never had the
+/// template's text); `None` when the report cannot be read from here.
+fn policy_of_report(path: &std::path::Path) -> Option<PolicyRef> {
+    let text = std::fs::read(path).ok()?;
+    let report: sr_evidence::report::RunReport = serde_json::from_slice(&text).ok()?;
+    Some(PolicyRef {
+        path: report.policy.path.unwrap_or_default(),
+        name: report.policy.name,
+        digest: report.policy.digest,
+        overrides: Default::default(),
+    })
 }
 
 /// The sandbox's report not confirmed written: the run's evidence failed (exit 7).
