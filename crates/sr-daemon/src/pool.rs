@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
-use crate::sandboxes::{Live, State};
+use crate::sandboxes::Live;
 
 #[derive(Default)]
 struct Pool {
@@ -52,7 +52,7 @@ impl Pools {
         let mut pools = self.lock();
         let pool = pools.get_mut(template)?;
         while let Some((live, token)) = pool.ready.pop_front() {
-            if live.view().state == State::Running {
+            if live.is_running() {
                 return Some((live, token));
             }
         }
@@ -74,7 +74,7 @@ impl Pools {
         pools
             .iter_mut()
             .filter_map(|(name, p)| {
-                p.ready.retain(|(l, _)| l.view().state == State::Running);
+                p.ready.retain(|(l, _)| l.is_running());
                 let have = u32::try_from(p.ready.len()).unwrap_or(u32::MAX);
                 (have < p.min_ready).then(|| (name.clone(), p.min_ready - have))
             })

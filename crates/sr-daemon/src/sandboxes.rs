@@ -254,6 +254,12 @@ impl Live {
         }
     }
 
+    /// Whether it is running (being destroyed counts: its place is still taken). Cheaper than
+    /// [`Live::view`], which the daemon's counts over every sandbox it keeps need not build.
+    pub fn is_running(&self) -> bool {
+        !matches!(&*self.lock(), Life::Ended { .. })
+    }
+
     /// Its labels.
     pub fn metadata(&self) -> BTreeMap<String, String> {
         lock(&self.metadata).clone()
@@ -591,10 +597,7 @@ impl Daemon {
 
     /// Sandboxes running now.
     pub fn running(&self) -> usize {
-        self.map()
-            .values()
-            .filter(|l| l.view().state == State::Running)
-            .count()
+        self.map().values().filter(|l| l.is_running()).count()
     }
 
     /// Makes a sandbox from `policy_text` (YAML, or JSON when it starts with `{`); returns it
@@ -626,7 +629,7 @@ impl Daemon {
         let alive: Vec<Option<TokenHash>> = self
             .list()
             .iter()
-            .filter(|l| l.view().state == State::Running)
+            .filter(|l| l.is_running())
             .map(|l| l.owner())
             .collect();
         let mut starting = lock(&self.starting);
