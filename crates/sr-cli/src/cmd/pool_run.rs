@@ -87,13 +87,7 @@ pub fn run(args: &RunArgs, template: &str, result: &mut RunResult) -> u8 {
         summarize(args, template, &outcome, started);
     }
     match evidence_problem(&outcome).or_else(|| end_problem(&outcome)) {
-        Some(d) => {
-            result.failed(std::slice::from_ref(&d));
-            if format == Format::Text {
-                crate::output::fail(std::slice::from_ref(&d), Format::Text);
-            }
-            crate::output::exit_code(d.code.exit_code())
-        }
+        Some(d) => fail(result, d),
         None => code,
     }
 }

@@ -17,8 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{Body, ClientError, Connection};
 
-/// What to run, and where.
-#[derive(Debug, Clone)]
+/// What to run, and where. Not `Debug`: it holds the token, which is never printed.
+#[derive(Clone)]
 pub struct PoolRunRequest {
     /// The daemon's socket.
     pub socket: PathBuf,
@@ -258,13 +258,14 @@ where
         )
         .await?;
     let exec_path = sandbox.path(&format!("/execs/{}", started.id));
-    let pump = stdin.map(|input| {
-        tokio::spawn(copy_stdin(
+    // Stopped on every way out of here (the exec's end, an error, an interrupt).
+    let _pump = stdin.map(|input| {
+        AbortOnDrop(tokio::spawn(copy_stdin(
             sandbox.socket.to_owned(),
             sandbox.token.to_owned(),
             format!("{exec_path}/stdin"),
             input,
-        ))
+        )))
     });
     let body = conn
         .stream(
@@ -330,10 +331,16 @@ where
             _ => {}
         }
     }
-    if let Some(p) = pump {
-        p.abort();
-    }
     Ok(driven)
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn exec_end(exit: ExitEvent) -> ExecEnd {
