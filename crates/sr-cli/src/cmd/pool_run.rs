@@ -260,20 +260,13 @@ fn summarize(args: &RunArgs, template: &str, o: &PoolRunOutcome, started: Instan
         );
     }
     if args.timings {
-        for (phase, took) in &o.phases {
-            let ms = took.as_secs_f64() * 1000.0;
-            let _ = writeln!(err, "safe-run: timing {phase:<15} {ms:>9.3} ms");
-        }
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let _ = writeln!(err, "safe-run: timing {:<15} {ms:>9.3} ms", "cli.run");
-        let _ = writeln!(
-            err,
-            "safe-run: timing {:<15} {:>9} ms (the daemon's clock)",
-            "exec", o.duration_ms
-        );
-        if let Ok(usage) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
-        {
-            let _ = writeln!(err, "safe-run: peak RSS      {:>9} KiB", usage.max_rss());
-        }
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let phases = o.phases.iter().map(|(phase, took)| (*phase, ms(*took)));
+        let run = [
+            ("cli.run", ms(started.elapsed())),
+            // Whole milliseconds: the daemon's clock for the exec itself.
+            ("daemon.exec", o.duration_ms as f64),
+        ];
+        super::run::print_timings(&mut err, phases.chain(run));
     }
 }

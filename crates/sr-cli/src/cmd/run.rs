@@ -519,16 +519,22 @@ fn summarize(args: &RunArgs, o: &RunOutcome, report: Option<&Path>, clock: &Phas
         }
     }
     if args.timings {
-        for (phase, ms) in &clock.laps {
-            let _ = writeln!(err, "safe-run: timing {phase:<15} {ms:>9.3} ms");
-        }
-        for (phase, ms) in &o.timings.phases_ms {
-            let _ = writeln!(err, "safe-run: timing {phase:<15} {ms:>9.3} ms");
-        }
-        // The runner's own peak (the init and the workload are separate processes).
-        if let Ok(usage) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
-        {
-            let _ = writeln!(err, "safe-run: peak RSS      {:>9} KiB", usage.max_rss());
-        }
+        let laps = clock.laps.iter().map(|(p, ms)| (*p, *ms));
+        let phases = o.timings.phases_ms.iter().map(|(p, ms)| (p.as_str(), *ms));
+        print_timings(&mut err, laps.chain(phases));
+    }
+}
+
+/// `--timings`: one line per phase (ms), then this process's peak RSS (the init and the
+/// workload are separate processes). The bench scripts read these lines.
+pub(super) fn print_timings<'a>(
+    err: &mut impl Write,
+    phases: impl IntoIterator<Item = (&'a str, f64)>,
+) {
+    for (phase, ms) in phases {
+        let _ = writeln!(err, "safe-run: timing {phase:<15} {ms:>9.3} ms");
+    }
+    if let Ok(usage) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
+        let _ = writeln!(err, "safe-run: peak RSS      {:>9} KiB", usage.max_rss());
     }
 }

@@ -189,13 +189,7 @@ impl Connection {
         token: &str,
         body: Body,
     ) -> Result<T, ClientError> {
-        let what = format!("{method} {path}");
-        let answer = self.send(method, path, token, body).await?;
-        let status = answer.status();
-        let bytes = read_limited(answer, &what).await?;
-        if !status.is_success() {
-            return Err(refusal(&what, status.as_u16(), &bytes));
-        }
+        let (what, bytes) = self.answer(method, path, token, body).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Unreadable {
             what,
             reason: e.to_string(),
@@ -210,12 +204,24 @@ impl Connection {
         token: &str,
         body: Body,
     ) -> Result<(), ClientError> {
+        self.answer(method, path, token, body).await.map(|_| ())
+    }
+
+    /// Sends a request and reads its whole answer: (what was asked, the body) when the status
+    /// is 2xx, else the daemon's problem.
+    async fn answer(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Body,
+    ) -> Result<(String, Bytes), ClientError> {
         let what = format!("{method} {path}");
         let answer = self.send(method, path, token, body).await?;
         let status = answer.status();
         let bytes = read_limited(answer, &what).await?;
         match status.is_success() {
-            true => Ok(()),
+            true => Ok((what, bytes)),
             false => Err(refusal(&what, status.as_u16(), &bytes)),
         }
     }
