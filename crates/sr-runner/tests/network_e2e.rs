@@ -1059,3 +1059,75 @@ fn simultaneous_attaches_get_distinct_subnets() {
         }
     }
 }
+
+/// The in-process nftables calls (libnftables) apply, list and delete exactly as the `nft`
+/// binary does: the binary reads back the same listing, and a missing table fails with the
+/// text release and gc take for "already gone".
+#[test]
+fn libnftables_applies_lists_and_deletes_as_the_nft_binary_does() {
+    use sr_runner::network::exec::{NetCommand, NetCommandExecutor, SystemExecutor};
+    if !privileged() {
+        return;
+    }
+    let table = format!("safe_run_{}", run_id());
+    let doc = serde_json::json!({"nftables": [
+        {"add": {"table": {"family": "inet", "name": table}}},
+        {"add": {"chain": {"family": "inet", "table": table, "name": "forward",
+            "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}},
+        {"add": {"set": {"family": "inet", "table": table, "name": "blocked_v4",
+            "type": ["ipv4_addr", "inet_proto", "inet_service"], "flags": ["timeout"],
+            "size": 4096, "timeout": 86400, "stmt": [{"counter": null}]}}},
+        {"add": {"rule": {"family": "inet", "table": table, "chain": "forward",
+            "comment": "egress-0", "expr": [
+                {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "srlibnfth"}},
+                {"counter": null}, {"accept": null}]}}}
+    ]});
+    let exec = SystemExecutor;
+    exec.run(&NetCommand::NftApply { doc }).unwrap();
+    let ours: Value = serde_json::from_str(
+        &exec
+            .run(&NetCommand::nft(&["list", "table", "inet", &table]))
+            .unwrap(),
+    )
+    .unwrap();
+    let theirs: Value =
+        serde_json::from_slice(&sh(&["nft", "-j", "list", "table", "inet", &table]).stdout)
+            .unwrap();
+    assert_eq!(ours, theirs);
+    let rules: Vec<&Value> = ours["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .collect();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0]["comment"], "egress-0");
+
+    // An argument that is not a plain word never reaches the library.
+    let refused = exec
+        .run(&NetCommand::nft(&[
+            "list",
+            "table",
+            "inet",
+            "x; flush ruleset",
+        ]))
+        .unwrap_err();
+    assert_eq!(refused.status, "refused");
+    assert!(table_exists(&table["safe_run_".len()..]));
+
+    exec.run(&NetCommand::nft(&["delete", "table", "inet", &table]))
+        .unwrap();
+    assert!(!table_exists(&table["safe_run_".len()..]));
+    let gone = exec
+        .run(&NetCommand::nft(&["delete", "table", "inet", &table]))
+        .unwrap_err();
+    assert!(gone.is_not_found(), "{gone}");
+    let bad = exec
+        .run(&NetCommand::NftApply {
+            doc: serde_json::json!({"nftables": [{"add": {"rule": {"family": "inet",
+                "table": table, "chain": "forward", "expr": [{"accept": null}]}}}]}),
+        })
+        .unwrap_err();
+    assert_eq!(bad.status, "libnftables");
+    assert!(!bad.stderr.is_empty());
+}

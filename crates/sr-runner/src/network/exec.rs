@@ -1,7 +1,8 @@
 //! The one seam through which the network module touches the host.
 //!
 //! Every side effect is a [`NetCommand`] value handed to a [`NetCommandExecutor`]:
-//! [`SystemExecutor`] runs it (iproute2, nftables, /proc/sys, in-process netlink), and
+//! [`SystemExecutor`] runs it (iproute2, /proc/sys, in-process netlink, and nftables through
+//! libnftables in-process, [`super::libnft`]), and
 //! [`RecordingExecutor`] records it and answers from a script, so unit tests see the exact
 //! sequence of host changes without root. Commands are data so that a test can compare them.
 //!
@@ -33,12 +34,14 @@ pub enum NetCommand {
         /// One `ip` command line (without `ip`) per entry.
         batch: Vec<String>,
     },
-    /// `nft -j -f -` with this document on stdin: one atomic transaction.
+    /// What `nft -j -f -` does with this document on stdin, in-process ([`super::libnft`]):
+    /// one atomic transaction.
     NftApply {
         /// The `{"nftables": [...]}` document.
         doc: Value,
     },
-    /// `nft -j <args>` (list, delete); stdout is returned.
+    /// What `nft -j <args>` does (list, delete), in-process ([`super::libnft`]); its output is
+    /// returned. Every argument must be a plain word (letters, digits, `_`, `-`, `.`).
     Nft {
         /// Arguments after `-j`.
         args: Vec<String>,
@@ -217,7 +220,7 @@ pub trait NetCommandExecutor: Send + Sync + fmt::Debug {
     fn run(&self, cmd: &NetCommand) -> Result<String, CommandError>;
 }
 
-/// Runs commands on this host with `std::process::Command`.
+/// Runs commands on this host: `ip` children, libnftables and netlink in-process, /proc/sys.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemExecutor;
 
@@ -244,14 +247,18 @@ impl NetCommandExecutor for SystemExecutor {
                 (c, Some(batch.join("\n") + "\n"))
             }
             NetCommand::NftApply { doc } => {
-                let mut c = Command::new("nft");
-                c.args(["-j", "-f", "-"]);
-                (c, Some(doc.to_string()))
+                return super::libnft::run(&doc.to_string()).map_err(|e| nft_failure(cmd, e));
             }
             NetCommand::Nft { args } => {
-                let mut c = Command::new("nft");
-                c.arg("-j").args(args);
-                (c, None)
+                // The library parses one command line: only plain words reach it, so that an
+                // argument can never become a second command.
+                if let Some(odd) = args.iter().find(|a| !is_plain_word(a)) {
+                    return Err(fail(
+                        "refused".into(),
+                        format!("{odd:?} is not a plain nftables word"),
+                    ));
+                }
+                return super::libnft::run(&args.join(" ")).map_err(|e| nft_failure(cmd, e));
             }
             NetCommand::NftCounters { family, table, set } => {
                 return super::counters::read(family, table, set)
@@ -336,6 +343,30 @@ impl NetCommandExecutor for SystemExecutor {
                 String::from_utf8_lossy(&out.stderr).into_owned(),
             ))
         }
+    }
+}
+
+/// Letters, digits, `_`, `-` and `.`: families, table names, `list`, `delete`, `tables`.
+fn is_plain_word(arg: &str) -> bool {
+    !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// A libnftables failure as the `nft` binary would have reported it: its error text is what
+/// `nft` prints on stderr, so [`CommandError::is_not_found`] reads both alike.
+fn nft_failure(cmd: &NetCommand, failure: super::libnft::NftFailure) -> CommandError {
+    use super::libnft::NftFailure;
+    let (status, stderr) = match failure {
+        NftFailure::Unavailable(e) => ("unavailable", e),
+        NftFailure::Refused(e) => ("refused", e),
+        NftFailure::Failed(e) => ("libnftables", e),
+    };
+    CommandError {
+        command: cmd.to_string(),
+        status: status.into(),
+        stderr: stderr.trim().to_owned(),
     }
 }
 

@@ -20,8 +20,9 @@
 //!    process makes the link. A guest configures its side itself: attach returns its address
 //!    and gateway ([`AttachedNetwork::guest`]) for the backend to put on its kernel command
 //!    line;
-//! 3. apply the table in one `nft -j -f -` transaction (all or nothing), then read it back and
-//!    hash it: the digest covers what the kernel holds, not what we meant to send. Its rules
+//! 3. apply the table in one transaction (all or nothing; what `nft -j -f -` does, through
+//!    libnftables in this process, [`libnft`]), then read it back and hash it: the digest
+//!    covers what the kernel holds, not what we meant to send. Its rules
 //!    name the link, never its index, so this runs on a thread of its own (`sr-nft`), started
 //!    by prepare while the boundary starts, and attach joins it after step 2. Release and
 //!    sample wait for that thread before they touch the table;
@@ -44,6 +45,7 @@ pub mod exec;
 pub mod forwarding;
 pub mod gc;
 pub mod ledger;
+pub mod libnft;
 pub mod netlink;
 pub mod release;
 pub mod route;

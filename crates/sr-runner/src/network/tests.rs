@@ -1787,3 +1787,30 @@ fn a_failed_attach_rolls_back_inline_even_with_a_releaser() {
     assert!(cmds.contains(&format!("ip link del sr{RUN}h")), "{cmds:?}");
     assert!(!release::pending_path(dir.path()).exists());
 }
+
+/// libnftables parses one command line: an argument that is not a plain word (a `;`, a space,
+/// a newline, nothing) is refused before the library is even loaded, so no argument can smuggle
+/// a second command in. No root needed: nothing reaches the kernel.
+#[test]
+fn nft_arguments_must_be_plain_words() {
+    use super::exec::SystemExecutor;
+    for odd in [
+        "x; flush ruleset",
+        "a b",
+        "x\nflush ruleset",
+        "",
+        "{",
+        "\"q\"",
+    ] {
+        let err = SystemExecutor
+            .run(&NetCommand::nft(&["delete", "table", "inet", odd]))
+            .unwrap_err();
+        assert_eq!(err.status, "refused", "{odd:?}: {err}");
+        assert!(!err.is_not_found(), "{odd:?}");
+    }
+    let nul = super::libnft::run("list\0tables").unwrap_err();
+    assert!(
+        matches!(nul, super::libnft::NftFailure::Refused(_)),
+        "{nul:?}"
+    );
+}

@@ -1,4 +1,5 @@
-//! Every `unsafe` block of the runner, each with its justification.
+//! Every `unsafe` block of the runner, each with its justification, except the libnftables
+//! calls of [`crate::network::libnft`] (a foreign library, kept beside the network code).
 //!
 //! The rest of the sandbox uses safe wrappers (nix, landlock, seccompiler). What is left here are
 //! the calls those crates do not wrap: `fork` (unsafe by nature), `_exit`, the capability
