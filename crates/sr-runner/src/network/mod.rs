@@ -139,7 +139,7 @@ enum LinkKind {
 }
 
 /// The table's apply and read-back ([`apply_table`]), on a thread of its own from
-/// `prepare` (or attach) until attach takes its result.
+/// `prepare` (or attach) until attach takes its result (the read-back's digest).
 #[derive(Debug)]
 enum TableApply {
     Running(std::thread::JoinHandle<Result<String, NetworkError>>),
@@ -147,11 +147,14 @@ enum TableApply {
 }
 
 /// Step 3: the table in one transaction, then read back (the digest covers what the kernel
-/// holds, not what was sent). Returns the listing.
+/// holds, not what was sent), hashed, and its canonical form written to `net/ruleset.json`
+/// of `run_dir`: all of it on the table's thread, beside the boundary's start rather than on
+/// attach's path. Returns the listing's digest.
 fn apply_table(
     exec: &dyn NetCommandExecutor,
     doc: Value,
     table: &(String, String),
+    run_dir: Option<&Path>,
 ) -> Result<String, NetworkError> {
     let step = |step: &str, cmd: NetCommand| {
         exec.run(&cmd).map_err(|source| NetworkError::Apply {
@@ -160,10 +163,31 @@ fn apply_table(
         })
     };
     step("applying the nftables table", NetCommand::NftApply { doc })?;
-    step(
+    let listing = step(
         "reading the applied table",
         NetCommand::nft(&["list", "table", &table.0, &table.1]),
-    )
+    )?;
+    let listing: Value = serde_json::from_str(&listing)
+        .map_err(|e| NetworkError::Plan(format!("nft listing is not JSON: {e}")))?;
+    if let Some(run_dir) = run_dir {
+        let canonical = serde_json_canonicalizer::to_vec(&audit::canonical_ruleset(&listing))
+            .unwrap_or_default();
+        write_net_file(run_dir, "ruleset.json", canonical)?;
+    }
+    Ok(audit::ruleset_digest(&listing))
+}
+
+/// Writes `<run_dir>/net/<name>` (creating `net/`), returning its path.
+fn write_net_file(run_dir: &Path, name: &str, bytes: Vec<u8>) -> Result<PathBuf, NetworkError> {
+    let net_dir = run_dir.join(NET_DIR);
+    let path = net_dir.join(name);
+    std::fs::create_dir_all(&net_dir)
+        .and_then(|()| std::fs::write(&path, bytes))
+        .map(|()| path.clone())
+        .map_err(|source| NetworkError::RunDir {
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 /// What attach created, so release removes exactly that.
@@ -374,25 +398,8 @@ impl AllowlistNetwork {
             ))
         });
         link?;
-        let listing = table?;
         // A guest configures its own side from its kernel command line (`AttachedNetwork.guest`).
-        let listing: Value = serde_json::from_str(&listing)
-            .map_err(|e| NetworkError::Plan(format!("nft listing is not JSON: {e}")))?;
-        let digest = audit::ruleset_digest(&listing);
-        let net_dir = run_dir.join(NET_DIR);
-        let write = |name: &str, bytes: Vec<u8>| {
-            let path = net_dir.join(name);
-            std::fs::create_dir_all(&net_dir)
-                .and_then(|()| std::fs::write(&path, bytes))
-                .map(|()| path.clone())
-                .map_err(|source| NetworkError::RunDir {
-                    path: path.display().to_string(),
-                    source,
-                })
-        };
-        let canonical = serde_json_canonicalizer::to_vec(&audit::canonical_ruleset(&listing))
-            .unwrap_or_default();
-        write("ruleset.json", canonical)?;
+        let digest = table?;
 
         // 4. The resolver, and the first resolution of every allowed name.
         let upstream: Arc<dyn Upstream> = match (&self.opts.upstream, self.upstream_addr) {
@@ -495,7 +502,8 @@ impl AllowlistNetwork {
         let enabled = forwarding::ensure(self.opts.exec.as_ref(), &lock, &self.run_id, &uplinks)
             .map_err(NetworkError::Config)?;
         drop(lock);
-        let resolv = write(
+        let resolv = write_net_file(
+            run_dir,
             "resolv.conf",
             format!("nameserver {}\noptions timeout:2 attempts:2\n", b.host_addr).into_bytes(),
         )?;
@@ -694,9 +702,10 @@ impl AllowlistNetwork {
         // after joining it.
         self.created.table = Some(table.clone());
         let exec = self.opts.exec.clone();
+        let run_dir = self.run_dir.clone();
         let handle = std::thread::Builder::new()
             .name("sr-nft".into())
-            .spawn(move || apply_table(exec.as_ref(), doc, &table))
+            .spawn(move || apply_table(exec.as_ref(), doc, &table, run_dir.as_deref()))
             .map_err(|e| NetworkError::Config(format!("starting the nftables thread: {e}")))?;
         self.table_apply = Some(TableApply::Running(handle));
         Ok(())
@@ -712,8 +721,8 @@ impl AllowlistNetwork {
         }
     }
 
-    /// The table's listing as read back after apply (waiting for its thread), or why it is not
-    /// there; `None` when no apply was started.
+    /// The digest of the table as read back after apply (waiting for its thread), or why it is
+    /// not there; `None` when no apply was started.
     fn take_table(&mut self) -> Option<Result<String, NetworkError>> {
         self.settle_table();
         match self.table_apply.take() {

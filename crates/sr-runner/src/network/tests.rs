@@ -1024,7 +1024,14 @@ fn lifecycle_command_sequence_and_release() {
     assert_eq!(payload["hostInterface"], format!("sr{RUN}h"));
     let resolv = std::fs::read_to_string(attached.resolv_conf.unwrap()).unwrap();
     assert!(resolv.starts_with(&format!("nameserver {}\n", b.host_addr)));
-    assert!(dir.path().join("net/ruleset.json").exists());
+    // The table's thread wrote the canonical form of what it read back.
+    assert_eq!(
+        std::fs::read(dir.path().join("net/ruleset.json")).unwrap(),
+        serde_json_canonicalizer::to_vec(&audit::canonical_ruleset(
+            &serde_json::from_str(LISTING).unwrap()
+        ))
+        .unwrap()
+    );
     // The forwarding change is recorded for restoring.
     let record = std::fs::read_to_string(dir.path().join("forwarding.json")).unwrap();
     assert!(record.contains("eth0"));
