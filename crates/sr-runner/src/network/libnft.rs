@@ -20,6 +20,15 @@
 //! libnftables keeps some state outside its contexts (its number library's set-up, the
 //! xtables registry), so calls are serialised by one lock. Each call uses a context of its own,
 //! freed before the lock is released: nothing of a call outlives it.
+//!
+//! libnftables ends the whole process (`exit`) when a new context cannot open its netlink
+//! socket (nftables' `netlink_init_error`: out of descriptors, no nf_tables netlink). So before
+//! each context this module opens and closes a netfilter netlink socket itself and returns an
+//! error when that fails. What is left is a race with another thread taking the process's last
+//! descriptor between the two opens, and the library's own exit on a failed allocation: either
+//! ends the runner as a SIGKILL would, which gc recovers from (docs/run.md, "Cleanup, every
+//! path"). The library also writes a few diagnostics straight to stderr (`... (you must be
+//! root)`), beside the error it returns.
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
@@ -119,6 +128,12 @@ pub fn run(input: &str) -> Result<String, NftFailure> {
     let api = api()?;
     // A poisoned lock only means another call panicked; the library's state is its own.
     let _serial = CALLS.lock().unwrap_or_else(|p| p.into_inner());
+    // The socket the context is about to open must be possible, or the library exits (above).
+    drop(
+        super::netlink::open(nix::sys::socket::SockProtocol::NetlinkNetFilter).map_err(|e| {
+            NftFailure::Failed(format!("cannot open a netfilter netlink socket: {e}"))
+        })?,
+    );
     // SAFETY: `nft_ctx_new` returns a fresh context or NULL (checked).
     let ctx = unsafe { (api.ctx_new)(CTX_DEFAULT) };
     if ctx.is_null() {
