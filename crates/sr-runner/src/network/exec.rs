@@ -250,15 +250,7 @@ impl NetCommandExecutor for SystemExecutor {
                 return super::libnft::run(&doc.to_string()).map_err(|e| nft_failure(cmd, e));
             }
             NetCommand::Nft { args } => {
-                // The library parses one command line: only plain words reach it, so that an
-                // argument can never become a second command.
-                if let Some(odd) = args.iter().find(|a| !is_plain_word(a)) {
-                    return Err(fail(
-                        "refused".into(),
-                        format!("{odd:?} is not a plain nftables word"),
-                    ));
-                }
-                return super::libnft::run(&args.join(" ")).map_err(|e| nft_failure(cmd, e));
+                return super::libnft::run_words(args).map_err(|e| nft_failure(cmd, e));
             }
             NetCommand::NftCounters { family, table, set } => {
                 return super::counters::read(family, table, set)
@@ -328,8 +320,8 @@ impl NetCommandExecutor for SystemExecutor {
             .spawn()
             .map_err(|e| fail("spawn".into(), e.to_string()))?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // nft reads the whole document before it commits, so a write error here means
-            // nft died; its status and stderr below say why.
+            // ip stops at the first command of a batch that fails, so a write error here means
+            // it has exited; its status and stderr below say why.
             let _ = pipe.write_all(input.as_bytes());
         }
         let out = child
@@ -344,14 +336,6 @@ impl NetCommandExecutor for SystemExecutor {
             ))
         }
     }
-}
-
-/// Letters, digits, `_`, `-` and `.`: families, table names, `list`, `delete`, `tables`.
-fn is_plain_word(arg: &str) -> bool {
-    !arg.is_empty()
-        && arg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// A libnftables failure as the `nft` binary would have reported it: its error text is what

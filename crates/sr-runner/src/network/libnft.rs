@@ -67,7 +67,7 @@ struct Api {
 pub enum NftFailure {
     /// libnftables could not be loaded, or lacks a function.
     Unavailable(String),
-    /// The command is not one this module passes on (see [`run`]).
+    /// The input is not one this module passes on (see [`run`] and [`run_words`]).
     Refused(String),
     /// libnftables ran it and failed: its error buffer.
     Failed(String),
@@ -117,6 +117,26 @@ fn load() -> Result<Api, String> {
         get_error_buffer,
         run_cmd_from_buffer,
     })
+}
+
+/// What `nft -j <words>` prints: the words joined by spaces, as the binary joins its
+/// arguments. The library parses one command line, so only plain words (letters, digits, `_`,
+/// `-`, `.`: families, table names, `list`, `delete`, `tables`) are passed on; any other is
+/// refused, so that no argument can become a second command.
+pub fn run_words(words: &[String]) -> Result<String, NftFailure> {
+    if let Some(odd) = words.iter().find(|w| !is_plain_word(w)) {
+        return Err(NftFailure::Refused(format!(
+            "{odd:?} is not a plain nftables word"
+        )));
+    }
+    run(&words.join(" "))
+}
+
+fn is_plain_word(word: &str) -> bool {
+    !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// What `nft -j` prints for `input`: a JSON document (`{"nftables": [...]}`) to apply in one
