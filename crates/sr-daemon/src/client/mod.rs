@@ -216,26 +216,34 @@ impl Connection {
         token: &str,
         body: Body,
     ) -> Result<(String, Bytes), ClientError> {
-        let what = format!("{method} {path}");
-        let answer = self.send(method, path, token, body).await?;
-        let status = answer.status();
+        let (what, answer) = self.accepted(method, path, token, body).await?;
         let bytes = read_limited(answer, &what).await?;
-        match status.is_success() {
-            true => Ok((what, bytes)),
-            false => Err(refusal(&what, status.as_u16(), &bytes)),
-        }
+        Ok((what, bytes))
     }
 
     /// Opens a streamed answer (Server-Sent Events): its body, once the status is 2xx.
     pub async fn stream(&mut self, path: &str, token: &str) -> Result<Incoming, ClientError> {
-        let what = format!("GET {path}");
-        let answer = self.send(Method::GET, path, token, Body::Empty).await?;
-        let status = answer.status();
-        if !status.is_success() {
-            let bytes = read_limited(answer, &what).await?;
-            return Err(refusal(&what, status.as_u16(), &bytes));
-        }
+        let (_, answer) = self.accepted(Method::GET, path, token, Body::Empty).await?;
         Ok(answer.into_body())
+    }
+
+    /// Sends a request: (what was asked, the answer) when its status is 2xx, else the
+    /// daemon's problem, read.
+    async fn accepted(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Body,
+    ) -> Result<(String, Response<Incoming>), ClientError> {
+        let what = format!("{method} {path}");
+        let answer = self.send(method, path, token, body).await?;
+        let status = answer.status();
+        if status.is_success() {
+            return Ok((what, answer));
+        }
+        let bytes = read_limited(answer, &what).await?;
+        Err(refusal(&what, status.as_u16(), &bytes))
     }
 }
 

@@ -299,19 +299,16 @@ where
             reason: e.to_string(),
         })?;
         let data = event.data.unwrap_or_default();
-        let unreadable = |e: serde_json::Error| ClientError::Unreadable {
+        let unreadable = |e: &dyn std::fmt::Display| ClientError::Unreadable {
             what: what(),
             reason: e.to_string(),
         };
         match event.event.as_deref() {
             Some(stream @ ("stdout" | "stderr")) => {
-                let chunk: OutputEvent = serde_json::from_str(&data).map_err(unreadable)?;
+                let chunk: OutputEvent = serde_json::from_str(&data).map_err(|e| unreadable(&e))?;
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(chunk.base64)
-                    .map_err(|e| ClientError::Unreadable {
-                        what: what(),
-                        reason: e.to_string(),
-                    })?;
+                    .map_err(|e| unreadable(&e))?;
                 let sink = match stream {
                     "stdout" => &mut *out.stdout,
                     _ => &mut *out.stderr,
@@ -320,11 +317,11 @@ where
                 let _ = sink.write_all(&bytes).and_then(|()| sink.flush());
             }
             Some("cut") => {
-                let cut: CutEvent = serde_json::from_str(&data).map_err(unreadable)?;
+                let cut: CutEvent = serde_json::from_str(&data).map_err(|e| unreadable(&e))?;
                 driven.cut.push(cut.stream);
             }
             Some("exit") => {
-                let exit: ExitEvent = serde_json::from_str(&data).map_err(unreadable)?;
+                let exit: ExitEvent = serde_json::from_str(&data).map_err(|e| unreadable(&e))?;
                 driven.duration_ms = exit.duration_ms;
                 driven.end = exec_end(exit);
             }
