@@ -34,13 +34,13 @@ pub enum NetCommand {
         /// One `ip` command line (without `ip`) per entry.
         batch: Vec<String>,
     },
-    /// What `nft -j -f -` does with this document on stdin, in-process ([`super::libnft`]):
+    /// What `nft -j -p -f -` does with this document on stdin, in-process ([`super::libnft`]):
     /// one atomic transaction.
     NftApply {
         /// The `{"nftables": [...]}` document.
         doc: Value,
     },
-    /// What `nft -j <args>` does (list, delete), in-process ([`super::libnft`]); its output is
+    /// What `nft -j -p <args>` does (list, delete), in-process ([`super::libnft`]); its output is
     /// returned. Every argument must be a plain word (letters, digits, `_`, `-`, `.`).
     Nft {
         /// Arguments after `-j`.

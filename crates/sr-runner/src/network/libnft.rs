@@ -6,9 +6,9 @@
 //! may start, and each DNS answer adds set elements while it runs. As `nft` processes these
 //! cost 2.6-3.7 ms each on the development VM (process start, dynamic linking of six
 //! libraries, libnftables' set-up), against 0.6-1.5 ms for the same call here. The commands,
-//! their documents and their outputs are exactly the binary's: `nft -j <args>` hands the
-//! library its arguments joined by spaces, `nft -j -f -` the document, with the JSON output
-//! flag set, and prints the library's output and error buffers.
+//! their documents and their outputs are exactly the binary's with `-j -p` (JSON, layer 4
+//! protocols as numbers): `nft -j -p <args>` hands the library its arguments joined by spaces,
+//! `nft -j -p -f -` the document, and prints the library's output and error buffers.
 //!
 //! Why by hand: the existing bindings (`libnftables1-sys`, `libnftables-sys`) link at build
 //! time, which needs libnftables' development files wherever safe-run is built. This loads
@@ -38,6 +38,11 @@ use std::sync::{Mutex, OnceLock};
 const CTX_DEFAULT: u32 = 0;
 /// `NFT_CTX_OUTPUT_JSON` (libnftables.h: `1 << 4`).
 const OUTPUT_JSON: c_uint = 1 << 4;
+/// `NFT_CTX_OUTPUT_NUMERIC_PROTO` (`1 << 7`, `nft -p`): layer 4 protocols print as numbers.
+/// Printing their names makes the library ask NSS (`getprotobynumber`), which on Debian's
+/// `protocols: db files` first searches about 80 paths for `libnss_db.so.2` while holding the
+/// dynamic loader's lock: every thread this process starts meanwhile waits for it.
+const OUTPUT_NUMERIC_PROTO: c_uint = 1 << 7;
 /// The soname Debian's `libnftables1` installs.
 const SONAME: &str = "libnftables.so.1";
 
@@ -163,7 +168,7 @@ pub fn run(input: &str) -> Result<String, NftFailure> {
     // SAFETY: `ctx` is the live context made above, used by this thread alone (under `CALLS`)
     // until `Context` frees it; the flag and buffer calls take only the context.
     let (out_ok, err_ok) = unsafe {
-        (api.output_set_flags)(ctx, OUTPUT_JSON);
+        (api.output_set_flags)(ctx, OUTPUT_JSON | OUTPUT_NUMERIC_PROTO);
         ((api.buffer_output)(ctx), (api.buffer_error)(ctx))
     };
     if out_ok != 0 || err_ok != 0 {

@@ -81,8 +81,9 @@ use ruleset::RunBinding;
 pub const NET_DIR: &str = "net";
 
 /// How the ruleset digest is computed (recorded next to it in the facts).
-pub const DIGEST_METHOD: &str = "sha256 over RFC 8785 JSON of `nft -j list table <family> <table>` \
-    read back after apply, without metainfo, handles, counter values and set elements";
+pub const DIGEST_METHOD: &str = "sha256 over RFC 8785 JSON of `nft -j -p list table <family> \
+    <table>` (layer 4 protocols as numbers) read back after apply, without metainfo, handles, \
+    counter values and set elements";
 
 /// Knobs a test or the integrator may change; defaults are the production values.
 #[derive(Clone)]
