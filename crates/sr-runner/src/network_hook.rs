@@ -25,6 +25,8 @@ pub struct AttachedNetwork {
     /// The boundary's own side of the link, for a boundary that configures it itself (a
     /// microVM guest, from `sr.net=` on its kernel command line). `None` for mode none.
     pub guest: Option<GuestAddressing>,
+    /// How long attach's steps took, in order (`link`, `table`, ...), for `--timings`.
+    pub steps: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// The run-time addressing of a boundary's side of the link: chosen at attach (the run's /30

@@ -196,6 +196,7 @@ fn no_network() -> AttachedNetwork {
         resolv_conf: None,
         facts: NetworkFacts::None,
         guest: None,
+        steps: Vec::new(),
     }
 }
 

@@ -331,6 +331,9 @@ impl<S: EventSink + 'static> Sandbox<S> {
         }
         self.network_facts = attached.facts.clone();
         self.phases.insert("attach".into(), ms(t.elapsed()));
+        for (step, took) in &attached.steps {
+            self.phases.insert(format!("attach.{step}"), ms(*took));
+        }
         // A sandbox whose evidence cannot be recorded never runs anything.
         if let Some(d) = self.evidence.take_failure() {
             return Err(RunStatus::LaunchFailed { diagnostic: d });

@@ -385,12 +385,19 @@ impl AllowlistNetwork {
         // 2. The link: a veth pair, or a TAP device (down-carrier until the backend attaches
         //    to it; addresses and routes do not need the carrier). The table's rules name the
         //    link (`iifname`/`oifname`), never its index, so its thread runs meanwhile.
+        let mut steps = Vec::new();
+        let mut t = std::time::Instant::now();
+        let mut step_done = |name: &'static str| {
+            steps.push((name, t.elapsed()));
+            t = std::time::Instant::now();
+        };
         self.created.link = Some(h.clone());
         self.created.veth = matches!(kind, LinkKind::Veth { .. });
         let link = match kind {
             LinkKind::Tap => self.tap_link(&h, &host_cidr),
             LinkKind::Veth { pid } => self.veth_link(pid, &b, &guest_cidr, &host_cidr),
         };
+        step_done("link");
         // 3. The table: joined whether or not the link failed, so that a rollback never races
         //    its creation.
         let table = self.take_table().unwrap_or_else(|| {
@@ -398,6 +405,7 @@ impl AllowlistNetwork {
                 "the nftables table was not applied".into(),
             ))
         });
+        step_done("table");
         link?;
         // A guest configures its own side from its kernel command line (`AttachedNetwork.guest`).
         let digest = table?;
@@ -472,6 +480,7 @@ impl AllowlistNetwork {
             );
         }
 
+        step_done("resolver");
         // 5. Forwarding on the uplinks towards the destinations, and resolv.conf.
         for rule in &self.plan.nft.rules {
             if let Some(net) = rule.daddr.as_deref().and_then(|d| d.parse::<IpNet>().ok()) {
@@ -509,6 +518,7 @@ impl AllowlistNetwork {
             format!("nameserver {}\noptions timeout:2 attempts:2\n", b.host_addr).into_bytes(),
         )?;
 
+        step_done("forwarding");
         let facts = AllowlistFacts {
             table: format!("{} {}", b.family, b.table),
             link: if matches!(kind, LinkKind::Tap) {
@@ -563,6 +573,7 @@ impl AllowlistNetwork {
                 prefix: subnet.prefix_len(),
                 gateway: b.host_addr,
             }),
+            steps,
         })
     }
 

@@ -1004,6 +1004,9 @@ fn lifecycle_command_sequence_and_release() {
         }
     );
     assert_eq!(facts.ipv4_forwarding_enabled, ["eth0"]);
+    // `--timings` shows attach's steps, in order.
+    let steps: Vec<&str> = attached.steps.iter().map(|(name, _)| *name).collect();
+    assert_eq!(steps, ["link", "table", "resolver", "forwarding"]);
     assert_eq!(facts.connection_limit.max_connections, 4096);
     assert_eq!(facts.pool_drop, "10.213.0.0/16");
     // The test override: loopback, no device; in production the run's link and sandbox.

@@ -90,6 +90,7 @@ pub struct ProcessSandbox {
 impl ProcessSandbox {
     /// A process sandbox whose init is `<init_exe> __init`.
     pub fn new(init_exe: PathBuf, allowed_mount_prefixes: Vec<String>) -> Self {
+        super::spawner::start_early();
         ProcessSandbox {
             init_exe,
             allowed_mount_prefixes,

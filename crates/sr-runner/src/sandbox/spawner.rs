@@ -28,10 +28,21 @@ fn start() -> Option<Sender<Request>> {
     Some(tx)
 }
 
+fn spawner() -> &'static Mutex<Option<Sender<Request>>> {
+    SPAWNER.get_or_init(|| Mutex::new(start()))
+}
+
+/// Starts the spawner thread now, if it is not running yet. A process sandbox does so when it
+/// is made, before the run starts its other threads: a thread's start waits for the dynamic
+/// loader's lock (its TLS), which the network's thread may hold for a millisecond or more
+/// while it loads libnftables, and the first spawn would wait with it.
+pub fn start_early() {
+    spawner();
+}
+
 /// Spawns `cmd` on the spawner thread and returns the child.
 pub fn spawn(cmd: Command) -> std::io::Result<Child> {
-    let cell = SPAWNER.get_or_init(|| Mutex::new(start()));
-    let sender = cell
+    let sender = spawner()
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
