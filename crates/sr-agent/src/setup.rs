@@ -155,13 +155,15 @@ pub fn prepare(line: &[u8], facts: &GuestFacts) -> Result<Prepared, AgentError> 
     let plan = InitPlan {
         run_id: setup.run_id,
         // The bootstrap's own fields mean nothing in a guest: no runner parent, no new root to
-        // build (the rootfs image is the root), no host mounts, no cgroups to join.
+        // build (the rootfs image is the root), no host mounts, no cgroups or network
+        // namespace to join.
         parent_pid: 0,
         new_root: "/".to_owned(),
         process: setup.process,
         sandbox: setup.guest,
         allowed_mount_prefixes: Vec::new(),
         cgroup_self_attach: Vec::new(),
+        joins_network_namespace: false,
     };
     Ok(Prepared {
         plan,

@@ -7,7 +7,9 @@
 //! [`NetworkHook::release`] on every exit path. For `network.mode: none` it uses
 //! [`NoNetwork`].
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use serde_json::Value;
 use sr_common::Diagnostic;
@@ -48,6 +50,41 @@ impl GuestAddressing {
     }
 }
 
+/// Where the boundary's network namespace comes from, which decides what
+/// [`NetworkHook::prepare`] may start before the boundary exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamespaceSource {
+    /// The boundary makes its own, or has none (a microVM: its link is a TAP device made at
+    /// attach).
+    Boundary,
+    /// The boundary joins one the hook makes (the process sandbox's init): the hook may make
+    /// it, with the run's link in it, while the boundary starts.
+    Hook,
+}
+
+/// A network namespace made by the hook for the boundary to join ([`NamespaceSource::Hook`]),
+/// which the run's link is being put into meanwhile.
+#[derive(Debug)]
+pub struct PreparedNamespace {
+    made: mpsc::Receiver<Result<File, String>>,
+}
+
+impl PreparedNamespace {
+    /// The namespace that `made` will deliver (or why it could not be made).
+    pub fn new(made: mpsc::Receiver<Result<File, String>>) -> Self {
+        PreparedNamespace { made }
+    }
+
+    /// Waits until the namespace exists; returns the file that holds it (an nsfs file, for
+    /// `setns(2)`). It lives while that file is open or a process is in it: the boundary keeps
+    /// the file until its init has joined.
+    pub fn wait(self) -> Result<File, String> {
+        self.made
+            .recv()
+            .unwrap_or_else(|_| Err("the namespace's thread ended without one".into()))
+    }
+}
+
 /// One sampling of the network's counters.
 #[derive(Debug, Clone, Default)]
 pub struct NetworkSample {
@@ -60,12 +97,18 @@ pub struct NetworkSample {
 /// Network lifecycle of one run.
 pub trait NetworkHook {
     /// Starts what needs nothing of the boundary, before the boundary is started, so that it
-    /// runs while the boundary starts (the allowlist: the run's /30 and its nftables table).
-    /// [`NetworkHook::attach`] still returns only once everything is in place, and
-    /// [`NetworkHook::release`] removes what this made whether or not attach is ever called.
-    /// Optional: attach does it all when prepare was not called. Failure is SR-RUN-201.
-    fn prepare(&mut self, _run_dir: &Path) -> Result<(), Diagnostic> {
-        Ok(())
+    /// runs while the boundary starts (the allowlist: the run's /30 and its nftables table;
+    /// with [`NamespaceSource::Hook`] also the sandbox's network namespace and the link into
+    /// it, returned for the boundary to join). [`NetworkHook::attach`] still returns only once
+    /// everything is in place, and [`NetworkHook::release`] removes what this made whether or
+    /// not attach is ever called. Optional: attach does it all when prepare was not called
+    /// (and the boundary then makes its own namespace). Failure is SR-RUN-201.
+    fn prepare(
+        &mut self,
+        _run_dir: &Path,
+        _source: NamespaceSource,
+    ) -> Result<Option<PreparedNamespace>, Diagnostic> {
+        Ok(None)
     }
 
     /// Connects `boundary` (the sandbox's namespace, or a microVM's TAP device) to the host and

@@ -188,6 +188,7 @@ fn ctx<'a>(
         deadline: Instant::now() + Duration::from_secs(30),
         enforcement,
         phases,
+        network_namespace: None,
     }
 }
 

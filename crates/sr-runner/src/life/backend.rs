@@ -13,7 +13,7 @@ use sr_bundle::CompileBundle;
 
 use crate::cgroup::RunCgroup;
 use crate::network_facts::Boundary;
-use crate::network_hook::AttachedNetwork;
+use crate::network_hook::{AttachedNetwork, NamespaceSource, PreparedNamespace};
 use crate::outcome::{CleanupReport, EnforcementFacts, RunStatus};
 
 /// Kills a boundary from any thread (a timeout, a signal, an output limit).
@@ -54,6 +54,10 @@ pub struct StartContext<'a> {
     pub enforcement: &'a mut EnforcementFacts,
     /// Where the backend records its phase timings.
     pub phases: &'a mut Phases,
+    /// The network namespace the network hook made for the boundary to join, when the backend
+    /// said it joins one ([`Backend::network_namespace_source`]) and the hook made one; `None`:
+    /// the boundary makes its own.
+    pub network_namespace: Option<PreparedNamespace>,
 }
 
 /// What a backend is made from, whichever the bundle asks for.
@@ -96,6 +100,12 @@ pub fn for_bundle(bundle: &CompileBundle, inputs: BackendInputs) -> Box<dyn Back
 pub trait Backend: Send {
     /// The backend's name as the report says it (`sandbox`, `microvm`).
     fn name(&self) -> &'static str;
+
+    /// Whether the boundary can join a network namespace the network hook makes before it
+    /// starts ([`StartContext::network_namespace`]), or makes its own.
+    fn network_namespace_source(&self) -> NamespaceSource {
+        NamespaceSource::Boundary
+    }
 
     /// Starts the boundary up to where its network can be attached. Returns where its network
     /// lives (a namespace, a TAP device) for the network hook. A failure is how the run ends.

@@ -275,7 +275,22 @@ impl<S: EventSink + 'static> Sandbox<S> {
         let timeout = Duration::from_millis(self.bundle.process.timeout_ms.max(1));
         let deadline = self.t0 + timeout;
         self.ending.arm(self.backend.killer());
-        // cgroups first: the boundary must be inside them before it forks anything.
+        // What the network needs nothing of the boundary for (the allowlist's /30 and its
+        // nftables table; for a process sandbox also its network namespace and the link into
+        // it) starts first, on threads of its own, and runs while the cgroups are made and the
+        // boundary starts; attach waits for it. release() runs on every path from here,
+        // attached or not.
+        let t = Instant::now();
+        let network_namespace = self
+            .hook
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .prepare(&self.run_dir, self.backend.network_namespace_source())
+            .map_err(|d| RunStatus::LaunchFailed { diagnostic: d })?;
+        self.phases
+            .insert("network_prepare".into(), ms(t.elapsed()));
+
+        // The cgroups, before the boundary: it must be inside them before it forks anything.
         let t = Instant::now();
         let cg = RunCgroup::create(&fs, layout, &self.bundle.cgroup_plan, &self.run_id).map_err(
             |e| RunStatus::LaunchFailed {
@@ -293,18 +308,6 @@ impl<S: EventSink + 'static> Sandbox<S> {
         self.cgroup = Some(cg);
         self.phases.insert("cgroup".into(), ms(t.elapsed()));
 
-        // What the network needs nothing of the boundary for (the allowlist's /30 and its
-        // nftables table) starts now and runs while the boundary starts; attach waits for it.
-        // release() runs on every path from here, attached or not.
-        let t = Instant::now();
-        self.hook
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .prepare(&self.run_dir)
-            .map_err(|d| RunStatus::LaunchFailed { diagnostic: d })?;
-        self.phases
-            .insert("network_prepare".into(), ms(t.elapsed()));
-
         let boundary = self.backend.start(StartContext {
             run_id: &self.run_id,
             run_dir: &self.run_dir,
@@ -313,6 +316,7 @@ impl<S: EventSink + 'static> Sandbox<S> {
             deadline,
             enforcement: &mut self.enforcement,
             phases: &mut self.phases,
+            network_namespace,
         })?;
         self.stopped_early()?;
 

@@ -8,9 +8,11 @@
 //!
 //! The sandbox's namespace is entered only by one thread made for that alone, which ends after
 //! configuring the sandbox's end ([`NetCommand::ConfigureIn`]); `setns` moves just the calling
-//! thread, so the runner's other threads never leave its namespace.
+//! thread, so the runner's other threads never leave its namespace. A namespace made ahead of
+//! the sandbox ([`NetCommandExecutor::new_namespace`]) is likewise made by a thread of its own.
 
 use std::fmt;
+use std::fs::File;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -18,6 +20,26 @@ use std::sync::Mutex;
 use serde::Serialize;
 use serde_json::Value;
 use thiserror::Error;
+
+/// A network namespace other than the runner's, which a command acts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Netns {
+    /// That of a process: one in the sandbox, which made it.
+    Pid(u32),
+    /// One this process holds open, made ahead of the sandbox
+    /// ([`NetCommandExecutor::new_namespace`]): the descriptor of the file that holds it.
+    Held(i32),
+}
+
+impl fmt::Display for Netns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Netns::Pid(pid) => write!(f, "{pid}"),
+            Netns::Held(fd) => write!(f, "fd {fd}"),
+        }
+    }
+}
 
 /// One host operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -80,14 +102,14 @@ pub enum NetCommand {
         dst: String,
     },
     /// Create a veth pair over an in-process netlink socket ([`super::rtnl`]): `host` in this
-    /// process's network namespace, its peer `peer` in the network namespace of `peer_pid`.
+    /// process's network namespace, its peer `peer` in `peer_ns`.
     VethCreate {
         /// The host end.
         host: String,
         /// The sandbox end.
         peer: String,
-        /// A process in the sandbox's namespace.
-        peer_pid: u32,
+        /// The sandbox's namespace.
+        peer_ns: Netns,
     },
     /// Give `link` the address `cidr` and raise it, over an in-process netlink socket
     /// ([`super::rtnl`]): what `ip addr add <cidr> dev <link>; ip link set <link> up` does.
@@ -97,12 +119,12 @@ pub enum NetCommand {
         /// `a.b.c.d/len`.
         cidr: String,
     },
-    /// Configure the sandbox's end of the link inside the network namespace of `pid`, over
-    /// netlink from a thread that enters it ([`super::rtnl::configure_in`]): loopback up,
-    /// `cidr` on `link`, `link` up, default route via `gateway`.
+    /// Configure the sandbox's end of the link inside `ns`, over netlink from a thread that
+    /// enters it ([`super::rtnl::configure_in`]): loopback up, `cidr` on `link`, `link` up,
+    /// default route via `gateway`.
     ConfigureIn {
-        /// A process in the sandbox's namespace.
-        pid: u32,
+        /// The sandbox's namespace.
+        ns: Netns,
         /// The sandbox end.
         link: String,
         /// Its `a.b.c.d/len`.
@@ -110,6 +132,9 @@ pub enum NetCommand {
         /// The host side's address.
         gateway: std::net::Ipv4Addr,
     },
+    /// A new network namespace: only recorded; [`NetCommandExecutor::new_namespace`] makes it,
+    /// and `run` refuses it (it has no text to answer with).
+    NewNamespace,
     /// Wait, at most `within_ms`, until the host has no link named `name` (it fails with status
     /// `timeout` when the link is still there).
     AwaitLinkGone {
@@ -166,11 +191,12 @@ impl fmt::Display for NetCommand {
             NetCommand::VethCreate {
                 host,
                 peer,
-                peer_pid,
+                peer_ns,
             } => write!(
                 f,
-                "link add {host} type veth peer name {peer} netns {peer_pid} (netlink)"
+                "link add {host} type veth peer name {peer} netns {peer_ns} (netlink)"
             ),
+            NetCommand::NewNamespace => f.write_str("netns add (unshare)"),
             NetCommand::AddressUp { link, cidr } => {
                 write!(
                     f,
@@ -178,13 +204,13 @@ impl fmt::Display for NetCommand {
                 )
             }
             NetCommand::ConfigureIn {
-                pid,
+                ns,
                 link,
                 cidr,
                 gateway,
             } => write!(
                 f,
-                "in the netns of {pid}: link set lo up; addr add {cidr} dev {link}; link set \
+                "in the netns of {ns}: link set lo up; addr add {cidr} dev {link}; link set \
                  {link} up; route add default via {gateway} (netlink)"
             ),
         }
@@ -218,6 +244,11 @@ impl CommandError {
 pub trait NetCommandExecutor: Send + Sync + fmt::Debug {
     /// Runs `cmd`, returning its stdout (for sysctl reads: the value, trimmed).
     fn run(&self, cmd: &NetCommand) -> Result<String, CommandError>;
+
+    /// Makes a new network namespace ([`NetCommand::NewNamespace`]) that no thread of this
+    /// process stays in, held by the returned file: it lives as long as that file, or a
+    /// process that joins it, does.
+    fn new_namespace(&self) -> Result<File, CommandError>;
 }
 
 /// Runs commands on this host: `ip` children, libnftables and netlink in-process, /proc/sys.
@@ -281,9 +312,9 @@ impl NetCommandExecutor for SystemExecutor {
             NetCommand::VethCreate {
                 host,
                 peer,
-                peer_pid,
+                peer_ns,
             } => {
-                return super::rtnl::create_veth(host, peer, *peer_pid)
+                return super::rtnl::create_veth(host, peer, *peer_ns)
                     .map(|()| String::new())
                     .map_err(|e| fail("netlink".into(), e));
             }
@@ -293,14 +324,20 @@ impl NetCommandExecutor for SystemExecutor {
                     .map_err(|e| fail("netlink".into(), e));
             }
             NetCommand::ConfigureIn {
-                pid,
+                ns,
                 link,
                 cidr,
                 gateway,
             } => {
-                return super::rtnl::configure_in(*pid, link, cidr, *gateway)
+                return super::rtnl::configure_in(*ns, link, cidr, *gateway)
                     .map(|()| String::new())
                     .map_err(|e| fail("netlink".into(), e));
+            }
+            NetCommand::NewNamespace => {
+                return Err(fail(
+                    "refused".into(),
+                    "a namespace is made by new_namespace, which returns its file".into(),
+                ));
             }
             NetCommand::AwaitLinkGone { name, within_ms } => {
                 return await_link_gone(name, *within_ms)
@@ -335,6 +372,14 @@ impl NetCommandExecutor for SystemExecutor {
                 String::from_utf8_lossy(&out.stderr).into_owned(),
             ))
         }
+    }
+
+    fn new_namespace(&self) -> Result<File, CommandError> {
+        super::rtnl::new_namespace().map_err(|stderr| CommandError {
+            command: NetCommand::NewNamespace.to_string(),
+            status: "unshare".into(),
+            stderr,
+        })
     }
 }
 
@@ -444,5 +489,16 @@ impl NetCommandExecutor for RecordingExecutor {
             log.push(cmd.clone());
         }
         (self.responder)(cmd)
+    }
+
+    /// Records [`NetCommand::NewNamespace`] and, unless the script fails it, answers with this
+    /// process's own namespace: nothing is made.
+    fn new_namespace(&self) -> Result<File, CommandError> {
+        self.run(&NetCommand::NewNamespace)?;
+        File::open("/proc/thread-self/ns/net").map_err(|e| CommandError {
+            command: NetCommand::NewNamespace.to_string(),
+            status: "io".into(),
+            stderr: e.to_string(),
+        })
     }
 }

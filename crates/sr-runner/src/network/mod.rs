@@ -2,17 +2,20 @@
 //! run's DNS resolver, counters and release. docs/network.md is the long form.
 //!
 //! [`AllowlistNetwork`] implements [`NetworkHook`] for `network.mode: allowlist`. The order of
-//! [`NetworkHook::prepare`] (steps 1 and the start of 3, before the boundary starts; done by
-//! attach when the launcher did not call it) and [`NetworkHook::attach`] is the order of
+//! [`NetworkHook::prepare`] (step 1, the start of step 3 and, for a process sandbox, of step
+//! 2, before the boundary starts; done by attach when the launcher did not call it) and [`NetworkHook::attach`] is the order of
 //! dependencies:
 //!
 //! 1. pick the run's /30 (needs the host's addresses, read with `getifaddrs`; claimed in the
 //!    subnet ledger under the state lock, see [`ledger`]) and render the whole ruleset (pure; a
 //!    plan the runner cannot render faithfully fails here, before any host change);
-//! 2. create the link: for a sandbox ([`Boundary::Namespace`]) the veth pair, over an
-//!    in-process netlink socket with its sandbox end put straight into the sandbox's namespace
-//!    ([`rtnl`]); for a microVM ([`Boundary::Tap`]) a TAP device (root's), to which the VMM
-//!    backend attaches and passes QEMU the descriptor. Then the host side: IPv6 off and its own
+//! 2. create the link ([`link`]): for a sandbox ([`Boundary::Namespace`]) the veth pair, over
+//!    an in-process netlink socket with its sandbox end put straight into the sandbox's
+//!    namespace ([`rtnl`]), which prepare makes for a process sandbox
+//!    ([`NamespaceSource::Hook`]) on a thread of its own (`sr-link`) while the init starts, the
+//!    init joining it on Go; for a microVM ([`Boundary::Tap`]) a TAP device (root's), to
+//!    which the VMM backend attaches and passes QEMU the descriptor. Then the host side: IPv6
+//!    off and its own
 //!    forwarding flag (both vanish with the link), address and link-up (netlink, in-process).
 //!    A veth's sandbox end is configured over netlink from inside the sandbox's namespace
 //!    (loopback, address, default route via the host side), by a thread made for that alone
@@ -38,6 +41,7 @@
 
 pub mod addressing;
 pub mod audit;
+mod background;
 pub mod counters;
 pub mod dns;
 pub mod error;
@@ -46,6 +50,7 @@ pub mod forwarding;
 pub mod gc;
 pub mod ledger;
 pub mod libnft;
+mod link;
 pub mod netlink;
 pub mod release;
 pub mod route;
@@ -70,11 +75,15 @@ use crate::network_facts::{
     AllowlistFacts, BlockedVerdictFacts, Boundary, ConnectionLimit, Link, NetworkAudit,
     NetworkFacts, ResolverAccess as ResolverAccessFacts,
 };
-use crate::network_hook::{AttachedNetwork, GuestAddressing, NetworkHook, NetworkSample};
+use crate::network_hook::{
+    AttachedNetwork, GuestAddressing, NamespaceSource, NetworkHook, NetworkSample,
+    PreparedNamespace,
+};
 use audit::{Counters, DnsTally};
+use background::Background;
 use dns::{DnsServer, NameTargets, Resolver, ResolverAccess, UdpUpstream, Upstream};
 pub use error::NetworkError;
-use exec::{NetCommand, NetCommandExecutor, SystemExecutor};
+use exec::{NetCommand, NetCommandExecutor, Netns, SystemExecutor};
 use ruleset::RunBinding;
 
 /// Where the sandbox's resolv.conf and the applied ruleset are written, under the run dir.
@@ -139,14 +148,6 @@ enum LinkKind {
     Tap,
 }
 
-/// The table's apply and read-back ([`apply_table`]), on a thread of its own from
-/// `prepare` (or attach) until attach takes its result (the read-back's digest).
-#[derive(Debug)]
-enum TableApply {
-    Running(std::thread::JoinHandle<Result<String, NetworkError>>),
-    Done(Result<String, NetworkError>),
-}
-
 /// Step 3: the table in one transaction, then read back (the digest covers what the kernel
 /// holds, not what was sent), hashed, and its canonical form written to `net/ruleset.json`
 /// of `run_dir`: all of it on the table's thread, beside the boundary's start rather than on
@@ -157,14 +158,13 @@ fn apply_table(
     table: &(String, String),
     run_dir: Option<&Path>,
 ) -> Result<String, NetworkError> {
-    let step = |step: &str, cmd: NetCommand| {
-        exec.run(&cmd).map_err(|source| NetworkError::Apply {
-            step: step.to_owned(),
-            source,
-        })
-    };
-    step("applying the nftables table", NetCommand::NftApply { doc })?;
-    let listing = step(
+    link::run_step(
+        exec,
+        "applying the nftables table",
+        NetCommand::NftApply { doc },
+    )?;
+    let listing = link::run_step(
+        exec,
         "reading the applied table",
         NetCommand::nft(&["list", "table", &table.0, &table.1]),
     )?;
@@ -212,8 +212,12 @@ pub struct AllowlistNetwork {
     upstream_addr: Option<SocketAddr>,
     opts: Options,
     binding: Option<RunBinding>,
-    /// The table's apply, from `prepare` (or attach) until attach takes its result.
-    table_apply: Option<TableApply>,
+    /// The table's apply and read-back ([`apply_table`]), from `prepare` (or attach) until
+    /// attach takes its result (the read-back's digest).
+    table_apply: Option<Background<String>>,
+    /// The link into a namespace made ahead of the sandbox ([`link::start_in_new_namespace`]),
+    /// from `prepare` until attach takes its result.
+    link_apply: Option<Background<()>>,
     created: Created,
     dns: Option<DnsServer>,
     last_hits: BTreeMap<String, (u64, u64)>,
@@ -297,6 +301,7 @@ impl AllowlistNetwork {
             opts,
             binding: None,
             table_apply: None,
+            link_apply: None,
             created: Created::default(),
             dns: None,
             last_hits: BTreeMap::new(),
@@ -319,13 +324,7 @@ impl AllowlistNetwork {
     }
 
     fn run(&self, step: &str, cmd: NetCommand) -> Result<String, NetworkError> {
-        self.opts
-            .exec
-            .run(&cmd)
-            .map_err(|source| NetworkError::Apply {
-                step: step.to_owned(),
-                source,
-            })
+        link::run_step(self.opts.exec.as_ref(), step, cmd)
     }
 
     fn name_targets(&self) -> BTreeMap<String, NameTargets> {
@@ -393,18 +392,27 @@ impl AllowlistNetwork {
         };
         self.created.link = Some(h.clone());
         self.created.veth = matches!(kind, LinkKind::Veth { .. });
-        let link = match kind {
-            LinkKind::Tap => self.tap_link(&h, &host_cidr),
-            LinkKind::Veth { pid } => self.veth_link(pid, &b, &guest_cidr, &host_cidr),
+        let exec = self.opts.exec.clone();
+        let link = match (kind, self.link_apply.take()) {
+            // Made with the namespace, while the boundary started.
+            (LinkKind::Veth { .. }, Some(made)) => made.take(),
+            (LinkKind::Veth { pid }, None) => {
+                link::veth_link(exec.as_ref(), Netns::Pid(pid), &b, &guest_cidr, &host_cidr)
+            }
+            (LinkKind::Tap, _) => link::tap_link(exec.as_ref(), &h, &host_cidr),
         };
         step_done("link");
         // 3. The table: joined whether or not the link failed, so that a rollback never races
         //    its creation.
-        let table = self.take_table().unwrap_or_else(|| {
-            Err(NetworkError::Config(
-                "the nftables table was not applied".into(),
-            ))
-        });
+        let table = self
+            .table_apply
+            .take()
+            .map(Background::take)
+            .unwrap_or_else(|| {
+                Err(NetworkError::Config(
+                    "the nftables table was not applied".into(),
+                ))
+            });
         step_done("table");
         link?;
         // A guest configures its own side from its kernel command line (`AttachedNetwork.guest`).
@@ -620,8 +628,12 @@ impl AllowlistNetwork {
     /// Removes what attach made. `sandbox_ended`: the sandbox's processes are gone, so its
     /// network namespace is going too (not so when attach itself rolls back).
     fn release_inner(&mut self, sandbox_ended: bool) -> Result<(), NetworkError> {
-        // A table still being applied is waited for: removing it first would race its creation.
+        // A table or link still being made is waited for: removing it first would race its
+        // creation.
         self.settle_table();
+        if let Some(link) = &mut self.link_apply {
+            link.settle();
+        }
         let mut removed = Vec::new();
         let mut errors = Vec::new();
         if let Some(mut server) = self.dns.take() {
@@ -715,123 +727,39 @@ impl AllowlistNetwork {
         self.created.table = Some(table.clone());
         let exec = self.opts.exec.clone();
         let run_dir = self.run_dir.clone();
-        let handle = std::thread::Builder::new()
-            .name("sr-nft".into())
-            .spawn(move || apply_table(exec.as_ref(), doc, &table, run_dir.as_deref()))
-            .map_err(|e| NetworkError::Config(format!("starting the nftables thread: {e}")))?;
-        self.table_apply = Some(TableApply::Running(handle));
+        let applying = Background::start("sr-nft", move || {
+            apply_table(exec.as_ref(), doc, &table, run_dir.as_deref())
+        })
+        .map_err(|e| NetworkError::Config(format!("starting the nftables thread: {e}")))?;
+        self.table_apply = Some(applying);
         Ok(())
     }
 
-    /// Waits for the table's thread, if one runs; its result stays for [`Self::take_table`].
+    /// For a boundary that joins a namespace made for it: the namespace and the veth into it,
+    /// on a thread of their own ([`link::start_in_new_namespace`]).
+    fn prepare_namespace(&mut self) -> Result<PreparedNamespace, NetworkError> {
+        let Some(b) = self.binding.clone() else {
+            return Err(NetworkError::Config("prepare without a binding".into()));
+        };
+        let prefix = b.subnet.prefix_len();
+        let (host_cidr, guest_cidr) = (
+            format!("{}/{prefix}", b.host_addr),
+            format!("{}/{prefix}", b.guest_addr),
+        );
+        // Before the thread starts, as for the table: a rollback removes what may exist.
+        self.created.link = Some(b.host_if.clone());
+        self.created.veth = true;
+        let (prepared, linking) =
+            link::start_in_new_namespace(self.opts.exec.clone(), b, guest_cidr, host_cidr)?;
+        self.link_apply = Some(linking);
+        Ok(prepared)
+    }
+
+    /// Waits for the table's thread, if one runs; its result stays for attach.
     fn settle_table(&mut self) {
-        if let Some(TableApply::Running(handle)) = self.table_apply.take() {
-            let result = handle.join().unwrap_or_else(|_| {
-                Err(NetworkError::Config("the nftables thread panicked".into()))
-            });
-            self.table_apply = Some(TableApply::Done(result));
+        if let Some(table) = &mut self.table_apply {
+            table.settle();
         }
-    }
-
-    /// The digest of the table as read back after apply (waiting for its thread), or why it is
-    /// not there; `None` when no apply was started.
-    fn take_table(&mut self) -> Option<Result<String, NetworkError>> {
-        self.settle_table();
-        match self.table_apply.take() {
-            Some(TableApply::Done(result)) => Some(result),
-            Some(running) => {
-                self.table_apply = Some(running);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Step 2 for a TAP: the device, then its host side as a veth's.
-    fn tap_link(&self, h: &str, host_cidr: &str) -> Result<(), NetworkError> {
-        self.run(
-            "creating the TAP device",
-            NetCommand::ip(&["tuntap", "add", "dev", h, "mode", "tap"]),
-        )?;
-        self.disable_ipv6(h)?;
-        self.run(
-            "addressing and raising the host side",
-            NetCommand::AddressUp {
-                link: h.to_owned(),
-                cidr: host_cidr.to_owned(),
-            },
-        )?;
-        self.enable_forwarding_from(h)
-    }
-
-    /// Step 2 for a veth: the pair and both its ends. The pair is created over this process's
-    /// netlink socket, its sandbox end put straight into the sandbox's namespace (`netns <pid
-    /// of its init>`), then the host end is made ready in-process: IPv6 off before it goes up
-    /// (no link-local address, no DAD), its forwarding flag, address and link-up. Last, the
-    /// sandbox end, from a thread that enters the sandbox's namespace for it: loopback,
-    /// address, link, default route via the host side.
-    fn veth_link(
-        &self,
-        pid: u32,
-        b: &RunBinding,
-        guest_cidr: &str,
-        host_cidr: &str,
-    ) -> Result<(), NetworkError> {
-        let (h, g) = (&b.host_if, &b.guest_if);
-        self.run(
-            "creating the veth pair",
-            NetCommand::VethCreate {
-                host: h.clone(),
-                peer: g.clone(),
-                peer_pid: pid,
-            },
-        )?;
-        self.disable_ipv6(h)?;
-        self.enable_forwarding_from(h)?;
-        self.run(
-            "addressing and raising the host side",
-            NetCommand::AddressUp {
-                link: h.clone(),
-                cidr: host_cidr.to_owned(),
-            },
-        )?;
-        self.run(
-            "configuring the sandbox side",
-            NetCommand::ConfigureIn {
-                pid,
-                link: g.clone(),
-                cidr: guest_cidr.to_owned(),
-                gateway: b.host_addr,
-            },
-        )
-        .map(drop)
-    }
-
-    /// `disable_ipv6=1` on the host side. A kernel without IPv6 has no such sysctl, and
-    /// nothing to disable.
-    fn disable_ipv6(&self, link: &str) -> Result<(), NetworkError> {
-        match self.opts.exec.run(&NetCommand::SysctlWrite {
-            key: format!("net.ipv6.conf.{link}.disable_ipv6"),
-            value: "1".into(),
-        }) {
-            Err(e) if !e.is_not_found() => Err(NetworkError::Apply {
-                step: "disabling IPv6 on the host side".into(),
-                source: e,
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// The host side's own forwarding flag (it vanishes with the link).
-    fn enable_forwarding_from(&self, link: &str) -> Result<(), NetworkError> {
-        self.run(
-            "enabling forwarding from the run",
-            NetCommand::SysctlWrite {
-                key: format!("net.ipv4.conf.{link}.forwarding"),
-                value: "1".into(),
-            },
-        )
-        .map(drop)
     }
 
     /// Hands `pending` to a deferred releaser, when this process has one: writes and locks
@@ -872,9 +800,17 @@ impl AllowlistNetwork {
 }
 
 impl NetworkHook for AllowlistNetwork {
-    fn prepare(&mut self, run_dir: &Path) -> Result<(), Diagnostic> {
+    fn prepare(
+        &mut self,
+        run_dir: &Path,
+        source: NamespaceSource,
+    ) -> Result<Option<PreparedNamespace>, Diagnostic> {
         self.run_dir = Some(run_dir.to_path_buf());
-        self.prepare_inner().map_err(|e| {
+        let prepared = self.prepare_inner().and_then(|()| match source {
+            NamespaceSource::Hook => self.prepare_namespace().map(Some),
+            NamespaceSource::Boundary => Ok(None),
+        });
+        prepared.map_err(|e| {
             let mut d = e.to_diagnostic();
             if let Err(release) = self.release_inner(false) {
                 d.message

@@ -4,7 +4,9 @@
 //!
 //! * the run's veth pair, its sandbox end put straight into the sandbox's namespace
 //!   ([`create_veth`]: `RTM_NEWLINK`, the request `ip link add <host> type veth peer name
-//!   <guest> netns <pid>` sends);
+//!   <guest> netns <pid>` sends), or into a namespace made ahead of the sandbox
+//!   ([`new_namespace`], by a thread that `unshare`s it and ends) and held open by the runner
+//!   until the sandbox's init has joined it;
 //! * a host-side link's address and link-up ([`address_and_up`]: `RTM_NEWADDR`, then
 //!   `RTM_NEWLINK` with `IFF_UP`, what `ip addr add` and `ip link set up` send);
 //! * the sandbox's end, from inside the sandbox's namespace ([`configure_in`]: loopback up,
@@ -13,10 +15,12 @@
 //!
 //! The messages are built and the kernel's acknowledgements parsed by pure functions
 //! ([`veth_request`], [`address_request`], [`link_up_request`], [`link_up_by_name_request`],
-//! [`default_route_request`], [`parse_ack`]); the three functions above do the I/O.
+//! [`default_route_request`], [`parse_ack`]); the functions above do the I/O.
 
+use std::fs::File;
 use std::net::Ipv4Addr;
 
+use super::exec::Netns;
 use super::netlink;
 
 const RTM_NEWLINK: u16 = 16;
@@ -32,6 +36,7 @@ const IFF_UP: u32 = 0x1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_PID: u16 = 19;
+const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
@@ -135,8 +140,8 @@ fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// `RTM_NEWLINK` (create, exclusive) of a veth pair: `host` in this namespace, its peer
-/// `peer` created in the network namespace of `peer_pid`.
-pub fn veth_request(host: &str, peer: &str, peer_pid: u32, seq: u32) -> Result<Vec<u8>, String> {
+/// `peer` created in `peer_ns` (by a process in it, or by a descriptor this process holds).
+pub fn veth_request(host: &str, peer: &str, peer_ns: Netns, seq: u32) -> Result<Vec<u8>, String> {
     check_name(host)?;
     check_name(peer)?;
     let mut m = Msg::new(
@@ -152,7 +157,16 @@ pub fn veth_request(host: &str, peer: &str, peer_pid: u32, seq: u32) -> Result<V
         .nest(VETH_INFO_PEER)
         .ifinfo(0, 0, 0)
         .attr_str(IFLA_IFNAME, peer)
-        .attr(IFLA_NET_NS_PID, &peer_pid.to_ne_bytes())
+        .attr(
+            match peer_ns {
+                Netns::Pid(_) => IFLA_NET_NS_PID,
+                Netns::Held(_) => IFLA_NET_NS_FD,
+            },
+            &match peer_ns {
+                Netns::Pid(pid) => pid.to_ne_bytes(),
+                Netns::Held(fd) => fd.to_ne_bytes(),
+            },
+        )
         .end()
         .end()
         .end();
@@ -294,12 +308,12 @@ impl Socket {
     }
 }
 
-/// Creates the veth pair `host` (here) / `peer` (in the network namespace of `peer_pid`).
+/// Creates the veth pair `host` (here) / `peer` (in `peer_ns`).
 /// `Err`: the refusal, as an `ip`-style message (`File exists`, `No such process`, ...).
-pub fn create_veth(host: &str, peer: &str, peer_pid: u32) -> Result<(), String> {
+pub fn create_veth(host: &str, peer: &str, peer_ns: Netns) -> Result<(), String> {
     let mut sock = Socket::open()?;
     let seq = sock.next_seq();
-    sock.request(&veth_request(host, peer, peer_pid, seq)?, seq)
+    sock.request(&veth_request(host, peer, peer_ns, seq)?, seq)
         .map_err(|e| format!("RTM_NEWLINK veth {host}/{peer}: {e}"))
 }
 
@@ -332,24 +346,53 @@ pub fn address_and_up(link: &str, cidr: &str) -> Result<(), String> {
     address_and_up_on(&mut Socket::open()?, link, cidr)
 }
 
-/// Configures the sandbox's end of the link inside the network namespace of `pid`, as `ip
-/// -batch` did there: loopback up, `cidr` on `link`, `link` up, default route via `gateway`.
+/// The path that opens `ns` (a descriptor this process holds is reopened through /proc).
+fn netns_path(ns: Netns) -> String {
+    match ns {
+        Netns::Pid(pid) => format!("/proc/{pid}/ns/net"),
+        Netns::Held(fd) => format!("/proc/self/fd/{fd}"),
+    }
+}
+
+/// A new network namespace, held by the returned file and by nothing else: made by a thread
+/// made for this alone, which `unshare`s its own network namespace, opens it and ends, so no
+/// other thread of the runner ever leaves the runner's namespace. Its loopback is down until
+/// [`configure_in`] raises it.
+pub fn new_namespace() -> Result<File, String> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("sr-netns-new".into())
+            .spawn_scoped(scope, || -> Result<File, String> {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
+                File::open("/proc/thread-self/ns/net")
+                    .map_err(|e| format!("opening the new network namespace: {e}"))
+            })
+            .map_err(|e| format!("starting the namespace thread: {e}"))?
+            .join()
+            .unwrap_or_else(|_| Err("the namespace thread panicked".to_owned()))
+    })
+}
+
+/// Configures the sandbox's end of the link inside `ns`, as `ip -batch` did there: loopback
+/// up, `cidr` on `link`, `link` up, default route via `gateway`.
 ///
 /// The namespace is entered by one thread made for this alone, which ends right after:
 /// `setns(2)` of a network namespace moves only the calling thread, so no other thread of the
 /// runner ever leaves the runner's namespace, and nothing created here (the netlink socket) is
 /// used outside the thread.
-pub fn configure_in(pid: u32, link: &str, cidr: &str, gateway: Ipv4Addr) -> Result<(), String> {
+pub fn configure_in(ns: Netns, link: &str, cidr: &str, gateway: Ipv4Addr) -> Result<(), String> {
     check_name(link)?;
     parse_cidr(cidr)?;
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
-        .map_err(|e| format!("the network namespace of {pid}: {e}"))?;
+    let which = ns;
+    let ns =
+        File::open(netns_path(ns)).map_err(|e| format!("the network namespace of {which}: {e}"))?;
     std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()
             .name("sr-netns".into())
             .spawn_scoped(scope, move || -> Result<(), String> {
                 nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| format!("entering the network namespace of {pid}: {e}"))?;
+                    .map_err(|e| format!("entering the network namespace of {which}: {e}"))?;
                 let mut sock = Socket::open()?;
                 let seq = sock.next_seq();
                 sock.request(&link_up_by_name_request("lo", seq)?, seq)
@@ -388,7 +431,7 @@ mod tests {
 
     #[test]
     fn the_veth_request_names_both_ends_and_the_peers_namespace() {
-        let m = veth_request("srabch", "srabcg", 4242, 7).unwrap();
+        let m = veth_request("srabch", "srabcg", Netns::Pid(4242), 7).unwrap();
         assert_eq!(u32_at(&m, 0), Some(m.len() as u32));
         assert_eq!(u16_at(&m, 4), Some(RTM_NEWLINK));
         assert_eq!(
@@ -422,12 +465,27 @@ mod tests {
     }
 
     #[test]
+    fn a_namespace_the_runner_holds_is_named_by_its_descriptor() {
+        let m = veth_request("srabch", "srabcg", Netns::Held(17), 7).unwrap();
+        let top = attrs(&m[NLMSG_HDRLEN + IFINFOMSG_LEN..]);
+        let data = attrs(&attrs(&top[1].1)[1].1);
+        let peer = attrs(&data[0].1[IFINFOMSG_LEN..]);
+        assert_eq!(peer[1], (IFLA_NET_NS_FD, 17i32.to_ne_bytes().to_vec()));
+    }
+
+    #[test]
     fn names_the_kernel_would_refuse_are_refused_here() {
         for bad in ["", "sixteen-bytes-xx", "a/b", "a b", "a\0b"] {
-            assert!(veth_request(bad, "ok", 1, 1).is_err(), "{bad:?}");
-            assert!(veth_request("ok", bad, 1, 1).is_err(), "{bad:?}");
+            assert!(
+                veth_request(bad, "ok", Netns::Pid(1), 1).is_err(),
+                "{bad:?}"
+            );
+            assert!(
+                veth_request("ok", bad, Netns::Pid(1), 1).is_err(),
+                "{bad:?}"
+            );
         }
-        assert!(veth_request("fifteen-bytes-x", "ok", 1, 1).is_ok());
+        assert!(veth_request("fifteen-bytes-x", "ok", Netns::Pid(1), 1).is_ok());
         assert!(address_and_up("a/b", "10.0.0.1/30").is_err());
         assert!(address_and_up("lo", "10.0.0.1").is_err());
         assert!(address_and_up("lo", "10.0.0.1/33").is_err());
@@ -479,7 +537,7 @@ mod tests {
             attrs(&r[NLMSG_HDRLEN + 12..]),
             [(RTA_GATEWAY, vec![10, 213, 0, 1])]
         );
-        assert!(configure_in(1, "a/b", "10.0.0.2/30", Ipv4Addr::LOCALHOST).is_err());
+        assert!(configure_in(Netns::Pid(1), "a/b", "10.0.0.2/30", Ipv4Addr::LOCALHOST).is_err());
     }
 
     fn ack(seq: u32, errno: i32) -> Vec<u8> {

@@ -25,7 +25,7 @@ use super::exec::{NetCommand, NetCommandExecutor, RecordingExecutor};
 use super::ruleset::{self, RunBinding};
 use super::{AllowlistNetwork, Options};
 use super::{forwarding, ledger, release};
-use crate::network_hook::NetworkHook;
+use crate::network_hook::{NamespaceSource, NetworkHook};
 
 const RUN: &str = "0123456789ab";
 
@@ -1126,7 +1126,7 @@ fn prepare_starts_the_table_before_the_boundary_exists() {
     let dir = tempfile::tempdir().unwrap();
     let exec = scripted(None);
     let mut net = network(exec.clone(), dir.path());
-    net.prepare(dir.path()).unwrap();
+    net.prepare(dir.path(), NamespaceSource::Boundary).unwrap();
     assert!(dir.path().join(ledger::LEDGER_FILE).exists());
     let b = net.binding().unwrap().clone();
     // No link yet: only the addresses, and the table's commands (its thread may still run).
@@ -1173,6 +1173,71 @@ fn prepare_starts_the_table_before_the_boundary_exists() {
     assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
 }
 
+/// A process sandbox joins a namespace the hook makes: prepare makes it, hands it to the
+/// boundary, and puts the veth into it (named by the held descriptor, never by a pid) on the
+/// link's thread; attach makes no second link and waits for that one.
+#[test]
+fn prepare_makes_the_namespace_and_its_link_before_the_boundary_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = scripted(None);
+    let mut net = network(exec.clone(), dir.path());
+    let prepared = net
+        .prepare(dir.path(), NamespaceSource::Hook)
+        .unwrap()
+        .expect("a namespace for the boundary");
+    // The recorder answers with this process's own namespace.
+    prepared.wait().unwrap();
+    let attached = net
+        .attach(&Boundary::Namespace { pid: 4242 }, dir.path())
+        .unwrap();
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    let position = |prefix: &str| {
+        let found: Vec<usize> = (0..cmds.len())
+            .filter(|&i| cmds[i].starts_with(prefix))
+            .collect();
+        assert_eq!(found.len(), 1, "{prefix:?} in {cmds:?}");
+        found[0]
+    };
+    let made = position("netns add (unshare)");
+    let veth = position(&format!(
+        "link add sr{RUN}h type veth peer name sr{RUN}g netns fd "
+    ));
+    let configured = position("in the netns of fd ");
+    assert!(made < veth && veth < configured, "{cmds:?}");
+    assert!(!cmds.iter().any(|c| c.contains("4242")), "{cmds:?}");
+    let steps: Vec<&str> = attached.steps.iter().map(|(name, _)| *name).collect();
+    assert_eq!(steps, ["link", "table", "resolver", "forwarding"]);
+    net.release().unwrap();
+    assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
+}
+
+/// A namespace that cannot be made fails the boundary's wait with the cause, and attach with
+/// SR-RUN-201; release still gives everything back.
+#[test]
+fn a_namespace_that_cannot_be_made_fails_the_launch() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = scripted(Some("netns add"));
+    let mut net = network(exec.clone(), dir.path());
+    let prepared = net
+        .prepare(dir.path(), NamespaceSource::Hook)
+        .unwrap()
+        .expect("a namespace for the boundary");
+    let refused = prepared.wait().unwrap_err();
+    assert!(refused.contains("Operation not permitted"), "{refused}");
+    let err = net
+        .attach(&Boundary::Namespace { pid: 4242 }, dir.path())
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::RunNetworkApply);
+    assert!(
+        err.message
+            .contains("making the sandbox's network namespace"),
+        "{err}"
+    );
+    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
+    assert!(!cmds.iter().any(|c| c.starts_with("link add")), "{cmds:?}");
+    assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
+}
+
 /// A boundary that fails to start after `prepare`: release removes the table (once its
 /// apply is over, never racing it) and the /30, and touches no link.
 #[test]
@@ -1200,7 +1265,7 @@ fn release_after_prepare_alone_waits_for_the_table_and_removes_it() {
         })
     }));
     let mut net = network(exec.clone(), dir.path());
-    net.prepare(dir.path()).unwrap();
+    net.prepare(dir.path(), NamespaceSource::Boundary).unwrap();
     net.release().unwrap();
     assert!(*applied.lock().unwrap());
     assert!(
@@ -1235,7 +1300,7 @@ fn a_prepared_table_that_failed_fails_attach() {
     let dir = tempfile::tempdir().unwrap();
     let exec = scripted(Some("nft -j -f -"));
     let mut net = network(exec.clone(), dir.path());
-    net.prepare(dir.path()).unwrap();
+    net.prepare(dir.path(), NamespaceSource::Boundary).unwrap();
     let err = net
         .attach(&Boundary::Namespace { pid: 4242 }, dir.path())
         .unwrap_err();

@@ -7,7 +7,7 @@
 //!   ── InitPlan ─────────────────────────▶  unshare(ns), Ready
 //!   ◀─ Ready ───────────────────────────── builds the root
 //!   cgroup attach X, network attach X
-//!   ── Go {resolvConf} ──────────────────▶  cgroupns, fork ────────────▶ proc, pivot_root,
+//!   ── Go {resolvConf, netNamespace} ────▶  [setns(net)], cgroupns, fork ─▶ proc, pivot_root,
 //!   ◀─ Forked {pid1} ───────────────────── (then only waits for C)       waits for hello
 //!   ══ agent protocol (sr-agent-proto frames): hello, helloAck, ready, exec ... ═══════════▶
 //! ```
@@ -22,9 +22,10 @@
 use serde::{Deserialize, Serialize};
 use sr_bundle::{ProcessPlan, SandboxPlan};
 
-/// Everything the init needs, sent as the first line.
+/// Everything the init needs, sent as the first line. An init from another build that does
+/// not know a field refuses the plan rather than ignore it (e.g. a network namespace to join).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InitPlan {
     /// The run id.
     pub run_id: String,
@@ -43,14 +44,22 @@ pub struct InitPlan {
     /// before anything else (empty: the runner attaches it).
     #[serde(default)]
     pub cgroup_self_attach: Vec<String>,
+    /// The runner makes the sandbox's network namespace (with the run's link in it) and names
+    /// it in [`Go::net_namespace`]: the init does not make one, and joins that one on Go.
+    #[serde(default)]
+    pub joins_network_namespace: bool,
 }
 
 /// The second line: proceed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Go {
     /// A resolv.conf to bind read-only over /etc/resolv.conf.
     pub resolv_conf: Option<String>,
+    /// The network namespace to join before pid 1 is forked, when the plan said the runner
+    /// makes it: `/proc/<runner pid>/fd/<fd>`, held open by the runner until `Forked`.
+    #[serde(default)]
+    pub net_namespace: Option<String>,
 }
 
 /// Messages from the init side to the runner.

@@ -3,11 +3,13 @@
 //! Two processes, each single-threaded (so `fork` is sound, see `sys::fork`):
 //!
 //! * **init** (host pid X, real root): reads the plan, sets `PDEATHSIG=SIGKILL` (a SIGKILLed
-//!   runner takes the sandbox with it), unshares mount/net/ipc/uts/pid namespaces, says Ready,
-//!   builds the new root in its private mount namespace, brings `lo` up, waits for Go (the
-//!   runner has attached the cgroups and the network by then), unshares the cgroup namespace
-//!   (after the cgroup attach, so an exec's cgroup root is its own cgroup), forks pid 1, says
-//!   Forked with pid 1's host pid, and waits for it (see [`super::bootstrap`]).
+//!   runner takes the sandbox with it), unshares mount/net/ipc/uts/pid namespaces (not net
+//!   when the runner makes it: an allowlist's, with the run's link in it), says Ready, builds
+//!   the new root in its private mount namespace, brings `lo` up (of a namespace it made),
+//!   waits for Go (the runner has attached the cgroups and the network by then), joins the
+//!   network namespace Go names (the runner's, refusing the host's), unshares the cgroup
+//!   namespace (after the cgroup attach, so an exec's cgroup root is its own cgroup), forks
+//!   pid 1, says Forked with pid 1's host pid, and waits for it (see [`super::bootstrap`]).
 //! * **pid 1** (C): mounts a fresh /proc for the new pid namespace (only a process inside the
 //!   namespace can), pivot_roots, detaches the old root, remounts `/` read-only, compiles the
 //!   seccomp filter once, and becomes the agent ([`super::agent`]): it runs each exec the host
@@ -145,6 +147,49 @@ fn namespace_flags(names: &[String]) -> Result<(CloneFlags, bool, bool), Failure
     Ok((flags, user, cgroup))
 }
 
+/// The network namespace Go names for the init to join, which must be there exactly when the
+/// plan said the runner makes it: pid 1 is never forked on the host's network, nor into a
+/// namespace the plan did not ask for.
+fn namespace_to_join(plan_says_joins: bool, go: &Go) -> Result<Option<&str>, Failure> {
+    match (plan_says_joins, go.net_namespace.as_deref()) {
+        (true, Some(path)) => Ok(Some(path)),
+        (false, None) => Ok(None),
+        (true, None) | (false, Some(_)) => Err(fail_msg(
+            "launch.network",
+            "the plan and Go disagree on the sandbox's network namespace",
+        )),
+    }
+}
+
+/// Joins the network namespace at `path` (`/proc/<runner pid>/fd/<fd>`, made by the runner
+/// with the run's link in it), refusing the one the init is already in: whatever went wrong,
+/// the sandbox never stays on the host's network.
+fn join_network_namespace(path: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |what: &str, e: std::io::Error| Failure {
+        phase: "launch.network",
+        errno: e.raw_os_error(),
+        message: format!("{what} {}: {e}", path.display()),
+    };
+    let target =
+        fs::File::open(path).map_err(|e| io("opening the sandbox's network namespace", e))?;
+    let theirs = target
+        .metadata()
+        .map_err(|e| io("reading the sandbox's network namespace", e))?;
+    let ours = fs::metadata("/proc/self/ns/net")
+        .map_err(|e| io("reading the init's own network namespace before joining", e))?;
+    if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
+        return Err(fail_msg(
+            "launch.network",
+            format!(
+                "{} is the host's network namespace, not one made for the sandbox",
+                path.display()
+            ),
+        ));
+    }
+    nix::sched::setns(&target, CloneFlags::CLONE_NEWNET).map_err(fail("launch.network"))
+}
+
 fn init(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<i32, Failure> {
     sys::cloexec_from_3().map_err(|e| fail_msg("launch.init", e))?;
     let plan: InitPlan = read_line(reader, "launch.plan")?;
@@ -164,7 +209,19 @@ fn init(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<i
             message: format!("joining the run's cgroup through {tasks}: {e}"),
         })?;
     }
-    let (flags, userns, cgroupns) = namespace_flags(&plan.sandbox.namespaces)?;
+    let (mut flags, userns, cgroupns) = namespace_flags(&plan.sandbox.namespaces)?;
+    // A network namespace the runner makes is joined on Go, below; until then the init is in
+    // the host's, where nothing of the workload runs.
+    let joins_network = plan.joins_network_namespace;
+    if joins_network {
+        if !flags.contains(CloneFlags::CLONE_NEWNET) {
+            return Err(fail_msg(
+                "launch.network",
+                "the runner makes a network namespace for a plan without one",
+            ));
+        }
+        flags.remove(CloneFlags::CLONE_NEWNET);
+    }
     unshare(flags).map_err(fail("launch.namespaces"))?;
     send(writer, &InitMsg::Ready);
 
@@ -195,6 +252,9 @@ fn init(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<i
     }
 
     let go: Go = read_line(reader, "launch.go")?;
+    if let Some(path) = namespace_to_join(joins_network, &go)? {
+        join_network_namespace(Path::new(path))?;
+    }
     if let Some(resolv) = go.resolv_conf {
         mounts::execute(
             &[MountOp::Bind {
@@ -355,4 +415,42 @@ pub fn rlimit_resource(name: &str) -> Option<Resource> {
         "locks" => Resource::RLIMIT_LOCKS,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_must_name_a_namespace_exactly_when_the_plan_said_one_comes() {
+        let named = Go {
+            resolv_conf: None,
+            net_namespace: Some("/proc/1/fd/7".into()),
+        };
+        let unnamed = Go::default();
+        assert_eq!(
+            namespace_to_join(true, &named).ok().flatten(),
+            Some("/proc/1/fd/7")
+        );
+        assert_eq!(namespace_to_join(false, &unnamed).ok().flatten(), None);
+        for (joins, go) in [(true, &unnamed), (false, &named)] {
+            let Err(refused) = namespace_to_join(joins, go) else {
+                panic!("accepted joins={joins} with {:?}", go.net_namespace);
+            };
+            assert_eq!(refused.phase, "launch.network");
+        }
+    }
+
+    #[test]
+    fn the_init_refuses_to_join_the_namespace_it_is_in() {
+        let Err(refused) = join_network_namespace(Path::new("/proc/self/ns/net")) else {
+            panic!("joined its own network namespace as the sandbox's");
+        };
+        assert_eq!(refused.phase, "launch.network");
+        assert!(refused.message.contains("host's"), "{}", refused.message);
+        let Err(missing) = join_network_namespace(Path::new("/proc/self/fd/999999")) else {
+            panic!("joined a namespace that does not exist");
+        };
+        assert!(missing.message.contains("opening"), "{}", missing.message);
+    }
 }

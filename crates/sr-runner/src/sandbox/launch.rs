@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ use super::bootstrap::{Go, InitMsg, InitPlan};
 use crate::cgroup::{self, RunCgroup};
 use crate::life::backend::{Backend, Killer, StartContext};
 use crate::network_facts::Boundary;
-use crate::network_hook::AttachedNetwork;
+use crate::network_hook::{AttachedNetwork, NamespaceSource, PreparedNamespace};
 use crate::outcome::{CleanupReport, RunStatus};
 
 /// How long the init may take to answer a bootstrap step (not the workload's timeout).
@@ -83,6 +83,9 @@ pub struct ProcessSandbox {
     bootstrap: Option<BufReader<UnixStream>>,
     writer: Option<UnixStream>,
     pid1: Option<super::reap::NsProcess>,
+    /// The network namespace the network hook is making for this sandbox, from start until
+    /// Go names it to the init.
+    network_namespace: Option<PreparedNamespace>,
     deadline: Instant,
     timeout_ms: u64,
 }
@@ -98,6 +101,7 @@ impl ProcessSandbox {
             bootstrap: None,
             writer: None,
             pid1: None,
+            network_namespace: None,
             deadline: Instant::now(),
             timeout_ms: 0,
         }
@@ -201,7 +205,11 @@ impl Backend for ProcessSandbox {
         "sandbox"
     }
 
-    fn start(&mut self, cx: StartContext<'_>) -> Result<Boundary, RunStatus> {
+    fn network_namespace_source(&self) -> NamespaceSource {
+        NamespaceSource::Hook
+    }
+
+    fn start(&mut self, mut cx: StartContext<'_>) -> Result<Boundary, RunStatus> {
         let Some(sandbox) = cx.bundle.backend.sandbox() else {
             return Err(failed(
                 "launch.backend",
@@ -273,6 +281,9 @@ impl Backend for ProcessSandbox {
             });
         self.writer = Some(ours.try_clone().map_err(io)?);
         self.bootstrap = Some(BufReader::new(ours));
+        // A network namespace made for the sandbox (the run's link is going into it meanwhile)
+        // is named to the init in Go.
+        self.network_namespace = cx.network_namespace.take();
         let plan = InitPlan {
             run_id: cx.run_id.to_owned(),
             parent_pid: std::process::id(),
@@ -290,6 +301,7 @@ impl Backend for ProcessSandbox {
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect(),
+            joins_network_namespace: self.network_namespace.is_some(),
         };
         let sent = self.send(&plan);
         let ready = sent.and_then(|()| self.recv("launch.namespaces"));
@@ -334,16 +346,37 @@ impl Backend for ProcessSandbox {
         _enforcement: &mut crate::outcome::EnforcementFacts,
     ) -> Result<UnixStream, RunStatus> {
         self.deadline = deadline;
+        // Held open here until the init has joined it, and named by this process's
+        // descriptor: no mount, nothing to remove on any path. The link is in it by now
+        // (attach waited for it).
+        let net_namespace = self
+            .network_namespace
+            .take()
+            .map(|made| {
+                made.wait().map_err(|e| {
+                    failed(
+                        "launch.network",
+                        format!("making the sandbox's network namespace: {e}"),
+                        "safe-run needs CAP_SYS_ADMIN to make network namespaces",
+                    )
+                })
+            })
+            .transpose()?;
         let go = Go {
             resolv_conf: network
                 .resolv_conf
                 .as_ref()
                 .map(|p| p.display().to_string()),
+            net_namespace: net_namespace
+                .as_ref()
+                .map(|ns| format!("/proc/{}/fd/{}", std::process::id(), ns.as_raw_fd())),
         };
         // A failed send: the init failed while building the root and said why before it
         // exited; the next message is that reason.
         let sent = self.send(&go);
         let forked = self.recv("launch.root");
+        // The init is in it now (or gone): the sandbox's processes alone keep it alive.
+        drop(net_namespace);
         let pid1 = match (forked, sent) {
             (Ok(InitMsg::Forked { pid1 }), _) => pid1,
             (Err(st), _) => return Err(st),
