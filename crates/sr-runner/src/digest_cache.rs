@@ -16,8 +16,14 @@
 //! directory (anyone who can write it can also replace the signing key). The
 //! `artifact.hashed` event of a reused digest says so (`"fromCache": true`): docs/evidence.md.
 //!
-//! The rule, the entry names and the entry format are pure; reading and writing entries is
-//! behind [`EntryStore`].
+//! The cache is bounded: a write that leaves more than [`MAX_ENTRIES`] files removes the least
+//! recently written down to [`KEEP_AFTER_PRUNE`] ([`to_prune`]). Entries are only written on a
+//! miss, so the check is off the path of a run whose binaries are cached; a workload that is a
+//! new file every run (a freshly built binary) no longer grows the directory for ever. A hot
+//! entry that is pruned costs one hash, then is cached again.
+//!
+//! The rule, the entry names, the entry format and the pruning choice are pure; reading and
+//! writing entries is behind [`EntryStore`].
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Write};
@@ -35,6 +41,24 @@ pub const DIGESTS_DIR: &str = ".digests";
 pub const SETTLE_NS: i128 = 3_000_000_000;
 
 const PREFIX: &str = "sha256:";
+
+/// The most files the cache directory keeps (entries are 72 bytes; the bound is on inodes).
+pub const MAX_ENTRIES: usize = 4096;
+
+/// How many of the most recently written files a prune keeps.
+pub const KEEP_AFTER_PRUNE: usize = 3072;
+
+/// The files to remove from a cache directory holding `files` (name, last write in ns since
+/// the epoch): none while there are at most `max`; else all but the `keep` most recently
+/// written (ties broken by name, so the choice is the same whatever order the directory lists
+/// them in).
+pub fn to_prune(mut files: Vec<(String, i128)>, max: usize, keep: usize) -> Vec<String> {
+    if files.len() <= max {
+        return Vec::new();
+    }
+    files.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    files.into_iter().skip(keep).map(|(name, _)| name).collect()
+}
 
 /// What identifies a file's state, as the kernel reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +171,34 @@ impl EntryStore for DirStore {
             .and_then(|()| std::fs::rename(&tmp, self.dir.join(name)));
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
+            return;
+        }
+        self.prune();
+    }
+}
+
+impl DirStore {
+    /// Removes what [`to_prune`] picks, once the directory holds more than [`MAX_ENTRIES`]
+    /// files: names are counted first, and only an oversized directory is stat'ed.
+    fn prune(&self) {
+        let Ok(listing) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let names: Vec<std::ffi::OsString> = listing.flatten().map(|e| e.file_name()).collect();
+        if names.len() <= MAX_ENTRIES {
+            return;
+        }
+        let files = names
+            .into_iter()
+            .filter_map(|name| {
+                let meta = std::fs::symlink_metadata(self.dir.join(&name)).ok()?;
+                let written =
+                    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+                Some((name.into_string().ok()?, written))
+            })
+            .collect();
+        for name in to_prune(files, MAX_ENTRIES, KEEP_AFTER_PRUNE) {
+            let _ = std::fs::remove_file(self.dir.join(name));
         }
     }
 }
@@ -421,5 +473,53 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(name)]);
+    }
+
+    #[test]
+    fn a_prune_keeps_the_most_recently_written_and_is_order_independent() {
+        let files = |order: &[usize]| -> Vec<(String, i128)> {
+            order
+                .iter()
+                .map(|&i| (format!("e{i}"), i128::try_from(i % 3).unwrap()))
+                .collect()
+        };
+        assert!(to_prune(files(&[0, 1, 2]), 3, 1).is_empty());
+        let mut pruned = to_prune(files(&[0, 1, 2, 3, 4]), 3, 2);
+        let mut again = to_prune(files(&[4, 3, 2, 1, 0]), 3, 2);
+        pruned.sort();
+        again.sort();
+        assert_eq!(pruned, again);
+        // Newest first: e2 (2), then e1 and e4 (1, by name e1 first): e1 and e2 stay.
+        assert_eq!(pruned, ["e0", "e3", "e4"]);
+    }
+
+    #[test]
+    fn a_write_beyond_the_bound_removes_the_oldest_entries() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DirStore::under(tmp.path());
+        let dir = tmp.path().join(DIGESTS_DIR);
+        std::fs::create_dir(&dir).unwrap();
+        let epoch = std::time::SystemTime::UNIX_EPOCH;
+        for i in 0..MAX_ENTRIES {
+            let f = std::fs::File::create(dir.join(format!("{i:064x}"))).unwrap();
+            let secs = u64::try_from(i).unwrap() + 1_000_000;
+            f.set_modified(epoch + std::time::Duration::from_secs(secs))
+                .unwrap();
+        }
+        // At the bound: nothing goes.
+        store.write(
+            &format!("{:064x}", 1),
+            &render_entry(&format!("sha256:{:064x}", 9)),
+        );
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), MAX_ENTRIES);
+        let newest = format!("{:064x}", MAX_ENTRIES + 7);
+        store.write(&newest, &render_entry(&format!("sha256:{:064x}", 9)));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), KEEP_AFTER_PRUNE);
+        assert!(store.read(&newest).is_some());
+        // Entry 1 was rewritten just now; entries 0 and 2 were the oldest.
+        assert!(store.read(&format!("{:064x}", 1)).is_some());
+        assert!(store.read(&format!("{:064x}", 0)).is_none());
+        assert!(store.read(&format!("{:064x}", 2)).is_none());
+        assert!(store.read(&format!("{:064x}", MAX_ENTRIES - 1)).is_some());
     }
 }
