@@ -259,6 +259,72 @@ fn sigint_destroys_the_pooled_sandbox_with_its_report() {
     assert!(sandbox_cgroups(id).is_empty());
 }
 
+/// A client killed by SIGKILL cannot destroy its sandbox: the daemon does, when the exec's
+/// event stream closes before `exit` (it notices on its next write, the keep-alive at the
+/// latest), instead of waiting for the idle timeout.
+#[test]
+fn a_sigkilled_client_leaves_its_pooled_sandbox_to_be_destroyed_by_the_daemon() {
+    if !require_root("a_sigkilled_client_leaves_its_pooled_sandbox_to_be_destroyed_by_the_daemon") {
+        return;
+    }
+    let s = serve(1);
+    let result = s.env.dir.path().join("result.json");
+    let mut child = s
+        .pool_run(&result, &["/bin/sh", "-c", "echo ready; exec sleep 300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (s_code, list) = http(&s.daemon.socket, "GET", "/v1/sandboxes", &s.admin, None);
+    assert_eq!(s_code, 200, "{list}");
+    let taken: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["state"] == "running" && v["fromPool"] == true)
+        .map(|v| v["id"].as_str().unwrap().to_owned())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let ended = loop {
+        let ended: Vec<Value> = taken
+            .iter()
+            .map(|id| s.sandbox(id))
+            .filter(|v| v["state"] == "ended")
+            .collect();
+        if !ended.is_empty() {
+            break ended;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sandbox of the killed client ended: {taken:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0]["ended"], "destroyed", "{}", ended[0]);
+    let id = ended[0]["id"].as_str().unwrap();
+    assert!(sandbox_cgroups(id).is_empty());
+    verify(&s.env, ended[0]["reportPath"].as_str().unwrap());
+    // Asking for that needs the right to destroy: a read-only token is refused.
+    let reader = token(&s.env, &s.env.dir.path().join("state/tokens.json"), "read");
+    let (code, problem) = http(
+        &s.daemon.socket,
+        "GET",
+        &format!("/v1/sandboxes/{id}/execs/1/events?destroyOnDisconnect=true"),
+        &reader,
+        None,
+    );
+    assert_eq!(code, 403, "{problem}");
+}
+
 #[test]
 fn refusals_are_precise_and_exit_with_their_family() {
     if !require_root("refusals_are_precise_and_exit_with_their_family") {

@@ -184,10 +184,44 @@ pub(super) enum OutputEncoding {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct EventsQuery {
     #[serde(default)]
     encoding: OutputEncoding,
+    /// Destroy the sandbox when this stream is dropped before the exec's `exit` was sent.
+    #[serde(default)]
+    destroy_on_disconnect: bool,
+}
+
+/// Destroys a sandbox when the event stream holding it is dropped before its exec ended: the
+/// client that asked for it with `destroyOnDisconnect=true` is gone (a `safe-run run --pool`
+/// killed by SIGKILL), and the sandbox would otherwise wait for its idle timeout.
+struct DestroyIfAbandoned {
+    armed: Option<(Arc<Live>, Arc<crate::sandboxes::Daemon>)>,
+}
+
+impl DestroyIfAbandoned {
+    /// The stream reached its end: nothing to do on drop.
+    fn disarm(&mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for DestroyIfAbandoned {
+    fn drop(&mut self) {
+        let Some((live, daemon)) = self.armed.take() else {
+            return;
+        };
+        // Destroying waits for the sandbox's end and writes its report: off the runtime's
+        // threads, as DELETE does.
+        let destroy = move || {
+            live.destroy(daemon.host.signer.as_ref());
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(destroy)),
+            Err(_) => destroy(),
+        }
+    }
 }
 
 /// One event's `data`: an output chunk in `encoding`; anything else as the API names it.
@@ -215,6 +249,7 @@ fn event_data(e: &crate::streams::Sent, encoding: OutputEncoding) -> String {
         ("eid" = u64, Path, description = "The streamed exec id"),
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this offset"),
         ("encoding" = Option<OutputEncoding>, Query, description = "How stdout and stderr events carry their bytes: `text` (lossy UTF-8, the default) or `base64` (exact)"),
+        ("destroyOnDisconnect" = Option<bool>, Query, description = "Destroy the sandbox (with its report) when this stream is closed before `exit` was sent: for a client that uses the sandbox once (needs the right to destroy it)"),
     ),
     responses(
         (status = 200, description = "stdout, stderr, cut and exit events", body = crate::streams::Sent, content_type = "text/event-stream"),
@@ -232,7 +267,12 @@ pub(super) async fn exec_events(
     use axum::response::sse::{Event, KeepAlive, Sse};
     let encoding = q.encoding;
     let c = caller(&state, &headers)?;
-    let live = reach(&state, &c, &id, Scope::Read)?;
+    let scope = if q.destroy_on_disconnect {
+        Scope::Create
+    } else {
+        Scope::Read
+    };
+    let live = reach(&state, &c, &id, scope)?;
     let log = streamed(&live, eid)?;
     let resume = match headers.get("last-event-id") {
         None => None,
@@ -256,16 +296,32 @@ pub(super) async fn exec_events(
         .hint("resume from a later offset, or read the exec's digest in the report"));
     }
     let rx = log.subscribe();
+    let abandoned = DestroyIfAbandoned {
+        armed: q
+            .destroy_on_disconnect
+            .then(|| (live.clone(), state.daemon.clone())),
+    };
+    // The guard lives in the stream's state: dropped with the stream, it fires unless the
+    // stream got to `exit` (or to the end of the exec's log) first.
     let stream = futures_util::stream::unfold(
-        (log, rx, crate::streams::Cursor::after(resume), false),
-        move |(log, mut rx, mut cursor, done)| async move {
+        (
+            log,
+            rx,
+            crate::streams::Cursor::after(resume),
+            false,
+            abandoned,
+        ),
+        move |(log, mut rx, mut cursor, done, mut abandoned)| async move {
             if done {
                 return None;
             }
             loop {
                 let (events, ended) = match log.next_batch(&mut cursor) {
                     Ok(x) => x,
-                    Err(_) => return None,
+                    Err(_) => {
+                        abandoned.disarm();
+                        return None;
+                    }
                 };
                 if !events.is_empty() {
                     let mut out = Vec::new();
@@ -280,10 +336,14 @@ pub(super) async fn exec_events(
                                 .data(data),
                         ));
                     }
+                    if finished {
+                        abandoned.disarm();
+                    }
                     let stream = futures_util::stream::iter(out);
-                    return Some((stream, (log, rx, cursor, finished)));
+                    return Some((stream, (log, rx, cursor, finished, abandoned)));
                 }
                 if ended || rx.changed().await.is_err() {
+                    abandoned.disarm();
                     return None;
                 }
             }

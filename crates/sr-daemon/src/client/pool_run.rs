@@ -269,7 +269,9 @@ where
     });
     let body = conn
         .stream(
-            &format!("{exec_path}/events?encoding=base64"),
+            // Killed without a chance to destroy the sandbox (SIGKILL), this process leaves it
+            // to the daemon, which destroys it when this stream closes before `exit`.
+            &format!("{exec_path}/events?encoding=base64&destroyOnDisconnect=true"),
             sandbox.token,
         )
         .await?;
