@@ -84,6 +84,24 @@ impl Served {
         c
     }
 
+    /// A pool run of a shell that says `ready` and sleeps, once it has said it (its stdout
+    /// taken; stderr piped).
+    fn sleeping_pool_run(&self, result: &Path) -> std::process::Child {
+        let mut child = self
+            .pool_run(result, &["/bin/sh", "-c", "echo ready; exec sleep 300"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n");
+        child
+    }
+
     fn sandbox(&self, id: &str) -> Value {
         let (s, v) = http(
             &self.daemon.socket,
@@ -232,18 +250,7 @@ fn sigint_destroys_the_pooled_sandbox_with_its_report() {
     }
     let s = serve(1);
     let result = s.env.dir.path().join("result.json");
-    let mut child = s
-        .pool_run(&result, &["/bin/sh", "-c", "echo ready; exec sleep 300"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
+    let child = s.sleeping_pool_run(&result);
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let out = child.wait_with_output().unwrap();
@@ -269,18 +276,7 @@ fn a_sigkilled_client_leaves_its_pooled_sandbox_to_be_destroyed_by_the_daemon() 
     }
     let s = serve(1);
     let result = s.env.dir.path().join("result.json");
-    let mut child = s
-        .pool_run(&result, &["/bin/sh", "-c", "echo ready; exec sleep 300"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
+    let mut child = s.sleeping_pool_run(&result);
     child.kill().unwrap();
     child.wait().unwrap();
     let (s_code, list) = http(&s.daemon.socket, "GET", "/v1/sandboxes", &s.admin, None);

@@ -63,6 +63,8 @@ pub struct Live {
     pub created_at_ms: u64,
     token: TokenHash,
     life: Mutex<Life>,
+    /// Signalled when an end finishes: a second end waits for the first one's result.
+    ended: std::sync::Condvar,
     streamed: Mutex<BTreeMap<u64, Arc<ExecLog>>>,
     template: Option<String>,
     /// Made for the pool; set once it is handed out.
@@ -411,9 +413,19 @@ impl Live {
         self.end(EndReason::Request, signer)
     }
 
-    /// Destroys it for `reason` and finishes its evidence; returns its view.
+    /// Destroys it for `reason` and finishes its evidence; returns its view. An end that finds
+    /// another one under way (a request, the reaper, a client's disconnect at once) waits for
+    /// it, so that every caller sees the sandbox ended, with its report.
     pub fn end(&self, reason: EndReason, signer: Option<&SigningKey>) -> SandboxView {
-        let taken = std::mem::replace(&mut *self.lock(), Life::Ending);
+        let mut life = self.lock();
+        while matches!(*life, Life::Ending) {
+            life = self
+                .ended
+                .wait(life)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        let taken = std::mem::replace(&mut *life, Life::Ending);
+        drop(life);
         let ended = match taken {
             Life::Running { sandbox, recording } => {
                 let (outcome, sink) = sandbox.destroy(RunStatus::Destroyed { reason }, None);
@@ -428,6 +440,7 @@ impl Live {
             other => other,
         };
         *self.lock() = ended;
+        self.ended.notify_all();
         self.view()
     }
 
@@ -737,6 +750,7 @@ impl Daemon {
                 sandbox: Box::new(sandbox),
                 recording: Box::new(recording),
             }),
+            ended: std::sync::Condvar::new(),
             streamed: Mutex::new(BTreeMap::new()),
             template: template.map(str::to_owned),
             pooled: std::sync::atomic::AtomicBool::new(false),
