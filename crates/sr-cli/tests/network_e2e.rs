@@ -699,16 +699,23 @@ for p in os.listdir("/proc"):
         continue
     comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
     if int(rest[1]) == os.getpid():
-        left.append({"pid": int(p), "comm": comm, "state": rest[0]})
+        try:
+            argv = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            argv = []
+        releaser = comm == "sr-release" or b"__release-network" in argv
+        left.append({"pid": int(p), "comm": comm, "state": rest[0], "releaser": releaser})
 for c in left:
     try:
         os.waitpid(c["pid"], 0)
     except OSError:
         pass
-# A run's deferred network releaser (comm sr-release) outlives its safe-run by design and is
-# re-parented here: waited for above, it is expected; anything else is a leftover.
-releasers = sum(1 for c in left if c["comm"] == "sr-release")
-left = [c for c in left if c["comm"] != "sr-release"]
+# A run's deferred network releaser (`safe-run __release-network`, naming itself sr-release
+# once it runs; the intermediate that starts it may still be an unnamed safe-run) outlives its
+# safe-run by design and is re-parented here: waited for above, it is expected; anything else
+# is a leftover.
+releasers = sum(1 for c in left if c["releaser"])
+left = [c for c in left if not c["releaser"]]
 print(json.dumps({"codes": codes, "left": left, "releasers": releasers}))
 "#;
 
