@@ -32,12 +32,14 @@ pub(super) fn run_step(
     })
 }
 
-/// A TAP device `h`, then its host side as a veth's.
-pub(super) fn tap_link(
-    exec: &dyn NetCommandExecutor,
-    h: &str,
-    host_cidr: &str,
-) -> Result<(), NetworkError> {
+/// `address/prefix` of `addr` in the run's /30.
+fn cidr(b: &RunBinding, addr: std::net::Ipv4Addr) -> String {
+    format!("{addr}/{}", b.subnet.prefix_len())
+}
+
+/// The run's TAP device (named as its host side), then its host side as a veth's.
+pub(super) fn tap_link(exec: &dyn NetCommandExecutor, b: &RunBinding) -> Result<(), NetworkError> {
+    let h = b.host_if.as_str();
     run_step(
         exec,
         "creating the TAP device",
@@ -49,7 +51,7 @@ pub(super) fn tap_link(
         "addressing and raising the host side",
         NetCommand::AddressUp {
             link: h.to_owned(),
-            cidr: host_cidr.to_owned(),
+            cidr: cidr(b, b.host_addr),
         },
     )?;
     enable_forwarding_from(exec, h)
@@ -64,8 +66,6 @@ pub(super) fn veth_link(
     exec: &dyn NetCommandExecutor,
     ns: Netns,
     b: &RunBinding,
-    guest_cidr: &str,
-    host_cidr: &str,
 ) -> Result<(), NetworkError> {
     let (h, g) = (&b.host_if, &b.guest_if);
     run_step(
@@ -84,7 +84,7 @@ pub(super) fn veth_link(
         "addressing and raising the host side",
         NetCommand::AddressUp {
             link: h.clone(),
-            cidr: host_cidr.to_owned(),
+            cidr: cidr(b, b.host_addr),
         },
     )?;
     run_step(
@@ -93,7 +93,7 @@ pub(super) fn veth_link(
         NetCommand::ConfigureIn {
             ns,
             link: g.clone(),
-            cidr: guest_cidr.to_owned(),
+            cidr: cidr(b, b.guest_addr),
             gateway: b.host_addr,
         },
     )
@@ -107,8 +107,6 @@ pub(super) fn veth_link(
 pub(super) fn start_in_new_namespace(
     exec: Arc<dyn NetCommandExecutor>,
     b: RunBinding,
-    guest_cidr: String,
-    host_cidr: String,
 ) -> Result<(PreparedNamespace, Background<()>), NetworkError> {
     let (made, delivered) = mpsc::channel();
     let work = move || -> Result<(), NetworkError> {
@@ -127,13 +125,7 @@ pub(super) fn start_in_new_namespace(
         })?;
         // The boundary may have failed already; the namespace then goes with `ns`.
         let _ = made.send(Ok(for_boundary));
-        veth_link(
-            exec.as_ref(),
-            Netns::Held(ns.as_raw_fd()),
-            &b,
-            &guest_cidr,
-            &host_cidr,
-        )
+        veth_link(exec.as_ref(), Netns::Held(ns.as_raw_fd()), &b)
     };
     let running = Background::start("sr-link", work)
         .map_err(|e| NetworkError::Config(format!("starting the link's thread: {e}")))?;

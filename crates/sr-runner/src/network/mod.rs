@@ -3,8 +3,8 @@
 //!
 //! [`AllowlistNetwork`] implements [`NetworkHook`] for `network.mode: allowlist`. The order of
 //! [`NetworkHook::prepare`] (step 1, the start of step 3 and, for a process sandbox, of step
-//! 2, before the boundary starts; done by attach when the launcher did not call it) and [`NetworkHook::attach`] is the order of
-//! dependencies:
+//! 2, before the boundary starts; done by attach when the launcher did not call it) and
+//! [`NetworkHook::attach`] is the order of dependencies:
 //!
 //! 1. pick the run's /30 (needs the host's addresses, read with `getifaddrs`; claimed in the
 //!    subnet ledger under the state lock, see [`ledger`]) and render the whole ruleset (pure; a
@@ -15,8 +15,8 @@
 //!    ([`NamespaceSource::Hook`]) on a thread of its own (`sr-link`) while the init starts, the
 //!    init joining it on Go; for a microVM ([`Boundary::Tap`]) a TAP device (root's), to
 //!    which the VMM backend attaches and passes QEMU the descriptor. Then the host side: IPv6
-//!    off and its own
-//!    forwarding flag (both vanish with the link), address and link-up (netlink, in-process).
+//!    off and its own forwarding flag (both vanish with the link), address and link-up
+//!    (netlink, in-process).
 //!    A veth's sandbox end is configured over netlink from inside the sandbox's namespace
 //!    (loopback, address, default route via the host side), by a thread made for that alone
 //!    ([`rtnl::configure_in`]; no other thread of the runner changes namespace). No child
@@ -378,8 +378,6 @@ impl AllowlistNetwork {
         };
         let subnet = b.subnet;
         let (h, g) = (b.host_if.clone(), b.guest_if.clone());
-        let host_cidr = format!("{}/{}", b.host_addr, subnet.prefix_len());
-        let guest_cidr = format!("{}/{}", b.guest_addr, subnet.prefix_len());
 
         // 2. The link: a veth pair, or a TAP device (down-carrier until the backend attaches
         //    to it; addresses and routes do not need the carrier). The table's rules name the
@@ -392,14 +390,12 @@ impl AllowlistNetwork {
         };
         self.created.link = Some(h.clone());
         self.created.veth = matches!(kind, LinkKind::Veth { .. });
-        let exec = self.opts.exec.clone();
+        let exec = self.opts.exec.as_ref();
         let link = match (kind, self.link_apply.take()) {
             // Made with the namespace, while the boundary started.
             (LinkKind::Veth { .. }, Some(made)) => made.take(),
-            (LinkKind::Veth { pid }, None) => {
-                link::veth_link(exec.as_ref(), Netns::Pid(pid), &b, &guest_cidr, &host_cidr)
-            }
-            (LinkKind::Tap, _) => link::tap_link(exec.as_ref(), &h, &host_cidr),
+            (LinkKind::Veth { pid }, None) => link::veth_link(exec, Netns::Pid(pid), &b),
+            (LinkKind::Tap, _) => link::tap_link(exec, &b),
         };
         step_done("link");
         // 3. The table: joined whether or not the link failed, so that a rollback never races
@@ -741,16 +737,10 @@ impl AllowlistNetwork {
         let Some(b) = self.binding.clone() else {
             return Err(NetworkError::Config("prepare without a binding".into()));
         };
-        let prefix = b.subnet.prefix_len();
-        let (host_cidr, guest_cidr) = (
-            format!("{}/{prefix}", b.host_addr),
-            format!("{}/{prefix}", b.guest_addr),
-        );
         // Before the thread starts, as for the table: a rollback removes what may exist.
         self.created.link = Some(b.host_if.clone());
         self.created.veth = true;
-        let (prepared, linking) =
-            link::start_in_new_namespace(self.opts.exec.clone(), b, guest_cidr, host_cidr)?;
+        let (prepared, linking) = link::start_in_new_namespace(self.opts.exec.clone(), b)?;
         self.link_apply = Some(linking);
         Ok(prepared)
     }
