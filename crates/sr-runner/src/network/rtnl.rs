@@ -144,6 +144,10 @@ fn check_name(name: &str) -> Result<(), String> {
 pub fn veth_request(host: &str, peer: &str, peer_ns: Netns, seq: u32) -> Result<Vec<u8>, String> {
     check_name(host)?;
     check_name(peer)?;
+    let (ns_kind, ns_id) = match peer_ns {
+        Netns::Pid(pid) => (IFLA_NET_NS_PID, pid.to_ne_bytes()),
+        Netns::Held(fd) => (IFLA_NET_NS_FD, fd.to_ne_bytes()),
+    };
     let mut m = Msg::new(
         RTM_NEWLINK,
         NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
@@ -157,16 +161,7 @@ pub fn veth_request(host: &str, peer: &str, peer_ns: Netns, seq: u32) -> Result<
         .nest(VETH_INFO_PEER)
         .ifinfo(0, 0, 0)
         .attr_str(IFLA_IFNAME, peer)
-        .attr(
-            match peer_ns {
-                Netns::Pid(_) => IFLA_NET_NS_PID,
-                Netns::Held(_) => IFLA_NET_NS_FD,
-            },
-            &match peer_ns {
-                Netns::Pid(pid) => pid.to_ne_bytes(),
-                Netns::Held(fd) => fd.to_ne_bytes(),
-            },
-        )
+        .attr(ns_kind, &ns_id)
         .end()
         .end()
         .end();
