@@ -292,6 +292,23 @@ fn allowlist_run_enforces_and_audits() {
     );
 
     let events = std::fs::read_to_string(env.run_dirs()[0].join("events.jsonl")).unwrap();
+    // The read-back's digest is recorded once, after the table was applied, and it is the
+    // report's.
+    let parsed: Vec<Value> = events
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .collect();
+    let rulesets: Vec<&Value> = parsed
+        .iter()
+        .filter(|e| e["type"] == "network.ruleset")
+        .collect();
+    assert_eq!(rulesets.len(), 1, "{events}");
+    assert_eq!(
+        Some(&rulesets[0]["payload"]["nftRulesetDigest"]),
+        digest.as_ref()
+    );
+    let position = |ty: &str| parsed.iter().position(|e| e["type"] == ty).unwrap();
+    assert!(position("network.applied") < position("network.ruleset"));
     let hits: Vec<Value> = events
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())

@@ -65,6 +65,9 @@ catalogue! {
     NETWORK_RELEASED = NetworkReleased => "network.released",
     /// An nftables rule was hit (payload: rule id, allowed and blocked hits).
     NETWORK_RULE_HIT = NetworkRuleHit => "network.rule.hit",
+    /// The applied table was read back and hashed (payload: `nftRulesetDigest`,
+    /// `nftRulesetDigestMethod`); its structure is what `network.applied` put in place.
+    NETWORK_RULESET = NetworkRuleset => "network.ruleset",
     /// An output stream passed its limit: the saved copy stops growing from here (payload:
     /// `stream`, `limitBytes`, `onLimit`).
     OUTPUT_TRUNCATED = OutputTruncated => "output.truncated",
@@ -141,7 +144,7 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted, names);
-        assert_eq!(names.len(), 21);
+        assert_eq!(names.len(), 22);
         for e in EventType::ALL {
             assert_eq!(EventType::parse(e.as_str()), Some(*e));
         }

@@ -106,8 +106,10 @@ pub struct AllowlistFacts {
     pub blocked: BlockedVerdictFacts,
     /// The resolver's upstream.
     pub upstream_dns: Option<String>,
-    /// `sha256:` of the applied table (see `nft_ruleset_digest_method`).
-    pub nft_ruleset_digest: String,
+    /// `sha256:` of the applied table (see `nft_ruleset_digest_method`): read back while the
+    /// workload starts, so `None` in `network.applied` and filled in from `network.ruleset`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nft_ruleset_digest: Option<String>,
     /// What the digest covers.
     pub nft_ruleset_digest_method: String,
     /// Host interfaces whose forwarding the run needs.

@@ -92,6 +92,10 @@ pub struct NetworkSample {
     pub events: Vec<(EventType, Value)>,
     /// The report's `networkAudit` block as of this sample (`None` for mode none).
     pub audit: Option<NetworkAudit>,
+    /// The applied table's digest once it has been read back, or why it could not be (the
+    /// read-back runs while the workload starts; the final sample waits for it). `None` for
+    /// mode none, and before the read-back ends.
+    pub ruleset_digest: Option<Result<String, Diagnostic>>,
 }
 
 /// Network lifecycle of one run.

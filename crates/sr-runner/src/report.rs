@@ -431,7 +431,7 @@ fn enforcement(outcome: &RunOutcome, bundle: &CompileBundle) -> Enforcement {
     });
     let (nft_ruleset_digest, details) = match &outcome.network {
         crate::network_facts::NetworkFacts::Allowlist(f) => {
-            (Some(f.nft_ruleset_digest.clone()), f.details())
+            (f.nft_ruleset_digest.clone(), f.details())
         }
         crate::network_facts::NetworkFacts::None => (None, BTreeMap::new()),
     };

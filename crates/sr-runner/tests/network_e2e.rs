@@ -333,12 +333,8 @@ fn allowlist_enforces_counts_and_cleans_up() {
         .unwrap();
     eprintln!("attach took {:?}", t0.elapsed());
     let facts = as_json(&attached.facts);
-    assert!(
-        facts["nftRulesetDigest"]
-            .as_str()
-            .unwrap()
-            .starts_with("sha256:")
-    );
+    // The digest is read back while the workload starts: not in attach's facts.
+    assert!(facts.get("nftRulesetDigest").is_none(), "{facts}");
     assert_eq!(
         facts["initialResolution"]["allowed.test"][0],
         topo.allowed.to_string()
@@ -348,13 +344,23 @@ fn allowlist_enforces_counts_and_cleans_up() {
     assert!(resolv.contains(&format!("nameserver {resolver}")));
     wait_for_echo_servers(&[topo.allowed, topo.blocked]);
 
-    // Nothing sent yet: no rule-hit events.
+    // Nothing sent yet: no rule-hit events. The first sample has the read-back's digest.
     let first = net.sample(false).unwrap();
     assert!(
         !first
             .events
             .iter()
             .any(|(t, _)| *t == events::NETWORK_RULE_HIT)
+    );
+    let Some(Ok(digest)) = &first.ruleset_digest else {
+        panic!("{:?}", first.ruleset_digest);
+    };
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    assert!(
+        first
+            .events
+            .iter()
+            .any(|(t, p)| *t == events::NETWORK_RULESET && p["nftRulesetDigest"] == *digest)
     );
 
     let r = probe(&sb, &resolver, &topo);

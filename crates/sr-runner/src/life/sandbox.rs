@@ -604,6 +604,13 @@ impl<S: EventSink + 'static> Sandbox<S> {
                         self.evidence.emit(ty, payload);
                     }
                     network_audit = s.audit;
+                    match (s.ruleset_digest, &mut self.network_facts) {
+                        (Some(Ok(digest)), NetworkFacts::Allowlist(facts)) => {
+                            facts.nft_ruleset_digest = Some(digest);
+                        }
+                        (Some(Err(d)), _) => cleanup.errors.push(d),
+                        _ => {}
+                    }
                 }
                 Err(d) => cleanup.errors.push(d),
             }

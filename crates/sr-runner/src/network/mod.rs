@@ -27,8 +27,10 @@
 //!    libnftables in this process, [`libnft`]), then read it back and hash it: the digest
 //!    covers what the kernel holds, not what we meant to send. Its rules
 //!    name the link, never its index, so this runs on a thread of its own (`sr-nft`), started
-//!    by prepare while the boundary starts, and attach joins it after step 2. Release and
-//!    sample wait for that thread before they touch the table;
+//!    by prepare while the boundary starts. Attach waits, after step 2, only until the apply
+//!    is done; the read-back goes on while the workload starts (the digest covers the table's
+//!    structure, which nothing changes after the apply), and the samples collect its digest,
+//!    the final one waiting for it. Release waits for that thread before it touches the table;
 //! 4. start the resolver on `<host side>:53` (bound to the run's host interface, answering
 //!    only the sandbox's address) and resolve every allowed name once, so the host sets are
 //!    filled before the workload starts;
@@ -60,7 +62,7 @@ pub mod ruleset;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
@@ -151,18 +153,22 @@ enum LinkKind {
 /// Step 3: the table in one transaction, then read back (the digest covers what the kernel
 /// holds, not what was sent), hashed, and its canonical form written to `net/ruleset.json`
 /// of `run_dir`: all of it on the table's thread, beside the boundary's start rather than on
-/// attach's path. Returns the listing's digest.
+/// attach's path. Sends on `applied` once the apply is done (attach waits for no more) and
+/// returns the listing's digest.
 fn apply_table(
     exec: &dyn NetCommandExecutor,
     doc: Value,
     table: &(String, String),
     run_dir: Option<&Path>,
+    applied: mpsc::Sender<()>,
 ) -> Result<String, NetworkError> {
     link::run_step(
         exec,
         "applying the nftables table",
         NetCommand::NftApply { doc },
     )?;
+    // Attach goes on from here; it learns of a failed apply from this thread's result.
+    let _ = applied.send(());
     let listing = link::run_step(
         exec,
         "reading the applied table",
@@ -212,9 +218,18 @@ pub struct AllowlistNetwork {
     upstream_addr: Option<SocketAddr>,
     opts: Options,
     binding: Option<RunBinding>,
-    /// The table's apply and read-back ([`apply_table`]), from `prepare` (or attach) until
-    /// attach takes its result (the read-back's digest).
+    /// The table's apply and read-back ([`apply_table`]), from `prepare` (or attach) until a
+    /// sample after attach takes its result (the read-back's digest) into `digest`.
     table_apply: Option<Background<String>>,
+    /// Receives once the table's thread has applied the table: what attach waits for.
+    table_applied: Option<mpsc::Receiver<()>>,
+    /// The read-back's digest, or why there is none, once taken from the table's thread.
+    digest: Option<Result<String, Diagnostic>>,
+    /// Attach succeeded: the samples may take the digest (before, attach still needs the
+    /// table's thread).
+    attached: bool,
+    /// `network.ruleset` has been handed to a sample's events.
+    digest_recorded: bool,
     /// The link into a namespace made ahead of the sandbox ([`link::start_in_new_namespace`]),
     /// from `prepare` until attach takes its result.
     link_apply: Option<Background<()>>,
@@ -301,6 +316,10 @@ impl AllowlistNetwork {
             opts,
             binding: None,
             table_apply: None,
+            table_applied: None,
+            digest: None,
+            attached: false,
+            digest_recorded: false,
             link_apply: None,
             created: Created::default(),
             dns: None,
@@ -398,21 +417,13 @@ impl AllowlistNetwork {
             (LinkKind::Tap, _) => link::tap_link(exec, &b),
         };
         step_done("link");
-        // 3. The table: joined whether or not the link failed, so that a rollback never races
-        //    its creation.
-        let table = self
-            .table_apply
-            .take()
-            .map(Background::take)
-            .unwrap_or_else(|| {
-                Err(NetworkError::Config(
-                    "the nftables table was not applied".into(),
-                ))
-            });
+        // 3. The table: applied, whether or not the link failed, so that a rollback never
+        //    races its creation. Its read-back goes on meanwhile.
+        let table = self.wait_table_applied();
         step_done("table");
         link?;
         // A guest configures its own side from its kernel command line (`AttachedNetwork.guest`).
-        let digest = table?;
+        table?;
 
         // 4. The resolver, and the first resolution of every allowed name.
         let upstream: Arc<dyn Upstream> = match (&self.opts.upstream, self.upstream_addr) {
@@ -560,7 +571,7 @@ impl AllowlistNetwork {
                 .to_owned(),
             },
             upstream_dns: self.upstream_addr.map(|a| a.to_string()),
-            nft_ruleset_digest: digest,
+            nft_ruleset_digest: None,
             nft_ruleset_digest_method: DIGEST_METHOD.to_owned(),
             uplinks,
             unroutable,
@@ -569,6 +580,7 @@ impl AllowlistNetwork {
                 .to_owned(),
             initial_resolution: initial,
         };
+        self.attached = true;
         Ok(AttachedNetwork {
             resolv_conf: Some(resolv),
             facts: NetworkFacts::Allowlist(Box::new(facts)),
@@ -723,11 +735,13 @@ impl AllowlistNetwork {
         self.created.table = Some(table.clone());
         let exec = self.opts.exec.clone();
         let run_dir = self.run_dir.clone();
+        let (applied, table_applied) = mpsc::channel();
         let applying = Background::start("sr-nft", move || {
-            apply_table(exec.as_ref(), doc, &table, run_dir.as_deref())
+            apply_table(exec.as_ref(), doc, &table, run_dir.as_deref(), applied)
         })
         .map_err(|e| NetworkError::Config(format!("starting the nftables thread: {e}")))?;
         self.table_apply = Some(applying);
+        self.table_applied = Some(table_applied);
         Ok(())
     }
 
@@ -743,6 +757,45 @@ impl AllowlistNetwork {
         let (prepared, linking) = link::start_in_new_namespace(self.opts.exec.clone(), b)?;
         self.link_apply = Some(linking);
         Ok(prepared)
+    }
+
+    /// Waits until the table's thread has applied the table; when it ended without, its
+    /// result says why.
+    fn wait_table_applied(&mut self) -> Result<(), NetworkError> {
+        if let Some(Ok(())) = self.table_applied.take().map(|applied| applied.recv()) {
+            return Ok(());
+        }
+        match self.table_apply.take() {
+            Some(thread) => thread.take().map(drop),
+            None => Err(NetworkError::Config(
+                "the nftables table was not applied".into(),
+            )),
+        }
+    }
+
+    /// After attach: the read-back's digest into `digest`, waiting for the table's thread.
+    /// The first sample to find it records `network.ruleset` in `events`.
+    fn collect_digest(&mut self, events: &mut Vec<(sr_common::events::EventType, Value)>) {
+        if !self.attached {
+            return;
+        }
+        if let Some(thread) = self.table_apply.take() {
+            self.digest = Some(thread.take().map_err(|e| {
+                let mut d = e.to_diagnostic();
+                d.path = error::PHASE_MONITOR.into();
+                d
+            }));
+        }
+        if let (Some(Ok(digest)), false) = (&self.digest, self.digest_recorded) {
+            events.push((
+                events::NETWORK_RULESET,
+                serde_json::json!({
+                    "nftRulesetDigest": digest,
+                    "nftRulesetDigestMethod": DIGEST_METHOD,
+                }),
+            ));
+            self.digest_recorded = true;
+        }
     }
 
     /// Waits for the table's thread, if one runs; its result stays for attach.
@@ -836,6 +889,7 @@ impl NetworkHook for AllowlistNetwork {
         out.extend(self.drain_dns());
         // Counters only of a table that is there (a sample between prepare and attach).
         self.settle_table();
+        self.collect_digest(&mut out);
         if self.created.table.is_some() {
             match self.read_counters() {
                 Ok(c) => {
@@ -860,6 +914,7 @@ impl NetworkHook for AllowlistNetwork {
         Ok(NetworkSample {
             events: out,
             audit: Some(self.audit()),
+            ruleset_digest: self.digest.clone(),
         })
     }
 

@@ -23,7 +23,7 @@ use super::audit::{self, DnsTally};
 use super::dns::{self, NameTargets, Resolver, Upstream};
 use super::exec::{NetCommand, NetCommandExecutor, RecordingExecutor};
 use super::ruleset::{self, RunBinding};
-use super::{AllowlistNetwork, Options};
+use super::{AllowlistNetwork, DIGEST_METHOD, Options};
 use super::{forwarding, ledger, release};
 use crate::network_hook::{NamespaceSource, NetworkHook};
 
@@ -924,25 +924,28 @@ fn a_tap_creation_failure_is_sr_run_201_and_rolls_back() {
     assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
 }
 
-/// The commands run, without the table thread's two (checked here: its apply, then its
-/// read-back, interleaved in any order with the link's commands, which run meanwhile).
+/// The commands run, without the table thread's two (checked here: its apply is the first nft
+/// command, before any set update, and its read-back follows it, interleaved in any order with
+/// the link's and attach's commands, which run meanwhile). Waits (bounded) for the read-back,
+/// which goes on after attach.
 fn without_table_thread(exec: &RecordingExecutor) -> Vec<String> {
-    let cmds: Vec<String> = exec.commands().iter().map(ToString::to_string).collect();
-    let first_nft = cmds.iter().position(|c| c.starts_with("nft")).unwrap();
-    assert_eq!(cmds[first_nft], "nft -j -f -");
-    let second_nft = cmds[first_nft + 1..]
-        .iter()
-        .position(|c| c.starts_with("nft"))
-        .unwrap()
-        + first_nft
-        + 1;
-    assert!(
-        cmds[second_nft].starts_with("nft -j list table inet safe_run_"),
-        "{cmds:?}"
-    );
+    let is_read_back = |c: &String| c.starts_with("nft -j list table inet safe_run_");
+    let wait = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut cmds: Vec<String> = Vec::new();
+    while std::time::Instant::now() < wait {
+        cmds = exec.commands().iter().map(ToString::to_string).collect();
+        if cmds.iter().any(is_read_back) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let apply = cmds.iter().position(|c| c.starts_with("nft")).unwrap();
+    assert_eq!(cmds[apply], "nft -j -f -");
+    let read_back = cmds.iter().position(is_read_back).unwrap();
+    assert!(apply < read_back, "{cmds:?}");
     cmds.iter()
         .enumerate()
-        .filter(|(i, _)| *i != first_nft && *i != second_nft)
+        .filter(|(i, _)| *i != apply && *i != read_back)
         .map(|(_, c)| c.clone())
         .collect()
 }
@@ -1017,24 +1020,15 @@ fn lifecycle_command_sequence_and_release() {
             source: "127.0.0.1".into()
         }
     );
-    assert_eq!(
-        facts.nft_ruleset_digest,
-        audit::ruleset_digest(&serde_json::from_str(LISTING).unwrap())
-    );
+    // Attach waits for the apply only: the digest comes with a sample.
+    assert_eq!(facts.nft_ruleset_digest, None);
     // The event's payload keeps the report's names.
     let payload = serde_json::to_value(&attached.facts).unwrap();
     assert_eq!(payload["mode"], "allowlist");
     assert_eq!(payload["hostInterface"], format!("sr{RUN}h"));
+    assert!(payload.get("nftRulesetDigest").is_none(), "{payload}");
     let resolv = std::fs::read_to_string(attached.resolv_conf.unwrap()).unwrap();
     assert!(resolv.starts_with(&format!("nameserver {}\n", b.host_addr)));
-    // The table's thread wrote the canonical form of what it read back.
-    assert_eq!(
-        std::fs::read(dir.path().join("net/ruleset.json")).unwrap(),
-        serde_json_canonicalizer::to_vec(&audit::canonical_ruleset(
-            &serde_json::from_str(LISTING).unwrap()
-        ))
-        .unwrap()
-    );
     // The forwarding change is recorded for restoring.
     let record = std::fs::read_to_string(dir.path().join("forwarding.json")).unwrap();
     assert!(record.contains("eth0"));
@@ -1047,6 +1041,35 @@ fn lifecycle_command_sequence_and_release() {
             .any(|(t, _)| *t == events::NETWORK_RULE_HIT)
     );
     assert!(sample.audit.is_some());
+    // The read-back's digest, recorded once in `network.ruleset`.
+    let digest = audit::ruleset_digest(&serde_json::from_str(LISTING).unwrap());
+    assert_eq!(sample.ruleset_digest, Some(Ok(digest.clone())));
+    let recorded: Vec<&Value> = sample
+        .events
+        .iter()
+        .filter(|(t, _)| *t == events::NETWORK_RULESET)
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(
+        recorded,
+        [&json!({"nftRulesetDigest": digest, "nftRulesetDigestMethod": DIGEST_METHOD})]
+    );
+    let again = net.sample(false).unwrap();
+    assert_eq!(again.ruleset_digest, Some(Ok(digest)));
+    assert!(
+        !again
+            .events
+            .iter()
+            .any(|(t, _)| *t == events::NETWORK_RULESET)
+    );
+    // The table's thread wrote the canonical form of what it read back.
+    assert_eq!(
+        std::fs::read(dir.path().join("net/ruleset.json")).unwrap(),
+        serde_json_canonicalizer::to_vec(&audit::canonical_ruleset(
+            &serde_json::from_str(LISTING).unwrap()
+        ))
+        .unwrap()
+    );
 
     let before = exec.commands().len();
     net.release().unwrap();
@@ -1119,6 +1142,36 @@ fn apply_failure_is_sr_run_201_and_rolls_back() {
     assert!(cmds.contains(&format!("ip link del sr{RUN}h")));
 }
 
+/// The read-back goes on after attach: when it fails, attach has succeeded (the table is in
+/// place), no `network.ruleset` is recorded, and every sample carries the failure, for the
+/// final one to put into the run's cleanup errors (SR-RUN-201 at `monitor.network`).
+#[test]
+fn a_failed_read_back_reaches_the_samples_not_attach() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = scripted(Some("nft -j list table inet safe_run_"));
+    let mut net = network(exec.clone(), dir.path());
+    net.attach(&Boundary::Namespace { pid: 4242 }, dir.path())
+        .unwrap();
+    for final_sample in [false, true] {
+        let sample = net.sample(final_sample).unwrap();
+        let Some(Err(d)) = sample.ruleset_digest else {
+            panic!("{:?}", sample.ruleset_digest);
+        };
+        assert_eq!(d.code, ErrorCode::RunNetworkApply);
+        assert_eq!(d.path, "monitor.network");
+        assert!(d.message.contains("reading the applied table"), "{d:?}");
+        assert!(sample.audit.is_some());
+        assert!(
+            !sample
+                .events
+                .iter()
+                .any(|(t, _)| *t == events::NETWORK_RULESET)
+        );
+    }
+    assert!(!dir.path().join("net/ruleset.json").exists());
+    net.release().unwrap();
+}
+
 /// `prepare` (before the boundary starts) claims the /30 and starts the table's thread; attach
 /// then makes only the link and the rest, and takes the table's listing.
 #[test]
@@ -1164,11 +1217,13 @@ fn prepare_starts_the_table_before_the_boundary_exists() {
     let NetworkFacts::Allowlist(facts) = &attached.facts else {
         panic!("{:?}", attached.facts);
     };
-    assert_eq!(
-        facts.nft_ruleset_digest,
-        audit::ruleset_digest(&serde_json::from_str(LISTING).unwrap())
-    );
     assert_eq!(facts.subnet, b.subnet.to_string());
+    assert_eq!(
+        net.sample(false).unwrap().ruleset_digest,
+        Some(Ok(audit::ruleset_digest(
+            &serde_json::from_str(LISTING).unwrap()
+        )))
+    );
     net.release().unwrap();
     assert!(!dir.path().join(ledger::LEDGER_FILE).exists());
 }
