@@ -720,17 +720,17 @@ for p in os.listdir("/proc"):
             argv = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")
         except OSError:
             argv = []
-        releaser = comm == "sr-release" or b"__release-network" in argv
+        releaser = comm in ("sr-release", "sr-detach") or b"__release-network" in argv
         left.append({"pid": int(p), "comm": comm, "state": rest[0], "releaser": releaser})
 for c in left:
     try:
         os.waitpid(c["pid"], 0)
     except OSError:
         pass
-# A run's deferred network releaser (`safe-run __release-network`, naming itself sr-release
-# once it runs; the intermediate that starts it may still be an unnamed safe-run) outlives its
-# safe-run by design and is re-parented here: waited for above, it is expected; anything else
-# is a leftover.
+# A run's deferred network releaser (`safe-run __release-network`: the worker names itself
+# sr-release, the process that forks it sr-detach, once they run; before that, it is told by
+# its argv) outlives its safe-run by design and is re-parented here: waited for above, it is
+# expected; anything else is a leftover.
 releasers = sum(1 for c in left if c["releaser"])
 left = [c for c in left if not c["releaser"]]
 print(json.dumps({"codes": codes, "left": left, "releasers": releasers}))
@@ -782,10 +782,9 @@ fn releaser_of(run_dir: &std::path::Path) -> Option<u32> {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            (comm.trim() == "sr-release"
-                && args.contains(&b"work".as_slice())
-                && args.contains(&want.as_os_str().as_encoded_bytes()))
-            .then_some(pid)
+            // The process that forked the worker names itself sr-detach.
+            (comm.trim() == "sr-release" && args.contains(&want.as_os_str().as_encoded_bytes()))
+                .then_some(pid)
         })
 }
 

@@ -14,8 +14,8 @@
 //!    shared-state holds) and takes an exclusive `flock` on it;
 //! 3. it starts `safe-run __release-network detach <pending>` with a duplicate of that lock's
 //!    descriptor (no close-on-exec, so the lock is inherited), stdio on /dev/null. That
-//!    process calls `setsid`, starts `... work <pending>` (a fresh exec again, never a fork of
-//!    the multi-threaded runner) and exits at once; [`reap_detached`] collects it. The worker
+//!    process (a fresh exec, single-threaded: the multi-threaded runner is never forked) calls
+//!    `setsid`, forks the worker and exits at once; [`reap_detached`] collects it. The worker
 //!    belongs to no safe-run process, holds the lock for as long as it lives, names itself
 //!    `sr-release`, and runs [`release_objects`] with the system executor;
 //! 4. the worker writes `<run dir>/net/release.json` ([`Record`]: what it removed, what
@@ -48,9 +48,11 @@ use crate::rundir;
 pub const SUBCOMMAND: &str = "__release-network";
 /// What the worker writes when it is done, under the run dir.
 pub const RECORD_FILE: &str = "net/release.json";
-/// The releaser's process name (`comm`, worker and intermediate), so that it can be told from
-/// any other child.
+/// The worker's process name (`comm`), so that it can be told from any other child.
 pub const WORKER_COMM: &std::ffi::CStr = c"sr-release";
+/// The name of the process that forks the worker and exits at once (re-parented, or a zombie
+/// until reaped, when safe-run has exited first), so that it can be told from the worker.
+pub const DETACH_COMM: &std::ffi::CStr = c"sr-detach";
 
 /// How long release waits for a veth to go with the sandbox's network namespace before it
 /// deletes the link itself (a bound for a namespace something still holds, not an expectation:
@@ -218,7 +220,7 @@ impl Detacher for SpawnReleaser {
 /// right after starting its worker), without waiting for the others: `safe-run run` calls it
 /// last, and its exit must not wait for an exec of itself. One still running then is
 /// re-parented (to the nearest subreaper, else the host's pid 1) like its worker; it names
-/// itself `sr-release` too.
+/// itself [`DETACH_COMM`].
 pub fn reap_detached() {
     if let Ok(mut v) = DETACHING.lock() {
         v.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_)) | Err(_)));
@@ -359,36 +361,27 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
         return 2;
     };
     let pending = PathBuf::from(pending);
-    if stage == "detach" {
-        // A session of its own: no terminal, no signal sent to safe-run's process group
-        // reaches the worker. The worker is started by exec, not fork, and this process exits
-        // at once, so the worker is nobody's child but the reaper's.
-        let _ = nix::sys::prctl::set_name(WORKER_COMM);
-        let _ = nix::unistd::setsid();
-        let Ok(me) = std::env::current_exe() else {
-            return 5;
-        };
-        return match Command::new(me)
-            .arg(SUBCOMMAND)
-            .arg("work")
-            .arg(&pending)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(_) => 0,
-            Err(_) => 5,
-        };
+    if stage != "detach" {
+        return 2;
     }
-    if stage == "work" {
-        let _ = nix::sys::prctl::set_name(WORKER_COMM);
-        return match work_with(&SystemExecutor, &pending) {
-            Ok(r) if r.errors.is_empty() => 0,
-            _ => 5,
-        };
+    // A session of its own: no terminal, no signal sent to safe-run's process group reaches
+    // the worker. This process is a fresh exec that dispatched here before anything could
+    // start a thread, so it forks the worker itself (a second exec of the whole binary cost
+    // ~2 ms of CPU, taken from the next run when runs follow each other) and exits at once:
+    // the worker is nobody's child but the reaper's, and holds the inherited lock.
+    let _ = nix::sys::prctl::set_name(DETACH_COMM);
+    let _ = nix::unistd::setsid();
+    match crate::sandbox::sys::fork() {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => 0,
+        Ok(nix::unistd::ForkResult::Child) => {
+            let _ = nix::sys::prctl::set_name(WORKER_COMM);
+            match work_with(&SystemExecutor, &pending) {
+                Ok(r) if r.errors.is_empty() => 0,
+                _ => 5,
+            }
+        }
+        Err(_) => 5,
     }
-    2
 }
 
 #[cfg(test)]

@@ -14,13 +14,14 @@ use nix::unistd::ForkResult;
 
 /// `fork(2)`.
 ///
-/// Only ever called by the sandbox init (`safe-run __init`) and its pid 1, which are
-/// single-threaded: the init is a freshly exec'd process that dispatches before anything
-/// (clap, std's runtime helpers, a logger) can start a thread, and it never starts one. So the
-/// child cannot inherit a lock held by another thread.
+/// Only ever called by the sandbox init (`safe-run __init`) and its pid 1, and by the deferred
+/// network releaser's detaching process (`safe-run __release-network detach`), which are
+/// single-threaded: each is a freshly exec'd process that dispatches before anything (clap,
+/// std's runtime helpers, a logger) can start a thread, and none starts one before it forks.
+/// So the child cannot inherit a lock held by another thread.
 pub fn fork() -> io::Result<ForkResult> {
-    // SAFETY: the calling process is single-threaded (see above); the child only runs
-    // straight-line setup code and then execs or `_exit`s.
+    // SAFETY: the calling process is single-threaded (see above); the child runs on as that
+    // one thread (setup code, then an exec or `_exit`; the releaser's worker, its release).
     unsafe { nix::unistd::fork() }.map_err(io::Error::from)
 }
 
