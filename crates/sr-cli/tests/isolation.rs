@@ -193,6 +193,24 @@ fn host_loopback_is_unreachable() {
     );
 }
 
+/// `network.mode: none`: the sandbox has a network namespace of its own (made by the runner
+/// while the init starts, and joined on Go) whose loopback is up and which has no other
+/// interface.
+#[test]
+fn own_loopback_works_and_is_the_only_interface() {
+    if !require_root("own_loopback_works_and_is_the_only_interface") {
+        return;
+    }
+    let code = "import socket\n\
+        s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)\n\
+        c = socket.create_connection(s.getsockname(), timeout=2); a, _ = s.accept()\n\
+        c.sendall(b'x')\n\
+        print(a.recv(1).decode(), sorted(n for _, n in socket.if_nameindex()))\n";
+    let (rc, s, e) = inside_py("own-loopback", code);
+    assert_eq!(rc, Some(0), "{e}");
+    assert_eq!(s.trim(), "x ['lo']", "{e}");
+}
+
 #[test]
 fn host_environment_does_not_leak() {
     if !require_root("host_environment_does_not_leak") {
