@@ -426,7 +426,7 @@ impl Live {
         }
         let taken = std::mem::replace(&mut *life, Life::Ending);
         drop(life);
-        let ended = match taken {
+        let ended = finish_end(|| match taken {
             Life::Running { sandbox, recording } => {
                 let (outcome, sink) = sandbox.destroy(RunStatus::Destroyed { reason }, None);
                 let finished = recording.finish(&outcome, sink, signer);
@@ -438,7 +438,7 @@ impl Live {
                 }
             }
             other => other,
-        };
+        });
         *self.lock() = ended;
         self.ended.notify_all();
         self.view()
@@ -482,6 +482,30 @@ impl Live {
             _ => Vec::new(),
         }
     }
+}
+
+/// Runs an end's work. A panic in it (a bug) still ends the sandbox, `lost`, with the panic as
+/// its evidence error: [`Live::end`] then wakes the ends waiting for this one instead of
+/// leaving them waiting for good, and the daemon keeps serving its other sandboxes.
+fn finish_end(work: impl FnOnce() -> Life) -> Life {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        Life::Ended {
+            status: "lost".into(),
+            report_path: None,
+            errors: vec![Diagnostic::new(
+                ErrorCode::EvidenceReport,
+                "sandbox.end",
+                format!("ending the sandbox failed: {what}"),
+                "see the daemon's log; `safe-run gc` removes what the sandbox left behind",
+            )],
+            at: Instant::now(),
+        }
+    })
 }
 
 /// A directory's entries as the API and the stdio mode answer a listing.
@@ -921,5 +945,44 @@ impl Daemon {
         for l in self.list() {
             l.end(EndReason::Shutdown, self.host.signer.as_ref());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_end_still_ends_the_sandbox_with_the_panic_as_its_error() {
+        let ended = finish_end(|| panic!("destroy went wrong"));
+        let Life::Ended {
+            status,
+            report_path,
+            errors,
+            ..
+        } = ended
+        else {
+            panic!("not ended");
+        };
+        assert_eq!(status, "lost");
+        assert_eq!(report_path, None);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].code, ErrorCode::EvidenceReport);
+        assert!(
+            errors[0].message.contains("destroy went wrong"),
+            "{:?}",
+            errors[0]
+        );
+        // An end that finishes passes through untouched.
+        let at = Instant::now();
+        let Life::Ended { status, .. } = finish_end(|| Life::Ended {
+            status: "destroyed".into(),
+            report_path: Some("r.json".into()),
+            errors: Vec::new(),
+            at,
+        }) else {
+            panic!("not ended");
+        };
+        assert_eq!(status, "destroyed");
     }
 }
