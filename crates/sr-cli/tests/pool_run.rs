@@ -321,6 +321,57 @@ fn a_sigkilled_client_leaves_its_pooled_sandbox_to_be_destroyed_by_the_daemon() 
     assert_eq!(code, 403, "{problem}");
 }
 
+/// A client killed after taking a sandbox but before its exec started (what `--pool` asks
+/// for at the take: `unusedTimeoutMs`): the daemon ends the sandbox once that passes, with a
+/// report that says `idle`, and nothing of it is left. A sandbox whose exec started is not
+/// ended by it.
+#[test]
+fn a_taken_sandbox_nothing_ran_in_is_ended_after_its_unused_timeout() {
+    if !require_root("a_taken_sandbox_nothing_ran_in_is_ended_after_its_unused_timeout") {
+        return;
+    }
+    let s = serve(0);
+    let take = |unused_ms: u64| {
+        let (code, made) = http(
+            &s.daemon.socket,
+            "POST",
+            "/v1/sandboxes",
+            &s.runner,
+            Some(&json!({"template": "small", "unusedTimeoutMs": unused_ms})),
+        );
+        assert_eq!(code, 201, "{made}");
+        made["id"].as_str().unwrap().to_owned()
+    };
+    let unused = take(300);
+    let used = take(300);
+    let (code, started) = http(
+        &s.daemon.socket,
+        "POST",
+        &format!("/v1/sandboxes/{used}/execs"),
+        &s.admin,
+        Some(&json!({"argv": ["/bin/true"]})),
+    );
+    assert!(code == 200 || code == 202, "{started}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ended = loop {
+        let view = s.sandbox(&unused);
+        if view["state"] == "ended" {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "not ended: {view}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(ended["reportPath"].as_str().unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(report["exit"]["reason"], "idle", "{report:#}");
+    verify(&s.env, ended["reportPath"].as_str().unwrap());
+    assert!(sandbox_cgroups(&unused).is_empty());
+    // Well past its unused timeout, the one an exec ran in still runs.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(s.sandbox(&used)["state"], "running");
+}
+
 #[test]
 fn refusals_are_precise_and_exit_with_their_family() {
     if !require_root("refusals_are_precise_and_exit_with_their_family") {

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 pub enum Expiry {
     /// Its deadline passed.
     Deadline,
-    /// Nothing ran in it and nobody asked for it for the idle timeout.
+    /// Nothing ran in it and nobody asked for it for the idle timeout, or no exec started in
+    /// it before its create's `unusedTimeoutMs` passed.
     Idle,
 }
 
@@ -32,6 +33,10 @@ pub struct Lease {
     busy: usize,
     /// A pooled sandbox no one has taken yet is never idle.
     waiting_in_pool: bool,
+    /// Ended at this instant unless an exec has started by then (a create's
+    /// `unusedTimeoutMs`: a client that dies between making a sandbox and using it leaves
+    /// nothing running for long).
+    unused_until: Option<Instant>,
 }
 
 impl Lease {
@@ -43,7 +48,13 @@ impl Lease {
             last_active: now,
             busy: 0,
             waiting_in_pool: false,
+            unused_until: None,
         }
+    }
+
+    /// Ends the sandbox `timeout` from `now` unless an exec starts in it before.
+    pub fn set_unused_timeout(&mut self, now: Instant, timeout: Duration) {
+        self.unused_until = Some(now + timeout);
     }
 
     /// Ends the sandbox `timeout` from `now` (sooner or later than before), within the policy's
@@ -83,6 +94,9 @@ impl Lease {
         if self.deadline.is_some_and(|d| now >= d) {
             return Some(Expiry::Deadline);
         }
+        if self.unused_until.is_some_and(|u| now >= u) {
+            return Some(Expiry::Idle);
+        }
         let idle = idle_timeout?;
         (self.busy == 0 && !self.waiting_in_pool && now >= self.last_active + idle)
             .then_some(Expiry::Idle)
@@ -109,7 +123,11 @@ pub struct Busy(SharedLease);
 impl Busy {
     /// Marks one more exec running in `lease`.
     pub fn start(lease: &SharedLease) -> Busy {
-        lock(lease).busy += 1;
+        let mut l = lock(lease);
+        l.busy += 1;
+        // Used: a create's unused timeout no longer applies.
+        l.unused_until = None;
+        drop(l);
         Busy(lease.clone())
     }
 }
@@ -180,5 +198,25 @@ mod tests {
             None,
             "a pooled sandbox waits without being idle"
         );
+    }
+
+    #[test]
+    fn an_unused_timeout_ends_a_sandbox_no_exec_started_in_and_only_that() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let lease: SharedLease = Arc::new(Mutex::new(Lease::new(t0, Duration::from_secs(3600))));
+        with(&lease, |l| {
+            l.set_unused_timeout(t0, Duration::from_secs(15))
+        });
+        // Without an idle timeout, and however recently it was asked about.
+        with(&lease, |l| l.touch(at(14)));
+        assert_eq!(with(&lease, |l| l.expired(at(14), None)), None);
+        assert_eq!(
+            with(&lease, |l| l.expired(at(15), None)),
+            Some(Expiry::Idle)
+        );
+        // An exec started: used, whatever happens after.
+        drop(Busy::start(&lease));
+        assert_eq!(with(&lease, |l| l.expired(at(1000), None)), None);
     }
 }

@@ -85,6 +85,8 @@ pub struct Live {
 pub struct CreateOptions {
     /// End it this long from now (within the policy's `limits.timeout`).
     pub timeout: Option<Duration>,
+    /// End it this long from now unless an exec has started in it by then.
+    pub unused_timeout: Option<Duration>,
     /// Variables every exec gets, under the exec's own.
     pub env: BTreeMap<String, String>,
     /// Labels to find it by.
@@ -288,6 +290,9 @@ impl Live {
         check_metadata(&opts.metadata)?;
         if let Some(t) = opts.timeout {
             self.set_timeout(t)?;
+        }
+        if let Some(t) = opts.unused_timeout {
+            lease::with(&self.lease, |l| l.set_unused_timeout(Instant::now(), t));
         }
         *lock(&self.metadata) = opts.metadata.clone();
         *lock(&self.env) = opts.env.clone();

@@ -30,6 +30,10 @@ pub(super) struct CreateBody {
     template: Option<String>,
     /// End it this long from now (at most the policy's `limits.timeout`).
     timeout_ms: Option<u64>,
+    /// End it this long from now unless an exec has started in it by then (its report then
+    /// says `idle`): a client that dies between making a sandbox and using it leaves nothing
+    /// running for long. `safe-run run --pool` asks for 15 s.
+    unused_timeout_ms: Option<u64>,
     /// Variables every exec gets, under the exec's own.
     #[serde(default)]
     env: BTreeMap<String, String>,
@@ -105,6 +109,7 @@ pub(super) async fn create(
     }
     let opts = CreateOptions {
         timeout: body.timeout_ms.map(Duration::from_millis),
+        unused_timeout: body.unused_timeout_ms.map(Duration::from_millis),
         env: body.env,
         metadata: body.metadata,
     };

@@ -72,9 +72,16 @@ pub struct PoolRunOutcome {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct CreateBody<'a> {
     template: &'a str,
+    /// A client killed before its exec starts leaves the sandbox to the daemon for this long
+    /// at most (after the exec starts, the events stream's `destroyOnDisconnect` covers it).
+    unused_timeout_ms: u64,
 }
+
+/// How long a taken sandbox may wait for the exec that this client starts right away.
+const UNUSED_TIMEOUT_MS: u64 = 15_000;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -164,6 +171,7 @@ where
             &req.token,
             Body::json(&CreateBody {
                 template: &req.template,
+                unused_timeout_ms: UNUSED_TIMEOUT_MS,
             }),
         )
         .await?;
