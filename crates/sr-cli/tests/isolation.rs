@@ -193,9 +193,8 @@ fn host_loopback_is_unreachable() {
     );
 }
 
-/// `network.mode: none`: the sandbox has a network namespace of its own (made by the runner
-/// while the init starts, and joined on Go) whose loopback is up and which has no other
-/// interface.
+/// `network.mode: none`: the sandbox has a network namespace of its own whose loopback is up
+/// and which has no other interface.
 #[test]
 fn own_loopback_works_and_is_the_only_interface() {
     if !require_root("own_loopback_works_and_is_the_only_interface") {

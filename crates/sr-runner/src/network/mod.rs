@@ -228,8 +228,6 @@ pub struct AllowlistNetwork {
     /// Attach succeeded: the samples may take the digest (before, attach still needs the
     /// table's thread).
     attached: bool,
-    /// `network.ruleset` has been handed to a sample's events.
-    digest_recorded: bool,
     /// The link into a namespace made ahead of the sandbox ([`link::start_in_new_namespace`]),
     /// from `prepare` until attach takes its result.
     link_apply: Option<Background<()>>,
@@ -319,7 +317,6 @@ impl AllowlistNetwork {
             table_applied: None,
             digest: None,
             attached: false,
-            digest_recorded: false,
             link_apply: None,
             created: Created::default(),
             dns: None,
@@ -774,19 +771,20 @@ impl AllowlistNetwork {
     }
 
     /// After attach: the read-back's digest into `digest`, waiting for the table's thread.
-    /// The first sample to find it records `network.ruleset` in `events`.
+    /// The sample that takes it from the thread records `network.ruleset` in `events`, once.
     fn collect_digest(&mut self, events: &mut Vec<(sr_common::events::EventType, Value)>) {
         if !self.attached {
             return;
         }
-        if let Some(thread) = self.table_apply.take() {
-            self.digest = Some(thread.take().map_err(|e| {
-                let mut d = e.to_diagnostic();
-                d.path = error::PHASE_MONITOR.into();
-                d
-            }));
-        }
-        if let (Some(Ok(digest)), false) = (&self.digest, self.digest_recorded) {
+        let Some(thread) = self.table_apply.take() else {
+            return;
+        };
+        let digest = thread.take().map_err(|e| {
+            let mut d = e.to_diagnostic();
+            d.path = error::PHASE_MONITOR.into();
+            d
+        });
+        if let Ok(digest) = &digest {
             events.push((
                 events::NETWORK_RULESET,
                 serde_json::json!({
@@ -794,8 +792,8 @@ impl AllowlistNetwork {
                     "nftRulesetDigestMethod": DIGEST_METHOD,
                 }),
             ));
-            self.digest_recorded = true;
         }
+        self.digest = Some(digest);
     }
 
     /// Waits for the table's thread, if one runs; its result stays for attach.
