@@ -208,12 +208,34 @@ class _Files:
         self._sbx._request("DELETE", self._path(path) + q)
 
 
+def _create_body(
+    policy: str | None,
+    template: str | None,
+    timeout: float | None,
+    env: dict | None,
+    metadata: dict | None,
+) -> dict:
+    """The body of `POST /v1/sandboxes`: exactly one of a policy and a template."""
+    if (policy is None) == (template is None):
+        raise ValueError("give exactly one of policy (YAML or JSON text) and template (a name)")
+    body: dict = {"policy": policy} if policy is not None else {"template": template}
+    if timeout is not None:
+        body["timeoutMs"] = int(timeout * 1000)
+    if env:
+        body["env"] = env
+    if metadata:
+        body["metadata"] = metadata
+    return body
+
+
 class Sandbox:
     """A live sandbox of a `safe-run serve`. Use `Sandbox.create(...)`."""
 
     def __init__(self, http: httpx.Client, info: dict, token: str):
         self._http = http
         self.id: str = info["id"]
+        # Handed out ready from the template's warm pool, rather than made for this call.
+        self.from_pool: bool = bool(info.get("fromPool", False))
         self._token = token
         self.commands = _Commands(self)
         self.files = _Files(self)
@@ -221,15 +243,23 @@ class Sandbox:
     @classmethod
     def create(
         cls,
-        policy: str,
+        policy: str | None = None,
         *,
+        template: str | None = None,
+        timeout: float | None = None,
+        env: dict | None = None,
+        metadata: dict | None = None,
         token: str | None = None,
         socket: str | None = None,
         url: str | None = None,
         idempotency_key: str | None = None,
         request_timeout: float = 60.0,
     ) -> Sandbox:
-        """Makes a sandbox from `policy` (YAML or JSON text) with an operator token."""
+        """Makes a sandbox from `policy` (YAML or JSON text), or takes one of the operator's
+        `template` (from its warm pool when one is ready), with an operator token. `timeout`
+        (seconds) ends it that long from now, at most at its policy's end; `env` is given to
+        every command; `metadata` labels it."""
+        body = _create_body(policy, template, timeout, env, metadata)
         uds, base = _transport(socket, url)
         transport = httpx.HTTPTransport(uds=uds) if uds else None
         http = httpx.Client(base_url=base, transport=transport, timeout=request_timeout)
@@ -237,7 +267,7 @@ class Sandbox:
         headers = {"Authorization": f"Bearer {operator}"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        resp = _check(http.post("/v1/sandboxes", json={"policy": policy}, headers=headers))
+        resp = _check(http.post("/v1/sandboxes", json=body, headers=headers))
         info = resp.json()
         # From here on, the sandbox's own token: it reaches this sandbox only.
         return cls(http, info, info["token"])
@@ -280,18 +310,25 @@ class AsyncSandbox:
     def __init__(self, http: httpx.AsyncClient, info: dict, token: str):
         self._http = http
         self.id: str = info["id"]
+        self.from_pool: bool = bool(info.get("fromPool", False))
         self._token = token
 
     @classmethod
     async def create(
         cls,
-        policy: str,
+        policy: str | None = None,
         *,
+        template: str | None = None,
+        timeout: float | None = None,
+        env: dict | None = None,
+        metadata: dict | None = None,
         token: str | None = None,
         socket: str | None = None,
         url: str | None = None,
         request_timeout: float = 60.0,
     ) -> AsyncSandbox:
+        """As `Sandbox.create`."""
+        body = _create_body(policy, template, timeout, env, metadata)
         uds, base = _transport(socket, url)
         transport = httpx.AsyncHTTPTransport(uds=uds) if uds else None
         http = httpx.AsyncClient(base_url=base, transport=transport, timeout=request_timeout)
@@ -299,7 +336,7 @@ class AsyncSandbox:
         resp = _check(
             await http.post(
                 "/v1/sandboxes",
-                json={"policy": policy},
+                json=body,
                 headers={"Authorization": f"Bearer {operator}"},
             )
         )

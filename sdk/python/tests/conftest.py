@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
+# The operator's template `small` (no warm pool: a create naming it makes one).
+TEMPLATE = "version: 1\nname: small\nruntime:\n  command: /bin/true\n  args: []\n  timeout: 60s\nmounts: []\n"
 
 
 def _binary() -> Path:
@@ -28,8 +30,17 @@ def daemon(tmp_path_factory):
             pytest.fail(f"{problem} (CI=true, so this is a failure)")
         pytest.skip(problem)
     d = tmp_path_factory.mktemp("serve")
+    template = d / "small.yaml"
+    template.write_text(TEMPLATE)
     config = d / "config.json"
-    config.write_text(json.dumps({"allowedMountPrefixes": [str(d / "share")]}))
+    config.write_text(
+        json.dumps(
+            {
+                "allowedMountPrefixes": [str(d / "share")],
+                "serve": {"templates": {"small": str(template)}},
+            }
+        )
+    )
     env = dict(os.environ, SAFE_RUN_CONFIG=str(config), SAFE_RUN_WORKDIR_BASE=str(d / "runs"))
     tokens = d / "tokens.json"
     made = subprocess.run(

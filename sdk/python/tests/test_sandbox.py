@@ -46,6 +46,26 @@ def test_commands_files_and_the_report(daemon):
     assert daemon["token"] not in str(report)
 
 
+def test_a_template_with_a_timeout_env_and_labels(daemon):
+    with Sandbox.create(
+        template="small",
+        timeout=30,
+        env={"GREETING": "hello"},
+        metadata={"job": "sdk-test"},
+        token=daemon["token"],
+        socket=daemon["socket"],
+    ) as sbx:
+        assert sbx.from_pool is False  # no warm pool configured: made for this call
+        assert sbx.commands.run("echo $GREETING").stdout == "hello\n"
+        info = sbx.info()
+        assert info["template"] == "small" and info["metadata"] == {"job": "sdk-test"}
+        assert 0 < info["endsAtMs"] - info["createdAtMs"] <= 30_000
+    with pytest.raises(ValueError):
+        Sandbox.create(policy=POLICY, template="small", token=daemon["token"])
+    with pytest.raises(ValueError):
+        Sandbox.create(token=daemon["token"])
+
+
 def test_a_bad_policy_is_a_precise_error(daemon):
     with pytest.raises(SafeRunError) as e:
         Sandbox.create(
@@ -69,6 +89,12 @@ def test_the_async_client(daemon):
             policy=POLICY, token=daemon["token"], socket=daemon["socket"]
         )
         r = await sbx.run("echo async")
+        templated = await AsyncSandbox.create(
+            template="small", env={"X": "y"}, token=daemon["token"], socket=daemon["socket"]
+        )
+        assert (await templated.run("echo $X")).stdout == "y\n"
+        await templated.kill()
+        await templated.aclose()
         await sbx.write_file("/tmp/a", b"A")
         data = await sbx.read_file("/tmp/a")
         await sbx.kill()
