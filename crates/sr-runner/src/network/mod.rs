@@ -796,7 +796,8 @@ impl AllowlistNetwork {
         self.digest = Some(digest);
     }
 
-    /// Waits for the table's thread, if one runs; its result stays for attach.
+    /// Waits for the table's thread, if one runs; its result stays for attach (a failed apply)
+    /// or, after attach, for the samples (the read-back's digest).
     fn settle_table(&mut self) {
         if let Some(table) = &mut self.table_apply {
             table.settle();
